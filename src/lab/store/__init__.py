@@ -1,0 +1,34 @@
+"""Storage: repository Protocols, backends chosen by URL, migrations.
+
+Daemons import only this package (``open_store`` and the Protocols), never a backend module.
+"""
+
+from lab.store.base import (
+    AgentRepository,
+    AuditRepository,
+    CertificateRepository,
+    ClusterRepository,
+    MachineRepository,
+    RoleRepository,
+    ServerRepository,
+    SettingsRepository,
+    Store,
+    TokenRepository,
+    UserRepository,
+)
+from lab.store.open import open_store
+
+__all__ = [
+    "AgentRepository",
+    "AuditRepository",
+    "CertificateRepository",
+    "ClusterRepository",
+    "MachineRepository",
+    "RoleRepository",
+    "ServerRepository",
+    "SettingsRepository",
+    "Store",
+    "TokenRepository",
+    "UserRepository",
+    "open_store",
+]

@@ -1,0 +1,188 @@
+"""Repository Protocols: the only face of storage that daemons see.
+
+Every method is async and safe to call from trio; backends run blocking drivers in worker
+threads behind a ``CapacityLimiter``. Methods raise :class:`lab.errors.NotFound` for a missing
+record, :class:`lab.errors.Conflict` for a duplicate key and :class:`lab.errors.Unavailable` when
+the database cannot be reached.
+
+Cancellation: a cancelled call may still complete in the database (a worker thread cannot be
+interrupted); callers must treat the outcome as unknown, which is why writes are idempotent
+where they can be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from lab.model import (
+    Agent,
+    AuditEntry,
+    Certificate,
+    Cluster,
+    JoinToken,
+    Machine,
+    MachineState,
+    Permission,
+    Role,
+    Server,
+    User,
+)
+
+
+class ServerRepository(Protocol):
+    async def create(self, server: Server) -> Server: ...
+    async def get(self, server_id: str) -> Server: ...
+    async def get_by_name(self, name: str) -> Server: ...
+    async def list(self, *, labels: dict[str, str] | None = None) -> list[Server]:
+        """Servers whose labels include every pair of ``labels``, ordered by name."""
+        ...
+
+    async def set_labels(self, name: str, set_: dict[str, str], remove: Sequence[str]) -> Server: ...
+    async def set_facts(self, server_id: str, facts: dict[str, Any]) -> Server: ...
+    async def delete(self, name: str) -> None: ...
+
+
+class AgentRepository(Protocol):
+    async def upsert(self, agent: Agent) -> Agent:
+        """Insert or replace the agent row of ``agent.server_id``."""
+        ...
+
+    async def get_by_server(self, server_id: str) -> Agent: ...
+    async def list(self) -> list[Agent]: ...
+
+    async def heartbeat(
+        self, server_id: str, *, replica: str, seen: datetime, lease_until: datetime
+    ) -> None:
+        """Renew the presence lease of a server's agent (group-committed; durable on return)."""
+        ...
+
+    async def release(self, server_id: str, *, replica: str) -> None:
+        """Drop the lease if ``replica`` still holds it."""
+        ...
+
+    async def online(self, *, at: datetime) -> dict[str, str]:
+        """server_id -> replica for every lease still valid at ``at``."""
+        ...
+
+
+class UserRepository(Protocol):
+    async def create(self, user: User) -> User: ...
+    async def get(self, user_id: str) -> User: ...
+    async def get_by_name(self, name: str) -> User: ...
+    async def list(self) -> list[User]: ...
+    async def set_disabled(self, name: str, disabled: bool) -> User: ...
+    async def grant(self, user_id: str, role: str) -> None:
+        """Give a role (idempotent); NotFound if the role does not exist."""
+        ...
+
+    async def revoke(self, user_id: str, role: str) -> None: ...
+    async def roles_of(self, user_id: str) -> list[str]: ...
+
+
+class RoleRepository(Protocol):
+    async def upsert(self, role: Role) -> Role:
+        """Create or replace a role with exactly ``role.permissions``."""
+        ...
+
+    async def get(self, name: str) -> Role: ...
+    async def list(self) -> list[Role]: ...
+    async def delete(self, name: str) -> None:
+        """Delete a role; Conflict for a builtin role or one still held by users."""
+        ...
+
+    async def add_permission(self, name: str, permission: Permission) -> Role: ...
+    async def remove_permission(self, name: str, permission: Permission) -> Role: ...
+
+
+class TokenRepository(Protocol):
+    async def create(self, token: JoinToken) -> JoinToken: ...
+    async def get(self, token_id: str) -> JoinToken: ...
+    async def list(self) -> list[JoinToken]: ...
+    async def revoke(self, token_id: str, *, at: datetime) -> JoinToken: ...
+    async def consume(self, token_id: str, *, at: datetime) -> JoinToken:
+        """Count one use atomically and return the token as it was before the use.
+
+        Raises ``Unauthenticated`` (details ``reason``: ``unknown``, ``expired``, ``revoked``,
+        ``used``) when the token may not be used; of two concurrent calls on a one-time token
+        exactly one succeeds. The caller has already checked the secret against the hash.
+        """
+        ...
+
+
+class CertificateRepository(Protocol):
+    async def record(self, cert: Certificate) -> Certificate: ...
+    async def get(self, serial: str) -> Certificate: ...
+    async def list(self, *, subject: str | None = None) -> list[Certificate]: ...
+    async def revoke(self, serial: str, *, at: datetime) -> Certificate: ...
+    async def revoked(self) -> list[Certificate]: ...
+
+
+class AuditRepository(Protocol):
+    async def append(self, entry: AuditEntry) -> AuditEntry:
+        """Chain and store one entry; returns it with ``seq``, ``prev_hash`` and ``hash``.
+
+        Returns only once the entry is durable (group commit: many producers share one
+        transaction, each awaits its own).
+        """
+        ...
+
+    async def list(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditEntry]: ...
+
+    async def last_seq(self) -> int: ...
+
+
+class MachineRepository(Protocol):
+    async def upsert(self, machine: Machine) -> Machine: ...
+    async def get(self, mac: str) -> Machine: ...
+    async def list(self, *, state: MachineState | None = None) -> list[Machine]: ...
+    async def delete(self, mac: str) -> None: ...
+
+
+class ClusterRepository(Protocol):
+    async def create(self, cluster: Cluster) -> Cluster: ...
+    async def get(self, name: str) -> Cluster: ...
+    async def list(self) -> list[Cluster]: ...
+    async def delete(self, name: str) -> None: ...
+
+
+class SettingsRepository(Protocol):
+    async def get(self, key: str) -> str | None: ...
+    async def set(self, key: str, value: str) -> None: ...
+    async def set_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key exists; return what is stored (first writer wins)."""
+        ...
+
+
+class Store(Protocol):
+    """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
+
+    servers: ServerRepository
+    agents: AgentRepository
+    users: UserRepository
+    roles: RoleRepository
+    tokens: TokenRepository
+    certificates: CertificateRepository
+    audit: AuditRepository
+    machines: MachineRepository
+    clusters: ClusterRepository
+    settings: SettingsRepository
+
+    @property
+    def url(self) -> str: ...
+
+    async def schema_version(self) -> int: ...
+    async def ping(self) -> float:
+        """Round-trip one trivial query; returns its latency in seconds."""
+        ...
+
+    async def aclose(self) -> None: ...
