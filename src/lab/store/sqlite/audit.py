@@ -1,0 +1,85 @@
+"""SQLite audit repository: appends go through the group-commit writer, reads are direct."""
+
+# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from lab.errors import Invalid
+from lab.model import AuditEntry
+from lab.store.sqlite.db import Database, loads, parse_ts, ts
+from lab.store.sqlite.writes import AuditAppend, Writer
+
+AUDIT_COLS = (
+    "seq, time, user, session, action, resource, result, duration_ms, source, details,"
+    " prev_hash, hash"
+)
+MAX_PAGE = 10_000
+
+
+def audit_entry(row: tuple[Any, ...]) -> AuditEntry:
+    return AuditEntry(
+        seq=row[0],
+        time=parse_ts(row[1]),
+        user=row[2],
+        session=row[3],
+        action=row[4],
+        resource=row[5],
+        result=row[6],
+        duration_ms=row[7],
+        source=row[8],
+        details=loads(row[9]),
+        prev_hash=row[10],
+        hash=row[11],
+    )
+
+
+class SqliteAudit:
+    def __init__(self, db: Database, writer: Writer) -> None:
+        self._db = db
+        self._writer = writer
+
+    async def append(self, entry: AuditEntry) -> AuditEntry:
+        stored = await self._writer.submit(AuditAppend(entry=entry))
+        assert isinstance(stored, AuditEntry)
+        return stored
+
+    async def list(
+        self,
+        *,
+        user: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """Entries in ``seq`` order after ``after_seq`` (page with the last seq you got)."""
+        if not 0 < limit <= MAX_PAGE:
+            raise Invalid(f"limit must be between 1 and {MAX_PAGE}", details={"limit": limit})
+        clauses: list[str] = ["seq > ?"]
+        params: list[object] = [after_seq]
+        if user is not None:
+            clauses.append("user = ?")
+            params.append(user)
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        if since is not None:
+            clauses.append("time >= ?")
+            params.append(ts(since))
+        sql = f"SELECT {AUDIT_COLS} FROM audit WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
+
+        def op(conn: sqlite3.Connection) -> list[AuditEntry]:
+            return [audit_entry(r) for r in conn.execute(sql, [*params, limit]).fetchall()]
+
+        return await self._db.run(op)
+
+    async def last_seq(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()
+            return int(seq)
+
+        return await self._db.run(op)

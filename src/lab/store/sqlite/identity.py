@@ -1,0 +1,458 @@
+"""SQLite repositories of identity: users, roles and their permissions, join tokens,
+certificates."""
+
+# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from lab.errors import Conflict, NotFound, Unauthenticated
+from lab.model import Certificate, Effect, JoinToken, Permission, Role, TokenKind, User
+from lab.store.sqlite.db import (
+    Database,
+    dumps,
+    loads,
+    opt_parse_ts,
+    opt_ts,
+    parse_ts,
+    transaction,
+    ts,
+)
+
+# --- users ----------------------------------------------------------------------------------
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(id=row[0], name=row[1], disabled=bool(row[2]), created_at=parse_ts(row[3]))
+
+
+def _user_where(conn: sqlite3.Connection, column: str, key: str) -> User:
+    row = conn.execute(
+        f"SELECT id, name, disabled, created_at FROM users WHERE {column} = ?", (key,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"user {key!r} not found", details={"resource": f"user/{key}"})
+    return _user(row)
+
+
+class SqliteUsers:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, user: User) -> User:
+        def op(conn: sqlite3.Connection) -> User:
+            try:
+                with transaction(conn):
+                    conn.execute(
+                        "INSERT INTO users (id, name, disabled, created_at) VALUES (?, ?, ?, ?)",
+                        (user.id, user.name, int(user.disabled), ts(user.created_at)),
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    f"user {user.name!r} already exists", details={"name": user.name}
+                ) from exc
+            return _user_where(conn, "id", user.id)
+
+        return await self._db.run(op)
+
+    async def get(self, user_id: str) -> User:
+        return await self._db.run(_user_where, "id", user_id)
+
+    async def get_by_name(self, name: str) -> User:
+        return await self._db.run(_user_where, "name", name)
+
+    async def list(self) -> list[User]:
+        def op(conn: sqlite3.Connection) -> list[User]:
+            rows = conn.execute("SELECT id, name, disabled, created_at FROM users ORDER BY name")
+            return [_user(r) for r in rows.fetchall()]
+
+        return await self._db.run(op)
+
+    async def set_disabled(self, name: str, disabled: bool) -> User:
+        def op(conn: sqlite3.Connection) -> User:
+            with transaction(conn):
+                cur = conn.execute(
+                    "UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name)
+                )
+                if cur.rowcount == 0:
+                    raise NotFound(f"user {name!r} not found", details={"resource": f"user/{name}"})
+            return _user_where(conn, "name", name)
+
+        return await self._db.run(op)
+
+    async def grant(self, user_id: str, role: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                _user_where(conn, "id", user_id)
+                _role_of(conn, role)
+                conn.execute(
+                    "INSERT INTO user_roles (user_id, role) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (user_id, role),
+                )
+
+        await self._db.run(op)
+
+    async def revoke(self, user_id: str, role: str) -> None:
+        """Take a role away; taking away a role the user does not hold is not an error."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                _user_where(conn, "id", user_id)
+                conn.execute(
+                    "DELETE FROM user_roles WHERE user_id = ? AND role = ?", (user_id, role)
+                )
+
+        await self._db.run(op)
+
+    async def roles_of(self, user_id: str) -> builtins.list[str]:
+        def op(conn: sqlite3.Connection) -> builtins.list[str]:
+            _user_where(conn, "id", user_id)
+            rows = conn.execute(
+                "SELECT role FROM user_roles WHERE user_id = ? ORDER BY role", (user_id,)
+            )
+            return [r[0] for r in rows.fetchall()]
+
+        return await self._db.run(op)
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def _role_of(conn: sqlite3.Connection, name: str) -> Role:
+    row = conn.execute(
+        "SELECT name, description, builtin FROM roles WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"role {name!r} not found", details={"resource": f"role/{name}"})
+    perms = conn.execute(
+        "SELECT effect, action, resource FROM role_permissions WHERE role = ? ORDER BY position",
+        (name,),
+    ).fetchall()
+    return Role(
+        name=row[0],
+        description=row[1],
+        builtin=bool(row[2]),
+        permissions=tuple(Permission(effect=Effect(e), action=a, resource=r) for e, a, r in perms),
+    )
+
+
+def _write_permissions(
+    conn: sqlite3.Connection, role: str, permissions: Iterable[Permission], start: int
+) -> None:
+    conn.executemany(
+        "INSERT INTO role_permissions (role, effect, action, resource, position)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [
+            (role, p.effect.value, p.action, p.resource, start + i)
+            for i, p in enumerate(permissions)
+        ],
+    )
+
+
+def upsert_role(conn: sqlite3.Connection, role: Role) -> None:
+    """Create or replace ``role`` with exactly its permissions; caller holds a transaction."""
+    conn.execute(
+        "INSERT INTO roles (name, description, builtin) VALUES (?, ?, ?) ON CONFLICT (name)"
+        " DO UPDATE SET description = excluded.description, builtin = excluded.builtin",
+        (role.name, role.description, int(role.builtin)),
+    )
+    conn.execute("DELETE FROM role_permissions WHERE role = ?", (role.name,))
+    _write_permissions(conn, role.name, role.permissions, 0)
+
+
+class SqliteRoles:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def upsert(self, role: Role) -> Role:
+        def op(conn: sqlite3.Connection) -> Role:
+            with transaction(conn):
+                upsert_role(conn, role)
+            return _role_of(conn, role.name)
+
+        return await self._db.run(op)
+
+    async def get(self, name: str) -> Role:
+        return await self._db.run(_role_of, name)
+
+    async def list(self) -> list[Role]:
+        def op(conn: sqlite3.Connection) -> list[Role]:
+            names = conn.execute("SELECT name FROM roles ORDER BY name").fetchall()
+            return [_role_of(conn, n) for (n,) in names]
+
+        return await self._db.run(op)
+
+    async def delete(self, name: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                role = _role_of(conn, name)
+                if role.builtin:
+                    raise Conflict(f"role {name!r} is builtin and cannot be deleted")
+                (holders,) = conn.execute(
+                    "SELECT count(*) FROM user_roles WHERE role = ?", (name,)
+                ).fetchone()
+                if holders:
+                    raise Conflict(
+                        f"role {name!r} is still held by {holders} user(s)",
+                        details={"holders": holders},
+                    )
+                conn.execute("DELETE FROM roles WHERE name = ?", (name,))
+
+        await self._db.run(op)
+
+    async def add_permission(self, name: str, permission: Permission) -> Role:
+        """Append a rule (a rule the role already has is left where it is)."""
+
+        def op(conn: sqlite3.Connection) -> Role:
+            with transaction(conn):
+                _role_of(conn, name)
+                (last,) = conn.execute(
+                    "SELECT coalesce(max(position), -1) FROM role_permissions WHERE role = ?",
+                    (name,),
+                ).fetchone()
+                _write_permissions(conn, name, [permission], last + 1)
+            return _role_of(conn, name)
+
+        return await self._db.run(op)
+
+    async def remove_permission(self, name: str, permission: Permission) -> Role:
+        def op(conn: sqlite3.Connection) -> Role:
+            with transaction(conn):
+                _role_of(conn, name)
+                conn.execute(
+                    "DELETE FROM role_permissions"
+                    " WHERE role = ? AND effect = ? AND action = ? AND resource = ?",
+                    (name, permission.effect.value, permission.action, permission.resource),
+                )
+            return _role_of(conn, name)
+
+        return await self._db.run(op)
+
+
+# --- join tokens ----------------------------------------------------------------------------
+
+_JT_COLS = (
+    "id, kind, secret_hash, roles, reusable, max_uses, uses, expires_at, revoked_at,"
+    " created_at, created_by, description"
+)
+
+
+def _token(row: tuple[Any, ...]) -> JoinToken:
+    return JoinToken(
+        id=row[0],
+        kind=TokenKind(row[1]),
+        secret_hash=row[2],
+        roles=tuple(loads(row[3])),
+        reusable=bool(row[4]),
+        max_uses=row[5],
+        uses=row[6],
+        expires_at=parse_ts(row[7]),
+        revoked_at=opt_parse_ts(row[8]),
+        created_at=parse_ts(row[9]),
+        created_by=row[10],
+        description=row[11],
+    )
+
+
+def _token_of(conn: sqlite3.Connection, token_id: str) -> JoinToken:
+    row = conn.execute(
+        f"SELECT {_JT_COLS} FROM join_tokens WHERE id = ?", (token_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
+    return _token(row)
+
+
+def _refusal(conn: sqlite3.Connection, token_id: str, at: datetime) -> Unauthenticated:
+    """Why a consume matched no row; read after the fact, for the message only."""
+    row = conn.execute(
+        "SELECT revoked_at, expires_at FROM join_tokens WHERE id = ?", (token_id,)
+    ).fetchone()
+    if row is None:
+        reason = "unknown"
+    elif row[0] is not None:
+        reason = "revoked"
+    elif row[1] <= ts(at):
+        reason = "expired"
+    else:
+        reason = "used"
+    return Unauthenticated(f"join token cannot be used ({reason})", details={"reason": reason})
+
+
+class SqliteTokens:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, token: JoinToken) -> JoinToken:
+        def op(conn: sqlite3.Connection) -> JoinToken:
+            t = token
+            try:
+                with transaction(conn):
+                    conn.execute(
+                        f"INSERT INTO join_tokens ({_JT_COLS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            t.id,
+                            t.kind.value,
+                            t.secret_hash,
+                            dumps(list(t.roles)),
+                            int(t.reusable),
+                            t.max_uses,
+                            t.uses,
+                            ts(t.expires_at),
+                            opt_ts(t.revoked_at),
+                            ts(t.created_at),
+                            t.created_by,
+                            t.description,
+                        ),
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"token {t.id!r} already exists") from exc
+            return _token_of(conn, t.id)
+
+        return await self._db.run(op)
+
+    async def get(self, token_id: str) -> JoinToken:
+        return await self._db.run(_token_of, token_id)
+
+    async def list(self) -> list[JoinToken]:
+        def op(conn: sqlite3.Connection) -> list[JoinToken]:
+            rows = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens ORDER BY created_at, id")
+            return [_token(r) for r in rows.fetchall()]
+
+        return await self._db.run(op)
+
+    async def revoke(self, token_id: str, *, at: datetime) -> JoinToken:
+        """Revoke (idempotent: the first revocation time is kept)."""
+
+        def op(conn: sqlite3.Connection) -> JoinToken:
+            with transaction(conn):
+                _token_of(conn, token_id)
+                conn.execute(
+                    "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                    (ts(at), token_id),
+                )
+            return _token_of(conn, token_id)
+
+        return await self._db.run(op)
+
+    async def consume(self, token_id: str, *, at: datetime) -> JoinToken:
+        def op(conn: sqlite3.Connection) -> JoinToken:
+            # One conditional UPDATE is the whole decision, so two racing consumers (here, or
+            # in another process on the same file) can never both win a one-time token.
+            with transaction(conn):
+                row = conn.execute(
+                    f"UPDATE join_tokens SET uses = uses + 1"
+                    " WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND ("
+                    "  (reusable = 1 AND (max_uses IS NULL OR uses < max_uses))"
+                    "  OR (reusable = 0 AND uses = 0))"
+                    f" RETURNING {_JT_COLS}",
+                    (token_id, ts(at)),
+                ).fetchone()
+                if row is None:
+                    raise _refusal(conn, token_id, at)
+            after = _token(row)
+            return attrs.evolve(after, uses=after.uses - 1)
+
+        return await self._db.run(op)
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+_CERT_COLS = "serial, subject, profile, not_before, not_after, issuer_fingerprint, revoked_at"
+
+
+def _cert(row: tuple[Any, ...]) -> Certificate:
+    return Certificate(
+        serial=row[0],
+        subject=row[1],
+        profile=row[2],
+        not_before=parse_ts(row[3]),
+        not_after=parse_ts(row[4]),
+        issuer_fingerprint=row[5],
+        revoked_at=opt_parse_ts(row[6]),
+    )
+
+
+def _cert_of(conn: sqlite3.Connection, serial: str) -> Certificate:
+    row = conn.execute(
+        f"SELECT {_CERT_COLS} FROM certificates WHERE serial = ?", (serial,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"certificate {serial!r} not found", details={"resource": f"cert/{serial}"})
+    return _cert(row)
+
+
+class SqliteCertificates:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, cert: Certificate) -> Certificate:
+        def op(conn: sqlite3.Connection) -> Certificate:
+            c = cert
+            try:
+                with transaction(conn):
+                    conn.execute(
+                        f"INSERT INTO certificates ({_CERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            c.serial,
+                            c.subject,
+                            c.profile,
+                            ts(c.not_before),
+                            ts(c.not_after),
+                            c.issuer_fingerprint,
+                            opt_ts(c.revoked_at),
+                        ),
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"certificate {c.serial!r} is already recorded") from exc
+            return _cert_of(conn, c.serial)
+
+        return await self._db.run(op)
+
+    async def get(self, serial: str) -> Certificate:
+        return await self._db.run(_cert_of, serial)
+
+    async def list(self, *, subject: str | None = None) -> list[Certificate]:
+        def op(conn: sqlite3.Connection) -> list[Certificate]:
+            if subject is None:
+                rows = conn.execute(f"SELECT {_CERT_COLS} FROM certificates ORDER BY not_before")
+            else:
+                rows = conn.execute(
+                    f"SELECT {_CERT_COLS} FROM certificates WHERE subject = ? ORDER BY not_before",
+                    (subject,),
+                )
+            return [_cert(r) for r in rows.fetchall()]
+
+        return await self._db.run(op)
+
+    async def revoke(self, serial: str, *, at: datetime) -> Certificate:
+        """Revoke (idempotent: the first revocation time is kept)."""
+
+        def op(conn: sqlite3.Connection) -> Certificate:
+            with transaction(conn):
+                _cert_of(conn, serial)
+                conn.execute(
+                    "UPDATE certificates SET revoked_at = coalesce(revoked_at, ?) WHERE serial = ?",
+                    (ts(at), serial),
+                )
+            return _cert_of(conn, serial)
+
+        return await self._db.run(op)
+
+    async def revoked(self) -> builtins.list[Certificate]:
+        def op(conn: sqlite3.Connection) -> builtins.list[Certificate]:
+            rows = conn.execute(
+                f"SELECT {_CERT_COLS} FROM certificates WHERE revoked_at IS NOT NULL"
+                " ORDER BY revoked_at, serial"
+            )
+            return [_cert(r) for r in rows.fetchall()]
+
+        return await self._db.run(op)

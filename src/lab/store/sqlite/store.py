@@ -1,0 +1,142 @@
+"""The SQLite Store: open, migrate, seed, run the group-commit writer, close."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from lab.store.base import (
+    AgentRepository,
+    AuditRepository,
+    CertificateRepository,
+    ClusterRepository,
+    MachineRepository,
+    RoleRepository,
+    ServerRepository,
+    SettingsRepository,
+    TokenRepository,
+    UserRepository,
+)
+from lab.store.groupcommit import GroupCommitWriter
+from lab.store.seed import BUILTIN_ROLES
+from lab.store.sqlite.audit import SqliteAudit
+from lab.store.sqlite.db import Database, connect, migrate, path_from_url, transaction
+from lab.store.sqlite.identity import (
+    SqliteCertificates,
+    SqliteRoles,
+    SqliteTokens,
+    SqliteUsers,
+    upsert_role,
+)
+from lab.store.sqlite.inventory import (
+    SqliteAgents,
+    SqliteClusters,
+    SqliteMachines,
+    SqliteServers,
+    SqliteSettings,
+)
+from lab.store.sqlite.writes import ChainHead, Outcome, WriteOp, Writer, flush_batch
+
+CLOSE_DRAIN_SECONDS = 10.0
+"""On close, queued group-commit writes get this long to commit before they are failed."""
+
+
+def seed(conn: sqlite3.Connection) -> None:
+    """Upsert the builtin roles (every open, so changed definitions reach old databases)."""
+    with transaction(conn):
+        for role in BUILTIN_ROLES:
+            upsert_role(conn, role)
+
+
+def _open(url: str) -> Database:
+    path = path_from_url(url)
+    conn = connect(path)
+    try:
+        migrate(conn)
+        seed(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return Database(conn, path)
+
+
+class SqliteStore:
+    """The :class:`lab.store.base.Store` of one SQLite file; get one from :func:`open_sqlite`."""
+
+    def __init__(self, url: str, db: Database, *, max_batch: int = 1000) -> None:
+        self._url = url
+        self._db = db
+        self._head = ChainHead()
+        self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
+        self.servers: ServerRepository = SqliteServers(db)
+        self.agents: AgentRepository = SqliteAgents(db, self.writer)
+        self.users: UserRepository = SqliteUsers(db)
+        self.roles: RoleRepository = SqliteRoles(db)
+        self.tokens: TokenRepository = SqliteTokens(db)
+        self.certificates: CertificateRepository = SqliteCertificates(db)
+        self.audit: AuditRepository = SqliteAudit(db, self.writer)
+        self.machines: MachineRepository = SqliteMachines(db)
+        self.clusters: ClusterRepository = SqliteClusters(db)
+        self.settings: SettingsRepository = SqliteSettings(db)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def path(self) -> str:
+        return str(self._db.path)
+
+    async def _flush(self, ops: list[WriteOp]) -> list[Outcome | Exception]:
+        # The one thread hop per batch.
+        return await self._db.run(flush_batch, ops, self._head)
+
+    async def schema_version(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            (version,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations"
+            ).fetchone()
+            return int(version)
+
+        return await self._db.run(op)
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+        return time.perf_counter() - started
+
+    async def aclose(self) -> None:
+        """Stop accepting group-commit writes; queued ones still commit (see ``open_sqlite``)."""
+        self.writer.close()
+
+
+@asynccontextmanager
+async def open_sqlite(url: str, *, max_batch: int = 1000) -> AsyncIterator[SqliteStore]:
+    """Open, migrate and seed the SQLite database of ``url``; close it on exit.
+
+    The group-commit writer runs in this context's own nursery. On exit, queued writes get
+    ``CLOSE_DRAIN_SECONDS`` to commit, then the writer is cancelled (its producers get
+    ``Unavailable``) and the connection is closed.
+
+    Raises ``Unavailable`` naming the path when the file or its directory cannot be created or
+    written, ``SchemaTooNew`` when a newer labctl wrote it (the file is left untouched),
+    ``ConfigError`` for a malformed URL.
+    """
+    db = await trio.to_thread.run_sync(_open, url)
+    try:
+        store = SqliteStore(url, db, max_batch=max_batch)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.writer.run)
+            try:
+                yield store
+            finally:
+                store.writer.close()
+                # Bounded drain: a wedged disk must not hang shutdown forever.
+                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_DRAIN_SECONDS
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(db.close, limiter=db.limiter)
