@@ -1,0 +1,49 @@
+"""Developer sessions: tests, tests_postgres, lint, typecheck, bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The default suite: unit, integration and end-to-end tests (SQLite and PostgreSQL)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_postgres(session: nox.Session) -> None:
+    """The storage contract suite against a throwaway PostgreSQL 15."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/store", "-m", "postgres", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy", "types-PyYAML")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks; each prints JSON lines {bench, value, unit, baseline, ratio}."""
+    session.install("-e", ".[test]")
+    import pathlib
+
+    for script in sorted(pathlib.Path("bench").glob("*.py")):
+        if script.name.startswith("_"):
+            continue
+        session.run("python", str(script), *session.posargs)

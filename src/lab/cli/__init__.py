@@ -1,0 +1,1 @@
+"""labctl, the operator CLI. Modules here keep heavy imports inside functions."""

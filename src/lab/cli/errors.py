@@ -1,0 +1,38 @@
+"""Turn errors into one stderr line with a hint and a trustworthy exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lab.cli.output import fail
+
+# Exit codes scripts can rely on.
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DENIED = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 5
+
+_EXIT_BY_CODE = {
+    "invalid": EXIT_USAGE,
+    "config": EXIT_USAGE,
+    "permission_denied": EXIT_DENIED,
+    "unauthenticated": EXIT_DENIED,
+    "not_found": EXIT_NOT_FOUND,
+    "unavailable": EXIT_UNAVAILABLE,
+}
+
+
+@contextmanager
+def handle() -> Iterator[None]:
+    """Map LabError to ``error: message (hint: ...)`` and its exit code."""
+    from lab.errors import LabError
+
+    try:
+        yield
+    except LabError as exc:
+        hint = exc.details.get("hint")
+        fields = exc.details.get("fields")
+        message = exc.message + (f": {', '.join(map(str, fields))}" if fields else "")
+        fail(message, str(hint) if hint else None, _EXIT_BY_CODE.get(exc.code, EXIT_ERROR))

@@ -1,0 +1,1 @@
+"""labd, the master daemon."""

@@ -1,0 +1,70 @@
+"""labd's ASGI application: a quart-trio app with the error envelope and its routes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Response, current_app, jsonify
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from lab.errors import LabError
+from lab.labd.context import LabdContext
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
+    resp = jsonify({"error": {"code": code, "message": message, "details": details}})
+    resp.status_code = status
+    return resp
+
+
+def ctx() -> LabdContext:
+    """The LabdContext of the app serving the current request."""
+    state: LabdContext = current_app.extensions["lab"]
+    return state
+
+
+def create_app(context: LabdContext) -> QuartTrio:
+    from lab.labd.routes import health
+
+    app = QuartTrio("labd")
+    app.extensions["lab"] = context
+    # Bodies larger than this are refused with 413 before a handler reads them.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.register_blueprint(health.bp)
+
+    @app.errorhandler(LabError)
+    async def _lab_error(exc: LabError) -> Response:
+        resp = error_response(exc.status, exc.code, exc.message, exc.details)
+        retry_after = exc.details.get("retry_after")
+        if exc.status == 429 and retry_after is not None:
+            resp.headers["Retry-After"] = str(max(1, round(float(retry_after))))
+        return resp
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        return error_response(status, code, exc.description or exc.name, {})
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal", "internal error", {})
+
+    return app

@@ -1,0 +1,53 @@
+"""labd's settings: defaults < YAML file (``LABD_CONFIG``) < ``LABD_*`` environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from attrs import field, frozen
+
+from lab.runtime.config import default_data_dir, load_config
+
+DEFAULT_CONFIG_FILE = Path("/etc/lab/labd.yaml")
+
+
+@frozen(kw_only=True)
+class LabdConfig:
+    # Address to listen on (LABD_HOST). 0.0.0.0 so agents on the LAN can reach a homelab box.
+    host: str = "0.0.0.0"  # noqa: S104
+    # HTTPS port of the API and the agent WebSocket (LABD_PORT).
+    port: int = 3100
+    # Where labd keeps its database, CA and bootstrap token (LABD_DATA_DIR).
+    data_dir: str = field(factory=lambda: str(default_data_dir("lab", "lab")))
+    # sqlite:///path or postgresql://... (LABD_DATABASE_URL, or DATABASE_URL).
+    database_url: str = ""
+    # Log output: text or json (LABD_LOG_FORMAT), and level (LABD_LOG_LEVEL).
+    log_format: str = "text"
+    log_level: str = "info"
+    # Extra DNS names and IPs for labd's server certificate (LABD_SERVER_NAMES, comma-separated).
+    server_names: tuple[str, ...] = ()
+    # Seconds a graceful shutdown waits for open requests and sessions (LABD_SHUTDOWN_GRACE).
+    shutdown_grace: float = 5.0
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'labd.db'}"
+
+
+def load_labd_config(environ: Mapping[str, str] | None = None) -> LabdConfig:
+    env = os.environ if environ is None else environ
+    path = env.get("LABD_CONFIG")
+    file = Path(path) if path else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    return load_config(
+        LabdConfig,
+        file=file,
+        env_prefix="LABD_",
+        environ=env,
+        aliases={"DATABASE_URL": "database_url"},
+    )

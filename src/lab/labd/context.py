@@ -1,0 +1,23 @@
+"""What labd's request handlers can reach: config, store, and the live parts of the daemon."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+
+if TYPE_CHECKING:
+    from lab.labd.config import LabdConfig
+    from lab.store import Store
+
+
+@define(kw_only=True)
+class LabdContext:
+    config: LabdConfig
+    store: Store
+    started_monotonic: float = field(factory=time.monotonic)
+
+    def connected_agents(self) -> int:
+        """Agents with a live session on this replica (0 until the agent hub is attached)."""
+        return 0

@@ -1,0 +1,1 @@
+"""labd's HTTP routes, one module per area."""

@@ -1,0 +1,62 @@
+"""Every labctl command has help text and an example, and is documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.cli.main import app
+from tests.cli.commands import command_paths
+
+ROOT = Path(__file__).resolve().parents[2]
+PATHS = sorted(command_paths(app))
+
+
+def docs_text() -> str:
+    parts = [(ROOT / "README.md").read_text()]
+    parts += [p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(parts)
+
+
+def test_the_tree_is_not_empty() -> None:
+    assert ("config", "set") in PATHS
+    assert ("init", "labd", "standalone", "start") in PATHS
+
+
+@pytest.mark.parametrize("path", PATHS, ids=" ".join)
+def test_every_command_is_documented(path: tuple[str, ...]) -> None:
+    assert "labctl " + " ".join(path) in docs_text(), f"`labctl {' '.join(path)}` is not in the docs"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        app([*path, "--help"], exit_on_error=False)
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "Usage:" in out
+    leaf = app
+    for name in path:
+        leaf = leaf[name]
+    if not leaf.resolved_commands() or leaf.default_command is not None:
+        # A runnable command must show an example in its help.
+        assert "Example" in out or "example" in out, f"labctl {' '.join(path)} --help has no example"
+
+
+def test_help_and_version_do_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from lab.cli.main import app\n"
+        "for argv in (['--help'], ['version']):\n"
+        "    try:\n"
+        "        app(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('trio', 'httpx', 'cryptography', 'hypercorn') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout, out.stdout
