@@ -1,0 +1,223 @@
+"""Serve an ASGI app with hypercorn under trio, exposing the TLS client certificate.
+
+hypercorn 0.18.0 (pinned) verifies client certificates but never puts them into the ASGI scope.
+:class:`PeerCertTCPServer` finishes the TLS handshake itself, reads the peer certificate from the
+``trio.SSLStream`` and wraps the app of that one connection so every HTTP and WebSocket scope
+carries the ASGI ``tls`` extension. Lifespan scopes are untouched. On plain-TCP connections no
+``tls`` extension is added (as the ASGI TLS extension specification asks).
+
+``scope["extensions"]["tls"]`` holds exactly these keys:
+
+``client_cert_chain``  ``list[str]``: the client's leaf certificate as one PEM string, or ``[]``
+                       when the client sent none (stdlib ``ssl`` on Python 3.11 does not expose
+                       the rest of the chain; our clients send only the leaf anyway).
+``client_cert_der``    ``bytes | None``: the same leaf certificate, DER (labctl's addition; feed
+                       it to :func:`lab.pki.verify_peer` / :func:`lab.pki.identity_from_der`).
+``client_cert_name``   ``str | None``: the leaf's subject as an RFC 4514 string (``CN=user/ann``).
+``client_cert_error``  always ``None``: a certificate that fails verification aborts the
+                       handshake, so no request ever sees one.
+``server_cert``        always ``None`` (not needed by labctl).
+``tls_version``        ``int | None``: 0x0303 for TLS 1.2, 0x0304 for TLS 1.3.
+``cipher_suite``       always ``None`` (stdlib ``ssl`` gives names, the spec wants numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ConnectionState,
+    LifespanState,
+    Scope,
+)
+
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+# RFC 4514 short names for the attributes our certificates (and most others) use.
+_SHORT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+log = logging.getLogger("lab.runtime.tls_server")
+
+
+def _escape_rdn_value(value: str) -> str:
+    out = "".join("\\" + ch if ch in ',+"\\<>;=' else ch for ch in value)
+    if out.startswith(("#", " ")):
+        out = "\\" + out
+    if out.endswith(" ") and not out.endswith("\\ "):
+        out = out[:-1] + "\\ "
+    return out
+
+
+def _rfc4514(subject: Any) -> str | None:
+    """RFC 4514 string from the ``subject`` of :meth:`ssl.SSLObject.getpeercert` (dict form)."""
+    if not subject:
+        return None
+    rdns = []
+    # getpeercert lists RDNs in certificate order; RFC 4514 writes them last first.
+    for rdn in reversed(subject):
+        rdns.append(
+            "+".join(f"{_SHORT_NAMES.get(k, k)}={_escape_rdn_value(str(v))}" for k, v in rdn)
+        )
+    return ",".join(rdns)
+
+
+def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
+    """The ASGI ``tls`` extension for a stream whose handshake has completed."""
+    der = stream.getpeercert(binary_form=True)
+    info = stream.getpeercert() if der else None
+    version = stream.version()
+    return {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_der": der or None,
+        "client_cert_name": _rfc4514(info.get("subject")) if info else None,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(version) if version else None,
+        "cipher_suite": None,
+    }
+
+
+class _TLSScopeApp:
+    """Adds one connection's ``tls`` extension to each HTTP/WebSocket scope of that connection."""
+
+    def __init__(self, app: AppWrapper, tls: dict[str, Any]) -> None:
+        self.app = app
+        self.tls = tls
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Any,
+        call_soon: Any,
+    ) -> None:
+        if scope["type"] in ("http", "websocket"):
+            extensions: dict[str, Any] = scope.setdefault("extensions", {})
+            # A copy per scope: an app that edits its extension must not leak into the next
+            # request on the same keep-alive connection.
+            extensions["tls"] = {
+                **self.tls,
+                "client_cert_chain": list(self.tls["client_cert_chain"]),
+            }
+        await self.app(scope, receive, send, sync_spawn, call_soon)
+
+
+class PeerCertTCPServer(TCPServer):
+    """hypercorn's trio ``TCPServer`` that exposes the client certificate in the scope."""
+
+    async def run(self) -> None:
+        if isinstance(self.stream, trio.SSLStream):
+            try:
+                with trio.fail_after(self.config.ssl_handshake_timeout):
+                    await self.stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                # Same as hypercorn: a failed handshake (e.g. untrusted client certificate)
+                # just drops the connection; trio.serve_listeners closes the stream.
+                return
+            self.app = _TLSScopeApp(self.app, tls_extension(self.stream))
+        # The parent's do_handshake() is a no-op on a stream that finished its handshake.
+        await super().run()
+
+
+async def serve_asgi(
+    app: ASGIFramework | Any,
+    *,
+    host: str,
+    port: int,
+    shutdown_event: trio.Event,
+    ssl_context: ssl.SSLContext | None = None,
+    graceful_timeout: float = 5.0,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ASGI ``app`` (HTTP/1.1, h2 over TLS, WebSocket) until ``shutdown_event`` is set.
+
+    Runs the app's lifespan startup, binds ``host:port`` (0 picks a free port; give an IP
+    literal, a name resolving to several addresses binds several sockets and the first is
+    reported), then calls ``task_status.started((host, real_port))``. With ``ssl_context``
+    every connection is TLS (build it with :func:`lab.pki.server_ssl_context`) and scopes
+    carry the ``tls`` extension described in the module docstring.
+
+    When ``shutdown_event`` is set, the listeners close at once; open connections get
+    ``graceful_timeout`` seconds to finish (idle keep-alive connections close right away)
+    and are then cancelled; lifespan shutdown runs; the function returns. WebSocket handlers
+    are not warned by hypercorn: apps that hold WebSockets must say goodbye themselves on the
+    same event. Cancelling the caller's scope tears everything down immediately. Raises
+    ``OSError`` when the address cannot be bound, and whatever lifespan startup raises.
+    """
+    config = Config()
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = None
+    config.errorlog = logging.getLogger("lab.http")
+    app_wrapper = ASGIWrapper(app)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app_wrapper, config, lifespan_state)
+    context = WorkerContext(None)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+
+        async with trio.open_nursery() as server_nursery:
+            socket_listeners = await trio.open_tcp_listeners(port, host=host)
+            listeners: list[trio.abc.Listener[Any]] = []
+            for listener in socket_listeners:
+                if ssl_context is None:
+                    listeners.append(listener)
+                else:
+                    # https_compatible: HTTP clients routinely drop TLS without close_notify.
+                    listeners.append(trio.SSLListener(listener, ssl_context, https_compatible=True))
+            handler = partial(
+                PeerCertTCPServer,
+                app_wrapper,
+                config,
+                context,
+                ConnectionState(lifespan_state.copy()),
+            )
+            bound = socket_listeners[0].socket.getsockname()
+            try:
+                async with trio.open_nursery() as accept_nursery:
+                    # serve_listeners closes the listeners when it is cancelled.
+                    await accept_nursery.start(
+                        partial(
+                            trio.serve_listeners, handler, listeners, handler_nursery=server_nursery
+                        )
+                    )
+                    log.info(
+                        "serving on %s:%d (%s)",
+                        bound[0],
+                        bound[1],
+                        "https" if ssl_context else "http",
+                    )
+                    task_status.started((bound[0], bound[1]))
+                    await shutdown_event.wait()
+                    accept_nursery.cancel_scope.cancel()
+            finally:
+                # Tell idle keep-alive connections to close, then bound the drain.
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + graceful_timeout
+
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
