@@ -60,6 +60,12 @@ class ReceiveWindow:
             )
         self.outstanding -= n
 
+    def grant(self, n: int) -> None:
+        """Explicitly allow the peer ``n`` more bytes (for receivers that pace by hand)."""
+        if n <= 0 or self.outstanding + n > MAX_WINDOW:
+            raise ValueError(f"credit of {n} bytes is out of range")
+        self.outstanding += n
+
     def consumed(self, n: int) -> int:
         """Record ``n`` bytes read by the consumer; the credit to grant now (0: none yet)."""
         self.unacknowledged += n
@@ -189,6 +195,11 @@ class InputStream:
         """The consumer read ``n`` bytes; a ``credit`` message to send, if one is due."""
         grant = self.window.consumed(n)
         return Credit(stream_id=self.stream_id, bytes=grant) if grant else None
+
+    def grant(self, n: int) -> Credit:
+        """Allow the peer ``n`` more bytes now, whatever the consumer has read."""
+        self.window.grant(n)
+        return Credit(stream_id=self.stream_id, bytes=n)
 
     def exited(self, msg: ExecExit) -> None:
         if self.exit is not None:
