@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 
-def labctl(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def labctl(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABCTL_")}
     full_env["LABCTL_HOME"] = str(home)
     full_env.update(env or {})
@@ -49,9 +51,7 @@ def test_bad_value_is_refused_and_file_kept(tmp_path: Path) -> None:
     assert labctl(tmp_path, "config", "get", "timeout").stdout.strip() == "12.0"
 
 
-@pytest.mark.parametrize(
-    ("text", "line"), [("server: [\n", ":2"), ("a: 1\n  b: 2\n", ":2")]
-)
+@pytest.mark.parametrize(("text", "line"), [("server: [\n", ":2"), ("a: 1\n  b: 2\n", ":2")])
 def test_malformed_yaml_names_file_and_line(tmp_path: Path, text: str, line: str) -> None:
     (tmp_path / "config.yaml").write_text(text)
     res = labctl(tmp_path, "config", "list")

@@ -28,7 +28,9 @@ def test_the_tree_is_not_empty() -> None:
 
 @pytest.mark.parametrize("path", PATHS, ids=" ".join)
 def test_every_command_is_documented(path: tuple[str, ...]) -> None:
-    assert "labctl " + " ".join(path) in docs_text(), f"`labctl {' '.join(path)}` is not in the docs"
+    assert "labctl " + " ".join(path) in docs_text(), (
+        f"`labctl {' '.join(path)}` is not in the docs"
+    )
 
 
 @pytest.mark.parametrize("path", PATHS, ids=" ".join)
@@ -43,7 +45,9 @@ def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFix
         leaf = leaf[name]
     if not leaf.resolved_commands() or leaf.default_command is not None:
         # A runnable command must show an example in its help.
-        assert "Example" in out or "example" in out, f"labctl {' '.join(path)} --help has no example"
+        assert "Example" in out or "example" in out, (
+            f"labctl {' '.join(path)} --help has no example"
+        )
 
 
 def test_help_and_version_do_not_import_heavy_modules() -> None:

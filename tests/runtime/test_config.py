@@ -28,7 +28,10 @@ def test_file_then_env_precedence(tmp_path: Path) -> None:
 
 def test_database_url_alias_and_prefixed_wins(tmp_path: Path) -> None:
     base = {"LABD_CONFIG": str(tmp_path / "none.yaml")}
-    assert load_labd_config({**base, "DATABASE_URL": "sqlite:///x.db"}).database_url == "sqlite:///x.db"
+    assert (
+        load_labd_config({**base, "DATABASE_URL": "sqlite:///x.db"}).database_url
+        == "sqlite:///x.db"
+    )
     both = {**base, "DATABASE_URL": "sqlite:///x.db", "LABD_DATABASE_URL": "sqlite:///y.db"}
     assert load_labd_config(both).database_url == "sqlite:///y.db"
 

@@ -11,8 +11,6 @@ from lab.cli.output import check_format, emit
 config_app = App(name="config", help="Read and write labctl's settings (~/.labctl/config.yaml).")
 
 
-
-
 @config_app.command(name="list")
 def list_(*, output: Annotated[str, Parameter(name=["-o", "--output"])] = "table") -> None:
     """Show every setting, its value and where it comes from.

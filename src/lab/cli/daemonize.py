@@ -99,7 +99,11 @@ def python_argv(module: str, *args: str) -> list[str]:
 def require_started(pid: int, log_file: Path) -> None:
     code = exited_early(pid)
     if code is not None:
-        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.exists() else []
+        tail = (
+            log_file.read_text(errors="replace").strip().splitlines()[-1:]
+            if log_file.exists()
+            else []
+        )
         raise Unavailable(
             f"exited with status {code}" + (f": {tail[0]}" if tail else ""),
             details={"hint": f"see {log_file}"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from cyclopts import App, Parameter
@@ -11,13 +12,13 @@ standalone_app = App(name="standalone", help="Run one labd on this box, on SQLit
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
 
-def _paths() -> tuple[object, object, object, str]:
+def _paths() -> tuple[Path, Path, str]:
+    """(pid file, log file, local URL) of the standalone labd, from labd's own settings."""
     from lab.labd.config import load_labd_config
 
     cfg = load_labd_config()
-    data = cfg.data_path
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host  # noqa: S104
-    return cfg, data / "labd.pid", data / "labd.log", f"http://{host}:{cfg.port}"
+    return cfg.data_path / "labd.pid", cfg.data_path / "labd.log", f"http://{host}:{cfg.port}"
 
 
 @standalone_app.command
@@ -28,7 +29,6 @@ def start(*, wait: float = 20.0) -> None:
     Example: labctl init labd standalone start
     """
     import os
-    from pathlib import Path
 
     from lab.cli.daemonize import python_argv, require_started, start_background
     from lab.cli.errors import handle
@@ -36,8 +36,7 @@ def start(*, wait: float = 20.0) -> None:
     from lab.labd.main import prepare_data_dir
 
     with handle():
-        cfg, pid_file, log_file, url = _paths()
-        assert isinstance(pid_file, Path) and isinstance(log_file, Path)
+        pid_file, log_file, url = _paths()
         prepare_data_dir(pid_file.parent)
         env = dict(os.environ)
         env["LABD_DATA_DIR"] = str(pid_file.parent)
@@ -54,12 +53,9 @@ def stop() -> None:
 
     Example: labctl init labd standalone stop
     """
-    from pathlib import Path
-
     from lab.cli.daemonize import stop_background
 
-    _, pid_file, _, _ = _paths()
-    assert isinstance(pid_file, Path)
+    pid_file, _, _ = _paths()
     pid = stop_background(pid_file)
     print("labd is not running" if pid is None else f"labd stopped (pid {pid})")
 
@@ -71,13 +67,11 @@ def status(*, output: OutputOpt = "table") -> None:
     Example: labctl init labd standalone status -o json
     """
     import json
-    from pathlib import Path
 
     from lab.cli.daemonize import read_pid
     from lab.cli.health import is_healthy
 
-    _, pid_file, _, url = _paths()
-    assert isinstance(pid_file, Path)
+    pid_file, _, url = _paths()
     pid = read_pid(pid_file)
     healthy = pid is not None and is_healthy(url)
     report = {"running": pid is not None, "pid": pid, "url": url, "healthy": healthy}

@@ -13,8 +13,12 @@ app = App(
     backend="trio",
 )
 
-app.command("lab.cli.config_cmd:config_app", name="config", help="Read and write labctl's settings.")
-app.command("lab.cli.init_cmd:init_app", name="init", help="Run labd, an agent or the bastion on this box.")
+app.command(
+    "lab.cli.config_cmd:config_app", name="config", help="Read and write labctl's settings."
+)
+app.command(
+    "lab.cli.init_cmd:init_app", name="init", help="Run labd, an agent or the bastion on this box."
+)
 
 
 @app.command

@@ -34,11 +34,17 @@ def home() -> Path:
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
-    return Path(env["LABCTL_CONFIG"]).expanduser() if env.get("LABCTL_CONFIG") else home() / "config.yaml"
+    return (
+        Path(env["LABCTL_CONFIG"]).expanduser()
+        if env.get("LABCTL_CONFIG")
+        else home() / "config.yaml"
+    )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
-    return load_config(CliSettings, file=config_path(environ), env_prefix="LABCTL_", environ=environ)
+    return load_config(
+        CliSettings, file=config_path(environ), env_prefix="LABCTL_", environ=environ
+    )
 
 
 def file_settings(path: Path) -> dict[str, Any]:

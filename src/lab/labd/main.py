@@ -70,17 +70,16 @@ async def _run(config: LabdConfig) -> None:
 
 
 def main() -> None:
+    from lab.runtime.entry import run_daemon
     from lab.runtime.logs import setup_logging
 
     try:
         config = load_labd_config()
-        setup_logging(config.log_level, config.log_format)
-        trio.run(_run, config)
     except LabError as exc:
         print(f"labd: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    setup_logging(config.log_level, config.log_format)
+    run_daemon("labd", _run, config)
 
 
 if __name__ == "__main__":

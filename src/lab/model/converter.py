@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.v import transform_error
 
 from lab.errors import Invalid
@@ -125,9 +125,7 @@ def structure(data: Any, cls: type[T], *, path: str = "body") -> T:
         fields = transform_error(exc, path=path)
         raise Invalid("request does not validate", details={"fields": fields}) from exc
     except (TypeError, ValueError, KeyError) as exc:
-        raise Invalid(
-            "request does not validate", details={"fields": [f"{exc} @ {path}"]}
-        ) from exc
+        raise Invalid("request does not validate", details={"fields": [f"{exc} @ {path}"]}) from exc
 
 
 def unstructure(obj: Any) -> Any:

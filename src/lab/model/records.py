@@ -74,7 +74,7 @@ class User:
 
 @frozen(kw_only=True)
 class Permission:
-    """``effect`` on ``action`` (e.g. ``servers:exec``) over ``resource`` (e.g. ``server/web-*``)."""
+    """``effect`` on ``action`` (``servers:exec``) over ``resource`` (``server/web-*``)."""
 
     effect: Effect
     action: str
@@ -167,5 +167,3 @@ class Cluster:
     name: str
     description: str = ""
     created_at: datetime = Factory(now)
-
-

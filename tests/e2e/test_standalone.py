@@ -1,0 +1,78 @@
+"""labctl init labd standalone start/status/stop with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.e2e.procs import clean_env, free_port, labctl, pid_alive, run
+
+
+def test_start_status_stop(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(
+        LABD_DATA_DIR=str(tmp_path / "data"),
+        LABD_PORT=str(port),
+        LABD_HOST="127.0.0.1",
+        LABCTL_HOME=str(tmp_path / "home"),
+    )
+    pid = None
+    try:
+        started = labctl("init", "labd", "standalone", "start", env=env)
+        assert started.returncode == 0, started.stderr
+        status = json.loads(
+            labctl("init", "labd", "standalone", "status", "-o", "json", env=env).stdout
+        )
+        assert status["running"] is True and status["healthy"] is True
+        assert status["url"] == f"http://127.0.0.1:{port}"
+        pid = status["pid"]
+        assert pid_alive(pid)
+        assert (tmp_path / "data" / "labd.db").exists()
+
+        again = labctl("init", "labd", "standalone", "start", env=env)
+        assert again.returncode != 0
+        assert "already running" in again.stderr
+
+        stopped = labctl("init", "labd", "standalone", "stop", env=env)
+        assert stopped.returncode == 0
+        assert not pid_alive(pid)
+        status = json.loads(
+            labctl("init", "labd", "standalone", "status", "-o", "json", env=env).stdout
+        )
+        assert status == {"running": False, "pid": None, "url": status["url"], "healthy": False}
+    finally:
+        if pid is not None and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_unwritable_data_dir_exits_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    env = clean_env(LABD_DATA_DIR=str(blocker / "data"), LABD_PORT="0", LABD_HOST="127.0.0.1")
+    res = run([sys.executable, "-m", "lab.labd.main"], env, timeout=30)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("labd: cannot create data dir"), res.stderr
+
+
+def test_refuses_a_database_from_a_newer_schema(tmp_path: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "labd.db")
+    db.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+    )
+    db.execute("INSERT INTO schema_migrations VALUES (9999, 'future', '2030-01-01T00:00:00+00:00')")
+    db.commit()
+    db.close()
+    before = (data / "labd.db").read_bytes()
+    env = clean_env(LABD_DATA_DIR=str(data), LABD_PORT="0", LABD_HOST="127.0.0.1")
+    res = run([sys.executable, "-m", "lab.labd.main"], env, timeout=30)
+    assert res.returncode == 1
+    assert "newer" in res.stderr.lower(), res.stderr
+    assert (data / "labd.db").read_bytes() == before
