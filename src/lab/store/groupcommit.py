@@ -119,7 +119,8 @@ class GroupCommitWriter(Generic[T, R]):
                 while len(batch) < self._max_batch:
                     try:
                         batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        # EndOfChannel: closed and drained; flush this last batch first.
                         break
                 await self._flush_batch(batch)
                 batch = []

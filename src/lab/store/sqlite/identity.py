@@ -262,9 +262,7 @@ def _token(row: tuple[Any, ...]) -> JoinToken:
 
 
 def _token_of(conn: sqlite3.Connection, token_id: str) -> JoinToken:
-    row = conn.execute(
-        f"SELECT {_JT_COLS} FROM join_tokens WHERE id = ?", (token_id,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens WHERE id = ?", (token_id,)).fetchone()
     if row is None:
         raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
     return _token(row)

@@ -109,6 +109,15 @@ class SqliteStore:
         await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
         return time.perf_counter() - started
 
+    async def pragmas(self) -> dict[str, object]:
+        """The connection settings that matter for durability, for diagnostics."""
+
+        def op(conn: sqlite3.Connection) -> dict[str, object]:
+            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            return {n: conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
+
+        return await self._db.run(op)
+
     async def aclose(self) -> None:
         """Stop accepting group-commit writes; queued ones still commit (see ``open_sqlite``)."""
         self.writer.close()

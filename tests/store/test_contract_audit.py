@@ -1,0 +1,81 @@
+"""Contract: audit append (group-committed, hash-chained), list filters, last_seq."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+from lab.errors import Invalid
+from lab.model import AuditEntry
+from lab.store import Store
+from lab.store.auditchain import entry_hash, verify_chain
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_append_chains_from_genesis(store: Store) -> None:
+    assert await store.audit.last_seq() == 0
+    first = await store.audit.append(
+        AuditEntry(time=T0, user="alice", action="servers:list", details={"n": [1, 2]})
+    )
+    second = await store.audit.append(AuditEntry(time=T0, user="bob", action="exec:start"))
+    assert (first.seq, second.seq) == (1, 2)
+    assert first.prev_hash == "" and second.prev_hash == first.hash
+    assert first.hash == entry_hash(first, "")
+    assert await store.audit.last_seq() == 2
+    assert await store.audit.list() == [first, second]
+
+
+async def test_concurrent_appends_form_one_valid_chain(store: Store) -> None:
+    returned: list[AuditEntry] = []
+
+    async def producer(i: int) -> None:
+        for j in range(10):
+            returned.append(
+                await store.audit.append(
+                    AuditEntry(user=f"u{i}", action="servers:get", details={"j": j})
+                )
+            )
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(producer, i)
+    stored = await store.audit.list(limit=1000)
+    assert len(stored) == 300
+    assert [e.seq for e in stored] == list(range(1, 301))
+    assert verify_chain(stored) is None
+    # What each producer got back is exactly what was stored.
+    assert sorted(returned, key=lambda e: e.seq) == stored
+
+
+async def test_list_filters_and_paging(store: Store) -> None:
+    for i in range(6):
+        await store.audit.append(
+            AuditEntry(
+                time=T0 + timedelta(minutes=i),
+                user="alice" if i % 2 else "bob",
+                action="exec:start" if i < 3 else "logs:read",
+            )
+        )
+    assert [e.seq for e in await store.audit.list(user="alice")] == [2, 4, 6]
+    assert [e.seq for e in await store.audit.list(action="logs:read")] == [4, 5, 6]
+    assert [e.seq for e in await store.audit.list(since=T0 + timedelta(minutes=4))] == [5, 6]
+    page = await store.audit.list(limit=2)
+    assert [e.seq for e in page] == [1, 2]
+    nxt = await store.audit.list(after_seq=page[-1].seq, limit=2)
+    assert [e.seq for e in nxt] == [3, 4]
+    assert verify_chain(nxt, prev_hash=page[-1].hash, prev_seq=2) is None
+    both = await store.audit.list(user="bob", action="logs:read")
+    assert [e.seq for e in both] == [5]
+    with pytest.raises(Invalid):
+        await store.audit.list(limit=0)
+
+
+async def test_naive_time_is_refused_without_breaking_the_chain(store: Store) -> None:
+    with pytest.raises(Invalid):
+        await store.audit.append(AuditEntry(time=datetime(2026, 1, 1), action="x"))
+    ok = await store.audit.append(AuditEntry(action="y"))
+    assert ok.seq == 1 and verify_chain(await store.audit.list()) is None
