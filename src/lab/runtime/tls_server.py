@@ -154,11 +154,11 @@ async def serve_asgi(
 ) -> None:
     """Serve ASGI ``app`` (HTTP/1.1, h2 over TLS, WebSocket) until ``shutdown_event`` is set.
 
-    Runs the app's lifespan startup, binds ``host:port`` (0 picks a free port; give an IP
-    literal, a name resolving to several addresses binds several sockets and the first is
-    reported), then calls ``task_status.started((host, real_port))``. With ``ssl_context``
-    every connection is TLS (build it with :func:`lab.pki.server_ssl_context`) and scopes
-    carry the ``tls`` extension described in the module docstring.
+    Binds ``host:port`` (0 picks a free port; give an IP literal: a name resolving to several
+    addresses binds several sockets and only the first is reported), runs the app's lifespan
+    startup, starts accepting, then calls ``task_status.started((host, real_port))``. With
+    ``ssl_context`` every connection is TLS (build it with :func:`lab.pki.server_ssl_context`)
+    and scopes carry the ``tls`` extension described in the module docstring.
 
     When ``shutdown_event`` is set, the listeners close at once; open connections get
     ``graceful_timeout`` seconds to finish (idle keep-alive connections close right away)
@@ -172,16 +172,44 @@ async def serve_asgi(
     config.accesslog = None
     config.errorlog = logging.getLogger("lab.http")
     app_wrapper = ASGIWrapper(app)
+    # Bind before lifespan startup: a busy port fails fast with a plain OSError.
+    socket_listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        await _serve(
+            app_wrapper,
+            config,
+            socket_listeners,
+            ssl_context=ssl_context,
+            shutdown_event=shutdown_event,
+            task_status=task_status,
+        )
+    finally:
+        # serve_listeners closes them on the normal path; this covers early failures
+        # (lifespan startup errors, cancellation). Closing twice is harmless.
+        for listener in socket_listeners:
+            await trio.aclose_forcefully(listener)
+
+
+async def _serve(
+    app_wrapper: AppWrapper,
+    config: Config,
+    socket_listeners: list[trio.SocketListener],
+    *,
+    ssl_context: ssl.SSLContext | None,
+    shutdown_event: trio.Event,
+    task_status: trio.TaskStatus[tuple[str, int]],
+) -> None:
+    # Modelled on hypercorn.trio.run.worker_serve, with our TCPServer and our own sockets.
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(app_wrapper, config, lifespan_state)
     context = WorkerContext(None)
+    graceful_timeout = config.graceful_timeout
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
 
         async with trio.open_nursery() as server_nursery:
-            socket_listeners = await trio.open_tcp_listeners(port, host=host)
             listeners: list[trio.abc.Listener[Any]] = []
             for listener in socket_listeners:
                 if ssl_context is None:
