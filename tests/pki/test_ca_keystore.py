@@ -48,6 +48,13 @@ def test_pem_round_trip(ca: pki.CAMaterial) -> None:
     assert loaded.key_pem() == ca.key_pem()
 
 
+def test_encrypted_round_trip(ca: pki.CAMaterial) -> None:
+    blob = ca.encrypted_key_blob(b"pw")
+    assert pki.CAMaterial.from_encrypted(ca.cert_pem(), blob, b"pw").key_pem() == ca.key_pem()
+    with pytest.raises(pki.WrongPassphrase):
+        pki.CAMaterial.from_encrypted(ca.cert_pem(), blob, b"nope")
+
+
 def test_from_pem_rejects_foreign_key(ca: pki.CAMaterial, other_ca: pki.CAMaterial) -> None:
     with pytest.raises(ConfigError, match="does not match"):
         pki.CAMaterial.from_pem(ca.cert_pem(), other_ca.key_pem())

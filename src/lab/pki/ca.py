@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lab.errors import ConfigError, Invalid
+from lab.pki.keystore import decrypt_private_key, encrypt_private_key
 
 CA_LIFETIME = timedelta(days=3650)
 
@@ -110,6 +111,19 @@ class CAMaterial:
         ):
             raise ConfigError("CA private key does not match the CA certificate")
         return cls(ca_cert.cert, key)
+
+    @classmethod
+    def from_encrypted(cls, cert_pem: bytes, key_blob: bytes, passphrase: bytes) -> CAMaterial:
+        """Load a CA whose key was stored with :meth:`encrypted_key_blob`.
+
+        Raises :class:`lab.pki.WrongPassphrase` for a wrong passphrase and
+        :class:`ConfigError` for anything else unusable.
+        """
+        return cls.from_pem(cert_pem, decrypt_private_key(key_blob, passphrase))
+
+    def encrypted_key_blob(self, passphrase: bytes) -> bytes:
+        """The private key encrypted for storage (see :func:`lab.pki.encrypt_private_key`)."""
+        return encrypt_private_key(self.key_pem(), passphrase)
 
     @property
     def ca_cert(self) -> CACert:
