@@ -1,0 +1,216 @@
+"""The bastion's ASGI app: quart-trio routes over :class:`lab.bastion.service.Bastion`.
+
+Three kinds of callers, three kinds of credentials:
+
+* firmware and iPXE (``/dispatch``, ``/wheelhouse/``, ``/healthz``): none, nothing secret;
+* the installer (``/kickstart/*``, ``/api/discover``, ``/api/progress``): the discovery token or
+  the machine's callback token, both embedded by the script that started it;
+* operators and labd (``/api/machines``, ``/api/install``, ...): :func:`authorize_admin`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart import Response, current_app, jsonify, request, send_from_directory
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from lab.bastion.service import Bastion, public_view
+from lab.errors import Invalid, LabError, NotFound, Unauthenticated
+
+log = logging.getLogger("lab.bastion.http")
+
+MAX_BODY = 256 * 1024
+"""Largest accepted request body; an inventory of a big server is a few kB."""
+
+_HTTP_CODES = {
+    400: "invalid",
+    401: "unauthenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+IPXE = "text/plain; charset=utf-8"
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
+    resp = jsonify({"error": {"code": code, "message": message, "details": details}})
+    resp.status_code = status
+    return resp
+
+
+def _bastion() -> Bastion:
+    b: Bastion = current_app.extensions["bastion"]
+    return b
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def authorize_admin() -> str:
+    """The identity behind an operator request, or raise Unauthenticated.
+
+    Standalone mode knows one identity, the holder of the admin token file. This is the one
+    place to extend when labd's mTLS identities arrive.
+    """
+    token = _bearer()
+    expected: str = current_app.extensions["admin_token"]
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Unauthenticated(
+            "admin token missing or wrong",
+            details={"hint": "send Authorization: Bearer <data dir>/admin-token"},
+        )
+    return "admin"
+
+
+async def _json_body() -> Any:
+    raw = await request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid("request body is not JSON", details={"fields": [f"{exc} @ body"]}) from exc
+
+
+def _ipxe(script: str) -> Response:
+    return Response(script, status=200, content_type=IPXE)
+
+
+def _query(name: str) -> str:
+    value = request.args.get(name)
+    if value is None:
+        raise Invalid(f"query parameter {name} is required", details={"fields": [name]})
+    return value
+
+
+def create_app(bastion: Bastion, *, admin_token: str, wheelhouse: Path) -> QuartTrio:
+    app = QuartTrio("lab-bastion")
+    app.extensions["bastion"] = bastion
+    app.extensions["admin_token"] = admin_token
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+
+    @app.errorhandler(LabError)
+    async def _lab_error(exc: LabError) -> Response:
+        return _error(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return _error(status, _HTTP_CODES.get(status, "http_error"), exc.description or "", {})
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return _error(500, "internal", "internal error", {})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    @app.get("/dispatch")
+    async def dispatch() -> Response:
+        return _ipxe(await _bastion().dispatch(_query("mac")))
+
+    @app.get("/kickstart/discover.ks")
+    async def discover_ks() -> Response:
+        token = request.args.get("token") or _bearer()
+        return _ipxe(await _bastion().discover_ks(_query("mac"), token))
+
+    @app.get("/kickstart/install.ks")
+    async def install_ks() -> Response:
+        token = request.args.get("token") or _bearer()
+        return _ipxe(await _bastion().install_ks(_query("mac"), token))
+
+    @app.post("/api/discover")
+    async def discover() -> Response:
+        m = await _bastion().discover(await _json_body(), _bearer())
+        return jsonify(public_view(m))
+
+    @app.post("/api/progress")
+    async def progress() -> Response:
+        body = await _json_body()
+        m = await _bastion().progress(body, _bearer())
+        return jsonify({"mac": m.mac, "state": m.state.value, "phase": m.phase})
+
+    @app.post("/api/enrolled")
+    async def enrolled() -> Response:
+        authorize_admin()
+        return jsonify(public_view(await _bastion().enrolled(await _json_body())))
+
+    @app.get("/api/machines")
+    async def machines() -> Response:
+        authorize_admin()
+        b = _bastion()
+        after = request.args.get("wait_after")
+        if after is not None:
+            await _wait_changed(b, after)
+        items = [public_view(m) for m in await b.machines.list()]
+        return jsonify({"version": b.version, "items": items})
+
+    @app.get("/api/machines/<mac>")
+    async def machine(mac: str) -> Response:
+        authorize_admin()
+        return jsonify(public_view(await _bastion().get(mac)))
+
+    @app.delete("/api/machines/<mac>")
+    async def forget(mac: str) -> Response:
+        authorize_admin()
+        await _bastion().forget(mac)
+        return Response("", status=204)
+
+    @app.post("/api/install")
+    async def install() -> Response:
+        authorize_admin()
+        m = await _bastion().install(await _json_body())
+        return jsonify(public_view(m))
+
+    @app.post("/api/reprovision")
+    async def reprovision() -> Response:
+        authorize_admin()
+        return jsonify(await _bastion().reprovision(await _json_body()))
+
+    @app.get("/wheelhouse/")
+    async def wheelhouse_index() -> Response:
+        # pip --find-links reads the anchors of an HTML page.
+        names = await trio.to_thread.run_sync(_listing, wheelhouse)
+        links = "\n".join(
+            f'<a href="{html.escape(n, quote=True)}">{html.escape(n)}</a><br>' for n in names
+        )
+        body = f"<!doctype html>\n<html><body>\n{links}\n</body></html>\n"
+        return Response(body, content_type="text/html; charset=utf-8")
+
+    @app.get("/wheelhouse/<name>")
+    async def wheelhouse_file(name: str) -> Response:
+        if name not in await trio.to_thread.run_sync(_listing, wheelhouse):
+            raise NotFound(f"{name} is not in the wheelhouse")
+        return await send_from_directory(wheelhouse, name)
+
+    return app
+
+
+def _listing(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.is_file())
+
+
+async def _wait_changed(b: Bastion, after: str) -> None:
+    """Long-poll: hold the request up to 30 s until a machine changes after ``after``."""
+    try:
+        version = int(after)
+    except ValueError:
+        raise Invalid("wait_after must be an integer", details={"fields": ["wait_after"]}) from None
+    with trio.move_on_after(30):
+        await b.wait_changed(version)

@@ -1,0 +1,90 @@
+"""lab-bastion settings: defaults < YAML file (``--config``) < ``LAB_BASTION_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from attrs import frozen
+
+from lab.errors import ConfigError
+from lab.runtime.config import default_data_dir, load_config
+
+ENV_PREFIX = "LAB_BASTION_"
+FEDORA_REPO = "https://dl.fedoraproject.org/pub/fedora/linux/releases/42/Everything/x86_64/os"
+
+
+@frozen(kw_only=True)
+class BastionConfig:
+    host: str = "0.0.0.0"  # noqa: S104 - PXE clients reach the bastion over the LAN
+    """HTTP listen address."""
+    port: int = 8080
+    """HTTP port of /dispatch, /kickstart, /api, /wheelhouse (``LAB_BASTION_PORT``)."""
+    data_dir: str = ""
+    """Database, admin token, wheelhouse, TFTP root, dnsmasq files. Empty: the default."""
+    database_url: str = ""
+    """Empty: ``sqlite:///<data dir>/bastion.db``."""
+    public_url: str = ""
+    """Base URL machines use to reach this bastion; empty: ``http://<interface ip>:<port>``."""
+    repo: str = FEDORA_REPO
+    """Fedora installation tree (``inst.repo``), with ``images/pxeboot/`` below it."""
+    interface: str = ""
+    """The only interface dnsmasq answers DHCP on; empty: HTTP only, no DHCP/TFTP."""
+    no_dhcp: bool = False
+    """Never start dnsmasq, even with an interface."""
+    dhcp_mode: str = "proxy"
+    """``proxy`` (beside a home router's DHCP) or ``dhcp`` (own range on an isolated LAN)."""
+    dhcp_range: str = ""
+    """dhcp mode: ``start,end[,lease]`` (dnsmasq ``dhcp-range``)."""
+    dnsmasq: str = "dnsmasq"
+    ipxe_dir: str = "/usr/lib/ipxe"
+    labd_url: str = ""
+    """labd to enrol installed machines with; empty: agent enrolment is skipped."""
+    join_token: str = ""
+    """A reusable agent join token of that labd (until the bastion asks labd for one-time ones)."""
+    timeout_boot: float = 1200.0
+    timeout_pre: float = 900.0
+    timeout_partition: float = 900.0
+    timeout_packages: float = 3600.0
+    timeout_post: float = 1800.0
+    timeout_firstboot: float = 1800.0
+    watchdog_interval: float = 30.0
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def data_path(self) -> Path:
+        return (
+            Path(self.data_dir) if self.data_dir else default_data_dir("lab-bastion", "lab-bastion")
+        )
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'bastion.db'}"
+
+    @property
+    def timeouts(self) -> dict[str, float]:
+        return {
+            "boot": self.timeout_boot,
+            "pre": self.timeout_pre,
+            "partition": self.timeout_partition,
+            "packages": self.timeout_packages,
+            "post": self.timeout_post,
+            "firstboot": self.timeout_firstboot,
+        }
+
+    def check(self) -> BastionConfig:
+        if self.dhcp_mode not in ("proxy", "dhcp"):
+            raise ConfigError(f"dhcp_mode must be proxy or dhcp, not {self.dhcp_mode!r}")
+        if bool(self.join_token) and not self.labd_url:
+            raise ConfigError("join_token needs labd_url")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} out of range")
+        return self
+
+
+def load(file: Path | None = None, environ: dict[str, str] | None = None) -> BastionConfig:
+    env = dict(os.environ) if environ is None else environ
+    if file is None and env.get(ENV_PREFIX + "CONFIG"):
+        file = Path(env[ENV_PREFIX + "CONFIG"])
+    return load_config(BastionConfig, file=file, env_prefix=ENV_PREFIX, environ=env).check()

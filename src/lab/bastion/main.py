@@ -1,0 +1,135 @@
+"""``lab-bastion``: the PXE server (default command ``serve``) and ``wheelhouse build``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import cyclopts
+
+app = cyclopts.App(
+    name="lab-bastion",
+    help="labctl's PXE bastion: iPXE dispatch, kickstarts, discovery and supervised dnsmasq.",
+)
+wheelhouse_app = cyclopts.App(name="wheelhouse", help="The wheels installed machines use.")
+app.command(wheelhouse_app)
+
+
+@app.default
+@app.command
+def serve(
+    *,
+    config: Path | None = None,
+    port: int | None = None,
+    interface: str | None = None,
+    no_dhcp: bool = False,
+    mode: Literal["proxy", "dhcp"] | None = None,
+    dhcp_range: str | None = None,
+    data_dir: Path | None = None,
+) -> None:
+    """Serve HTTP, and DHCP/TFTP through dnsmasq on ``--interface``.
+
+    Example: ``lab-bastion --interface eno1`` (proxyDHCP beside the home router).
+
+    Parameters
+    ----------
+    config
+        YAML settings file (also ``LAB_BASTION_CONFIG``).
+    port
+        HTTP port (``LAB_BASTION_PORT``, default 8080).
+    interface
+        The only interface DHCP is answered on; without it, HTTP only.
+    no_dhcp
+        Never start dnsmasq.
+    mode
+        ``proxy`` beside an existing DHCP server (default) or ``dhcp`` with ``--dhcp-range``.
+    dhcp_range
+        ``start,end[,lease]`` for ``--mode dhcp``.
+    data_dir
+        Database, admin token, wheelhouse and TFTP root (``LAB_BASTION_DATA_DIR``).
+    """
+    import attrs
+
+    from lab.bastion import config as cfg
+    from lab.bastion.server import serve_bastion
+    from lab.runtime.entry import run_daemon
+    from lab.runtime.logs import setup_logging
+
+    overrides: dict[str, object] = {
+        "port": port,
+        "interface": interface,
+        "dhcp_mode": mode,
+        "dhcp_range": dhcp_range,
+        "data_dir": str(data_dir) if data_dir else None,
+    }
+
+    async def run(_: None) -> None:
+        import trio
+
+        from lab.runtime.shutdown import watch_signals
+
+        conf = cfg.load(config)
+        conf = attrs.evolve(conf, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        if no_dhcp:
+            conf = attrs.evolve(conf, no_dhcp=True)
+        conf.check()
+        setup_logging(conf.log_level, conf.log_format)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watch_signals, shutdown)
+            await serve_bastion(conf, shutdown_event=shutdown)
+            nursery.cancel_scope.cancel()
+
+    run_daemon("lab-bastion", run, None)
+
+
+@wheelhouse_app.command
+def build(
+    *,
+    python: str = "3.11",
+    platform: Annotated[tuple[str, ...], cyclopts.Parameter(consume_multiple=False)] = (),
+    source: Path | None = None,
+    requirement: str | None = None,
+    data_dir: Path | None = None,
+) -> None:
+    """``pip download`` labctl and its dependencies into ``<data dir>/wheelhouse``.
+
+    Example: ``lab-bastion wheelhouse build --python 3.13 --platform manylinux_2_28_x86_64``
+
+    Parameters
+    ----------
+    python
+        Python version of the installed machines (pip ``--python-version``).
+    platform
+        Target platform tag, repeatable (pip ``--platform``).
+    source
+        A labctl source tree to build the wheel from (default: this checkout, if editable).
+    requirement
+        A requirement to download instead, e.g. ``labctl==0.1.0``.
+    data_dir
+        The bastion's data dir (``LAB_BASTION_DATA_DIR``).
+    """
+    import sys
+
+    from lab.bastion import config as cfg
+    from lab.bastion import wheelhouse
+    from lab.errors import LabError
+
+    conf = cfg.load()
+    base = data_dir or conf.data_path
+    try:
+        files = wheelhouse.build(
+            base / "wheelhouse",
+            python=python,
+            platforms=platform,
+            source=source,
+            requirement=requirement,
+        )
+    except LabError as exc:
+        print(f"lab-bastion: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"{len(files)} files in {base / 'wheelhouse'}")
+
+
+def main() -> None:
+    app()

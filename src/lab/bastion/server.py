@@ -1,0 +1,105 @@
+"""Run a bastion: store, HTTP app, phase watchdog and (optionally) dnsmasq in one nursery."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from lab.bastion import dnsmasq
+from lab.bastion.app import create_app
+from lab.bastion.config import BastionConfig
+from lab.bastion.service import Bastion, JoinTokenSource, StaticTokenSource
+from lab.bastion.templates import Templates, check_url
+from lab.bastion.tokens import load_or_create_admin_token
+from lab.runtime.tls_server import serve_asgi
+from lab.store import open_store
+
+log = logging.getLogger("lab.bastion")
+
+
+def _join_source(config: BastionConfig) -> JoinTokenSource | None:
+    return StaticTokenSource(config.join_token) if config.join_token else None
+
+
+async def serve_bastion(
+    config: BastionConfig,
+    *,
+    shutdown_event: trio.Event | None = None,
+    join_tokens: JoinTokenSource | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_event`` is set (or until cancelled).
+
+    ``task_status.started((host, port))`` once HTTP is bound and, when DHCP is enabled,
+    dnsmasq is answering. ``join_tokens`` overrides the source built from the config. Raises
+    ConfigError (unusable settings, no dnsmasq binary), Unavailable (dnsmasq would not start)
+    and OSError (port taken). Shutdown: HTTP drains for up to 5 s; dnsmasq gets SIGTERM.
+    """
+    data = config.data_path
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    admin_token = load_or_create_admin_token(data / "admin-token")
+    shutdown = shutdown_event or trio.Event()
+    dhcp = bool(config.interface) and not config.no_dhcp
+    server_ip, network = "", ""
+    if config.interface:
+        server_ip, network = await trio.to_thread.run_sync(
+            dnsmasq.interface_address, config.interface
+        )
+
+    def base_url(port: int) -> str:
+        return config.public_url or f"http://{server_ip or _reachable(config.host)}:{port}"
+
+    async with open_store(config.db_url) as store, trio.open_nursery() as nursery:
+        templates = Templates(base_url=base_url(config.port), repo=config.repo)
+        bastion = Bastion(
+            store.machines,
+            store.settings,
+            templates,
+            join_tokens=join_tokens or _join_source(config),
+            labd_url=config.labd_url or None,
+            timeouts=config.timeouts,
+        )
+        await bastion.start()
+        app = create_app(bastion, admin_token=admin_token, wheelhouse=data / "wheelhouse")
+        host, port = await nursery.start(
+            partial(serve_asgi, app, host=config.host, port=config.port, shutdown_event=shutdown)
+        )
+        # With port 0 (tests) the URL in the scripts is known only now.
+        templates.base_url = check_url(base_url(port), field="public_url")
+        nursery.start_soon(bastion.run_watchdog, config.watchdog_interval)
+        if dhcp:
+            settings = dnsmasq.DhcpSettings(
+                interface=config.interface,
+                server_ip=server_ip,
+                http_port=port,
+                mode="dhcp" if config.dhcp_mode == "dhcp" else "proxy",
+                network=network,
+                dhcp_range=config.dhcp_range,
+                data_dir=data / "dnsmasq",
+            )
+            await nursery.start(
+                partial(
+                    dnsmasq.supervise_dnsmasq,
+                    settings,
+                    binary=config.dnsmasq,
+                    ipxe_dir=Path(config.ipxe_dir),
+                )
+            )
+            log.info("DHCP (%s) and TFTP on %s", settings.mode, config.interface)
+        elif config.no_dhcp:
+            log.info("DHCP disabled (--no-dhcp): serving HTTP only on %s:%d", host, port)
+        else:
+            log.info("no --interface given: serving HTTP only on %s:%d, no DHCP/TFTP", host, port)
+        log.info("lab-bastion ready at %s (data in %s)", templates.base_url, data)
+        task_status.started((host, port))
+        await shutdown.wait()
+        # serve_asgi returns by itself on the event; the watchdog and dnsmasq need a cancel.
+        nursery.cancel_scope.deadline = trio.current_time() + 6
+
+
+def _reachable(host: str) -> str:
+    """An address clients can use for a listen address (a wildcard is not one)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104

@@ -1,0 +1,415 @@
+"""The bastion's logic over the machine repository: what to boot, what to install, progress.
+
+Transport-free: handlers in :mod:`lab.bastion.app` parse HTTP and call these methods, which
+validate every value that may reach a template, write the store, and return scripts or records.
+Errors are :mod:`lab.errors` classes the app maps to statuses.
+
+Per-machine data beyond the columns of :class:`lab.model.Machine` lives in ``settings``:
+``local_boot``, ``ssh_keys``, ``reprovision``, ``percent``, ``callback_hash`` (SHA-256 of the
+installer's callback token; never returned by the API), ``expect_enroll`` and ``failed_by``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import attrs
+import trio
+from attrs import frozen
+
+from lab.bastion import validate as v
+from lab.bastion.layout import reprovision_plan
+from lab.bastion.records import (
+    PHASES,
+    EnrolledReport,
+    InstallRequest,
+    Inventory,
+    ProgressReport,
+    ReprovisionRequest,
+)
+from lab.bastion.templates import Templates
+from lab.bastion.tokens import hash_token, new_token, token_matches
+from lab.errors import Conflict, Invalid, NotFound, Unauthenticated
+from lab.model import Machine, MachineState, structure, unstructure
+from lab.model.records import now as utcnow
+from lab.store import MachineRepository, SettingsRepository
+
+log = logging.getLogger("lab.bastion")
+
+DISCOVERY_TOKEN_KEY = "bastion.discovery_token"  # noqa: S105 - a settings key
+
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    # From the install script being served until the installer's first callback: kernel and
+    # initrd download plus the installer's own start.
+    "boot": 1200.0,
+    "pre": 900.0,
+    "partition": 900.0,
+    "packages": 3600.0,
+    "post": 1800.0,
+    # From the end of the install until the agent enrols (only when a join token was issued).
+    "firstboot": 1800.0,
+}
+
+
+class JoinTokenSource(Protocol):
+    """Where one-time agent join tokens come from (labd, when the bastion is joined to one)."""
+
+    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str: ...
+
+
+@frozen
+class StaticTokenSource:
+    """Hands out one fixed token: for a labd that accepts a reusable agent token."""
+
+    token: str
+
+    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str:
+        return self.token
+
+
+def public_view(machine: Machine) -> dict[str, Any]:
+    """A machine as the operator API shows it (secrets removed)."""
+    data: dict[str, Any] = unstructure(machine)
+    data["settings"] = {k: val for k, val in machine.settings.items() if k != "callback_hash"}
+    return data
+
+
+def stalled(
+    machines: list[Machine], *, at: datetime, timeouts: Mapping[str, float]
+) -> list[tuple[Machine, str]]:
+    """Machines whose current phase ran past its timeout, with that phase (pure)."""
+    out = []
+    for m in machines:
+        if m.state is MachineState.INSTALLING:
+            phase = m.phase or "boot"
+        elif m.state is MachineState.INSTALLED and m.settings.get("expect_enroll"):
+            phase = "firstboot"
+        else:
+            continue
+        limit = timeouts.get(phase, DEFAULT_TIMEOUTS.get(phase, 3600.0))
+        if (at - m.updated_at).total_seconds() > limit:
+            out.append((m, phase))
+    return out
+
+
+class Bastion:
+    """One bastion's state machine over the store. Create, then ``await start()``."""
+
+    def __init__(
+        self,
+        machines: MachineRepository,
+        settings: SettingsRepository,
+        templates: Templates,
+        *,
+        join_tokens: JoinTokenSource | None = None,
+        labd_url: str | None = None,
+        timeouts: Mapping[str, float] | None = None,
+        join_ttl: timedelta = timedelta(hours=6),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.machines = machines
+        self.settings = settings
+        self.templates = templates
+        self.join_tokens = join_tokens
+        self.labd_url = labd_url
+        self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+        self.join_ttl = join_ttl
+        self.clock = clock
+        self.discovery_token = ""
+        # Read-modify-write of one machine must not interleave with another request's.
+        self._lock = trio.Lock()
+        self._changed = trio.Event()
+        self.version = 0
+
+    async def start(self) -> None:
+        """Load (or create on first start) the discovery token shared by all discovery boots."""
+        self.discovery_token = await self.settings.set_if_absent(DISCOVERY_TOKEN_KEY, new_token())
+
+    # --- change notification ----------------------------------------------------------------
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self, after: int) -> int:
+        """Wait until some machine changed after ``version`` ``after``; return the new version."""
+        while self.version <= after:
+            await self._changed.wait()
+        return self.version
+
+    async def _save(self, machine: Machine, **changes: Any) -> Machine:
+        saved = await self.machines.upsert(
+            attrs.evolve(machine, updated_at=self.clock(), **changes)
+        )
+        self._bump()
+        return saved
+
+    async def get(self, raw_mac: str) -> Machine:
+        return await self.machines.get(v.normalize_mac(raw_mac))
+
+    async def _get_or_none(self, mac: str) -> Machine | None:
+        try:
+            return await self.machines.get(mac)
+        except NotFound:
+            return None
+
+    # --- boot time ----------------------------------------------------------------------------
+
+    async def dispatch(self, raw_mac: str) -> str:
+        """The iPXE script for the machine with this MAC, by its state."""
+        mac = v.normalize_mac(raw_mac)
+        m = await self._get_or_none(mac)
+        if m is None:
+            return self.templates.ipxe_discover(mac=mac, token=self.discovery_token)
+        method = str(m.settings.get("local_boot", "exit"))
+        host = m.hostname or mac
+        if m.state is MachineState.QUEUED or (
+            m.state is MachineState.INSTALLING and m.phase in (None, "pre")
+        ):
+            # Before "partition" nothing was written yet, so serving the install again after
+            # an interrupted boot is safe; from then on it would loop, so boot the disk.
+            return await self._dispatch_install(m)
+        if m.state is MachineState.FAILED:
+            return self.templates.ipxe_failed(
+                mac=mac,
+                hostname=host,
+                phase=v.display_text(m.phase or "unknown"),
+                message=v.display_text(m.message or "no message"),
+                method=method,
+            )
+        return self.templates.ipxe_local(mac=mac, hostname=host, state=m.state.value, method=method)
+
+    async def _dispatch_install(self, m: Machine) -> str:
+        assert m.hostname and m.role and m.disk
+        token = new_token()
+        async with self._lock:
+            await self._save(
+                m,
+                state=MachineState.INSTALLING,
+                phase=None,
+                message="install script served",
+                settings={**m.settings, "callback_hash": hash_token(token), "percent": 0},
+            )
+        return self.templates.ipxe_install(
+            mac=m.mac,
+            token=token,
+            hostname=m.hostname,
+            role=m.role,
+            disk=m.disk,
+            reprovision=bool(m.settings.get("reprovision")),
+        )
+
+    def _check_discovery(self, token: str | None) -> None:
+        if token is None or not token_matches(token, hash_token(self.discovery_token)):
+            raise Unauthenticated("discovery token missing or wrong")
+
+    async def _installer(self, raw_mac: str, token: str | None) -> Machine:
+        """The machine a callback token belongs to: 404 unknown MAC, 401 wrong token."""
+        m = await self.get(raw_mac)
+        digest = m.settings.get("callback_hash")
+        if token is None or not isinstance(digest, str) or not token_matches(token, digest):
+            raise Unauthenticated("callback token missing or wrong for this machine")
+        return m
+
+    async def discover_ks(self, raw_mac: str, token: str | None) -> str:
+        self._check_discovery(token)
+        mac = v.normalize_mac(raw_mac)
+        return self.templates.discover_ks(mac=mac, token=self.discovery_token)
+
+    async def install_ks(self, raw_mac: str, token: str | None) -> str:
+        m = await self._installer(raw_mac, token)
+        assert token is not None
+        if m.state is not MachineState.INSTALLING or not (m.hostname and m.role and m.disk):
+            raise Conflict(f"machine {m.mac} is {m.state.value}, not installing")
+        join_token = None
+        if self.join_tokens is not None:
+            join_token = await self.join_tokens.create_agent_token(m.hostname, self.join_ttl)
+        if bool(join_token) != bool(m.settings.get("expect_enroll")):
+            async with self._lock:
+                await self._save(m, settings={**m.settings, "expect_enroll": bool(join_token)})
+        return self.templates.install_ks(
+            mac=m.mac,
+            token=token,
+            hostname=m.hostname,
+            role=m.role,
+            disk=m.disk,
+            ssh_keys=list(m.settings.get("ssh_keys", [])),
+            reprovision=bool(m.settings.get("reprovision")),
+            join_token=join_token,
+            labd_url=self.labd_url,
+        )
+
+    # --- installer callbacks ------------------------------------------------------------------
+
+    async def discover(self, body: Any, token: str | None) -> Machine:
+        """Record the inventory a discovery boot posted (new machine or refresh)."""
+        self._check_discovery(token)
+        inv = structure(body, Inventory)
+        mac = v.normalize_mac(inv.mac, field="body.mac")
+        nics = [
+            attrs.evolve(n, mac=v.normalize_mac(n.mac, field=f"body.nics[{i}].mac"))
+            for i, n in enumerate(inv.nics)
+        ]
+        inventory = unstructure(attrs.evolve(inv, mac=mac, nics=nics))
+        async with self._lock:
+            m = await self._get_or_none(mac)
+            if m is None:
+                m = Machine(mac=mac, state=MachineState.DISCOVERED, message="discovered")
+            saved = await self._save(m, inventory=inventory)
+        log.info("discovered %s (%s %s)", mac, inv.system.vendor, inv.system.product)
+        return saved
+
+    async def progress(self, body: Any, token: str | None) -> Machine:
+        report = structure(body, ProgressReport)
+        if not 0 <= report.percent <= 100:
+            raise Invalid("percent must be 0..100", details={"fields": ["body.percent"]})
+        async with self._lock:
+            m = await self._installer(report.mac, token)
+            watchdog_failed = m.state is MachineState.FAILED and m.settings.get("failed_by")
+            if m.state not in (MachineState.INSTALLING, MachineState.INSTALLED) and not (
+                watchdog_failed
+            ):
+                raise Conflict(f"machine {m.mac} is {m.state.value}; no install is running")
+            message = v.display_text(report.message, limit=500)
+            settings = {**m.settings, "percent": report.percent}
+            settings.pop("failed_by", None)
+            # Only a watchdog failure may be revived by later progress; a failure the
+            # installer reported itself stays until an operator acts.
+            if report.failed:
+                state = MachineState.FAILED
+            elif report.phase == "enrolled":
+                state = MachineState.ENROLLED
+            elif report.phase == "firstboot" or (report.phase == "post" and report.percent >= 100):
+                state = MachineState.INSTALLED
+                settings["reprovision"] = False
+            else:
+                state = MachineState.INSTALLING
+            saved = await self._save(
+                m, state=state, phase=report.phase, message=message, settings=settings
+            )
+        log.info("%s: %s %s%% %s", m.mac, report.phase, report.percent, message)
+        return saved
+
+    async def enrolled(self, body: Any) -> Machine:
+        """The machine's agent enrolled with labd: it is installed, even if callbacks were lost."""
+        report = structure(body, EnrolledReport)
+        async with self._lock:
+            if report.mac is not None:
+                m = await self.get(report.mac)
+            elif report.hostname is not None:
+                name = v.validate_hostname(report.hostname, field="body.hostname")
+                found = [x for x in await self.machines.list() if x.hostname == name]
+                if not found:
+                    raise NotFound(f"no machine named {name}", details={"resource": name})
+                m = found[0]
+            else:
+                raise Invalid("give mac or hostname", details={"fields": ["body"]})
+            settings = {**m.settings, "reprovision": False, "percent": 100}
+            settings.pop("failed_by", None)
+            return await self._save(
+                m,
+                state=MachineState.ENROLLED,
+                phase="enrolled",
+                message="agent enrolled",
+                settings=settings,
+            )
+
+    # --- operator actions ---------------------------------------------------------------------
+
+    async def install(self, body: Any) -> Machine:
+        req = structure(body, InstallRequest)
+        mac = v.normalize_mac(req.mac, field="body.mac")
+        hostname = v.validate_hostname(req.hostname, field="body.hostname")
+        role = v.validate_role(req.role, field="body.role")
+        disk = v.validate_disk(req.disk, field="body.disk")
+        keys = [
+            v.validate_ssh_key(k, field=f"body.ssh_keys[{i}]") for i, k in enumerate(req.ssh_keys)
+        ]
+        local_boot = v.validate_local_boot(req.local_boot, field="body.local_boot")
+        async with self._lock:
+            for other in await self.machines.list():
+                if other.hostname == hostname and other.mac != mac:
+                    raise Conflict(f"hostname {hostname} is already used by {other.mac}")
+            m = await self._get_or_none(mac) or Machine(mac=mac)
+            if m.state in (MachineState.INSTALLED, MachineState.ENROLLED, MachineState.INSTALLING):
+                raise Conflict(
+                    f"machine {mac} is {m.state.value}",
+                    details={"hint": f"use: labctl provision reprovision {mac}"},
+                )
+            settings = {
+                **m.settings,
+                "ssh_keys": keys,
+                "local_boot": local_boot,
+                "reprovision": False,
+                "percent": 0,
+            }
+            return await self._save(
+                m,
+                state=MachineState.QUEUED,
+                hostname=hostname,
+                role=role,
+                disk=disk,
+                phase=None,
+                message="queued for install",
+                settings=settings,
+            )
+
+    async def reprovision(self, body: Any) -> dict[str, Any]:
+        req = structure(body, ReprovisionRequest)
+        async with self._lock:
+            m = await self.get(req.mac)
+            if not (m.hostname and m.role and m.disk):
+                raise Conflict(f"machine {m.mac} was never installed; use provision install")
+            if m.state in (MachineState.INSTALLING, MachineState.QUEUED):
+                raise Conflict(f"machine {m.mac} is already {m.state.value}")
+            plan = reprovision_plan(m.role).as_dict()
+            if not req.dry_run:
+                m = await self._save(
+                    m,
+                    state=MachineState.QUEUED,
+                    phase=None,
+                    message="queued for reprovision",
+                    settings={**m.settings, "reprovision": True, "percent": 0},
+                )
+        return {"dry_run": req.dry_run, "plan": plan, "machine": public_view(m)}
+
+    async def forget(self, raw_mac: str) -> None:
+        mac = v.normalize_mac(raw_mac)
+        async with self._lock:
+            await self.machines.delete(mac)
+            self._bump()
+
+    # --- watchdog -----------------------------------------------------------------------------
+
+    async def fail_stalled(self) -> list[Machine]:
+        """Mark every machine whose phase timed out as failed, naming that phase."""
+        failed = []
+        async with self._lock:
+            candidates = await self.machines.list(state=MachineState.INSTALLING)
+            candidates += await self.machines.list(state=MachineState.INSTALLED)
+            for m, phase in stalled(candidates, at=self.clock(), timeouts=self.timeouts):
+                limit = self.timeouts.get(phase, 0)
+                failed.append(
+                    await self._save(
+                        m,
+                        state=MachineState.FAILED,
+                        phase=phase,
+                        message=f"no progress for {limit:g} s in phase {phase}",
+                        settings={**m.settings, "failed_by": "watchdog"},
+                    )
+                )
+                log.warning("%s: install stalled in phase %s", m.mac, phase)
+        return failed
+
+    async def run_watchdog(self, interval: float) -> None:
+        """Check phase timeouts every ``interval`` seconds, until cancelled."""
+        while True:
+            await trio.sleep(interval)
+            await self.fail_stalled()
+
+
+__all__ = ["PHASES", "Bastion", "JoinTokenSource", "StaticTokenSource", "public_view", "stalled"]

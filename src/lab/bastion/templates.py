@@ -1,0 +1,134 @@
+"""Rendering of the iPXE scripts and kickstarts shipped in ``kickstart/``.
+
+jinja2 with ``StrictUndefined`` (a missing value is a bug, never an empty string) and
+autoescape off (these are shell and iPXE, not HTML). Only values that passed
+:mod:`lab.bastion.validate` are handed to :class:`Templates`, so nothing else needs escaping.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from lab.bastion.layout import ROLE_DATA_LV, VG_NAME, layout_for, reprovision_plan
+from lab.errors import ConfigError, Invalid
+
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,512}")
+_SAFE_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]_-]+(?:/[A-Za-z0-9._~/%-]*)?")
+
+
+def template_dir() -> Path:
+    """``lab/_data/kickstart`` in an installed wheel, else ``kickstart/`` of the checkout."""
+    shipped = importlib.resources.files("lab") / "_data" / "kickstart"
+    if shipped.is_dir():
+        return Path(str(shipped))
+    checkout = Path(__file__).resolve().parents[3] / "kickstart"
+    if checkout.is_dir():
+        return checkout
+    raise ConfigError("kickstart templates not found (neither lab/_data/kickstart nor kickstart/)")
+
+
+def check_url(url: str, *, field: str) -> str:
+    if not _SAFE_URL.fullmatch(url):
+        raise ConfigError(f"{field}: not a plain http(s) URL: {url!r}")
+    return url.rstrip("/")
+
+
+def check_token(token: str, *, field: str) -> str:
+    if not _SAFE_TOKEN.fullmatch(token):
+        raise Invalid(f"{field} has characters a kickstart cannot carry")
+    return token
+
+
+class Templates:
+    """Renders every script the bastion serves; one instance per app (templates are cached)."""
+
+    def __init__(self, *, base_url: str, repo: str, directory: Path | None = None) -> None:
+        self.base_url = check_url(base_url, field="base_url")
+        self.repo = check_url(repo, field="repo")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(directory or template_dir())),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # noqa: S701 - shell/iPXE output; inputs are validated instead
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    def _render(self, name: str, **ctx: Any) -> str:
+        return self.env.get_template(name).render(base_url=self.base_url, repo=self.repo, **ctx)
+
+    def ipxe_discover(self, *, mac: str, token: str) -> str:
+        return self._render("ipxe/discover.ipxe.j2", mac=mac, token=token)
+
+    def ipxe_install(
+        self, *, mac: str, token: str, hostname: str, role: str, disk: str, reprovision: bool
+    ) -> str:
+        return self._render(
+            "ipxe/install.ipxe.j2",
+            mac=mac,
+            token=token,
+            hostname=hostname,
+            role=role,
+            disk=disk,
+            reprovision=reprovision,
+        )
+
+    def ipxe_local(self, *, mac: str, hostname: str, state: str, method: str) -> str:
+        return self._render(
+            "ipxe/local.ipxe.j2", mac=mac, hostname=hostname, state=state, method=method
+        )
+
+    def ipxe_failed(self, *, mac: str, hostname: str, phase: str, message: str, method: str) -> str:
+        return self._render(
+            "ipxe/failed.ipxe.j2",
+            mac=mac,
+            hostname=hostname,
+            phase=phase,
+            message=message,
+            method=method,
+        )
+
+    def discover_ks(self, *, mac: str, token: str) -> str:
+        return self._render("discover.ks.j2", mac=mac, token=token)
+
+    def install_ks(
+        self,
+        *,
+        mac: str,
+        token: str,
+        hostname: str,
+        role: str,
+        disk: str,
+        ssh_keys: list[str],
+        reprovision: bool,
+        join_token: str | None,
+        labd_url: str | None,
+    ) -> str:
+        if join_token is not None:
+            check_token(join_token, field="join token")
+            if labd_url is None:
+                raise ConfigError("a join token needs labd_url to enrol against")
+            labd_url = check_url(labd_url, field="labd_url")
+        plan = reprovision_plan(role)
+        return self._render(
+            "install.ks.j2",
+            mac=mac,
+            token=token,
+            hostname=hostname,
+            role=role,
+            disk=disk,
+            ssh_keys=ssh_keys,
+            reprovision=reprovision,
+            join_token=join_token,
+            labd_url=labd_url,
+            vg=VG_NAME,
+            lvs=layout_for(role),
+            foreign_lvs=[lv.name for r, lv in ROLE_DATA_LV.items() if r != role],
+            keep=plan.keep,
+            format=plan.format,
+        )

@@ -1,0 +1,105 @@
+"""Validation of everything that may end up inside an iPXE script or a kickstart.
+
+Templates render with autoescape off (a kickstart is not HTML), so this module is the one gate:
+a value that reaches a template has passed one of these functions. Each raises
+:class:`lab.errors.Invalid` naming the field, which the API turns into a 400.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from lab.errors import Invalid
+
+ROLES = ("worker", "infra")
+LOCAL_BOOT_METHODS = ("exit", "sanboot")
+
+_HEX12 = re.compile(r"[0-9a-f]{12}")
+_SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+_CISCO = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_DISK = re.compile(r"/dev/(?:disk/by-[a-z]+/[A-Za-z0-9._:+@-]{1,200}|[a-z][a-z0-9]{1,30})")
+_SSH_KEY = re.compile(
+    r"(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|"
+    r"sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)"
+    r" [A-Za-z0-9+/]{16,8192}={0,3}(?: [A-Za-z0-9 ._@+:-]{0,200})?"
+)
+
+
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(message, details={"fields": [f"{message} @ {field}"]})
+
+
+def normalize_mac(raw: object, *, field: str = "mac") -> str:
+    """Return ``aa:bb:cc:dd:ee:ff`` for any common spelling of a MAC address.
+
+    Accepted: colon or dash separated, Cisco dotted (``aabb.ccdd.eeff``), bare hex, the PXE
+    ``01-`` hardware-type prefix (as in ``pxelinux.cfg/01-aa-bb-…``) and URL-encoded forms
+    (iPXE's ``${net0/mac}`` arrives as ``52%3A54%3A…``). Anything else raises Invalid.
+    """
+    if not isinstance(raw, str):
+        raise _invalid(field, "a MAC address must be a string")
+    text = unquote(raw.strip()).strip().lower()
+    if len(text) > 32:
+        raise _invalid(field, "not a MAC address")
+    # PXE names files after "01-" + the dash-separated MAC: 01 is the ARP type of Ethernet.
+    if len(text) == 20 and text.startswith("01-"):
+        text = text[3:]
+    if _SEPARATED.fullmatch(text) or _CISCO.fullmatch(text):
+        digits = re.sub(r"[:.-]", "", text)
+    elif _HEX12.fullmatch(text):
+        digits = text
+    else:
+        raise _invalid(field, f"not a MAC address: {raw[:40]!r}")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def validate_hostname(raw: object, *, field: str = "hostname") -> str:
+    """An RFC 1123 host name (labels of letters, digits and inner dashes), returned lowercase."""
+    if not isinstance(raw, str) or not raw:
+        raise _invalid(field, "a hostname is required")
+    name = raw.lower()
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise _invalid(field, f"not an RFC 1123 hostname: {raw[:80]!r}")
+    return name
+
+
+def validate_role(raw: object, *, field: str = "role") -> str:
+    if raw not in ROLES:
+        raise _invalid(field, f"role must be one of {', '.join(ROLES)}")
+    assert isinstance(raw, str)
+    return raw
+
+
+def validate_disk(raw: object, *, field: str = "disk") -> str:
+    """A block device path: ``/dev/sda``, ``/dev/nvme0n1`` or ``/dev/disk/by-id/…``."""
+    if not isinstance(raw, str) or not _DISK.fullmatch(raw) or ".." in raw:
+        raise _invalid(field, "disk must be a device path like /dev/sda or /dev/disk/by-id/…")
+    return raw
+
+
+def validate_ssh_key(raw: object, *, field: str = "ssh_keys") -> str:
+    """One OpenSSH public key line; no quotes or newlines can get through to ``sshkey``."""
+    if not isinstance(raw, str) or not _SSH_KEY.fullmatch(raw.strip()):
+        raise _invalid(field, "not an OpenSSH public key (type, base64 blob, optional comment)")
+    return raw.strip()
+
+
+def validate_local_boot(raw: object, *, field: str = "local_boot") -> str:
+    if raw not in LOCAL_BOOT_METHODS:
+        raise _invalid(field, f"local_boot must be one of {', '.join(LOCAL_BOOT_METHODS)}")
+    assert isinstance(raw, str)
+    return raw
+
+
+_UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 ._,:/()@+=%-]")
+
+
+def display_text(raw: str, *, limit: int = 200) -> str:
+    """Free text (a progress message) made safe to print from an iPXE script or a shell.
+
+    iPXE expands ``${…}`` and treats ``&&``/``||`` as operators; shells expand much more. Only a
+    conservative set of characters survives; the rest become ``_``.
+    """
+    return _UNSAFE_TEXT.sub("_", raw[:limit])
