@@ -195,3 +195,16 @@ async def test_missing_program_raises(peer: Peer) -> None:
     with pytest.raises(FileNotFoundError):
         await run(peer, start("/nonexistent/program"))
     assert peer.messages == []
+
+
+async def test_stdin_credit_is_granted_as_input_is_written() -> None:
+    peer = Peer(window=8)
+    send_stdin, recv_stdin = trio.open_memory_channel[bytes](8)
+    async with send_stdin:
+        for piece in (b"abcd", b"efgh", b"ijkl"):
+            await send_stdin.send(piece)
+    result = await run(peer, start("cat", stdin=True), stdin=recv_stdin, window=8)
+    assert peer.data[Channel.STDOUT] == b"abcdefghijkl" and result.code == 0
+    grants = [m for m in peer.messages if m.TYPE == "credit"]
+    assert grants and all(m.stream_id == 7 for m in grants)
+    assert sum(m.bytes for m in grants) == 12  # every written byte is granted back
