@@ -41,7 +41,7 @@ async def serve_bastion(
     data = config.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     admin_token = load_or_create_admin_token(data / "admin-token")
-    shutdown = shutdown_event or trio.Event()
+    shutdown = trio.Event() if shutdown_event is None else shutdown_event
     dhcp = bool(config.interface) and not config.no_dhcp
     server_ip, network = "", ""
     if config.interface:
