@@ -19,6 +19,26 @@ app.command(
 app.command(
     "lab.cli.init_cmd:init_app", name="init", help="Run labd, an agent or the bastion on this box."
 )
+app.command(
+    "lab.cli.login:login_command",
+    name="login",
+    help="Log in to labd with a join token: get a user certificate and trust labd's CA.\n\n"
+    "labd's CA must match --ca-fingerprint; without it you confirm the fingerprint on a "
+    "terminal (elsewhere the login is refused unless --insecure-trust-on-first-use). "
+    "Key, certificate and CA bundle go to ~/.labctl (LABCTL_HOME).\n\n"
+    "Example: labctl login --server https://lab.example:3100 --token ID.SECRET "
+    "--ca-fingerprint SHA256:3f9a...",
+)
+app.command(
+    "lab.cli.login:whoami",
+    name="whoami",
+    help="Show your identity, roles and certificate expiry.\n\nExample: labctl whoami -o json",
+)
+app.command(
+    "lab.cli.tokens_cmd:tokens_app", name="tokens", help="Join tokens for agents and users."
+)
+app.command("lab.cli.certs_cmd:certs_app", name="certs", help="Issued certificates.")
+app.command("lab.cli.certs_cmd:ca_app", name="ca", help="labd's CA: status and rotation.")
 
 
 @app.command

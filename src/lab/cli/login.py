@@ -1,0 +1,206 @@
+"""labctl login and labctl whoami: get a user certificate with a join token, show who you are."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from attrs import frozen
+from cyclopts import Parameter
+
+if TYPE_CHECKING:
+    from lab.cli.client import Confirm
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+
+
+@frozen(kw_only=True)
+class LoginResult:
+    server: str
+    user: str
+    roles: tuple[str, ...]
+    ca_fingerprint: str
+    not_after: str
+    directory: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "user": self.user,
+            "roles": list(self.roles),
+            "ca_fingerprint": self.ca_fingerprint,
+            "not_after": self.not_after,
+            "directory": str(self.directory),
+        }
+
+
+async def login(
+    server: str,
+    token: str,
+    *,
+    username: str | None = None,
+    ca_fingerprint: str | None = None,
+    tofu: bool = False,
+    confirm: Confirm | None = None,
+    directory: Path | None = None,
+    request_timeout: float = 30.0,
+) -> LoginResult:
+    """Enroll this user with labd and store the identity; the whole of ``labctl login``.
+
+    Checks labd's CA (``ca_fingerprint``, else ``tofu``, else ``confirm(fingerprint, subject)``
+    — see :func:`lab.cli.client.establish_trust`), makes a new P-256 key and a CSR for
+    ``user/<username>`` (default: the local user name), trades it and ``token`` for a
+    certificate, writes ``key.pem`` (0600), ``cert.pem`` and ``ca.pem`` into ``directory``
+    (default :func:`lab.cli.settings.home`, 0700) and sets the ``server`` and
+    ``ca_fingerprint`` settings. Nothing is written unless enrollment succeeds.
+
+    Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`Invalid`
+    (bad URL, fingerprint or user name), :class:`RateLimited`, :class:`Unavailable`.
+    Cancellation abandons the request; an existing identity is then left untouched.
+    """
+    import getpass
+
+    from lab import pki
+    from lab.cli.client import LabClient, establish_trust, normalise_server, pem_field
+    from lab.cli.credentials import Credentials, save_credentials
+    from lab.cli.settings import home, set_setting
+
+    server = normalise_server(server)
+    username = username or getpass.getuser()
+    trusted = await establish_trust(
+        server,
+        ca_fingerprint=ca_fingerprint,
+        tofu=tofu,
+        confirm=confirm,
+        request_timeout=request_timeout,
+    )
+    key_pem = pki.generate_key()
+    csr = pki.make_csr(key_pem, f"user/{username}").decode("ascii")
+    async with LabClient(
+        server,
+        ssl_context=pki.client_ssl_context(trusted.pem),
+        timeout=request_timeout,
+        auth_hint="ask an admin for a new token: labctl tokens create --kind user",
+    ) as client:
+        body = await client.post(
+            "/api/auth/user-enroll", {"token": token, "csr": csr, "username": username}
+        )
+    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
+    pki.load_ca_bundle(ca_pem)
+    info = pki.cert_info(cert_pem)
+    directory = directory or home()
+    save_credentials(directory, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
+    fingerprint = body.get("ca_fingerprint") or trusted.fingerprint
+    set_setting("server", server)
+    set_setting("ca_fingerprint", fingerprint)
+    return LoginResult(
+        server=server,
+        user=str(body.get("user") or username),
+        roles=tuple(str(r) for r in body.get("roles") or ()),
+        ca_fingerprint=fingerprint,
+        not_after=info.not_after.isoformat(),
+        directory=directory,
+    )
+
+
+def _prompt(fingerprint: str, subject: str) -> bool:
+    print(f"labd's CA is {subject!r} with fingerprint\n  {fingerprint}", file=sys.stderr)
+    print("Compare it with `labctl ca show` on a machine you trust.", file=sys.stderr)
+    try:
+        answer = input("Trust this CA and log in? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def login_command(
+    *,
+    server: str,
+    token: str,
+    ca_fingerprint: str | None = None,
+    insecure_trust_on_first_use: bool = False,
+    username: str | None = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Log in to labd with a join token: get a user certificate and trust labd's CA.
+
+    labd's CA must match --ca-fingerprint; without it you are asked to confirm the fingerprint
+    (outside a terminal the login is refused unless --insecure-trust-on-first-use). Logging in
+    again to the same server checks the fingerprint remembered from last time.
+    The key, certificate and CA bundle go to ~/.labctl (LABCTL_HOME).
+
+    Example: labctl login --server https://lab.example:3100 --token ID.SECRET --ca-fingerprint
+    SHA256:3f9a...
+
+    Parameters
+    ----------
+    server
+        labd's URL, https://HOST:PORT.
+    token
+        A user join token (labctl tokens create --kind user).
+    ca_fingerprint
+        The expected SHA256 fingerprint of labd's CA.
+    insecure_trust_on_first_use
+        Trust whatever CA labd presents (scripts on a trusted network only).
+    username
+        Your user name in labd (default: the local user name).
+    """
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+    from lab.cli.settings import load_settings
+
+    fmt = check_format(output)
+    with handle():
+        settings = load_settings()
+        if not ca_fingerprint and not insecure_trust_on_first_use:
+            same = settings.server.rstrip("/") == server.strip().rstrip("/")
+            ca_fingerprint = settings.ca_fingerprint if same and settings.ca_fingerprint else None
+        result = await login(
+            server,
+            token,
+            username=username,
+            ca_fingerprint=ca_fingerprint,
+            tofu=insecure_trust_on_first_use,
+            confirm=_prompt if sys.stdin.isatty() else None,
+            request_timeout=settings.timeout,
+        )
+    if fmt in ("json", "yaml"):
+        emit(result.as_dict(), fmt)
+        return
+    roles = ", ".join(result.roles) or "none"
+    print(f"logged in to {result.server} as user/{result.user} (roles: {roles})")
+    print(f"certificate valid until {result.not_after}; identity in {result.directory}")
+
+
+async def whoami(*, output: OutputOpt = "table") -> None:
+    """Show who labd thinks you are: identity, roles and certificate expiry.
+
+    Example: labctl whoami -o json
+    """
+    from datetime import UTC, datetime
+
+    from lab.cli.client import LabClient
+    from lab.cli.durations import format_duration
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            body = await client.get("/api/auth/whoami")
+            server = client.server
+    if fmt in ("json", "yaml"):
+        emit({**body, "server": server}, fmt)
+        return
+    left = ""
+    try:
+        expiry = datetime.fromisoformat(str(body.get("not_after")))
+        remaining = (expiry - datetime.now(UTC)).total_seconds()
+        left = f" (in {format_duration(remaining)})" if remaining > 0 else " (expired)"
+    except (TypeError, ValueError):
+        pass
+    roles = ", ".join(body.get("roles") or ()) or "none"
+    print(f"{body.get('kind')}/{body.get('name')} at {server}")
+    print(f"roles: {roles}")
+    print(f"certificate {body.get('serial')} valid until {body.get('not_after')}{left}")

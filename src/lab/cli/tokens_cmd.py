@@ -1,0 +1,124 @@
+"""labctl tokens: join tokens for agents and users (create, list, revoke)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+from cyclopts import App, Parameter
+
+tokens_app = App(name="tokens", help="Join tokens that let agents and users enroll.")
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+
+COLUMNS = ("id", "kind", "roles", "uses", "max_uses", "expires_at", "revoked_at")
+WIDE = ("reusable", "created_at", "created_by", "description")
+
+
+@tokens_app.command
+async def create(
+    *,
+    kind: Literal["agent", "user"],
+    roles: str = "",
+    ttl: str = "1h",
+    reusable: bool = False,
+    max_uses: int | None = None,
+    description: str = "",
+    output: OutputOpt = "table",
+) -> None:
+    """Create a join token and print its secret (shown only this once).
+
+    Example: labctl tokens create --kind user --roles operator --ttl 1h
+
+    Parameters
+    ----------
+    kind
+        agent (lab-agent enroll) or user (labctl login).
+    roles
+        Comma-separated roles for a user token, e.g. operator,viewer.
+    ttl
+        How long the token can be used: 30s, 10m, 1h, 7d.
+    reusable
+        Allow several enrollments with this token (until it expires or max-uses).
+    max_uses
+        Cap the number of enrollments of a reusable token.
+    description
+        Free text shown by labctl tokens list.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.durations import parse_duration
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+    from lab.errors import Invalid
+
+    fmt = check_format(output)
+    with handle():
+        ttl_seconds = parse_duration(ttl, field="ttl")
+        if max_uses is not None and max_uses < 1:
+            raise Invalid("--max-uses must be at least 1", details={"fields": ["max_uses"]})
+        body = {
+            "kind": kind,
+            "roles": [r.strip() for r in roles.split(",") if r.strip()],
+            "ttl_seconds": ttl_seconds,
+            "reusable": reusable,
+            "max_uses": max_uses,
+            "description": description,
+        }
+        async with LabClient.from_settings() as client:
+            record = await client.post("/api/tokens", body)
+    if fmt in ("json", "yaml"):
+        emit(record, fmt)
+    else:
+        print(record["token"])
+        expiry = f"expires {record.get('expires_at')}"
+        print(
+            f"token {record.get('id')} ({kind}, {expiry}): the secret above will not be shown "
+            "again",
+            file=sys.stderr,
+        )
+
+
+@tokens_app.command(name="list")
+async def list_(*, output: OutputOpt = "table") -> None:
+    """List join tokens (never their secrets).
+
+    Example: labctl tokens list -o wide
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            body = await client.get("/api/tokens")
+    items = body.get("items", [])
+    if fmt in ("json", "yaml"):
+        emit(items, fmt)
+    elif not items:
+        print("no tokens", file=sys.stderr)
+    else:
+        emit(items, fmt, columns=COLUMNS, wide=WIDE)
+
+
+@tokens_app.command
+async def revoke(token_id: str, /) -> None:
+    """Revoke a join token by id; it can no longer be used to enroll.
+
+    Example: labctl tokens revoke 3f2a9c
+
+    Parameters
+    ----------
+    token_id
+        The token's id (the part before the dot, as in labctl tokens list).
+    """
+    from urllib.parse import quote
+
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+
+    token_id = token_id.split(".", 1)[0]
+    with handle():
+        async with LabClient.from_settings() as client:
+            record = await client.delete(f"/api/tokens/{quote(token_id, safe='')}")
+    print(f"token {record.get('id', token_id)} revoked")
