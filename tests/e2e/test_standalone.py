@@ -27,7 +27,7 @@ def test_start_status_stop(tmp_path: Path) -> None:
             labctl("init", "labd", "standalone", "status", "-o", "json", env=env).stdout
         )
         assert status["running"] is True and status["healthy"] is True
-        assert status["url"] == f"http://127.0.0.1:{port}"
+        assert status["url"] == f"https://127.0.0.1:{port}"
         pid = status["pid"]
         assert pid_alive(pid)
         assert (tmp_path / "data" / "labd.db").exists()

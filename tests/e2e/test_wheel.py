@@ -69,7 +69,7 @@ def test_fresh_install_serves_healthz_without_config(wheel: Path, tmp_path: Path
         data = tmp_path / "var-lib-lab"
     proc = subprocess.Popen([str(env_dir / "bin" / "labd")], env=env, cwd=tmp_path)
     with kill_on_exit(proc):
-        _wait_health(f"http://127.0.0.1:{port}/healthz", proc)
+        _wait_health(f"https://127.0.0.1:{port}/healthz", proc, data / "ca.pem")
     assert (data / "labd.db").exists()
     # The module came from the wheel, not from the checkout.
     where = subprocess.run(
@@ -98,14 +98,16 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _wait_health(url: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_health(url: str, proc: subprocess.Popen[bytes], cafile: Path) -> None:
+    import ssl
     import time
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, "labd exited"
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            ctx = ssl.create_default_context(cafile=str(cafile))
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as resp:
                 assert resp.status == 200
                 return
         except OSError:

@@ -22,7 +22,9 @@ def run_doctor() -> None:
         report(False, f"config {config_path()}: {exc.message}", "fix or remove the file")
         raise SystemExit(1) from None
     report(True, f"config {config_path()} readable")
-    healthy = is_healthy(settings.server)
+    from lab.cli.settings import home
+
+    healthy = is_healthy(settings.server, cafile=home() / "ca.pem")
     report(
         healthy,
         f"labd at {settings.server} " + ("healthy" if healthy else "not reachable or unhealthy"),

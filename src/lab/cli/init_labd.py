@@ -18,7 +18,7 @@ def _paths() -> tuple[Path, Path, str]:
 
     cfg = load_labd_config()
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host  # noqa: S104
-    return cfg.data_path / "labd.pid", cfg.data_path / "labd.log", f"http://{host}:{cfg.port}"
+    return cfg.data_path / "labd.pid", cfg.data_path / "labd.log", f"https://{host}:{cfg.port}"
 
 
 @standalone_app.command
@@ -43,7 +43,12 @@ def start(*, wait: float = 20.0) -> None:
         pid = start_background(
             python_argv("lab.labd.main"), pid_file=pid_file, log_file=log_file, env=env
         )
-        wait_healthy(url, timeout=wait, alive=lambda: require_started(pid, log_file))
+        wait_healthy(
+            url,
+            timeout=wait,
+            alive=lambda: require_started(pid, log_file),
+            cafile=pid_file.parent / "ca.pem",
+        )
     print(f"labd started (pid {pid}) at {url}; log: {log_file}")
 
 
@@ -73,7 +78,7 @@ def status(*, output: OutputOpt = "table") -> None:
 
     pid_file, _, url = _paths()
     pid = read_pid(pid_file)
-    healthy = pid is not None and is_healthy(url)
+    healthy = pid is not None and is_healthy(url, cafile=pid_file.parent / "ca.pem")
     report = {"running": pid is not None, "pid": pid, "url": url, "healthy": healthy}
     if output == "json":
         print(json.dumps(report))

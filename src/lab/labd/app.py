@@ -40,13 +40,17 @@ def ctx() -> LabdContext:
 
 
 def create_app(context: LabdContext) -> QuartTrio:
-    from lab.labd.routes import health
+    from lab.labd.auth import authenticate
+    from lab.labd.routes import auth, certs, health, tokens
 
     app = QuartTrio("labd")
     app.extensions["lab"] = context
     # Bodies larger than this are refused with 413 before a handler reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    app.register_blueprint(health.bp)
+    for module in (health, auth, tokens, certs):
+        app.register_blueprint(module.bp)
+    app.before_request(authenticate)
+    app.before_websocket(authenticate)
 
     @app.errorhandler(LabError)
     async def _lab_error(exc: LabError) -> Response:

@@ -28,6 +28,8 @@ class LabdConfig:
     log_level: str = "info"
     # Extra DNS names and IPs for labd's server certificate (LABD_SERVER_NAMES, comma-separated).
     server_names: tuple[str, ...] = ()
+    # Enrollment requests per minute per source address (LABD_ENROLL_RATE); 0 disables.
+    enroll_rate: float = 10.0
     # Seconds a graceful shutdown waits for open requests and sessions (LABD_SHUTDOWN_GRACE).
     shutdown_grace: float = 5.0
 

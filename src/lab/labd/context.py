@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
+from lab.labd.ratelimit import RateLimiter
+
 if TYPE_CHECKING:
+    from lab.labd.ca import CAService
     from lab.labd.config import LabdConfig
+    from lab.labd.identity import Identities, Revocations
     from lab.store import Store
 
 
@@ -16,6 +20,10 @@ if TYPE_CHECKING:
 class LabdContext:
     config: LabdConfig
     store: Store
+    ca: CAService
+    revocations: Revocations
+    identities: Identities
+    enroll_limiter: RateLimiter
     started_monotonic: float = field(factory=time.monotonic)
 
     def connected_agents(self) -> int:

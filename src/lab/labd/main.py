@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -38,25 +39,60 @@ async def serve_labd(
     Raises LabError subclasses for unusable config (data dir, database, schema too new).
     """
     from lab.labd.app import create_app
+    from lab.labd.ca import CAService
     from lab.labd.context import LabdContext
-    from lab.runtime.serving import serve_app
+    from lab.labd.identity import Identities, Revocations
+    from lab.labd.ratelimit import RateLimiter
+    from lab.pki import resolve_ca_passphrase
+    from lab.runtime.tls_server import serve_asgi
     from lab.store import open_store
 
     prepare_data_dir(config.data_path)
+    passphrase = resolve_ca_passphrase(config.data_path)
     async with open_store(config.effective_database_url) as store:
-        context = LabdContext(config=config, store=store)
+        ca = CAService(store, passphrase, server_names=config.server_names)
+        await ca.load()
+        revocations = Revocations(store)
+        await revocations.load()
+        context = LabdContext(
+            config=config,
+            store=store,
+            ca=ca,
+            revocations=revocations,
+            identities=Identities(store, ca, revocations),
+            enroll_limiter=RateLimiter(config.enroll_rate, name="enrollment requests"),
+        )
+        ca.write_bundle(config.data_path)
+        bootstrap = await context.identities.bootstrap(config.data_path)
         app = create_app(context)
         async with trio.open_nursery() as nursery:
-            addr = await nursery.start(
-                serve_app,
-                app,
-                config.host,
-                config.port,
-                shutdown,
-                config.shutdown_grace,
+            host, port = await nursery.start(
+                partial(
+                    serve_asgi,
+                    app,
+                    host=config.host,
+                    port=config.port,
+                    shutdown_event=shutdown,
+                    ssl_context=ca.server_ssl_context(),
+                    graceful_timeout=config.shutdown_grace,
+                )
             )
-            log.info("labd listening on %s:%d (database %s)", addr[0], addr[1], store.url)
-            task_status.started(addr)
+            log.info("labd listening on https://%s:%d (database %s)", host, port, store.url)
+            if bootstrap is not None:
+                announce_bootstrap(bootstrap, host, port, ca.fingerprint())
+            task_status.started((host, port))
+
+
+def announce_bootstrap(path: Path, host: str, port: int, fingerprint: str) -> None:
+    """Tell the operator how to log in first; the secret stays in the 0600 file, not the log."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    print(
+        "labd: first start. Log in as admin with:\n"
+        f'  labctl login --server https://{shown}:{port} --token "$(cat {path})"'
+        f" --ca-fingerprint {fingerprint}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _run(config: LabdConfig) -> None:

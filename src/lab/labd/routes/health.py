@@ -10,22 +10,26 @@ from quart import Blueprint
 from lab import __version__
 from lab.errors import LabError
 from lab.labd.app import ctx
+from lab.labd.auth import public
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 @bp.get("/health")
+@public
 async def healthz() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
 @bp.get("/health/live")
+@public
 async def live() -> dict[str, Any]:
     return {"status": "ok"}
 
 
 @bp.get("/health/ready")
+@public
 async def ready() -> tuple[dict[str, Any], int]:
     try:
         await ctx().store.ping()
@@ -35,6 +39,7 @@ async def ready() -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/health/detailed")
+@public
 async def detailed() -> tuple[dict[str, Any], int]:
     c = ctx()
     database: dict[str, Any] = {"backend": c.store.url.split(":", 1)[0]}

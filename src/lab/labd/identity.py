@@ -1,0 +1,295 @@
+"""Join tokens, enrollment of agents and users, renewal, revocation and the bootstrap token.
+
+No HTTP here: routes validate the body, call these methods and shape the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+
+from lab import pki
+from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
+from lab.labd.ca import CAService
+from lab.labd.secrets import new_token, secret_matches, split_token
+from lab.model import Agent, Certificate, JoinToken, Role, Server, TokenKind, User
+from lab.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_TTL = timedelta(days=365)
+BOOTSTRAP_FILE = "bootstrap-token"
+BOOTSTRAP_DONE = "bootstrap.created_at"
+# RFC 1123 host name label(s); server names become certificate subjects and template values.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
+)
+_USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
+
+RevocationListener = Callable[[Certificate], None]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_hostname(value: str) -> str:
+    if not _HOSTNAME.fullmatch(value):
+        raise Invalid(
+            "hostname is not a valid RFC 1123 name", details={"fields": ["body.hostname"]}
+        )
+    return value.lower()
+
+
+def check_username(value: str) -> str:
+    if not _USERNAME.fullmatch(value):
+        raise Invalid(
+            "username must be lowercase letters, digits, '_', '.', '-' (max 64)",
+            details={"fields": ["body.username"]},
+        )
+    return value
+
+
+@define
+class Revocations:
+    """Revoked serials, kept in memory for the per-request check; listeners close sessions."""
+
+    store: Store
+    _serials: set[str] = field(factory=set)
+    _listeners: list[RevocationListener] = field(factory=list)
+
+    async def load(self) -> None:
+        self._serials = {c.serial for c in await self.store.certificates.revoked()}
+
+    async def is_revoked(self, serial: str) -> bool:
+        return serial in self._serials
+
+    def subscribe(self, listener: RevocationListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def revoke(self, serial: str) -> Certificate:
+        cert = await self.store.certificates.revoke(serial, at=now())
+        self._serials.add(serial)
+        for listener in list(self._listeners):
+            listener(cert)
+        return cert
+
+
+@define
+class Identities:
+    store: Store
+    ca: CAService
+    revocations: Revocations
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        *,
+        kind: TokenKind,
+        roles: Sequence[str] = (),
+        ttl: timedelta,
+        reusable: bool = False,
+        max_uses: int | None = None,
+        description: str = "",
+        created_by: str | None = None,
+    ) -> tuple[JoinToken, str]:
+        """Create a token; returns the record and the secret string (shown once, never stored)."""
+        if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
+            raise Invalid(
+                "ttl must be between 1 second and 365 days",
+                details={"fields": ["body.ttl_seconds"]},
+            )
+        if max_uses is not None and (max_uses < 1 or not reusable):
+            raise Invalid(
+                "max_uses needs a reusable token and must be at least 1",
+                details={"fields": ["body.max_uses"]},
+            )
+        if kind == TokenKind.AGENT and roles:
+            raise Invalid("agent tokens carry no roles", details={"fields": ["body.roles"]})
+        for role in roles:
+            try:
+                await self.store.roles.get(role)
+            except NotFound:
+                raise Invalid(
+                    f"unknown role {role!r}", details={"fields": ["body.roles"]}
+                ) from None
+        token_id, secret, hashed = new_token()
+        record = JoinToken(
+            id=token_id,
+            kind=kind,
+            secret_hash=hashed,
+            roles=tuple(roles),
+            reusable=reusable,
+            max_uses=max_uses,
+            expires_at=now() + ttl,
+            created_by=created_by,
+            description=description,
+        )
+        return await self.store.tokens.create(record), secret
+
+    async def redeem(self, token: str, kind: TokenKind) -> JoinToken:
+        """Check the secret and count one use; Unauthenticated (401) with a reason otherwise."""
+        token_id, secret = split_token(token)
+        try:
+            record = await self.store.tokens.get(token_id)
+        except NotFound:
+            raise Unauthenticated("unknown join token", details={"reason": "unknown"}) from None
+        if not secret_matches(secret, record.secret_hash):
+            raise Unauthenticated("unknown join token", details={"reason": "unknown"})
+        if record.kind != kind:
+            raise PermissionDenied(
+                f"a {record.kind} token cannot enroll a {kind}", details={"reason": "wrong_kind"}
+            )
+        return await self.store.tokens.consume(token_id, at=now())
+
+    # -- enrollment --------------------------------------------------------------------------
+
+    async def enroll_agent(
+        self, *, token: str, csr: str, hostname: str, facts: dict[str, Any]
+    ) -> dict[str, Any]:
+        name = check_hostname(hostname)
+        pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
+        await self.redeem(token, TokenKind.AGENT)
+        cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
+        await self.store.certificates.record(issued.to_record())
+        try:
+            server = await self.store.servers.get_by_name(name)
+            server = await self.store.servers.set_facts(server.id, facts)
+        except NotFound:
+            server = await self.store.servers.create(Server(name=name, facts=facts))
+        await self.store.agents.upsert(
+            Agent(
+                server_id=server.id,
+                cert_serial=issued.serial,
+                version=str(facts.get("agent_version", "")),
+            )
+        )
+        log.info("enrolled agent server/%s (serial %s)", name, issued.serial)
+        return {
+            "certificate": cert_pem.decode(),
+            "ca_bundle": self.ca.bundle_pem().decode(),
+            "server_id": server.id,
+            "server_name": server.name,
+            "ca_fingerprint": self.ca.fingerprint(),
+        }
+
+    async def enroll_user(self, *, token: str, csr: str, username: str) -> dict[str, Any]:
+        name = check_username(username)
+        pki.parse_csr(csr.encode())
+        try:
+            user = await self.store.users.get_by_name(name)
+        except NotFound:
+            user = None
+        if user is not None and user.disabled:
+            raise PermissionDenied(f"user {name!r} is disabled", details={"reason": "disabled"})
+        record = await self.redeem(token, TokenKind.USER)
+        if user is None:
+            user = await self.store.users.create(User(name=name))
+        for role in record.roles:
+            await self.store.users.grant(user.id, role)
+        cert_pem, issued = pki.issue_user_cert(self.ca.signer, csr.encode(), name)
+        await self.store.certificates.record(issued.to_record())
+        log.info("enrolled user/%s (serial %s)", name, issued.serial)
+        return {
+            "certificate": cert_pem.decode(),
+            "ca_bundle": self.ca.bundle_pem().decode(),
+            "user": name,
+            "roles": await self.store.users.roles_of(user.id),
+            "ca_fingerprint": self.ca.fingerprint(),
+        }
+
+    async def renew(self, *, kind: str, name: str, csr: str) -> dict[str, Any]:
+        """A new certificate for the same identity, signed by the current signer."""
+        if kind == "server":
+            cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
+        elif kind == "user":
+            cert_pem, issued = pki.issue_user_cert(self.ca.signer, csr.encode(), name)
+        else:
+            raise PermissionDenied(f"{kind} certificates are not renewed here")
+        await self.store.certificates.record(issued.to_record())
+        if kind == "server":
+            server = await self.store.servers.get_by_name(name)
+            agent = await self.store.agents.get_by_server(server.id)
+            await self.store.agents.upsert(
+                Agent(
+                    id=agent.id,
+                    server_id=server.id,
+                    cert_serial=issued.serial,
+                    version=agent.version,
+                    last_seen=agent.last_seen,
+                    replica=agent.replica,
+                )
+            )
+        return {"certificate": cert_pem.decode(), "ca_bundle": self.ca.bundle_pem().decode()}
+
+    # -- users and revocation --------------------------------------------------------------
+
+    async def user_roles(self, name: str) -> tuple[Role, ...]:
+        try:
+            user = await self.store.users.get_by_name(name)
+        except NotFound:
+            raise Unauthenticated("unknown user", details={"reason": "unknown_user"}) from None
+        if user.disabled:
+            raise Unauthenticated("user is disabled", details={"reason": "disabled"})
+        names = await self.store.users.roles_of(user.id)
+        return tuple([await self.store.roles.get(n) for n in names])
+
+    async def revoke_target(self, target: str) -> list[str]:
+        """Revoke a serial, or every valid certificate of ``server/NAME`` / ``user/NAME``."""
+        if "/" in target:
+            certs = [
+                c
+                for c in await self.store.certificates.list(subject=target)
+                if c.revoked_at is None
+            ]
+            if not certs:
+                raise NotFound(f"no valid certificate for {target}")
+        else:
+            certs = [await self.store.certificates.get(target.lower())]
+        for cert in certs:
+            if cert.revoked_at is None:
+                await self.revocations.revoke(cert.serial)
+        return [c.serial for c in certs]
+
+    async def pending_on_old_ca(self) -> list[str]:
+        """Identities whose valid certificates all come from a CA other than the signer."""
+        signer = self.ca.fingerprint()
+        at = now()
+        by_subject: dict[str, bool] = {}
+        for cert in await self.store.certificates.list():
+            if cert.revoked_at is not None or cert.not_after < at or cert.profile == "server":
+                continue
+            on_new = cert.issuer_fingerprint == signer
+            by_subject[cert.subject] = by_subject.get(cert.subject, False) or on_new
+        return sorted(s for s, ok in by_subject.items() if not ok)
+
+    # -- bootstrap -------------------------------------------------------------------------
+
+    async def bootstrap(self, data_dir: Path) -> Path | None:
+        """On the very first start, write a one-time admin user token (0600); else None."""
+        if await self.store.settings.get(BOOTSTRAP_DONE) is not None:
+            return None
+        stamp = now().isoformat()
+        if await self.store.settings.set_if_absent(BOOTSTRAP_DONE, stamp) != stamp:
+            return None  # another replica got there first
+        _, secret = await self.create_token(
+            kind=TokenKind.USER,
+            roles=["admin"],
+            ttl=timedelta(days=7),
+            description="bootstrap admin token",
+            created_by="labd",
+        )
+        path = data_dir / BOOTSTRAP_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+        return path

@@ -1,0 +1,50 @@
+"""Token buckets per key (client identity or source address). Pure: the caller passes time."""
+
+from __future__ import annotations
+
+from attrs import define, field
+
+from lab.errors import RateLimited
+
+
+@define
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@define
+class RateLimiter:
+    """``per_minute`` requests per key, bursting up to ``per_minute``."""
+
+    per_minute: float
+    name: str = "requests"
+    max_keys: int = 100_000
+    _buckets: dict[str, _Bucket] = field(factory=dict)
+
+    def check(self, key: str, now: float) -> None:
+        """Take one token for ``key`` or raise RateLimited with the seconds to wait."""
+        if self.per_minute <= 0:
+            return
+        rate = self.per_minute / 60.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._evict(now)
+            bucket = self._buckets[key] = _Bucket(tokens=self.per_minute, updated=now)
+        bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            wait = (1.0 - bucket.tokens) / rate
+            raise RateLimited(f"too many {self.name}; retry in {wait:.0f}s", retry_after=wait)
+        bucket.tokens -= 1.0
+
+    def _evict(self, now: float) -> None:
+        # Full buckets carry no state worth keeping; drop them first.
+        full = [
+            k
+            for k, b in self._buckets.items()
+            if b.tokens + (now - b.updated) * self.per_minute / 60 >= self.per_minute
+        ]
+        for k in full or list(self._buckets)[: len(self._buckets) // 2]:
+            del self._buckets[k]

@@ -1,0 +1,72 @@
+"""Role-based access control: deny overrides allow, no match is deny. Pure functions.
+
+A permission is ``(effect, action pattern, resource pattern)``; patterns use ``*`` as the only
+wildcard (any run of characters, ``/`` and ``:`` included), e.g. ``allow servers:* server/web-*``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+from attrs import frozen
+
+from lab.model import Effect, Permission, Role
+
+
+@lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$")
+
+
+def matches(pattern: str, value: str) -> bool:
+    return _compile(pattern).match(value) is not None
+
+
+@frozen(kw_only=True)
+class Rule:
+    role: str
+    permission: Permission
+
+    def __str__(self) -> str:
+        p = self.permission
+        return f"{self.role}: {p.effect} {p.action} {p.resource}"
+
+
+@frozen(kw_only=True)
+class Decision:
+    allowed: bool
+    action: str
+    resource: str
+    matched: tuple[Rule, ...]
+    decided_by: Rule | None  # None: nothing matched, so denied
+
+    def explain(self) -> str:
+        if self.decided_by is None:
+            return f"denied: no rule matches {self.action} on {self.resource}"
+        verdict = "allowed" if self.allowed else "denied"
+        return f"{verdict} by {self.decided_by}"
+
+
+def decide(roles: Iterable[Role], action: str, resource: str) -> Decision:
+    """Evaluate every rule of ``roles`` for ``action`` on ``resource``."""
+    matched = tuple(
+        Rule(role=role.name, permission=p)
+        for role in roles
+        for p in role.permissions
+        if matches(p.action, action) and matches(p.resource, resource)
+    )
+    deny = next((r for r in matched if r.permission.effect == Effect.DENY), None)
+    if deny is not None:
+        return Decision(
+            allowed=False, action=action, resource=resource, matched=matched, decided_by=deny
+        )
+    allow = next((r for r in matched if r.permission.effect == Effect.ALLOW), None)
+    return Decision(
+        allowed=allow is not None,
+        action=action,
+        resource=resource,
+        matched=matched,
+        decided_by=allow,
+    )

@@ -1,0 +1,113 @@
+"""Identity routes: CA bundle and CRL (public), enrollment (public, rate limited), renewal."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from lab import pki
+from lab.labd.app import ctx
+from lab.labd.auth import principal, public, requires
+from lab.labd.routes.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
+
+bp = Blueprint("auth", __name__)
+
+PEM = "application/x-pem-file"
+
+
+def _limit_enrollment() -> None:
+    ctx().enroll_limiter.check(request.remote_addr or "unknown", time.monotonic())
+
+
+@bp.get("/api/ca")
+@public
+async def ca_bundle() -> Response:
+    return Response(ctx().ca.bundle_pem(), content_type=PEM)
+
+
+@bp.get("/api/crl")
+@public
+async def crl() -> Response:
+    c = ctx()
+    revoked = [
+        (r.serial, r.revoked_at) for r in await c.store.certificates.revoked() if r.revoked_at
+    ]
+    pem = pki.build_crl(c.ca.signer, revoked, next_update=datetime.now(UTC) + timedelta(hours=1))
+    return Response(pem, content_type=PEM)
+
+
+@bp.post("/api/auth/enroll")
+@public
+async def enroll_agent() -> tuple[dict[str, Any], int]:
+    _limit_enrollment()
+    req = await body(EnrollAgent)
+    out = await ctx().identities.enroll_agent(
+        token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts
+    )
+    return out, 201
+
+
+@bp.post("/api/auth/user-enroll")
+@public
+async def enroll_user() -> tuple[dict[str, Any], int]:
+    _limit_enrollment()
+    req = await body(EnrollUser)
+    out = await ctx().identities.enroll_user(token=req.token, csr=req.csr, username=req.username)
+    return out, 201
+
+
+@bp.post("/api/auth/renew")
+@requires("server", "user", action="auth:renew", resource="cert/self")
+async def renew() -> dict[str, Any]:
+    req = await body(Renew)
+    who = principal()
+    return await ctx().identities.renew(kind=who.kind, name=who.name, csr=req.csr)
+
+
+@bp.get("/api/auth/whoami")
+@requires("user", action="auth:whoami", resource="user/self")
+async def whoami() -> dict[str, Any]:
+    who = principal()
+    return {
+        "kind": who.kind,
+        "name": who.name,
+        "roles": who.role_names,
+        "serial": who.serial,
+        "not_after": who.not_after.isoformat(),
+    }
+
+
+@bp.get("/api/ca/status")
+@requires("user", action="ca:get", resource="ca/*")
+async def ca_status() -> dict[str, Any]:
+    c = ctx()
+    return {**c.ca.status(), "pending": await c.identities.pending_on_old_ca()}
+
+
+@bp.post("/api/ca/rotate")
+@requires("user", action="ca:rotate", resource="ca/*")
+async def ca_rotate() -> dict[str, Any]:
+    c = ctx()
+    await c.ca.rotate()
+    return {**c.ca.status(), "pending": await c.identities.pending_on_old_ca()}
+
+
+@bp.post("/api/ca/rotate/finish")
+@requires("user", action="ca:rotate", resource="ca/*")
+async def ca_finish() -> dict[str, Any]:
+    from lab.errors import Conflict
+
+    req = await body(FinishRotation)
+    c = ctx()
+    pending = await c.identities.pending_on_old_ca()
+    if pending and not req.force and c.ca.state.rotating:
+        raise Conflict(
+            f"{len(pending)} identities still hold certificates from the old CA",
+            details={"pending": pending, "hint": "wait for them to renew, or pass force"},
+        )
+    await c.ca.finish()
+    c.ca.write_bundle(c.config.data_path)
+    return {**c.ca.status(), "pending": []}

@@ -1,0 +1,61 @@
+"""Request bodies of labd's routes, structured strictly (unknown or mistyped fields → 400)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from attrs import Factory, frozen
+from quart import request
+
+from lab.errors import Invalid
+from lab.model import TokenKind, structure
+
+T = TypeVar("T")
+
+
+async def body(cls: type[T]) -> T:
+    """The JSON body of the current request as ``cls``; Invalid names every wrong field."""
+    data = await request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise Invalid("request body must be a JSON object", details={"fields": ["body"]})
+    return structure(data, cls)
+
+
+@frozen(kw_only=True)
+class EnrollAgent:
+    token: str
+    csr: str
+    hostname: str
+    facts: dict[str, Any] = Factory(dict)
+
+
+@frozen(kw_only=True)
+class EnrollUser:
+    token: str
+    csr: str
+    username: str
+
+
+@frozen(kw_only=True)
+class Renew:
+    csr: str
+
+
+@frozen(kw_only=True)
+class CreateToken:
+    kind: TokenKind
+    roles: list[str] = Factory(list)
+    ttl_seconds: int = 3600
+    reusable: bool = False
+    max_uses: int | None = None
+    description: str = ""
+
+
+@frozen(kw_only=True)
+class RevokeCert:
+    target: str
+
+
+@frozen(kw_only=True)
+class FinishRotation:
+    force: bool = False

@@ -1,0 +1,49 @@
+"""Join tokens: create (secret shown once), list, revoke. Admin API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from quart import Blueprint
+
+from lab.labd.app import ctx
+from lab.labd.auth import principal, requires
+from lab.labd.routes.bodies import CreateToken, body
+from lab.model import JoinToken, unstructure
+
+bp = Blueprint("tokens", __name__)
+
+
+def token_view(token: JoinToken) -> dict[str, Any]:
+    data: dict[str, Any] = unstructure(token)
+    data.pop("secret_hash")
+    return data
+
+
+@bp.post("/api/tokens")
+@requires("user", action="tokens:create", resource="token/*")
+async def create() -> tuple[dict[str, Any], int]:
+    req = await body(CreateToken)
+    record, secret = await ctx().identities.create_token(
+        kind=req.kind,
+        roles=req.roles,
+        ttl=timedelta(seconds=req.ttl_seconds),
+        reusable=req.reusable,
+        max_uses=req.max_uses,
+        description=req.description,
+        created_by=principal().subject,
+    )
+    return {**token_view(record), "token": secret}, 201
+
+
+@bp.get("/api/tokens")
+@requires("user", action="tokens:list", resource="token/*")
+async def list_() -> dict[str, Any]:
+    return {"items": [token_view(t) for t in await ctx().store.tokens.list()]}
+
+
+@bp.delete("/api/tokens/<token_id>")
+@requires("user", action="tokens:revoke", resource="token/{token_id}")
+async def revoke(token_id: str) -> dict[str, Any]:
+    return token_view(await ctx().store.tokens.revoke(token_id, at=datetime.now(UTC)))
