@@ -191,16 +191,18 @@ async def supervise_dnsmasq(
                 if status is not None:
                     with trio.fail_after(30):
                         await _wait_ready_or_exit(proc, ready)
-                    if not ready.is_set():
-                        raise Unavailable(
-                            f"dnsmasq exited with {proc.returncode} before it was ready",
-                            details={"log": list(tail)},
-                        )
-                    status.started(proc.pid)
-                    status = None
+                    if ready.is_set():
+                        status.started(proc.pid)
+                        status = None
+                # The pump ends at EOF, after the exit, so the log tail is complete.
                 await proc.wait()
         finally:
             await _stop(proc)
+        if status is not None:
+            raise Unavailable(
+                f"dnsmasq exited with {proc.returncode} before it was ready",
+                details={"log": list(tail)},
+            )
         uptime = trio.current_time() - started_at
         delay = backoff.after_exit(uptime)
         log.warning("dnsmasq exited with %s; restarting in %.0f s", proc.returncode, delay)
