@@ -1,0 +1,209 @@
+"""The agent's identity: enrollment with a join token, renewal, and when to renew.
+
+The state directory (``LAB_AGENT_STATE_DIR``; ``/var/lib/lab-agent`` as root, else
+``~/.local/share/lab-agent``) holds ``key.pem`` (0600), ``cert.pem``, ``ca.pem`` and
+``agent.yaml`` (labd's URL, the server id and name labd gave us). The key never leaves the
+machine; renewal signs a new CSR with the same key and swaps ``cert.pem`` atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from attrs import frozen
+
+from lab.errors import ConfigError, Unauthenticated
+
+STATE_DIR_ENV = "LAB_AGENT_STATE_DIR"
+AGENT_FILE = "agent.yaml"
+ENROLL_HINT = "run `lab-agent enroll --server URL --token TOKEN`"
+
+# Renew when this share of the certificate's lifetime has passed (DESIGN §5) ...
+RENEW_AT = 2 / 3
+# ... give or take this much, so agents enrolled together do not renew together.
+RENEW_JITTER = 0.10
+
+
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$LAB_AGENT_STATE_DIR``, else ``/var/lib/lab-agent`` as root, else the user's data dir."""
+    env = os.environ if environ is None else environ
+    if env.get(STATE_DIR_ENV):
+        return Path(env[STATE_DIR_ENV]).expanduser()
+    if os.geteuid() == 0:
+        return Path("/var/lib/lab-agent")
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lab-agent"
+
+
+@frozen(kw_only=True)
+class EnrolledIdentity:
+    """What ``agent.yaml`` records plus the certificate's validity."""
+
+    server: str
+    server_id: str
+    server_name: str
+    ca_fingerprint: str
+    not_before: datetime
+    not_after: datetime
+    state_dir: Path
+
+    @property
+    def subject(self) -> str:
+        return f"server/{self.server_name}"
+
+
+def _write_agent_file(state_dir: Path, data: dict[str, Any]) -> None:
+    from lab.cli.credentials import write_atomic
+
+    text = yaml.safe_dump(data, sort_keys=True).encode("utf-8")
+    write_atomic(state_dir / AGENT_FILE, text, mode=0o600)
+
+
+def read_agent_file(state_dir: Path) -> dict[str, Any]:
+    """``agent.yaml`` as a mapping; Unauthenticated when the agent never enrolled."""
+    path = state_dir / AGENT_FILE
+    if not path.is_file():
+        raise Unauthenticated(
+            f"this agent is not enrolled ({path} is missing)",
+            details={"reason": "not_enrolled", "hint": ENROLL_HINT},
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("server"), str):
+        raise ConfigError(f"{path} has no server URL", details={"hint": ENROLL_HINT})
+    return data
+
+
+def load_enrolled(state_dir: Path) -> EnrolledIdentity:
+    """The stored identity; raises Unauthenticated when not enrolled, ConfigError if broken."""
+    from lab import pki
+    from lab.cli.credentials import load_credentials
+
+    data = read_agent_file(state_dir)
+    creds = load_credentials(state_dir, hint=ENROLL_HINT)
+    info = pki.cert_info(creds.cert_pem)
+    return EnrolledIdentity(
+        server=data["server"],
+        server_id=str(data.get("server_id", "")),
+        server_name=str(data.get("server_name", "")),
+        ca_fingerprint=str(data.get("ca_fingerprint", "")),
+        not_before=info.not_before,
+        not_after=info.not_after,
+        state_dir=state_dir,
+    )
+
+
+async def enroll(
+    server: str,
+    token: str,
+    *,
+    hostname: str,
+    facts: Mapping[str, Any],
+    ca_fingerprint: str | None,
+    tofu: bool,
+    state_dir: Path,
+    request_timeout: float = 30.0,
+) -> EnrolledIdentity:
+    """Enroll this machine with labd: trust its CA, trade ``token`` + a CSR for a certificate.
+
+    labd's CA must have ``ca_fingerprint`` unless ``tofu`` (there is nobody to ask on a
+    freshly installed machine). Writes ``key.pem`` (0600), ``cert.pem``, ``ca.pem`` and
+    ``agent.yaml`` into ``state_dir`` (0700) only after labd accepted the token, so a failed
+    attempt leaves an earlier identity intact.
+
+    Raises :class:`Unauthenticated` (CA not trusted; token bad, expired, used or revoked),
+    :class:`Invalid` (URL, fingerprint, hostname), :class:`RateLimited`, :class:`Unavailable`.
+    Cancellation abandons the request and writes nothing.
+    """
+    from lab import pki
+    from lab.cli.client import LabClient, establish_trust, normalise_server, pem_field
+    from lab.cli.credentials import Credentials, save_credentials
+
+    server = normalise_server(server)
+    trusted = await establish_trust(
+        server, ca_fingerprint=ca_fingerprint, tofu=tofu, request_timeout=request_timeout
+    )
+    key_pem = pki.generate_key()
+    csr = pki.make_csr(key_pem, f"server/{hostname}").decode("ascii")
+    async with LabClient(
+        server,
+        ssl_context=pki.client_ssl_context(trusted.pem),
+        timeout=request_timeout,
+        auth_hint="ask an admin for a new token: labctl tokens create --kind agent",
+    ) as client:
+        body = await client.post(
+            "/api/auth/enroll",
+            {"token": token, "csr": csr, "hostname": hostname, "facts": dict(facts)},
+        )
+    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
+    pki.load_ca_bundle(ca_pem)
+    info = pki.cert_info(cert_pem)
+    save_credentials(state_dir, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
+    fingerprint = str(body.get("ca_fingerprint") or trusted.fingerprint)
+    server_name = str(body.get("server_name") or hostname)
+    server_id = str(body.get("server_id", ""))
+    _write_agent_file(
+        state_dir,
+        {
+            "server": server,
+            "server_id": server_id,
+            "server_name": server_name,
+            "ca_fingerprint": fingerprint,
+            "enrolled_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    return EnrolledIdentity(
+        server=server,
+        server_id=server_id,
+        server_name=server_name,
+        ca_fingerprint=fingerprint,
+        not_before=info.not_before,
+        not_after=info.not_after,
+        state_dir=state_dir,
+    )
+
+
+async def renew(
+    state_dir: Path, server: str | None = None, *, request_timeout: float = 30.0
+) -> EnrolledIdentity:
+    """Renew the agent's certificate over mTLS (``POST /api/auth/renew``) with the same key.
+
+    ``server`` defaults to the one in ``agent.yaml``. ``cert.pem`` and ``ca.pem`` (labd's
+    current bundle, which picks up a CA rotation) are replaced atomically. Raises
+    :class:`Unauthenticated` when not enrolled or the current certificate is refused (expired,
+    revoked: enroll again), :class:`Unavailable` when labd cannot be reached. Cancellation
+    abandons the request and leaves the files as they were.
+    """
+    from lab.cli.client import renew_in_place
+
+    data = read_agent_file(state_dir)
+    await renew_in_place(state_dir, server or data["server"], request_timeout=request_timeout)
+    return load_enrolled(state_dir)
+
+
+def renewal_delay(
+    not_before: datetime,
+    not_after: datetime,
+    rng: random.Random,
+    *,
+    now: datetime | None = None,
+) -> float:
+    """Seconds from ``now`` until the certificate should be renewed (never negative).
+
+    The target is ⅔ of the lifetime after ``not_before``; the wait until then is scaled by a
+    random factor in [0.9, 1.1] from ``rng``. Overdue certificates give 0 (renew now).
+    """
+    now = now or datetime.now(UTC)
+    target = not_before + (not_after - not_before) * RENEW_AT
+    wait = (target - now).total_seconds()
+    if wait <= 0:
+        return 0.0
+    return wait * rng.uniform(1 - RENEW_JITTER, 1 + RENEW_JITTER)
