@@ -1,0 +1,247 @@
+"""labctl provision: bare-metal machines through the bastion's operator API.
+
+The bastion is found at ``--bastion`` / ``LABCTL_BASTION_URL`` (default
+``http://127.0.0.1:8080``); its admin token is read from ``--token-file`` /
+``LABCTL_BASTION_TOKEN_FILE`` (default ``<bastion data dir>/admin-token``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from cyclopts import App, Parameter
+
+provision_app = App(
+    name="provision",
+    help="Discover, install and reprovision bare-metal machines through the PXE bastion.",
+)
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+BastionOpt = Annotated[
+    str | None, Parameter(help="Bastion URL (LABCTL_BASTION_URL, default http://127.0.0.1:8080)")
+]
+TokenFileOpt = Annotated[
+    Path | None,
+    Parameter(help="Admin token file (LABCTL_BASTION_TOKEN_FILE, default <data dir>/admin-token)"),
+]
+
+COLUMNS = ("mac", "state", "hostname", "role", "phase")
+WIDE = ("disk", "message", "updated_at")
+
+
+class _Api:
+    """A small sync client of the bastion's operator API (httpx imported on first use)."""
+
+    def __init__(self, url: str | None, token_file: Path | None) -> None:
+        import os
+
+        from lab.errors import ConfigError
+
+        self.url = (url or os.environ.get("LABCTL_BASTION_URL") or "http://127.0.0.1:8080").rstrip(
+            "/"
+        )
+        if token_file is None and os.environ.get("LABCTL_BASTION_TOKEN_FILE"):
+            token_file = Path(os.environ["LABCTL_BASTION_TOKEN_FILE"])
+        if token_file is None:
+            from lab.bastion.config import load
+
+            token_file = load().data_path / "admin-token"
+        try:
+            self.token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the bastion admin token {token_file}: {exc.strerror}",
+                details={"hint": "pass --token-file or set LABCTL_BASTION_TOKEN_FILE"},
+            ) from exc
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
+        from lab.errors import LabError, Unavailable
+
+        try:
+            r = httpx.request(
+                method,
+                self.url + path,
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=kw.pop("timeout", 15.0),
+                **kw,
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"bastion at {self.url} unreachable: {exc}",
+                details={"hint": "is lab-bastion running? labctl init bastion standalone status"},
+            ) from exc
+        if r.status_code == 204:
+            return None
+        body = r.json()
+        if r.status_code >= 400:
+            err = body.get("error", {})
+            exc_ = LabError(err.get("message", r.reason_phrase), details=err.get("details", {}))
+            exc_.code = err.get("code", "internal")
+            raise exc_
+        return body
+
+
+@provision_app.command(name="list")
+def list_(
+    *, output: OutputOpt = "table", bastion: BastionOpt = None, token_file: TokenFileOpt = None
+) -> None:
+    """List the machines the bastion knows.
+
+    Example: labctl provision list -o wide
+    """
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    with handle():
+        items = _Api(bastion, token_file).call("GET", "/api/machines")["items"]
+    emit(items, check_format(output), columns=COLUMNS, wide=WIDE)
+
+
+@provision_app.command
+def show(
+    mac: str,
+    *,
+    output: OutputOpt = "yaml",
+    bastion: BastionOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Show one machine: state, phase, inventory and settings.
+
+    Example: labctl provision show 52:54:00:12:34:56 -o json
+    """
+    from urllib.parse import quote
+
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    with handle():
+        m = _Api(bastion, token_file).call("GET", f"/api/machines/{quote(mac, safe='')}")
+    emit(m, check_format(output), columns=COLUMNS, wide=WIDE)
+
+
+@provision_app.command
+def install(
+    mac: str,
+    hostname: str,
+    *,
+    role: Literal["worker", "infra"] = "worker",
+    disk: str = "/dev/sda",
+    ssh_key: Annotated[tuple[str, ...], Parameter(consume_multiple=False)] = (),
+    ssh_key_file: Path | None = None,
+    local_boot: Literal["exit", "sanboot"] = "exit",
+    output: OutputOpt = "table",
+    bastion: BastionOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Queue an install: the machine's next PXE boot installs Fedora with the role's layout.
+
+    Example: labctl provision install 52:54:00:12:34:56 node1 --role worker
+    --ssh-key-file ~/.ssh/id_ed25519.pub
+    """
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    keys = list(ssh_key)
+    with handle():
+        if ssh_key_file is not None:
+            keys += [k for k in ssh_key_file.read_text().splitlines() if k.strip()]
+        body = {
+            "mac": mac,
+            "hostname": hostname,
+            "role": role,
+            "disk": disk,
+            "ssh_keys": keys,
+            "local_boot": local_boot,
+        }
+        m = _Api(bastion, token_file).call("POST", "/api/install", json=body)
+    emit(m, check_format(output), columns=COLUMNS, wide=WIDE)
+
+
+@provision_app.command
+def reprovision(
+    mac: str,
+    *,
+    dry_run: bool = False,
+    output: OutputOpt = "table",
+    bastion: BastionOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Reinstall the OS, keeping /home, /srv and the role's data volume unformatted.
+
+    The installer aborts (and the machine is marked failed) if the disk layout does not match
+    the machine's role. --dry-run prints what would be kept and formatted and changes nothing.
+    Example: labctl provision reprovision 52:54:00:12:34:56 --dry-run
+    """
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        r = _Api(bastion, token_file).call(
+            "POST", "/api/reprovision", json={"mac": mac, "dry_run": dry_run}
+        )
+    if fmt in ("json", "yaml"):
+        emit(r, fmt)
+        return
+    plan, m = r["plan"], r["machine"]
+    head = "would reprovision" if dry_run else "queued reprovision of"
+    print(f"{head} {m['hostname']} ({m['mac']}, role {plan['role']}) on {m['disk']}")
+    print("keep (not formatted): " + " ".join(plan["keep"]))
+    print("format:               " + " ".join(plan["format"]))
+
+
+@provision_app.command
+def forget(mac: str, *, bastion: BastionOpt = None, token_file: TokenFileOpt = None) -> None:
+    """Delete a machine from the bastion; its next PXE boot is a discovery again.
+
+    Example: labctl provision forget 52:54:00:12:34:56
+    """
+    from urllib.parse import quote
+
+    from lab.cli.errors import handle
+
+    with handle():
+        _Api(bastion, token_file).call("DELETE", f"/api/machines/{quote(mac, safe='')}")
+    print(f"forgot {mac}")
+
+
+@provision_app.command
+def watch(
+    mac: str | None = None,
+    *,
+    bastion: BastionOpt = None,
+    token_file: TokenFileOpt = None,
+    until_done: bool = False,
+) -> None:
+    """Print machine state changes as they happen (Ctrl-C to stop).
+
+    With --until-done, exit when MAC is installed/enrolled (0) or failed (1).
+    Example: labctl provision watch 52:54:00:12:34:56 --until-done
+    """
+    from lab.bastion.validate import normalize_mac
+    from lab.cli.errors import handle
+
+    with handle():
+        api = _Api(bastion, token_file)
+        want = normalize_mac(mac) if mac else None
+        seen: dict[str, tuple[Any, ...]] = {}
+        version = None
+        while True:
+            params: dict[str, int] = {} if version is None else {"wait_after": version}
+            r = api.call("GET", "/api/machines", params=params, timeout=45.0)
+            version = r["version"]
+            for m in r["items"]:
+                if want and m["mac"] != want:
+                    continue
+                key = (m["state"], m["phase"], m["message"], m["settings"].get("percent"))
+                if seen.get(m["mac"]) != key:
+                    seen[m["mac"]] = key
+                    pct = m["settings"].get("percent")
+                    cols = [m["updated_at"], m["mac"], m["hostname"] or "-", m["state"]]
+                    cols += [m["phase"] or "-", "" if pct is None else f"{pct}%", m["message"]]
+                    print("  ".join(str(c) for c in cols), flush=True)
+                if until_done and want and m["state"] in ("installed", "enrolled", "failed"):
+                    raise SystemExit(1 if m["state"] == "failed" else 0)
