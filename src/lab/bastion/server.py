@@ -69,35 +69,39 @@ async def serve_bastion(
         )
         # With port 0 (tests) the URL in the scripts is known only now.
         templates.base_url = check_url(base_url(port), field="public_url")
-        nursery.start_soon(bastion.run_watchdog, config.watchdog_interval)
-        if dhcp:
-            settings = dnsmasq.DhcpSettings(
-                interface=config.interface,
-                server_ip=server_ip,
-                http_port=port,
-                mode="dhcp" if config.dhcp_mode == "dhcp" else "proxy",
-                network=network,
-                dhcp_range=config.dhcp_range,
-                data_dir=data / "dnsmasq",
-            )
-            await nursery.start(
-                partial(
-                    dnsmasq.supervise_dnsmasq,
-                    settings,
-                    binary=config.dnsmasq,
-                    ipxe_dir=Path(config.ipxe_dir),
+        # The watchdog and dnsmasq live in their own nursery: on shutdown they are cancelled
+        # at once, while serve_asgi (which watches the same event) drains open requests.
+        async with trio.open_nursery() as aux:
+            aux.start_soon(bastion.run_watchdog, config.watchdog_interval)
+            if dhcp:
+                settings = dnsmasq.DhcpSettings(
+                    interface=config.interface,
+                    server_ip=server_ip,
+                    http_port=port,
+                    mode="dhcp" if config.dhcp_mode == "dhcp" else "proxy",
+                    network=network,
+                    dhcp_range=config.dhcp_range,
+                    data_dir=data / "dnsmasq",
                 )
-            )
-            log.info("DHCP (%s) and TFTP on %s", settings.mode, config.interface)
-        elif config.no_dhcp:
-            log.info("DHCP disabled (--no-dhcp): serving HTTP only on %s:%d", host, port)
-        else:
-            log.info("no --interface given: serving HTTP only on %s:%d, no DHCP/TFTP", host, port)
-        log.info("lab-bastion ready at %s (data in %s)", templates.base_url, data)
-        task_status.started((host, port))
-        await shutdown.wait()
-        # serve_asgi returns by itself on the event; the watchdog and dnsmasq need a cancel.
-        nursery.cancel_scope.deadline = trio.current_time() + 6
+                await aux.start(
+                    partial(
+                        dnsmasq.supervise_dnsmasq,
+                        settings,
+                        binary=config.dnsmasq,
+                        ipxe_dir=Path(config.ipxe_dir),
+                    )
+                )
+                log.info("DHCP (%s) and TFTP on %s", settings.mode, config.interface)
+            elif config.no_dhcp:
+                log.info("DHCP disabled (--no-dhcp): serving HTTP only on %s:%d", host, port)
+            else:
+                log.info(
+                    "no --interface given: serving HTTP only on %s:%d, no DHCP/TFTP", host, port
+                )
+            log.info("lab-bastion ready at %s (data in %s)", templates.base_url, data)
+            task_status.started((host, port))
+            await shutdown.wait()
+            aux.cancel_scope.cancel()
 
 
 def _reachable(host: str) -> str:
