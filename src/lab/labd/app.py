@@ -41,13 +41,13 @@ def ctx() -> LabdContext:
 
 def create_app(context: LabdContext) -> QuartTrio:
     from lab.labd.auth import authenticate
-    from lab.labd.routes import auth, certs, health, tokens
+    from lab.labd.routes import auth, certs, health, servers, tokens
 
     app = QuartTrio("labd")
     app.extensions["lab"] = context
     # Bodies larger than this are refused with 413 before a handler reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    for module in (health, auth, tokens, certs):
+    for module in (health, auth, tokens, certs, servers):
         app.register_blueprint(module.bp)
     app.before_request(authenticate)
     app.before_websocket(authenticate)

@@ -1,0 +1,245 @@
+"""Servers: list with label selectors and presence, show one, change labels.
+
+Presence comes from the agents' leases in the database (``store.agents.online``), so every
+replica gives the same answer whichever of them holds an agent's connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from attrs import Factory, frozen
+from quart import Blueprint, Response, current_app, g, request
+
+from lab.errors import Invalid, NotFound, PermissionDenied
+from lab.labd.app import ctx, error_response
+from lab.labd.audit import record
+from lab.labd.auth import policy_of, principal, requires
+from lab.labd.routes.bodies import body
+from lab.model import Agent, Certificate, Server
+
+bp = Blueprint("servers", __name__)
+
+STATUSES = ("online", "offline")
+# The facts a list shows; the full set comes with GET /api/servers/NAME.
+SMALL_FACTS = ("os", "load", "uptime", "memory")
+
+# Kubernetes label syntax: a name segment (63 max) with an optional DNS subdomain prefix.
+_NAME = re.compile(r"[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?")
+_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+NAME_MAX = 63
+PREFIX_MAX = 253
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a valid label key, or None when it is."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > PREFIX_MAX or not _PREFIX.fullmatch(prefix)):
+        return "its prefix must be a lowercase DNS subdomain of at most 253 characters"
+    if not name:
+        return "it has no name"
+    if len(name) > NAME_MAX:
+        return "its name is longer than 63 characters"
+    if not _NAME.fullmatch(name):
+        return (
+            "its name must start and end with a letter or digit and hold only letters, "
+            "digits, '-', '_' and '.'"
+        )
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid label value (empty is valid), or None."""
+    if not value:
+        return None
+    if len(value) > NAME_MAX:
+        return "it is longer than 63 characters"
+    if not _NAME.fullmatch(value):
+        return (
+            "it must start and end with a letter or digit and hold only letters, digits, "
+            "'-', '_' and '.'"
+        )
+    return None
+
+
+def check_labels(set_: Mapping[str, str], remove: Iterable[str], *, where: str = "body") -> None:
+    """Raise :class:`Invalid` naming the first bad key or value (``details["key"]``)."""
+    for key, value in set_.items():
+        problem = label_key_problem(key)
+        if problem is not None:
+            raise Invalid(
+                f"label key {key!r} is not valid: {problem}",
+                details={"fields": [f"{where}.set"], "key": key},
+            )
+        problem = label_value_problem(value)
+        if problem is not None:
+            raise Invalid(
+                f"value {value!r} of label {key!r} is not valid: {problem}",
+                details={"fields": [f"{where}.set.{key}"], "key": key},
+            )
+    for key in remove:
+        problem = label_key_problem(key)
+        if problem is not None:
+            raise Invalid(
+                f"label key {key!r} is not valid: {problem}",
+                details={"fields": [f"{where}.remove"], "key": key},
+            )
+
+
+def parse_selector(pairs: Iterable[str]) -> dict[str, str]:
+    """``["k=v", ...]`` from ``?label=`` as a mapping; Invalid for malformed pairs."""
+    selector: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise Invalid(
+                f"label selector {pair!r} must be KEY=VALUE",
+                details={"fields": ["query.label"], "key": pair},
+            )
+        selector[key] = value
+    check_labels(selector, (), where="query.label")
+    return selector
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def server_view(
+    server: Server,
+    agent: Agent | None,
+    cert: Certificate | None,
+    online: Mapping[str, str],
+    *,
+    full: bool,
+) -> dict[str, Any]:
+    """The JSON shape of one server in the list (``full=False``) and detail answers."""
+    replica = online.get(server.id)
+    facts = (
+        dict(server.facts)
+        if full
+        else {k: server.facts[k] for k in SMALL_FACTS if k in server.facts}
+    )
+    version = (agent.version if agent is not None else "") or server.facts.get("agent_version")
+    return {
+        "id": server.id,
+        "name": server.name,
+        "labels": dict(server.labels),
+        "status": "online" if replica is not None else "offline",
+        "replica": replica,
+        "agent_version": str(version) if version else None,
+        "facts": facts,
+        "last_seen": _iso(agent.last_seen if agent is not None else None),
+        "created_at": _iso(server.created_at),
+        "cert_serial": agent.cert_serial if agent is not None else None,
+        "cert_not_after": _iso(cert.not_after if cert is not None else None),
+    }
+
+
+async def _one(name: str) -> dict[str, Any]:
+    store = ctx().store
+    server = await store.servers.get_by_name(name)
+    try:
+        agent: Agent | None = await store.agents.get_by_server(server.id)
+    except NotFound:
+        agent = None
+    cert = None
+    if agent is not None and agent.cert_serial:
+        try:
+            cert = await store.certificates.get(agent.cert_serial)
+        except NotFound:
+            cert = None
+    online = await store.agents.online(at=datetime.now(UTC))
+    return server_view(server, agent, cert, online, full=True)
+
+
+@bp.get("/api/servers")
+@requires("user", action="servers:list", resource="server/*")
+async def list_() -> dict[str, Any]:
+    selector = parse_selector(request.args.getlist("label"))
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise Invalid(
+            f"status {status!r} is not one of: {', '.join(STATUSES)}",
+            details={"fields": ["query.status"]},
+        )
+    store = ctx().store
+    servers = await store.servers.list(labels=selector or None)
+    online = await store.agents.online(at=datetime.now(UTC))
+    agents = {a.server_id: a for a in await store.agents.list()}
+    # One read of the certificate table instead of one per server.
+    serials = {a.cert_serial for a in agents.values() if a.cert_serial}
+    certs = {c.serial: c for c in await store.certificates.list() if c.serial in serials}
+    items = []
+    for server in servers:
+        agent = agents.get(server.id)
+        cert = certs.get(agent.cert_serial or "") if agent is not None else None
+        item = server_view(server, agent, cert, online, full=False)
+        if status is None or item["status"] == status:
+            items.append(item)
+    return {"items": items}
+
+
+@bp.get("/api/servers/<name>")
+@requires("user", action="servers:get", resource="server/{name}")
+async def get(name: str) -> dict[str, Any]:
+    return await _one(name)
+
+
+@frozen(kw_only=True)
+class LabelChange:
+    set: dict[str, str] = Factory(dict)
+    remove: list[str] = Factory(list)
+
+
+@bp.patch("/api/servers/<name>/labels")
+@requires("user", action="servers:label", resource="server/{name}")
+async def label(name: str) -> dict[str, Any]:
+    change = await body(LabelChange)
+    check_labels(change.set, change.remove)
+    clash = sorted(set(change.set) & set(change.remove))
+    if clash:
+        raise Invalid(
+            f"label {clash[0]!r} is both set and removed",
+            details={"fields": ["body.remove"], "key": clash[0]},
+        )
+    c = ctx()
+    before = await c.store.servers.get_by_name(name)
+    await c.store.servers.set_labels(name, change.set, change.remove)
+    await record(
+        c,
+        action="servers:label",
+        resource=f"server/{name}",
+        principal=principal(),
+        details={
+            "set": dict(change.set),
+            "remove": list(change.remove),
+            "before": dict(before.labels),
+        },
+    )
+    return await _one(name)
+
+
+@bp.errorhandler(PermissionDenied)
+async def _denied(exc: PermissionDenied) -> Response:
+    """Record every refusal on these routes (RBAC or wrong certificate) before answering 403."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    policy = policy_of(view) if view is not None else None
+    action = str(exc.details.get("action") or (policy.action if policy else "") or "")
+    resource = str(exc.details.get("resource") or "")
+    if not resource and policy is not None:
+        resource = policy.resource.format(**(request.view_args or {}))
+    who = getattr(g, "principal", None)
+    await record(
+        ctx(),
+        action=action,
+        resource=resource,
+        result="denied",
+        principal=who,
+        source=request.remote_addr or "",
+        details={"reason": exc.message},
+    )
+    return error_response(exc.status, exc.code, exc.message, exc.details)
