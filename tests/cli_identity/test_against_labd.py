@@ -113,6 +113,16 @@ async def test_login_with_the_bootstrap_token_then_tokens_and_certs(
             with pytest.raises(Unauthenticated):
                 await renew(tmp_path / "agent")
 
+            for args in (
+                ("whoami",),
+                ("tokens", "list", "-o", "wide"),
+                ("certs", "list"),
+                ("ca", "show"),
+            ):
+                table = await labctl(*args, home=labctl_home)
+                assert table.returncode == 0, table.stderr
+            assert b"user/ann" in (await labctl("whoami", home=labctl_home)).stdout
+
             gone = await labctl("tokens", "revoke", created["id"], home=labctl_home)
             assert gone.returncode == 0, gone.stderr
             listed = await labctl_json("tokens", "list", home=labctl_home)
