@@ -45,6 +45,8 @@ async def test_server_list_by_labels_ordered_by_name(store: Store) -> None:
     both = await store.servers.list(labels={"role": "worker", "zone": "a"})
     assert [s.name for s in both] == ["b"]
     assert await store.servers.list(labels={"role": "none"}) == []
+    await store.servers.create(Server(name="q", labels={'odd"key.$': "v"}))
+    assert [s.name for s in await store.servers.list(labels={'odd"key.$': "v"})] == ["q"]
 
 
 async def test_server_set_labels_facts_delete(store: Store) -> None:

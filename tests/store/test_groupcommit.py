@@ -110,7 +110,8 @@ async def test_batch_error_reaches_exactly_its_producers() -> None:
     assert sorted(flush.batches[1]) == ["boom", "x"]
     assert outcome["first"] == "FIRST" and outcome["after"] == "AFTER"
     assert isinstance(outcome["boom"], RuntimeError)
-    assert outcome["x"] is outcome["boom"]
+    assert isinstance(outcome["x"], RuntimeError) and str(outcome["x"]) == "batch failed"
+    assert outcome["x"] is not outcome["boom"]  # each producer raises its own object
 
 
 async def test_item_error_reaches_only_that_producer() -> None:

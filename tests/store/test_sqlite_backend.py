@@ -16,7 +16,7 @@ from lab.store import open_store
 from lab.store.auditchain import verify_chain
 from lab.store.migrate import Migration, schema_files
 from lab.store.seed import BUILTIN_ROLES
-from lab.store.sqlite import open_sqlite
+from lab.store.sqlite import SqliteStore, open_sqlite
 from lab.store.sqlite.db import migrate, path_from_url
 
 
@@ -200,6 +200,38 @@ async def test_garbage_file_is_unavailable(tmp_path: Path) -> None:
         async with open_store(url_of(db)):
             pytest.fail("must not open")
     assert str(db) in info.value.message
+
+
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    db = tmp_path / "lab.db"
+    committed: list[int] = []
+
+    async def append(store: SqliteStore, i: int) -> None:
+        committed.append((await store.audit.append(AuditEntry(action=f"a{i}"))).seq)
+
+    async def release() -> None:
+        blocker.execute("ROLLBACK")
+
+    # Another process holds the write lock, so the first batch waits in its thread and the
+    # rest pile up in the queue; the store is closed while they are still queued.
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as producers, open_sqlite(url_of(db)) as store:
+                blocker.execute("BEGIN IMMEDIATE")
+                producers.start_soon(append, store, 0)
+                while store.writer.statistics().in_flight == 0:
+                    await trio.sleep(0)
+                for i in range(1, 200):
+                    producers.start_soon(append, store, i)
+                while store.writer.statistics().queued < 199:
+                    await trio.sleep(0)
+                # Runs at the next checkpoint, i.e. once closing has begun.
+                producers.start_soon(release)
+    finally:
+        blocker.close()
+    assert sorted(committed) == list(range(1, 201))
+    assert [r[0] for r in query(db, "SELECT seq FROM audit ORDER BY seq")] == list(range(1, 201))
 
 
 async def test_writes_after_close_are_unavailable(tmp_path: Path) -> None:

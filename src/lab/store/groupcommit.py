@@ -12,6 +12,7 @@ failed and exactly its producers get the exception.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -48,12 +49,27 @@ class _Slot(Generic[R]):
         self.done.set()
 
 
+def _own_copy(exc: Exception) -> Exception:
+    """A copy of ``exc`` for one producer: one exception object raised in many tasks would
+    pile every task's frames onto the same traceback."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:  # an exception class that cannot be rebuilt from its args
+        return exc
+    clone.__cause__ = exc.__cause__
+    clone.__context__ = exc.__context__
+    clone.__traceback__ = exc.__traceback__
+    return clone
+
+
 @frozen(kw_only=True)
 class WriterStatistics:
     batches: int
     items: int
     largest_batch: int
     queued: int
+    in_flight: int
+    """Items of the batch being flushed right now."""
 
 
 @define
@@ -61,6 +77,7 @@ class _Counters:
     batches: int = 0
     items: int = 0
     largest_batch: int = 0
+    in_flight: int = 0
 
 
 class GroupCommitWriter(Generic[T, R]):
@@ -107,6 +124,7 @@ class GroupCommitWriter(Generic[T, R]):
             items=self._counters.items,
             largest_batch=self._counters.largest_batch,
             queued=self._receive.statistics().current_buffer_used,
+            in_flight=self._counters.in_flight,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -141,12 +159,19 @@ class GroupCommitWriter(Generic[T, R]):
             self._receive.close()
 
     async def _flush_batch(self, batch: list[tuple[T, _Slot[R]]]) -> None:
+        try:
+            await self._flush_batch_inner(batch)
+        finally:
+            self._counters.in_flight = 0
+
+    async def _flush_batch_inner(self, batch: list[tuple[T, _Slot[R]]]) -> None:
         items = [item for item, _ in batch]
+        self._counters.in_flight = len(items)
         try:
             outcomes = await self._flush(items)
         except Exception as exc:
             for _, slot in batch:
-                slot.fail(exc)
+                slot.fail(_own_copy(exc))
             return
         if len(outcomes) != len(batch):
             error = RuntimeError(f"flush returned {len(outcomes)} outcomes for {len(batch)} items")

@@ -74,8 +74,11 @@ class SqliteServers:
             # Label selectors run in SQL so a fleet of thousands is not shipped to Python.
             clauses, params = [], []
             for key, value in sorted((labels or {}).items()):
-                clauses.append("json_extract(labels, ?) = ?")
-                params += [f'$."{key}"', value]
+                # json_each, not a JSON path: a path would need quoting rules for the key.
+                clauses.append(
+                    "EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?)"
+                )
+                params += [key, value]
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             rows = conn.execute(
                 f"SELECT {_SERVER_COLS} FROM servers {where} ORDER BY name", params

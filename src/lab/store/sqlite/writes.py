@@ -49,7 +49,8 @@ class ChainHead:
     loaded: bool = False
 
     def load(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        rows = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchall()
+        row = rows[0] if rows else None
         self.seq, self.hash = (row[0], row[1]) if row else (0, GENESIS)
         self.loaded = True
 
@@ -66,36 +67,24 @@ def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
         raise NotFound(f"server id {op.server_id!r} not found") from exc
 
 
-def _append(conn: sqlite3.Connection, op: AuditAppend, head: ChainHead) -> AuditEntry:
-    entry = attrs.evolve(op.entry, seq=head.seq + 1, prev_hash=head.hash, hash="")
-    entry = attrs.evolve(entry, hash=entry_hash(entry, head.hash))
-    conn.execute(
-        "INSERT INTO audit (seq, time, user, session, action, resource, result, duration_ms,"
-        " source, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.seq,
-            ts(entry.time),
-            entry.user,
-            entry.session,
-            entry.action,
-            entry.resource,
-            entry.result,
-            float(entry.duration_ms),
-            entry.source,
-            dumps(entry.details),
-            entry.prev_hash,
-            entry.hash,
-        ),
-    )
+_INSERT_AUDIT = (
+    "INSERT INTO audit (seq, time, user, session, action, resource, result, duration_ms,"
+    " source, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _chain(op: AuditAppend, head: ChainHead) -> tuple[AuditEntry, tuple[object, ...]]:
+    """Chain one entry after ``head`` and build its row; pure Python, so a bad entry (a naive
+    time, details that are not JSON) fails here before anything touches the database."""
+    draft = attrs.evolve(op.entry, seq=head.seq + 1, prev_hash=head.hash)
+    entry = attrs.evolve(draft, hash=entry_hash(draft, head.hash))
+    row = (
+        entry.seq, ts(entry.time), entry.user, entry.session, entry.action, entry.resource,
+        entry.result, float(entry.duration_ms), entry.source, dumps(entry.details),
+        entry.prev_hash, entry.hash,
+    )  # fmt: skip
     head.seq, head.hash = entry.seq, entry.hash
-    return entry
-
-
-def _apply(conn: sqlite3.Connection, op: WriteOp, head: ChainHead) -> Outcome:
-    if isinstance(op, Heartbeat):
-        _heartbeat(conn, op)
-        return None
-    return _append(conn, op, head)
+    return entry, row
 
 
 def flush_batch(
@@ -103,23 +92,38 @@ def flush_batch(
 ) -> list[Outcome | Exception]:
     """Commit ``ops`` in one transaction; one outcome per op (a result or its own error).
 
-    Raises (failing the whole batch) when the transaction cannot begin or commit.
+    Audit rows are chained in Python and inserted with one ``executemany``; heartbeats run
+    one by one under a SAVEPOINT because one for a deleted server must fail alone. Raises
+    (failing the whole batch) when the transaction cannot begin, insert or commit.
     """
-    if not head.loaded:
-        head.load(conn)
     outcomes: list[Outcome | Exception] = []
+    audit_rows: list[tuple[object, ...]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not head.loaded:
+            # Under the write lock, so no other connection can move the head meanwhile.
+            head.load(conn)
         for op in ops:
+            if isinstance(op, AuditAppend):
+                try:
+                    entry, row = _chain(op, head)
+                except (ValueError, TypeError) as exc:
+                    outcomes.append(Invalid(f"cannot store this audit entry: {exc}"))
+                else:
+                    audit_rows.append(row)
+                    outcomes.append(entry)
+                continue
             conn.execute("SAVEPOINT item")
             try:
-                outcome = _apply(conn, op, head)
+                _heartbeat(conn, op)
             except (LabError, sqlite3.Error, ValueError, TypeError) as exc:
                 conn.execute("ROLLBACK TO item")
                 outcomes.append(exc if isinstance(exc, LabError) else _mapped(exc))
             else:
-                outcomes.append(outcome)
+                outcomes.append(None)
             conn.execute("RELEASE item")
+        if audit_rows:
+            conn.executemany(_INSERT_AUDIT, audit_rows)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
