@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_start_status_stop(tmp_path: Path) -> None:
     )
     pid = None
     try:
-        started = labctl("init", "labd", "standalone", "start", env=env)
+        started = labctl("init", "labd", "standalone", "start", "--wait", "60", env=env)
         assert started.returncode == 0, started.stderr
         status = json.loads(
             labctl("init", "labd", "standalone", "status", "-o", "json", env=env).stdout
@@ -31,6 +32,20 @@ def test_start_status_stop(tmp_path: Path) -> None:
         pid = status["pid"]
         assert pid_alive(pid)
         assert (tmp_path / "data" / "labd.db").exists()
+
+        # The first start logged this user in as admin with the bootstrap token.
+        assert "logged in" in started.stdout
+        assert not (tmp_path / "data" / "bootstrap-token").exists()
+        who = labctl("whoami", "-o", "json", env=env)
+        assert who.returncode == 0, who.stderr
+        assert "admin" in json.loads(who.stdout)["roles"]
+        anonymous = (
+            run(["curl", "-sk", f"https://127.0.0.1:{port}/api/tokens"], env)
+            if shutil.which("curl")
+            else None
+        )
+        if anonymous is not None:
+            assert '"unauthenticated"' in anonymous.stdout
 
         again = labctl("init", "labd", "standalone", "start", env=env)
         assert again.returncode != 0

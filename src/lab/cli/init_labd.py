@@ -50,6 +50,28 @@ def start(*, wait: float = 20.0) -> None:
             cafile=pid_file.parent / "ca.pem",
         )
     print(f"labd started (pid {pid}) at {url}; log: {log_file}")
+    with handle():
+        _login_local_admin(pid_file.parent, url)
+
+
+def _login_local_admin(data_dir: Path, url: str) -> None:
+    """On labd's first start, log this user in as admin with the one-time bootstrap token.
+
+    The token file is removed once used; later starts find none and leave the login alone.
+    """
+    import trio
+
+    from lab import pki
+    from lab.cli.login import login
+
+    token_file = data_dir / "bootstrap-token"
+    if not token_file.exists():
+        return
+    fingerprint = pki.load_ca_bundle((data_dir / "ca.pem").read_bytes())[0].fingerprint()
+    token = token_file.read_text().strip()
+    result = trio.run(lambda: login(url, token, ca_fingerprint=fingerprint))
+    token_file.unlink()
+    print(f"logged in to {url} as user/{result.user} ({', '.join(result.roles)})")
 
 
 @standalone_app.command
