@@ -113,7 +113,10 @@ class RunningLabd:
 
 @asynccontextmanager
 async def running_labd(tmp_path: Path, **settings: Any) -> AsyncIterator[RunningLabd]:
+    # Tests make requests far faster than a person; they opt in to the limits they test.
     settings.setdefault("enroll_rate", 0.0)
+    settings.setdefault("rate_global", 0.0)
+    settings.setdefault("rate_tokens", 0.0)
     config = LabdConfig(host="127.0.0.1", port=0, data_dir=str(tmp_path / "labd"), **settings)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:

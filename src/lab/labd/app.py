@@ -40,17 +40,39 @@ def ctx() -> LabdContext:
 
 
 def create_app(context: LabdContext) -> QuartTrio:
+    from lab.labd.audit import audit_response
     from lab.labd.auth import authenticate
-    from lab.labd.routes import auth, certs, health, servers, tokens
+    from lab.labd.ratelimit import Limits
+    from lab.labd.routes import (
+        agent_ws,
+        audit_routes,
+        auth,
+        certs,
+        exec_ws,
+        health,
+        roles,
+        servers,
+        tokens,
+        users,
+    )
 
     app = QuartTrio("labd")
     app.extensions["lab"] = context
     # Bodies larger than this are refused with 413 before a handler reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    for module in (health, auth, tokens, certs, servers):
+    for module in (health, auth, tokens, certs, servers, exec_ws):
         app.register_blueprint(module.bp)
+    for module in (users, roles, audit_routes):
+        app.register_blueprint(module.bp)
+    for module in (agent_ws,):
+        app.register_blueprint(module.bp)
+    # Access control, rate limits and the audit log, in one place for every route.
+    app.extensions["lab.limits"] = Limits.per_minute(
+        context.config.rate_global, context.config.rate_tokens
+    )
     app.before_request(authenticate)
     app.before_websocket(authenticate)
+    app.after_request(audit_response)
 
     @app.errorhandler(LabError)
     async def _lab_error(exc: LabError) -> Response:

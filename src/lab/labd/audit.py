@@ -1,17 +1,79 @@
 """Recording audited actions. labd writes the audit log itself (never the agent), and an
-action is acknowledged only after its entry is durable: callers ``await record(...)`` before
-they answer (or, for exec, before the remote process starts).
+action is acknowledged only after its entry is durable.
+
+REST requests are audited in one place, :func:`audit_response` (an ``after_request`` hook): it
+awaits the group-committed entry before the response leaves, and answers 503 instead when the
+entry cannot be written (fail closed). Handlers do not call :func:`record` for their own
+request; they add details with :func:`annotate`. WebSocket handlers (exec, logs, the agent
+channel) call :func:`record` themselves, for example before a remote process starts.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any
+
+from attrs import define, field
+from quart import Response, g, has_request_context, request
 
 from lab.model import AuditEntry
 
 if TYPE_CHECKING:
     from lab.labd.auth import Principal
     from lab.labd.context import LabdContext
+
+log = logging.getLogger(__name__)
+
+# Public routes that are audited anyway, with the action they record. Other public routes
+# (health probes, the CA bundle and the CRL) are read-only and not audited.
+PUBLIC_ACTIONS = {
+    "/api/auth/enroll": "auth:enroll",
+    "/api/auth/user-enroll": "auth:user-enroll",
+}
+# Which body field names the identity an enrollment asks for, to fill ``resource``.
+_ENROLL_SUBJECT = {
+    "/api/auth/enroll": ("hostname", "server"),
+    "/api/auth/user-enroll": (
+        "username",
+        "user",
+    ),
+}
+REQUEST_ID_HEADER = "X-Request-Id"
+_MAX_REQUEST_ID = 128
+_MAX_MESSAGE = 500
+
+
+@define(kw_only=True)
+class Pending:
+    """What the hook will record for the current request, filled as authentication goes."""
+
+    action: str
+    resource: str
+    started: float = field(factory=time.perf_counter)
+    details: dict[str, Any] = field(factory=dict)
+
+
+def begin(action: str, resource: str) -> Pending:
+    """Mark the current request as audited (called by :func:`lab.labd.auth.authenticate`)."""
+    pending = Pending(action=action, resource=resource)
+    g.lab_audit = pending
+    return pending
+
+
+def annotate(**details: Any) -> None:
+    """Add JSON-serialisable ``details`` to the current request's audit entry."""
+    pending: Pending | None = g.get("lab_audit")
+    if pending is not None:
+        pending.details.update(details)
+
+
+def result_of(status: int) -> str:
+    if status < 400:
+        return "success"
+    if status in (401, 403):
+        return "denied"
+    return "error"
 
 
 async def record(
@@ -25,9 +87,15 @@ async def record(
     source: str = "",
     duration_ms: float = 0.0,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append one entry and return it once durable (group commit). Raises if the write fails,
-    so a caller that cannot audit refuses the action (fail closed)."""
+) -> AuditEntry | None:
+    """Append one entry and return it once durable (group commit); None when the audit log is
+    switched off (benchmarks only). Raises if the write fails, so a caller that cannot audit
+    refuses the action (fail closed). Called during a REST request, it replaces the entry the
+    hook would have written for that request. Cancelled, the entry may still be written."""
+    if has_request_context():
+        g.lab_audited = True
+    if not context.config.audit_enabled:
+        return None
     entry = AuditEntry(
         user=principal.subject if principal is not None else user,
         session=principal.serial if principal is not None else "",
@@ -39,3 +107,97 @@ async def record(
         details=details or {},
     )
     return await context.store.audit.append(entry)
+
+
+def request_id() -> str | None:
+    """The client's correlation id (``X-Request-Id``), if it is short and printable."""
+    value = request.headers.get(REQUEST_ID_HEADER)
+    if value and len(value) <= _MAX_REQUEST_ID and value.isprintable():
+        return value
+    return None
+
+
+async def _enroll_subject(rule: str) -> str:
+    """``server/NAME`` or ``user/NAME`` from an enrollment body (never the token)."""
+    key, kind = _ENROLL_SUBJECT[rule]
+    try:
+        data = await request.get_json(force=True, silent=True)
+    except Exception:  # an unreadable body (413) names no subject
+        return ""
+    value = data.get(key) if isinstance(data, dict) else None
+    return f"{kind}/{value}" if isinstance(value, str) and 0 < len(value) <= 253 else ""
+
+
+async def _error_of(response: Response) -> dict[str, Any]:
+    try:
+        body = await response.get_json()
+    except Exception:  # not our envelope: record the status alone
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return {}
+    out: dict[str, Any] = {"error": error.get("code")}
+    if isinstance(error.get("message"), str):
+        out["message"] = error["message"][:_MAX_MESSAGE]
+    reason = (
+        error.get("details", {}).get("reason") if isinstance(error.get("details"), dict) else None
+    )
+    if isinstance(reason, str):
+        out["reason"] = reason
+    return out
+
+
+async def audit_response(response: Response) -> Response:
+    """after_request hook: write the entry of an audited request before the answer leaves.
+
+    Skipped for requests that were not audited (no route, health/CA/CRL), answers 429 (the
+    request never reached the action), and requests whose handler called :func:`record`.
+    If the write fails the client gets 503 instead of the handler's answer and the failure is
+    logged: no action is acknowledged without its entry.
+    """
+    from lab.labd.app import ctx, error_response
+
+    pending: Pending | None = g.get("lab_audit")
+    if pending is None or response.status_code == 429 or g.get("lab_audited", False):
+        return response
+    context = ctx()
+    if not context.config.audit_enabled:
+        return response
+    details: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+        **pending.details,
+    }
+    rid = request_id()
+    if rid is not None:
+        details["request_id"] = rid
+    if response.status_code >= 400:
+        details.update(await _error_of(response))
+    resource = pending.resource
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    if rule in _ENROLL_SUBJECT and response.status_code != 413:
+        resource = await _enroll_subject(rule) or resource
+    who: Principal | None = g.get("principal")
+    try:
+        await record(
+            context,
+            action=pending.action,
+            resource=resource,
+            result=result_of(response.status_code),
+            principal=who,
+            source=request.remote_addr or "",
+            duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
+            details=details,
+        )
+    except Exception:
+        log.exception(
+            "audit write failed: refusing %s %s (%s)", request.method, request.path, pending.action
+        )
+        return error_response(
+            503,
+            "unavailable",
+            "the audit log could not be written, so the request is refused",
+            {"reason": "audit_unavailable", "hint": "check labd's database; then retry"},
+        )
+    return response

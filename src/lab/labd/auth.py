@@ -8,17 +8,23 @@ profile), loads the user's roles and asks RBAC.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from attrs import frozen
+from attrs import evolve, frozen
 from quart import current_app, g, has_websocket_context, request, websocket
+from quart.wrappers import Request, Websocket
 
 from lab import pki
-from lab.errors import PermissionDenied, Unauthenticated
-from lab.labd import rbac
+from lab.errors import LabError, PermissionDenied, Unauthenticated
+from lab.labd import audit, rbac
+from lab.labd.ratelimit import Limits
 from lab.model import Role
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,46 +96,109 @@ def peer_der() -> bytes | None:
 
 
 async def authenticate() -> None:
-    """before_request / before_websocket hook: sets ``g.principal`` or raises."""
+    """before_request / before_websocket hook: sets ``g.principal`` or raises.
+
+    Order: find the route's policy, mark the request for the audit hook, verify the client
+    certificate, apply the rate limits (per certificate serial, else per source address), then
+    RBAC. A refused WebSocket handshake is audited here (its handler never runs); refused REST
+    requests are audited by :func:`lab.labd.audit.audit_response` like every other.
+    """
+    if not has_websocket_context():
+        await _authenticate(request)
+        return
+    try:
+        await _authenticate(websocket)
+    except LabError as exc:
+        await _audit_ws_refusal(exc)
+        raise
+
+
+async def _authenticate(req: Request | Websocket) -> None:
     from lab.labd.app import ctx
 
-    req = websocket if has_websocket_context() else request
     view = current_app.view_functions.get(req.endpoint or "")
     if view is None:
         return  # no route: let the 404/405 handlers answer
     policy = policy_of(view)
+    rule = req.url_rule.rule if req.url_rule is not None else ""
     if policy is None:
+        audit.begin(f"api:{req.endpoint}", rule)
         raise PermissionDenied("this route declares no permission")
+    limits: Limits = current_app.extensions["lab.limits"]
+    address = f"addr/{req.remote_addr or 'unknown'}"
     if policy.public:
+        if rule in audit.PUBLIC_ACTIONS:
+            audit.begin(audit.PUBLIC_ACTIONS[rule], "")
+        if req.blueprint != "health":
+            _limit(limits, address)
         return
+    resource = policy.resource.format(**(req.view_args or {}))
+    audit.begin(policy.action or f"api:{req.endpoint}", resource)
     der = peer_der()
     if der is None:
+        _limit(limits, address)
         raise Unauthenticated(
             "a client certificate is required", details={"reason": "no_certificate"}
         )
     c = ctx()
-    ident = pki.verify_peer(der, c.ca.trusted, at=datetime.now(UTC))
+    try:
+        ident = pki.verify_peer(der, c.ca.trusted, at=datetime.now(UTC))
+    except LabError:
+        _limit(limits, address)
+        raise
+    _limit(limits, f"cert/{ident.serial}")
     if await c.revocations.is_revoked(ident.serial):
         raise Unauthenticated("certificate has been revoked", details={"reason": "revoked"})
+    partial = Principal(
+        kind=ident.kind, name=ident.name, serial=ident.serial, not_after=ident.not_after
+    )
+    g.principal = partial  # known from here on, so a refusal below is audited with its name
     if ident.kind not in policy.kinds:
         raise PermissionDenied(
             f"a {ident.kind} certificate cannot use this route",
             details={"reason": "wrong_profile", "allowed": sorted(policy.kinds)},
         )
-    roles: tuple[Role, ...] = ()
     if ident.kind == "user":
-        roles = await c.identities.user_roles(ident.name)
-    who = Principal(
-        kind=ident.kind,
-        name=ident.name,
-        serial=ident.serial,
-        not_after=ident.not_after,
-        roles=roles,
-    )
-    g.principal = who
+        g.principal = evolve(partial, roles=await c.identities.user_roles(ident.name))
     if policy.action is not None and ident.kind == "user":
-        resource = policy.resource.format(**(req.view_args or {}))
-        check(who, policy.action, resource)
+        check(g.principal, policy.action, resource)
+
+
+def _limit(limits: Limits, key: str) -> None:
+    limits.general.check(key, time.monotonic())
+    if request_blueprint() == "tokens":
+        limits.tokens.check(key, time.monotonic())
+
+
+def request_blueprint() -> str | None:
+    req = websocket if has_websocket_context() else request
+    return req.blueprint
+
+
+async def _audit_ws_refusal(exc: LabError) -> None:
+    """Record a refused WebSocket handshake; a failed write is logged (it is refused anyway)."""
+    from lab.labd.app import ctx
+
+    pending: audit.Pending | None = g.get("lab_audit")
+    if pending is None or exc.status == 429:
+        return
+    details: dict[str, Any] = {"path": websocket.path, "status": exc.status, "error": exc.code}
+    details["message"] = exc.message
+    if isinstance(exc.details.get("reason"), str):
+        details["reason"] = exc.details["reason"]
+    try:
+        await audit.record(
+            ctx(),
+            action=pending.action,
+            resource=pending.resource,
+            result=audit.result_of(exc.status),
+            principal=g.get("principal"),
+            source=websocket.remote_addr or "",
+            duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
+            details=details,
+        )
+    except Exception:
+        log.exception("audit write failed for a refused WebSocket %s", websocket.path)
 
 
 def check(who: Principal, action: str, resource: str) -> rbac.Decision:

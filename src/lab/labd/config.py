@@ -30,8 +30,22 @@ class LabdConfig:
     server_names: tuple[str, ...] = ()
     # Enrollment requests per minute per source address (LABD_ENROLL_RATE); 0 disables.
     enroll_rate: float = 10.0
+    # Requests per minute per client (certificate serial, else source address) on every route
+    # but the health probes (LABD_RATE_GLOBAL); 0 disables.
+    rate_global: float = 100.0
+    # Requests per minute per client on the join-token routes (LABD_RATE_TOKENS); 0 disables.
+    rate_tokens: float = 20.0
+    # Benchmark-only switch (LABD_AUDIT_ENABLED): false skips the audit log entirely, which
+    # breaks the guarantee that every action is recorded. Never turn it off in production.
+    audit_enabled: bool = True
+    # New agent WebSocket handshakes admitted per second (LABD_AGENT_ADMIT_RATE), bursting one
+    # second's worth; the excess is closed with 1013 and retries with backoff. 0 disables.
+    agent_admit_rate: float = 200.0
     # Seconds a graceful shutdown waits for open requests and sessions (LABD_SHUTDOWN_GRACE).
     shutdown_grace: float = 5.0
+    # Output bytes one exec stream may deliver before the rest is dropped and counted
+    # (LABD_EXEC_OUTPUT_CAP); 0 means no cap.
+    exec_output_cap: int = 1024**3
 
     @property
     def data_path(self) -> Path:

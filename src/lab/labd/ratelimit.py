@@ -48,3 +48,20 @@ class RateLimiter:
         ]
         for k in full or list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[k]
+
+
+@define
+class Limits:
+    """The request limits of one labd: ``general`` on every route but the health probes,
+    ``tokens`` on top of it on the join-token routes. Keys name the client: ``cert/SERIAL`` for
+    an authenticated caller, else ``addr/ADDRESS``."""
+
+    general: RateLimiter
+    tokens: RateLimiter
+
+    @classmethod
+    def per_minute(cls, general: float, tokens: float) -> Limits:
+        return cls(
+            general=RateLimiter(general, name="requests"),
+            tokens=RateLimiter(tokens, name="token requests"),
+        )

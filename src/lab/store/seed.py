@@ -1,7 +1,11 @@
 """The builtin roles, as data: written on every open, reused by RBAC (``lab.labd.rbac``).
 
-Deny overrides allow and no match is deny, so ``operator`` lists its denials explicitly only to
-make ``labctl auth explain`` name the rule that refused an action.
+Deny overrides allow and no match is deny, so ``operator`` and ``viewer`` list their denials
+explicitly only to make ``labctl auth explain`` name the rule that refused an action.
+
+Every role a person holds needs the self-service rules: ``auth:whoami`` on ``user/self``,
+``auth:renew`` on ``cert/self`` and ``auth:can-i`` on ``user/self``; :data:`SELF_SERVICE`
+grants them with one ``*/self`` pattern, which can never match another identity's resource.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ def _deny(action: str, resource: str) -> Permission:
     return Permission(effect=Effect.DENY, action=action, resource=resource)
 
 
+SELF_SERVICE = _allow("auth:*", "*/self")
+
 ADMIN = Role(
     name="admin",
     description="Everything, including users, roles, tokens and the CA.",
@@ -26,14 +32,17 @@ ADMIN = Role(
 
 OPERATOR = Role(
     name="operator",
-    description="Runs the fleet: servers, exec, logs, provisioning, reading the audit log.",
+    description="Runs the fleet: servers, exec, logs, provisioning, reading the audit log; "
+    "no users, roles, tokens or CA administration.",
     builtin=True,
     permissions=(
+        SELF_SERVICE,
         _allow("servers:*", "server/*"),
         _allow("exec:*", "server/*"),
         _allow("logs:*", "server/*"),
         _allow("provision:*", "machine/*"),
         _allow("audit:read", "audit/*"),
+        _allow("audit:verify", "audit/*"),
         _deny("users:*", "*"),
         _deny("roles:*", "*"),
         _deny("tokens:*", "*"),
@@ -47,12 +56,16 @@ VIEWER = Role(
     description="Read-only view of servers and machines; no exec, no logs.",
     builtin=True,
     permissions=(
+        SELF_SERVICE,
         _allow("servers:get", "server/*"),
         _allow("servers:list", "server/*"),
         _allow("provision:get", "machine/*"),
         _allow("provision:list", "machine/*"),
         _deny("exec:*", "*"),
         _deny("logs:*", "*"),
+        # The same refusals under the servers: prefix, whichever spelling a route declares.
+        _deny("servers:exec", "*"),
+        _deny("servers:logs", "*"),
     ),
 )
 

@@ -1,0 +1,201 @@
+"""Roles and their rules, and the questions RBAC answers: can-i (about yourself) and explain
+(about anyone, for administrators)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from attrs import Factory, frozen
+from quart import Blueprint, request
+
+from lab.errors import Conflict, Invalid, NotFound
+from lab.labd import rbac
+from lab.labd.app import ctx
+from lab.labd.audit import annotate
+from lab.labd.auth import principal, requires
+from lab.labd.routes.bodies import body
+from lab.model import Effect, Permission, Role
+
+bp = Blueprint("roles", __name__)
+
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+MAX_PATTERN = 256
+MAX_RULES = 500
+
+
+@frozen(kw_only=True)
+class Rule:
+    effect: Effect
+    action: str
+    resource: str
+
+
+@frozen(kw_only=True)
+class CreateRole:
+    name: str
+    description: str = ""
+    permissions: list[Rule] = Factory(list)
+
+
+def check_pattern(value: str, field: str) -> str:
+    """A pattern is 1-256 printable characters without spaces; ``*`` is the only wildcard."""
+    if not value or len(value) > MAX_PATTERN or not value.isprintable() or " " in value:
+        raise Invalid(
+            f"{field.rsplit('.', 1)[-1]} must be 1-{MAX_PATTERN} printable characters "
+            "without spaces",
+            details={"fields": [field]},
+        )
+    return value
+
+
+def to_permission(rule: Rule, where: str) -> Permission:
+    return Permission(
+        effect=rule.effect,
+        action=check_pattern(rule.action, f"{where}.action"),
+        resource=check_pattern(rule.resource, f"{where}.resource"),
+    )
+
+
+def role_view(role: Role) -> dict[str, Any]:
+    return {
+        "name": role.name,
+        "description": role.description,
+        "builtin": role.builtin,
+        "permissions": [
+            {"effect": p.effect.value, "action": p.action, "resource": p.resource}
+            for p in role.permissions
+        ],
+    }
+
+
+def decision_view(decision: rbac.Decision, user: str) -> dict[str, Any]:
+    def rule(r: rbac.Rule) -> dict[str, str]:
+        p = r.permission
+        return {
+            "role": r.role,
+            "effect": p.effect.value,
+            "action": p.action,
+            "resource": p.resource,
+        }
+
+    return {
+        "user": user,
+        "action": decision.action,
+        "resource": decision.resource,
+        "allowed": decision.allowed,
+        "matched": [rule(r) for r in decision.matched],
+        "decided_by": rule(decision.decided_by) if decision.decided_by is not None else None,
+        "reason": decision.explain(),
+    }
+
+
+def _query(name: str, *, required: bool = True) -> str:
+    value = request.args.get(name, "")
+    if required and not value:
+        raise Invalid(
+            f"query parameter {name!r} is required", details={"fields": [f"query.{name}"]}
+        )
+    return check_pattern(value, f"query.{name}") if value else value
+
+
+async def _mutable(name: str) -> Role:
+    role = await ctx().store.roles.get(name)
+    if role.builtin:
+        raise Conflict(
+            f"role {name!r} is builtin: labd restores it at every start",
+            details={"hint": "create a role of your own (labctl roles create) and grant that"},
+        )
+    return role
+
+
+@bp.get("/api/roles")
+@requires("user", action="roles:list", resource="role/*")
+async def list_() -> dict[str, Any]:
+    return {"items": [role_view(r) for r in await ctx().store.roles.list()]}
+
+
+@bp.get("/api/roles/<name>")
+@requires("user", action="roles:get", resource="role/{name}")
+async def get(name: str) -> dict[str, Any]:
+    return role_view(await ctx().store.roles.get(name))
+
+
+@bp.post("/api/roles")
+@requires("user", action="roles:create", resource="role/*")
+async def create() -> tuple[dict[str, Any], int]:
+    req = await body(CreateRole)
+    if not _ROLE_NAME.fullmatch(req.name):
+        raise Invalid(
+            "role name must be lowercase letters, digits, '_', '.', '-' (max 64)",
+            details={"fields": ["body.name"]},
+        )
+    if len(req.permissions) > MAX_RULES:
+        raise Invalid(f"at most {MAX_RULES} rules", details={"fields": ["body.permissions"]})
+    perms = tuple(to_permission(r, f"body.permissions[{i}]") for i, r in enumerate(req.permissions))
+    store = ctx().store
+    try:
+        await store.roles.get(req.name)
+    except NotFound:
+        pass
+    else:
+        raise Conflict(f"role {req.name!r} already exists", details={"name": req.name})
+    role = await store.roles.upsert(
+        Role(name=req.name, description=req.description, permissions=perms)
+    )
+    annotate(role=role.name)
+    return role_view(role), 201
+
+
+@bp.delete("/api/roles/<name>")
+@requires("user", action="roles:delete", resource="role/{name}")
+async def delete(name: str) -> dict[str, Any]:
+    await ctx().store.roles.delete(name)
+    return {"deleted": name}
+
+
+@bp.post("/api/roles/<name>/rules")
+@requires("user", action="roles:update", resource="role/{name}")
+async def add_rule(name: str) -> dict[str, Any]:
+    """Append an allow or deny rule (a rule the role already has stays where it is)."""
+    perm = to_permission(await body(Rule), "body")
+    await _mutable(name)
+    annotate(effect=perm.effect.value, rule_action=perm.action, rule_resource=perm.resource)
+    return role_view(await ctx().store.roles.add_permission(name, perm))
+
+
+@bp.post("/api/roles/<name>/rules/remove")
+@requires("user", action="roles:update", resource="role/{name}")
+async def remove_rule(name: str) -> dict[str, Any]:
+    perm = to_permission(await body(Rule), "body")
+    role = await _mutable(name)
+    if perm not in role.permissions:
+        raise NotFound(f"role {name!r} has no rule {perm.effect} {perm.action} {perm.resource}")
+    annotate(effect=perm.effect.value, rule_action=perm.action, rule_resource=perm.resource)
+    return role_view(await ctx().store.roles.remove_permission(name, perm))
+
+
+@bp.get("/api/auth/can-i")
+@requires("user", action="auth:can-i", resource="user/self")
+async def can_i() -> dict[str, Any]:
+    """Whether the caller may do ``action`` on ``resource``: always 200, see ``allowed``."""
+    action, resource = _query("action"), _query("resource")
+    who = principal()
+    return decision_view(rbac.decide(who.roles, action, resource), who.name)
+
+
+@bp.get("/api/auth/explain")
+@requires("user", action="auth:explain", resource="user/*")
+async def explain() -> dict[str, Any]:
+    """Which rules of ``user``'s roles match ``action`` on ``resource``, and which decided."""
+    name, action, resource = _query("user"), _query("action"), _query("resource")
+    store = ctx().store
+    user = await store.users.get_by_name(name)
+    roles = [await store.roles.get(r) for r in await store.users.roles_of(user.id)]
+    view = decision_view(rbac.decide(roles, action, resource), user.name)
+    view["roles"] = [r.name for r in roles]
+    view["disabled"] = user.disabled
+    if user.disabled:
+        view["allowed"] = False
+        view["reason"] = f"denied: user {user.name!r} is disabled ({view['reason']})"
+    return view

@@ -1,0 +1,109 @@
+"""Users: create (with a one-time enrollment token), list, show, disable, enable. Admin API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from attrs import Factory, frozen
+from quart import Blueprint
+
+from lab.errors import Invalid, NotFound
+from lab.labd.app import ctx
+from lab.labd.audit import annotate
+from lab.labd.auth import principal, requires
+from lab.labd.identity import check_username
+from lab.labd.routes.bodies import body
+from lab.model import TokenKind, User
+
+bp = Blueprint("users", __name__)
+
+DEFAULT_TOKEN_TTL = 24 * 3600
+
+
+@frozen(kw_only=True)
+class CreateUser:
+    name: str
+    roles: list[str] = Factory(list)
+    # How long the enrollment token of the new user stays valid.
+    token_ttl_seconds: int = DEFAULT_TOKEN_TTL
+
+
+async def user_view(user: User) -> dict[str, Any]:
+    return {
+        "name": user.name,
+        "disabled": user.disabled,
+        "roles": await ctx().store.users.roles_of(user.id),
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+@bp.get("/api/users")
+@requires("user", action="users:list", resource="user/*")
+async def list_() -> dict[str, Any]:
+    return {"items": [await user_view(u) for u in await ctx().store.users.list()]}
+
+
+@bp.post("/api/users")
+@requires("user", action="users:create", resource="user/*")
+async def create() -> tuple[dict[str, Any], int]:
+    """Create the user with its roles and a one-time user token carrying the same roles; the
+    token's secret is in this answer only."""
+    req = await body(CreateUser)
+    name = check_username(req.name)
+    store = ctx().store
+    roles = list(dict.fromkeys(req.roles))
+    for role in roles:
+        try:
+            await store.roles.get(role)
+        except NotFound:
+            raise Invalid(f"unknown role {role!r}", details={"fields": ["body.roles"]}) from None
+    if not 0 < req.token_ttl_seconds <= 365 * 24 * 3600:
+        raise Invalid(
+            "token_ttl_seconds must be between 1 second and 365 days",
+            details={"fields": ["body.token_ttl_seconds"]},
+        )
+    user = await store.users.create(User(name=name))
+    for role in roles:
+        await store.users.grant(user.id, role)
+    token, secret = await ctx().identities.create_token(
+        kind=TokenKind.USER,
+        roles=roles,
+        ttl=timedelta(seconds=req.token_ttl_seconds),
+        description=f"enrollment of user/{name}",
+        created_by=principal().subject,
+    )
+    annotate(user=name, roles=roles, token_id=token.id)
+    return {
+        **await user_view(user),
+        "token": secret,
+        "token_id": token.id,
+        "token_expires_at": token.expires_at.isoformat(),
+    }, 201
+
+
+@bp.get("/api/users/<name>")
+@requires("user", action="users:get", resource="user/{name}")
+async def get(name: str) -> dict[str, Any]:
+    return await user_view(await ctx().store.users.get_by_name(name))
+
+
+@bp.post("/api/users/<name>/disable")
+@requires("user", action="users:disable", resource="user/{name}")
+async def disable(name: str) -> dict[str, Any]:
+    """Disable the user and revoke every valid certificate it holds; open sessions close."""
+    c = ctx()
+    user = await c.store.users.set_disabled(name, True)
+    try:
+        revoked = await c.identities.revoke_target(f"user/{name}")
+    except NotFound:
+        revoked = []  # never enrolled, or already revoked
+    annotate(revoked=revoked)
+    return {**await user_view(user), "revoked": revoked}
+
+
+@bp.post("/api/users/<name>/enable")
+@requires("user", action="users:enable", resource="user/{name}")
+async def enable(name: str) -> dict[str, Any]:
+    """Enable a disabled user; it needs a new token (labctl tokens create) to enroll again."""
+    return await user_view(await ctx().store.users.set_disabled(name, False))
