@@ -21,7 +21,9 @@ def tests(session: nox.Session) -> None:
 def tests_postgres(session: nox.Session) -> None:
     """The storage contract suite against a throwaway PostgreSQL 15."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-p", "no:cacheprovider", "tests/store", "-m", "postgres", *session.posargs)
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "tests/store", "-m", "postgres", *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)
