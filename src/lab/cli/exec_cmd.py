@@ -1,0 +1,320 @@
+"""labctl exec: run a command on one server (stdin, tty) or many (prefixed output, summary)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+from cyclopts import Parameter
+
+if TYPE_CHECKING:
+    from lab.cli.wsclient import StreamSession, StreamState
+
+# Leading words of this form name targets; the first other word starts the command.
+PREFIX = "server/"
+READ_SIZE = 64 * 1024
+# A partial line longer than this is printed rather than buffered without bound (fan-out).
+MAX_LINE = 64 * 1024
+
+
+async def exec_command(
+    *words: str,
+    stdin: Annotated[bool, Parameter(name=["-i", "--stdin"], negative=())] = False,
+    tty: Annotated[bool, Parameter(name=["-t", "--tty"], negative=())] = False,
+    kill_after: Annotated[
+        str | None, Parameter(name="--timeout", help="Stop the command after: 30s, 10m, 1h")
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        Parameter(
+            name=["--env", "-e"], consume_multiple=False, negative=(), help="K=V, repeatable"
+        ),
+    ] = None,
+    cwd: Annotated[str | None, Parameter(help="Working directory on the server")] = None,
+    selector: Annotated[
+        str | None, Parameter(name=["-l", "--selector"], help="Run on every server matching k=v")
+    ] = None,
+    parallel: Annotated[int, Parameter(help="Servers running at once (fan-out)")] = 32,
+) -> None:
+    """Run a command on servers; labctl exits with its exit code.
+
+    Name targets as server/NAME (several for a fan-out) or select them with -l k=v[,k=v];
+    everything after them (use --) is the command, never joined into a shell string. With one
+    server, stdout and stderr stream as they come; -i sends stdin, -t runs on a pseudo-terminal.
+    With several, each line is prefixed by its server and a summary ends the output; labctl
+    exits 1 if any failed. A signal exits 128+N; Ctrl-C interrupts the remote command.
+
+    Example: labctl exec server/web1 -- uname -a
+    Example: labctl exec -l role=worker --parallel 10 -- sh -c 'df -h /'
+    """
+    from lab.cli.errors import handle
+
+    with handle():
+        code = await run_exec(
+            list(words),
+            stdin=stdin,
+            tty=tty,
+            kill_after=kill_after,
+            env=env or [],
+            cwd=cwd,
+            selector=selector,
+            parallel=parallel,
+        )
+    raise SystemExit(code)
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    from lab.errors import Invalid
+
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key:
+            raise Invalid(f"selector {text!r} is not k=v[,k=v]", details={"fields": ["selector"]})
+        labels[key] = value
+    return labels
+
+
+def split_words(words: list[str], *, selector: str | None) -> tuple[list[str], list[str]]:
+    """(target names, argv) from the positional words."""
+    from lab.errors import Invalid
+
+    names: list[str] = []
+    rest = list(words)
+    if selector is None:
+        while rest and rest[0].startswith(PREFIX):
+            names.append(rest.pop(0).removeprefix(PREFIX))
+        if not names:
+            raise Invalid(
+                "name a target as server/NAME or select servers with -l k=v",
+                details={"hint": "labctl exec server/NAME -- COMMAND..."},
+            )
+    if any(not n for n in names):
+        raise Invalid("server/ needs a name", details={"fields": ["target"]})
+    if not rest:
+        raise Invalid("no command given", details={"hint": "put the command after --: -- uname -a"})
+    return names, rest
+
+
+async def run_exec(
+    words: list[str],
+    *,
+    stdin: bool,
+    tty: bool,
+    kill_after: str | None,
+    env: list[str],
+    cwd: str | None,
+    selector: str | None,
+    parallel: int,
+    server: str | None = None,
+) -> int:
+    """Run the command; returns the exit code labctl should exit with."""
+    from lab.cli.durations import parse_duration
+    from lab.cli.settings import load_settings
+    from lab.cli.wsclient import StreamSession, connect, identity_context
+    from lab.errors import Invalid
+
+    names, argv = split_words(words, selector=selector)
+    labels = parse_selector(selector) if selector is not None else {}
+    environment: dict[str, str] = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Invalid(f"--env {item!r} is not K=V", details={"fields": ["env"]})
+        environment[key] = value
+    if parallel < 1:
+        raise Invalid("--parallel must be at least 1", details={"fields": ["parallel"]})
+    fanout = bool(labels) or len(names) > 1
+    if fanout and (stdin or tty):
+        raise Invalid("-i and -t need exactly one server", details={"fields": ["stdin"]})
+    rows, cols = _window_size() if tty else (24, 80)
+    start: dict[str, Any] = {
+        "argv": argv,
+        "env": environment,
+        "cwd": cwd,
+        "tty": tty,
+        "stdin": stdin,
+        "rows": rows,
+        "cols": cols,
+        "timeout": float(parse_duration(kill_after, field="timeout")) if kill_after else None,
+    }
+    params = {"targets": names, "labels": labels, "parallel": parallel, "start": start}
+    settings = load_settings()
+    async with connect(server or settings.server, "/ws/exec", identity_context()) as ws:
+        session = StreamSession(ws)
+        streams = await session.open("exec", params)
+        if fanout:
+            return await _fanout(session, streams)
+        return await _single(session, streams[0], stdin=stdin, tty=tty)
+
+
+async def _single(session: StreamSession, state: StreamState, *, stdin: bool, tty: bool) -> int:
+    import trio
+
+    from lab.proto import Channel
+
+    async def sink(_: StreamState, channel: Channel, payload: bytes) -> None:
+        _write_all(2 if channel == Channel.STDERR else 1, payload)
+
+    restore = _raw_terminal() if tty else None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_forward_signals, session, [state], tty)
+            if stdin:
+                nursery.start_soon(_pump_stdin, session, state)
+            await session.run(sink)
+            nursery.cancel_scope.cancel()
+    finally:
+        if restore is not None:
+            restore()
+    if state.error is not None:
+        raise state.error
+    return _exit_code(state)
+
+
+def _exit_code(state: StreamState) -> int:
+    exit_msg = state.exit
+    if exit_msg is None:
+        return 1
+    if exit_msg.bytes_dropped:
+        print(
+            f"labctl: {exit_msg.bytes_dropped} bytes of output dropped past labd's output cap",
+            file=sys.stderr,
+        )
+    if exit_msg.signal is not None:
+        try:
+            return 128 + int(signal.Signals[f"SIG{exit_msg.signal}"])
+        except KeyError:
+            return 128 + int(exit_msg.signal) if exit_msg.signal.isdigit() else 1
+    return exit_msg.code if exit_msg.code is not None else 1
+
+
+async def _pump_stdin(session: StreamSession, state: StreamState) -> None:
+    """Copy our stdin to the remote process; EOF closes its stdin."""
+    import trio
+
+    from lab.proto.messages import StdinClose
+
+    while True:
+        # A thread: O_NONBLOCK on fd 0 would leak to the terminal and other processes.
+        chunk = await trio.to_thread.run_sync(os.read, 0, READ_SIZE, abandon_on_cancel=True)
+        if not chunk:
+            break
+        await session.send_stdin(state, chunk)
+    await session.send(StdinClose(stream_id=state.stream_id))
+
+
+async def _forward_signals(session: StreamSession, streams: list[StreamState], tty: bool) -> None:
+    """Ctrl-C interrupts the remote group (a second one kills it); SIGWINCH resizes the pty."""
+    import trio
+
+    from lab.proto.messages import Resize, Signal, SignalName
+
+    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    if tty:
+        wanted.append(signal.SIGWINCH)
+    interrupts = 0
+    with trio.open_signal_receiver(*wanted) as received:
+        async for signum in received:
+            if signum == signal.SIGWINCH:
+                rows, cols = _window_size()
+                for state in streams:
+                    await session.send(Resize(stream_id=state.stream_id, rows=rows, cols=cols))
+                continue
+            if signum == signal.SIGINT:
+                interrupts += 1
+                name = SignalName.INT if interrupts == 1 else SignalName.KILL
+            else:
+                name = SignalName.TERM if signum == signal.SIGTERM else SignalName.HUP
+            for state in streams:
+                if not state.done:
+                    await session.send(Signal(stream_id=state.stream_id, name=name))
+
+
+async def _fanout(session: StreamSession, streams: list[StreamState]) -> int:
+    import trio
+
+    from lab.proto import Channel
+
+    width = max(len(s.server) for s in streams)
+    partial: dict[tuple[int, int], bytes] = {}
+
+    async def sink(state: StreamState, channel: Channel, payload: bytes) -> None:
+        fd = 2 if channel == Channel.STDERR else 1
+        key = (state.stream_id, fd)
+        data = partial.pop(key, b"") + payload
+        *lines, rest = data.split(b"\n")
+        if len(rest) > MAX_LINE:
+            lines.append(rest)
+            rest = b""
+        if rest:
+            partial[key] = rest
+        if lines:
+            prefix = f"{state.server.ljust(width)} | ".encode()
+            _write_all(fd, b"".join(prefix + line + b"\n" for line in lines))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_forward_signals, session, streams, False)
+        await session.run(sink)
+        nursery.cancel_scope.cancel()
+    by_id = {s.stream_id: s for s in streams}
+    for (sid, fd), rest in sorted(partial.items()):
+        prefix = f"{by_id[sid].server.ljust(width)} | ".encode()
+        _write_all(fd, prefix + rest + b"\n")
+    return _summary(streams, width)
+
+
+def _summary(streams: list[StreamState], width: int) -> int:
+    failed = 0
+    lines = []
+    for state in streams:
+        if state.error is not None:
+            result = f"error: {state.error.message}"
+            failed += 1
+        else:
+            code = _exit_code(state)
+            exit_msg = state.exit
+            if exit_msg is not None and exit_msg.signal is not None:
+                result = f"signal {exit_msg.signal}"
+            else:
+                result = f"exit {code}"
+            if exit_msg is not None and exit_msg.timed_out:
+                result += " (timed out)"
+            failed += code != 0
+        lines.append(f"{state.server.ljust(width)}  {result}")
+    ok = len(streams) - failed
+    lines.append(f"{len(streams)} servers: {ok} succeeded, {failed} failed")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _window_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return 24, 80
+    return max(1, min(size.lines, 65535)), max(1, min(size.columns, 65535))
+
+
+def _raw_terminal() -> Any:
+    """Put a terminal stdin in raw mode (keys go to the remote pty); returns the undo."""
+    if not os.isatty(0):
+        return None
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+
+    def restore() -> None:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+    return restore

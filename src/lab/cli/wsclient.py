@@ -1,0 +1,300 @@
+"""labctl's WebSocket client for ``/ws/exec`` and ``/ws/logs``: the user's identity over mTLS.
+
+trio-websocket gets its own SSLContext with ALPN ``http/1.1`` (httpx's negotiates h2) and an
+explicit ``connect_timeout`` (a handshake the server drops otherwise waits 60 s). Failures are
+mapped to :mod:`lab.errors` here, so commands see only LabErrors.
+
+:class:`StreamSession` is the client half of the stream protocol (docs/protocol.md): it sends
+the request naming the targets, then validates every frame (sequence, credit, ``exec-exit``
+byte counts), grants output credit as the sink consumed, and tracks stdin credit.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio_websocket
+
+from lab import errors
+from lab.errors import LabError, Unauthenticated, Unavailable
+from lab.proto import Channel, decode, decode_data, encode
+from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
+from lab.proto.messages import (
+    Credit,
+    Error,
+    ExecExit,
+    ExecStarted,
+    LogsEnd,
+    Message,
+    Request,
+    Response,
+    RpcError,
+)
+from lab.proto.streams import InputStream, SendWindow
+
+CONNECT_TIMEOUT = 10.0
+DISCONNECT_TIMEOUT = 2.0
+
+_BY_CODE: dict[str, type[LabError]] = {
+    cls.code: cls
+    for cls in (
+        errors.Invalid,
+        errors.Unauthenticated,
+        errors.PermissionDenied,
+        errors.NotFound,
+        errors.Conflict,
+        errors.TooLarge,
+        errors.Unavailable,
+    )
+}
+_BY_STATUS: dict[int, type[LabError]] = {cls.status: cls for cls in _BY_CODE.values()}
+
+
+def lab_error(code: str, message: str, details: dict[str, Any] | None = None) -> LabError:
+    """The :class:`LabError` for an error ``code`` labd sent (unknown codes: plain LabError)."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        err = LabError(message, details=details)
+        err.code = code
+        return err
+    return cls(message, details=details)
+
+
+def ws_url(server: str, path: str) -> str:
+    if server.startswith("https://"):
+        return "wss://" + server.removeprefix("https://").rstrip("/") + path
+    raise errors.Invalid(
+        f"server URL {server!r} must be https://HOST[:PORT]", details={"fields": ["server"]}
+    )
+
+
+def identity_context(directory: Path | None = None) -> ssl.SSLContext:
+    """The user's mTLS context (``~/.labctl``) with ALPN http/1.1 for WebSockets."""
+    from lab import pki
+    from lab.cli.client import LOGIN_HINT
+    from lab.cli.credentials import load_credentials
+    from lab.cli.settings import home
+
+    creds = load_credentials(directory or home(), hint=LOGIN_HINT)
+    return pki.client_ssl_context(
+        creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem, alpn=["http/1.1"]
+    )
+
+
+@asynccontextmanager
+async def connect(
+    server: str,
+    path: str,
+    ssl_context: ssl.SSLContext,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """Open ``path`` on labd; raises Unavailable, Unauthenticated or the rejection's LabError.
+
+    Cancellation closes the connection (labd then cancels every stream it carried).
+    """
+    url = ws_url(server, path)
+    try:
+        async with trio_websocket.open_websocket_url(
+            url,
+            ssl_context=ssl_context,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=DISCONNECT_TIMEOUT,
+            max_message_size=MAX_PAYLOAD + HEADER_SIZE,
+            receive_buffer_size=256 * 1024,
+        ) as ws:
+            yield ws
+    except trio_websocket.ConnectionRejected as exc:
+        raise _rejected(exc) from None
+    except trio_websocket.ConnectionTimeout:
+        raise Unavailable(
+            f"labd at {server} did not answer within {connect_timeout:g} s",
+            details={"hint": "is labd running? labctl doctor"},
+        ) from None
+    except trio_websocket.HandshakeError as exc:
+        raise Unavailable(f"WebSocket handshake with {server} failed: {exc}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise Unauthenticated(
+            f"labd at {server} presented a certificate our CA bundle does not trust "
+            f"({exc.verify_message})",
+            details={"hint": "check the server URL, or log in again to refresh ca.pem"},
+        ) from None
+    except ssl.SSLError as exc:
+        raise Unauthenticated(
+            f"TLS handshake with labd at {server} failed ({exc.reason or exc})",
+            details={"hint": "your certificate may be expired or revoked; run `labctl login`"},
+        ) from None
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot reach labd at {server}: {exc.strerror or exc}",
+            details={"hint": "is labd running? labctl doctor"},
+        ) from None
+
+
+def _rejected(exc: trio_websocket.ConnectionRejected) -> LabError:
+    status = exc.status_code
+    message = f"labd refused the connection ({status})"
+    details: dict[str, Any] = {}
+    try:
+        body = json.loads(exc.body or b"")
+        error = body["error"]
+        message, details = str(error["message"]), dict(error.get("details") or {})
+    except (ValueError, KeyError, TypeError):
+        pass
+    if status == 401:
+        details.setdefault("hint", "run `labctl login --server URL --token TOKEN`")
+    cls = _BY_STATUS.get(status, LabError)
+    return cls(message, details=details)
+
+
+@attrs.define
+class StreamState:
+    """What the client knows about one stream of the session."""
+
+    stream_id: int
+    server: str
+    input: InputStream
+    stdin_window: SendWindow
+    pid: int | None = None
+    exit: ExecExit | None = None
+    ended: bool = False  # logs-end
+    error: LabError | None = None
+    credit_changed: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def done(self) -> bool:
+        return self.exit is not None or self.ended or self.error is not None
+
+
+Sink = Callable[[StreamState, Channel, bytes], Awaitable[None]]
+
+
+class StreamSession:
+    """One ``/ws/exec`` or ``/ws/logs`` connection driven by the CLI."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+        self.streams: dict[int, StreamState] = {}
+        self._lock = trio.Lock()
+        self.stdin_seq: dict[int, int] = {}
+
+    async def send(self, item: Message | bytes) -> None:
+        data = item if isinstance(item, bytes) else encode(item)
+        async with self._lock:
+            await self.ws.send_message(data)
+
+    async def open(self, method: str, params: dict[str, Any]) -> list[StreamState]:
+        """Send the request naming the targets; return the streams labd opened.
+
+        Raises the LabError labd answered with (no server matches, invalid request)."""
+        await self.send(Request(request_id="1", method=method, params=params))
+        msg = await self._receive_message()
+        if not isinstance(msg, Response):
+            raise Unavailable(f"labd answered with {msg.TYPE!r} instead of a response")
+        if msg.error is not None:
+            raise _from_rpc(msg.error)
+        result = msg.result if isinstance(msg.result, dict) else {}
+        for entry in result.get("streams", []):
+            sid = int(entry["stream_id"])
+            self.streams[sid] = StreamState(
+                stream_id=sid,
+                server=str(entry["server"]),
+                input=InputStream(sid),
+                stdin_window=SendWindow(),
+            )
+        return list(self.streams.values())
+
+    async def _receive_message(self) -> Message:
+        try:
+            data = await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+        if isinstance(data, bytes):
+            raise Unavailable("labd sent data before answering the request")
+        return decode(data)
+
+    async def run(self, sink: Sink) -> None:
+        """Receive until every stream ended; ``sink`` gets payloads in order.
+
+        Output credit is granted after ``sink`` returned, so a slow sink slows the remote
+        command. A connection that closes early marks the open streams with an error.
+        """
+        while not all(s.done for s in self.streams.values()):
+            try:
+                data = await self.ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                err = _closed(exc)
+                for state in self.streams.values():
+                    if not state.done:
+                        state.error = err
+                return
+            if isinstance(data, bytes):
+                frame = decode_data(data)
+                state = self._stream(frame.stream_id)
+                payload = state.input.received(frame)
+                await sink(state, frame.channel, payload)
+                credit = state.input.consumed(len(payload))
+                if credit is not None:
+                    await self.send(credit)
+                continue
+            msg = decode(data)
+            self._handle(msg)
+
+    def _handle(self, msg: Message) -> None:
+        if isinstance(msg, Error) and msg.stream_id is None:
+            raise lab_error(msg.code, msg.message)
+        state = self._stream(getattr(msg, "stream_id", None))
+        if isinstance(msg, ExecStarted):
+            state.pid = msg.pid
+        elif isinstance(msg, Credit):
+            state.stdin_window.grant(msg.bytes)
+            state.credit_changed.set()
+            state.credit_changed = trio.Event()
+        elif isinstance(msg, ExecExit):
+            state.input.exited(msg)
+            state.exit = msg
+        elif isinstance(msg, LogsEnd):
+            state.ended = True
+        elif isinstance(msg, Error):
+            state.error = lab_error(msg.code, msg.message)
+        else:
+            raise Unavailable(f"labd sent an unexpected {msg.TYPE!r} message")
+
+    def _stream(self, stream_id: int | None) -> StreamState:
+        state = self.streams.get(stream_id) if stream_id is not None else None
+        if state is None:
+            raise Unavailable(f"labd sent a message for unknown stream {stream_id}")
+        return state
+
+    async def send_stdin(self, state: StreamState, chunk: bytes) -> None:
+        """Send stdin within the credit labd granted; waits for more when it is spent."""
+        view = memoryview(chunk)
+        while view:
+            while state.stdin_window.available == 0:
+                await state.credit_changed.wait()
+            n = min(len(view), state.stdin_window.available, MAX_PAYLOAD)
+            state.stdin_window.consume(n)
+            seq = self.stdin_seq.get(state.stream_id, 0)
+            self.stdin_seq[state.stream_id] = seq + 1
+            from lab.proto import encode_data
+
+            await self.send(encode_data(state.stream_id, Channel.STDIN, seq, bytes(view[:n])))
+            view = view[n:]
+
+
+def _from_rpc(error: RpcError) -> LabError:
+    return lab_error(error.code, error.message, dict(error.details))
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> LabError:
+    reason = exc.reason
+    code = reason.code if reason is not None else None
+    text = (reason.reason if reason is not None else None) or "connection closed"
+    return Unavailable(f"labd closed the stream ({code}: {text})")
