@@ -39,6 +39,19 @@ app.command(
 )
 app.command("lab.cli.certs_cmd:certs_app", name="certs", help="Issued certificates.")
 app.command("lab.cli.certs_cmd:ca_app", name="ca", help="labd's CA: status and rotation.")
+app.command("lab.cli.get_cmd:get_app", name="get", help="List resources: servers.")
+app.command(
+    "lab.cli.describe_cmd:describe",
+    name="describe",
+    help="Show one resource in detail: facts, labels, presence, certificate.\n\n"
+    "Example: labctl describe server/web1 -o yaml",
+)
+app.command(
+    "lab.cli.label_cmd:label",
+    name="label",
+    help="Set (KEY=VALUE) or remove (KEY-) labels of a resource.\n\n"
+    "Example: labctl label server/web1 role=worker zone-",
+)
 
 
 @app.command

@@ -1,0 +1,82 @@
+"""labctl describe TYPE/NAME: everything labd knows about one resource."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from cyclopts import Parameter
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+
+
+def render_server(item: dict[str, Any], now: datetime) -> str:
+    """The human form of ``GET /api/servers/NAME``: one ``Field: value`` per line."""
+    from lab.cli.get_cmd import server_row
+
+    row = server_row(item, now)
+    status = str(item.get("status") or "unknown")
+    if item.get("replica"):
+        status += f" (connected to replica {item['replica']})"
+    last_seen = item.get("last_seen")
+    cert = item.get("cert_serial")
+    lines = [
+        ("Name", item.get("name")),
+        ("ID", item.get("id")),
+        ("Status", status),
+        ("Last heartbeat", f"{last_seen} ({row['last-seen']} ago)" if last_seen else "never"),
+        ("Agent version", item.get("agent_version") or "-"),
+        ("Created", f"{item.get('created_at')} ({row['age']} ago)"),
+        ("Certificate", cert or "-"),
+        (
+            "Cert expiry",
+            f"{item.get('cert_not_after')} ({row['cert-expiry']})" if cert else "-",
+        ),
+    ]
+    out = [f"{k + ':':<16}{v}" for k, v in lines]
+    labels = item.get("labels") or {}
+    out.append("Labels:" + ("" if labels else "          <none>"))
+    out += [f"  {k}={v}" for k, v in sorted(labels.items())]
+    facts = item.get("facts") or {}
+    out.append("Facts:" + ("" if facts else "           <none>"))
+    out += [f"  {k}: {_fact(v)}" for k, v in sorted(facts.items())]
+    return "\n".join(out)
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
+
+
+async def describe(resource: str, /, *, output: OutputOpt = "table") -> None:
+    """Show one resource in detail: facts, labels, presence, certificate.
+
+    For a server: status and the replica holding its connection, last heartbeat, agent
+    version, certificate serial and expiry, labels and every fact the agent reported.
+
+    Example: labctl describe server/web1 -o yaml
+
+    Parameters
+    ----------
+    resource
+        TYPE/NAME, e.g. server/web1.
+    """
+    from urllib.parse import quote
+
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+    from lab.cli.resources import parse_resource
+
+    fmt = check_format(output)
+    with handle():
+        _, name = parse_resource(resource, allowed=("server",))
+        async with LabClient.from_settings() as client:
+            item = await client.get(f"/api/servers/{quote(name, safe='')}")
+    if fmt in ("json", "yaml"):
+        emit(item, fmt)
+    else:
+        print(render_server(item, datetime.now(UTC)))

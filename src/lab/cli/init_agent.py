@@ -1,0 +1,236 @@
+"""labctl init agent standalone start|stop|status: this box as an agent of the configured labd.
+
+``start`` enrolls the box once (a one-time agent token created with the user's own identity),
+then runs ``lab-agent run`` in the background with its pid and log file in the agent's state
+directory (``LAB_AGENT_STATE_DIR``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+
+agent_app = App(name="agent", help="lab-agent, the node agent.")
+standalone_app = App(name="standalone", help="Run lab-agent on this box against labd.")
+agent_app.command(standalone_app)
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
+
+PID_FILE = "lab-agent.pid"
+LOG_FILE = "lab-agent.log"
+# Long enough to enroll right away, short enough that a leaked token is soon useless.
+TOKEN_TTL_SECONDS = 600
+
+
+def _state() -> tuple[Path, Path, Path]:
+    """(state dir, pid file, log file) of the local agent."""
+    from lab.agent.identity import default_state_dir
+
+    state = default_state_dir()
+    return state, state / PID_FILE, state / LOG_FILE
+
+
+def _enrolled(state: Path) -> dict[str, Any] | None:
+    """The agent's ``agent.yaml`` when this box is enrolled, else None."""
+    from lab.agent.identity import AGENT_FILE, read_agent_file
+
+    if not (state / AGENT_FILE).is_file():
+        return None
+    return read_agent_file(state)
+
+
+def _trusted_fingerprint() -> str:
+    """The fingerprint of labd's CA as the user's own ``ca.pem`` (from ``labctl login``) has it."""
+    from lab import pki
+    from lab.cli.client import LOGIN_HINT
+    from lab.cli.credentials import load_credentials
+    from lab.cli.settings import home
+
+    creds = load_credentials(home(), hint=LOGIN_HINT)
+    return pki.load_ca_bundle(creds.ca_pem)[0].fingerprint()
+
+
+async def _enroll(server: str, name: str, state: Path) -> dict[str, Any]:
+    """Create a one-time agent token with the user's identity and enroll ``name`` with it.
+
+    Enrollment runs in this process (the code ``lab-agent enroll`` runs) so the token never
+    appears in a process list.
+    """
+    from lab.agent.cli import gather_facts
+    from lab.agent.identity import enroll
+    from lab.cli.client import LabClient
+
+    async with LabClient.from_settings() as client:
+        record = await client.post(
+            "/api/tokens",
+            {
+                "kind": "agent",
+                "ttl_seconds": TOKEN_TTL_SECONDS,
+                "description": f"labctl init agent standalone ({name})",
+            },
+        )
+    identity = await enroll(
+        server,
+        str(record["token"]),
+        hostname=name,
+        facts=gather_facts(),
+        ca_fingerprint=_trusted_fingerprint(),
+        tofu=False,
+        state_dir=state,
+    )
+    return {"server": identity.server, "server_name": identity.server_name}
+
+
+async def _server_status(name: str) -> str | None:
+    """``online``/``offline`` as labd sees server ``name``; None when labd cannot tell us."""
+    from urllib.parse import quote
+
+    from lab.cli.client import LabClient
+    from lab.errors import LabError
+
+    try:
+        async with LabClient.from_settings() as client:
+            item = await client.get(f"/api/servers/{quote(name, safe='')}")
+    except LabError:
+        return None
+    status = item.get("status") if isinstance(item, dict) else None
+    return status if isinstance(status, str) else None
+
+
+async def _wait_online(name: str, pid: int, log_file: Path) -> None:
+    """Return once labd sees ``name`` online; raises Unavailable if the agent exits first.
+
+    Polls until then: bound it with ``trio.move_on_after``.
+    """
+    import trio
+
+    from lab.cli.daemonize import require_started
+
+    while True:
+        require_started(pid, log_file)
+        if await _server_status(name) == "online":
+            return
+        await trio.sleep(0.2)
+
+
+@standalone_app.command
+async def start(*, name: str | None = None, wait: float = 20.0) -> None:
+    """Enroll this box (once) and run lab-agent in the background against labd.
+
+    Uses labd from `labctl config get server` and your identity (an admin's, to create the
+    one-time agent token). State, pid file and log live in LAB_AGENT_STATE_DIR. Refuses to
+    start a second agent.
+
+    Example: labctl init agent standalone start --name homelab1
+
+    Parameters
+    ----------
+    name
+        The server name to enroll as (default: this machine's short host name).
+    wait
+        Seconds to wait until labd sees the agent online (0: do not wait).
+    """
+    import os
+    import socket
+
+    import trio
+
+    from lab.cli.daemonize import python_argv, read_pid, require_started, start_background
+    from lab.cli.errors import handle
+    from lab.cli.settings import load_settings
+    from lab.errors import Conflict, Unavailable
+
+    with handle():
+        state, pid_file, log_file = _state()
+        running = read_pid(pid_file)
+        if running is not None:
+            raise Conflict(
+                f"lab-agent is already running (pid {running})",
+                details={"hint": "labctl init agent standalone stop"},
+            )
+        server = load_settings().server.rstrip("/")
+        enrolled = _enrolled(state)
+        if enrolled is None:
+            enrolled = await _enroll(server, name or socket.gethostname().split(".")[0], state)
+            print(f"enrolled as server/{enrolled['server_name']} with {server}")
+        elif str(enrolled.get("server", "")).rstrip("/") != server:
+            raise Conflict(
+                f"this agent is enrolled with {enrolled.get('server')}, not {server}",
+                details={"hint": f"set LAB_AGENT_STATE_DIR elsewhere, or remove {state}"},
+            )
+        agent_name = str(enrolled.get("server_name") or "")
+        env = dict(os.environ)
+        env["LAB_AGENT_STATE_DIR"] = str(state)
+        pid = start_background(
+            python_argv("lab.agent.main", "run"), pid_file=pid_file, log_file=log_file, env=env
+        )
+        if wait > 0:
+            with trio.move_on_after(wait) as waited:
+                await _wait_online(agent_name, pid, log_file)
+            if waited.cancelled_caught:
+                raise Unavailable(
+                    f"lab-agent (pid {pid}) runs but server/{agent_name} is not online "
+                    f"after {wait:.0f}s",
+                    details={"hint": f"see {log_file}; labctl init agent standalone status"},
+                )
+        else:
+            require_started(pid, log_file)
+    print(f"lab-agent started (pid {pid}) as server/{agent_name}; log: {log_file}")
+
+
+@standalone_app.command
+def stop() -> None:
+    """Stop the background lab-agent (SIGTERM, then SIGKILL after 15 s).
+
+    Example: labctl init agent standalone stop
+    """
+    from lab.cli.daemonize import stop_background
+
+    _, pid_file, _ = _state()
+    pid = stop_background(pid_file)
+    print("lab-agent is not running" if pid is None else f"lab-agent stopped (pid {pid})")
+
+
+@standalone_app.command
+async def status(*, output: OutputOpt = "table") -> None:
+    """Show whether the background lab-agent runs and whether labd sees it online.
+
+    -o json prints {"running", "pid", "server", "name", "online"}; online is null when labd
+    cannot be asked.
+
+    Example: labctl init agent standalone status -o json
+    """
+    import json
+
+    from lab.cli.daemonize import read_pid
+    from lab.cli.errors import handle
+    from lab.cli.settings import load_settings
+
+    with handle():
+        state, pid_file, log_file = _state()
+        pid = read_pid(pid_file)
+        enrolled = _enrolled(state)
+        server = str(enrolled["server"]) if enrolled else load_settings().server
+        name: str | None = None
+        if enrolled and enrolled.get("server_name"):
+            name = str(enrolled["server_name"])
+    online: bool | None = False
+    if name is not None:
+        seen = await _server_status(name)
+        online = None if seen is None else seen == "online"
+    report: dict[str, Any] = {
+        "running": pid is not None,
+        "pid": pid,
+        "server": server,
+        "name": name,
+        "online": online,
+    }
+    if output == "json":
+        print(json.dumps(report))
+        return
+    state_text = f"running (pid {pid})" if pid is not None else "not running"
+    who = f"server/{name}" if name else "not enrolled"
+    seen_text = {True: "online", False: "offline", None: "unknown"}[online]
+    print(f"lab-agent {state_text}; {who} at {server}; labd sees it {seen_text}; log: {log_file}")
