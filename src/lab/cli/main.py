@@ -39,6 +39,18 @@ app.command(
 )
 app.command("lab.cli.certs_cmd:certs_app", name="certs", help="Issued certificates.")
 app.command("lab.cli.certs_cmd:ca_app", name="ca", help="labd's CA: status and rotation.")
+app.command(
+    "lab.cli.exec_cmd:exec_command",
+    name="exec",
+    help="Run a command on one server or many; exits with its exit code.\n\n"
+    "Example: labctl exec server/web1 -- uname -a",
+)
+app.command(
+    "lab.cli.logs_cmd:logs_command",
+    name="logs",
+    help="Print a server's journal or file logs; -f follows.\n\n"
+    "Example: labctl logs server/web1 --unit sshd.service -f",
+)
 app.command("lab.cli.get_cmd:get_app", name="get", help="List resources: servers.")
 app.command(
     "lab.cli.describe_cmd:describe",
