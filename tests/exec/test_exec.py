@@ -10,7 +10,7 @@ import subprocess
 
 import trio
 
-from lab.proto import Channel, decode
+from lab.proto import Channel
 from lab.proto.messages import StreamCancel
 from tests.exec.conftest import Lab, open_exec, pid_alive
 
@@ -87,15 +87,17 @@ async def test_timeout_ends_the_process(lab: Lab) -> None:
     assert state.pid is not None and not pid_alive(state.pid)
 
 
+async def ignore(*_: object) -> None:
+    pass
+
+
 async def test_cancelled_stream_kills_the_process(lab: Lab) -> None:
     with trio.fail_after(10):
         async with lab.connect("/ws/exec") as ws:
             session = await open_exec(ws, ["sleep", "60"], "alpha")
             (state,) = session.streams.values()
             while state.pid is None:
-                session._handle(
-                    __import__("lab.proto", fromlist=["decode"]).decode(await ws.get_message())
-                )
+                await session.step(ignore)
             closed = lab.hub.closed
             await session.send(StreamCancel(stream_id=state.stream_id))
             await closed.wait()

@@ -227,25 +227,30 @@ class StreamSession:
         command. A connection that closes early marks the open streams with an error.
         """
         while not all(s.done for s in self.streams.values()):
-            try:
-                data = await self.ws.get_message()
-            except trio_websocket.ConnectionClosed as exc:
-                err = _closed(exc)
-                for state in self.streams.values():
-                    if not state.done:
-                        state.error = err
+            if not await self.step(sink):
                 return
-            if isinstance(data, bytes):
-                frame = decode_data(data)
-                state = self._stream(frame.stream_id)
-                payload = state.input.received(frame)
-                await sink(state, frame.channel, payload)
-                credit = state.input.consumed(len(payload))
-                if credit is not None:
-                    await self.send(credit)
-                continue
-            msg = decode(data)
-            self._handle(msg)
+
+    async def step(self, sink: Sink) -> bool:
+        """Receive and handle one message; False once the connection closed."""
+        try:
+            data = await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            err = _closed(exc)
+            for state in self.streams.values():
+                if not state.done:
+                    state.error = err
+            return False
+        if isinstance(data, bytes):
+            frame = decode_data(data)
+            state = self._stream(frame.stream_id)
+            payload = state.input.received(frame)
+            await sink(state, frame.channel, payload)
+            credit = state.input.consumed(len(payload))
+            if credit is not None:
+                await self.send(credit)
+        else:
+            self._handle(decode(data))
+        return True
 
     def _handle(self, msg: Message) -> None:
         if isinstance(msg, Error) and msg.stream_id is None:
