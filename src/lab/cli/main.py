@@ -40,6 +40,16 @@ app.command(
 app.command("lab.cli.certs_cmd:certs_app", name="certs", help="Issued certificates.")
 app.command("lab.cli.certs_cmd:ca_app", name="ca", help="labd's CA: status and rotation.")
 app.command(
+    "lab.cli.users_cmd:users_app", name="users", help="People who use labd and their roles."
+)
+app.command("lab.cli.roles_cmd:roles_app", name="roles", help="Roles and their allow/deny rules.")
+app.command(
+    "lab.cli.auth_cmd:auth_app", name="auth", help="Ask RBAC: can-i, and explain a decision."
+)
+app.command(
+    "lab.cli.audit_cmd:audit_app", name="audit", help="The audit log: verify its chain, export it."
+)
+app.command(
     "lab.cli.exec_cmd:exec_command",
     name="exec",
     help="Run a command on one server or many; exits with its exit code.\n\n"
@@ -50,6 +60,11 @@ app.command(
     name="logs",
     help="Print a server's journal or file logs; -f follows.\n\n"
     "Example: labctl logs server/web1 --unit sshd.service -f",
+)
+app.command(
+    "lab.cli.provision:provision_app",
+    name="provision",
+    help="PXE provisioning through the bastion: machines, installs, reprovisioning.",
 )
 app.command("lab.cli.get_cmd:get_app", name="get", help="List resources: servers.")
 app.command(

@@ -1,0 +1,99 @@
+"""labctl auth: ask RBAC (can-i about yourself or another user, explain a decision)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+
+auth_app = App(name="auth", help="Ask RBAC: may I (or someone) do this, and which rule decides.")
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+
+
+def _rule_text(rule: dict[str, Any] | None) -> str:
+    if not rule:
+        return "no rule"
+    return f"{rule.get('role')}: {rule.get('effect')} {rule.get('action')} {rule.get('resource')}"
+
+
+@auth_app.command(name="can-i")
+async def can_i(
+    action: str,
+    resource: str,
+    /,
+    *,
+    as_: Annotated[str | None, Parameter(name="--as", help="Ask about this user instead.")] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Whether you (or --as USER) may do ACTION on RESOURCE: prints yes or no.
+
+    Exits 0 for yes and 3 for no, so scripts can test it.
+    Example: labctl auth can-i exec:run server/web1 --as ann
+
+    Parameters
+    ----------
+    action
+        The action, e.g. servers:list, exec:run, users:create.
+    resource
+        The resource, e.g. server/web1, user/ann.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import EXIT_DENIED, handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            if as_ is None:
+                params = {"action": action, "resource": resource}
+                answer = await client.get("/api/auth/can-i", params=params)
+            else:
+                params = {"user": as_, "action": action, "resource": resource}
+                answer = await client.get("/api/auth/explain", params=params)
+    allowed = bool(answer.get("allowed"))
+    if fmt in ("json", "yaml"):
+        emit(answer, fmt)
+    else:
+        print("yes" if allowed else f"no ({answer.get('reason')})")
+    if not allowed:
+        raise SystemExit(EXIT_DENIED)
+
+
+@auth_app.command
+async def explain(user: str, action: str, resource: str, /, *, output: OutputOpt = "table") -> None:
+    """Show every rule of USER's roles that matches ACTION on RESOURCE, and which one decided.
+
+    Deny overrides allow; when nothing matches, the answer is no.
+    Example: labctl auth explain ann exec:run server/db1
+
+    Parameters
+    ----------
+    user
+        The user name.
+    action
+        The action, e.g. exec:run.
+    resource
+        The resource, e.g. server/db1.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            params = {"user": user, "action": action, "resource": resource}
+            answer = await client.get("/api/auth/explain", params=params)
+    if fmt in ("json", "yaml"):
+        emit(answer, fmt)
+        return
+    verdict = "ALLOWED" if answer.get("allowed") else "DENIED"
+    roles = ", ".join(answer.get("roles") or []) or "none"
+    print(f"{verdict}: user {user} (roles: {roles}) {action} on {resource}")
+    matched = answer.get("matched") or []
+    if matched:
+        decided = answer.get("decided_by")
+        rows = [{**m, "decides": "<-" if m == decided else ""} for m in matched]
+        emit(rows, fmt, columns=("role", "effect", "action", "resource", "decides"))
+    print(f"decided by: {_rule_text(answer.get('decided_by'))} ({answer.get('reason')})")

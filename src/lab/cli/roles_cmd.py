@@ -1,0 +1,190 @@
+"""labctl roles: roles and their allow/deny rules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+
+roles_app = App(name="roles", help="Roles and their allow/deny rules (deny overrides allow).")
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+RULE_COLUMNS = ("effect", "action", "resource")
+
+
+def _path(name: str, *rest: str) -> str:
+    from urllib.parse import quote
+
+    return "/".join(["/api/roles", quote(name, safe=""), *rest])
+
+
+def _rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r.get("name"),
+            "builtin": r.get("builtin"),
+            "rules": len(r.get("permissions") or []),
+            "description": r.get("description"),
+        }
+        for r in roles
+    ]
+
+
+def _print_role(role: dict[str, Any], fmt: str) -> None:
+    from lab.cli.output import emit
+
+    if fmt in ("json", "yaml"):
+        emit(role, fmt)
+        return
+    kind = "builtin" if role.get("builtin") else "custom"
+    print(f"role {role.get('name')} ({kind}): {role.get('description') or '-'}")
+    rules = role.get("permissions") or []
+    if rules:
+        emit(rules, fmt, columns=RULE_COLUMNS)
+    else:
+        print("no rules: this role allows nothing")
+
+
+@roles_app.command(name="list")
+async def list_(*, output: OutputOpt = "table") -> None:
+    """List roles with their number of rules.
+
+    Example: labctl roles list
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            items = (await client.get("/api/roles")).get("items", [])
+    if fmt in ("json", "yaml"):
+        emit(items, fmt)
+    else:
+        emit(_rows(items), fmt, columns=("name", "builtin", "rules", "description"))
+
+
+@roles_app.command
+async def describe(name: str, /, *, output: OutputOpt = "table") -> None:
+    """Show a role's rules in the order they were written.
+
+    Example: labctl roles describe operator
+
+    Parameters
+    ----------
+    name
+        The role.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            role = await client.get(_path(name))
+    _print_role(role, fmt)
+
+
+@roles_app.command
+async def create(name: str, /, *, description: str = "", output: OutputOpt = "table") -> None:
+    """Create an empty role (it allows nothing until you add rules with roles allow).
+
+    Example: labctl roles create web-ops --description "exec on web servers"
+
+    Parameters
+    ----------
+    name
+        The role's name: lowercase letters, digits, '_', '.', '-'.
+    description
+        Free text shown by roles list.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            role = await client.post("/api/roles", {"name": name, "description": description})
+    _print_role(role, fmt)
+
+
+@roles_app.command
+async def delete(name: str, /) -> None:
+    """Delete a custom role (refused while users hold it, and for builtin roles).
+
+    Example: labctl roles delete web-ops
+
+    Parameters
+    ----------
+    name
+        The role.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+
+    with handle():
+        async with LabClient.from_settings() as client:
+            await client.delete(_path(name))
+    print(f"role {name} deleted")
+
+
+async def _rule(effect: str, role: str, action: str, resource: str, remove: bool, fmt: str) -> None:
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format
+
+    check_format(fmt)
+    with handle():
+        async with LabClient.from_settings() as client:
+            path = _path(role, "rules", "remove") if remove else _path(role, "rules")
+            updated = await client.post(
+                path, {"effect": effect, "action": action, "resource": resource}
+            )
+    _print_role(updated, fmt)
+
+
+@roles_app.command
+async def allow(
+    role: str, action: str, resource: str, /, *, remove: bool = False, output: OutputOpt = "table"
+) -> None:
+    """Add a rule that allows ACTION on RESOURCE (``*`` matches anything), or remove it.
+
+    Example: labctl roles allow web-ops 'exec:*' 'server/web-*'
+
+    Parameters
+    ----------
+    role
+        A custom role (builtin roles are restored at every start of labd).
+    action
+        An action pattern: servers:list, exec:*, *:*.
+    resource
+        A resource pattern: server/web-*, user/ann, *.
+    remove
+        Remove this rule instead of adding it.
+    """
+    await _rule("allow", role, action, resource, remove, output)
+
+
+@roles_app.command
+async def deny(
+    role: str, action: str, resource: str, /, *, remove: bool = False, output: OutputOpt = "table"
+) -> None:
+    """Add a rule that denies ACTION on RESOURCE; a deny beats every allow. Or remove it.
+
+    Example: labctl roles deny web-ops 'exec:*' server/web-db
+
+    Parameters
+    ----------
+    role
+        A custom role.
+    action
+        An action pattern.
+    resource
+        A resource pattern.
+    remove
+        Remove this rule instead of adding it.
+    """
+    await _rule("deny", role, action, resource, remove, output)

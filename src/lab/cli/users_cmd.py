@@ -1,0 +1,132 @@
+"""labctl users: people who use labd (create with a one-time token, list, disable, enable)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+from cyclopts import App, Parameter
+
+users_app = App(name="users", help="People who use labd: create, list, disable, enable.")
+
+OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+RoleOpt = Annotated[
+    tuple[str, ...],
+    Parameter(name=["--role", "-r"], help="A role to grant (repeat, or comma-separated)."),
+]
+
+COLUMNS = ("name", "roles", "disabled")
+WIDE = ("created_at",)
+
+
+def _path(name: str, *rest: str) -> str:
+    from urllib.parse import quote
+
+    return "/".join(["/api/users", quote(name, safe=""), *rest])
+
+
+@users_app.command
+async def create(
+    name: str, /, *, role: RoleOpt = (), ttl: str = "24h", output: OutputOpt = "table"
+) -> None:
+    """Create a user with roles and print a one-time token to log in with (shown only once).
+
+    The user runs `labctl login --token TOKEN --username NAME` with it.
+    Example: labctl users create ann --role operator
+
+    Parameters
+    ----------
+    name
+        The user name: lowercase letters, digits, '_', '.', '-'.
+    role
+        Roles of the user (admin, operator, viewer or your own).
+    ttl
+        How long the token can be used: 30m, 24h, 7d.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.durations import parse_duration
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    roles = [r.strip() for item in role for r in item.split(",") if r.strip()]
+    with handle():
+        seconds = parse_duration(ttl, field="ttl")
+        async with LabClient.from_settings() as client:
+            record = await client.post(
+                "/api/users", {"name": name, "roles": roles, "token_ttl_seconds": seconds}
+            )
+    if fmt in ("json", "yaml"):
+        emit(record, fmt)
+        return
+    print(record["token"])
+    granted = ", ".join(record.get("roles") or []) or "-"
+    print(
+        f"user {record.get('name')} created with roles {granted};"
+        f" the token above (expires {record.get('token_expires_at')}) will not be shown again."
+        f" Log in with: labctl login --server URL --username {record.get('name')} --token TOKEN",
+        file=sys.stderr,
+    )
+
+
+@users_app.command(name="list")
+async def list_(*, output: OutputOpt = "table") -> None:
+    """List users with their roles and whether they are disabled.
+
+    Example: labctl users list -o wide
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            items = (await client.get("/api/users")).get("items", [])
+    if fmt in ("json", "yaml"):
+        emit(items, fmt)
+    elif not items:
+        print("no users", file=sys.stderr)
+    else:
+        emit(items, fmt, columns=COLUMNS, wide=WIDE)
+
+
+@users_app.command
+async def disable(name: str, /) -> None:
+    """Disable a user: revoke all its certificates and close its open sessions.
+
+    Example: labctl users disable ann
+
+    Parameters
+    ----------
+    name
+        The user to disable.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+
+    with handle():
+        async with LabClient.from_settings() as client:
+            record = await client.post(_path(name, "disable"))
+    revoked = record.get("revoked") or []
+    print(f"user {name} disabled; {len(revoked)} certificate(s) revoked")
+
+
+@users_app.command
+async def enable(name: str, /) -> None:
+    """Enable a disabled user; it needs a new user token (labctl tokens create) to log in.
+
+    Example: labctl users enable ann
+
+    Parameters
+    ----------
+    name
+        The user to enable.
+    """
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+
+    with handle():
+        async with LabClient.from_settings() as client:
+            await client.post(_path(name, "enable"))
+    print(f"user {name} enabled")
