@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from attrs import Factory, frozen
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, request
 
-from lab.errors import Invalid, NotFound, PermissionDenied
-from lab.labd.app import ctx, error_response
-from lab.labd.audit import record
-from lab.labd.auth import policy_of, principal, requires
+from lab.errors import Invalid, NotFound
+from lab.labd.app import ctx
+from lab.labd.audit import annotate
+from lab.labd.auth import requires
 from lab.labd.routes.bodies import body
 from lab.model import Agent, Certificate, Server
 
@@ -206,40 +206,9 @@ async def label(name: str) -> dict[str, Any]:
             f"label {clash[0]!r} is both set and removed",
             details={"fields": ["body.remove"], "key": clash[0]},
         )
-    c = ctx()
-    before = await c.store.servers.get_by_name(name)
-    await c.store.servers.set_labels(name, change.set, change.remove)
-    await record(
-        c,
-        action="servers:label",
-        resource=f"server/{name}",
-        principal=principal(),
-        details={
-            "set": dict(change.set),
-            "remove": list(change.remove),
-            "before": dict(before.labels),
-        },
-    )
+    store = ctx().store
+    before = await store.servers.get_by_name(name)
+    # The audit hook writes the entry (durably, before this answer leaves) with these details.
+    annotate(set=dict(change.set), remove=list(change.remove), before=dict(before.labels))
+    await store.servers.set_labels(name, change.set, change.remove)
     return await _one(name)
-
-
-@bp.errorhandler(PermissionDenied)
-async def _denied(exc: PermissionDenied) -> Response:
-    """Record every refusal on these routes (RBAC or wrong certificate) before answering 403."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    policy = policy_of(view) if view is not None else None
-    action = str(exc.details.get("action") or (policy.action if policy else "") or "")
-    resource = str(exc.details.get("resource") or "")
-    if not resource and policy is not None:
-        resource = policy.resource.format(**(request.view_args or {}))
-    who = getattr(g, "principal", None)
-    await record(
-        ctx(),
-        action=action,
-        resource=resource,
-        result="denied",
-        principal=who,
-        source=request.remote_addr or "",
-        details={"reason": exc.message},
-    )
-    return error_response(exc.status, exc.code, exc.message, exc.details)
