@@ -75,12 +75,17 @@ class FakeStream:
 
     async def _run_logs(self, sources: dict[str, Path]) -> None:
         assert isinstance(self.start, LogsStart)
+        start = self.start
         line_send, line_recv = trio.open_memory_channel[str](16)
+        failed: list[LabError] = []
         async with trio.open_nursery() as nursery:
 
             async def produce() -> None:
                 async with line_send:
-                    await stream_logs(self.start, line_send, sources=sources, poll_interval=0.05)  # type: ignore[arg-type]
+                    try:
+                        await stream_logs(start, line_send, sources=sources, poll_interval=0.05)
+                    except LabError as exc:
+                        failed.append(exc)
 
             nursery.start_soon(produce)
             seq = 0
@@ -90,6 +95,8 @@ class FakeStream:
                 )
                 seq += 1
                 await self._items_send.send(frame)
+        if failed:
+            raise failed[0]
         await self._items_send.send(LogsEnd(stream_id=self.stream_id))
 
 
