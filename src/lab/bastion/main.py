@@ -66,6 +66,7 @@ def serve(
     async def run(_: None) -> None:
         import trio
 
+        from lab.runtime import sdnotify
         from lab.runtime.shutdown import watch_signals
 
         conf = cfg.load(config)
@@ -77,6 +78,8 @@ def serve(
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(watch_signals, shutdown)
+            await nursery.start(sdnotify.watchdog)
+            nursery.start_soon(sdnotify.announce_stopping, shutdown)
             await serve_bastion(conf, shutdown_event=shutdown)
             nursery.cancel_scope.cancel()
 

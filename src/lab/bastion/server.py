@@ -14,6 +14,7 @@ from lab.bastion.config import BastionConfig
 from lab.bastion.service import Bastion, JoinTokenSource, StaticTokenSource
 from lab.bastion.templates import Templates, check_url
 from lab.bastion.tokens import load_or_create_admin_token
+from lab.runtime import sdnotify
 from lab.runtime.tls_server import serve_asgi
 from lab.store import open_store
 
@@ -100,6 +101,7 @@ async def serve_bastion(
                 )
             log.info("lab-bastion ready at %s (data in %s)", templates.base_url, data)
             task_status.started((host, port))
+            sdnotify.ready(f"serving {templates.base_url}")
             await shutdown.wait()
             aux.cancel_scope.cancel()
 

@@ -1,4 +1,4 @@
-"""The real ``labd`` process speaks the systemd notify protocol (Type=notify, WatchdogSec)."""
+"""The real ``labd`` and ``lab-bastion`` processes speak the systemd notify protocol."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 
@@ -20,31 +21,41 @@ def fields_of(datagram: bytes) -> dict[str, str]:
     return out
 
 
-def labd_env(tmp_path: Path, notify_socket: str) -> dict[str, str]:
+def daemon_env(tmp_path: Path, notify_socket: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LABD_", "NOTIFY_", "WATCHDOG_")) and k != "DATABASE_URL"
+        if not k.startswith(("LABD_", "LAB_BASTION_", "NOTIFY_", "WATCHDOG_"))
+        and k != "DATABASE_URL"
     }
     env.update(
         LABD_CONFIG=str(tmp_path / "absent.yaml"),
         LABD_DATA_DIR=str(tmp_path / "data"),
         LABD_HOST="127.0.0.1",
         LABD_PORT="0",
+        LAB_BASTION_HOST="127.0.0.1",
         NOTIFY_SOCKET=notify_socket,
         WATCHDOG_USEC="200000",
     )
     return env
 
 
-async def test_ready_watchdog_and_stopping(tmp_path: Path) -> None:
+# READY's STATUS ends with the bound port in both daemons.
+COMMANDS = {
+    "labd": ["-m", "lab.labd.main"],
+    "lab-bastion": ["-m", "lab.bastion.main", "--no-dhcp", "--port", "0", "--data-dir", "{tmp}/b"],
+}
+
+
+@pytest.mark.parametrize("daemon", sorted(COMMANDS))
+async def test_ready_watchdog_and_stopping(tmp_path: Path, daemon: str) -> None:
     path = str(tmp_path / "notify.sock")
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await sock.bind(path)
-    log = (tmp_path / "labd.log").open("wb")
+    log = (tmp_path / "daemon.log").open("wb")
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "lab.labd.main"],
-        env=labd_env(tmp_path, path),
+        [sys.executable, *(a.format(tmp=tmp_path) for a in COMMANDS[daemon])],
+        env=daemon_env(tmp_path, path),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -77,4 +88,4 @@ async def test_ready_watchdog_and_stopping(tmp_path: Path) -> None:
             await proc.wait()
         log.close()
     # Shutdown drained and returned normally: no traceback in the output.
-    assert b"Traceback" not in (tmp_path / "labd.log").read_bytes()
+    assert b"Traceback" not in (tmp_path / "daemon.log").read_bytes()
