@@ -50,13 +50,15 @@ def create_app(context: LabdContext) -> QuartTrio:
         certs,
         exec_ws,
         health,
+        metrics,
         roles,
         servers,
         tokens,
         users,
     )
 
-    app = QuartTrio("labd")
+    # No static folder: every route must declare a policy, and labd serves no files.
+    app = QuartTrio("labd", static_folder=None)
     app.extensions["lab"] = context
     # Bodies larger than this are refused with 413 before a handler reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
@@ -64,7 +66,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         app.register_blueprint(module.bp)
     for module in (users, roles, audit_routes):
         app.register_blueprint(module.bp)
-    for module in (agent_ws,):
+    for module in (agent_ws, metrics):
         app.register_blueprint(module.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(

@@ -16,6 +16,7 @@ from lab.labd.audit import annotate
 from lab.labd.auth import principal, requires
 from lab.labd.routes.bodies import body
 from lab.model import Effect, Permission, Role
+from lab.store.seed import SELF_SERVICE
 
 bp = Blueprint("roles", __name__)
 
@@ -133,6 +134,10 @@ async def create() -> tuple[dict[str, Any], int]:
     if len(req.permissions) > MAX_RULES:
         raise Invalid(f"at most {MAX_RULES} rules", details={"fields": ["body.permissions"]})
     perms = tuple(to_permission(r, f"body.permissions[{i}]") for i, r in enumerate(req.permissions))
+    # Whoever holds the role can ask who they are, renew their certificate and ask can-i;
+    # written as a visible first rule, so explain shows it and an admin may remove it.
+    if SELF_SERVICE not in perms:
+        perms = (SELF_SERVICE, *perms)
     store = ctx().store
     try:
         await store.roles.get(req.name)
