@@ -1,0 +1,436 @@
+"""PostgreSQL repositories of identity: users, roles and their permissions, join tokens,
+certificates. Each method body is one transaction function (see ``Database.run``)."""
+
+# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import attrs
+import psycopg.errors
+from psycopg.types.json import Jsonb
+
+from lab.errors import Conflict, NotFound, Unauthenticated
+from lab.model import Certificate, Effect, JoinToken, Permission, Role, TokenKind, User
+from lab.store.postgres.db import Conn, Database
+
+# --- users ----------------------------------------------------------------------------------
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    return User(id=row[0], name=row[1], disabled=row[2], created_at=row[3])
+
+
+def _user_where(conn: Conn, column: str, key: str) -> User:
+    row = conn.execute(
+        f"SELECT id, name, disabled, created_at FROM users WHERE {column} = %s", (key,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"user {key!r} not found", details={"resource": f"user/{key}"})
+    return _user(row)
+
+
+class PgUsers:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, user: User) -> User:
+        def op(conn: Conn) -> User:
+            try:
+                conn.execute(
+                    "INSERT INTO users (id, name, disabled, created_at) VALUES (%s, %s, %s, %s)",
+                    (user.id, user.name, user.disabled, user.created_at),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise Conflict(
+                    f"user {user.name!r} already exists", details={"name": user.name}
+                ) from exc
+            return _user_where(conn, "id", user.id)
+
+        return await self._db.run(op)
+
+    async def get(self, user_id: str) -> User:
+        return await self._db.read(_user_where, "id", user_id)
+
+    async def get_by_name(self, name: str) -> User:
+        return await self._db.read(_user_where, "name", name)
+
+    async def list(self) -> list[User]:
+        def op(conn: Conn) -> list[User]:
+            rows = conn.execute("SELECT id, name, disabled, created_at FROM users ORDER BY name")
+            return [_user(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def set_disabled(self, name: str, disabled: bool) -> User:
+        def op(conn: Conn) -> User:
+            cur = conn.execute("UPDATE users SET disabled = %s WHERE name = %s", (disabled, name))
+            if cur.rowcount == 0:
+                raise NotFound(f"user {name!r} not found", details={"resource": f"user/{name}"})
+            return _user_where(conn, "name", name)
+
+        return await self._db.run(op)
+
+    async def grant(self, user_id: str, role: str) -> None:
+        def op(conn: Conn) -> None:
+            _user_where(conn, "id", user_id)
+            _role_of(conn, role)
+            conn.execute(
+                "INSERT INTO user_roles (user_id, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (user_id, role),
+            )
+
+        await self._db.run(op)
+
+    async def revoke(self, user_id: str, role: str) -> None:
+        """Take a role away; taking away a role the user does not hold is not an error."""
+
+        def op(conn: Conn) -> None:
+            _user_where(conn, "id", user_id)
+            conn.execute(
+                "DELETE FROM user_roles WHERE user_id = %s AND role = %s", (user_id, role)
+            )
+
+        await self._db.run(op)
+
+    async def roles_of(self, user_id: str) -> builtins.list[str]:
+        def op(conn: Conn) -> builtins.list[str]:
+            _user_where(conn, "id", user_id)
+            rows = conn.execute(
+                "SELECT role FROM user_roles WHERE user_id = %s ORDER BY role", (user_id,)
+            )
+            return [r[0] for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def _permission(row: tuple[Any, ...]) -> Permission:
+    return Permission(effect=Effect(row[0]), action=row[1], resource=row[2])
+
+
+def _role_of(conn: Conn, name: str) -> Role:
+    row = conn.execute(
+        "SELECT name, description, builtin FROM roles WHERE name = %s", (name,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"role {name!r} not found", details={"resource": f"role/{name}"})
+    perms = conn.execute(
+        "SELECT effect, action, resource FROM role_permissions WHERE role = %s ORDER BY position",
+        (name,),
+    ).fetchall()
+    return Role(
+        name=row[0],
+        description=row[1],
+        builtin=row[2],
+        permissions=tuple(_permission(p) for p in perms),
+    )
+
+
+def _all_roles(conn: Conn) -> list[Role]:
+    # Two queries for the whole list, not one per role.
+    perms: dict[str, list[Permission]] = {}
+    for row in conn.execute(
+        "SELECT role, effect, action, resource FROM role_permissions ORDER BY role, position"
+    ).fetchall():
+        perms.setdefault(row[0], []).append(_permission(row[1:]))
+    rows = conn.execute("SELECT name, description, builtin FROM roles ORDER BY name").fetchall()
+    return [
+        Role(name=n, description=d, builtin=b, permissions=tuple(perms.get(n, ())))
+        for n, d, b in rows
+    ]
+
+
+def _write_permissions(conn: Conn, role: str, permissions: Iterable[Permission], start: int) -> None:
+    params = [
+        (role, p.effect.value, p.action, p.resource, start + i) for i, p in enumerate(permissions)
+    ]
+    if params:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO role_permissions (role, effect, action, resource, position)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                params,
+            )
+
+
+def upsert_role(conn: Conn, role: Role) -> None:
+    """Create or replace ``role`` with exactly its permissions, inside the caller's transaction."""
+    conn.execute(
+        "INSERT INTO roles (name, description, builtin) VALUES (%s, %s, %s) ON CONFLICT (name)"
+        " DO UPDATE SET description = excluded.description, builtin = excluded.builtin",
+        (role.name, role.description, role.builtin),
+    )
+    conn.execute("DELETE FROM role_permissions WHERE role = %s", (role.name,))
+    _write_permissions(conn, role.name, role.permissions, 0)
+
+
+class PgRoles:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def upsert(self, role: Role) -> Role:
+        def op(conn: Conn) -> Role:
+            upsert_role(conn, role)
+            return _role_of(conn, role.name)
+
+        return await self._db.run(op)
+
+    async def get(self, name: str) -> Role:
+        return await self._db.read(_role_of, name)
+
+    async def list(self) -> list[Role]:
+        return await self._db.read(_all_roles)
+
+    async def delete(self, name: str) -> None:
+        def op(conn: Conn) -> None:
+            role = _role_of(conn, name)
+            if role.builtin:
+                raise Conflict(f"role {name!r} is builtin and cannot be deleted")
+            row = conn.execute("SELECT count(*) FROM user_roles WHERE role = %s", (name,))
+            holders = int(row.fetchone()[0])  # type: ignore[index]
+            if holders:
+                raise Conflict(
+                    f"role {name!r} is still held by {holders} user(s)",
+                    details={"holders": holders},
+                )
+            conn.execute("DELETE FROM roles WHERE name = %s", (name,))
+
+        await self._db.run(op)
+
+    async def add_permission(self, name: str, permission: Permission) -> Role:
+        """Append a rule (a rule the role already has is left where it is)."""
+
+        def op(conn: Conn) -> Role:
+            _role_of(conn, name)
+            row = conn.execute(
+                "SELECT coalesce(max(position), -1) FROM role_permissions WHERE role = %s",
+                (name,),
+            ).fetchone()
+            _write_permissions(conn, name, [permission], int(row[0]) + 1)  # type: ignore[index]
+            return _role_of(conn, name)
+
+        return await self._db.run(op)
+
+    async def remove_permission(self, name: str, permission: Permission) -> Role:
+        def op(conn: Conn) -> Role:
+            _role_of(conn, name)
+            conn.execute(
+                "DELETE FROM role_permissions"
+                " WHERE role = %s AND effect = %s AND action = %s AND resource = %s",
+                (name, permission.effect.value, permission.action, permission.resource),
+            )
+            return _role_of(conn, name)
+
+        return await self._db.run(op)
+
+
+# --- join tokens ----------------------------------------------------------------------------
+
+_JT_COLS = (
+    "id, kind, secret_hash, roles, reusable, max_uses, uses, expires_at, revoked_at,"
+    " created_at, created_by, description"
+)
+
+
+def _token(row: tuple[Any, ...]) -> JoinToken:
+    return JoinToken(
+        id=row[0],
+        kind=TokenKind(row[1]),
+        secret_hash=row[2],
+        roles=tuple(row[3]),
+        reusable=row[4],
+        max_uses=row[5],
+        uses=row[6],
+        expires_at=row[7],
+        revoked_at=row[8],
+        created_at=row[9],
+        created_by=row[10],
+        description=row[11],
+    )
+
+
+def _token_of(conn: Conn, token_id: str) -> JoinToken:
+    row = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens WHERE id = %s", (token_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
+    return _token(row)
+
+
+def _refusal(conn: Conn, token_id: str, at: datetime) -> Unauthenticated:
+    """Why a consume matched no row; read in the same transaction, for the message only."""
+    row = conn.execute(
+        "SELECT revoked_at, expires_at FROM join_tokens WHERE id = %s", (token_id,)
+    ).fetchone()
+    if row is None:
+        reason = "unknown"
+    elif row[0] is not None:
+        reason = "revoked"
+    elif row[1] <= at:
+        reason = "expired"
+    else:
+        reason = "used"
+    return Unauthenticated(f"join token cannot be used ({reason})", details={"reason": reason})
+
+
+class PgTokens:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, token: JoinToken) -> JoinToken:
+        def op(conn: Conn) -> JoinToken:
+            t = token
+            try:
+                conn.execute(
+                    f"INSERT INTO join_tokens ({_JT_COLS})"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        t.id, t.kind.value, t.secret_hash, Jsonb(list(t.roles)), t.reusable,
+                        t.max_uses, t.uses, t.expires_at, t.revoked_at, t.created_at,
+                        t.created_by, t.description,
+                    ),  # fmt: skip
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise Conflict(f"token {t.id!r} already exists") from exc
+            return _token_of(conn, t.id)
+
+        return await self._db.run(op)
+
+    async def get(self, token_id: str) -> JoinToken:
+        return await self._db.read(_token_of, token_id)
+
+    async def list(self) -> list[JoinToken]:
+        def op(conn: Conn) -> list[JoinToken]:
+            rows = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens ORDER BY created_at, id")
+            return [_token(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def revoke(self, token_id: str, *, at: datetime) -> JoinToken:
+        """Revoke (idempotent: the first revocation time is kept)."""
+
+        def op(conn: Conn) -> JoinToken:
+            _token_of(conn, token_id)
+            conn.execute(
+                "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s",
+                (at, token_id),
+            )
+            return _token_of(conn, token_id)
+
+        return await self._db.run(op)
+
+    async def consume(self, token_id: str, *, at: datetime) -> JoinToken:
+        def op(conn: Conn) -> JoinToken:
+            # One conditional UPDATE is the whole decision. Two replicas racing for a one-time
+            # token: SERIALIZABLE makes the loser fail with 40001, and its retry sees uses = 1.
+            row = conn.execute(
+                f"UPDATE join_tokens SET uses = uses + 1"
+                " WHERE id = %s AND revoked_at IS NULL AND expires_at > %s AND ("
+                "  (reusable AND (max_uses IS NULL OR uses < max_uses))"
+                "  OR (NOT reusable AND uses = 0))"
+                f" RETURNING {_JT_COLS}",
+                (token_id, at),
+            ).fetchone()
+            if row is None:
+                raise _refusal(conn, token_id, at)
+            after = _token(row)
+            return attrs.evolve(after, uses=after.uses - 1)
+
+        return await self._db.run(op)
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+_CERT_COLS = "serial, subject, profile, not_before, not_after, issuer_fingerprint, revoked_at"
+
+
+def _cert(row: tuple[Any, ...]) -> Certificate:
+    return Certificate(
+        serial=row[0],
+        subject=row[1],
+        profile=row[2],
+        not_before=row[3],
+        not_after=row[4],
+        issuer_fingerprint=row[5],
+        revoked_at=row[6],
+    )
+
+
+def _cert_of(conn: Conn, serial: str) -> Certificate:
+    row = conn.execute(
+        f"SELECT {_CERT_COLS} FROM certificates WHERE serial = %s", (serial,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"certificate {serial!r} not found", details={"resource": f"cert/{serial}"})
+    return _cert(row)
+
+
+class PgCertificates:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, cert: Certificate) -> Certificate:
+        def op(conn: Conn) -> Certificate:
+            c = cert
+            try:
+                conn.execute(
+                    f"INSERT INTO certificates ({_CERT_COLS})"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        c.serial, c.subject, c.profile, c.not_before, c.not_after,
+                        c.issuer_fingerprint, c.revoked_at,
+                    ),  # fmt: skip
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise Conflict(f"certificate {c.serial!r} is already recorded") from exc
+            return _cert_of(conn, c.serial)
+
+        return await self._db.run(op)
+
+    async def get(self, serial: str) -> Certificate:
+        return await self._db.read(_cert_of, serial)
+
+    async def list(self, *, subject: str | None = None) -> list[Certificate]:
+        def op(conn: Conn) -> list[Certificate]:
+            if subject is None:
+                rows = conn.execute(
+                    f"SELECT {_CERT_COLS} FROM certificates ORDER BY not_before, serial"
+                )
+            else:
+                rows = conn.execute(
+                    f"SELECT {_CERT_COLS} FROM certificates WHERE subject = %s"
+                    " ORDER BY not_before, serial",
+                    (subject,),
+                )
+            return [_cert(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def revoke(self, serial: str, *, at: datetime) -> Certificate:
+        """Revoke (idempotent: the first revocation time is kept)."""
+
+        def op(conn: Conn) -> Certificate:
+            _cert_of(conn, serial)
+            conn.execute(
+                "UPDATE certificates SET revoked_at = coalesce(revoked_at, %s) WHERE serial = %s",
+                (at, serial),
+            )
+            return _cert_of(conn, serial)
+
+        return await self._db.run(op)
+
+    async def revoked(self) -> builtins.list[Certificate]:
+        def op(conn: Conn) -> builtins.list[Certificate]:
+            rows = conn.execute(
+                f"SELECT {_CERT_COLS} FROM certificates WHERE revoked_at IS NOT NULL"
+                " ORDER BY revoked_at, serial"
+            )
+            return [_cert(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)

@@ -1,0 +1,363 @@
+"""PostgreSQL repositories of the fleet: servers, agents (+ presence leases), machines,
+clusters, settings. Each method body is one transaction function (see ``Database.run``)."""
+
+# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg.errors
+from psycopg.types.json import Jsonb
+
+from lab.errors import Conflict, NotFound
+from lab.model import Agent, Cluster, Machine, MachineState, Server
+from lab.store.postgres.db import Conn, Database
+from lab.store.postgres.writes import Heartbeat, Writer
+
+# --- servers -------------------------------------------------------------------------------
+
+_SERVER_COLS = "id, name, labels, facts, created_at"
+
+
+def _server(row: tuple[Any, ...]) -> Server:
+    return Server(id=row[0], name=row[1], labels=row[2], facts=row[3], created_at=row[4])
+
+
+def _server_where(conn: Conn, where: str, key: str, what: str) -> Server:
+    row = conn.execute(f"SELECT {_SERVER_COLS} FROM servers WHERE {where} = %s", (key,)).fetchone()
+    if row is None:
+        raise NotFound(f"server {what} {key!r} not found", details={"resource": f"server/{key}"})
+    return _server(row)
+
+
+class PgServers:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, server: Server) -> Server:
+        def op(conn: Conn) -> Server:
+            s = server
+            try:
+                conn.execute(
+                    f"INSERT INTO servers ({_SERVER_COLS}) VALUES (%s, %s, %s, %s, %s)",
+                    (s.id, s.name, Jsonb(s.labels), Jsonb(s.facts), s.created_at),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise Conflict(
+                    f"server {s.name!r} already exists", details={"name": s.name}
+                ) from exc
+            return _server_where(conn, "id", s.id, "id")
+
+        return await self._db.run(op)
+
+    async def get(self, server_id: str) -> Server:
+        return await self._db.read(_server_where, "id", server_id, "id")
+
+    async def get_by_name(self, name: str) -> Server:
+        return await self._db.read(_server_where, "name", name, "named")
+
+    async def list(self, *, labels: dict[str, str] | None = None) -> list[Server]:
+        def op(conn: Conn) -> list[Server]:
+            # JSONB containment: every selector pair present with that exact value; the key is
+            # data, not a path, so no quoting rules apply to odd keys.
+            if labels:
+                rows = conn.execute(
+                    f"SELECT {_SERVER_COLS} FROM servers WHERE labels @> %s ORDER BY name",
+                    (Jsonb(labels),),
+                )
+            else:
+                rows = conn.execute(f"SELECT {_SERVER_COLS} FROM servers ORDER BY name")
+            return [_server(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def set_labels(self, name: str, set_: dict[str, str], remove: Sequence[str]) -> Server:
+        def op(conn: Conn) -> Server:
+            server = _server_where(conn, "name", name, "named")
+            labels = {k: v for k, v in server.labels.items() if k not in set(remove)}
+            labels.update(set_)
+            conn.execute("UPDATE servers SET labels = %s WHERE id = %s", (Jsonb(labels), server.id))
+            return _server_where(conn, "id", server.id, "id")
+
+        return await self._db.run(op)
+
+    async def set_facts(self, server_id: str, facts: dict[str, Any]) -> Server:
+        def op(conn: Conn) -> Server:
+            cur = conn.execute(
+                "UPDATE servers SET facts = %s WHERE id = %s", (Jsonb(facts), server_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"server id {server_id!r} not found")
+            return _server_where(conn, "id", server_id, "id")
+
+        return await self._db.run(op)
+
+    async def delete(self, name: str) -> None:
+        def op(conn: Conn) -> None:
+            if conn.execute("DELETE FROM servers WHERE name = %s", (name,)).rowcount == 0:
+                raise NotFound(f"server named {name!r} not found")
+
+        await self._db.run(op)
+
+
+# --- agents and presence leases -------------------------------------------------------------
+
+_AGENT_SELECT = (
+    "SELECT a.id, a.server_id, a.cert_serial, a.version, l.seen, l.replica"
+    " FROM agents a LEFT JOIN agent_leases l ON l.server_id = a.server_id"
+)
+
+
+def _agent(row: tuple[Any, ...]) -> Agent:
+    return Agent(
+        id=row[0],
+        server_id=row[1],
+        cert_serial=row[2],
+        version=row[3],
+        last_seen=row[4],
+        replica=row[5],
+    )
+
+
+def _agent_of(conn: Conn, server_id: str) -> Agent:
+    row = conn.execute(f"{_AGENT_SELECT} WHERE a.server_id = %s", (server_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no agent for server id {server_id!r}")
+    return _agent(row)
+
+
+class PgAgents:
+    """Agent identities; ``last_seen``/``replica`` of the records come from the lease."""
+
+    def __init__(self, db: Database, writer: Writer) -> None:
+        self._db = db
+        self._writer = writer
+
+    async def upsert(self, agent: Agent) -> Agent:
+        def op(conn: Conn) -> Agent:
+            try:
+                conn.execute(
+                    "INSERT INTO agents (id, server_id, cert_serial, version)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (server_id) DO UPDATE SET"
+                    " id = excluded.id, cert_serial = excluded.cert_serial,"
+                    " version = excluded.version",
+                    (agent.id, agent.server_id, agent.cert_serial, agent.version),
+                )
+            except psycopg.errors.ForeignKeyViolation as exc:
+                raise NotFound(f"server id {agent.server_id!r} not found") from exc
+            return _agent_of(conn, agent.server_id)
+
+        return await self._db.run(op)
+
+    async def get_by_server(self, server_id: str) -> Agent:
+        return await self._db.read(_agent_of, server_id)
+
+    async def list(self) -> list[Agent]:
+        def op(conn: Conn) -> list[Agent]:
+            rows = conn.execute(f"{_AGENT_SELECT} ORDER BY a.server_id").fetchall()
+            return [_agent(r) for r in rows]
+
+        return await self._db.read(op)
+
+    async def heartbeat(
+        self, server_id: str, *, replica: str, seen: datetime, lease_until: datetime
+    ) -> None:
+        await self._writer.submit(
+            Heartbeat(server_id=server_id, replica=replica, seen=seen, lease_until=lease_until)
+        )
+
+    async def release(self, server_id: str, *, replica: str) -> None:
+        def op(conn: Conn) -> None:
+            conn.execute(
+                "DELETE FROM agent_leases WHERE server_id = %s AND replica = %s",
+                (server_id, replica),
+            )
+
+        await self._db.run(op)
+
+    async def online(self, *, at: datetime) -> dict[str, str]:
+        def op(conn: Conn) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT server_id, replica FROM agent_leases WHERE lease_until > %s", (at,)
+            )
+            return {r[0]: r[1] for r in rows.fetchall()}
+
+        return await self._db.read(op)
+
+
+# --- machines -------------------------------------------------------------------------------
+
+_MACHINE_COLS = (
+    "mac, state, hostname, role, disk, inventory, settings, phase, message, updated_at, created_at"
+)
+
+
+def _machine(row: tuple[Any, ...]) -> Machine:
+    return Machine(
+        mac=row[0],
+        state=MachineState(row[1]),
+        hostname=row[2],
+        role=row[3],
+        disk=row[4],
+        inventory=row[5],
+        settings=row[6],
+        phase=row[7],
+        message=row[8],
+        updated_at=row[9],
+        created_at=row[10],
+    )
+
+
+def _machine_of(conn: Conn, mac: str) -> Machine:
+    row = conn.execute(f"SELECT {_MACHINE_COLS} FROM machines WHERE mac = %s", (mac,)).fetchone()
+    if row is None:
+        raise NotFound(f"machine {mac!r} not found", details={"resource": f"machine/{mac}"})
+    return _machine(row)
+
+
+class PgMachines:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def upsert(self, machine: Machine) -> Machine:
+        """Insert or replace; ``created_at`` of an existing machine is kept."""
+
+        def op(conn: Conn) -> Machine:
+            m = machine
+            conn.execute(
+                f"INSERT INTO machines ({_MACHINE_COLS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (mac) DO UPDATE SET"
+                " state = excluded.state, hostname = excluded.hostname,"
+                " role = excluded.role, disk = excluded.disk,"
+                " inventory = excluded.inventory, settings = excluded.settings,"
+                " phase = excluded.phase, message = excluded.message,"
+                " updated_at = excluded.updated_at",
+                (
+                    m.mac, m.state.value, m.hostname, m.role, m.disk, Jsonb(m.inventory),
+                    Jsonb(m.settings), m.phase, m.message, m.updated_at, m.created_at,
+                ),  # fmt: skip
+            )
+            return _machine_of(conn, m.mac)
+
+        return await self._db.run(op)
+
+    async def get(self, mac: str) -> Machine:
+        return await self._db.read(_machine_of, mac)
+
+    async def list(self, *, state: MachineState | None = None) -> list[Machine]:
+        def op(conn: Conn) -> list[Machine]:
+            if state is None:
+                rows = conn.execute(f"SELECT {_MACHINE_COLS} FROM machines ORDER BY mac")
+            else:
+                rows = conn.execute(
+                    f"SELECT {_MACHINE_COLS} FROM machines WHERE state = %s ORDER BY mac",
+                    (state.value,),
+                )
+            return [_machine(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def delete(self, mac: str) -> None:
+        def op(conn: Conn) -> None:
+            if conn.execute("DELETE FROM machines WHERE mac = %s", (mac,)).rowcount == 0:
+                raise NotFound(f"machine {mac!r} not found")
+
+        await self._db.run(op)
+
+
+# --- clusters -------------------------------------------------------------------------------
+
+
+def _cluster(row: tuple[Any, ...]) -> Cluster:
+    return Cluster(id=row[0], name=row[1], description=row[2], created_at=row[3])
+
+
+def _cluster_of(conn: Conn, name: str) -> Cluster:
+    row = conn.execute(
+        "SELECT id, name, description, created_at FROM clusters WHERE name = %s", (name,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"cluster {name!r} not found", details={"resource": f"cluster/{name}"})
+    return _cluster(row)
+
+
+class PgClusters:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, cluster: Cluster) -> Cluster:
+        def op(conn: Conn) -> Cluster:
+            c = cluster
+            try:
+                conn.execute(
+                    "INSERT INTO clusters (id, name, description, created_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (c.id, c.name, c.description, c.created_at),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise Conflict(
+                    f"cluster {c.name!r} already exists", details={"name": c.name}
+                ) from exc
+            return _cluster_of(conn, c.name)
+
+        return await self._db.run(op)
+
+    async def get(self, name: str) -> Cluster:
+        return await self._db.read(_cluster_of, name)
+
+    async def list(self) -> list[Cluster]:
+        def op(conn: Conn) -> list[Cluster]:
+            rows = conn.execute(
+                "SELECT id, name, description, created_at FROM clusters ORDER BY name"
+            )
+            return [_cluster(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def delete(self, name: str) -> None:
+        def op(conn: Conn) -> None:
+            if conn.execute("DELETE FROM clusters WHERE name = %s", (name,)).rowcount == 0:
+                raise NotFound(f"cluster {name!r} not found")
+
+        await self._db.run(op)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+class PgSettingValues:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, key: str) -> str | None:
+        def op(conn: Conn) -> str | None:
+            row = conn.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._db.read(op)
+
+    async def set(self, key: str, value: str) -> None:
+        def op(conn: Conn) -> None:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self._db.run(op)
+
+    async def set_if_absent(self, key: str, value: str) -> str:
+        def op(conn: Conn) -> str:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+            row = conn.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+            assert row is not None  # inserted above or already there, in this transaction
+            return str(row[0])
+
+        return await self._db.run(op)

@@ -1,0 +1,116 @@
+"""The PostgreSQL / CockroachDB Store: open the pool, migrate, seed, run the group-commit writer,
+close."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from lab.store.base import (
+    AgentRepository,
+    AuditRepository,
+    CertificateRepository,
+    ClusterRepository,
+    MachineRepository,
+    RoleRepository,
+    ServerRepository,
+    SettingsRepository,
+    TokenRepository,
+    UserRepository,
+)
+from lab.store.groupcommit import GroupCommitWriter
+from lab.store.postgres import schema
+from lab.store.postgres.audit import PgAudit
+from lab.store.postgres.db import Conn, Database, PgOptions, open_pool
+from lab.store.postgres.identity import PgCertificates, PgRoles, PgTokens, PgUsers
+from lab.store.postgres.inventory import (
+    PgAgents,
+    PgClusters,
+    PgMachines,
+    PgServers,
+    PgSettingValues,
+)
+from lab.store.postgres.writes import Outcome, WriteOp, Writer, flush_batch
+
+CLOSE_DRAIN_SECONDS = 10.0
+"""On close, queued group-commit writes get this long to commit before they are failed."""
+
+
+class PostgresStore:
+    """The :class:`lab.store.base.Store` of one PostgreSQL/CockroachDB database; get one from
+    :func:`open_postgres`. Several stores (labd replicas) may share one database."""
+
+    def __init__(self, url: str, db: Database, *, max_batch: int = 1000) -> None:
+        self._url = url
+        self.db = db
+        self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
+        self.servers: ServerRepository = PgServers(db)
+        self.agents: AgentRepository = PgAgents(db, self.writer)
+        self.users: UserRepository = PgUsers(db)
+        self.roles: RoleRepository = PgRoles(db)
+        self.tokens: TokenRepository = PgTokens(db)
+        self.certificates: CertificateRepository = PgCertificates(db)
+        self.audit: AuditRepository = PgAudit(db, self.writer)
+        self.machines: MachineRepository = PgMachines(db)
+        self.clusters: ClusterRepository = PgClusters(db)
+        self.settings: SettingsRepository = PgSettingValues(db)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def _flush(self, ops: list[WriteOp]) -> list[Outcome | Exception]:
+        # One thread hop and one transaction per batch (retried whole on conflicts).
+        return await self.db.run(flush_batch, ops)
+
+    async def schema_version(self) -> int:
+        return await schema.schema_version(self.db)
+
+    async def ping(self) -> float:
+        def op(conn: Conn) -> None:
+            conn.execute("SELECT 1").fetchone()
+
+        started = time.perf_counter()
+        await self.db.read(op)
+        return time.perf_counter() - started
+
+    async def aclose(self) -> None:
+        """Stop accepting group-commit writes; queued ones still commit (see ``open_postgres``)."""
+        self.writer.close()
+
+
+@asynccontextmanager
+async def open_postgres(
+    url: str, *, options: PgOptions | None = None, max_batch: int = 1000
+) -> AsyncIterator[PostgresStore]:
+    """Connect to the database of ``url``, migrate and seed it; close the pool on exit.
+
+    ``cockroachdb://`` URLs are passed to libpq as ``postgresql://``. The group-commit writer
+    runs in this context's own nursery. On exit, queued writes get ``CLOSE_DRAIN_SECONDS`` to
+    commit, then the writer is cancelled (its producers get ``Unavailable``) and the pool is
+    closed.
+
+    Raises ``Unavailable`` when the server cannot be reached within ``connect_timeout`` (the
+    message carries libpq's reason), ``SchemaTooNew`` when a newer labctl migrated the database
+    (nothing is written), ``ConfigError`` for a malformed URL.
+    """
+    opts = options or PgOptions()
+    db = await trio.to_thread.run_sync(open_pool, url, opts)
+    try:
+        await schema.migrate(db)
+        await schema.seed(db)
+        store = PostgresStore(url, db, max_batch=max_batch)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.writer.run)
+            try:
+                yield store
+            finally:
+                store.writer.close()
+                # Bounded drain: an unreachable server must not hang shutdown forever.
+                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_DRAIN_SECONDS
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(db.close)

@@ -1,0 +1,135 @@
+"""The hot write paths (audit, heartbeats) batched by the group-commit writer.
+
+One batch is one SERIALIZABLE transaction. Unlike SQLite, the chain head is never cached: other
+labd replicas append to the same table, so every batch reads the current tail (max seq and its
+hash) and inserts seq+1, seq+2, ... in the same transaction. Two replicas that read the same
+tail both try the same seq; the PRIMARY KEY makes one of them fail (40001, or a unique
+violation on PostgreSQL), and ``Database.run`` retries its whole batch on top of the new tail.
+
+Items that would make the database refuse the whole transaction (a naive time, a NUL in text,
+a heartbeat for a deleted server) are caught before or without an error, so they fail alone.
+"""
+
+# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeAlias
+
+import attrs
+import psycopg.errors
+from attrs import frozen
+
+from lab.errors import Invalid, NotFound
+from lab.model import AuditEntry
+from lab.store.auditchain import GENESIS, entry_hash
+from lab.store.groupcommit import GroupCommitWriter
+from lab.store.postgres.db import Conn, RetryTransaction, dumps
+
+
+@frozen(kw_only=True)
+class Heartbeat:
+    server_id: str
+    replica: str
+    seen: datetime
+    lease_until: datetime
+
+
+@frozen(kw_only=True)
+class AuditAppend:
+    entry: AuditEntry
+
+
+WriteOp: TypeAlias = Heartbeat | AuditAppend
+Outcome: TypeAlias = AuditEntry | None
+Writer: TypeAlias = GroupCommitWriter[WriteOp, Outcome]
+
+AUDIT_COLS = (
+    'seq, time, "user", session, action, resource, result, duration_ms, source, details,'
+    " prev_hash, hash"
+)
+_INSERT_AUDIT = (
+    f"INSERT INTO audit ({AUDIT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_HEARTBEAT = (
+    # Guarded by EXISTS so a heartbeat for a deleted server matches nothing instead of raising
+    # a foreign-key error, which would abort the whole batch's transaction.
+    "INSERT INTO agent_leases (server_id, replica, seen, lease_until)"
+    " SELECT %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM servers WHERE id = %s)"
+    " ON CONFLICT (server_id) DO UPDATE SET replica = excluded.replica,"
+    " seen = excluded.seen, lease_until = excluded.lease_until"
+)
+
+
+def _check_text(*values: str) -> None:
+    if any("\x00" in v for v in values):
+        raise ValueError("text may not contain NUL characters")
+
+
+def _check_time(*values: datetime) -> None:
+    if any(v.tzinfo is None for v in values):
+        raise ValueError("times must carry a timezone")
+
+
+def _chain(entry: AuditEntry, seq: int, prev_hash: str) -> tuple[AuditEntry, tuple[object, ...]]:
+    """Chain one entry after (seq - 1, prev_hash) and build its row; pure Python, so a bad
+    entry fails here before anything touches the database."""
+    e = entry
+    _check_text(e.user, e.session, e.action, e.resource, e.result, e.source)
+    draft = attrs.evolve(e, seq=seq, prev_hash=prev_hash)
+    chained = attrs.evolve(draft, hash=entry_hash(draft, prev_hash))
+    c = chained
+    row = (
+        c.seq, c.time, c.user, c.session, c.action, c.resource, c.result,
+        float(c.duration_ms), c.source, dumps(c.details), c.prev_hash, c.hash,
+    )  # fmt: skip
+    return chained, row
+
+
+def _tail(conn: Conn) -> tuple[int, str]:
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+def flush_batch(conn: Conn, ops: list[WriteOp]) -> list[Outcome | Exception]:
+    """Commit ``ops`` in the caller's transaction; one outcome per op (a result or its error).
+
+    Runs again from scratch when the transaction is retried, so the chain is recomputed on
+    the tail that won. Raises ``RetryTransaction`` when another writer took our seq.
+    """
+    outcomes: list[Outcome | Exception] = []
+    audit_rows: list[tuple[object, ...]] = []
+    seq, prev_hash = _tail(conn) if any(isinstance(op, AuditAppend) for op in ops) else (0, "")
+    for op in ops:
+        if isinstance(op, AuditAppend):
+            try:
+                entry, row = _chain(op.entry, seq + 1, prev_hash)
+            except (ValueError, TypeError) as exc:
+                outcomes.append(Invalid(f"cannot store this audit entry: {exc}"))
+            else:
+                seq, prev_hash = entry.seq, entry.hash
+                audit_rows.append(row)
+                outcomes.append(entry)
+            continue
+        try:
+            _check_text(op.server_id, op.replica)
+            _check_time(op.seen, op.lease_until)
+        except ValueError as exc:
+            outcomes.append(Invalid(f"cannot store this heartbeat: {exc}"))
+            continue
+        cur = conn.execute(
+            _HEARTBEAT, (op.server_id, op.replica, op.seen, op.lease_until, op.server_id)
+        )
+        outcomes.append(
+            None if cur.rowcount else NotFound(f"server id {op.server_id!r} not found")
+        )
+    if audit_rows:
+        try:
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT_AUDIT, audit_rows)
+        except psycopg.errors.UniqueViolation as exc:
+            # PostgreSQL reports a concurrent insert of our seq as a unique violation when the
+            # index page it read was not the one the other writer touched; same meaning.
+            raise RetryTransaction(str(exc)) from exc
+    return outcomes
