@@ -49,3 +49,20 @@ def bench(session: nox.Session) -> None:
         if script.name.startswith("_"):
             continue
         session.run("python", str(script), *session.posargs)
+
+
+# One file for operators' laptops: `./labctl.pyz get servers`. Compiled dependencies
+# (cffi, cryptography) are those of the building interpreter: build with the Python minor
+# version and platform the file will run on. tests/ops/test_zipapp.py builds it the same way.
+ZIPAPP_ARGS = ("-c", "labctl", "-p", "/usr/bin/env python3", "--compressed", "--reproducible")
+
+
+@nox.session(python=PYTHON)
+def zipapp(session: nox.Session) -> None:
+    """Build dist/labctl.pyz: the labctl CLI and its dependencies in one file (shiv)."""
+    import pathlib
+
+    session.install("shiv")
+    pathlib.Path("dist").mkdir(exist_ok=True)
+    session.run("shiv", *ZIPAPP_ARGS, "-o", "dist/labctl.pyz", ".")
+    session.log("built dist/labctl.pyz; try: dist/labctl.pyz version")
