@@ -74,10 +74,10 @@ class AgentStream(Protocol):
 class Hub(Protocol):
     """The part of the agent hub the relay uses (``ctx().hub``)."""
 
-    def is_online(self, name: str) -> bool: ...
+    def is_online(self, name: str, /) -> bool: ...
 
     def open_stream(
-        self, server_name: str, start_msg: ExecStart | LogsStart
+        self, server_name: str, start: ExecStart | LogsStart, /
     ) -> AbstractAsyncContextManager[AgentStream]: ...
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import trio
 from quart import Blueprint, websocket
 
@@ -138,7 +139,7 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
     if isinstance(start, ExecStart):
         cap = ctx().config.exec_output_cap
         if cap and (start.output_cap is None or start.output_cap > cap):
-            start = _evolve(start, output_cap=cap)
+            start = attrs.evolve(start, output_cap=cap)
     if labels:
         if method != "exec":
             raise Invalid("logs streams one server; name it", details={"fields": ["labels"]})
@@ -154,14 +155,11 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
         raise Invalid("too many targets", details={"fields": ["targets"]})
     if isinstance(start, ExecStart) and start.stdin and len(names) > 1:
         raise Invalid("stdin goes to one server only", details={"fields": ["start.stdin"]})
-    targets = [Target(stream_id=i, server=n, start=start) for i, n in enumerate(names, 1)]
+    targets = [
+        Target(stream_id=i, server=n, start=attrs.evolve(start, stream_id=i))
+        for i, n in enumerate(names, 1)
+    ]
     return targets, min(parallel, MAX_PARALLEL)
-
-
-def _evolve(start: ExecStart, **changes: Any) -> ExecStart:
-    import attrs
-
-    return attrs.evolve(start, **changes)
 
 
 async def _relay_all(targets: list[Target], parallel: int, send: Any) -> ProtocolError | None:
