@@ -101,3 +101,12 @@ async def servers(
     else:
         now = datetime.now(UTC)
         emit([server_row(i, now) for i in items], fmt, columns=COLUMNS, wide=WIDE)
+
+
+# The audit log is read with the same verb; its command lives beside labctl audit.
+get_app.command(
+    "lab.cli.audit_cmd:get_audit",
+    name="audit",
+    help="List audit entries: who did what, on what, with which result.\n\n"
+    "Example: labctl get audit --user user/ann --since 10m -o json",
+)

@@ -27,9 +27,15 @@ async def logs_command(
 
     Example: labctl logs server/web1 --unit sshd.service --since 10m -f
     Example: labctl logs server/web1 --source app -n 100
+    Example: labctl logs audit -f (the audit log; see labctl get audit)
     """
     from lab.cli.errors import handle
 
+    if target == "audit":  # labctl logs audit [-f]: the audit log, see lab.cli.audit_cmd
+        from lab.cli.audit_cmd import logs_audit
+
+        await logs_audit(follow=follow, since=since)
+        return
     with handle():
         await run_logs(target, follow=follow, unit=unit, source=source, since=since, lines=lines)
 
