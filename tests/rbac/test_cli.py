@@ -224,3 +224,20 @@ async def test_logs_audit_follow_prints_new_entries(tmp_path: Path) -> None:
             finally:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_viewers_exec_and_logs_are_refused_and_audited_as_denied(tmp_path: Path) -> None:
+    admin_home, vic_home = tmp_path / "admin", tmp_path / "vic"
+    with trio.fail_after(90):
+        async with running_labd(tmp_path) as labd:
+            await login(labd, admin_home, "root", labd.bootstrap_token())
+            vic = await as_json("users", "create", "vic", "--role", "viewer", home=admin_home)
+            await login(labd, vic_home, "vic", vic["token"])
+            refused = await labctl("exec", "server/web1", "--", "true", home=vic_home)
+            assert refused.returncode == 3
+            assert "may not exec:run on server/web1" in refused.stderr.decode()
+            logs = await labctl("logs", "server/web1", home=vic_home)
+            assert logs.returncode == 3
+            entries = await as_json("get", "audit", "--user", "user/vic", home=admin_home)
+            denied = {(e["action"], e["resource"]) for e in entries if e["result"] == "denied"}
+            assert {("exec:run", "server/web1"), ("logs:read", "server/web1")} <= denied
