@@ -63,9 +63,17 @@ class PgServer:
             os.chown(self.sockdir, self._run_as["user"], self._run_as["group"])
         result = subprocess.run(
             [
-                str(BINDIR / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
-            ],  # fmt: skip
+                str(BINDIR / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
             capture_output=True,
             check=False,
             cwd=self.base,
@@ -80,12 +88,24 @@ class PgServer:
         try:
             self.process = subprocess.Popen(
                 [
-                    str(BINDIR / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-                    "-c", "listen_addresses=127.0.0.1",
-                    "-c", f"unix_socket_directories={self.sockdir}",
-                    "-c", "fsync=off", "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off", "-c", "max_connections=200",
-                ],  # fmt: skip
+                    str(BINDIR / "postgres"),
+                    "-D",
+                    str(self.datadir),
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={self.sockdir}",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

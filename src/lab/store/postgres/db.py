@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -120,7 +120,10 @@ def _configure(settings: PgOptions) -> Callable[[Conn], None]:
         # SET takes no bind parameters; the values are our own numbers, quoted as literals.
         for name, value in (
             ("statement_timeout", int(settings.statement_timeout * 1000)),
-            ("idle_in_transaction_session_timeout", int(settings.idle_in_transaction_timeout * 1000)),
+            (
+                "idle_in_transaction_session_timeout",
+                int(settings.idle_in_transaction_timeout * 1000),
+            ),
             ("timezone", "UTC"),
         ):
             conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
@@ -158,10 +161,8 @@ class _InFlight:
         try:
             return work(self)
         finally:
-            try:
+            with suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self.finished.set)
-            except trio.RunFinishedError:
-                pass
 
     @contextmanager
     def using(self, conn: Conn) -> Iterator[None]:
@@ -282,9 +283,12 @@ class Database:
     def _attempt(self, fn: Callable[[Conn], R], inflight: _InFlight) -> R:
         """One try in the worker thread; maps driver errors at the seam."""
         try:
-            with self.pool.connection(timeout=self.settings.pool_timeout) as conn:
-                with inflight.using(conn), conn.transaction():
-                    return fn(conn)
+            with (
+                self.pool.connection(timeout=self.settings.pool_timeout) as conn,
+                inflight.using(conn),
+                conn.transaction(),
+            ):
+                return fn(conn)
         except (LabError, RetryTransaction):
             raise
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:

@@ -91,9 +91,7 @@ class PgUsers:
 
         def op(conn: Conn) -> None:
             _user_where(conn, "id", user_id)
-            conn.execute(
-                "DELETE FROM user_roles WHERE user_id = %s AND role = %s", (user_id, role)
-            )
+            conn.execute("DELETE FROM user_roles WHERE user_id = %s AND role = %s", (user_id, role))
 
         await self._db.run(op)
 
@@ -147,7 +145,9 @@ def _all_roles(conn: Conn) -> list[Role]:
     ]
 
 
-def _write_permissions(conn: Conn, role: str, permissions: Iterable[Permission], start: int) -> None:
+def _write_permissions(
+    conn: Conn, role: str, permissions: Iterable[Permission], start: int
+) -> None:
     params = [
         (role, p.effect.value, p.action, p.resource, start + i) for i, p in enumerate(permissions)
     ]
@@ -291,10 +291,19 @@ class PgTokens:
                     f"INSERT INTO join_tokens ({_JT_COLS})"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
-                        t.id, t.kind.value, t.secret_hash, Jsonb(list(t.roles)), t.reusable,
-                        t.max_uses, t.uses, t.expires_at, t.revoked_at, t.created_at,
-                        t.created_by, t.description,
-                    ),  # fmt: skip
+                        t.id,
+                        t.kind.value,
+                        t.secret_hash,
+                        Jsonb(list(t.roles)),
+                        t.reusable,
+                        t.max_uses,
+                        t.uses,
+                        t.expires_at,
+                        t.revoked_at,
+                        t.created_at,
+                        t.created_by,
+                        t.description,
+                    ),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(f"token {t.id!r} already exists") from exc
@@ -380,12 +389,16 @@ class PgCertificates:
             c = cert
             try:
                 conn.execute(
-                    f"INSERT INTO certificates ({_CERT_COLS})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO certificates ({_CERT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (
-                        c.serial, c.subject, c.profile, c.not_before, c.not_after,
-                        c.issuer_fingerprint, c.revoked_at,
-                    ),  # fmt: skip
+                        c.serial,
+                        c.subject,
+                        c.profile,
+                        c.not_before,
+                        c.not_after,
+                        c.issuer_fingerprint,
+                        c.revoked_at,
+                    ),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(f"certificate {c.serial!r} is already recorded") from exc

@@ -237,9 +237,18 @@ class PgMachines:
                 " phase = excluded.phase, message = excluded.message,"
                 " updated_at = excluded.updated_at",
                 (
-                    m.mac, m.state.value, m.hostname, m.role, m.disk, Jsonb(m.inventory),
-                    Jsonb(m.settings), m.phase, m.message, m.updated_at, m.created_at,
-                ),  # fmt: skip
+                    m.mac,
+                    m.state.value,
+                    m.hostname,
+                    m.role,
+                    m.disk,
+                    Jsonb(m.inventory),
+                    Jsonb(m.settings),
+                    m.phase,
+                    m.message,
+                    m.updated_at,
+                    m.created_at,
+                ),
             )
             return _machine_of(conn, m.mac)
 

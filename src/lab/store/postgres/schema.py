@@ -47,13 +47,17 @@ def _apply(conn: Conn, migration: Migration) -> bool:
     try:
         for statement in split_statements(migration.sql):
             conn.execute(statement)
-    except (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateObject) as exc:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+            (migration.version, migration.name, datetime.now(UTC)),
+        )
+    except (
+        psycopg.errors.DuplicateTable,
+        psycopg.errors.DuplicateObject,
+        psycopg.errors.UniqueViolation,  # PostgreSQL's catalog race: pg_type, pg_class
+    ) as exc:
         # Another replica is applying the same migration; its record will be there next time.
         raise RetryTransaction(str(exc)) from exc
-    conn.execute(
-        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-        (migration.version, migration.name, datetime.now(UTC)),
-    )
     return True
 
 

@@ -121,9 +121,7 @@ def flush_batch(conn: Conn, ops: list[WriteOp]) -> list[Outcome | Exception]:
         cur = conn.execute(
             _HEARTBEAT, (op.server_id, op.replica, op.seen, op.lease_until, op.server_id)
         )
-        outcomes.append(
-            None if cur.rowcount else NotFound(f"server id {op.server_id!r} not found")
-        )
+        outcomes.append(None if cur.rowcount else NotFound(f"server id {op.server_id!r} not found"))
     if audit_rows:
         try:
             with conn.cursor() as cur:
