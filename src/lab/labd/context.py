@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from lab.labd.ratelimit import RateLimiter
+from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
     from lab.labd.ca import CAService
@@ -25,6 +26,8 @@ class LabdContext:
     identities: Identities
     enroll_limiter: RateLimiter
     started_monotonic: float = field(factory=time.monotonic)
+    # This process's Prometheus metrics, in a registry of their own (see /metrics).
+    metrics: LabdMetrics = field(factory=LabdMetrics)
 
     def connected_agents(self) -> int:
         """Agents with a live session on this replica (0 until the agent hub is attached)."""

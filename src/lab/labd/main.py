@@ -44,6 +44,7 @@ async def serve_labd(
     from lab.labd.identity import Identities, Revocations
     from lab.labd.ratelimit import RateLimiter
     from lab.pki import resolve_ca_passphrase
+    from lab.runtime import sdnotify
     from lab.runtime.tls_server import serve_asgi
     from lab.store import open_store
 
@@ -81,6 +82,7 @@ async def serve_labd(
             if bootstrap is not None:
                 announce_bootstrap(bootstrap, host, port, ca.fingerprint())
             task_status.started((host, port))
+            sdnotify.ready(f"listening on {host}:{port}")
 
 
 def announce_bootstrap(path: Path, host: str, port: int, fingerprint: str) -> None:
@@ -96,11 +98,15 @@ def announce_bootstrap(path: Path, host: str, port: int, fingerprint: str) -> No
 
 
 async def _run(config: LabdConfig) -> None:
+    from lab.runtime import sdnotify
     from lab.runtime.shutdown import watch_signals
 
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals, shutdown)
+        # systemd: WATCHDOG=1 from the root nursery, STOPPING=1 once shutdown begins.
+        await nursery.start(sdnotify.watchdog)
+        nursery.start_soon(sdnotify.announce_stopping, shutdown)
         await serve_labd(config, shutdown=shutdown)
         nursery.cancel_scope.cancel()
 
