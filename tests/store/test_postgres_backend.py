@@ -52,6 +52,37 @@ async def test_serialization_failure_retries_the_whole_transaction(postgres_url:
         assert len(attempts) >= 3  # the loser ran again, whole
 
 
+async def test_conflict_at_commit_retries_the_whole_transaction(postgres_url: str) -> None:
+    """Write skew: each transaction reads both rows and writes a different one. Neither write
+    blocks the other, so SERIALIZABLE can only refuse the second one at COMMIT."""
+    async with open_postgres(postgres_url) as store:
+        await store.settings.set("a", "0")
+        await store.settings.set("b", "0")
+        both_read = threading.Barrier(2, timeout=10)
+        both_wrote = threading.Barrier(2, timeout=10)
+        attempts: list[str] = []
+
+        def claim(conn: Conn, key: str) -> None:
+            # The invariant: at most one of a and b is "1".
+            attempts.append(key)
+            first = attempts.count(key) == 1
+            rows = conn.execute("SELECT value FROM settings WHERE key IN ('a', 'b')").fetchall()
+            if first:
+                both_read.wait()
+            if all(r[0] == "0" for r in rows):
+                conn.execute("UPDATE settings SET value = '1' WHERE key = %s", (key,))
+            if first:
+                both_wrote.wait()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store.db.run, claim, "a")
+                nursery.start_soon(store.db.run, claim, "b")
+        values = [await store.settings.get("a"), await store.settings.get("b")]
+        assert sorted(values) == ["0", "1"]
+        assert store.db.statistics().conflicts >= 1 and len(attempts) >= 3
+
+
 async def test_two_replicas_append_one_verifiable_chain(postgres_url: str) -> None:
     async def replica(name: str, ready: trio.Event, go: trio.Event) -> PostgresStore:
         async with open_postgres(postgres_url) as store:
