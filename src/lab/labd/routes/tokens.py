@@ -7,8 +7,10 @@ from typing import Any
 
 from quart import Blueprint
 
+from lab.errors import Invalid
 from lab.labd.app import ctx
 from lab.labd.auth import principal, requires
+from lab.labd.identity import MAX_TOKEN_TTL
 from lab.labd.routes.bodies import CreateToken, body
 from lab.model import JoinToken, unstructure
 
@@ -25,6 +27,11 @@ def token_view(token: JoinToken) -> dict[str, Any]:
 @requires("user", action="tokens:create", resource="token/*")
 async def create() -> tuple[dict[str, Any], int]:
     req = await body(CreateToken)
+    if not 0 < req.ttl_seconds <= MAX_TOKEN_TTL.total_seconds():
+        # Checked before building a timedelta, which overflows on absurd values.
+        raise Invalid(
+            "ttl must be between 1 second and 365 days", details={"fields": ["body.ttl_seconds"]}
+        )
     record, secret = await ctx().identities.create_token(
         kind=req.kind,
         roles=req.roles,
