@@ -163,6 +163,8 @@ class Bastion:
         """The iPXE script for the machine with this MAC, by its state."""
         mac = v.normalize_mac(raw_mac)
         m = await self._get_or_none(mac)
+        # The one trace of a PXE boot reaching HTTP: operators (and tests) watch for it.
+        log.info("dispatch %s (%s)", mac, m.state.value if m else "unknown")
         if m is None:
             return self.templates.ipxe_discover(mac=mac, token=self.discovery_token)
         method = str(m.settings.get("local_boot", "exit"))
