@@ -23,6 +23,7 @@ PUBLIC = {
     "/api/crl",
     "/api/auth/enroll",
     "/api/auth/user-enroll",
+    "/api/auth/bastion-enroll",
 }
 IMPLICIT = {"HEAD", "OPTIONS"}
 

@@ -41,7 +41,10 @@ class BastionConfig:
     labd_url: str = ""
     """labd to enrol installed machines with; empty: agent enrolment is skipped."""
     join_token: str = ""
-    """A reusable agent join token of that labd (until the bastion asks labd for one-time ones)."""
+    """A reusable agent join token of that labd; unused once ``lab-bastion join`` linked the
+    bastion to labd, which then creates a one-time token per install."""
+    join_ttl: float = 86400.0
+    """Seconds the one-time agent tokens of a joined bastion live (labd allows up to a day)."""
     timeout_boot: float = 1200.0
     timeout_pre: float = 900.0
     timeout_partition: float = 900.0
@@ -78,6 +81,8 @@ class BastionConfig:
             raise ConfigError(f"dhcp_mode must be proxy or dhcp, not {self.dhcp_mode!r}")
         if bool(self.join_token) and not self.labd_url:
             raise ConfigError("join_token needs labd_url")
+        if not 0 < self.join_ttl <= 86400:
+            raise ConfigError(f"join_ttl must be 1..86400 seconds, not {self.join_ttl:g}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} out of range")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -84,6 +85,68 @@ def serve(
             nursery.cancel_scope.cancel()
 
     run_daemon("lab-bastion", run, None)
+
+
+@app.command
+def join(
+    *,
+    server: str,
+    token: str,
+    ca_fingerprint: str | None = None,
+    insecure_trust_on_first_use: bool = False,
+    name: str | None = None,
+    data_dir: Path | None = None,
+) -> None:
+    """Join this bastion to labd, so installs carry a one-time agent join token.
+
+    Trades a one-time admin user token for a bastion/NAME certificate and keeps it, with labd's
+    CA and URL, in DATA_DIR/labd/. From the next start every install.ks embeds a fresh agent
+    token from labd, and the phase watchdog asks labd before failing an install whose agent
+    may have enrolled anyway. labd's CA must match --ca-fingerprint (or pass
+    --insecure-trust-on-first-use on a trusted network).
+
+    Example: ``lab-bastion join --server https://labd.lan:3100 --token ID.SECRET
+    --ca-fingerprint SHA256:3f9a...``
+
+    Parameters
+    ----------
+    server
+        labd's URL, https://HOST:PORT.
+    token
+        A one-time user join token with the admin role
+        (labctl tokens create --kind user --role admin).
+    ca_fingerprint
+        The expected SHA256 fingerprint of labd's CA (labctl ca show).
+    insecure_trust_on_first_use
+        Trust whatever CA labd presents.
+    name
+        This bastion's name in labd (default: the short host name).
+    data_dir
+        The bastion's data dir (``LAB_BASTION_DATA_DIR``).
+    """
+    import socket
+
+    import trio
+
+    from lab.bastion import config as cfg
+    from lab.bastion.labd_link import join as join_labd
+    from lab.cli.errors import handle
+
+    with handle():
+        base = data_dir or cfg.load().data_path
+        link = trio.run(
+            partial(
+                join_labd,
+                base,
+                server,
+                token,
+                name=name or socket.gethostname().split(".")[0].lower(),
+                ca_fingerprint=ca_fingerprint,
+                tofu=insecure_trust_on_first_use,
+            )
+        )
+    print(f"joined {link.server} as bastion/{link.name} (CA {link.ca_fingerprint})")
+    print(f"identity in {link.directory}; restart lab-bastion to use it")
 
 
 @wheelhouse_app.command

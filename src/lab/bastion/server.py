@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import trio
 from lab.bastion import dnsmasq
 from lab.bastion.app import create_app
 from lab.bastion.config import BastionConfig
-from lab.bastion.service import Bastion, JoinTokenSource, StaticTokenSource
+from lab.bastion.labd_link import load_link, open_labd_link
+from lab.bastion.service import Bastion, EnrollmentCheck, JoinTokenSource, StaticTokenSource
 from lab.bastion.templates import Templates, check_url
 from lab.bastion.tokens import load_or_create_admin_token
 from lab.runtime import sdnotify
@@ -35,7 +38,9 @@ async def serve_bastion(
     """Serve until ``shutdown_event`` is set (or until cancelled).
 
     ``task_status.started((host, port))`` once HTTP is bound and, when DHCP is enabled,
-    dnsmasq is answering. ``join_tokens`` overrides the source built from the config. Raises
+    dnsmasq is answering. ``join_tokens`` overrides the source built from the config; else a
+    bastion joined to labd (``lab-bastion join``) asks labd for a one-time agent token per
+    install and lets the watchdog check enrollment, and ``join_token`` is the fallback. Raises
     ConfigError (unusable settings, no dnsmasq binary), Unavailable (dnsmasq would not start)
     and OSError (port taken). Shutdown: HTTP drains for up to 5 s; dnsmasq gets SIGTERM.
     """
@@ -53,15 +58,27 @@ async def serve_bastion(
     def base_url(port: int) -> str:
         return config.public_url or f"http://{server_ip or _reachable(config.host)}:{port}"
 
-    async with open_store(config.db_url) as store, trio.open_nursery() as nursery:
+    link = load_link(data) if join_tokens is None and not config.join_token else None
+    async with AsyncExitStack() as stack:
+        enrollment: EnrollmentCheck | None = None
+        labd_url = config.labd_url or None
+        if link is not None:
+            source = await stack.enter_async_context(open_labd_link(link))
+            join_tokens, enrollment = source, source
+            labd_url = labd_url or link.server
+            log.info("joined to labd %s as bastion/%s", link.server, link.name)
+        store = await stack.enter_async_context(open_store(config.db_url))
+        nursery = await stack.enter_async_context(trio.open_nursery())
         templates = Templates(base_url=base_url(config.port), repo=config.repo)
         bastion = Bastion(
             store.machines,
             store.settings,
             templates,
             join_tokens=join_tokens or _join_source(config),
-            labd_url=config.labd_url or None,
+            enrollment=enrollment,
+            labd_url=labd_url,
             timeouts=config.timeouts,
+            join_ttl=timedelta(seconds=config.join_ttl),
         )
         await bastion.start()
         app = create_app(bastion, admin_token=admin_token, wheelhouse=data / "wheelhouse")

@@ -32,7 +32,7 @@ from lab.bastion.records import (
 )
 from lab.bastion.templates import Templates
 from lab.bastion.tokens import hash_token, new_token, token_matches
-from lab.errors import Conflict, Invalid, NotFound, Unauthenticated
+from lab.errors import Conflict, Invalid, LabError, NotFound, Unauthenticated
 from lab.model import Machine, MachineState, structure, unstructure
 from lab.model.records import now as utcnow
 from lab.store import MachineRepository, SettingsRepository
@@ -58,6 +58,12 @@ class JoinTokenSource(Protocol):
     """Where one-time agent join tokens come from (labd, when the bastion is joined to one)."""
 
     async def create_agent_token(self, hostname: str, ttl: timedelta) -> str: ...
+
+
+class EnrollmentCheck(Protocol):
+    """Asks labd whether a machine's agent is enrolled and connected (a joined bastion)."""
+
+    async def agent_online(self, hostname: str) -> bool: ...
 
 
 @frozen
@@ -105,6 +111,7 @@ class Bastion:
         templates: Templates,
         *,
         join_tokens: JoinTokenSource | None = None,
+        enrollment: EnrollmentCheck | None = None,
         labd_url: str | None = None,
         timeouts: Mapping[str, float] | None = None,
         join_ttl: timedelta = timedelta(hours=6),
@@ -114,6 +121,7 @@ class Bastion:
         self.settings = settings
         self.templates = templates
         self.join_tokens = join_tokens
+        self.enrollment = enrollment
         self.labd_url = labd_url
         self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.join_ttl = join_ttl
@@ -310,15 +318,14 @@ class Bastion:
                 m = found[0]
             else:
                 raise Invalid("give mac or hostname", details={"fields": ["body"]})
-            settings = {**m.settings, "reprovision": False, "percent": 100}
-            settings.pop("failed_by", None)
-            return await self._save(
-                m,
-                state=MachineState.ENROLLED,
-                phase="enrolled",
-                message="agent enrolled",
-                settings=settings,
-            )
+            return await self._mark_enrolled(m, "agent enrolled")
+
+    async def _mark_enrolled(self, m: Machine, message: str) -> Machine:
+        settings = {**m.settings, "reprovision": False, "percent": 100}
+        settings.pop("failed_by", None)
+        return await self._save(
+            m, state=MachineState.ENROLLED, phase="enrolled", message=message, settings=settings
+        )
 
     # --- operator actions ---------------------------------------------------------------------
 
@@ -388,12 +395,29 @@ class Bastion:
     # --- watchdog -----------------------------------------------------------------------------
 
     async def fail_stalled(self) -> list[Machine]:
-        """Mark every machine whose phase timed out as failed, naming that phase."""
+        """Mark every machine whose phase timed out as failed, naming that phase.
+
+        With an enrollment check (a bastion joined to labd), a stalled machine whose agent
+        labd already sees online is marked enrolled instead: its installer's callbacks were
+        lost, not its install. labd is asked outside the lock; a machine that changed in the
+        meantime is left for the next round.
+        """
+        candidates = await self.machines.list(state=MachineState.INSTALLING)
+        candidates += await self.machines.list(state=MachineState.INSTALLED)
+        found = stalled(candidates, at=self.clock(), timeouts=self.timeouts)
+        online = await self._online_agents([m.hostname for m, _ in found if m.hostname])
         failed = []
         async with self._lock:
-            candidates = await self.machines.list(state=MachineState.INSTALLING)
-            candidates += await self.machines.list(state=MachineState.INSTALLED)
-            for m, phase in stalled(candidates, at=self.clock(), timeouts=self.timeouts):
+            for seen, phase in found:
+                m = await self._get_or_none(seen.mac)
+                if m is None or m.updated_at != seen.updated_at:
+                    continue
+                if m.hostname in online:
+                    await self._mark_enrolled(
+                        m, f"agent online in labd; callbacks missed ({phase})"
+                    )
+                    log.info("%s: %s is online in labd, marked enrolled", m.mac, m.hostname)
+                    continue
                 limit = self.timeouts.get(phase, 0)
                 failed.append(
                     await self._save(
@@ -407,6 +431,19 @@ class Bastion:
                 log.warning("%s: install stalled in phase %s", m.mac, phase)
         return failed
 
+    async def _online_agents(self, hostnames: list[str]) -> set[str]:
+        """Which of ``hostnames`` labd sees online; none when not joined or labd cannot say."""
+        online: set[str] = set()
+        if self.enrollment is None:
+            return online
+        for name in hostnames:
+            try:
+                if await self.enrollment.agent_online(name):
+                    online.add(name)
+            except LabError as exc:
+                log.warning("cannot ask labd about %s: %s", name, exc.message)
+        return online
+
     async def run_watchdog(self, interval: float) -> None:
         """Check phase timeouts every ``interval`` seconds, until cancelled."""
         while True:
@@ -414,4 +451,12 @@ class Bastion:
             await self.fail_stalled()
 
 
-__all__ = ["PHASES", "Bastion", "JoinTokenSource", "StaticTokenSource", "public_view", "stalled"]
+__all__ = [
+    "PHASES",
+    "Bastion",
+    "EnrollmentCheck",
+    "JoinTokenSource",
+    "StaticTokenSource",
+    "public_view",
+    "stalled",
+]

@@ -47,6 +47,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         agent_ws,
         audit_routes,
         auth,
+        bastion,
         certs,
         exec_ws,
         health,
@@ -66,7 +67,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         app.register_blueprint(module.bp)
     for module in (users, roles, audit_routes):
         app.register_blueprint(module.bp)
-    for module in (agent_ws, metrics):
+    for module in (agent_ws, metrics, bastion):
         app.register_blueprint(module.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PUBLIC_ACTIONS = {
     "/api/auth/enroll": "auth:enroll",
     "/api/auth/user-enroll": "auth:user-enroll",
+    "/api/auth/bastion-enroll": "auth:bastion-enroll",
 }
 # Which body field names the identity an enrollment asks for, to fill ``resource``.
 _ENROLL_SUBJECT = {
@@ -38,6 +39,7 @@ _ENROLL_SUBJECT = {
         "username",
         "user",
     ),
+    "/api/auth/bastion-enroll": ("name", "bastion"),
 }
 REQUEST_ID_HEADER = "X-Request-Id"
 _MAX_REQUEST_ID = 128

@@ -136,8 +136,12 @@ class Identities:
         )
         return await self.store.tokens.create(record), secret
 
-    async def redeem(self, token: str, kind: TokenKind) -> JoinToken:
-        """Check the secret and count one use; Unauthenticated (401) with a reason otherwise."""
+    async def redeem(self, token: str, kind: TokenKind, *, role: str | None = None) -> JoinToken:
+        """Check the secret and count one use; Unauthenticated (401) with a reason otherwise.
+
+        With ``role``, the token must also carry that role (PermissionDenied, 403, otherwise);
+        a refused token is not used up.
+        """
         token_id, secret = split_token(token)
         try:
             record = await self.store.tokens.get(token_id)
@@ -148,6 +152,10 @@ class Identities:
         if record.kind != kind:
             raise PermissionDenied(
                 f"a {record.kind} token cannot enroll a {kind}", details={"reason": "wrong_kind"}
+            )
+        if role is not None and role not in record.roles:
+            raise PermissionDenied(
+                f"this token does not carry the {role} role", details={"reason": "wrong_role"}
             )
         return await self.store.tokens.consume(token_id, at=now())
 
@@ -204,6 +212,26 @@ class Identities:
             "ca_bundle": self.ca.bundle_pem().decode(),
             "user": name,
             "roles": await self.store.users.roles_of(user.id),
+            "ca_fingerprint": self.ca.fingerprint(),
+        }
+
+    async def enroll_bastion(self, *, token: str, csr: str, name: str) -> dict[str, Any]:
+        """Trade a one-time admin user token and a CSR for a ``bastion/<name>`` certificate.
+
+        Join tokens have two kinds (agent, user) in both schemas, so a bastion is admitted by
+        an admin's user token: whoever holds one could make themselves admin anyway, which a
+        bastion certificate is far less than (see lab.labd.routes.bastion for what it may do).
+        """
+        bastion = check_hostname(name)
+        pki.parse_csr(csr.encode())
+        await self.redeem(token, TokenKind.USER, role="admin")
+        cert_pem, issued = pki.issue_bastion_cert(self.ca.signer, csr.encode(), bastion)
+        await self.store.certificates.record(issued.to_record())
+        log.info("enrolled bastion/%s (serial %s)", bastion, issued.serial)
+        return {
+            "certificate": cert_pem.decode(),
+            "ca_bundle": self.ca.bundle_pem().decode(),
+            "bastion": bastion,
             "ca_fingerprint": self.ca.fingerprint(),
         }
 

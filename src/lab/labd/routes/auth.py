@@ -18,7 +18,8 @@ bp = Blueprint("auth", __name__)
 PEM = "application/x-pem-file"
 
 
-def _limit_enrollment() -> None:
+def limit_enrollment() -> None:
+    """The per-address limit shared by every public enrollment route."""
     ctx().enroll_limiter.check(request.remote_addr or "unknown", time.monotonic())
 
 
@@ -42,7 +43,7 @@ async def crl() -> Response:
 @bp.post("/api/auth/enroll")
 @public
 async def enroll_agent() -> tuple[dict[str, Any], int]:
-    _limit_enrollment()
+    limit_enrollment()
     req = await body(EnrollAgent)
     out = await ctx().identities.enroll_agent(
         token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts
@@ -53,7 +54,7 @@ async def enroll_agent() -> tuple[dict[str, Any], int]:
 @bp.post("/api/auth/user-enroll")
 @public
 async def enroll_user() -> tuple[dict[str, Any], int]:
-    _limit_enrollment()
+    limit_enrollment()
     req = await body(EnrollUser)
     out = await ctx().identities.enroll_user(token=req.token, csr=req.csr, username=req.username)
     return out, 201

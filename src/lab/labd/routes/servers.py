@@ -184,7 +184,8 @@ async def list_() -> dict[str, Any]:
 
 
 @bp.get("/api/servers/<name>")
-@requires("user", action="servers:get", resource="server/{name}")
+# Bastions read one server to learn that an installed machine's agent enrolled.
+@requires("user", "bastion", action="servers:get", resource="server/{name}")
 async def get(name: str) -> dict[str, Any]:
     return await _one(name)
 

@@ -11,6 +11,7 @@ from lab.errors import Invalid
 from lab.labd.app import ctx
 from lab.labd.auth import principal, requires
 from lab.labd.identity import MAX_TOKEN_TTL
+from lab.labd.routes.bastion import check_bastion_token
 from lab.labd.routes.bodies import CreateToken, body
 from lab.model import JoinToken, unstructure
 
@@ -24,9 +25,11 @@ def token_view(token: JoinToken) -> dict[str, Any]:
 
 
 @bp.post("/api/tokens")
-@requires("user", action="tokens:create", resource="token/*")
+@requires("user", "bastion", action="tokens:create", resource="token/*")
 async def create() -> tuple[dict[str, Any], int]:
     req = await body(CreateToken)
+    if principal().kind == "bastion":
+        check_bastion_token(req)
     if not 0 < req.ttl_seconds <= MAX_TOKEN_TTL.total_seconds():
         # Checked before building a timedelta, which overflows on absurd values.
         raise Invalid(

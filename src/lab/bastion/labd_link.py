@@ -1,0 +1,196 @@
+"""The bastion's link to labd: joining once, then one-time agent tokens and enrollment checks.
+
+``lab-bastion join`` trades a one-time admin user join token for a ``bastion/<name>``
+certificate and stores, in ``<data dir>/labd/``, ``key.pem`` (0600), ``cert.pem``, ``ca.pem``
+and ``labd.yaml`` (labd's URL, the bastion's name, the CA fingerprint). While serving,
+:func:`open_labd_link` turns that into a :class:`LabdTokenSource`: one mTLS connection pool to
+labd that creates a one-time agent token per install and tells the phase watchdog whether an
+installed machine's agent is already online.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from attrs import frozen
+
+from lab.errors import ConfigError, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from lab.cli.client import LabClient
+
+log = logging.getLogger("lab.bastion.labd")
+
+LINK_DIR = "labd"
+LINK_FILE = "labd.yaml"
+JOIN_HINT = "run `lab-bastion join --server URL --token TOKEN`"
+
+
+@frozen(kw_only=True)
+class LabdLink:
+    """What ``labd.yaml`` records: where labd is and who this bastion is to it."""
+
+    server: str
+    name: str
+    ca_fingerprint: str
+    directory: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "name": self.name,
+            "ca_fingerprint": self.ca_fingerprint,
+            "directory": str(self.directory),
+        }
+
+
+def link_dir(data_dir: Path) -> Path:
+    return data_dir / LINK_DIR
+
+
+def load_link(data_dir: Path) -> LabdLink | None:
+    """The stored link, or None when this bastion never joined; ConfigError when unreadable."""
+    directory = link_dir(data_dir)
+    path = directory / LINK_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}", details={"hint": JOIN_HINT}) from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), str) for k in ("server", "name")
+    ):
+        raise ConfigError(f"{path} has no labd server or name", details={"hint": JOIN_HINT})
+    return LabdLink(
+        server=data["server"],
+        name=data["name"],
+        ca_fingerprint=str(data.get("ca_fingerprint", "")),
+        directory=directory,
+    )
+
+
+async def join(
+    data_dir: Path,
+    server: str,
+    token: str,
+    *,
+    name: str,
+    ca_fingerprint: str | None,
+    tofu: bool,
+    request_timeout: float = 30.0,
+) -> LabdLink:
+    """Join labd as ``bastion/<name>``; the whole of ``lab-bastion join``.
+
+    labd's CA must have ``ca_fingerprint`` unless ``tofu``. ``token`` is a one-time user join
+    token carrying the admin role (``labctl tokens create --kind user --role admin``). Files are
+    written only after labd accepted the token, so a failed attempt keeps an earlier link.
+
+    Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`PermissionDenied`
+    (the token lacks the admin role), :class:`Invalid` (URL, fingerprint, name),
+    :class:`RateLimited`, :class:`Unavailable`. Cancellation abandons the request.
+    """
+    from lab import pki
+    from lab.cli.client import LabClient, establish_trust, normalise_server, pem_field
+    from lab.cli.credentials import Credentials, save_credentials, write_atomic
+
+    server = normalise_server(server)
+    trusted = await establish_trust(
+        server, ca_fingerprint=ca_fingerprint, tofu=tofu, request_timeout=request_timeout
+    )
+    key_pem = pki.generate_key()
+    csr = pki.make_csr(key_pem, f"bastion/{name}").decode("ascii")
+    async with LabClient(
+        server,
+        ssl_context=pki.client_ssl_context(trusted.pem),
+        timeout=request_timeout,
+        auth_hint="ask an admin for a token: labctl tokens create --kind user --role admin",
+    ) as client:
+        body = await client.post(
+            "/api/auth/bastion-enroll", {"token": token, "csr": csr, "name": name}
+        )
+    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
+    pki.load_ca_bundle(ca_pem)
+    directory = link_dir(data_dir)
+    save_credentials(directory, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
+    link = LabdLink(
+        server=server,
+        name=str(body.get("bastion") or name),
+        ca_fingerprint=str(body.get("ca_fingerprint") or trusted.fingerprint),
+        directory=directory,
+    )
+    record = {**link.as_dict(), "joined_at": datetime.now(UTC).isoformat()}
+    record.pop("directory")
+    text = yaml.safe_dump(record, sort_keys=True).encode("utf-8")
+    write_atomic(directory / LINK_FILE, text, mode=0o600)
+    return link
+
+
+class LabdTokenSource:
+    """One-time agent tokens from labd, and whether an agent is online, over mTLS.
+
+    Satisfies :class:`lab.bastion.service.JoinTokenSource` and
+    :class:`lab.bastion.service.EnrollmentCheck`. Build it with :func:`open_labd_link`.
+    """
+
+    def __init__(self, client: LabClient, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str:
+        """A one-time agent token for ``hostname`` living ``ttl`` (labd allows at most 24 h).
+
+        Raises :class:`PermissionDenied` (labd refused: ttl too long, certificate revoked) and
+        :class:`Unavailable` (labd unreachable); the install script is then not served.
+        """
+        body = await self._client.post(
+            "/api/tokens",
+            {
+                "kind": "agent",
+                "ttl_seconds": int(ttl.total_seconds()),
+                "description": f"install of {hostname} by bastion/{self.name}",
+            },
+        )
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str):
+            raise Unavailable("labd's answer to POST /api/tokens has no token")
+        return token
+
+    async def agent_online(self, hostname: str) -> bool:
+        """Whether labd knows ``server/<hostname>`` and its agent is connected.
+
+        False when labd does not know the server; raises :class:`Unavailable` when labd cannot
+        be asked (the caller decides what an unknown answer means).
+        """
+        try:
+            body = await self._client.get(f"/api/servers/{hostname}")
+        except NotFound:
+            return False
+        return isinstance(body, dict) and body.get("status") == "online"
+
+
+@asynccontextmanager
+async def open_labd_link(
+    link: LabdLink, *, request_timeout: float = 10.0
+) -> AsyncIterator[LabdTokenSource]:
+    """An mTLS client to the joined labd for the duration of the block.
+
+    Raises :class:`Unauthenticated` (files missing: join again) and :class:`ConfigError` (key
+    readable by others, unusable material) before yielding.
+    """
+    from lab import pki
+    from lab.cli.client import LabClient
+    from lab.cli.credentials import load_credentials
+
+    creds = load_credentials(link.directory, hint=JOIN_HINT)
+    ctx = pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+    async with LabClient(
+        link.server, ssl_context=ctx, timeout=request_timeout, auth_hint=JOIN_HINT
+    ) as client:
+        yield LabdTokenSource(client, link.name)

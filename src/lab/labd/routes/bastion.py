@@ -1,0 +1,62 @@
+"""Bastions joining labd, and the little a bastion certificate may do afterwards.
+
+A PXE bastion joins once (``lab-bastion join``) with a one-time user join token carrying the
+``admin`` role and gets a ``bastion/<name>`` certificate. With it the bastion may:
+
+* ``POST /api/tokens`` for a one-time ``agent`` token living at most
+  :data:`BASTION_MAX_TOKEN_TTL` (embedded in each install's kickstart): checked by
+  :func:`check_bastion_token`, called from the tokens route, and audited like every create;
+* ``GET /api/servers/{name}`` (to learn that an installed machine's agent enrolled).
+
+Every other route refuses a bastion certificate (``wrong_profile``, 403).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from attrs import frozen
+from quart import Blueprint
+
+from lab.errors import PermissionDenied
+from lab.labd.app import ctx
+from lab.labd.audit import annotate
+from lab.labd.auth import public
+from lab.labd.routes.auth import limit_enrollment
+from lab.labd.routes.bodies import CreateToken, body
+from lab.model import TokenKind
+
+bp = Blueprint("bastion", __name__)
+
+BASTION_MAX_TOKEN_TTL = timedelta(hours=24)
+
+
+@frozen(kw_only=True)
+class EnrollBastion:
+    token: str
+    csr: str
+    name: str
+
+
+@bp.post("/api/auth/bastion-enroll")
+@public
+async def enroll_bastion() -> tuple[dict[str, Any], int]:
+    limit_enrollment()
+    req = await body(EnrollBastion)
+    out = await ctx().identities.enroll_bastion(token=req.token, csr=req.csr, name=req.name)
+    return out, 201
+
+
+def check_bastion_token(req: CreateToken) -> None:
+    """Raise PermissionDenied unless ``req`` is a one-time agent token of at most 24 h."""
+    annotate(kind=str(req.kind), ttl_seconds=req.ttl_seconds, description=req.description)
+    problem = None
+    if req.kind is not TokenKind.AGENT:
+        problem = f"a bastion may only create agent tokens, not {req.kind} tokens"
+    elif req.reusable:
+        problem = "a bastion may only create one-time tokens"
+    elif req.ttl_seconds > BASTION_MAX_TOKEN_TTL.total_seconds():
+        problem = "a bastion's tokens live at most 24 h (ttl_seconds <= 86400)"
+    if problem is not None:
+        raise PermissionDenied(problem, details={"reason": "bastion_limit"})
