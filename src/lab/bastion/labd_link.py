@@ -89,7 +89,7 @@ async def join(
     """Join labd as ``bastion/<name>``; the whole of ``lab-bastion join``.
 
     labd's CA must have ``ca_fingerprint`` unless ``tofu``. ``token`` is a one-time user join
-    token carrying the admin role (``labctl tokens create --kind user --role admin``). Files are
+    token carrying the admin role (``labctl tokens create --kind user --roles admin``). Files are
     written only after labd accepted the token, so a failed attempt keeps an earlier link.
 
     Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`PermissionDenied`
@@ -110,7 +110,7 @@ async def join(
         server,
         ssl_context=pki.client_ssl_context(trusted.pem),
         timeout=request_timeout,
-        auth_hint="ask an admin for a token: labctl tokens create --kind user --role admin",
+        auth_hint="ask an admin for a token: labctl tokens create --kind user --roles admin",
     ) as client:
         body = await client.post(
             "/api/auth/bastion-enroll", {"token": token, "csr": csr, "name": name}
