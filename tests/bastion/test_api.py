@@ -210,7 +210,7 @@ async def test_labd_joined_install_embeds_a_one_time_join_token(
         await b.install(MAC, hostname="w7")
         _, cb = await b.dispatch_token(MAC)
         ks = (await b.client.get("/kickstart/install.ks", params={"mac": MAC, "token": cb})).text
-        assert labd.calls == [("w7", timedelta(hours=6))]
+        assert labd.calls == [("w7", timedelta(hours=24))]
         assert "join_token: jt-w7-1\n" in ks
         assert "labd_url: https://labd.lab:8443\n" in ks
         assert "systemctl enable lab-agent.service" in ks

@@ -114,7 +114,7 @@ class Bastion:
         enrollment: EnrollmentCheck | None = None,
         labd_url: str | None = None,
         timeouts: Mapping[str, float] | None = None,
-        join_ttl: timedelta = timedelta(hours=6),
+        join_ttl: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.machines = machines
