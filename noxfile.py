@@ -66,3 +66,10 @@ def zipapp(session: nox.Session) -> None:
     pathlib.Path("dist").mkdir(exist_ok=True)
     session.run("shiv", *ZIPAPP_ARGS, "-o", "dist/labctl.pyz", ".")
     session.log("built dist/labctl.pyz; try: dist/labctl.pyz version")
+
+
+@nox.session(python=PYTHON)
+def smoke(session: nox.Session) -> None:
+    """labd, the bastion and two agents as real processes: the operator's story, step by step."""
+    session.install("-e", ".[test]")
+    session.run("python", "tests/smoke/smoke.py", *session.posargs)
