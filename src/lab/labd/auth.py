@@ -130,13 +130,13 @@ async def _authenticate(req: Request | Websocket) -> None:
         if rule in audit.PUBLIC_ACTIONS:
             audit.begin(audit.PUBLIC_ACTIONS[rule], "")
         if req.blueprint != "health":
-            _limit(limits, address)
+            _limit(limits, address, req.blueprint)
         return
     resource = policy.resource.format(**(req.view_args or {}))
     audit.begin(policy.action or f"api:{req.endpoint}", resource)
     der = peer_der()
     if der is None:
-        _limit(limits, address)
+        _limit(limits, address, req.blueprint)
         raise Unauthenticated(
             "a client certificate is required", details={"reason": "no_certificate"}
         )
@@ -144,9 +144,9 @@ async def _authenticate(req: Request | Websocket) -> None:
     try:
         ident = pki.verify_peer(der, c.ca.trusted, at=datetime.now(UTC))
     except LabError:
-        _limit(limits, address)
+        _limit(limits, address, req.blueprint)
         raise
-    _limit(limits, f"cert/{ident.serial}")
+    _limit(limits, f"cert/{ident.serial}", req.blueprint)
     if await c.revocations.is_revoked(ident.serial):
         raise Unauthenticated("certificate has been revoked", details={"reason": "revoked"})
     partial = Principal(
@@ -164,15 +164,13 @@ async def _authenticate(req: Request | Websocket) -> None:
         check(g.principal, policy.action, resource)
 
 
-def _limit(limits: Limits, key: str) -> None:
-    limits.general.check(key, time.monotonic())
-    if request_blueprint() == "tokens":
-        limits.tokens.check(key, time.monotonic())
-
-
-def request_blueprint() -> str | None:
-    req = websocket if has_websocket_context() else request
-    return req.blueprint
+def _limit(limits: Limits, key: str, blueprint: str | None) -> None:
+    """Take a token for ``key`` from the general bucket, and from the join-token bucket on the
+    join-token routes; RateLimited (429) when one is empty."""
+    now = time.monotonic()
+    limits.general.check(key, now)
+    if blueprint == "tokens":
+        limits.tokens.check(key, now)
 
 
 async def _audit_ws_refusal(exc: LabError) -> None:
