@@ -73,3 +73,10 @@ def smoke(session: nox.Session) -> None:
     """labd, the bastion and two agents as real processes: the operator's story, step by step."""
     session.install("-e", ".[test]")
     session.run("python", "tests/smoke/smoke.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """schemathesis against a real labd with an admin certificate (>= 1,000 cases)."""
+    session.install("-e", ".[test]", "schemathesis")
+    session.run("python", "tests/fuzz/run_schemathesis.py", *session.posargs)
