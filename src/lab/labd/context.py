@@ -13,6 +13,7 @@ from lab.runtime.metrics import LabdMetrics
 if TYPE_CHECKING:
     from lab.labd.ca import CAService
     from lab.labd.config import LabdConfig
+    from lab.labd.hub import AgentHub
     from lab.labd.identity import Identities, Revocations
     from lab.store import Store
 
@@ -25,10 +26,11 @@ class LabdContext:
     revocations: Revocations
     identities: Identities
     enroll_limiter: RateLimiter
+    hub: AgentHub
     started_monotonic: float = field(factory=time.monotonic)
     # This process's Prometheus metrics, in a registry of their own (see /metrics).
     metrics: LabdMetrics = field(factory=LabdMetrics)
 
     def connected_agents(self) -> int:
-        """Agents with a live session on this replica (0 until the agent hub is attached)."""
-        return 0
+        """Agents with a live session on this replica."""
+        return len(self.hub)

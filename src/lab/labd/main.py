@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from lab.errors import LabError
 from lab.labd.config import LabdConfig, load_labd_config
+
+if TYPE_CHECKING:
+    from lab.labd.context import LabdContext
 
 log = logging.getLogger("labd")
 
@@ -32,15 +37,20 @@ async def serve_labd(
     config: LabdConfig,
     *,
     shutdown: trio.Event,
+    on_context: Callable[[LabdContext], None] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run labd until ``shutdown`` is set; reports ``(host, port)`` once listening.
+
+    ``on_context`` is called with the daemon's context once it is built (tests reach the
+    agent hub through it).
 
     Raises LabError subclasses for unusable config (data dir, database, schema too new).
     """
     from lab.labd.app import create_app
     from lab.labd.ca import CAService
     from lab.labd.context import LabdContext
+    from lab.labd.hub import AgentHub
     from lab.labd.identity import Identities, Revocations
     from lab.labd.ratelimit import RateLimiter
     from lab.pki import resolve_ca_passphrase
@@ -55,6 +65,12 @@ async def serve_labd(
         await ca.load()
         revocations = Revocations(store)
         await revocations.load()
+        hub = AgentHub(
+            store,
+            revocations,
+            admit_rate=config.agent_admit_rate,
+            drain_timeout=min(2.0, config.shutdown_grace / 2),
+        )
         context = LabdContext(
             config=config,
             store=store,
@@ -62,11 +78,16 @@ async def serve_labd(
             revocations=revocations,
             identities=Identities(store, ca, revocations),
             enroll_limiter=RateLimiter(config.enroll_rate, name="enrollment requests"),
+            hub=hub,
         )
+        if on_context is not None:
+            on_context(context)
         ca.write_bundle(config.data_path)
         bootstrap = await context.identities.bootstrap(config.data_path)
         app = create_app(context)
         async with trio.open_nursery() as nursery:
+            # Agents hear about the shutdown from the hub before hypercorn's grace runs out.
+            await nursery.start(hub.run, shutdown)
             host, port = await nursery.start(
                 partial(
                     serve_asgi,

@@ -1,0 +1,518 @@
+"""lab-agent's long-running part: one mTLS WebSocket to labd, exec and logs, renewal.
+
+:class:`lab.proto.session.AgentSession` decides (connect, hello, heartbeats, backoff, the
+``retry_after`` of a shutdown); this module is its trio driver. Each connection is a nursery
+holding the reader, the session timer and a :class:`lab.agent.dispatch.Dispatcher` with one
+task per stream, so losing the connection (or stopping) kills every process it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import trio
+import yaml
+from attrs import Factory, frozen
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionTimeout,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from lab import __version__
+from lab.agent.dispatch import ConnectionGone, Dispatcher, SendFn
+from lab.agent.executor import Outgoing
+from lab.agent.identity import AGENT_FILE, EnrolledIdentity, load_enrolled
+from lab.errors import ConfigError, LabError
+from lab.proto import ProtocolError, decode, decode_data, encode
+from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
+from lab.proto.messages import Heartbeat, Hello
+from lab.proto.session import (
+    AgentSession,
+    Close,
+    Command,
+    Connect,
+    Deliver,
+    Send,
+    SendHeartbeat,
+    State,
+)
+
+log = logging.getLogger("lab.agent")
+
+LOG_SOURCES_ENV = "LAB_AGENT_LOG_SOURCES"
+PID_FILE = "lab-agent.pid"
+WS_PATH = "/ws/agent"
+CLOSE_TIMEOUT = 2.0
+
+
+@frozen(kw_only=True)
+class AgentSettings:
+    """How ``lab-agent run`` behaves; :func:`load_settings` reads them from the state dir."""
+
+    state_dir: Path
+    # Named log files for `labctl logs server/NAME --source NAME` (agent.yaml `log_sources`,
+    # or LAB_AGENT_LOG_SOURCES=name=path,...).
+    log_sources: dict[str, Path] = Factory(dict)
+    # Labels announced in `hello` (agent.yaml `labels`).
+    labels: dict[str, str] = Factory(dict)
+    # Seconds for TCP + TLS + WebSocket handshake, and for labd's `welcome`.
+    connect_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_cap: float = 30.0
+    # Seconds between SIGTERM and SIGKILL when an exec times out.
+    kill_grace: float = 5.0
+    # Renew the certificate at about two thirds of its lifetime.
+    renew: bool = True
+
+
+def parse_log_sources(text: str) -> dict[str, Path]:
+    """``name=path,name2=path2`` → mapping; ConfigError for an entry without ``=``."""
+    sources: dict[str, Path] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, path = entry.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"{LOG_SOURCES_ENV}: {entry!r} is not name=path")
+        sources[name.strip()] = Path(path.strip())
+    return sources
+
+
+def load_settings(state_dir: Path, environ: Mapping[str, str] | None = None) -> AgentSettings:
+    """Settings from ``agent.yaml`` (``log_sources``, ``labels``) and the environment."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = state_dir / AGENT_FILE
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path} cannot be read: {exc}") from exc
+        data = loaded if isinstance(loaded, dict) else {}
+    sources = data.get("log_sources") or {}
+    labels = data.get("labels") or {}
+    if not isinstance(sources, dict) or not isinstance(labels, dict):
+        raise ConfigError(f"{path}: log_sources and labels must be mappings")
+    log_sources = {str(k): Path(str(v)) for k, v in sources.items()}
+    log_sources.update(parse_log_sources(env.get(LOG_SOURCES_ENV, "")))
+    return AgentSettings(
+        state_dir=state_dir,
+        log_sources=log_sources,
+        labels={str(k): str(v) for k, v in labels.items()},
+    )
+
+
+def heartbeat() -> Heartbeat:
+    """Current load, uptime and memory of this machine (Linux ``/proc``; zeros elsewhere)."""
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = []
+    uptime = 0.0
+    memory: dict[str, int] = {}
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                memory[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return Heartbeat(
+        load=load,
+        uptime=uptime,
+        memory_total=memory.get("MemTotal", 0),
+        memory_available=memory.get("MemAvailable", 0),
+        version=__version__,
+    )
+
+
+async def connect(
+    nursery: trio.Nursery,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    *,
+    connect_timeout: float,
+    resource: str = WS_PATH,
+) -> tuple[WebSocketConnection, trio.SSLStream[trio.SocketStream]]:
+    """Open TLS to labd and the WebSocket on it; the caller closes both.
+
+    We own the TLS stream rather than using ``open_websocket``: trio-websocket 0.12 never
+    closes the TCP connection of a client whose server closed the WebSocket first. Raises
+    :class:`HandshakeError` (``ConnectionTimeout`` after ``connect_timeout``,
+    ``ConnectionRejected`` when labd answers with an HTTP error).
+    """
+    stream = None
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=context, https_compatible=True
+            )
+            ws = await wrap_client_stream(
+                nursery, stream, host, resource, max_message_size=HEADER_SIZE + MAX_PAYLOAD
+            )
+    except BaseException as exc:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        if isinstance(exc, trio.TooSlowError):
+            raise ConnectionTimeout from None
+        if isinstance(exc, OSError | trio.BrokenResourceError):
+            raise HandshakeError(str(exc)) from exc
+        raise
+    return ws, stream
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _first(group: BaseExceptionGroup[E]) -> E:
+    """The first leaf of an exception group (they nest when nurseries do)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc  # type: ignore[return-value]
+
+
+def endpoint(server: str) -> tuple[str, int]:
+    """``(host, port)`` of labd's ``https://HOST[:PORT]`` URL."""
+    parts = urlsplit(server)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"labd URL {server!r} must be https://HOST:PORT")
+    return parts.hostname, parts.port or 443
+
+
+class Agent:
+    """One agent process: connection driver, dispatcher per connection, renewal."""
+
+    def __init__(self, settings: AgentSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng or random.Random()
+        self.identity: EnrolledIdentity | None = None
+        self.session: AgentSession | None = None
+        self._ws: WebSocketConnection | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._send_lock = trio.Lock()
+        self._changed = trio.Event()
+        self.connections = 0  # welcomed sessions so far
+        self._welcomed_id: str | None = None
+
+    @property
+    def state(self) -> State:
+        return State.DISCONNECTED if self.session is None else self.session.state
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_connected(self, after: int = 0) -> str:
+        """Wait for a welcomed session (the ``after``-th one or later); its session id."""
+        while True:
+            session = self.session
+            if (
+                session is not None
+                and session.state is State.CONNECTED
+                and self.connections > after
+                and session.session_id is not None
+            ):
+                return session.session_id
+            await self._changed.wait()
+
+    async def wait_state(self, state: State) -> None:
+        while self.state is not state:
+            await self._changed.wait()
+
+    # --- the whole agent ---
+
+    async def run(
+        self,
+        *,
+        shutdown: trio.Event | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect and serve until ``shutdown`` is set (forever without one).
+
+        Raises :class:`Unauthenticated` when the agent never enrolled and :class:`ConfigError`
+        for unusable state. On shutdown, running process groups are killed and the connection
+        closes with 1000. ``task_status.started()`` once the identity is loaded.
+        """
+        from lab.agent.cli import gather_facts
+
+        identity = load_enrolled(self.settings.state_dir)
+        endpoint(identity.server)
+        self.identity = identity
+        hello = Hello(version=__version__, facts=gather_facts(), labels=self.settings.labels)
+        self.session = AgentSession(
+            hello,
+            random=self._rng.random,
+            backoff_initial=self.settings.backoff_initial,
+            backoff_cap=self.settings.backoff_cap,
+            connect_timeout=self.settings.connect_timeout,
+        )
+        async with trio.open_nursery() as nursery:
+            if self.settings.renew:
+                nursery.start_soon(self._renew_loop)
+            nursery.start_soon(self._drive)
+            task_status.started()
+            if shutdown is None:
+                await trio.sleep_forever()
+            else:
+                await shutdown.wait()
+            await self._stop()
+            nursery.cancel_scope.cancel()
+
+    async def _stop(self) -> None:
+        assert self.session is not None
+        commands = self.session.stop()
+        self._notify()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel_all()
+        ws = self._ws
+        for command in commands:
+            if isinstance(command, Close) and ws is not None:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await ws.aclose(int(command.code), command.reason)
+        log.info("lab-agent stopped")
+
+    # --- connection driver ---
+
+    async def _drive(self) -> None:
+        session = self.session
+        assert session is not None
+        commands = session.start(trio.current_time())
+        while True:
+            if any(isinstance(c, Connect) for c in commands):
+                await self._connection()
+                session.connection_lost(trio.current_time())
+                self._notify()
+            deadline = session.next_deadline()
+            if deadline is None:
+                return  # stopped
+            log.debug("reconnecting in %.1fs", max(0.0, deadline - trio.current_time()))
+            await trio.sleep_until(deadline)
+            commands = session.timer(trio.current_time())
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        from lab import pki
+        from lab.agent.identity import ENROLL_HINT
+        from lab.cli.credentials import load_credentials
+
+        # Read every time: renewal replaces cert.pem and ca.pem underneath us.
+        creds = load_credentials(self.settings.state_dir, hint=ENROLL_HINT)
+        return pki.client_ssl_context(
+            creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem, alpn=["http/1.1"]
+        )
+
+    async def _connection(self) -> None:
+        """One connection attempt and, if it opens, the whole session on it."""
+        assert self.identity is not None
+        host, port = endpoint(self.identity.server)
+        stream: trio.SSLStream[trio.SocketStream] | None = None
+        try:
+            # trio-websocket's reader task (in this nursery) raises a refused handshake and
+            # lost connections, so they come out of the nursery as exception groups.
+            async with trio.open_nursery() as nursery:
+                ws, stream = await connect(
+                    nursery,
+                    host,
+                    port,
+                    self._ssl_context(),
+                    connect_timeout=self.settings.connect_timeout,
+                )
+                self._ws = ws
+                try:
+                    await self._serve(ws)
+                finally:
+                    self._ws = None
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await ws.aclose()
+                nursery.cancel_scope.cancel()  # the reader task
+        except* LabError as group:
+            log.error("cannot connect: %s", _first(group).message)
+        except* HandshakeError as group:
+            exc = _first(group)
+            status = getattr(exc, "status_code", None)
+            cause = exc.__cause__ or exc
+            why = f"refused with HTTP {status}" if status else str(cause) or repr(cause)
+            log.warning("cannot connect to %s: %s", self.identity.server, why)
+        except* (ConnectionClosed, ConnectionGone, trio.BrokenResourceError) as group:
+            log.warning("connection to %s lost: %r", self.identity.server, _first(group))
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+    async def _serve(self, ws: WebSocketConnection) -> None:
+        session = self.session
+        assert session is not None
+
+        async def send(item: Outgoing) -> None:
+            async with self._send_lock:
+                try:
+                    await ws.send_message(item if isinstance(item, bytes) else encode(item))
+                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise ConnectionGone("connection to labd closed") from None
+
+        async with trio.open_nursery() as nursery:
+            dispatcher = Dispatcher(
+                nursery,
+                send,
+                log_sources=self.settings.log_sources,
+                kill_grace=self.settings.kill_grace,
+            )
+            self._dispatcher = dispatcher
+            try:
+                await self._execute(session.connected(trio.current_time()), ws, send, dispatcher)
+                nursery.start_soon(self._timer, ws, send, dispatcher)
+                await self._reader(ws, send, dispatcher)
+            finally:
+                self._dispatcher = None
+                nursery.cancel_scope.cancel()
+
+    async def _reader(
+        self,
+        ws: WebSocketConnection,
+        send: SendFn,
+        dispatcher: Dispatcher,
+    ) -> None:
+        session = self.session
+        assert session is not None
+        while True:
+            try:
+                data = await ws.get_message()
+            except ConnectionClosed as exc:
+                reason = exc.reason
+                log.info(
+                    "connection closed: %s %s",
+                    getattr(reason, "code", "?"),
+                    getattr(reason, "reason", "") or "",
+                )
+                return
+            try:
+                if isinstance(data, str):
+                    commands = session.received(decode(data), trio.current_time())
+                    self._notify_welcome(session)
+                    await self._execute(commands, ws, send, dispatcher)
+                elif session.state is State.CONNECTED:
+                    await dispatcher.data(decode_data(data))
+                else:
+                    raise ProtocolError("data before welcome")
+            except ProtocolError as exc:
+                log.warning("labd broke the protocol: %s", exc.message)
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await ws.aclose(int(exc.close_code), exc.message[:120])
+                return
+            except ConnectionGone:
+                return
+
+    def _notify_welcome(self, session: AgentSession) -> None:
+        if session.state is State.CONNECTED and session.session_id != self._welcomed_id:
+            self._welcomed_id = session.session_id
+            self.connections += 1
+            log.info("connected to labd (session %s)", session.session_id)
+        self._notify()
+
+    async def _timer(self, ws: WebSocketConnection, send: SendFn, dispatcher: Dispatcher) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            while True:
+                deadline = session.next_deadline()
+                changed = self._changed
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await changed.wait()
+                if deadline is not None and trio.current_time() >= deadline:
+                    commands = session.timer(trio.current_time())
+                    await self._execute(commands, ws, send, dispatcher)
+        except ConnectionGone:
+            return
+
+    async def _execute(
+        self,
+        commands: list[Command],
+        ws: WebSocketConnection,
+        send: SendFn,
+        dispatcher: Dispatcher,
+    ) -> None:
+        for command in commands:
+            if isinstance(command, Send):
+                await send(command.message)
+            elif isinstance(command, SendHeartbeat):
+                await send(heartbeat())
+            elif isinstance(command, Deliver):
+                await dispatcher.message(command.message)
+            elif isinstance(command, Close):
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await ws.aclose(int(command.code), command.reason)
+                self._notify()
+
+    # --- certificate renewal ---
+
+    async def _renew_loop(self) -> None:
+        from lab.agent.identity import renew, renewal_delay
+
+        failures = 0
+        while True:
+            identity = load_enrolled(self.settings.state_dir)
+            delay = renewal_delay(identity.not_before, identity.not_after, self._rng)
+            if failures:
+                # Overdue and failing: retry with backoff instead of hammering labd.
+                delay = max(delay, self._rng.uniform(0.5, 1.0) * min(3600.0, 30.0 * 2**failures))
+            await trio.sleep(delay)
+            try:
+                renewed = await renew(self.settings.state_dir)
+            except LabError as exc:
+                failures += 1
+                log.warning("certificate renewal failed: %s", exc.message)
+                continue
+            failures = 0
+            self.identity = renewed
+            log.info("certificate renewed, valid until %s", renewed.not_after.isoformat())
+
+
+async def run_agent(
+    settings: AgentSettings,
+    *,
+    shutdown: trio.Event | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run an agent until ``shutdown``; ``task_status.started(agent)`` once it is loaded."""
+    agent = Agent(settings, rng=rng)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: agent.run(shutdown=shutdown, task_status=task_status)
+        )
+        task_status.started(agent)
+
+
+# --- pid file (lab-agent run writes it, lab-agent status reads it) ---
+
+
+def write_pid_file(state_dir: Path) -> Path:
+    path = state_dir / PID_FILE
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    return path
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of a live ``lab-agent run`` for ``state_dir``, if there is one."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, owned by someone else (root)
+    return pid

@@ -1,0 +1,230 @@
+"""One exec or log stream relayed through an agent's connection, as seen by a labd route.
+
+A :class:`HubStream` is what ``async with hub.open_stream(...)`` yields. Items from the agent
+arrive in a bounded inbox filled by the agent connection's reader; the caller drains it with
+``async for`` and grants output credit as its own consumer drains (``send(Credit)`` or
+:meth:`HubStream.consumed`), so a slow consumer slows the remote process and the inbox never
+holds more payload than the credit the caller granted.
+
+Stream ids are renumbered: the agent sees ids chosen per agent connection, the caller sees the
+``stream_id`` of its own start message on every item (sequence numbers are passed through).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from lab.errors import Invalid, Unavailable
+from lab.proto.errors import CloseCode, ProtocolError
+from lab.proto.frames import MAX_PAYLOAD, Channel, DataFrame, encode_data
+from lab.proto.messages import (
+    DEFAULT_WINDOW,
+    Credit,
+    Error,
+    ExecExit,
+    ExecStart,
+    ExecStarted,
+    LogsEnd,
+    LogsStart,
+    Resize,
+    Signal,
+    StdinClose,
+)
+from lab.proto.streams import InputStream, SendWindow
+
+if TYPE_CHECKING:
+    from lab.labd.hub_session import AgentConnection
+
+StreamItem = ExecStarted | DataFrame | ExecExit | LogsEnd | Error
+"""What iterating a stream yields; ``ExecExit``, ``LogsEnd`` and ``Error`` are the last item."""
+
+Outgoing = bytes | Credit | Signal | Resize | StdinClose
+"""What a caller may send: stdin bytes or a control message (its ``stream_id`` is replaced)."""
+
+StartMessage = ExecStart | LogsStart
+
+# Payload bytes in the inbox are bounded by the credit the caller granted; this bounds the
+# number of items (a peer sending tiny frames), after which the reader waits for the caller.
+INBOX_ITEMS = DEFAULT_WINDOW // 16
+
+
+class HubStream:
+    """The caller's end of one stream on an agent connection. Create with ``hub.open_stream``."""
+
+    def __init__(
+        self, conn: AgentConnection, start: StartMessage, agent_stream_id: int, *, window: int
+    ) -> None:
+        self.server_name = conn.name
+        self.start = start
+        self.stream_id = start.stream_id
+        self.agent_stream_id = agent_stream_id
+        self._conn = conn
+        self._input = InputStream(agent_stream_id, window=window)
+        self._stdin_window = SendWindow(window)
+        self._stdin_seq = 0
+        self._stdin_changed = trio.Event()
+        self._inbox_send, self._inbox = trio.open_memory_channel[StreamItem](INBOX_ITEMS)
+        self.finished = False  # the agent ended the stream (exit, logs-end or error)
+        self._aborted: Error | None = None  # labd ended it (agent gone, shutdown)
+        self._done = False  # the caller has seen the last item
+
+    @property
+    def is_exec(self) -> bool:
+        return isinstance(self.start, ExecStart)
+
+    @property
+    def active(self) -> bool:
+        """Neither the agent nor labd has ended the stream yet."""
+        return not self.finished and self._aborted is None
+
+    # --- the caller's API ---
+
+    def __aiter__(self) -> HubStream:
+        return self
+
+    async def __anext__(self) -> StreamItem:
+        """The next item from the agent; after the last one, ``StopAsyncIteration``.
+
+        When the agent connection is lost or labd shuts down, the last item is an ``Error``
+        (code ``unavailable``).
+        """
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await self._inbox.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._done = True
+            if self._aborted is not None:
+                return self._aborted
+            raise StopAsyncIteration from None
+        if isinstance(item, ExecExit | LogsEnd | Error):
+            self._done = True
+        return item
+
+    async def send(self, item: Outgoing) -> None:
+        """Send stdin bytes or a control message (``Credit``, ``Signal``, ``Resize``,
+        ``StdinClose``) to the agent.
+
+        Stdin waits for the agent's stdin credit (so a slow process slows the writer).
+        Raises :class:`Invalid` for something this stream cannot take (stdin on a stream
+        started without ``stdin``, a signal to a log stream, an out-of-range credit) and
+        :class:`Unavailable` once the agent connection is gone. Control messages for a stream
+        the agent already ended are dropped. Cancellation while waiting for credit sends
+        nothing of the unsent rest.
+        """
+        if isinstance(item, bytes | bytearray | memoryview):
+            await self._send_stdin(bytes(item))
+            return
+        if isinstance(item, Credit):
+            try:
+                credit = self._input.grant(item.bytes)
+            except ValueError as exc:
+                raise Invalid(str(exc), details={"fields": ["credit.bytes"]}) from None
+            await self._forward(credit)
+            return
+        if not isinstance(item, Signal | Resize | StdinClose):
+            raise Invalid(f"a stream does not take {type(item).__name__} messages")
+        if not self.is_exec:
+            raise Invalid(f"{item.TYPE} applies to exec streams only")
+        await self._forward(attrs.evolve(item, stream_id=self.agent_stream_id))
+
+    async def consumed(self, n: int) -> None:
+        """Tell the stream its consumer read ``n`` payload bytes; credit is granted to the
+        agent in batches (every half window). Use this *or* ``send(Credit)``, not both."""
+        credit = self._input.consumed(n)
+        if credit is not None:
+            await self._forward(credit)
+
+    # --- internals ---
+
+    async def _forward(self, msg: Credit | Signal | Resize | StdinClose) -> None:
+        if self._aborted is not None:
+            raise Unavailable(self._aborted.message)
+        if self.finished:
+            return  # the remote side is gone; nothing left to steer
+        await self._conn.enqueue(msg)
+
+    async def _send_stdin(self, data: bytes) -> None:
+        start = self.start
+        if not isinstance(start, ExecStart) or not start.stdin:
+            raise Invalid("this stream was not started with stdin")
+        view = memoryview(data)
+        while view:
+            while self._stdin_window.available == 0:
+                if not self.active:
+                    break
+                await self._stdin_changed.wait()
+            if self._aborted is not None:
+                raise Unavailable(self._aborted.message)
+            if self.finished:
+                return  # the process is gone; its stdin with it
+            size = min(len(view), self._stdin_window.available, MAX_PAYLOAD)
+            self._stdin_window.consume(size)
+            chunk = bytes(view[:size])
+            frame = encode_data(self.agent_stream_id, Channel.STDIN, self._stdin_seq, chunk)
+            self._stdin_seq += 1
+            view = view[size:]
+            await self._conn.enqueue(frame)
+
+    def _notify(self) -> None:
+        self._stdin_changed.set()
+        self._stdin_changed = trio.Event()
+
+    # --- called by the agent connection's reader ---
+
+    def data(self, frame: DataFrame) -> DataFrame:
+        """Check an agent data frame (channel, sequence, credit) and renumber it."""
+        allowed = (Channel.STDOUT, Channel.STDERR) if self.is_exec else (Channel.LOG,)
+        if frame.channel not in allowed:
+            raise ProtocolError(
+                f"channel {frame.channel.name} is not an output of stream {frame.stream_id}",
+                close_code=CloseCode.UNSUPPORTED_DATA,
+            )
+        payload = self._input.received(frame)
+        return DataFrame(
+            stream_id=self.stream_id, channel=frame.channel, seq=frame.seq, payload=payload
+        )
+
+    def message(self, msg: ExecStarted | ExecExit | LogsEnd | Error) -> StreamItem:
+        """Check a stream message from the agent and renumber it for the caller."""
+        if self.finished:
+            raise ProtocolError(f"{msg.TYPE} on stream {msg.stream_id} after it ended")
+        if isinstance(msg, ExecStarted | ExecExit) and not self.is_exec:
+            raise ProtocolError(f"{msg.TYPE} on log stream {msg.stream_id}")
+        if isinstance(msg, LogsEnd) and self.is_exec:
+            raise ProtocolError(f"logs-end on exec stream {msg.stream_id}")
+        if isinstance(msg, ExecExit):
+            self._input.exited(msg)
+        return attrs.evolve(msg, stream_id=self.stream_id)
+
+    def stdin_credit(self, credit: Credit) -> None:
+        self._stdin_window.grant(credit.bytes)
+        self._notify()
+
+    async def deliver(self, item: StreamItem) -> None:
+        """Put ``item`` in the inbox (waits while it is full); the last item ends the stream."""
+        last = isinstance(item, ExecExit | LogsEnd | Error)
+        if last:
+            self.finished = True
+        # Broken or closed: the caller left or labd ended the stream, nobody wants the item.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._inbox_send.send(item)
+        if last:
+            self._inbox_send.close()
+            self._notify()
+
+    def abort(self, code: str, message: str) -> None:
+        """End the stream from labd's side; the caller's last item is an ``Error``."""
+        if not self.active:
+            return
+        self._aborted = Error(stream_id=self.stream_id, code=code, message=message)
+        self._inbox_send.close()
+        self._notify()
+
+    def close_inbox(self) -> None:
+        """The caller left: drop whatever is still queued."""
+        self._inbox.close()
