@@ -211,8 +211,8 @@ async def test_labd_joined_install_embeds_a_one_time_join_token(
         _, cb = await b.dispatch_token(MAC)
         ks = (await b.client.get("/kickstart/install.ks", params={"mac": MAC, "token": cb})).text
         assert labd.calls == [("w7", timedelta(hours=24))]
-        assert "join_token: jt-w7-1\n" in ks
-        assert "labd_url: https://labd.lab:8443\n" in ks
+        assert "token: jt-w7-1\n" in ks
+        assert "server: https://labd.lab:8443\n" in ks
         assert "systemctl enable lab-agent.service" in ks
         assert '--find-links "$LAB_BASE/wheelhouse/" labctl' in ks
         assert f'LAB_BASE="{b.url}"' in ks

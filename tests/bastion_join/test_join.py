@@ -4,6 +4,7 @@ may do, and the watchdog asking labd before it fails an install."""
 from __future__ import annotations
 
 import stat
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -41,9 +42,15 @@ async def join_bastion(labd: RunningLabd, admin: Credentials, data_dir: Path) ->
     )
 
 
+def enroll_yaml_of(kickstart: str) -> str:
+    """The /etc/lab-agent/enroll.yaml an install writes (the here-document in %post)."""
+    body = kickstart.split("cat > /etc/lab-agent/enroll.yaml <<'ENROLL'\n", 1)[1]
+    return body.split("\nENROLL\n", 1)[0] + "\n"
+
+
 def join_token_of(kickstart: str) -> str:
-    line = next(x for x in kickstart.splitlines() if x.startswith("join_token: "))
-    return line.removeprefix("join_token: ").strip()
+    line = next(x for x in enroll_yaml_of(kickstart).splitlines() if x.startswith("token: "))
+    return line.removeprefix("token: ").strip()
 
 
 async def queue_and_fetch_ks(bastion: Running, mac: str, hostname: str) -> str:
@@ -105,9 +112,21 @@ async def test_install_ks_carries_a_one_time_agent_token(tmp_path: Path) -> None
     with trio.fail_after(30):
         async with joined(tmp_path) as (labd, admin, bastion):
             ks = await queue_and_fetch_ks(bastion, MAC, "node1")
-            assert f"labd_url: {labd.url}" in ks
+            enroll_yaml = enroll_yaml_of(ks)
+            assert f"server: {labd.url}" in enroll_yaml
+            assert f"ca_fingerprint: {fingerprint(labd)}" in enroll_yaml
             token = join_token_of(ks)
-            await labd.enroll_agent("node1", token)  # asserts 201
+            # What the installed machine's lab-agent.service runs before `lab-agent run`.
+            config = tmp_path / "enroll.yaml"
+            config.write_text(enroll_yaml)
+            state = tmp_path / "agent-state"
+            argv = [sys.executable, "-m", "lab.agent.main", "enroll", "--config", str(config)]
+            argv += ["--state-dir", str(state), "--if-needed"]
+            first = await trio.run_process(argv, capture_stdout=True, capture_stderr=True)
+            assert b"enrolled as server/node1" in first.stdout, first.stderr
+            again_cli = await trio.run_process(argv, capture_stdout=True)
+            assert b"already enrolled" in again_cli.stdout
+            assert "ExecStartPre=/opt/lab-agent/bin/lab-agent enroll --config" in ks
             key = pki.generate_key()
             async with labd.client() as http:
                 again = await http.post(

@@ -39,12 +39,14 @@ def gather_facts() -> dict[str, Any]:
 @app.command
 async def enroll(
     *,
-    server: str,
-    token: str,
+    server: str | None = None,
+    token: str | None = None,
     ca_fingerprint: str | None = None,
     insecure_trust_on_first_use: bool = False,
     hostname: str | None = None,
     state_dir: Path | None = None,
+    config: Path | None = None,
+    if_needed: bool = False,
 ) -> None:
     """Enroll this machine with labd using a join token and store its certificate.
 
@@ -69,15 +71,34 @@ async def enroll(
         The server name to enroll as (default: this machine's host name).
     state_dir
         Where to keep the identity (default: LAB_AGENT_STATE_DIR or the default above).
+    config
+        A YAML file with ``server``, ``token``, ``hostname`` and ``ca_fingerprint`` (what an
+        installed machine gets from the bastion); options given on the command line win.
+    if_needed
+        Do nothing (exit 0) when the state directory already holds an identity.
     """
     import socket
 
     from lab.agent.identity import default_state_dir
     from lab.agent.identity import enroll as do_enroll
     from lab.cli.errors import handle
+    from lab.errors import Invalid
 
     directory = state_dir or default_state_dir()
+    if if_needed and (directory / "cert.pem").exists():
+        print(f"already enrolled (identity in {directory})")
+        return
     with handle():
+        given = _enroll_config(config) if config is not None else {}
+        server = server or given.get("server")
+        token = token or given.get("token")
+        hostname = hostname or given.get("hostname")
+        ca_fingerprint = ca_fingerprint or given.get("ca_fingerprint")
+        if not server or not token:
+            raise Invalid(
+                "enroll needs --server and --token (or a --config file holding them)",
+                details={"fields": ["server", "token"]},
+            )
         identity = await do_enroll(
             server,
             token,
@@ -92,6 +113,21 @@ async def enroll(
         f"certificate valid until {identity.not_after.isoformat()}"
     )
     print(f"identity stored in {directory}", file=sys.stderr)
+
+
+def _enroll_config(path: Path) -> dict[str, str]:
+    """The enrolment settings a bastion install wrote (unknown keys are an error)."""
+    from lab.errors import ConfigError
+    from lab.runtime.config import read_yaml_mapping
+
+    data = read_yaml_mapping(path)
+    allowed = {"server", "token", "hostname", "ca_fingerprint"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown keys {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}"
+        )
+    return {k: str(v) for k, v in data.items() if v is not None}
 
 
 # --- the long-running agent: `run` (connect, heartbeat, exec, logs, renew) and `status` ---

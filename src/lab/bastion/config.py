@@ -40,6 +40,9 @@ class BastionConfig:
     ipxe_dir: str = "/usr/lib/ipxe"
     labd_url: str = ""
     """labd to enrol installed machines with; empty: agent enrolment is skipped."""
+    labd_ca_fingerprint: str = ""
+    """SHA256 fingerprint of labd's CA that installed agents pin when they enrol (a joined
+    bastion knows it already)."""
     join_token: str = ""
     """A reusable agent join token of that labd; unused once ``lab-bastion join`` linked the
     bastion to labd, which then creates a one-time token per install."""

@@ -62,10 +62,12 @@ async def serve_bastion(
     async with AsyncExitStack() as stack:
         enrollment: EnrollmentCheck | None = None
         labd_url = config.labd_url or None
+        labd_fingerprint = config.labd_ca_fingerprint or None
         if link is not None:
             source = await stack.enter_async_context(open_labd_link(link))
             join_tokens, enrollment = source, source
             labd_url = labd_url or link.server
+            labd_fingerprint = labd_fingerprint or link.ca_fingerprint
             log.info("joined to labd %s as bastion/%s", link.server, link.name)
         store = await stack.enter_async_context(open_store(config.db_url))
         nursery = await stack.enter_async_context(trio.open_nursery())
@@ -77,6 +79,7 @@ async def serve_bastion(
             join_tokens=join_tokens or _join_source(config),
             enrollment=enrollment,
             labd_url=labd_url,
+            labd_ca_fingerprint=labd_fingerprint,
             timeouts=config.timeouts,
             join_ttl=timedelta(seconds=config.join_ttl),
         )

@@ -113,6 +113,7 @@ class Bastion:
         join_tokens: JoinTokenSource | None = None,
         enrollment: EnrollmentCheck | None = None,
         labd_url: str | None = None,
+        labd_ca_fingerprint: str | None = None,
         timeouts: Mapping[str, float] | None = None,
         join_ttl: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = utcnow,
@@ -123,6 +124,7 @@ class Bastion:
         self.join_tokens = join_tokens
         self.enrollment = enrollment
         self.labd_url = labd_url
+        self.labd_ca_fingerprint = labd_ca_fingerprint
         self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.join_ttl = join_ttl
         self.clock = clock
@@ -251,6 +253,7 @@ class Bastion:
             reprovision=bool(m.settings.get("reprovision")),
             join_token=join_token,
             labd_url=self.labd_url,
+            ca_fingerprint=self.labd_ca_fingerprint,
         )
 
     # --- installer callbacks ------------------------------------------------------------------

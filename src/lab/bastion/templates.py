@@ -38,6 +38,15 @@ def check_url(url: str, *, field: str) -> str:
     return url.rstrip("/")
 
 
+_FINGERPRINT = re.compile(r"SHA256:[0-9a-f]{64}")
+
+
+def check_fingerprint(value: str) -> str:
+    if not _FINGERPRINT.fullmatch(value):
+        raise ConfigError(f"labd CA fingerprint is not SHA256:<64 hex digits>: {value!r}")
+    return value
+
+
 def check_token(token: str, *, field: str) -> str:
     if not _SAFE_TOKEN.fullmatch(token):
         raise Invalid(f"{field} has characters a kickstart cannot carry")
@@ -108,12 +117,15 @@ class Templates:
         reprovision: bool,
         join_token: str | None,
         labd_url: str | None,
+        ca_fingerprint: str | None = None,
     ) -> str:
         if join_token is not None:
             check_token(join_token, field="join token")
             if labd_url is None:
                 raise ConfigError("a join token needs labd_url to enrol against")
             labd_url = check_url(labd_url, field="labd_url")
+            if ca_fingerprint is not None:
+                ca_fingerprint = check_fingerprint(ca_fingerprint)
         plan = reprovision_plan(role)
         return self._render(
             "install.ks.j2",
@@ -126,6 +138,7 @@ class Templates:
             reprovision=reprovision,
             join_token=join_token,
             labd_url=labd_url,
+            ca_fingerprint=ca_fingerprint,
             vg=VG_NAME,
             lvs=layout_for(role),
             foreign_lvs=[lv.name for r, lv in ROLE_DATA_LV.items() if r != role],
