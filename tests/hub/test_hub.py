@@ -13,6 +13,9 @@ from lab.agent.daemon import run_agent
 from lab.errors import NotFound, Unavailable
 from lab.proto import Channel, DataFrame, decode, encode
 from lab.proto.messages import (
+    DEFAULT_WINDOW,
+    Credit,
+    Error,
     ExecExit,
     ExecStart,
     ExecStarted,
@@ -271,3 +274,31 @@ async def test_heartbeat_updates_presence(tmp_path: Path) -> None:
                 info = labd.hub.session("web1")
                 assert info is not None and info.last_heartbeat is not None
                 assert info.version == "9.9" and info.facts["load"] == [0.5, 0.25, 0.1]
+
+
+async def test_output_is_paced_by_the_callers_credit(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with labd_with_hub(tmp_path) as labd, trio.open_nursery() as nursery:
+            admin = await labd.running.admin()
+            settings = await enroll_state(labd.running, admin, "web1", tmp_path / "a1")
+            shutdown = trio.Event()
+            agent = await nursery.start(partial(run_agent, settings, shutdown=shutdown))
+            await agent.wait_connected()
+            total = 1_000_000
+            start = ExecStart(stream_id=3, argv=["head", "-c", str(total), "/dev/zero"])
+            received = 0
+            async with labd.hub.open_stream("web1", start) as stream:
+                # Without credit from us the agent stops at the initial window: more would
+                # be a flow-control violation and end the stream with an error instead.
+                async for item in stream:
+                    assert not isinstance(item, Error | ExecExit), item
+                    if isinstance(item, DataFrame):
+                        received += len(item.payload)
+                        if received == DEFAULT_WINDOW:
+                            break
+                await stream.send(Credit(stream_id=3, bytes=total))
+                items = await collect(stream)
+            received += len(output(items, Channel.STDOUT))
+            assert received == total
+            assert isinstance(items[-1], ExecExit) and items[-1].bytes_out == total
+            shutdown.set()
