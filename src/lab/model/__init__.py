@@ -17,6 +17,7 @@ from lab.model.records import (
     User,
     UserRole,
 )
+from lab.model.replicas import Replica
 
 __all__ = [
     "Agent",
@@ -28,6 +29,7 @@ __all__ = [
     "Machine",
     "MachineState",
     "Permission",
+    "Replica",
     "Role",
     "Server",
     "TokenKind",

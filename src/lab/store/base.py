@@ -26,6 +26,7 @@ from lab.model import (
     Machine,
     MachineState,
     Permission,
+    Replica,
     Role,
     Server,
     User,
@@ -166,6 +167,35 @@ class SettingsRepository(Protocol):
         ...
 
 
+class ReplicaRepository(Protocol):
+    """The labd replicas sharing this database (cluster mode) and the change counter they poll.
+
+    A replica row is a lease: :meth:`register` inserts or renews it (every ~2 s), a replica
+    whose ``lease_until`` passed is dead and its row is taken over or removed by anyone.
+    """
+
+    async def register(self, replica: Replica) -> Replica:
+        """Insert or renew ``replica.id``'s row (url, seen and lease replaced)."""
+        ...
+
+    async def get(self, replica_id: str) -> Replica: ...
+    async def list(self, *, alive_at: datetime | None = None) -> list[Replica]:
+        """Every replica (only those whose lease is valid at ``alive_at``), ordered by id."""
+        ...
+
+    async def remove(self, replica_id: str) -> None:
+        """Drop the row (idempotent: a missing replica is not an error)."""
+        ...
+
+    async def bump_changes(self) -> int:
+        """Increment the change counter atomically; returns the new value."""
+        ...
+
+    async def changes(self) -> int:
+        """The change counter: grows on every revocation, user disable or role change."""
+        ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -179,6 +209,7 @@ class Store(Protocol):
     machines: MachineRepository
     clusters: ClusterRepository
     settings: SettingsRepository
+    replicas: ReplicaRepository
 
     @property
     def url(self) -> str: ...

@@ -15,6 +15,7 @@ from lab.store.base import (
     CertificateRepository,
     ClusterRepository,
     MachineRepository,
+    ReplicaRepository,
     RoleRepository,
     ServerRepository,
     SettingsRepository,
@@ -33,6 +34,7 @@ from lab.store.postgres.inventory import (
     PgServers,
     PgSettingValues,
 )
+from lab.store.postgres.replicas import PgReplicas
 from lab.store.postgres.writes import Outcome, WriteOp, Writer, flush_batch
 
 CLOSE_DRAIN_SECONDS = 10.0
@@ -57,6 +59,7 @@ class PostgresStore:
         self.machines: MachineRepository = PgMachines(db)
         self.clusters: ClusterRepository = PgClusters(db)
         self.settings: SettingsRepository = PgSettingValues(db)
+        self.replicas: ReplicaRepository = PgReplicas(db)
 
     @property
     def url(self) -> str:

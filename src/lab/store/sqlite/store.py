@@ -15,6 +15,7 @@ from lab.store.base import (
     CertificateRepository,
     ClusterRepository,
     MachineRepository,
+    ReplicaRepository,
     RoleRepository,
     ServerRepository,
     SettingsRepository,
@@ -39,6 +40,7 @@ from lab.store.sqlite.inventory import (
     SqliteServers,
     SqliteSettings,
 )
+from lab.store.sqlite.replicas import SqliteReplicas
 from lab.store.sqlite.writes import ChainHead, Outcome, WriteOp, Writer, flush_batch
 
 CLOSE_DRAIN_SECONDS = 10.0
@@ -82,6 +84,7 @@ class SqliteStore:
         self.machines: MachineRepository = SqliteMachines(db)
         self.clusters: ClusterRepository = SqliteClusters(db)
         self.settings: SettingsRepository = SqliteSettings(db)
+        self.replicas: ReplicaRepository = SqliteReplicas(db)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,94 @@
+"""PostgreSQL repository of the labd replica registry and the cluster change counter."""
+
+# ruff: noqa: S608 -- SQL is assembled only from a constant column list, never from input.
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any
+
+from lab.errors import NotFound
+from lab.model import Replica
+from lab.store.postgres.db import Conn, Database
+
+CHANGES_KEY = "cluster.changes"
+
+_COLS = "id, url, started_at, seen, lease_until"
+
+
+def _replica(row: tuple[Any, ...]) -> Replica:
+    return Replica(id=row[0], url=row[1], started_at=row[2], seen=row[3], lease_until=row[4])
+
+
+def _replica_of(conn: Conn, replica_id: str) -> Replica:
+    row = conn.execute(f"SELECT {_COLS} FROM replicas WHERE id = %s", (replica_id,)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"replica {replica_id!r} not found", details={"resource": f"replica/{replica_id}"}
+        )
+    return _replica(row)
+
+
+class PgReplicas:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def register(self, replica: Replica) -> Replica:
+        def op(conn: Conn) -> Replica:
+            r = replica
+            conn.execute(
+                f"INSERT INTO replicas ({_COLS}) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+                " started_at = excluded.started_at, seen = excluded.seen,"
+                " lease_until = excluded.lease_until",
+                (r.id, r.url, r.started_at, r.seen, r.lease_until),
+            )
+            return _replica_of(conn, r.id)
+
+        return await self._db.run(op)
+
+    async def get(self, replica_id: str) -> Replica:
+        return await self._db.read(_replica_of, replica_id)
+
+    async def list(self, *, alive_at: datetime | None = None) -> builtins.list[Replica]:
+        def op(conn: Conn) -> builtins.list[Replica]:
+            if alive_at is None:
+                rows = conn.execute(f"SELECT {_COLS} FROM replicas ORDER BY id")
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLS} FROM replicas WHERE lease_until > %s ORDER BY id",
+                    (alive_at,),
+                )
+            return [_replica(r) for r in rows.fetchall()]
+
+        return await self._db.read(op)
+
+    async def remove(self, replica_id: str) -> None:
+        def op(conn: Conn) -> None:
+            conn.execute("DELETE FROM replicas WHERE id = %s", (replica_id,))
+
+        await self._db.run(op)
+
+    async def bump_changes(self) -> int:
+        def op(conn: Conn) -> int:
+            # One row, read-modify-write in one statement: concurrent bumps on other replicas
+            # conflict (40001) and the whole transaction is retried, so no bump is lost.
+            row = conn.execute(
+                "INSERT INTO settings (key, value) VALUES (%s, '1') ON CONFLICT (key)"
+                " DO UPDATE SET value = CAST(CAST(settings.value AS INT8) + 1 AS TEXT)"
+                " RETURNING value",
+                (CHANGES_KEY,),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return await self._db.run(op)
+
+    async def changes(self) -> int:
+        def op(conn: Conn) -> int:
+            row = conn.execute("SELECT value FROM settings WHERE key = %s", (CHANGES_KEY,))
+            found = row.fetchone()
+            return 0 if found is None else int(found[0])
+
+        return await self._db.read(op)

@@ -1,0 +1,103 @@
+"""SQLite repository of the labd replica registry and the cluster change counter."""
+
+# ruff: noqa: S608 -- SQL is assembled only from a constant column list, never from input.
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from lab.errors import NotFound
+from lab.model import Replica
+from lab.store.sqlite.db import Database, parse_ts, transaction, ts
+
+CHANGES_KEY = "cluster.changes"
+
+_COLS = "id, url, started_at, seen, lease_until"
+
+
+def _replica(row: tuple[Any, ...]) -> Replica:
+    return Replica(
+        id=row[0],
+        url=row[1],
+        started_at=parse_ts(row[2]),
+        seen=parse_ts(row[3]),
+        lease_until=parse_ts(row[4]),
+    )
+
+
+def _replica_of(conn: sqlite3.Connection, replica_id: str) -> Replica:
+    row = conn.execute(f"SELECT {_COLS} FROM replicas WHERE id = ?", (replica_id,)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"replica {replica_id!r} not found", details={"resource": f"replica/{replica_id}"}
+        )
+    return _replica(row)
+
+
+class SqliteReplicas:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def register(self, replica: Replica) -> Replica:
+        def op(conn: sqlite3.Connection) -> Replica:
+            r = replica
+            with transaction(conn):
+                conn.execute(
+                    f"INSERT INTO replicas ({_COLS}) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+                    " started_at = excluded.started_at, seen = excluded.seen,"
+                    " lease_until = excluded.lease_until",
+                    (r.id, r.url, ts(r.started_at), ts(r.seen), ts(r.lease_until)),
+                )
+                return _replica_of(conn, r.id)
+
+        return await self._db.run(op)
+
+    async def get(self, replica_id: str) -> Replica:
+        return await self._db.run(_replica_of, replica_id)
+
+    async def list(self, *, alive_at: datetime | None = None) -> builtins.list[Replica]:
+        def op(conn: sqlite3.Connection) -> builtins.list[Replica]:
+            if alive_at is None:
+                rows = conn.execute(f"SELECT {_COLS} FROM replicas ORDER BY id")
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLS} FROM replicas WHERE lease_until > ? ORDER BY id",
+                    (ts(alive_at),),
+                )
+            return [_replica(r) for r in rows.fetchall()]
+
+        return await self._db.run(op)
+
+    async def remove(self, replica_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+
+        await self._db.run(op)
+
+    async def bump_changes(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            with transaction(conn):
+                conn.execute(
+                    "INSERT INTO settings (key, value) VALUES (?, '1') ON CONFLICT (key)"
+                    " DO UPDATE SET value = CAST(CAST(settings.value AS INTEGER) + 1 AS TEXT)",
+                    (CHANGES_KEY,),
+                )
+                (value,) = conn.execute(
+                    "SELECT value FROM settings WHERE key = ?", (CHANGES_KEY,)
+                ).fetchone()
+            return int(value)
+
+        return await self._db.run(op)
+
+    async def changes(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (CHANGES_KEY,))
+            found = row.fetchone()
+            return 0 if found is None else int(found[0])
+
+        return await self._db.run(op)
