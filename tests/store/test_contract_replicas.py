@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from lab.errors import NotFound
-from lab.model import Replica
+from lab.model import Replica, Server
 from lab.store import Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -67,3 +67,16 @@ async def test_change_counter_never_loses_a_bump(store: Store) -> None:
                 nursery.start_soon(bump)
     assert sorted(values) == list(range(1, 21))
     assert await store.replicas.changes() == 20
+
+
+async def test_holders_name_the_replica_of_each_valid_lease(store: Store) -> None:
+    web = await store.servers.create(Server(name="web1"))
+    db = await store.servers.create(Server(name="db1"))
+    await store.agents.heartbeat(web.id, replica="a", seen=T0, lease_until=T0 + timedelta(30))
+    await store.agents.heartbeat(db.id, replica="b", seen=T0, lease_until=T0 + timedelta(seconds=5))
+    at = T0 + timedelta(seconds=10)
+    assert await store.replicas.holders(at=T0) == {"web1": "a", "db1": "b"}
+    assert await store.replicas.holders(at=at) == {"web1": "a"}
+    # A new holder takes the lease over.
+    await store.agents.heartbeat(db.id, replica="a", seen=at, lease_until=at + timedelta(30))
+    assert await store.replicas.holders(at=at) == {"web1": "a", "db1": "a"}

@@ -187,6 +187,10 @@ class ReplicaRepository(Protocol):
         """Drop the row (idempotent: a missing replica is not an error)."""
         ...
 
+    async def holders(self, *, at: datetime) -> dict[str, str]:
+        """Server name -> replica for every agent presence lease still valid at ``at``."""
+        ...
+
     async def bump_changes(self) -> int:
         """Increment the change counter atomically; returns the new value."""
         ...

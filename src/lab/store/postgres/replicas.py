@@ -70,6 +70,17 @@ class PgReplicas:
 
         await self._db.run(op)
 
+    async def holders(self, *, at: datetime) -> dict[str, str]:
+        def op(conn: Conn) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT s.name, l.replica FROM agent_leases l JOIN servers s ON s.id = l.server_id"
+                " WHERE l.lease_until > %s",
+                (at,),
+            )
+            return {r[0]: r[1] for r in rows.fetchall()}
+
+        return await self._db.read(op)
+
     async def bump_changes(self) -> int:
         def op(conn: Conn) -> int:
             # One row, read-modify-write in one statement: concurrent bumps on other replicas

@@ -79,6 +79,17 @@ class SqliteReplicas:
 
         await self._db.run(op)
 
+    async def holders(self, *, at: datetime) -> dict[str, str]:
+        def op(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT s.name, l.replica FROM agent_leases l JOIN servers s ON s.id = l.server_id"
+                " WHERE l.lease_until > ?",
+                (ts(at),),
+            )
+            return {r[0]: r[1] for r in rows.fetchall()}
+
+        return await self._db.run(op)
+
     async def bump_changes(self) -> int:
         def op(conn: sqlite3.Connection) -> int:
             with transaction(conn):
