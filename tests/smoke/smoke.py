@@ -151,7 +151,7 @@ class Walk:
         self.fingerprint = ""
         self.bastion_url = ""
         self.agent_tokens: list[str] = []
-        self.install_token = ""
+        self.enroll_config = workdir / "enroll.yaml"
 
     # --- helpers ---
 
@@ -327,22 +327,28 @@ class Walk:
             )
         if ks.status_code != 200:
             raise SmokeFailed(f"install.ks answered {ks.status_code}: {ks.text}")
-        lines = dict(
-            line.partition(": ")[::2]
-            for line in ks.text.splitlines()
-            if line.startswith(("join_token: ", "labd_url: "))
-        )
-        if lines.get("labd_url") != self.url or not lines.get("join_token"):
+        marker = "cat > /etc/lab-agent/enroll.yaml <<'ENROLL'\n"
+        if marker not in ks.text:
+            raise SmokeFailed("install.ks writes no /etc/lab-agent/enroll.yaml")
+        enroll_yaml = ks.text.split(marker, 1)[1].split("\nENROLL\n", 1)[0] + "\n"
+        lines = dict(line.partition(": ")[::2] for line in enroll_yaml.splitlines())
+        if lines.get("server") != self.url or not lines.get("token"):
             raise SmokeFailed(f"install.ks carries no join token for {self.url}: {lines}")
-        self.install_token = lines["join_token"]
-        return "one-time agent token embedded"
+        if lines.get("ca_fingerprint") != self.fingerprint:
+            raise SmokeFailed(f"install.ks pins the wrong CA: {lines.get('ca_fingerprint')}")
+        self.enroll_config.write_text(enroll_yaml)
+        return "one-time agent token and CA fingerprint embedded"
 
     def install_token_enrolls(self) -> str:
+        # Exactly what lab-agent.service on the installed machine runs before `lab-agent run`.
         env = clean_env(LAB_AGENT_STATE_DIR=str(self.dir / f"agent-{INSTALLED_NAME}"))
-        argv = [*LAB_AGENT, "enroll", "--server", self.url, "--token", self.install_token,
-                "--hostname", INSTALLED_NAME, "--ca-fingerprint", self.fingerprint]  # fmt: skip
+        argv = [*LAB_AGENT, "enroll", "--config", str(self.enroll_config), "--if-needed"]
         self.run(argv, env)
-        again = self.run(argv, clean_env(LAB_AGENT_STATE_DIR=str(self.dir / "x")), expect=3)
+        again = self.run(
+            [*LAB_AGENT, "enroll", "--config", str(self.enroll_config)],
+            clean_env(LAB_AGENT_STATE_DIR=str(self.dir / "x")),
+            expect=3,
+        )
         if "used" not in again.stderr:
             raise SmokeFailed(f"the second use of the install token said {again.stderr!r}")
         return f"server/{INSTALLED_NAME} enrolled; a second use is refused"
