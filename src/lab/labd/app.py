@@ -52,6 +52,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         exec_ws,
         health,
         metrics,
+        replica_ws,
         roles,
         servers,
         tokens,
@@ -67,7 +68,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         app.register_blueprint(module.bp)
     for module in (users, roles, audit_routes):
         app.register_blueprint(module.bp)
-    for module in (agent_ws, metrics, bastion):
+    for module in (agent_ws, metrics, bastion, replica_ws):
         app.register_blueprint(module.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(

@@ -146,7 +146,8 @@ async def _authenticate(req: Request | Websocket) -> None:
     except LabError:
         _limit(limits, address, req.blueprint)
         raise
-    _limit(limits, f"cert/{ident.serial}", req.blueprint)
+    if ident.kind != "replica":  # forwarded streams were rate limited on the first replica
+        _limit(limits, f"cert/{ident.serial}", req.blueprint)
     if await c.revocations.is_revoked(ident.serial):
         raise Unauthenticated("certificate has been revoked", details={"reason": "revoked"})
     partial = Principal(

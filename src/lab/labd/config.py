@@ -46,6 +46,12 @@ class LabdConfig:
     # Output bytes one exec stream may deliver before the rest is dropped and counted
     # (LABD_EXEC_OUTPUT_CAP); 0 means no cap.
     exec_output_cap: int = 1024**3
+    # Cluster mode: this replica's id in the replica registry and in agents' presence leases
+    # (LABD_REPLICA_ID); empty: the host name plus a random suffix, new at every start.
+    replica_id: str = ""
+    # Where other replicas reach this one for forwarded streams (LABD_ADVERTISE_URL); empty:
+    # https://<host>:<port> (the host name when listening on every address).
+    advertise_url: str = ""
 
     @property
     def data_path(self) -> Path:

@@ -12,6 +12,7 @@ from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
     from lab.labd.ca import CAService
+    from lab.labd.cluster import ClusterMember
     from lab.labd.config import LabdConfig
     from lab.labd.hub import AgentHub
     from lab.labd.identity import Identities, Revocations
@@ -27,6 +28,8 @@ class LabdContext:
     identities: Identities
     enroll_limiter: RateLimiter
     hub: AgentHub
+    # This replica in the replica registry (cluster mode); None in tests that build no cluster.
+    cluster: ClusterMember | None = None
     started_monotonic: float = field(factory=time.monotonic)
     # This process's Prometheus metrics, in a registry of their own (see /metrics).
     metrics: LabdMetrics = field(factory=LabdMetrics)

@@ -80,7 +80,20 @@ class Revocations:
         self._serials.add(serial)
         for listener in list(self._listeners):
             listener(cert)
+        # Other replicas poll this counter and reload (cluster mode, lab.labd.cluster).
+        await self.store.replicas.bump_changes()
         return cert
+
+    async def reload(self) -> list[Certificate]:
+        """Re-read the revoked serials (another replica may have revoked some); listeners hear
+        about each newly revoked certificate. Returns those."""
+        revoked = await self.store.certificates.revoked()
+        new = [c for c in revoked if c.serial not in self._serials]
+        self._serials = {c.serial for c in revoked}
+        for cert in new:
+            for listener in list(self._listeners):
+                listener(cert)
+        return new
 
 
 @define

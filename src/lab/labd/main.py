@@ -49,8 +49,9 @@ async def serve_labd(
     """
     from lab.labd.app import create_app
     from lab.labd.ca import CAService
+    from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
     from lab.labd.context import LabdContext
-    from lab.labd.hub import AgentHub
+    from lab.labd.hub import AgentHub, default_replica
     from lab.labd.identity import Identities, Revocations
     from lab.labd.ratelimit import RateLimiter
     from lab.pki import resolve_ca_passphrase
@@ -61,16 +62,21 @@ async def serve_labd(
     prepare_data_dir(config.data_path)
     passphrase = resolve_ca_passphrase(config.data_path)
     async with open_store(config.effective_database_url) as store:
-        ca = CAService(store, passphrase, server_names=config.server_names)
+        names = (*config.server_names, *advertised_names(config))
+        ca = CAService(store, passphrase, server_names=names)
         await ca.load()
         revocations = Revocations(store)
         await revocations.load()
+        replica_id = config.replica_id or default_replica()
         hub = AgentHub(
             store,
             revocations,
             admit_rate=config.agent_admit_rate,
             drain_timeout=min(2.0, config.shutdown_grace / 2),
+            replica=replica_id,
         )
+        cluster = ClusterMember(store, ca, revocations, replica_id)
+        await cluster.issue_certificate()
         context = LabdContext(
             config=config,
             store=store,
@@ -79,6 +85,7 @@ async def serve_labd(
             identities=Identities(store, ca, revocations),
             enroll_limiter=RateLimiter(config.enroll_rate, name="enrollment requests"),
             hub=hub,
+            cluster=cluster,
         )
         if on_context is not None:
             on_context(context)
@@ -100,6 +107,7 @@ async def serve_labd(
                 )
             )
             log.info("labd listening on https://%s:%d (database %s)", host, port, store.url)
+            await nursery.start(cluster.run, shutdown, advertise_url(config, host, port))
             if bootstrap is not None:
                 announce_bootstrap(bootstrap, host, port, ca.fingerprint())
             task_status.started((host, port))

@@ -82,8 +82,18 @@ class Hub(Protocol):
 
 
 def current_hub(context: LabdContext) -> Hub:
-    """The agent hub of ``context``; Unavailable while labd runs without one."""
-    hub: Hub | None = getattr(context, "hub", None)
+    """The agent hub of ``context``; Unavailable while labd runs without one.
+
+    With a cluster membership, streams for agents held by another replica are forwarded there
+    (:class:`lab.labd.forwarding.ForwardingHub`).
+    """
+    local = getattr(context, "hub", None)
+    cluster = getattr(context, "cluster", None)
+    if local is not None and cluster is not None:
+        from lab.labd.forwarding import ForwardingHub
+
+        return ForwardingHub(local, cluster)
+    hub: Hub | None = local
     if hub is None:
         raise Unavailable("this labd has no agent hub")
     return hub
