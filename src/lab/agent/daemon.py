@@ -51,6 +51,7 @@ from lab.proto.session import (
 log = logging.getLogger("lab.agent")
 
 LOG_SOURCES_ENV = "LAB_AGENT_LOG_SOURCES"
+SERVERS_ENV = "LAB_AGENT_SERVERS"
 PID_FILE = "lab-agent.pid"
 WS_PATH = "/ws/agent"
 CLOSE_TIMEOUT = 2.0
@@ -74,6 +75,9 @@ class AgentSettings:
     kill_grace: float = 5.0
     # Renew the certificate at about two thirds of its lifetime.
     renew: bool = True
+    # labd replicas to connect to, in order (agent.yaml `servers`, or LAB_AGENT_SERVERS=url1,url2);
+    # after a failed or lost connection the agent tries the next one. Empty: the enrolled URL.
+    servers: tuple[str, ...] = ()
 
 
 def parse_log_sources(text: str) -> dict[str, Path]:
@@ -102,12 +106,20 @@ def load_settings(state_dir: Path, environ: Mapping[str, str] | None = None) -> 
     labels = data.get("labels") or {}
     if not isinstance(sources, dict) or not isinstance(labels, dict):
         raise ConfigError(f"{path}: log_sources and labels must be mappings")
+    servers = data.get("servers") or []
+    if not isinstance(servers, list):
+        raise ConfigError(f"{path}: servers must be a list of labd URLs")
+    if env.get(SERVERS_ENV):
+        servers = [u.strip() for u in env[SERVERS_ENV].split(",") if u.strip()]
+    for url in servers:
+        endpoint(str(url))
     log_sources = {str(k): Path(str(v)) for k, v in sources.items()}
     log_sources.update(parse_log_sources(env.get(LOG_SOURCES_ENV, "")))
     return AgentSettings(
         state_dir=state_dir,
         log_sources=log_sources,
         labels={str(k): str(v) for k, v in labels.items()},
+        servers=tuple(str(u) for u in servers),
     )
 
 
@@ -205,6 +217,13 @@ class Agent:
         self._changed = trio.Event()
         self.connections = 0  # welcomed sessions so far
         self._welcomed_id: str | None = None
+        self._server_index = 0  # which of settings.servers the next connection tries
+
+    def current_server(self) -> str:
+        """The labd URL the next (or current) connection uses."""
+        assert self.identity is not None
+        candidates = self.settings.servers or (self.identity.server,)
+        return candidates[self._server_index % len(candidates)]
 
     @property
     def state(self) -> State:
@@ -315,7 +334,8 @@ class Agent:
     async def _connection(self) -> None:
         """One connection attempt and, if it opens, the whole session on it."""
         assert self.identity is not None
-        host, port = endpoint(self.identity.server)
+        server = self.current_server()
+        host, port = endpoint(server)
         stream: trio.SSLStream[trio.SocketStream] | None = None
         try:
             # trio-websocket's reader task (in this nursery) raises a refused handshake and
@@ -343,10 +363,12 @@ class Agent:
             status = getattr(exc, "status_code", None)
             cause = exc.__cause__ or exc
             why = f"refused with HTTP {status}" if status else str(cause) or repr(cause)
-            log.warning("cannot connect to %s: %s", self.identity.server, why)
+            log.warning("cannot connect to %s: %s", server, why)
         except* (ConnectionClosed, ConnectionGone, trio.BrokenResourceError) as group:
-            log.warning("connection to %s lost: %r", self.identity.server, _first(group))
+            log.warning("connection to %s lost: %r", server, _first(group))
         finally:
+            # Cluster mode: the replica may be gone for good; the next attempt tries another.
+            self._server_index += 1
             if stream is not None:
                 await trio.aclose_forcefully(stream)
 
