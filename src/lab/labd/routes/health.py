@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import trio
 from quart import Blueprint
 
 from lab import __version__
@@ -13,6 +14,10 @@ from lab.labd.app import ctx
 from lab.labd.auth import public
 
 bp = Blueprint("health", __name__)
+
+# A readiness probe must answer within the orchestrator's probe timeout: a database that does
+# not answer a ping in this long makes the replica unready now, not after the pool's timeout.
+READY_TIMEOUT = 2.0
 
 
 @bp.get("/healthz")
@@ -32,9 +37,15 @@ async def live() -> dict[str, Any]:
 @public
 async def ready() -> tuple[dict[str, Any], int]:
     try:
-        await ctx().store.ping()
+        with trio.move_on_after(READY_TIMEOUT) as timer:
+            await ctx().store.ping()
     except LabError as exc:
         return {"status": "unavailable", "reason": exc.message}, 503
+    if timer.cancelled_caught:
+        return {
+            "status": "unavailable",
+            "reason": f"no database answer in {READY_TIMEOUT:g} s",
+        }, 503
     return {"status": "ok"}, 200
 
 
