@@ -39,16 +39,32 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
+# Small sizes so `nox -s bench` finishes in a few minutes; the scripts' own defaults are the
+# full-size runs (e.g. `python bench/exec_throughput.py` moves 1 GB, `bench/agents.py
+# --agents 10000`). Scripts not listed run with their defaults.
+BENCH_SMALL = {
+    "agents.py": ["--agents", "200", "--steady", "12"],
+    "exec_latency.py": ["--runs", "5", "--relay-runs", "50"],
+    "exec_throughput.py": ["--mb", "200"],
+    "fanout.py": ["--agents", "50"],
+}
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks; each prints JSON lines {bench, value, unit, baseline, ratio}."""
+    """Benchmarks; each prints JSON lines {bench, value, unit, baseline, ratio}.
+
+    `nox -s bench` runs each with small sizes; `nox -s bench -- ARGS` passes ARGS to every
+    script instead. The ssh baselines need openssh-server (apt-get install openssh-server).
+    """
     session.install("-e", ".[test]")
     import pathlib
 
     for script in sorted(pathlib.Path("bench").glob("*.py")):
         if script.name.startswith("_"):
             continue
-        session.run("python", str(script), *session.posargs)
+        args = session.posargs or BENCH_SMALL.get(script.name, [])
+        session.run("python", str(script), *args)
 
 
 # One file for operators' laptops: `./labctl.pyz get servers`. Compiled dependencies
@@ -80,3 +96,10 @@ def fuzz(session: nox.Session) -> None:
     """schemathesis against a real labd with an admin certificate (>= 1,000 cases)."""
     session.install("-e", ".[test]", "schemathesis")
     session.run("python", "tests/fuzz/run_schemathesis.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_cluster(session: nox.Session) -> None:
+    """Cluster mode: two labd replicas and agents on a throwaway PostgreSQL, k8s manifests."""
+    session.install("-e", ".[test]", "kubernetes")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/cluster", *session.posargs)
