@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,10 +31,12 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from tests.hub.hubtools import Labd, enroll_state, labd_with_hub  # noqa: E402
 from tests.labd.harness import Credentials  # noqa: E402
 
+from _sshd import private_sshd  # noqa: E402
 from lab.agent.daemon import run_agent  # noqa: E402
 from lab.cli.credentials import Credentials as CliCredentials  # noqa: E402
 from lab.cli.credentials import save_credentials  # noqa: E402
@@ -123,7 +124,8 @@ async def main(runs: int, relay_runs: int) -> None:
                     env=cli_env(labd, home),
                 )
                 walls.append(time.perf_counter() - t0)
-            emit("exec_latency_cli", statistics.median(walls) * 1000, "ms", ssh_baseline(runs))
+            baseline = await ssh_baseline(runs)
+            emit("exec_latency_cli", statistics.median(walls) * 1000, "ms", baseline)
             ctx = labd.running.ssl_context(admin, alpn=["http/1.1"])
             samples = []
             for _ in range(relay_runs):
@@ -142,60 +144,19 @@ async def main(runs: int, relay_runs: int) -> None:
             emit("exec_latency_relay_p99", samples[int(len(samples) * 0.99) - 1], "ms", None)
 
 
-def ssh_baseline(runs: int) -> float | None:
+async def ssh_baseline(runs: int) -> float | None:
     """Median ms of `ssh -p PORT 127.0.0.1 true` against a private sshd, if one can run."""
-    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
-    if sshd is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        return None
-    import socket
-    import subprocess
-
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        for name in ("host", "user"):
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True
-            )
-        (tmp / "authorized_keys").write_bytes((tmp / "user.pub").read_bytes())
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        (tmp / "sshd_config").write_text(
-            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host'}\n"
-            f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nStrictModes no\n"
-            f"PidFile {tmp / 'sshd.pid'}\nUsePAM no\n"
-        )
-        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(tmp / "sshd_config")])
-        try:
-            argv = [
-                "ssh",
-                "-p",
-                str(port),
-                "-i",
-                str(tmp / "user"),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                f"UserKnownHostsFile={tmp / 'kh'}",
-                "127.0.0.1",
-                "true",
-            ]
-            for _ in range(50):  # sshd binds asynchronously; the first successful run waits
-                if subprocess.run(argv, capture_output=True).returncode == 0:
-                    break
-            else:
+        async with private_sshd(Path(d)) as ssh:
+            if ssh is None:
                 return None
+            await trio.run_process([*ssh, "true"], capture_stderr=True)  # known_hosts
             walls = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                subprocess.run(argv, check=True, capture_output=True)
+                await trio.run_process([*ssh, "true"], capture_stderr=True)
                 walls.append(time.perf_counter() - t0)
             return round(statistics.median(walls) * 1000, 3)
-        finally:
-            proc.terminate()
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,22 @@
-"""Remote exec throughput: 1 GB of stdout through labd, byte-exact, and labd's memory.
+"""Remote exec throughput: N MB of stdout through labd, byte-exact, and labd's memory.
 
-Run: ``python bench/exec_throughput.py [--mb 1000]``. labd and one lab-agent run in this
-process; the remote command is `head -c N /dev/zero` and the received bytes are hashed and
-compared with the hash of N zero bytes. Prints:
+Run: ``python bench/exec_throughput.py [--mb 1000] [--mode processes|inprocess]``. The remote
+command is ``head -c N /dev/zero``; the client (this process) hashes what it receives and
+compares it with the hash of N zero bytes.
 
-- ``exec_throughput``: MB/s (10^6 bytes), baseline `ssh 127.0.0.1 head -c N /dev/zero` when
-  a private sshd can run (see exec_latency.py), else null;
-- ``exec_throughput_rss_growth``: growth of this process's peak RSS during the transfer in MB
-  (labd + agent + client share the process, so this bounds labd's growth from above).
+- ``--mode processes`` (default): labd and one lab-agent are separate processes, as deployed,
+  so each hop has its own interpreter and CPU;
+- ``--mode inprocess``: labd, the agent and the client share this process (one CPU, the
+  figure before the process mode existed).
+
+Prints:
+
+- ``exec_throughput[_inprocess]``: MB/s (10^6 bytes); baseline: the same bytes through
+  ``ssh -p PORT 127.0.0.1 head -c N /dev/zero`` against a private sshd (bench/_sshd.py),
+  hashed the same way, or null without openssh-server;
+- ``exec_throughput_labd_rss_growth``: growth of labd's peak RSS (VmHWM) during the transfer,
+  in MB (processes mode), which the credit windows bound whatever the size;
+- ``exec_throughput_rss_growth_inprocess``: the same for the shared process (inprocess mode).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _procs import proc_rss_mb, process_fleet, reset_peak_rss
+from _sshd import private_sshd
 from exec_latency import emit, exec_once, fleet
 from lab.proto import Channel
 
@@ -38,34 +49,76 @@ def zero_digest(n: int) -> str:
     return h.hexdigest()
 
 
-async def main(mb: int) -> None:
+async def through_exec(labd: object, admin: object, n: int) -> tuple[float, str, int]:
+    """(seconds, sha256, exit code) of one ``head -c n /dev/zero`` through labd."""
+    got = hashlib.sha256()
+    size = 0
+
+    async def sink(_: object, channel: Channel, payload: bytes) -> None:
+        nonlocal size
+        assert channel is Channel.STDOUT
+        got.update(payload)
+        size += len(payload)
+
+    t0 = time.perf_counter()
+    session = await exec_once(labd, admin, ["n1"], ["head", "-c", str(n), "/dev/zero"], sink=sink)
+    elapsed = time.perf_counter() - t0
+    (state,) = session.streams.values()
+    assert state.exit is not None, state
+    assert size == n, f"received {size} of {n} bytes"
+    return elapsed, got.hexdigest(), state.exit.code or 0
+
+
+async def through_ssh(n: int) -> float | None:
+    """MB/s of the same bytes through a private sshd, hashed like the exec output."""
+    with tempfile.TemporaryDirectory() as d:
+        async with private_sshd(Path(d)) as ssh:
+            if ssh is None:
+                return None
+            got = hashlib.sha256()
+            import subprocess
+
+            t0 = time.perf_counter()
+            proc = await trio.lowlevel.open_process(
+                [*ssh, "head", "-c", str(n), "/dev/zero"], stdout=subprocess.PIPE
+            )
+            assert proc.stdout is not None
+            size = 0
+            async with proc.stdout:
+                while chunk := await proc.stdout.receive_some(1 << 20):
+                    got.update(chunk)
+                    size += len(chunk)
+            assert await proc.wait() == 0 and size == n
+            return n / (time.perf_counter() - t0) / 1e6
+
+
+async def main(mb: int, mode: str) -> None:
     n = mb * 1_000_000
     expected = zero_digest(n)
+    baseline = await through_ssh(n)
+    baseline = round(baseline, 3) if baseline else None
     with tempfile.TemporaryDirectory() as tmpdir:
-        async with fleet(Path(tmpdir), 1) as (labd, admin, _home):
-            got = hashlib.sha256()
-            size = 0
-
-            async def sink(_: object, channel: Channel, payload: bytes) -> None:
-                nonlocal size
-                got.update(payload)
-                size += len(payload)
-
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            t0 = time.perf_counter()
-            session = await exec_once(
-                labd, admin, ["n1"], ["head", "-c", str(n), "/dev/zero"], sink=sink
-            )
-            elapsed = time.perf_counter() - t0
-            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    (state,) = session.streams.values()
-    assert state.exit is not None and state.exit.code == 0, state
-    assert size == n and got.hexdigest() == expected, "output is not byte-exact"
-    emit("exec_throughput", n / elapsed / 1e6, "MB/s", None)
-    emit("exec_throughput_rss_growth", (rss1 - rss0) / 1024, "MB", None)
+        if mode == "processes":
+            async with process_fleet(Path(tmpdir), 1) as procs:
+                reset_peak_rss(procs.labd.pid)
+                rss0, _ = proc_rss_mb(procs.labd.pid)
+                elapsed, digest, code = await through_exec(procs, procs.admin, n)
+                _, peak = proc_rss_mb(procs.labd.pid)
+            growth_bench, suffix = "exec_throughput_labd_rss_growth", ""
+        else:
+            async with fleet(Path(tmpdir), 1) as (labd, admin, _home):
+                rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                elapsed, digest, code = await through_exec(labd, admin, n)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            growth_bench, suffix = "exec_throughput_rss_growth_inprocess", "_inprocess"
+    assert code == 0 and digest == expected, "output is not byte-exact"
+    emit(f"exec_throughput{suffix}", n / elapsed / 1e6, "MB/s", baseline)
+    emit(growth_bench, max(0.0, peak - rss0), "MB", None)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=1000)
-    trio.run(main, parser.parse_args().mb)
+    parser.add_argument("--mode", choices=("processes", "inprocess"), default="processes")
+    args = parser.parse_args()
+    trio.run(main, args.mb, args.mode)

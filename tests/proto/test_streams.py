@@ -113,3 +113,13 @@ def test_window_bounds() -> None:
     r = ReceiveWindow(10)
     with pytest.raises(ValueError):
         r.grant(-1)
+
+
+def test_grown_window_shares_a_budget_between_the_protocol_window_and_the_cap() -> None:
+    from lab.proto.messages import DEFAULT_WINDOW
+    from lab.proto.streams import GROWN_WINDOW, WINDOW_BUDGET, grown_window
+
+    assert grown_window(1) == GROWN_WINDOW
+    assert grown_window(2) == min(GROWN_WINDOW, WINDOW_BUDGET // 2)
+    assert grown_window(10_000) == DEFAULT_WINDOW
+    assert grown_window(0) == GROWN_WINDOW

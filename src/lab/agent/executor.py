@@ -40,7 +40,14 @@ Outgoing = Message | bytes
 SendFn = Callable[[Outgoing], Awaitable[None]]
 Control = Credit | Signal | Resize | StdinClose
 
-READ_SIZE = 64 * 1024
+# One read is one data frame. Bigger frames mean fewer WebSocket messages, TLS writes and
+# socket sends per byte on every hop (the cost that dominates a bulk transfer); a read never
+# waits for a full buffer, so interactive output still goes out as soon as it is written.
+READ_SIZE = 256 * 1024
+# Output pipes are grown to this (F_SETPIPE_SZ, best effort) so one read can take READ_SIZE
+# bytes instead of the default 64 KiB. It is also how far a process gets ahead of a reader
+# that gives no credit before its writes block, so it stays one read, not more.
+PIPE_SIZE = READ_SIZE
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -169,6 +176,9 @@ class _Exec:
                 stderr=subprocess.PIPE,
                 **opts,
             )
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if isinstance(pipe, trio.lowlevel.FdStream):
+                    _grow_pipe(pipe.fileno())
 
     async def run(
         self,
@@ -353,6 +363,13 @@ class _Exec:
         # The group may outlive the leader (background children), hence no returncode check.
         with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
             os.killpg(self.pid, sig)
+
+
+def _grow_pipe(fd: int) -> None:
+    # The kernel refuses sizes above fs.pipe-max-size for unprivileged users, and the whole
+    # call on systems without it: the default pipe then just means smaller frames.
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _set_winsize(fd: int, rows: int, cols: int) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from attrs import frozen
 
+from lab.cli.credentials import LOGIN_HINT as LOGIN_HINT  # re-exported: callers import it here
 from lab.errors import (
     Conflict,
     Invalid,
@@ -37,7 +38,6 @@ from lab.errors import (
 )
 
 DOCTOR_HINT = "is labd running? labctl doctor"
-LOGIN_HINT = "run `labctl login --server URL --token TOKEN`"
 
 _BY_STATUS: dict[int, type[LabError]] = {
     400: Invalid,

@@ -16,6 +16,10 @@ from attrs import frozen
 
 from lab.errors import ConfigError, Unauthenticated
 
+# What to do about a missing user identity (here, not in lab.cli.client, so that commands which
+# never speak HTTP need not import httpx to say it).
+LOGIN_HINT = "run `labctl login --server URL --token TOKEN`"
+
 CA_FILE = "ca.pem"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"

@@ -27,6 +27,7 @@ from lab.errors import LabError, Unauthenticated, Unavailable
 from lab.proto import Channel, decode, decode_data, encode
 from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
 from lab.proto.messages import (
+    DEFAULT_WINDOW,
     Credit,
     Error,
     ExecExit,
@@ -37,7 +38,7 @@ from lab.proto.messages import (
     Response,
     RpcError,
 )
-from lab.proto.streams import InputStream, SendWindow
+from lab.proto.streams import InputStream, SendWindow, grown_window
 
 CONNECT_TIMEOUT = 10.0
 DISCONNECT_TIMEOUT = 2.0
@@ -76,16 +77,30 @@ def ws_url(server: str, path: str) -> str:
 
 
 def identity_context(directory: Path | None = None) -> ssl.SSLContext:
-    """The user's mTLS context (``~/.labctl``) with ALPN http/1.1 for WebSockets."""
-    from lab import pki
-    from lab.cli.client import LOGIN_HINT
-    from lab.cli.credentials import load_credentials
+    """The user's mTLS context (``~/.labctl``) with ALPN http/1.1 for WebSockets.
+
+    Built with the stdlib only, straight from the identity files (lab.pki would import
+    cryptography and httpx's client module httpx: most of `labctl exec`'s start-up otherwise).
+    Raises :class:`Unauthenticated` for a missing identity, :class:`ConfigError` for an unusable
+    one (as :func:`lab.pki.client_ssl_context` does).
+    """
+    from lab.cli.credentials import CERT_FILE, KEY_FILE, LOGIN_HINT, load_credentials
     from lab.cli.settings import home
 
-    creds = load_credentials(directory or home(), hint=LOGIN_HINT)
-    return pki.client_ssl_context(
-        creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem, alpn=["http/1.1"]
-    )
+    where = directory or home()
+    creds = load_credentials(where, hint=LOGIN_HINT)  # checks presence and the key's mode
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cadata=creds.ca_pem.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+        raise errors.ConfigError(f"CA bundle cannot be loaded: {exc}") from exc
+    try:
+        ctx.load_cert_chain(where / CERT_FILE, where / KEY_FILE)
+    except (ssl.SSLError, OSError) as exc:
+        raise errors.ConfigError(f"certificate and key cannot be used for TLS: {exc}") from exc
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 @asynccontextmanager
@@ -201,14 +216,19 @@ class StreamSession:
         if msg.error is not None:
             raise _from_rpc(msg.error)
         result = msg.result if isinstance(msg.result, dict) else {}
-        for entry in result.get("streams", []):
+        entries = result.get("streams", [])
+        # Open each output window beyond the protocol's initial one (memory shared by all).
+        window = grown_window(len(entries))
+        for entry in entries:
             sid = int(entry["stream_id"])
             self.streams[sid] = StreamState(
                 stream_id=sid,
                 server=str(entry["server"]),
-                input=InputStream(sid),
+                input=InputStream(sid, window=window),
                 stdin_window=SendWindow(),
             )
+            if window > DEFAULT_WINDOW:
+                await self.send(Credit(stream_id=sid, bytes=window - DEFAULT_WINDOW))
         return list(self.streams.values())
 
     async def _receive_message(self) -> Message:

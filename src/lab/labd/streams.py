@@ -5,8 +5,9 @@ on the CLI connection (ids 1, 2, … in target order) bridged to one stream the 
 server's agent connection. Flow control has two legs and labd owns both, so its memory per
 stream is bounded by one window whatever either peer does:
 
-- agent → labd: the agent may send one window (256 KiB) ahead; labd grants it more only after
-  it forwarded the bytes to the CLI;
+- agent → labd: the agent may send one window ahead (256 KiB initially; labd opens it up to
+  4 MiB when few streams share the connection, see ``grown_window``); labd grants it more only
+  after it forwarded the bytes to the CLI;
 - labd → CLI: labd forwards only within the credit the CLI granted as it wrote to its stdout.
 
 stdin goes the other way: labd grants the CLI stdin credit after the hub accepted the bytes.
@@ -28,6 +29,7 @@ from lab.errors import LabError, NotFound, PermissionDenied, Unavailable
 from lab.proto import Channel, DataFrame
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.messages import (
+    DEFAULT_WINDOW,
     Credit,
     Error,
     ExecExit,
@@ -137,6 +139,7 @@ class Relay:
         *,
         source: str = "",
         window: int | None = None,
+        agent_window: int = DEFAULT_WINDOW,
     ) -> None:
         self.context = context
         self.who = who
@@ -153,7 +156,12 @@ class Relay:
         self.down = OutputStream(target.stream_id, channels, **kwargs)
         self._down_changed = trio.Event()
         # From the agent: when to grant it more (after forwarding half a window to the CLI).
-        self.agent_window = ReceiveWindow(**kwargs)
+        # The agent starts with the protocol's window; what agent_window adds beyond it is
+        # granted once the stream is open.
+        self._agent_extra = max(0, agent_window - DEFAULT_WINDOW)
+        self.agent_window = ReceiveWindow(
+            agent_window if self._agent_extra else window or DEFAULT_WINDOW
+        )
         # stdin from the CLI: sequence numbers and the credit we granted it.
         self.stdin_seq = SequenceCheck()
         self.stdin_window = ReceiveWindow(**kwargs)
@@ -246,6 +254,8 @@ class Relay:
                 hub.open_stream(self.target.server, self.target.start) as stream,
                 trio.open_nursery() as nursery,
             ):
+                if self._agent_extra > 0:
+                    await stream.send(Credit(stream_id=stream.stream_id, bytes=self._agent_extra))
                 nursery.start_soon(self._uplink, stream)
                 try:
                     await self._downlink(stream)
@@ -302,7 +312,9 @@ class Relay:
             while self.down.window.available == 0:
                 await self._down_changed.wait()
             n = min(len(view), self.down.window.available)
-            await self._send(self.down.data(frame.channel, bytes(view[:n])))
+            # The whole rest fits the credit (the usual case): send it without another copy.
+            chunk = frame.payload if n == len(frame.payload) else bytes(view[:n])
+            await self._send(self.down.data(frame.channel, chunk))
             view = view[n:]
         grant = self.agent_window.consumed(len(frame.payload))
         if grant:

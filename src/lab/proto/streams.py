@@ -17,6 +17,25 @@ from lab.proto.messages import DEFAULT_WINDOW, Credit, ExecExit
 # No single grant may make the window exceed this; a larger total means a confused peer.
 MAX_WINDOW = 2**31 - 1
 
+# A receiver may open a stream wider than the protocol's initial window by granting the
+# difference in a `credit` right after the stream starts; senders need nothing new. With only
+# DEFAULT_WINDOW in flight a bulk transfer stalls on credit round trips over each TLS +
+# WebSocket hop; a few MiB keep the hops busy and cut credit messages to one per GROWN/2 bytes.
+GROWN_WINDOW = 4 * 1024 * 1024
+# What one receiver holds open for all of its concurrent streams together, so a fan-out over
+# many servers does not multiply the memory a slow consumer can pin (it gets DEFAULT_WINDOW).
+WINDOW_BUDGET = 8 * 1024 * 1024
+
+
+def grown_window(concurrent: int) -> int:
+    """The window to open per stream when ``concurrent`` streams share one receiver.
+
+    Between ``DEFAULT_WINDOW`` (never less than the protocol's) and ``GROWN_WINDOW``; grant
+    ``grown_window(n) - DEFAULT_WINDOW`` at the start to open it.
+    """
+    share = WINDOW_BUDGET // max(1, concurrent)
+    return max(DEFAULT_WINDOW, min(GROWN_WINDOW, share))
+
 
 class SendWindow:
     """Credit the local side may still spend on one stream."""

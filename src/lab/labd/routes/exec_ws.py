@@ -36,6 +36,7 @@ from lab.proto.messages import (
     StdinClose,
     StreamCancel,
 )
+from lab.proto.streams import grown_window
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,11 @@ async def _relay_all(targets: list[Target], parallel: int, send: Any) -> Protoco
     """
     who = principal()
     source = websocket.remote_addr or ""
-    relays = {t.stream_id: Relay(ctx(), who, t, send, source=source) for t in targets}
+    # Bulk output wants a wide agent window; many concurrent streams share one budget.
+    window = grown_window(min(parallel, len(targets)))
+    relays = {
+        t.stream_id: Relay(ctx(), who, t, send, source=source, agent_window=window) for t in targets
+    }
     limiter = trio.CapacityLimiter(parallel)
 
     async def run_one(relay: Relay) -> None:
