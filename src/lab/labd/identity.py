@@ -306,8 +306,11 @@ class Identities:
         signer = self.ca.fingerprint()
         at = now()
         by_subject: dict[str, bool] = {}
+        # labd's own server and replica certificates are issued afresh from the signer at every
+        # start, so they never hold a rotation open.
+        skip = ("server", "replica")
         for cert in await self.store.certificates.list():
-            if cert.revoked_at is not None or cert.not_after < at or cert.profile == "server":
+            if cert.revoked_at is not None or cert.not_after < at or cert.profile in skip:
                 continue
             on_new = cert.issuer_fingerprint == signer
             by_subject[cert.subject] = by_subject.get(cert.subject, False) or on_new
