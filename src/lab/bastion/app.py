@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import trio
 from quart import Response, current_app, jsonify, request, send_from_directory
@@ -23,6 +24,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from lab.bastion.service import Bastion, public_view
+from lab.bastion.validate import normalize_mac
 from lab.errors import Invalid, LabError, NotFound, Unauthenticated
 
 log = logging.getLogger("lab.bastion.http")
@@ -95,25 +97,29 @@ def _query(name: str) -> str:
     return value
 
 
+async def _lab_error(exc: LabError) -> Response:
+    return _error(exc.status, exc.code, exc.message, exc.details)
+
+
+async def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    return _error(status, _HTTP_CODES.get(status, "http_error"), exc.description or "", {})
+
+
+async def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return _error(500, "internal", "internal error", {})
+
+
 def create_app(bastion: Bastion, *, admin_token: str, wheelhouse: Path) -> QuartTrio:
     app = QuartTrio("lab-bastion")
     app.extensions["bastion"] = bastion
     app.extensions["admin_token"] = admin_token
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
-    @app.errorhandler(LabError)
-    async def _lab_error(exc: LabError) -> Response:
-        return _error(exc.status, exc.code, exc.message, exc.details)
-
-    @app.errorhandler(HTTPException)
-    async def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        return _error(status, _HTTP_CODES.get(status, "http_error"), exc.description or "", {})
-
-    @app.errorhandler(Exception)
-    async def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return _error(500, "internal", "internal error", {})
+    app.register_error_handler(LabError, _lab_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -198,6 +204,61 @@ def create_app(bastion: Bastion, *, admin_token: str, wheelhouse: Path) -> Quart
         return await send_from_directory(wheelhouse, name)
 
     return app
+
+
+class DispatchFastPath:
+    """The bastion's ASGI entry: answers ``GET /dispatch?mac=…`` itself, the rest through Quart.
+
+    A boot storm is mostly ``/dispatch``, and there Quart's per-request machinery (request and
+    app contexts, URL routing, a nursery of two tasks, a timeout scope, three send events) cost
+    more than the answer. Only a request with a valid ``mac`` is answered here, through the same
+    :meth:`Bastion.dispatch`; anything else (a missing or bad MAC, HEAD, another path) goes to
+    the Quart app, which stays the one definition of the API and of its error responses. An
+    error from the bastion itself is rendered by the app's own error handlers.
+    """
+
+    def __init__(self, app: QuartTrio, bastion: Bastion) -> None:
+        self.app = app
+        self.bastion = bastion
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/dispatch":
+            mac = _valid_mac(scope["query_string"])
+            if mac is not None:
+                await self._dispatch(mac, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _dispatch(self, mac: str, send: Any) -> None:
+        try:
+            body = (await self.bastion.dispatch(mac)).encode()
+        except Exception as exc:
+            status, headers, body = await self._error(exc)
+        else:
+            status, headers = 200, [_IPXE_TYPE, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _error(self, exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        async with self.app.app_context():
+            resp = await (_lab_error(exc) if isinstance(exc, LabError) else _unexpected(exc))
+            body = await resp.get_data(as_text=False)
+        headers = [(k.lower().encode(), v.encode()) for k, v in resp.headers.items()]
+        return resp.status_code, headers, body
+
+
+_IPXE_TYPE = (b"content-type", IPXE.encode())
+
+
+def _valid_mac(query: bytes) -> str | None:
+    """The normalised first ``mac`` of a query string (as ``request.args`` reads it), if valid."""
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key == "mac":
+            try:
+                return normalize_mac(value)
+            except Invalid:
+                return None
+    return None
 
 
 def _listing(directory: Path) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from lab.bastion import dnsmasq
-from lab.bastion.app import create_app
+from lab.bastion.app import DispatchFastPath, create_app
 from lab.bastion.config import BastionConfig
 from lab.bastion.labd_link import load_link, open_labd_link
 from lab.bastion.service import Bastion, EnrollmentCheck, JoinTokenSource, StaticTokenSource
@@ -86,7 +86,13 @@ async def serve_bastion(
         await bastion.start()
         app = create_app(bastion, admin_token=admin_token, wheelhouse=data / "wheelhouse")
         host, port = await nursery.start(
-            partial(serve_asgi, app, host=config.host, port=config.port, shutdown_event=shutdown)
+            partial(
+                serve_asgi,
+                DispatchFastPath(app, bastion),
+                host=config.host,
+                port=config.port,
+                shutdown_event=shutdown,
+            )
         )
         # With port 0 (tests) the URL in the scripts is known only now.
         templates.base_url = check_url(base_url(port), field="public_url")

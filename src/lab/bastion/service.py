@@ -21,6 +21,7 @@ import trio
 from attrs import frozen
 
 from lab.bastion import validate as v
+from lab.bastion.cache import MISS, MachineCache
 from lab.bastion.layout import reprovision_plan
 from lab.bastion.records import (
     PHASES,
@@ -133,6 +134,8 @@ class Bastion:
         self._lock = trio.Lock()
         self._changed = trio.Event()
         self.version = 0
+        # Rows as last read or written; this process is the only writer of its machines.
+        self._rows = MachineCache()
 
     async def start(self) -> None:
         """Load (or create on first start) the discovery token shared by all discovery boots."""
@@ -152,20 +155,41 @@ class Bastion:
         return self.version
 
     async def _save(self, machine: Machine, **changes: Any) -> Machine:
-        saved = await self.machines.upsert(
-            attrs.evolve(machine, updated_at=self.clock(), **changes)
-        )
+        with self._rows.writing(machine.mac):
+            saved = await self.machines.upsert(
+                attrs.evolve(machine, updated_at=self.clock(), **changes)
+            )
+            self._rows.committed(saved.mac, saved)
         self._bump()
         return saved
 
     async def get(self, raw_mac: str) -> Machine:
-        return await self.machines.get(v.normalize_mac(raw_mac))
+        mac = v.normalize_mac(raw_mac)
+        m = await self._get_or_none(mac)
+        # Absent: ask the store again so the 404 is the store's own NotFound.
+        return m if m is not None else await self.machines.get(mac)
 
     async def _get_or_none(self, mac: str) -> Machine | None:
+        cached = self._rows.get(mac)
+        if cached is not MISS:
+            return cached
+        ticket = self._rows.ticket()
         try:
-            return await self.machines.get(mac)
+            found: Machine | None = await self.machines.get(mac)
         except NotFound:
-            return None
+            found = None
+        self._rows.fill(mac, found, ticket)
+        return found
+
+    async def _hostname_owners(self, hostname: str) -> set[str]:
+        """MACs of the machines named ``hostname``: from the index, else one full list."""
+        owners = self._rows.hostname_owners(hostname)
+        if owners is None:
+            ticket = self._rows.ticket()
+            everyone = await self.machines.list()
+            self._rows.load_names(everyone, ticket)
+            owners = {m.mac for m in everyone if m.hostname == hostname}
+        return owners
 
     # --- boot time ----------------------------------------------------------------------------
 
@@ -343,9 +367,9 @@ class Bastion:
         ]
         local_boot = v.validate_local_boot(req.local_boot, field="body.local_boot")
         async with self._lock:
-            for other in await self.machines.list():
-                if other.hostname == hostname and other.mac != mac:
-                    raise Conflict(f"hostname {hostname} is already used by {other.mac}")
+            for other in sorted(await self._hostname_owners(hostname)):
+                if other != mac:
+                    raise Conflict(f"hostname {hostname} is already used by {other}")
             m = await self._get_or_none(mac) or Machine(mac=mac)
             if m.state in (MachineState.INSTALLED, MachineState.ENROLLED, MachineState.INSTALLING):
                 raise Conflict(
@@ -392,7 +416,9 @@ class Bastion:
     async def forget(self, raw_mac: str) -> None:
         mac = v.normalize_mac(raw_mac)
         async with self._lock:
-            await self.machines.delete(mac)
+            with self._rows.writing(mac):
+                await self.machines.delete(mac)
+                self._rows.committed(mac, None)
             self._bump()
 
     # --- watchdog -----------------------------------------------------------------------------

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from lab.bastion.cache import BoundedLRU, Miss
 from lab.bastion.layout import ROLE_DATA_LV, VG_NAME, layout_for, reprovision_plan
 from lab.errors import ConfigError, Invalid
+
+SCRIPT_CACHE_SIZE = 4096
+"""Rendered iPXE scripts kept (one per machine and state, about 500 bytes each)."""
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,512}")
 _SAFE_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]_-]+(?:/[A-Za-z0-9._~/%-]*)?")
@@ -66,13 +71,27 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # The templates ship in the wheel and never change under a running server: compile
+            # each once instead of stat()ing its file on every render.
+            auto_reload=False,
         )
+        self._scripts: BoundedLRU[tuple[Hashable, ...], str] = BoundedLRU(SCRIPT_CACHE_SIZE)
 
     def _render(self, name: str, **ctx: Any) -> str:
         return self.env.get_template(name).render(base_url=self.base_url, repo=self.repo, **ctx)
 
+    def _render_cached(self, name: str, **ctx: str | bool) -> str:
+        """:meth:`_render` for scripts that are a pure function of their (hashable) inputs;
+        ``base_url`` is in the key because the server learns its port after creating us."""
+        key = (name, self.base_url, self.repo, *sorted(ctx.items()))
+        script = self._scripts.get(key)
+        if isinstance(script, Miss):
+            script = self._render(name, **ctx)
+            self._scripts.put(key, script)
+        return script
+
     def ipxe_discover(self, *, mac: str, token: str) -> str:
-        return self._render("ipxe/discover.ipxe.j2", mac=mac, token=token)
+        return self._render_cached("ipxe/discover.ipxe.j2", mac=mac, token=token)
 
     def ipxe_install(
         self, *, mac: str, token: str, hostname: str, role: str, disk: str, reprovision: bool
@@ -88,12 +107,12 @@ class Templates:
         )
 
     def ipxe_local(self, *, mac: str, hostname: str, state: str, method: str) -> str:
-        return self._render(
+        return self._render_cached(
             "ipxe/local.ipxe.j2", mac=mac, hostname=hostname, state=state, method=method
         )
 
     def ipxe_failed(self, *, mac: str, hostname: str, phase: str, message: str, method: str) -> str:
-        return self._render(
+        return self._render_cached(
             "ipxe/failed.ipxe.j2",
             mac=mac,
             hostname=hostname,
