@@ -4,33 +4,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any
 
 from lab.errors import Invalid
 from lab.model import AuditEntry
-from lab.store.postgres.db import Conn, Database
-from lab.store.postgres.writes import AUDIT_COLS, AuditAppend, Writer
+from lab.store.postgres.db import CODEC, Conn, Database
+from lab.store.postgres.writes import AuditAppend, Writer
+from lab.store.rows import AUDIT_COLS
 
 MAX_PAGE = 10_000
-
-
-def audit_entry(row: tuple[Any, ...]) -> AuditEntry:
-    return AuditEntry(
-        seq=row[0],
-        time=row[1],
-        user=row[2],
-        session=row[3],
-        action=row[4],
-        resource=row[5],
-        result=row[6],
-        duration_ms=row[7],
-        source=row[8],
-        details=json.loads(row[9]),
-        prev_hash=row[10],
-        hash=row[11],
-    )
 
 
 class PgAudit:
@@ -71,7 +53,7 @@ class PgAudit:
         )
 
         def op(conn: Conn) -> list[AuditEntry]:
-            return [audit_entry(r) for r in conn.execute(query, [*params, limit]).fetchall()]
+            return [CODEC.audit_entry(r) for r in conn.execute(query, [*params, limit]).fetchall()]
 
         return await self._db.read(op)
 

@@ -14,13 +14,13 @@ a worker thread cannot be interrupted, so the server must bound how long one can
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -29,9 +29,11 @@ import trio
 from attrs import define, frozen
 from psycopg import sql
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from lab.errors import ConfigError, Conflict, Invalid, LabError, Unavailable
+from lab.store.rows import RowCodec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,8 +113,23 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+class PgCodec(RowCodec):
+    """Times and JSONB pass through: psycopg converts ``datetime`` and reads JSONB itself."""
+
+    def time(self, value: datetime) -> datetime:
+        return value
+
+    def parse_time(self, value: Any) -> datetime:
+        return cast(datetime, value)
+
+    def json(self, value: Any) -> Jsonb:
+        return Jsonb(value)
+
+    def parse_json(self, value: Any) -> Any:
+        return value
+
+
+CODEC = PgCodec()
 
 
 def _configure(settings: PgOptions) -> Callable[[Conn], None]:

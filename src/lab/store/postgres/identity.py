@@ -8,30 +8,30 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 import attrs
 import psycopg.errors
-from psycopg.types.json import Jsonb
 
 from lab.errors import Conflict, NotFound, Unauthenticated
-from lab.model import Certificate, Effect, JoinToken, Permission, Role, TokenKind, User
-from lab.store.postgres.db import Conn, Database
+from lab.model import Certificate, JoinToken, Permission, Role, User
+from lab.store.postgres.db import CODEC, Conn, Database
+from lab.store.rows import (
+    CERT_COLS,
+    JOIN_TOKENS_COLS,
+    PERMISSION_COLS,
+    ROLE_COLS,
+    USER_COLS,
+    permission_params,
+)
 
 # --- users ----------------------------------------------------------------------------------
 
 
-def _user(row: tuple[Any, ...]) -> User:
-    return User(id=row[0], name=row[1], disabled=row[2], created_at=row[3])
-
-
 def _user_where(conn: Conn, column: str, key: str) -> User:
-    row = conn.execute(
-        f"SELECT id, name, disabled, created_at FROM users WHERE {column} = %s", (key,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {USER_COLS} FROM users WHERE {column} = %s", (key,)).fetchone()
     if row is None:
         raise NotFound(f"user {key!r} not found", details={"resource": f"user/{key}"})
-    return _user(row)
+    return CODEC.user(row)
 
 
 class PgUsers:
@@ -42,8 +42,8 @@ class PgUsers:
         def op(conn: Conn) -> User:
             try:
                 conn.execute(
-                    "INSERT INTO users (id, name, disabled, created_at) VALUES (%s, %s, %s, %s)",
-                    (user.id, user.name, user.disabled, user.created_at),
+                    f"INSERT INTO users ({USER_COLS}) VALUES (%s, %s, %s, %s)",
+                    CODEC.user_params(user),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(
@@ -61,8 +61,8 @@ class PgUsers:
 
     async def list(self) -> list[User]:
         def op(conn: Conn) -> list[User]:
-            rows = conn.execute("SELECT id, name, disabled, created_at FROM users ORDER BY name")
-            return [_user(r) for r in rows.fetchall()]
+            rows = conn.execute(f"SELECT {USER_COLS} FROM users ORDER BY name")
+            return [CODEC.user(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 
@@ -109,48 +109,32 @@ class PgUsers:
 # --- roles ----------------------------------------------------------------------------------
 
 
-def _permission(row: tuple[Any, ...]) -> Permission:
-    return Permission(effect=Effect(row[0]), action=row[1], resource=row[2])
-
-
 def _role_of(conn: Conn, name: str) -> Role:
-    row = conn.execute(
-        "SELECT name, description, builtin FROM roles WHERE name = %s", (name,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {ROLE_COLS} FROM roles WHERE name = %s", (name,)).fetchone()
     if row is None:
         raise NotFound(f"role {name!r} not found", details={"resource": f"role/{name}"})
     perms = conn.execute(
-        "SELECT effect, action, resource FROM role_permissions WHERE role = %s ORDER BY position",
+        f"SELECT {PERMISSION_COLS} FROM role_permissions WHERE role = %s ORDER BY position",
         (name,),
     ).fetchall()
-    return Role(
-        name=row[0],
-        description=row[1],
-        builtin=row[2],
-        permissions=tuple(_permission(p) for p in perms),
-    )
+    return CODEC.role(row, perms)
 
 
 def _all_roles(conn: Conn) -> list[Role]:
     # Two queries for the whole list, not one per role.
-    perms: dict[str, list[Permission]] = {}
+    perms: dict[str, list[tuple[object, ...]]] = {}
     for row in conn.execute(
-        "SELECT role, effect, action, resource FROM role_permissions ORDER BY role, position"
+        f"SELECT role, {PERMISSION_COLS} FROM role_permissions ORDER BY role, position"
     ).fetchall():
-        perms.setdefault(row[0], []).append(_permission(row[1:]))
-    rows = conn.execute("SELECT name, description, builtin FROM roles ORDER BY name").fetchall()
-    return [
-        Role(name=n, description=d, builtin=b, permissions=tuple(perms.get(n, ())))
-        for n, d, b in rows
-    ]
+        perms.setdefault(row[0], []).append(row[1:])
+    rows = conn.execute(f"SELECT {ROLE_COLS} FROM roles ORDER BY name").fetchall()
+    return [CODEC.role(row, perms.get(row[0], ())) for row in rows]
 
 
 def _write_permissions(
     conn: Conn, role: str, permissions: Iterable[Permission], start: int
 ) -> None:
-    params = [
-        (role, p.effect.value, p.action, p.resource, start + i) for i, p in enumerate(permissions)
-    ]
+    params = permission_params(role, permissions, start)
     if params:
         with conn.cursor() as cur:
             cur.executemany(
@@ -233,34 +217,14 @@ class PgRoles:
 
 # --- join tokens ----------------------------------------------------------------------------
 
-_JT_COLS = (
-    "id, kind, secret_hash, roles, reusable, max_uses, uses, expires_at, revoked_at,"
-    " created_at, created_by, description"
-)
-
-
-def _token(row: tuple[Any, ...]) -> JoinToken:
-    return JoinToken(
-        id=row[0],
-        kind=TokenKind(row[1]),
-        secret_hash=row[2],
-        roles=tuple(row[3]),
-        reusable=row[4],
-        max_uses=row[5],
-        uses=row[6],
-        expires_at=row[7],
-        revoked_at=row[8],
-        created_at=row[9],
-        created_by=row[10],
-        description=row[11],
-    )
-
 
 def _token_of(conn: Conn, token_id: str) -> JoinToken:
-    row = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens WHERE id = %s", (token_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens WHERE id = %s", (token_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
-    return _token(row)
+    return CODEC.token(row)
 
 
 def _refusal(conn: Conn, token_id: str, at: datetime) -> Unauthenticated:
@@ -288,22 +252,9 @@ class PgTokens:
             t = token
             try:
                 conn.execute(
-                    f"INSERT INTO join_tokens ({_JT_COLS})"
+                    f"INSERT INTO join_tokens ({JOIN_TOKENS_COLS})"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        t.id,
-                        t.kind.value,
-                        t.secret_hash,
-                        Jsonb(list(t.roles)),
-                        t.reusable,
-                        t.max_uses,
-                        t.uses,
-                        t.expires_at,
-                        t.revoked_at,
-                        t.created_at,
-                        t.created_by,
-                        t.description,
-                    ),
+                    CODEC.token_params(t),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(f"token {t.id!r} already exists") from exc
@@ -316,8 +267,10 @@ class PgTokens:
 
     async def list(self) -> list[JoinToken]:
         def op(conn: Conn) -> list[JoinToken]:
-            rows = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens ORDER BY created_at, id")
-            return [_token(r) for r in rows.fetchall()]
+            rows = conn.execute(
+                f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens ORDER BY created_at, id"
+            )
+            return [CODEC.token(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 
@@ -343,12 +296,12 @@ class PgTokens:
                 " WHERE id = %s AND revoked_at IS NULL AND expires_at > %s AND ("
                 "  (reusable AND (max_uses IS NULL OR uses < max_uses))"
                 "  OR (NOT reusable AND uses = 0))"
-                f" RETURNING {_JT_COLS}",
+                f" RETURNING {JOIN_TOKENS_COLS}",
                 (token_id, at),
             ).fetchone()
             if row is None:
                 raise _refusal(conn, token_id, at)
-            after = _token(row)
+            after = CODEC.token(row)
             return attrs.evolve(after, uses=after.uses - 1)
 
         return await self._db.run(op)
@@ -356,28 +309,14 @@ class PgTokens:
 
 # --- certificates ---------------------------------------------------------------------------
 
-_CERT_COLS = "serial, subject, profile, not_before, not_after, issuer_fingerprint, revoked_at"
-
-
-def _cert(row: tuple[Any, ...]) -> Certificate:
-    return Certificate(
-        serial=row[0],
-        subject=row[1],
-        profile=row[2],
-        not_before=row[3],
-        not_after=row[4],
-        issuer_fingerprint=row[5],
-        revoked_at=row[6],
-    )
-
 
 def _cert_of(conn: Conn, serial: str) -> Certificate:
     row = conn.execute(
-        f"SELECT {_CERT_COLS} FROM certificates WHERE serial = %s", (serial,)
+        f"SELECT {CERT_COLS} FROM certificates WHERE serial = %s", (serial,)
     ).fetchone()
     if row is None:
         raise NotFound(f"certificate {serial!r} not found", details={"resource": f"cert/{serial}"})
-    return _cert(row)
+    return CODEC.cert(row)
 
 
 class PgCertificates:
@@ -389,16 +328,8 @@ class PgCertificates:
             c = cert
             try:
                 conn.execute(
-                    f"INSERT INTO certificates ({_CERT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        c.serial,
-                        c.subject,
-                        c.profile,
-                        c.not_before,
-                        c.not_after,
-                        c.issuer_fingerprint,
-                        c.revoked_at,
-                    ),
+                    f"INSERT INTO certificates ({CERT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    CODEC.cert_params(c),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(f"certificate {c.serial!r} is already recorded") from exc
@@ -413,15 +344,15 @@ class PgCertificates:
         def op(conn: Conn) -> list[Certificate]:
             if subject is None:
                 rows = conn.execute(
-                    f"SELECT {_CERT_COLS} FROM certificates ORDER BY not_before, serial"
+                    f"SELECT {CERT_COLS} FROM certificates ORDER BY not_before, serial"
                 )
             else:
                 rows = conn.execute(
-                    f"SELECT {_CERT_COLS} FROM certificates WHERE subject = %s"
+                    f"SELECT {CERT_COLS} FROM certificates WHERE subject = %s"
                     " ORDER BY not_before, serial",
                     (subject,),
                 )
-            return [_cert(r) for r in rows.fetchall()]
+            return [CODEC.cert(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 
@@ -441,9 +372,9 @@ class PgCertificates:
     async def revoked(self) -> builtins.list[Certificate]:
         def op(conn: Conn) -> builtins.list[Certificate]:
             rows = conn.execute(
-                f"SELECT {_CERT_COLS} FROM certificates WHERE revoked_at IS NOT NULL"
+                f"SELECT {CERT_COLS} FROM certificates WHERE revoked_at IS NOT NULL"
                 " ORDER BY revoked_at, serial"
             )
-            return [_cert(r) for r in rows.fetchall()]
+            return [CODEC.cert(r) for r in rows.fetchall()]
 
         return await self._db.read(op)

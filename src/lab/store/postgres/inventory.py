@@ -10,27 +10,21 @@ from datetime import datetime
 from typing import Any
 
 import psycopg.errors
-from psycopg.types.json import Jsonb
 
 from lab.errors import Conflict, NotFound
 from lab.model import Agent, Cluster, Machine, MachineState, Server
-from lab.store.postgres.db import Conn, Database
+from lab.store.postgres.db import CODEC, Conn, Database
 from lab.store.postgres.writes import Heartbeat, Writer
+from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
 
 # --- servers -------------------------------------------------------------------------------
 
-_SERVER_COLS = "id, name, labels, facts, created_at"
-
-
-def _server(row: tuple[Any, ...]) -> Server:
-    return Server(id=row[0], name=row[1], labels=row[2], facts=row[3], created_at=row[4])
-
 
 def _server_where(conn: Conn, where: str, key: str, what: str) -> Server:
-    row = conn.execute(f"SELECT {_SERVER_COLS} FROM servers WHERE {where} = %s", (key,)).fetchone()
+    row = conn.execute(f"SELECT {SERVER_COLS} FROM servers WHERE {where} = %s", (key,)).fetchone()
     if row is None:
         raise NotFound(f"server {what} {key!r} not found", details={"resource": f"server/{key}"})
-    return _server(row)
+    return CODEC.server(row)
 
 
 class PgServers:
@@ -42,8 +36,8 @@ class PgServers:
             s = server
             try:
                 conn.execute(
-                    f"INSERT INTO servers ({_SERVER_COLS}) VALUES (%s, %s, %s, %s, %s)",
-                    (s.id, s.name, Jsonb(s.labels), Jsonb(s.facts), s.created_at),
+                    f"INSERT INTO servers ({SERVER_COLS}) VALUES (%s, %s, %s, %s, %s)",
+                    CODEC.server_params(s),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(
@@ -65,12 +59,12 @@ class PgServers:
             # data, not a path, so no quoting rules apply to odd keys.
             if labels:
                 rows = conn.execute(
-                    f"SELECT {_SERVER_COLS} FROM servers WHERE labels @> %s ORDER BY name",
-                    (Jsonb(labels),),
+                    f"SELECT {SERVER_COLS} FROM servers WHERE labels @> %s ORDER BY name",
+                    (CODEC.json(labels),),
                 )
             else:
-                rows = conn.execute(f"SELECT {_SERVER_COLS} FROM servers ORDER BY name")
-            return [_server(r) for r in rows.fetchall()]
+                rows = conn.execute(f"SELECT {SERVER_COLS} FROM servers ORDER BY name")
+            return [CODEC.server(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 
@@ -79,7 +73,9 @@ class PgServers:
             server = _server_where(conn, "name", name, "named")
             labels = {k: v for k, v in server.labels.items() if k not in set(remove)}
             labels.update(set_)
-            conn.execute("UPDATE servers SET labels = %s WHERE id = %s", (Jsonb(labels), server.id))
+            conn.execute(
+                "UPDATE servers SET labels = %s WHERE id = %s", (CODEC.json(labels), server.id)
+            )
             return _server_where(conn, "id", server.id, "id")
 
         return await self._db.run(op)
@@ -87,7 +83,7 @@ class PgServers:
     async def set_facts(self, server_id: str, facts: dict[str, Any]) -> Server:
         def op(conn: Conn) -> Server:
             cur = conn.execute(
-                "UPDATE servers SET facts = %s WHERE id = %s", (Jsonb(facts), server_id)
+                "UPDATE servers SET facts = %s WHERE id = %s", (CODEC.json(facts), server_id)
             )
             if cur.rowcount == 0:
                 raise NotFound(f"server id {server_id!r} not found")
@@ -105,28 +101,12 @@ class PgServers:
 
 # --- agents and presence leases -------------------------------------------------------------
 
-_AGENT_SELECT = (
-    "SELECT a.id, a.server_id, a.cert_serial, a.version, l.seen, l.replica"
-    " FROM agents a LEFT JOIN agent_leases l ON l.server_id = a.server_id"
-)
-
-
-def _agent(row: tuple[Any, ...]) -> Agent:
-    return Agent(
-        id=row[0],
-        server_id=row[1],
-        cert_serial=row[2],
-        version=row[3],
-        last_seen=row[4],
-        replica=row[5],
-    )
-
 
 def _agent_of(conn: Conn, server_id: str) -> Agent:
-    row = conn.execute(f"{_AGENT_SELECT} WHERE a.server_id = %s", (server_id,)).fetchone()
+    row = conn.execute(f"{AGENT_SELECT} WHERE a.server_id = %s", (server_id,)).fetchone()
     if row is None:
         raise NotFound(f"no agent for server id {server_id!r}")
-    return _agent(row)
+    return CODEC.agent(row)
 
 
 class PgAgents:
@@ -157,8 +137,8 @@ class PgAgents:
 
     async def list(self) -> list[Agent]:
         def op(conn: Conn) -> list[Agent]:
-            rows = conn.execute(f"{_AGENT_SELECT} ORDER BY a.server_id").fetchall()
-            return [_agent(r) for r in rows]
+            rows = conn.execute(f"{AGENT_SELECT} ORDER BY a.server_id").fetchall()
+            return [CODEC.agent(r) for r in rows]
 
         return await self._db.read(op)
 
@@ -190,32 +170,12 @@ class PgAgents:
 
 # --- machines -------------------------------------------------------------------------------
 
-_MACHINE_COLS = (
-    "mac, state, hostname, role, disk, inventory, settings, phase, message, updated_at, created_at"
-)
-
-
-def _machine(row: tuple[Any, ...]) -> Machine:
-    return Machine(
-        mac=row[0],
-        state=MachineState(row[1]),
-        hostname=row[2],
-        role=row[3],
-        disk=row[4],
-        inventory=row[5],
-        settings=row[6],
-        phase=row[7],
-        message=row[8],
-        updated_at=row[9],
-        created_at=row[10],
-    )
-
 
 def _machine_of(conn: Conn, mac: str) -> Machine:
-    row = conn.execute(f"SELECT {_MACHINE_COLS} FROM machines WHERE mac = %s", (mac,)).fetchone()
+    row = conn.execute(f"SELECT {MACHINE_COLS} FROM machines WHERE mac = %s", (mac,)).fetchone()
     if row is None:
         raise NotFound(f"machine {mac!r} not found", details={"resource": f"machine/{mac}"})
-    return _machine(row)
+    return CODEC.machine(row)
 
 
 class PgMachines:
@@ -228,7 +188,7 @@ class PgMachines:
         def op(conn: Conn) -> Machine:
             m = machine
             conn.execute(
-                f"INSERT INTO machines ({_MACHINE_COLS})"
+                f"INSERT INTO machines ({MACHINE_COLS})"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (mac) DO UPDATE SET"
                 " state = excluded.state, hostname = excluded.hostname,"
@@ -236,19 +196,7 @@ class PgMachines:
                 " inventory = excluded.inventory, settings = excluded.settings,"
                 " phase = excluded.phase, message = excluded.message,"
                 " updated_at = excluded.updated_at",
-                (
-                    m.mac,
-                    m.state.value,
-                    m.hostname,
-                    m.role,
-                    m.disk,
-                    Jsonb(m.inventory),
-                    Jsonb(m.settings),
-                    m.phase,
-                    m.message,
-                    m.updated_at,
-                    m.created_at,
-                ),
+                CODEC.machine_params(m),
             )
             return _machine_of(conn, m.mac)
 
@@ -260,13 +208,13 @@ class PgMachines:
     async def list(self, *, state: MachineState | None = None) -> list[Machine]:
         def op(conn: Conn) -> list[Machine]:
             if state is None:
-                rows = conn.execute(f"SELECT {_MACHINE_COLS} FROM machines ORDER BY mac")
+                rows = conn.execute(f"SELECT {MACHINE_COLS} FROM machines ORDER BY mac")
             else:
                 rows = conn.execute(
-                    f"SELECT {_MACHINE_COLS} FROM machines WHERE state = %s ORDER BY mac",
+                    f"SELECT {MACHINE_COLS} FROM machines WHERE state = %s ORDER BY mac",
                     (state.value,),
                 )
-            return [_machine(r) for r in rows.fetchall()]
+            return [CODEC.machine(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 
@@ -281,17 +229,11 @@ class PgMachines:
 # --- clusters -------------------------------------------------------------------------------
 
 
-def _cluster(row: tuple[Any, ...]) -> Cluster:
-    return Cluster(id=row[0], name=row[1], description=row[2], created_at=row[3])
-
-
 def _cluster_of(conn: Conn, name: str) -> Cluster:
-    row = conn.execute(
-        "SELECT id, name, description, created_at FROM clusters WHERE name = %s", (name,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {CLUSTER_COLS} FROM clusters WHERE name = %s", (name,)).fetchone()
     if row is None:
         raise NotFound(f"cluster {name!r} not found", details={"resource": f"cluster/{name}"})
-    return _cluster(row)
+    return CODEC.cluster(row)
 
 
 class PgClusters:
@@ -303,9 +245,8 @@ class PgClusters:
             c = cluster
             try:
                 conn.execute(
-                    "INSERT INTO clusters (id, name, description, created_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (c.id, c.name, c.description, c.created_at),
+                    f"INSERT INTO clusters ({CLUSTER_COLS}) VALUES (%s, %s, %s, %s)",
+                    CODEC.cluster_params(c),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict(
@@ -320,10 +261,8 @@ class PgClusters:
 
     async def list(self) -> list[Cluster]:
         def op(conn: Conn) -> list[Cluster]:
-            rows = conn.execute(
-                "SELECT id, name, description, created_at FROM clusters ORDER BY name"
-            )
-            return [_cluster(r) for r in rows.fetchall()]
+            rows = conn.execute(f"SELECT {CLUSTER_COLS} FROM clusters ORDER BY name")
+            return [CODEC.cluster(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 

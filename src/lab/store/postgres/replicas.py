@@ -6,28 +6,24 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
-from typing import Any
 
 from lab.errors import NotFound
 from lab.model import Replica
-from lab.store.postgres.db import Conn, Database
+from lab.store.postgres.db import CODEC, Conn, Database
+from lab.store.rows import REPLICA_COLS
 
 CHANGES_KEY = "cluster.changes"
 
-_COLS = "id, url, started_at, seen, lease_until"
-
-
-def _replica(row: tuple[Any, ...]) -> Replica:
-    return Replica(id=row[0], url=row[1], started_at=row[2], seen=row[3], lease_until=row[4])
-
 
 def _replica_of(conn: Conn, replica_id: str) -> Replica:
-    row = conn.execute(f"SELECT {_COLS} FROM replicas WHERE id = %s", (replica_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {REPLICA_COLS} FROM replicas WHERE id = %s", (replica_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(
             f"replica {replica_id!r} not found", details={"resource": f"replica/{replica_id}"}
         )
-    return _replica(row)
+    return CODEC.replica(row)
 
 
 class PgReplicas:
@@ -36,15 +32,14 @@ class PgReplicas:
 
     async def register(self, replica: Replica) -> Replica:
         def op(conn: Conn) -> Replica:
-            r = replica
             conn.execute(
-                f"INSERT INTO replicas ({_COLS}) VALUES (%s, %s, %s, %s, %s)"
+                f"INSERT INTO replicas ({REPLICA_COLS}) VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
                 " started_at = excluded.started_at, seen = excluded.seen,"
                 " lease_until = excluded.lease_until",
-                (r.id, r.url, r.started_at, r.seen, r.lease_until),
+                CODEC.replica_params(replica),
             )
-            return _replica_of(conn, r.id)
+            return _replica_of(conn, replica.id)
 
         return await self._db.run(op)
 
@@ -54,13 +49,13 @@ class PgReplicas:
     async def list(self, *, alive_at: datetime | None = None) -> builtins.list[Replica]:
         def op(conn: Conn) -> builtins.list[Replica]:
             if alive_at is None:
-                rows = conn.execute(f"SELECT {_COLS} FROM replicas ORDER BY id")
+                rows = conn.execute(f"SELECT {REPLICA_COLS} FROM replicas ORDER BY id")
             else:
                 rows = conn.execute(
-                    f"SELECT {_COLS} FROM replicas WHERE lease_until > %s ORDER BY id",
+                    f"SELECT {REPLICA_COLS} FROM replicas WHERE lease_until > %s ORDER BY id",
                     (alive_at,),
                 )
-            return [_replica(r) for r in rows.fetchall()]
+            return [CODEC.replica(r) for r in rows.fetchall()]
 
         return await self._db.read(op)
 

@@ -25,7 +25,8 @@ from lab.errors import Invalid, NotFound
 from lab.model import AuditEntry
 from lab.store.auditchain import GENESIS, entry_hash
 from lab.store.groupcommit import GroupCommitWriter
-from lab.store.postgres.db import Conn, RetryTransaction, dumps
+from lab.store.postgres.db import CODEC, Conn, RetryTransaction
+from lab.store.rows import AUDIT_COLS
 
 
 @frozen(kw_only=True)
@@ -45,10 +46,6 @@ WriteOp: TypeAlias = Heartbeat | AuditAppend
 Outcome: TypeAlias = AuditEntry | None
 Writer: TypeAlias = GroupCommitWriter[WriteOp, Outcome]
 
-AUDIT_COLS = (
-    'seq, time, "user", session, action, resource, result, duration_ms, source, details,'
-    " prev_hash, hash"
-)
 _INSERT_AUDIT = (
     f"INSERT INTO audit ({AUDIT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
@@ -79,12 +76,7 @@ def _chain(entry: AuditEntry, seq: int, prev_hash: str) -> tuple[AuditEntry, tup
     _check_text(e.user, e.session, e.action, e.resource, e.result, e.source)
     draft = attrs.evolve(e, seq=seq, prev_hash=prev_hash)
     chained = attrs.evolve(draft, hash=entry_hash(draft, prev_hash))
-    c = chained
-    row = (
-        c.seq, c.time, c.user, c.session, c.action, c.resource, c.result,
-        float(c.duration_ms), c.source, dumps(c.details), c.prev_hash, c.hash,
-    )  # fmt: skip
-    return chained, row
+    return chained, CODEC.audit_params(chained)
 
 
 def _tail(conn: Conn) -> tuple[int, str]:

@@ -6,35 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from typing import Any
 
 from lab.errors import Invalid
 from lab.model import AuditEntry
-from lab.store.sqlite.db import Database, loads, parse_ts, ts
+from lab.store.rows import AUDIT_COLS
+from lab.store.sqlite.db import CODEC, Database, ts
 from lab.store.sqlite.writes import AuditAppend, Writer
 
-AUDIT_COLS = (
-    "seq, time, user, session, action, resource, result, duration_ms, source, details,"
-    " prev_hash, hash"
-)
 MAX_PAGE = 10_000
-
-
-def audit_entry(row: tuple[Any, ...]) -> AuditEntry:
-    return AuditEntry(
-        seq=row[0],
-        time=parse_ts(row[1]),
-        user=row[2],
-        session=row[3],
-        action=row[4],
-        resource=row[5],
-        result=row[6],
-        duration_ms=row[7],
-        source=row[8],
-        details=loads(row[9]),
-        prev_hash=row[10],
-        hash=row[11],
-    )
 
 
 class SqliteAudit:
@@ -73,7 +52,7 @@ class SqliteAudit:
         sql = f"SELECT {AUDIT_COLS} FROM audit WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
 
         def op(conn: sqlite3.Connection) -> list[AuditEntry]:
-            return [audit_entry(r) for r in conn.execute(sql, [*params, limit]).fetchall()]
+            return [CODEC.audit_entry(r) for r in conn.execute(sql, [*params, limit]).fetchall()]
 
         return await self._db.run(op)
 

@@ -9,7 +9,6 @@ explicit (:func:`transaction`), never opened behind our back by the driver.
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import trio
 
 from lab.errors import ConfigError, Conflict, LabError, Unavailable
 from lab.store.migrate import Migration, pending, schema_files, split_statements
+from lab.store.rows import RowCodec, dumps, loads
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,24 +39,23 @@ def ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def opt_ts(value: datetime | None) -> str | None:
-    return None if value is None else ts(value)
+class SqliteCodec(RowCodec):
+    """Times as :func:`ts` text, JSON as canonical text."""
+
+    def time(self, value: datetime) -> str:
+        return ts(value)
+
+    def parse_time(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value)
+
+    def json(self, value: Any) -> str:
+        return dumps(value)
+
+    def parse_json(self, value: Any) -> Any:
+        return loads(value)
 
 
-def parse_ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-def opt_parse_ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def loads(value: str) -> Any:
-    return json.loads(value)
+CODEC = SqliteCodec()
 
 
 @contextmanager

@@ -9,37 +9,29 @@ import builtins
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 import attrs
 
 from lab.errors import Conflict, NotFound, Unauthenticated
-from lab.model import Certificate, Effect, JoinToken, Permission, Role, TokenKind, User
-from lab.store.sqlite.db import (
-    Database,
-    dumps,
-    loads,
-    opt_parse_ts,
-    opt_ts,
-    parse_ts,
-    transaction,
-    ts,
+from lab.model import Certificate, JoinToken, Permission, Role, User
+from lab.store.rows import (
+    CERT_COLS,
+    JOIN_TOKENS_COLS,
+    PERMISSION_COLS,
+    ROLE_COLS,
+    USER_COLS,
+    permission_params,
 )
+from lab.store.sqlite.db import CODEC, Database, transaction, ts
 
 # --- users ----------------------------------------------------------------------------------
 
 
-def _user(row: tuple[Any, ...]) -> User:
-    return User(id=row[0], name=row[1], disabled=bool(row[2]), created_at=parse_ts(row[3]))
-
-
 def _user_where(conn: sqlite3.Connection, column: str, key: str) -> User:
-    row = conn.execute(
-        f"SELECT id, name, disabled, created_at FROM users WHERE {column} = ?", (key,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {USER_COLS} FROM users WHERE {column} = ?", (key,)).fetchone()
     if row is None:
         raise NotFound(f"user {key!r} not found", details={"resource": f"user/{key}"})
-    return _user(row)
+    return CODEC.user(row)
 
 
 class SqliteUsers:
@@ -51,8 +43,8 @@ class SqliteUsers:
             try:
                 with transaction(conn):
                     conn.execute(
-                        "INSERT INTO users (id, name, disabled, created_at) VALUES (?, ?, ?, ?)",
-                        (user.id, user.name, int(user.disabled), ts(user.created_at)),
+                        f"INSERT INTO users ({USER_COLS}) VALUES (?, ?, ?, ?)",
+                        CODEC.user_params(user),
                     )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(
@@ -70,8 +62,8 @@ class SqliteUsers:
 
     async def list(self) -> list[User]:
         def op(conn: sqlite3.Connection) -> list[User]:
-            rows = conn.execute("SELECT id, name, disabled, created_at FROM users ORDER BY name")
-            return [_user(r) for r in rows.fetchall()]
+            rows = conn.execute(f"SELECT {USER_COLS} FROM users ORDER BY name")
+            return [CODEC.user(r) for r in rows.fetchall()]
 
         return await self._db.run(op)
 
@@ -126,21 +118,14 @@ class SqliteUsers:
 
 
 def _role_of(conn: sqlite3.Connection, name: str) -> Role:
-    row = conn.execute(
-        "SELECT name, description, builtin FROM roles WHERE name = ?", (name,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {ROLE_COLS} FROM roles WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise NotFound(f"role {name!r} not found", details={"resource": f"role/{name}"})
     perms = conn.execute(
-        "SELECT effect, action, resource FROM role_permissions WHERE role = ? ORDER BY position",
+        f"SELECT {PERMISSION_COLS} FROM role_permissions WHERE role = ? ORDER BY position",
         (name,),
     ).fetchall()
-    return Role(
-        name=row[0],
-        description=row[1],
-        builtin=bool(row[2]),
-        permissions=tuple(Permission(effect=Effect(e), action=a, resource=r) for e, a, r in perms),
-    )
+    return CODEC.role(row, perms)
 
 
 def _write_permissions(
@@ -149,10 +134,7 @@ def _write_permissions(
     conn.executemany(
         "INSERT INTO role_permissions (role, effect, action, resource, position)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [
-            (role, p.effect.value, p.action, p.resource, start + i)
-            for i, p in enumerate(permissions)
-        ],
+        permission_params(role, permissions, start),
     )
 
 
@@ -238,34 +220,14 @@ class SqliteRoles:
 
 # --- join tokens ----------------------------------------------------------------------------
 
-_JT_COLS = (
-    "id, kind, secret_hash, roles, reusable, max_uses, uses, expires_at, revoked_at,"
-    " created_at, created_by, description"
-)
-
-
-def _token(row: tuple[Any, ...]) -> JoinToken:
-    return JoinToken(
-        id=row[0],
-        kind=TokenKind(row[1]),
-        secret_hash=row[2],
-        roles=tuple(loads(row[3])),
-        reusable=bool(row[4]),
-        max_uses=row[5],
-        uses=row[6],
-        expires_at=parse_ts(row[7]),
-        revoked_at=opt_parse_ts(row[8]),
-        created_at=parse_ts(row[9]),
-        created_by=row[10],
-        description=row[11],
-    )
-
 
 def _token_of(conn: sqlite3.Connection, token_id: str) -> JoinToken:
-    row = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens WHERE id = ?", (token_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens WHERE id = ?", (token_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
-    return _token(row)
+    return CODEC.token(row)
 
 
 def _refusal(conn: sqlite3.Connection, token_id: str, at: datetime) -> Unauthenticated:
@@ -294,22 +256,9 @@ class SqliteTokens:
             try:
                 with transaction(conn):
                     conn.execute(
-                        f"INSERT INTO join_tokens ({_JT_COLS})"
+                        f"INSERT INTO join_tokens ({JOIN_TOKENS_COLS})"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            t.id,
-                            t.kind.value,
-                            t.secret_hash,
-                            dumps(list(t.roles)),
-                            int(t.reusable),
-                            t.max_uses,
-                            t.uses,
-                            ts(t.expires_at),
-                            opt_ts(t.revoked_at),
-                            ts(t.created_at),
-                            t.created_by,
-                            t.description,
-                        ),
+                        CODEC.token_params(t),
                     )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"token {t.id!r} already exists") from exc
@@ -322,8 +271,10 @@ class SqliteTokens:
 
     async def list(self) -> list[JoinToken]:
         def op(conn: sqlite3.Connection) -> list[JoinToken]:
-            rows = conn.execute(f"SELECT {_JT_COLS} FROM join_tokens ORDER BY created_at, id")
-            return [_token(r) for r in rows.fetchall()]
+            rows = conn.execute(
+                f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens ORDER BY created_at, id"
+            )
+            return [CODEC.token(r) for r in rows.fetchall()]
 
         return await self._db.run(op)
 
@@ -351,12 +302,12 @@ class SqliteTokens:
                     " WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND ("
                     "  (reusable = 1 AND (max_uses IS NULL OR uses < max_uses))"
                     "  OR (reusable = 0 AND uses = 0))"
-                    f" RETURNING {_JT_COLS}",
+                    f" RETURNING {JOIN_TOKENS_COLS}",
                     (token_id, ts(at)),
                 ).fetchone()
                 if row is None:
                     raise _refusal(conn, token_id, at)
-            after = _token(row)
+            after = CODEC.token(row)
             return attrs.evolve(after, uses=after.uses - 1)
 
         return await self._db.run(op)
@@ -364,28 +315,14 @@ class SqliteTokens:
 
 # --- certificates ---------------------------------------------------------------------------
 
-_CERT_COLS = "serial, subject, profile, not_before, not_after, issuer_fingerprint, revoked_at"
-
-
-def _cert(row: tuple[Any, ...]) -> Certificate:
-    return Certificate(
-        serial=row[0],
-        subject=row[1],
-        profile=row[2],
-        not_before=parse_ts(row[3]),
-        not_after=parse_ts(row[4]),
-        issuer_fingerprint=row[5],
-        revoked_at=opt_parse_ts(row[6]),
-    )
-
 
 def _cert_of(conn: sqlite3.Connection, serial: str) -> Certificate:
     row = conn.execute(
-        f"SELECT {_CERT_COLS} FROM certificates WHERE serial = ?", (serial,)
+        f"SELECT {CERT_COLS} FROM certificates WHERE serial = ?", (serial,)
     ).fetchone()
     if row is None:
         raise NotFound(f"certificate {serial!r} not found", details={"resource": f"cert/{serial}"})
-    return _cert(row)
+    return CODEC.cert(row)
 
 
 class SqliteCertificates:
@@ -398,16 +335,8 @@ class SqliteCertificates:
             try:
                 with transaction(conn):
                     conn.execute(
-                        f"INSERT INTO certificates ({_CERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            c.serial,
-                            c.subject,
-                            c.profile,
-                            ts(c.not_before),
-                            ts(c.not_after),
-                            c.issuer_fingerprint,
-                            opt_ts(c.revoked_at),
-                        ),
+                        f"INSERT INTO certificates ({CERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        CODEC.cert_params(c),
                     )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"certificate {c.serial!r} is already recorded") from exc
@@ -421,13 +350,13 @@ class SqliteCertificates:
     async def list(self, *, subject: str | None = None) -> list[Certificate]:
         def op(conn: sqlite3.Connection) -> list[Certificate]:
             if subject is None:
-                rows = conn.execute(f"SELECT {_CERT_COLS} FROM certificates ORDER BY not_before")
+                rows = conn.execute(f"SELECT {CERT_COLS} FROM certificates ORDER BY not_before")
             else:
                 rows = conn.execute(
-                    f"SELECT {_CERT_COLS} FROM certificates WHERE subject = ? ORDER BY not_before",
+                    f"SELECT {CERT_COLS} FROM certificates WHERE subject = ? ORDER BY not_before",
                     (subject,),
                 )
-            return [_cert(r) for r in rows.fetchall()]
+            return [CODEC.cert(r) for r in rows.fetchall()]
 
         return await self._db.run(op)
 
@@ -448,9 +377,9 @@ class SqliteCertificates:
     async def revoked(self) -> builtins.list[Certificate]:
         def op(conn: sqlite3.Connection) -> builtins.list[Certificate]:
             rows = conn.execute(
-                f"SELECT {_CERT_COLS} FROM certificates WHERE revoked_at IS NOT NULL"
+                f"SELECT {CERT_COLS} FROM certificates WHERE revoked_at IS NOT NULL"
                 " ORDER BY revoked_at, serial"
             )
-            return [_cert(r) for r in rows.fetchall()]
+            return [CODEC.cert(r) for r in rows.fetchall()]
 
         return await self._db.run(op)

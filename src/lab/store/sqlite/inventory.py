@@ -12,29 +12,18 @@ from typing import Any
 
 from lab.errors import Conflict, NotFound
 from lab.model import Agent, Cluster, Machine, MachineState, Server
-from lab.store.sqlite.db import Database, dumps, loads, opt_parse_ts, parse_ts, transaction, ts
+from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
+from lab.store.sqlite.db import CODEC, Database, transaction, ts
 from lab.store.sqlite.writes import Heartbeat, Writer
 
 # --- servers -------------------------------------------------------------------------------
 
-_SERVER_COLS = "id, name, labels, facts, created_at"
-
-
-def _server(row: sqlite3.Row | tuple[Any, ...]) -> Server:
-    return Server(
-        id=row[0],
-        name=row[1],
-        labels=loads(row[2]),
-        facts=loads(row[3]),
-        created_at=parse_ts(row[4]),
-    )
-
 
 def _server_where(conn: sqlite3.Connection, where: str, key: str, what: str) -> Server:
-    row = conn.execute(f"SELECT {_SERVER_COLS} FROM servers WHERE {where} = ?", (key,)).fetchone()
+    row = conn.execute(f"SELECT {SERVER_COLS} FROM servers WHERE {where} = ?", (key,)).fetchone()
     if row is None:
         raise NotFound(f"server {what} {key!r} not found", details={"resource": f"server/{key}"})
-    return _server(row)
+    return CODEC.server(row)
 
 
 class SqliteServers:
@@ -46,14 +35,8 @@ class SqliteServers:
             try:
                 with transaction(conn):
                     conn.execute(
-                        f"INSERT INTO servers ({_SERVER_COLS}) VALUES (?, ?, ?, ?, ?)",
-                        (
-                            server.id,
-                            server.name,
-                            dumps(server.labels),
-                            dumps(server.facts),
-                            ts(server.created_at),
-                        ),
+                        f"INSERT INTO servers ({SERVER_COLS}) VALUES (?, ?, ?, ?, ?)",
+                        CODEC.server_params(server),
                     )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(
@@ -81,9 +64,9 @@ class SqliteServers:
                 params += [key, value]
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
             rows = conn.execute(
-                f"SELECT {_SERVER_COLS} FROM servers {where} ORDER BY name", params
+                f"SELECT {SERVER_COLS} FROM servers {where} ORDER BY name", params
             ).fetchall()
-            return [_server(r) for r in rows]
+            return [CODEC.server(r) for r in rows]
 
         return await self._db.run(op)
 
@@ -94,7 +77,7 @@ class SqliteServers:
                 labels = {k: v for k, v in server.labels.items() if k not in set(remove)}
                 labels.update(set_)
                 conn.execute(
-                    "UPDATE servers SET labels = ? WHERE id = ?", (dumps(labels), server.id)
+                    "UPDATE servers SET labels = ? WHERE id = ?", (CODEC.json(labels), server.id)
                 )
             return _server_where(conn, "id", server.id, "id")
 
@@ -104,7 +87,7 @@ class SqliteServers:
         def op(conn: sqlite3.Connection) -> Server:
             with transaction(conn):
                 cur = conn.execute(
-                    "UPDATE servers SET facts = ? WHERE id = ?", (dumps(facts), server_id)
+                    "UPDATE servers SET facts = ? WHERE id = ?", (CODEC.json(facts), server_id)
                 )
                 if cur.rowcount == 0:
                     raise NotFound(f"server id {server_id!r} not found")
@@ -123,28 +106,12 @@ class SqliteServers:
 
 # --- agents and presence leases -------------------------------------------------------------
 
-_AGENT_SELECT = (
-    "SELECT a.id, a.server_id, a.cert_serial, a.version, l.seen, l.replica"
-    " FROM agents a LEFT JOIN agent_leases l ON l.server_id = a.server_id"
-)
-
-
-def _agent(row: tuple[Any, ...]) -> Agent:
-    return Agent(
-        id=row[0],
-        server_id=row[1],
-        cert_serial=row[2],
-        version=row[3],
-        last_seen=opt_parse_ts(row[4]),
-        replica=row[5],
-    )
-
 
 def _agent_of(conn: sqlite3.Connection, server_id: str) -> Agent:
-    row = conn.execute(f"{_AGENT_SELECT} WHERE a.server_id = ?", (server_id,)).fetchone()
+    row = conn.execute(f"{AGENT_SELECT} WHERE a.server_id = ?", (server_id,)).fetchone()
     if row is None:
         raise NotFound(f"no agent for server id {server_id!r}")
-    return _agent(row)
+    return CODEC.agent(row)
 
 
 class SqliteAgents:
@@ -176,8 +143,8 @@ class SqliteAgents:
 
     async def list(self) -> list[Agent]:
         def op(conn: sqlite3.Connection) -> list[Agent]:
-            rows = conn.execute(f"{_AGENT_SELECT} ORDER BY a.server_id").fetchall()
-            return [_agent(r) for r in rows]
+            rows = conn.execute(f"{AGENT_SELECT} ORDER BY a.server_id").fetchall()
+            return [CODEC.agent(r) for r in rows]
 
         return await self._db.run(op)
 
@@ -210,32 +177,12 @@ class SqliteAgents:
 
 # --- machines -------------------------------------------------------------------------------
 
-_MACHINE_COLS = (
-    "mac, state, hostname, role, disk, inventory, settings, phase, message, updated_at, created_at"
-)
-
-
-def _machine(row: tuple[Any, ...]) -> Machine:
-    return Machine(
-        mac=row[0],
-        state=MachineState(row[1]),
-        hostname=row[2],
-        role=row[3],
-        disk=row[4],
-        inventory=loads(row[5]),
-        settings=loads(row[6]),
-        phase=row[7],
-        message=row[8],
-        updated_at=parse_ts(row[9]),
-        created_at=parse_ts(row[10]),
-    )
-
 
 def _machine_of(conn: sqlite3.Connection, mac: str) -> Machine:
-    row = conn.execute(f"SELECT {_MACHINE_COLS} FROM machines WHERE mac = ?", (mac,)).fetchone()
+    row = conn.execute(f"SELECT {MACHINE_COLS} FROM machines WHERE mac = ?", (mac,)).fetchone()
     if row is None:
         raise NotFound(f"machine {mac!r} not found", details={"resource": f"machine/{mac}"})
-    return _machine(row)
+    return CODEC.machine(row)
 
 
 class SqliteMachines:
@@ -249,26 +196,14 @@ class SqliteMachines:
             m = machine
             with transaction(conn):
                 conn.execute(
-                    f"INSERT INTO machines ({_MACHINE_COLS})"
+                    f"INSERT INTO machines ({MACHINE_COLS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET"
                     " state = excluded.state, hostname = excluded.hostname,"
                     " role = excluded.role, disk = excluded.disk,"
                     " inventory = excluded.inventory, settings = excluded.settings,"
                     " phase = excluded.phase, message = excluded.message,"
                     " updated_at = excluded.updated_at",
-                    (
-                        m.mac,
-                        m.state.value,
-                        m.hostname,
-                        m.role,
-                        m.disk,
-                        dumps(m.inventory),
-                        dumps(m.settings),
-                        m.phase,
-                        m.message,
-                        ts(m.updated_at),
-                        ts(m.created_at),
-                    ),
+                    CODEC.machine_params(m),
                 )
             return _machine_of(conn, m.mac)
 
@@ -280,13 +215,13 @@ class SqliteMachines:
     async def list(self, *, state: MachineState | None = None) -> list[Machine]:
         def op(conn: sqlite3.Connection) -> list[Machine]:
             if state is None:
-                rows = conn.execute(f"SELECT {_MACHINE_COLS} FROM machines ORDER BY mac")
+                rows = conn.execute(f"SELECT {MACHINE_COLS} FROM machines ORDER BY mac")
             else:
                 rows = conn.execute(
-                    f"SELECT {_MACHINE_COLS} FROM machines WHERE state = ? ORDER BY mac",
+                    f"SELECT {MACHINE_COLS} FROM machines WHERE state = ? ORDER BY mac",
                     (state.value,),
                 )
-            return [_machine(r) for r in rows.fetchall()]
+            return [CODEC.machine(r) for r in rows.fetchall()]
 
         return await self._db.run(op)
 
@@ -303,12 +238,10 @@ class SqliteMachines:
 
 
 def _cluster_of(conn: sqlite3.Connection, name: str) -> Cluster:
-    row = conn.execute(
-        "SELECT id, name, description, created_at FROM clusters WHERE name = ?", (name,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {CLUSTER_COLS} FROM clusters WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise NotFound(f"cluster {name!r} not found", details={"resource": f"cluster/{name}"})
-    return Cluster(id=row[0], name=row[1], description=row[2], created_at=parse_ts(row[3]))
+    return CODEC.cluster(row)
 
 
 class SqliteClusters:
@@ -320,9 +253,8 @@ class SqliteClusters:
             try:
                 with transaction(conn):
                     conn.execute(
-                        "INSERT INTO clusters (id, name, description, created_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        (cluster.id, cluster.name, cluster.description, ts(cluster.created_at)),
+                        f"INSERT INTO clusters ({CLUSTER_COLS}) VALUES (?, ?, ?, ?)",
+                        CODEC.cluster_params(cluster),
                     )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(
@@ -337,13 +269,8 @@ class SqliteClusters:
 
     async def list(self) -> list[Cluster]:
         def op(conn: sqlite3.Connection) -> list[Cluster]:
-            rows = conn.execute(
-                "SELECT id, name, description, created_at FROM clusters ORDER BY name"
-            ).fetchall()
-            return [
-                Cluster(id=r[0], name=r[1], description=r[2], created_at=parse_ts(r[3]))
-                for r in rows
-            ]
+            rows = conn.execute(f"SELECT {CLUSTER_COLS} FROM clusters ORDER BY name")
+            return [CODEC.cluster(r) for r in rows.fetchall()]
 
         return await self._db.run(op)
 

@@ -7,34 +7,24 @@ from __future__ import annotations
 import builtins
 import sqlite3
 from datetime import datetime
-from typing import Any
 
 from lab.errors import NotFound
 from lab.model import Replica
-from lab.store.sqlite.db import Database, parse_ts, transaction, ts
+from lab.store.rows import REPLICA_COLS
+from lab.store.sqlite.db import CODEC, Database, transaction, ts
 
 CHANGES_KEY = "cluster.changes"
 
-_COLS = "id, url, started_at, seen, lease_until"
-
-
-def _replica(row: tuple[Any, ...]) -> Replica:
-    return Replica(
-        id=row[0],
-        url=row[1],
-        started_at=parse_ts(row[2]),
-        seen=parse_ts(row[3]),
-        lease_until=parse_ts(row[4]),
-    )
-
 
 def _replica_of(conn: sqlite3.Connection, replica_id: str) -> Replica:
-    row = conn.execute(f"SELECT {_COLS} FROM replicas WHERE id = ?", (replica_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {REPLICA_COLS} FROM replicas WHERE id = ?", (replica_id,)
+    ).fetchone()
     if row is None:
         raise NotFound(
             f"replica {replica_id!r} not found", details={"resource": f"replica/{replica_id}"}
         )
-    return _replica(row)
+    return CODEC.replica(row)
 
 
 class SqliteReplicas:
@@ -43,16 +33,15 @@ class SqliteReplicas:
 
     async def register(self, replica: Replica) -> Replica:
         def op(conn: sqlite3.Connection) -> Replica:
-            r = replica
             with transaction(conn):
                 conn.execute(
-                    f"INSERT INTO replicas ({_COLS}) VALUES (?, ?, ?, ?, ?)"
+                    f"INSERT INTO replicas ({REPLICA_COLS}) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
                     " started_at = excluded.started_at, seen = excluded.seen,"
                     " lease_until = excluded.lease_until",
-                    (r.id, r.url, ts(r.started_at), ts(r.seen), ts(r.lease_until)),
+                    CODEC.replica_params(replica),
                 )
-                return _replica_of(conn, r.id)
+                return _replica_of(conn, replica.id)
 
         return await self._db.run(op)
 
@@ -62,13 +51,13 @@ class SqliteReplicas:
     async def list(self, *, alive_at: datetime | None = None) -> builtins.list[Replica]:
         def op(conn: sqlite3.Connection) -> builtins.list[Replica]:
             if alive_at is None:
-                rows = conn.execute(f"SELECT {_COLS} FROM replicas ORDER BY id")
+                rows = conn.execute(f"SELECT {REPLICA_COLS} FROM replicas ORDER BY id")
             else:
                 rows = conn.execute(
-                    f"SELECT {_COLS} FROM replicas WHERE lease_until > ? ORDER BY id",
+                    f"SELECT {REPLICA_COLS} FROM replicas WHERE lease_until > ? ORDER BY id",
                     (ts(alive_at),),
                 )
-            return [_replica(r) for r in rows.fetchall()]
+            return [CODEC.replica(r) for r in rows.fetchall()]
 
         return await self._db.run(op)
 

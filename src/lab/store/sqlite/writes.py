@@ -6,6 +6,8 @@ chain head is cached here and advanced only for rows that made it into the trans
 COMMIT itself fails it is re-read from the database.
 """
 
+# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
+
 from __future__ import annotations
 
 import sqlite3
@@ -19,7 +21,8 @@ from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
 from lab.store.auditchain import GENESIS, entry_hash
 from lab.store.groupcommit import GroupCommitWriter
-from lab.store.sqlite.db import dumps, ts
+from lab.store.rows import AUDIT_COLS
+from lab.store.sqlite.db import CODEC, ts
 
 
 @frozen(kw_only=True)
@@ -67,10 +70,7 @@ def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
         raise NotFound(f"server id {op.server_id!r} not found") from exc
 
 
-_INSERT_AUDIT = (
-    "INSERT INTO audit (seq, time, user, session, action, resource, result, duration_ms,"
-    " source, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _chain(op: AuditAppend, head: ChainHead) -> tuple[AuditEntry, tuple[object, ...]]:
@@ -78,11 +78,7 @@ def _chain(op: AuditAppend, head: ChainHead) -> tuple[AuditEntry, tuple[object, 
     time, details that are not JSON) fails here before anything touches the database."""
     draft = attrs.evolve(op.entry, seq=head.seq + 1, prev_hash=head.hash)
     entry = attrs.evolve(draft, hash=entry_hash(draft, head.hash))
-    row = (
-        entry.seq, ts(entry.time), entry.user, entry.session, entry.action, entry.resource,
-        entry.result, float(entry.duration_ms), entry.source, dumps(entry.details),
-        entry.prev_hash, entry.hash,
-    )  # fmt: skip
+    row = CODEC.audit_params(entry)
     head.seq, head.hash = entry.seq, entry.hash
     return entry, row
 
