@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from lab.model import AuditEntry
 
 GENESIS = ""
@@ -51,6 +53,16 @@ def entry_hash(entry: AuditEntry, prev_hash: str) -> str:
     digest.update(prev_hash.encode("utf-8"))
     digest.update(canonical_json(entry).encode("utf-8"))
     return digest.hexdigest()
+
+
+def chain(entry: AuditEntry, seq: int, prev_hash: str) -> AuditEntry:
+    """``entry`` as stored at ``seq``, after the entry hashed ``prev_hash``.
+
+    Raises ``ValueError`` or ``TypeError`` for an entry that cannot be hashed (a naive time,
+    details that are not JSON).
+    """
+    draft = attrs.evolve(entry, seq=seq, prev_hash=prev_hash)
+    return attrs.evolve(draft, hash=entry_hash(draft, prev_hash))
 
 
 def verify_chain(

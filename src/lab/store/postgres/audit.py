@@ -9,8 +9,8 @@ from datetime import datetime
 from lab.errors import Invalid
 from lab.model import AuditEntry
 from lab.store.postgres.db import CODEC, Conn, Database
-from lab.store.postgres.writes import AuditAppend, Writer
 from lab.store.rows import AUDIT_COLS
+from lab.store.writeops import AuditAppend, Writer
 
 MAX_PAGE = 10_000
 

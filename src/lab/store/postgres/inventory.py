@@ -14,8 +14,8 @@ import psycopg.errors
 from lab.errors import Conflict, NotFound
 from lab.model import Agent, Cluster, Machine, MachineState, Server
 from lab.store.postgres.db import CODEC, Conn, Database
-from lab.store.postgres.writes import Heartbeat, Writer
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
+from lab.store.writeops import Heartbeat, Writer
 
 # --- servers -------------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ from lab.store.postgres.inventory import (
     PgSettingValues,
 )
 from lab.store.postgres.replicas import PgReplicas
-from lab.store.postgres.writes import Outcome, WriteOp, Writer, flush_batch
+from lab.store.postgres.writes import flush_batch
+from lab.store.writeops import Outcome, WriteOp, Writer
 
 CLOSE_DRAIN_SECONDS = 10.0
 """On close, queued group-commit writes get this long to commit before they are failed."""

@@ -15,36 +15,15 @@ a heartbeat for a deleted server) are caught before or without an error, so they
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeAlias
 
-import attrs
 import psycopg.errors
-from attrs import frozen
 
 from lab.errors import Invalid, NotFound
 from lab.model import AuditEntry
-from lab.store.auditchain import GENESIS, entry_hash
-from lab.store.groupcommit import GroupCommitWriter
+from lab.store.auditchain import GENESIS, chain
 from lab.store.postgres.db import CODEC, Conn, RetryTransaction
-from lab.store.rows import AUDIT_COLS
-
-
-@frozen(kw_only=True)
-class Heartbeat:
-    server_id: str
-    replica: str
-    seen: datetime
-    lease_until: datetime
-
-
-@frozen(kw_only=True)
-class AuditAppend:
-    entry: AuditEntry
-
-
-WriteOp: TypeAlias = Heartbeat | AuditAppend
-Outcome: TypeAlias = AuditEntry | None
-Writer: TypeAlias = GroupCommitWriter[WriteOp, Outcome]
+from lab.store.rows import AUDIT_COLS, Params
+from lab.store.writeops import AuditAppend, Outcome, WriteOp
 
 _INSERT_AUDIT = (
     f"INSERT INTO audit ({AUDIT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -69,13 +48,12 @@ def _check_time(*values: datetime) -> None:
         raise ValueError("times must carry a timezone")
 
 
-def _chain(entry: AuditEntry, seq: int, prev_hash: str) -> tuple[AuditEntry, tuple[object, ...]]:
+def _chain(entry: AuditEntry, seq: int, prev_hash: str) -> tuple[AuditEntry, Params]:
     """Chain one entry after (seq - 1, prev_hash) and build its row; pure Python, so a bad
     entry fails here before anything touches the database."""
     e = entry
     _check_text(e.user, e.session, e.action, e.resource, e.result, e.source)
-    draft = attrs.evolve(e, seq=seq, prev_hash=prev_hash)
-    chained = attrs.evolve(draft, hash=entry_hash(draft, prev_hash))
+    chained = chain(e, seq, prev_hash)
     return chained, CODEC.audit_params(chained)
 
 
@@ -91,7 +69,7 @@ def flush_batch(conn: Conn, ops: list[WriteOp]) -> list[Outcome | Exception]:
     the tail that won. Raises ``RetryTransaction`` when another writer took our seq.
     """
     outcomes: list[Outcome | Exception] = []
-    audit_rows: list[tuple[object, ...]] = []
+    audit_rows: list[Params] = []
     seq, prev_hash = _tail(conn) if any(isinstance(op, AuditAppend) for op in ops) else (0, "")
     for op in ops:
         if isinstance(op, AuditAppend):

@@ -11,7 +11,7 @@ from lab.errors import Invalid
 from lab.model import AuditEntry
 from lab.store.rows import AUDIT_COLS
 from lab.store.sqlite.db import CODEC, Database, ts
-from lab.store.sqlite.writes import AuditAppend, Writer
+from lab.store.writeops import AuditAppend, Writer
 
 MAX_PAGE = 10_000
 

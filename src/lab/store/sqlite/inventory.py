@@ -14,7 +14,7 @@ from lab.errors import Conflict, NotFound
 from lab.model import Agent, Cluster, Machine, MachineState, Server
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
 from lab.store.sqlite.db import CODEC, Database, transaction, ts
-from lab.store.sqlite.writes import Heartbeat, Writer
+from lab.store.writeops import Heartbeat, Writer
 
 # --- servers -------------------------------------------------------------------------------
 

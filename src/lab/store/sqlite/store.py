@@ -41,7 +41,8 @@ from lab.store.sqlite.inventory import (
     SqliteSettings,
 )
 from lab.store.sqlite.replicas import SqliteReplicas
-from lab.store.sqlite.writes import ChainHead, Outcome, WriteOp, Writer, flush_batch
+from lab.store.sqlite.writes import ChainHead, flush_batch
+from lab.store.writeops import Outcome, WriteOp, Writer
 
 CLOSE_DRAIN_SECONDS = 10.0
 """On close, queued group-commit writes get this long to commit before they are failed."""

@@ -11,36 +11,15 @@ COMMIT itself fails it is re-read from the database.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
-from typing import TypeAlias
 
-import attrs
-from attrs import define, frozen
+from attrs import define
 
 from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
-from lab.store.auditchain import GENESIS, entry_hash
-from lab.store.groupcommit import GroupCommitWriter
-from lab.store.rows import AUDIT_COLS
+from lab.store.auditchain import GENESIS, chain
+from lab.store.rows import AUDIT_COLS, Params
 from lab.store.sqlite.db import CODEC, ts
-
-
-@frozen(kw_only=True)
-class Heartbeat:
-    server_id: str
-    replica: str
-    seen: datetime
-    lease_until: datetime
-
-
-@frozen(kw_only=True)
-class AuditAppend:
-    entry: AuditEntry
-
-
-WriteOp: TypeAlias = Heartbeat | AuditAppend
-Outcome: TypeAlias = AuditEntry | None
-Writer: TypeAlias = GroupCommitWriter[WriteOp, Outcome]
+from lab.store.writeops import AuditAppend, Heartbeat, Outcome, WriteOp
 
 
 @define
@@ -73,11 +52,10 @@ def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
 _INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-def _chain(op: AuditAppend, head: ChainHead) -> tuple[AuditEntry, tuple[object, ...]]:
+def _chain(op: AuditAppend, head: ChainHead) -> tuple[AuditEntry, Params]:
     """Chain one entry after ``head`` and build its row; pure Python, so a bad entry (a naive
     time, details that are not JSON) fails here before anything touches the database."""
-    draft = attrs.evolve(op.entry, seq=head.seq + 1, prev_hash=head.hash)
-    entry = attrs.evolve(draft, hash=entry_hash(draft, head.hash))
+    entry = chain(op.entry, head.seq + 1, head.hash)
     row = CODEC.audit_params(entry)
     head.seq, head.hash = entry.seq, entry.hash
     return entry, row
@@ -93,7 +71,7 @@ def flush_batch(
     (failing the whole batch) when the transaction cannot begin, insert or commit.
     """
     outcomes: list[Outcome | Exception] = []
-    audit_rows: list[tuple[object, ...]] = []
+    audit_rows: list[Params] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         if not head.loaded:
