@@ -9,10 +9,9 @@ import builtins
 from collections.abc import Iterable
 from datetime import datetime
 
-import attrs
 import psycopg.errors
 
-from lab.errors import Conflict, NotFound, Unauthenticated
+from lab.errors import Conflict
 from lab.model import Certificate, JoinToken, Permission, Role, User
 from lab.store.postgres.db import CODEC, Conn, Database
 from lab.store.rows import (
@@ -23,6 +22,13 @@ from lab.store.rows import (
     USER_COLS,
     permission_params,
 )
+from lab.store.rules import (
+    already_exists,
+    before_use,
+    check_role_deletable,
+    not_found,
+    token_refusal,
+)
 
 # --- users ----------------------------------------------------------------------------------
 
@@ -30,7 +36,7 @@ from lab.store.rows import (
 def _user_where(conn: Conn, column: str, key: str) -> User:
     row = conn.execute(f"SELECT {USER_COLS} FROM users WHERE {column} = %s", (key,)).fetchone()
     if row is None:
-        raise NotFound(f"user {key!r} not found", details={"resource": f"user/{key}"})
+        raise not_found("user", key)
     return CODEC.user(row)
 
 
@@ -46,9 +52,7 @@ class PgUsers:
                     CODEC.user_params(user),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise Conflict(
-                    f"user {user.name!r} already exists", details={"name": user.name}
-                ) from exc
+                raise already_exists("user", user.name) from exc
             return _user_where(conn, "id", user.id)
 
         return await self._db.run(op)
@@ -70,7 +74,7 @@ class PgUsers:
         def op(conn: Conn) -> User:
             cur = conn.execute("UPDATE users SET disabled = %s WHERE name = %s", (disabled, name))
             if cur.rowcount == 0:
-                raise NotFound(f"user {name!r} not found", details={"resource": f"user/{name}"})
+                raise not_found("user", name)
             return _user_where(conn, "name", name)
 
         return await self._db.run(op)
@@ -112,7 +116,7 @@ class PgUsers:
 def _role_of(conn: Conn, name: str) -> Role:
     row = conn.execute(f"SELECT {ROLE_COLS} FROM roles WHERE name = %s", (name,)).fetchone()
     if row is None:
-        raise NotFound(f"role {name!r} not found", details={"resource": f"role/{name}"})
+        raise not_found("role", name)
     perms = conn.execute(
         f"SELECT {PERMISSION_COLS} FROM role_permissions WHERE role = %s ORDER BY position",
         (name,),
@@ -175,15 +179,8 @@ class PgRoles:
     async def delete(self, name: str) -> None:
         def op(conn: Conn) -> None:
             role = _role_of(conn, name)
-            if role.builtin:
-                raise Conflict(f"role {name!r} is builtin and cannot be deleted")
             row = conn.execute("SELECT count(*) FROM user_roles WHERE role = %s", (name,))
-            holders = int(row.fetchone()[0])  # type: ignore[index]
-            if holders:
-                raise Conflict(
-                    f"role {name!r} is still held by {holders} user(s)",
-                    details={"holders": holders},
-                )
+            check_role_deletable(role, int(row.fetchone()[0]))  # type: ignore[index]
             conn.execute("DELETE FROM roles WHERE name = %s", (name,))
 
         await self._db.run(op)
@@ -218,29 +215,18 @@ class PgRoles:
 # --- join tokens ----------------------------------------------------------------------------
 
 
-def _token_of(conn: Conn, token_id: str) -> JoinToken:
+def _find_token(conn: Conn, token_id: str) -> JoinToken | None:
     row = conn.execute(
         f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens WHERE id = %s", (token_id,)
     ).fetchone()
-    if row is None:
-        raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
-    return CODEC.token(row)
+    return None if row is None else CODEC.token(row)
 
 
-def _refusal(conn: Conn, token_id: str, at: datetime) -> Unauthenticated:
-    """Why a consume matched no row; read in the same transaction, for the message only."""
-    row = conn.execute(
-        "SELECT revoked_at, expires_at FROM join_tokens WHERE id = %s", (token_id,)
-    ).fetchone()
-    if row is None:
-        reason = "unknown"
-    elif row[0] is not None:
-        reason = "revoked"
-    elif row[1] <= at:
-        reason = "expired"
-    else:
-        reason = "used"
-    return Unauthenticated(f"join token cannot be used ({reason})", details={"reason": reason})
+def _token_of(conn: Conn, token_id: str) -> JoinToken:
+    token = _find_token(conn, token_id)
+    if token is None:
+        raise not_found("token", token_id)
+    return token
 
 
 class PgTokens:
@@ -300,9 +286,9 @@ class PgTokens:
                 (token_id, at),
             ).fetchone()
             if row is None:
-                raise _refusal(conn, token_id, at)
-            after = CODEC.token(row)
-            return attrs.evolve(after, uses=after.uses - 1)
+                # Read in the same transaction, for the message only.
+                raise token_refusal(_find_token(conn, token_id), at)
+            return before_use(CODEC.token(row))
 
         return await self._db.run(op)
 
@@ -315,7 +301,7 @@ def _cert_of(conn: Conn, serial: str) -> Certificate:
         f"SELECT {CERT_COLS} FROM certificates WHERE serial = %s", (serial,)
     ).fetchone()
     if row is None:
-        raise NotFound(f"certificate {serial!r} not found", details={"resource": f"cert/{serial}"})
+        raise not_found("certificate", serial, resource="cert")
     return CODEC.cert(row)
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import psycopg.errors
 
-from lab.errors import Conflict, NotFound
+from lab.errors import NotFound
 from lab.model import Agent, Cluster, Machine, MachineState, Server
 from lab.store.postgres.db import CODEC, Conn, Database
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
+from lab.store.rules import already_exists, merge_labels, not_found
 from lab.store.writeops import Heartbeat, Writer
 
 # --- servers -------------------------------------------------------------------------------
@@ -23,7 +24,7 @@ from lab.store.writeops import Heartbeat, Writer
 def _server_where(conn: Conn, where: str, key: str, what: str) -> Server:
     row = conn.execute(f"SELECT {SERVER_COLS} FROM servers WHERE {where} = %s", (key,)).fetchone()
     if row is None:
-        raise NotFound(f"server {what} {key!r} not found", details={"resource": f"server/{key}"})
+        raise not_found(f"server {what}", key, resource="server")
     return CODEC.server(row)
 
 
@@ -40,9 +41,7 @@ class PgServers:
                     CODEC.server_params(s),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise Conflict(
-                    f"server {s.name!r} already exists", details={"name": s.name}
-                ) from exc
+                raise already_exists("server", s.name) from exc
             return _server_where(conn, "id", s.id, "id")
 
         return await self._db.run(op)
@@ -71,8 +70,7 @@ class PgServers:
     async def set_labels(self, name: str, set_: dict[str, str], remove: Sequence[str]) -> Server:
         def op(conn: Conn) -> Server:
             server = _server_where(conn, "name", name, "named")
-            labels = {k: v for k, v in server.labels.items() if k not in set(remove)}
-            labels.update(set_)
+            labels = merge_labels(server.labels, set_, remove)
             conn.execute(
                 "UPDATE servers SET labels = %s WHERE id = %s", (CODEC.json(labels), server.id)
             )
@@ -174,7 +172,7 @@ class PgAgents:
 def _machine_of(conn: Conn, mac: str) -> Machine:
     row = conn.execute(f"SELECT {MACHINE_COLS} FROM machines WHERE mac = %s", (mac,)).fetchone()
     if row is None:
-        raise NotFound(f"machine {mac!r} not found", details={"resource": f"machine/{mac}"})
+        raise not_found("machine", mac)
     return CODEC.machine(row)
 
 
@@ -232,7 +230,7 @@ class PgMachines:
 def _cluster_of(conn: Conn, name: str) -> Cluster:
     row = conn.execute(f"SELECT {CLUSTER_COLS} FROM clusters WHERE name = %s", (name,)).fetchone()
     if row is None:
-        raise NotFound(f"cluster {name!r} not found", details={"resource": f"cluster/{name}"})
+        raise not_found("cluster", name)
     return CODEC.cluster(row)
 
 
@@ -249,9 +247,7 @@ class PgClusters:
                     CODEC.cluster_params(c),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise Conflict(
-                    f"cluster {c.name!r} already exists", details={"name": c.name}
-                ) from exc
+                raise already_exists("cluster", c.name) from exc
             return _cluster_of(conn, c.name)
 
         return await self._db.run(op)

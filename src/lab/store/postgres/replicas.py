@@ -7,10 +7,10 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 
-from lab.errors import NotFound
 from lab.model import Replica
 from lab.store.postgres.db import CODEC, Conn, Database
 from lab.store.rows import REPLICA_COLS
+from lab.store.rules import not_found
 
 CHANGES_KEY = "cluster.changes"
 
@@ -20,9 +20,7 @@ def _replica_of(conn: Conn, replica_id: str) -> Replica:
         f"SELECT {REPLICA_COLS} FROM replicas WHERE id = %s", (replica_id,)
     ).fetchone()
     if row is None:
-        raise NotFound(
-            f"replica {replica_id!r} not found", details={"resource": f"replica/{replica_id}"}
-        )
+        raise not_found("replica", replica_id)
     return CODEC.replica(row)
 
 

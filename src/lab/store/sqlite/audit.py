@@ -1,19 +1,14 @@
 """SQLite audit repository: appends go through the group-commit writer, reads are direct."""
 
-# ruff: noqa: S608 -- SQL is assembled only from constant column lists, never from input.
-
 from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
 
-from lab.errors import Invalid
 from lab.model import AuditEntry
-from lab.store.rows import AUDIT_COLS
-from lab.store.sqlite.db import CODEC, Database, ts
+from lab.store.rules import audit_page
+from lab.store.sqlite.db import CODEC, Database
 from lab.store.writeops import AuditAppend, Writer
-
-MAX_PAGE = 10_000
 
 
 class SqliteAudit:
@@ -36,23 +31,18 @@ class SqliteAudit:
         limit: int = 1000,
     ) -> list[AuditEntry]:
         """Entries in ``seq`` order after ``after_seq`` (page with the last seq you got)."""
-        if not 0 < limit <= MAX_PAGE:
-            raise Invalid(f"limit must be between 1 and {MAX_PAGE}", details={"limit": limit})
-        clauses: list[str] = ["seq > ?"]
-        params: list[object] = [after_seq]
-        if user is not None:
-            clauses.append("user = ?")
-            params.append(user)
-        if action is not None:
-            clauses.append("action = ?")
-            params.append(action)
-        if since is not None:
-            clauses.append("time >= ?")
-            params.append(ts(since))
-        sql = f"SELECT {AUDIT_COLS} FROM audit WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
+        query, params = audit_page(
+            CODEC,
+            "?",
+            user=user,
+            action=action,
+            since=since,
+            after_seq=after_seq,
+            limit=limit,
+        )
 
         def op(conn: sqlite3.Connection) -> list[AuditEntry]:
-            return [CODEC.audit_entry(r) for r in conn.execute(sql, [*params, limit]).fetchall()]
+            return [CODEC.audit_entry(r) for r in conn.execute(query, params).fetchall()]
 
         return await self._db.run(op)
 

@@ -10,9 +10,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 
-import attrs
-
-from lab.errors import Conflict, NotFound, Unauthenticated
+from lab.errors import Conflict
 from lab.model import Certificate, JoinToken, Permission, Role, User
 from lab.store.rows import (
     CERT_COLS,
@@ -22,6 +20,13 @@ from lab.store.rows import (
     USER_COLS,
     permission_params,
 )
+from lab.store.rules import (
+    already_exists,
+    before_use,
+    check_role_deletable,
+    not_found,
+    token_refusal,
+)
 from lab.store.sqlite.db import CODEC, Database, transaction, ts
 
 # --- users ----------------------------------------------------------------------------------
@@ -30,7 +35,7 @@ from lab.store.sqlite.db import CODEC, Database, transaction, ts
 def _user_where(conn: sqlite3.Connection, column: str, key: str) -> User:
     row = conn.execute(f"SELECT {USER_COLS} FROM users WHERE {column} = ?", (key,)).fetchone()
     if row is None:
-        raise NotFound(f"user {key!r} not found", details={"resource": f"user/{key}"})
+        raise not_found("user", key)
     return CODEC.user(row)
 
 
@@ -47,9 +52,7 @@ class SqliteUsers:
                         CODEC.user_params(user),
                     )
             except sqlite3.IntegrityError as exc:
-                raise Conflict(
-                    f"user {user.name!r} already exists", details={"name": user.name}
-                ) from exc
+                raise already_exists("user", user.name) from exc
             return _user_where(conn, "id", user.id)
 
         return await self._db.run(op)
@@ -74,7 +77,7 @@ class SqliteUsers:
                     "UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name)
                 )
                 if cur.rowcount == 0:
-                    raise NotFound(f"user {name!r} not found", details={"resource": f"user/{name}"})
+                    raise not_found("user", name)
             return _user_where(conn, "name", name)
 
         return await self._db.run(op)
@@ -120,7 +123,7 @@ class SqliteUsers:
 def _role_of(conn: sqlite3.Connection, name: str) -> Role:
     row = conn.execute(f"SELECT {ROLE_COLS} FROM roles WHERE name = ?", (name,)).fetchone()
     if row is None:
-        raise NotFound(f"role {name!r} not found", details={"resource": f"role/{name}"})
+        raise not_found("role", name)
     perms = conn.execute(
         f"SELECT {PERMISSION_COLS} FROM role_permissions WHERE role = ? ORDER BY position",
         (name,),
@@ -175,16 +178,10 @@ class SqliteRoles:
         def op(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 role = _role_of(conn, name)
-                if role.builtin:
-                    raise Conflict(f"role {name!r} is builtin and cannot be deleted")
                 (holders,) = conn.execute(
                     "SELECT count(*) FROM user_roles WHERE role = ?", (name,)
                 ).fetchone()
-                if holders:
-                    raise Conflict(
-                        f"role {name!r} is still held by {holders} user(s)",
-                        details={"holders": holders},
-                    )
+                check_role_deletable(role, int(holders))
                 conn.execute("DELETE FROM roles WHERE name = ?", (name,))
 
         await self._db.run(op)
@@ -221,29 +218,18 @@ class SqliteRoles:
 # --- join tokens ----------------------------------------------------------------------------
 
 
-def _token_of(conn: sqlite3.Connection, token_id: str) -> JoinToken:
+def _find_token(conn: sqlite3.Connection, token_id: str) -> JoinToken | None:
     row = conn.execute(
         f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens WHERE id = ?", (token_id,)
     ).fetchone()
-    if row is None:
-        raise NotFound(f"token {token_id!r} not found", details={"resource": f"token/{token_id}"})
-    return CODEC.token(row)
+    return None if row is None else CODEC.token(row)
 
 
-def _refusal(conn: sqlite3.Connection, token_id: str, at: datetime) -> Unauthenticated:
-    """Why a consume matched no row; read after the fact, for the message only."""
-    row = conn.execute(
-        "SELECT revoked_at, expires_at FROM join_tokens WHERE id = ?", (token_id,)
-    ).fetchone()
-    if row is None:
-        reason = "unknown"
-    elif row[0] is not None:
-        reason = "revoked"
-    elif row[1] <= ts(at):
-        reason = "expired"
-    else:
-        reason = "used"
-    return Unauthenticated(f"join token cannot be used ({reason})", details={"reason": reason})
+def _token_of(conn: sqlite3.Connection, token_id: str) -> JoinToken:
+    token = _find_token(conn, token_id)
+    if token is None:
+        raise not_found("token", token_id)
+    return token
 
 
 class SqliteTokens:
@@ -306,9 +292,9 @@ class SqliteTokens:
                     (token_id, ts(at)),
                 ).fetchone()
                 if row is None:
-                    raise _refusal(conn, token_id, at)
-            after = CODEC.token(row)
-            return attrs.evolve(after, uses=after.uses - 1)
+                    # Read after the fact, for the message only.
+                    raise token_refusal(_find_token(conn, token_id), at)
+            return before_use(CODEC.token(row))
 
         return await self._db.run(op)
 
@@ -321,7 +307,7 @@ def _cert_of(conn: sqlite3.Connection, serial: str) -> Certificate:
         f"SELECT {CERT_COLS} FROM certificates WHERE serial = ?", (serial,)
     ).fetchone()
     if row is None:
-        raise NotFound(f"certificate {serial!r} not found", details={"resource": f"cert/{serial}"})
+        raise not_found("certificate", serial, resource="cert")
     return CODEC.cert(row)
 
 

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from lab.errors import Conflict, NotFound
+from lab.errors import NotFound
 from lab.model import Agent, Cluster, Machine, MachineState, Server
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
+from lab.store.rules import already_exists, merge_labels, not_found
 from lab.store.sqlite.db import CODEC, Database, transaction, ts
 from lab.store.writeops import Heartbeat, Writer
 
@@ -22,7 +23,7 @@ from lab.store.writeops import Heartbeat, Writer
 def _server_where(conn: sqlite3.Connection, where: str, key: str, what: str) -> Server:
     row = conn.execute(f"SELECT {SERVER_COLS} FROM servers WHERE {where} = ?", (key,)).fetchone()
     if row is None:
-        raise NotFound(f"server {what} {key!r} not found", details={"resource": f"server/{key}"})
+        raise not_found(f"server {what}", key, resource="server")
     return CODEC.server(row)
 
 
@@ -39,9 +40,7 @@ class SqliteServers:
                         CODEC.server_params(server),
                     )
             except sqlite3.IntegrityError as exc:
-                raise Conflict(
-                    f"server {server.name!r} already exists", details={"name": server.name}
-                ) from exc
+                raise already_exists("server", server.name) from exc
             return _server_where(conn, "id", server.id, "id")
 
         return await self._db.run(op)
@@ -74,8 +73,7 @@ class SqliteServers:
         def op(conn: sqlite3.Connection) -> Server:
             with transaction(conn):
                 server = _server_where(conn, "name", name, "named")
-                labels = {k: v for k, v in server.labels.items() if k not in set(remove)}
-                labels.update(set_)
+                labels = merge_labels(server.labels, set_, remove)
                 conn.execute(
                     "UPDATE servers SET labels = ? WHERE id = ?", (CODEC.json(labels), server.id)
                 )
@@ -181,7 +179,7 @@ class SqliteAgents:
 def _machine_of(conn: sqlite3.Connection, mac: str) -> Machine:
     row = conn.execute(f"SELECT {MACHINE_COLS} FROM machines WHERE mac = ?", (mac,)).fetchone()
     if row is None:
-        raise NotFound(f"machine {mac!r} not found", details={"resource": f"machine/{mac}"})
+        raise not_found("machine", mac)
     return CODEC.machine(row)
 
 
@@ -240,7 +238,7 @@ class SqliteMachines:
 def _cluster_of(conn: sqlite3.Connection, name: str) -> Cluster:
     row = conn.execute(f"SELECT {CLUSTER_COLS} FROM clusters WHERE name = ?", (name,)).fetchone()
     if row is None:
-        raise NotFound(f"cluster {name!r} not found", details={"resource": f"cluster/{name}"})
+        raise not_found("cluster", name)
     return CODEC.cluster(row)
 
 
@@ -257,9 +255,7 @@ class SqliteClusters:
                         CODEC.cluster_params(cluster),
                     )
             except sqlite3.IntegrityError as exc:
-                raise Conflict(
-                    f"cluster {cluster.name!r} already exists", details={"name": cluster.name}
-                ) from exc
+                raise already_exists("cluster", cluster.name) from exc
             return _cluster_of(conn, cluster.name)
 
         return await self._db.run(op)

@@ -8,9 +8,9 @@ import builtins
 import sqlite3
 from datetime import datetime
 
-from lab.errors import NotFound
 from lab.model import Replica
 from lab.store.rows import REPLICA_COLS
+from lab.store.rules import not_found
 from lab.store.sqlite.db import CODEC, Database, transaction, ts
 
 CHANGES_KEY = "cluster.changes"
@@ -21,9 +21,7 @@ def _replica_of(conn: sqlite3.Connection, replica_id: str) -> Replica:
         f"SELECT {REPLICA_COLS} FROM replicas WHERE id = ?", (replica_id,)
     ).fetchone()
     if row is None:
-        raise NotFound(
-            f"replica {replica_id!r} not found", details={"resource": f"replica/{replica_id}"}
-        )
+        raise not_found("replica", replica_id)
     return CODEC.replica(row)
 
 
