@@ -5,7 +5,11 @@ Three kinds of callers, three kinds of credentials:
 * firmware and iPXE (``/dispatch``, ``/wheelhouse/``, ``/healthz``): none, nothing secret;
 * the installer (``/kickstart/*``, ``/api/discover``, ``/api/progress``): the discovery token or
   the machine's callback token, both embedded by the script that started it;
-* operators and labd (``/api/machines``, ``/api/install``, ...): :func:`authorize_admin`.
+* operators, labd and Prometheus (``/api/machines``, ``/api/install``, ``/api/logs``,
+  ``/metrics``, ...): :func:`authorize_admin`.
+
+:class:`Observed`, the outermost ASGI layer, gives every request an id (``X-Request-Id``, in
+the response and in the log records) and observes its latency by route template and status.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import hmac
 import html
 import json
 import logging
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import trio
@@ -25,7 +31,10 @@ from werkzeug.exceptions import HTTPException
 
 from lab.bastion.service import Bastion, public_view
 from lab.bastion.validate import normalize_mac
-from lab.errors import Invalid, LabError, NotFound, Unauthenticated
+from lab.errors import Invalid, LabError, NotFound, Unauthenticated, Unavailable
+from lab.runtime.logbuffer import Entry, LogBuffer
+from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
+from lab.runtime.metrics import BastionMetrics, render
 
 log = logging.getLogger("lab.bastion.http")
 
@@ -41,6 +50,11 @@ _HTTP_CODES = {
 }
 
 IPXE = "text/plain; charset=utf-8"
+
+ROUTE_KEY = "lab.route"
+"""ASGI scope key where the app leaves the route template of a request (for the metrics)."""
+
+MAX_LOG_LINES = 10_000
 
 
 def _error(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
@@ -111,7 +125,14 @@ async def _unexpected(exc: Exception) -> Response:
     return _error(500, "internal", "internal error", {})
 
 
-def create_app(bastion: Bastion, *, admin_token: str, wheelhouse: Path) -> QuartTrio:
+def create_app(
+    bastion: Bastion,
+    *,
+    admin_token: str,
+    wheelhouse: Path,
+    logs: LogBuffer | None = None,
+) -> QuartTrio:
+    """The Quart app; ``logs`` backs ``/api/logs`` (503 without it), metrics are the bastion's."""
     app = QuartTrio("lab-bastion")
     app.extensions["bastion"] = bastion
     app.extensions["admin_token"] = admin_token
@@ -120,6 +141,34 @@ def create_app(bastion: Bastion, *, admin_token: str, wheelhouse: Path) -> Quart
     app.register_error_handler(LabError, _lab_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+
+    @app.after_request
+    async def _route_template(response: Response) -> Response:
+        # Read by Observed when the response starts: a template, never the raw path.
+        if request.url_rule is not None:
+            cast(dict[str, Any], request.scope)[ROUTE_KEY] = request.url_rule.rule
+        return response
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        authorize_admin()
+        b = _bastion()
+        # Counted at scrape time from the store, so the gauge cannot drift from the rows.
+        b.metrics.set_machines(await b.count_states())
+        body, content_type = render(b.metrics.registry)
+        return Response(body, status=200, content_type=content_type)
+
+    @app.get("/api/logs")
+    async def read_logs() -> Response:
+        authorize_admin()
+        if logs is None:
+            raise Unavailable("this bastion keeps no log buffer")
+        follow = request.args.get("follow", "0") not in ("", "0", "false", "no")
+        lines = _lines_arg(request.args.get("lines"))
+        resp = Response(_log_lines(logs, lines, follow), content_type="application/x-ndjson")
+        # A followed stream lasts until the client leaves or the bastion stops.
+        resp.timeout = None
+        return resp
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -206,6 +255,76 @@ def create_app(bastion: Bastion, *, admin_token: str, wheelhouse: Path) -> Quart
     return app
 
 
+def _lines_arg(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        lines = int(raw)
+    except ValueError:
+        lines = -1
+    if not 0 <= lines <= MAX_LOG_LINES:
+        raise Invalid(f"lines must be 0..{MAX_LOG_LINES}", details={"fields": ["lines"]})
+    return lines
+
+
+async def _log_lines(logs: LogBuffer, lines: int | None, follow: bool) -> AsyncIterator[bytes]:
+    """NDJSON: the last ``lines`` records, then (following) each new one until the end."""
+    with logs.follow(lines) as (tail, follower):
+        for entry in tail:
+            yield _ndjson(entry)
+        if not follow:
+            return
+        async for entry in follower:
+            yield _ndjson(entry)
+
+
+def _ndjson(entry: Entry) -> bytes:
+    return (json.dumps(entry, default=str) + "\n").encode()
+
+
+class Observed:
+    """The outermost ASGI layer: a request id and a latency observation for every request.
+
+    The id is the client's ``X-Request-Id`` when it is a sane token, else a new one; it is set
+    for the task that handles the request (Quart's tasks inherit it), so every log record
+    emitted meanwhile carries it, and it is returned in the response's ``X-Request-Id``.
+    Latency is measured to the response start, labelled with the route template the app left
+    in the scope (``<unmatched>`` when none matched).
+    """
+
+    def __init__(self, app: Any, metrics: BastionMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = begin_request(_header(scope, b"x-request-id"))
+        header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
+
+        async def observed_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+                self.metrics.observe_request(
+                    scope.get(ROUTE_KEY, ""),
+                    scope["method"],
+                    message["status"],
+                    time.perf_counter() - started,
+                )
+            await send(message)
+
+        await self.app(scope, receive, observed_send)
+
+
+def _header(scope: Any, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 class DispatchFastPath:
     """The bastion's ASGI entry: answers ``GET /dispatch?mac=…`` itself, the rest through Quart.
 
@@ -225,11 +344,12 @@ class DispatchFastPath:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/dispatch":
             mac = _valid_mac(scope["query_string"])
             if mac is not None:
-                await self._dispatch(mac, send)
+                await self._dispatch(scope, mac, send)
                 return
         await self.app(scope, receive, send)
 
-    async def _dispatch(self, mac: str, send: Any) -> None:
+    async def _dispatch(self, scope: Any, mac: str, send: Any) -> None:
+        scope[ROUTE_KEY] = "/dispatch"
         try:
             body = (await self.bastion.dispatch(mac)).encode()
         except Exception as exc:

@@ -57,6 +57,9 @@ class BastionConfig:
     watchdog_interval: float = 30.0
     log_level: str = "info"
     log_format: str = "text"
+    """``text`` or ``json`` (``LAB_BASTION_LOG_FORMAT``, ``--log-format``)."""
+    log_buffer: int = 1000
+    """Log records kept in memory for ``GET /api/logs`` (``labctl logs bastion``)."""
 
     @property
     def data_path(self) -> Path:
@@ -86,6 +89,10 @@ class BastionConfig:
             raise ConfigError("join_token needs labd_url")
         if not 0 < self.join_ttl <= 86400:
             raise ConfigError(f"join_ttl must be 1..86400 seconds, not {self.join_ttl:g}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.log_buffer < 1:
+            raise ConfigError(f"log_buffer must be at least 1, not {self.log_buffer}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} out of range")
         return self

@@ -23,6 +23,7 @@ import trio
 from attrs import frozen
 
 from lab.errors import ConfigError, Unavailable
+from lab.runtime.metrics import BastionMetrics
 
 log = logging.getLogger("lab.bastion.dnsmasq")
 
@@ -159,9 +160,13 @@ async def supervise_dnsmasq(
     ipxe_dir: Path = Path("/usr/lib/ipxe"),
     backoff: Backoff | None = None,
     on_line: Callable[[str], None] | None = None,
+    metrics: BastionMetrics | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run dnsmasq until cancelled, restarting it with backoff when it exits.
+
+    Each restart counts in ``metrics.dnsmasq_restarts``; each output line is logged (logger
+    ``lab.bastion.dnsmasq``) and given to ``on_line``.
 
     ``task_status.started(pid)`` once the first dnsmasq reported it is running. Raises
     ConfigError (no binary, no iPXE files) before starting, and Unavailable when the first
@@ -207,6 +212,8 @@ async def supervise_dnsmasq(
         delay = backoff.after_exit(uptime)
         log.warning("dnsmasq exited with %s; restarting in %.0f s", proc.returncode, delay)
         await trio.sleep(delay)
+        if metrics is not None:
+            metrics.dnsmasq_restarts.inc()
 
 
 async def _wait_ready_or_exit(proc: trio.Process, ready: trio.Event) -> None:

@@ -27,6 +27,7 @@ def serve(
     mode: Literal["proxy", "dhcp"] | None = None,
     dhcp_range: str | None = None,
     data_dir: Path | None = None,
+    log_format: Literal["text", "json"] | None = None,
 ) -> None:
     """Serve HTTP, and DHCP/TFTP through dnsmasq on ``--interface``.
 
@@ -48,6 +49,8 @@ def serve(
         ``start,end[,lease]`` for ``--mode dhcp``.
     data_dir
         Database, admin token, wheelhouse and TFTP root (``LAB_BASTION_DATA_DIR``).
+    log_format
+        ``text`` (default) or ``json`` lines on stderr (``LAB_BASTION_LOG_FORMAT``).
     """
     import attrs
 
@@ -62,6 +65,7 @@ def serve(
         "dhcp_mode": mode,
         "dhcp_range": dhcp_range,
         "data_dir": str(data_dir) if data_dir else None,
+        "log_format": log_format,
     }
 
     async def run(_: None) -> None:

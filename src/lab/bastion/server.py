@@ -11,13 +11,15 @@ from pathlib import Path
 import trio
 
 from lab.bastion import dnsmasq
-from lab.bastion.app import DispatchFastPath, create_app
+from lab.bastion.app import DispatchFastPath, Observed, create_app
 from lab.bastion.config import BastionConfig
 from lab.bastion.labd_link import load_link, open_labd_link
 from lab.bastion.service import Bastion, EnrollmentCheck, JoinTokenSource, StaticTokenSource
 from lab.bastion.templates import Templates, check_url
 from lab.bastion.tokens import load_or_create_admin_token
 from lab.runtime import sdnotify
+from lab.runtime.logbuffer import LogBuffer, attached
+from lab.runtime.metrics import BastionMetrics
 from lab.runtime.tls_server import serve_asgi
 from lab.store import open_store
 
@@ -42,7 +44,11 @@ async def serve_bastion(
     bastion joined to labd (``lab-bastion join``) asks labd for a one-time agent token per
     install and lets the watchdog check enrollment, and ``join_token`` is the fallback. Raises
     ConfigError (unusable settings, no dnsmasq binary), Unavailable (dnsmasq would not start)
-    and OSError (port taken). Shutdown: HTTP drains for up to 5 s; dnsmasq gets SIGTERM.
+    and OSError (port taken). Shutdown: HTTP drains for up to 5 s (followers of /api/logs are
+    ended at once); dnsmasq gets SIGTERM.
+
+    The process's log records (dnsmasq's forwarded lines included) are kept in a ring for
+    ``/api/logs`` while this runs; metrics live in a registry of this call's own.
     """
     data = config.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -59,7 +65,9 @@ async def serve_bastion(
         return config.public_url or f"http://{server_ip or _reachable(config.host)}:{port}"
 
     link = load_link(data) if join_tokens is None and not config.join_token else None
+    metrics = BastionMetrics()
     async with AsyncExitStack() as stack:
+        logs = stack.enter_context(attached(LogBuffer(config.log_buffer)))
         enrollment: EnrollmentCheck | None = None
         labd_url = config.labd_url or None
         labd_fingerprint = config.labd_ca_fingerprint or None
@@ -82,13 +90,16 @@ async def serve_bastion(
             labd_ca_fingerprint=labd_fingerprint,
             timeouts=config.timeouts,
             join_ttl=timedelta(seconds=config.join_ttl),
+            metrics=metrics,
         )
         await bastion.start()
-        app = create_app(bastion, admin_token=admin_token, wheelhouse=data / "wheelhouse")
+        app = create_app(
+            bastion, admin_token=admin_token, wheelhouse=data / "wheelhouse", logs=logs
+        )
         host, port = await nursery.start(
             partial(
                 serve_asgi,
-                DispatchFastPath(app, bastion),
+                Observed(DispatchFastPath(app, bastion), metrics),
                 host=config.host,
                 port=config.port,
                 shutdown_event=shutdown,
@@ -116,6 +127,7 @@ async def serve_bastion(
                         settings,
                         binary=config.dnsmasq,
                         ipxe_dir=Path(config.ipxe_dir),
+                        metrics=metrics,
                     )
                 )
                 log.info("DHCP (%s) and TFTP on %s", settings.mode, config.interface)
@@ -129,6 +141,7 @@ async def serve_bastion(
             task_status.started((host, port))
             sdnotify.ready(f"serving {templates.base_url}")
             await shutdown.wait()
+            logs.close()
             aux.cancel_scope.cancel()
 
 

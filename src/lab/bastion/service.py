@@ -36,6 +36,7 @@ from lab.bastion.tokens import hash_token, new_token, token_matches
 from lab.errors import Conflict, Invalid, LabError, NotFound, Unauthenticated
 from lab.model import Machine, MachineState, structure, unstructure
 from lab.model.records import now as utcnow
+from lab.runtime.metrics import BastionMetrics
 from lab.store import MachineRepository, SettingsRepository
 
 log = logging.getLogger("lab.bastion")
@@ -118,6 +119,7 @@ class Bastion:
         timeouts: Mapping[str, float] | None = None,
         join_ttl: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = utcnow,
+        metrics: BastionMetrics | None = None,
     ) -> None:
         self.machines = machines
         self.settings = settings
@@ -129,6 +131,7 @@ class Bastion:
         self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.join_ttl = join_ttl
         self.clock = clock
+        self.metrics = metrics or BastionMetrics()
         self.discovery_token = ""
         # Read-modify-write of one machine must not interleave with another request's.
         self._lock = trio.Lock()
@@ -194,13 +197,26 @@ class Bastion:
     # --- boot time ----------------------------------------------------------------------------
 
     async def dispatch(self, raw_mac: str) -> str:
-        """The iPXE script for the machine with this MAC, by its state."""
+        """The iPXE script for the machine with this MAC, by its state.
+
+        Every answer is counted by outcome (``discover``, ``install``, ``reprovision``,
+        ``local``; ``error`` when this raises), whichever HTTP path called it.
+        """
+        try:
+            script, outcome = await self._dispatch(raw_mac)
+        except Exception:
+            self.metrics.pxe_dispatches.labels("error").inc()
+            raise
+        self.metrics.pxe_dispatches.labels(outcome).inc()
+        return script
+
+    async def _dispatch(self, raw_mac: str) -> tuple[str, str]:
         mac = v.normalize_mac(raw_mac)
         m = await self._get_or_none(mac)
         # The one trace of a PXE boot reaching HTTP: operators (and tests) watch for it.
         log.info("dispatch %s (%s)", mac, m.state.value if m else "unknown")
         if m is None:
-            return self.templates.ipxe_discover(mac=mac, token=self.discovery_token)
+            return self.templates.ipxe_discover(mac=mac, token=self.discovery_token), "discover"
         method = str(m.settings.get("local_boot", "exit"))
         host = m.hostname or mac
         if m.state is MachineState.QUEUED or (
@@ -208,16 +224,22 @@ class Bastion:
         ):
             # Before "partition" nothing was written yet, so serving the install again after
             # an interrupted boot is safe; from then on it would loop, so boot the disk.
-            return await self._dispatch_install(m)
+            outcome = "reprovision" if m.settings.get("reprovision") else "install"
+            return await self._dispatch_install(m), outcome
         if m.state is MachineState.FAILED:
-            return self.templates.ipxe_failed(
+            # The failure screen, then the local disk.
+            script = self.templates.ipxe_failed(
                 mac=mac,
                 hostname=host,
                 phase=v.display_text(m.phase or "unknown"),
                 message=v.display_text(m.message or "no message"),
                 method=method,
             )
-        return self.templates.ipxe_local(mac=mac, hostname=host, state=m.state.value, method=method)
+            return script, "local"
+        script = self.templates.ipxe_local(
+            mac=mac, hostname=host, state=m.state.value, method=method
+        )
+        return script, "local"
 
     async def _dispatch_install(self, m: Machine) -> str:
         assert m.hostname and m.role and m.disk
@@ -472,6 +494,13 @@ class Bastion:
             except LabError as exc:
                 log.warning("cannot ask labd about %s: %s", name, exc.message)
         return online
+
+    async def count_states(self) -> dict[str, int]:
+        """``{state: number of machines}``, read from the store (for the machines gauge)."""
+        counts: dict[str, int] = {}
+        for m in await self.machines.list():
+            counts[m.state.value] = counts.get(m.state.value, 0) + 1
+        return counts
 
     async def run_watchdog(self, interval: float) -> None:
         """Check phase timeouts every ``interval`` seconds, until cancelled."""
