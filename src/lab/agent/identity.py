@@ -123,50 +123,39 @@ async def enroll(
     :class:`Invalid` (URL, fingerprint, hostname), :class:`RateLimited`, :class:`Unavailable`.
     Cancellation abandons the request and writes nothing.
     """
-    from lab import pki
-    from lab.cli.client import LabClient, establish_trust, normalise_server, pem_field
-    from lab.cli.credentials import Credentials, save_credentials
+    from lab.cli.client import enroll_identity
 
-    server = normalise_server(server)
-    trusted = await establish_trust(
-        server, ca_fingerprint=ca_fingerprint, tofu=tofu, request_timeout=request_timeout
-    )
-    key_pem = pki.generate_key()
-    csr = pki.make_csr(key_pem, f"server/{hostname}").decode("ascii")
-    async with LabClient(
+    enrolled = await enroll_identity(
         server,
-        ssl_context=pki.client_ssl_context(trusted.pem),
-        timeout=request_timeout,
+        token,
+        route="/api/auth/enroll",
+        subject=f"server/{hostname}",
+        fields={"hostname": hostname, "facts": dict(facts)},
+        directory=state_dir,
+        ca_fingerprint=ca_fingerprint,
+        tofu=tofu,
         auth_hint="ask an admin for a new token: labctl tokens create --kind agent",
-    ) as client:
-        body = await client.post(
-            "/api/auth/enroll",
-            {"token": token, "csr": csr, "hostname": hostname, "facts": dict(facts)},
-        )
-    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
-    pki.load_ca_bundle(ca_pem)
-    info = pki.cert_info(cert_pem)
-    save_credentials(state_dir, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
-    fingerprint = str(body.get("ca_fingerprint") or trusted.fingerprint)
-    server_name = str(body.get("server_name") or hostname)
-    server_id = str(body.get("server_id", ""))
+        request_timeout=request_timeout,
+    )
+    server_name = str(enrolled.body.get("server_name") or hostname)
+    server_id = str(enrolled.body.get("server_id", ""))
     _write_agent_file(
         state_dir,
         {
-            "server": server,
+            "server": enrolled.server,
             "server_id": server_id,
             "server_name": server_name,
-            "ca_fingerprint": fingerprint,
+            "ca_fingerprint": enrolled.ca_fingerprint,
             "enrolled_at": datetime.now(UTC).isoformat(),
         },
     )
     return EnrolledIdentity(
-        server=server,
+        server=enrolled.server,
         server_id=server_id,
         server_name=server_name,
-        ca_fingerprint=fingerprint,
-        not_before=info.not_before,
-        not_after=info.not_after,
+        ca_fingerprint=enrolled.ca_fingerprint,
+        not_before=enrolled.cert.not_before,
+        not_after=enrolled.cert.not_after,
         state_dir=state_dir,
     )
 

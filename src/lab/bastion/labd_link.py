@@ -96,33 +96,26 @@ async def join(
     (the token lacks the admin role), :class:`Invalid` (URL, fingerprint, name),
     :class:`RateLimited`, :class:`Unavailable`. Cancellation abandons the request.
     """
-    from lab import pki
-    from lab.cli.client import LabClient, establish_trust, normalise_server, pem_field
-    from lab.cli.credentials import Credentials, save_credentials, write_atomic
+    from lab.cli.client import enroll_identity
+    from lab.cli.credentials import write_atomic
 
-    server = normalise_server(server)
-    trusted = await establish_trust(
-        server, ca_fingerprint=ca_fingerprint, tofu=tofu, request_timeout=request_timeout
-    )
-    key_pem = pki.generate_key()
-    csr = pki.make_csr(key_pem, f"bastion/{name}").decode("ascii")
-    async with LabClient(
-        server,
-        ssl_context=pki.client_ssl_context(trusted.pem),
-        timeout=request_timeout,
-        auth_hint="ask an admin for a token: labctl tokens create --kind user --roles admin",
-    ) as client:
-        body = await client.post(
-            "/api/auth/bastion-enroll", {"token": token, "csr": csr, "name": name}
-        )
-    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
-    pki.load_ca_bundle(ca_pem)
     directory = link_dir(data_dir)
-    save_credentials(directory, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
+    enrolled = await enroll_identity(
+        server,
+        token,
+        route="/api/auth/bastion-enroll",
+        subject=f"bastion/{name}",
+        fields={"name": name},
+        directory=directory,
+        ca_fingerprint=ca_fingerprint,
+        tofu=tofu,
+        auth_hint="ask an admin for a token: labctl tokens create --kind user --roles admin",
+        request_timeout=request_timeout,
+    )
     link = LabdLink(
-        server=server,
-        name=str(body.get("bastion") or name),
-        ca_fingerprint=str(body.get("ca_fingerprint") or trusted.fingerprint),
+        server=enrolled.server,
+        name=str(enrolled.body.get("bastion") or name),
+        ca_fingerprint=enrolled.ca_fingerprint,
         directory=directory,
     )
     record = {**link.as_dict(), "joined_at": datetime.now(UTC).isoformat()}

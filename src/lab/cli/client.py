@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from attrs import frozen
@@ -36,6 +36,9 @@ from lab.errors import (
     Unauthenticated,
     Unavailable,
 )
+
+if TYPE_CHECKING:
+    from lab.pki import CertInfo
 
 DOCTOR_HINT = "is labd running? labctl doctor"
 
@@ -362,6 +365,80 @@ async def establish_trust(
                 details={"reason": "not_confirmed", "got": fingerprint},
             )
     return TrustedCA(pem=first.cert_pem(), fingerprint=fingerprint, subject=first.subject)
+
+
+@frozen(kw_only=True)
+class Enrollment:
+    """What a successful :func:`enroll_identity` stored and labd said about it."""
+
+    server: str
+    """labd's URL as normalised (no trailing slash)."""
+    ca_fingerprint: str
+    """labd's CA fingerprint as labd states it, else the one we trusted."""
+    cert: CertInfo
+    body: dict[str, Any]
+    """labd's whole answer, for the fields one kind of enrollment adds (user, server id...)."""
+
+
+async def enroll_identity(
+    server: str,
+    token: str,
+    *,
+    route: str,
+    subject: str,
+    fields: Mapping[str, Any],
+    directory: Path,
+    ca_fingerprint: str | None,
+    tofu: bool,
+    confirm: Confirm | None = None,
+    auth_hint: str,
+    request_timeout: float = 30.0,
+) -> Enrollment:
+    """Trade ``token`` and a CSR for a certificate at ``route``; store it in ``directory``.
+
+    The sequence every client identity starts with (``labctl login``, ``lab-agent enroll``,
+    ``lab-bastion join``): normalise ``server``, decide whether to trust labd's CA (see
+    :func:`establish_trust`), make a new P-256 key and a CSR for ``subject``, POST
+    ``{"token", "csr", **fields}`` over TLS verified against that CA, then write ``key.pem``
+    (0600), ``cert.pem`` and ``ca.pem`` (the bundle from the answer) into ``directory`` (0700).
+    ``auth_hint`` is what to do when labd refuses the token. Nothing is written unless labd
+    accepted the token and its answer holds a certificate that parses and a CA bundle, so a
+    failed attempt leaves an earlier identity intact.
+
+    Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`PermissionDenied`,
+    :class:`Invalid` (URL, fingerprint, a field labd rejects), :class:`RateLimited`,
+    :class:`Unavailable`. Cancellation abandons the request and writes nothing.
+    """
+    from lab import pki
+    from lab.cli.credentials import Credentials, save_credentials
+
+    server = normalise_server(server)
+    trusted = await establish_trust(
+        server,
+        ca_fingerprint=ca_fingerprint,
+        tofu=tofu,
+        confirm=confirm,
+        request_timeout=request_timeout,
+    )
+    key_pem = pki.generate_key()
+    csr = pki.make_csr(key_pem, subject).decode("ascii")
+    async with LabClient(
+        server,
+        ssl_context=pki.client_ssl_context(trusted.pem),
+        timeout=request_timeout,
+        auth_hint=auth_hint,
+    ) as client:
+        body = await client.post(route, {"token": token, "csr": csr, **fields})
+    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
+    pki.load_ca_bundle(ca_pem)
+    info = pki.cert_info(cert_pem)
+    save_credentials(directory, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
+    return Enrollment(
+        server=server,
+        ca_fingerprint=str(body.get("ca_fingerprint") or trusted.fingerprint),
+        cert=info,
+        body=body,
+    )
 
 
 async def renew_in_place(directory: Path, server: str, *, request_timeout: float = 30.0) -> str:

@@ -61,45 +61,33 @@ async def login(
     """
     import getpass
 
-    from lab import pki
-    from lab.cli.client import LabClient, establish_trust, normalise_server, pem_field
-    from lab.cli.credentials import Credentials, save_credentials
+    from lab.cli.client import enroll_identity
     from lab.cli.settings import home, set_setting
 
-    server = normalise_server(server)
     username = username or getpass.getuser()
-    trusted = await establish_trust(
+    directory = directory or home()
+    enrolled = await enroll_identity(
         server,
+        token,
+        route="/api/auth/user-enroll",
+        subject=f"user/{username}",
+        fields={"username": username},
+        directory=directory,
         ca_fingerprint=ca_fingerprint,
         tofu=tofu,
         confirm=confirm,
+        auth_hint="ask an admin for a new token: labctl tokens create --kind user",
         request_timeout=request_timeout,
     )
-    key_pem = pki.generate_key()
-    csr = pki.make_csr(key_pem, f"user/{username}").decode("ascii")
-    async with LabClient(
-        server,
-        ssl_context=pki.client_ssl_context(trusted.pem),
-        timeout=request_timeout,
-        auth_hint="ask an admin for a new token: labctl tokens create --kind user",
-    ) as client:
-        body = await client.post(
-            "/api/auth/user-enroll", {"token": token, "csr": csr, "username": username}
-        )
-    cert_pem, ca_pem = pem_field(body, "certificate"), pem_field(body, "ca_bundle")
-    pki.load_ca_bundle(ca_pem)
-    info = pki.cert_info(cert_pem)
-    directory = directory or home()
-    save_credentials(directory, Credentials(ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem))
-    fingerprint = body.get("ca_fingerprint") or trusted.fingerprint
-    set_setting("server", server)
-    set_setting("ca_fingerprint", fingerprint)
+    body = enrolled.body
+    set_setting("server", enrolled.server)
+    set_setting("ca_fingerprint", enrolled.ca_fingerprint)
     return LoginResult(
-        server=server,
+        server=enrolled.server,
         user=str(body.get("user") or username),
         roles=tuple(str(r) for r in body.get("roles") or ()),
-        ca_fingerprint=fingerprint,
-        not_after=info.not_after.isoformat(),
+        ca_fingerprint=enrolled.ca_fingerprint,
+        not_after=enrolled.cert.not_after.isoformat(),
         directory=directory,
     )
 
