@@ -13,7 +13,8 @@ failed and exactly its producers get the exception.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 import trio
@@ -185,4 +186,21 @@ class GroupCommitWriter(Generic[T, R]):
         self._counters.largest_batch = max(self._counters.largest_batch, len(batch))
 
 
-__all__ = ["GroupCommitWriter", "WriterStatistics"]
+@asynccontextmanager
+async def running(writer: GroupCommitWriter[T, R], *, drain_seconds: float) -> AsyncIterator[None]:
+    """Run ``writer`` in a nursery of this context's own while the body runs.
+
+    On exit the writer is closed and queued items get ``drain_seconds`` to be flushed; then it
+    is cancelled and their producers get ``Unavailable``. The bound keeps an unreachable
+    database or a wedged disk from hanging shutdown forever.
+    """
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        try:
+            yield
+        finally:
+            writer.close()
+            nursery.cancel_scope.deadline = trio.current_time() + drain_seconds
+
+
+__all__ = ["GroupCommitWriter", "WriterStatistics", "running"]

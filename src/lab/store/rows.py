@@ -62,6 +62,8 @@ AUDIT_COLS = (
     'seq, time, "user", session, action, resource, result, duration_ms, source, details,'
     " prev_hash, hash"
 )
+CHANGES_KEY = "cluster.changes"
+"""The ``settings`` key that holds the cluster change counter."""
 
 
 def dumps(value: Any) -> str:

@@ -32,3 +32,13 @@ class AuditAppend:
 WriteOp: TypeAlias = Heartbeat | AuditAppend
 Outcome: TypeAlias = AuditEntry | None
 Writer: TypeAlias = GroupCommitWriter[WriteOp, Outcome]
+
+CLOSE_DRAIN_SECONDS = 10.0
+"""On close, queued writes get this long to commit before they are failed."""
+
+
+async def append_audit(writer: Writer, entry: AuditEntry) -> AuditEntry:
+    """Submit ``entry`` and return it as chained and stored (durable on return)."""
+    stored = await writer.submit(AuditAppend(entry=entry))
+    assert isinstance(stored, AuditEntry)
+    return stored

@@ -7,7 +7,7 @@ from datetime import datetime
 from lab.model import AuditEntry
 from lab.store.postgres.db import CODEC, Conn, Database
 from lab.store.rules import audit_page
-from lab.store.writeops import AuditAppend, Writer
+from lab.store.writeops import Writer, append_audit
 
 
 class PgAudit:
@@ -16,9 +16,7 @@ class PgAudit:
         self._writer = writer
 
     async def append(self, entry: AuditEntry) -> AuditEntry:
-        stored = await self._writer.submit(AuditAppend(entry=entry))
-        assert isinstance(stored, AuditEntry)
-        return stored
+        return await append_audit(self._writer, entry)
 
     async def list(
         self,

@@ -9,10 +9,8 @@ from datetime import datetime
 
 from lab.model import Replica
 from lab.store.postgres.db import CODEC, Conn, Database
-from lab.store.rows import REPLICA_COLS
+from lab.store.rows import CHANGES_KEY, REPLICA_COLS
 from lab.store.rules import not_found
-
-CHANGES_KEY = "cluster.changes"
 
 
 def _replica_of(conn: Conn, replica_id: str) -> Replica:

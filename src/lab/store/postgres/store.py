@@ -22,7 +22,7 @@ from lab.store.base import (
     TokenRepository,
     UserRepository,
 )
-from lab.store.groupcommit import GroupCommitWriter
+from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.postgres import schema
 from lab.store.postgres.audit import PgAudit
 from lab.store.postgres.db import Conn, Database, PgOptions, open_pool
@@ -36,10 +36,7 @@ from lab.store.postgres.inventory import (
 )
 from lab.store.postgres.replicas import PgReplicas
 from lab.store.postgres.writes import flush_batch
-from lab.store.writeops import Outcome, WriteOp, Writer
-
-CLOSE_DRAIN_SECONDS = 10.0
-"""On close, queued group-commit writes get this long to commit before they are failed."""
+from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
 
 
 class PostgresStore:
@@ -107,14 +104,8 @@ async def open_postgres(
         await schema.migrate(db)
         await schema.seed(db)
         store = PostgresStore(url, db, max_batch=max_batch)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.writer.run)
-            try:
-                yield store
-            finally:
-                store.writer.close()
-                # Bounded drain: an unreachable server must not hang shutdown forever.
-                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_DRAIN_SECONDS
+        async with running(store.writer, drain_seconds=CLOSE_DRAIN_SECONDS):
+            yield store
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(db.close)

@@ -9,11 +9,9 @@ import sqlite3
 from datetime import datetime
 
 from lab.model import Replica
-from lab.store.rows import REPLICA_COLS
+from lab.store.rows import CHANGES_KEY, REPLICA_COLS
 from lab.store.rules import not_found
 from lab.store.sqlite.db import CODEC, Database, transaction, ts
-
-CHANGES_KEY = "cluster.changes"
 
 
 def _replica_of(conn: sqlite3.Connection, replica_id: str) -> Replica:

@@ -22,7 +22,7 @@ from lab.store.base import (
     TokenRepository,
     UserRepository,
 )
-from lab.store.groupcommit import GroupCommitWriter
+from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.seed import BUILTIN_ROLES
 from lab.store.sqlite.audit import SqliteAudit
 from lab.store.sqlite.db import Database, connect, migrate, path_from_url, transaction
@@ -42,10 +42,7 @@ from lab.store.sqlite.inventory import (
 )
 from lab.store.sqlite.replicas import SqliteReplicas
 from lab.store.sqlite.writes import ChainHead, flush_batch
-from lab.store.writeops import Outcome, WriteOp, Writer
-
-CLOSE_DRAIN_SECONDS = 10.0
-"""On close, queued group-commit writes get this long to commit before they are failed."""
+from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
 
 
 def seed(conn: sqlite3.Connection) -> None:
@@ -142,14 +139,8 @@ async def open_sqlite(url: str, *, max_batch: int = 1000) -> AsyncIterator[Sqlit
     db = await trio.to_thread.run_sync(_open, url)
     try:
         store = SqliteStore(url, db, max_batch=max_batch)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.writer.run)
-            try:
-                yield store
-            finally:
-                store.writer.close()
-                # Bounded drain: a wedged disk must not hang shutdown forever.
-                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_DRAIN_SECONDS
+        async with running(store.writer, drain_seconds=CLOSE_DRAIN_SECONDS):
+            yield store
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(db.close, limiter=db.limiter)
