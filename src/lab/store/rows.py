@@ -135,6 +135,10 @@ class RowCodec(ABC):
             permissions=tuple(permission(p) for p in permissions),
         )
 
+    def role_params(self, role: Role) -> Params:
+        """The ``roles`` row; permissions are rows of their own (:func:`permission_params`)."""
+        return (role.name, role.description, role.builtin)
+
     def token(self, row: Row) -> JoinToken:
         return JoinToken(
             id=row[0],

@@ -151,9 +151,10 @@ def _write_permissions(
 def upsert_role(conn: Conn, role: Role) -> None:
     """Create or replace ``role`` with exactly its permissions, inside the caller's transaction."""
     conn.execute(
-        "INSERT INTO roles (name, description, builtin) VALUES (%s, %s, %s) ON CONFLICT (name)"
-        " DO UPDATE SET description = excluded.description, builtin = excluded.builtin",
-        (role.name, role.description, role.builtin),
+        f"INSERT INTO roles ({ROLE_COLS}) VALUES (%s, %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET"
+        " description = excluded.description, builtin = excluded.builtin",
+        CODEC.role_params(role),
     )
     conn.execute("DELETE FROM role_permissions WHERE role = %s", (role.name,))
     _write_permissions(conn, role.name, role.permissions, 0)
@@ -235,16 +236,15 @@ class PgTokens:
 
     async def create(self, token: JoinToken) -> JoinToken:
         def op(conn: Conn) -> JoinToken:
-            t = token
             try:
                 conn.execute(
                     f"INSERT INTO join_tokens ({JOIN_TOKENS_COLS})"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    CODEC.token_params(t),
+                    CODEC.token_params(token),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise Conflict(f"token {t.id!r} already exists") from exc
-            return _token_of(conn, t.id)
+                raise Conflict(f"token {token.id!r} already exists") from exc
+            return _token_of(conn, token.id)
 
         return await self._db.run(op)
 
@@ -311,15 +311,14 @@ class PgCertificates:
 
     async def record(self, cert: Certificate) -> Certificate:
         def op(conn: Conn) -> Certificate:
-            c = cert
             try:
                 conn.execute(
                     f"INSERT INTO certificates ({CERT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    CODEC.cert_params(c),
+                    CODEC.cert_params(cert),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise Conflict(f"certificate {c.serial!r} is already recorded") from exc
-            return _cert_of(conn, c.serial)
+                raise Conflict(f"certificate {cert.serial!r} is already recorded") from exc
+            return _cert_of(conn, cert.serial)
 
         return await self._db.run(op)
 

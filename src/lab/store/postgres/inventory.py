@@ -34,15 +34,14 @@ class PgServers:
 
     async def create(self, server: Server) -> Server:
         def op(conn: Conn) -> Server:
-            s = server
             try:
                 conn.execute(
                     f"INSERT INTO servers ({SERVER_COLS}) VALUES (%s, %s, %s, %s, %s)",
-                    CODEC.server_params(s),
+                    CODEC.server_params(server),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise already_exists("server", s.name) from exc
-            return _server_where(conn, "id", s.id, "id")
+                raise already_exists("server", server.name) from exc
+            return _server_where(conn, "id", server.id, "id")
 
         return await self._db.run(op)
 
@@ -184,7 +183,6 @@ class PgMachines:
         """Insert or replace; ``created_at`` of an existing machine is kept."""
 
         def op(conn: Conn) -> Machine:
-            m = machine
             conn.execute(
                 f"INSERT INTO machines ({MACHINE_COLS})"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -194,9 +192,9 @@ class PgMachines:
                 " inventory = excluded.inventory, settings = excluded.settings,"
                 " phase = excluded.phase, message = excluded.message,"
                 " updated_at = excluded.updated_at",
-                CODEC.machine_params(m),
+                CODEC.machine_params(machine),
             )
-            return _machine_of(conn, m.mac)
+            return _machine_of(conn, machine.mac)
 
         return await self._db.run(op)
 
@@ -240,15 +238,14 @@ class PgClusters:
 
     async def create(self, cluster: Cluster) -> Cluster:
         def op(conn: Conn) -> Cluster:
-            c = cluster
             try:
                 conn.execute(
                     f"INSERT INTO clusters ({CLUSTER_COLS}) VALUES (%s, %s, %s, %s)",
-                    CODEC.cluster_params(c),
+                    CODEC.cluster_params(cluster),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise already_exists("cluster", c.name) from exc
-            return _cluster_of(conn, c.name)
+                raise already_exists("cluster", cluster.name) from exc
+            return _cluster_of(conn, cluster.name)
 
         return await self._db.run(op)
 

@@ -144,9 +144,10 @@ def _write_permissions(
 def upsert_role(conn: sqlite3.Connection, role: Role) -> None:
     """Create or replace ``role`` with exactly its permissions; caller holds a transaction."""
     conn.execute(
-        "INSERT INTO roles (name, description, builtin) VALUES (?, ?, ?) ON CONFLICT (name)"
-        " DO UPDATE SET description = excluded.description, builtin = excluded.builtin",
-        (role.name, role.description, int(role.builtin)),
+        f"INSERT INTO roles ({ROLE_COLS}) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET"
+        " description = excluded.description, builtin = excluded.builtin",
+        CODEC.role_params(role),
     )
     conn.execute("DELETE FROM role_permissions WHERE role = ?", (role.name,))
     _write_permissions(conn, role.name, role.permissions, 0)
@@ -238,17 +239,16 @@ class SqliteTokens:
 
     async def create(self, token: JoinToken) -> JoinToken:
         def op(conn: sqlite3.Connection) -> JoinToken:
-            t = token
             try:
                 with transaction(conn):
                     conn.execute(
                         f"INSERT INTO join_tokens ({JOIN_TOKENS_COLS})"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        CODEC.token_params(t),
+                        CODEC.token_params(token),
                     )
             except sqlite3.IntegrityError as exc:
-                raise Conflict(f"token {t.id!r} already exists") from exc
-            return _token_of(conn, t.id)
+                raise Conflict(f"token {token.id!r} already exists") from exc
+            return _token_of(conn, token.id)
 
         return await self._db.run(op)
 
@@ -317,16 +317,15 @@ class SqliteCertificates:
 
     async def record(self, cert: Certificate) -> Certificate:
         def op(conn: sqlite3.Connection) -> Certificate:
-            c = cert
             try:
                 with transaction(conn):
                     conn.execute(
                         f"INSERT INTO certificates ({CERT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        CODEC.cert_params(c),
+                        CODEC.cert_params(cert),
                     )
             except sqlite3.IntegrityError as exc:
-                raise Conflict(f"certificate {c.serial!r} is already recorded") from exc
-            return _cert_of(conn, c.serial)
+                raise Conflict(f"certificate {cert.serial!r} is already recorded") from exc
+            return _cert_of(conn, cert.serial)
 
         return await self._db.run(op)
 

@@ -191,7 +191,6 @@ class SqliteMachines:
         """Insert or replace; ``created_at`` of an existing machine is kept."""
 
         def op(conn: sqlite3.Connection) -> Machine:
-            m = machine
             with transaction(conn):
                 conn.execute(
                     f"INSERT INTO machines ({MACHINE_COLS})"
@@ -201,9 +200,9 @@ class SqliteMachines:
                     " inventory = excluded.inventory, settings = excluded.settings,"
                     " phase = excluded.phase, message = excluded.message,"
                     " updated_at = excluded.updated_at",
-                    CODEC.machine_params(m),
+                    CODEC.machine_params(machine),
                 )
-            return _machine_of(conn, m.mac)
+            return _machine_of(conn, machine.mac)
 
         return await self._db.run(op)
 
