@@ -38,7 +38,12 @@ CLOSE_DRAIN_SECONDS = 10.0
 
 
 async def append_audit(writer: Writer, entry: AuditEntry) -> AuditEntry:
-    """Submit ``entry`` and return it as chained and stored (durable on return)."""
+    """Submit ``entry`` and return it as chained and stored (durable on return).
+
+    Raises ``Invalid`` for an entry that cannot be chained or stored, and what its batch
+    raised (``Unavailable`` when the store is closed or the database failed). On cancellation
+    the entry may still be committed: the outcome is unknown.
+    """
     stored = await writer.submit(AuditAppend(entry=entry))
     assert isinstance(stored, AuditEntry)
     return stored
