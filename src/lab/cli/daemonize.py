@@ -1,4 +1,8 @@
-"""Start, stop and inspect a background daemon through a pid file (no shell involved)."""
+"""Start, stop and inspect a background daemon through a pid file (no shell involved).
+
+:class:`Standalone` and the functions below it are what ``labctl init labd|bastion|agent
+standalone`` have in common; each command only says which daemon and what it does beyond.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from attrs import frozen
 
 from lab.errors import Conflict, Unavailable
 
@@ -108,3 +115,97 @@ def require_started(pid: int, log_file: Path) -> None:
             f"exited with status {code}" + (f": {tail[0]}" if tail else ""),
             details={"hint": f"see {log_file}"},
         )
+
+
+# --- `labctl init ... standalone`: one daemon of ours in the background, files in its data dir
+
+
+@frozen(kw_only=True)
+class Standalone:
+    """A daemon that ``labctl init ... standalone`` runs, and where its files are."""
+
+    name: str
+    """The program (``labd``, ``lab-bastion``...): in messages and the pid and log file names."""
+    module: str
+    """What ``python -m`` runs."""
+    data_dir: Path
+    data_env: str
+    """The environment variable that names ``data_dir`` to the daemon."""
+    url: str = ""
+    """Where it answers ``/healthz``, for daemons that serve."""
+    cafile: Path | None = None
+    """The CA that signs an https ``url``'s certificate."""
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+
+def local_url(scheme: str, host: str, port: int) -> str:
+    """How to reach a daemon bound to ``host``:``port`` from this box (wildcards: loopback)."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port}"
+
+
+def spawn(daemon: Standalone, *args: str) -> int:
+    """Start ``daemon`` with ``args`` in the background, told its data dir; returns the pid.
+
+    Raises :class:`Conflict` when it already runs.
+    """
+    env = dict(os.environ)
+    env[daemon.data_env] = str(daemon.data_dir)
+    return start_background(
+        python_argv(daemon.module, *args),
+        pid_file=daemon.pid_file,
+        log_file=daemon.log_file,
+        env=env,
+    )
+
+
+def start_healthy(daemon: Standalone, *args: str, wait: float) -> int:
+    """:func:`spawn` ``daemon``, then wait up to ``wait`` seconds until its ``url`` is healthy.
+
+    Raises :class:`Conflict` (already running) and :class:`Unavailable` (it exited, or did not
+    become healthy in time; it is then left running).
+    """
+    from lab.cli.health import wait_healthy
+
+    pid = spawn(daemon, *args)
+    log_file = daemon.log_file
+    wait_healthy(
+        daemon.url, timeout=wait, alive=lambda: require_started(pid, log_file), cafile=daemon.cafile
+    )
+    return pid
+
+
+def stop_command(daemon: Standalone) -> None:
+    """The whole of ``... standalone stop``: SIGTERM (SIGKILL after 15 s), then say so."""
+    pid = stop_background(daemon.pid_file)
+    print(f"{daemon.name} is not running" if pid is None else f"{daemon.name} stopped (pid {pid})")
+
+
+def status_command(
+    daemon: Standalone, *, output: str, extra: Mapping[str, Any] | None = None
+) -> None:
+    """The whole of ``... standalone status`` for a daemon that serves ``/healthz``.
+
+    ``-o json`` prints ``{"running", "pid", "url", "healthy", **extra}``; else one line.
+    """
+    import json
+
+    from lab.cli.health import is_healthy
+
+    pid = read_pid(daemon.pid_file)
+    healthy = pid is not None and is_healthy(daemon.url, cafile=daemon.cafile)
+    report = {"running": pid is not None, "pid": pid, "url": daemon.url, "healthy": healthy}
+    if output == "json":
+        print(json.dumps({**report, **(extra or {})}))
+    else:
+        state = "running" if pid else "not running"
+        detail = f" (pid {pid}) at {daemon.url}, healthy: {healthy}" if pid else ""
+        print(f"{daemon.name} {state}{detail}")

@@ -8,9 +8,12 @@ directory (``LAB_AGENT_STATE_DIR``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
+
+if TYPE_CHECKING:
+    from lab.cli.daemonize import Standalone
 
 agent_app = App(name="agent", help="lab-agent, the node agent.")
 standalone_app = App(name="standalone", help="Run lab-agent on this box against labd.")
@@ -18,18 +21,21 @@ agent_app.command(standalone_app)
 
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
-PID_FILE = "lab-agent.pid"
-LOG_FILE = "lab-agent.log"
 # Long enough to enroll right away, short enough that a leaked token is soon useless.
 TOKEN_TTL_SECONDS = 600
 
 
-def _state() -> tuple[Path, Path, Path]:
-    """(state dir, pid file, log file) of the local agent."""
-    from lab.agent.identity import default_state_dir
+def _daemon() -> Standalone:
+    """The local agent: ``lab-agent run`` with its pid and log file in its state directory."""
+    from lab.agent.identity import STATE_DIR_ENV, default_state_dir
+    from lab.cli.daemonize import Standalone
 
-    state = default_state_dir()
-    return state, state / PID_FILE, state / LOG_FILE
+    return Standalone(
+        name="lab-agent",
+        module="lab.agent.main",
+        data_dir=default_state_dir(),
+        data_env=STATE_DIR_ENV,
+    )
 
 
 def _enrolled(state: Path) -> dict[str, Any] | None:
@@ -132,19 +138,19 @@ async def start(*, name: str | None = None, wait: float = 20.0) -> None:
     wait
         Seconds to wait until labd sees the agent online (0: do not wait).
     """
-    import os
     import socket
 
     import trio
 
-    from lab.cli.daemonize import python_argv, read_pid, require_started, start_background
+    from lab.cli.daemonize import read_pid, require_started, spawn
     from lab.cli.errors import handle
     from lab.cli.settings import load_settings
     from lab.errors import Conflict, Unavailable
 
     with handle():
-        state, pid_file, log_file = _state()
-        running = read_pid(pid_file)
+        daemon = _daemon()
+        state, log_file = daemon.data_dir, daemon.log_file
+        running = read_pid(daemon.pid_file)
         if running is not None:
             raise Conflict(
                 f"lab-agent is already running (pid {running})",
@@ -161,11 +167,7 @@ async def start(*, name: str | None = None, wait: float = 20.0) -> None:
                 details={"hint": f"set LAB_AGENT_STATE_DIR elsewhere, or remove {state}"},
             )
         agent_name = str(enrolled.get("server_name") or "")
-        env = dict(os.environ)
-        env["LAB_AGENT_STATE_DIR"] = str(state)
-        pid = start_background(
-            python_argv("lab.agent.main", "run"), pid_file=pid_file, log_file=log_file, env=env
-        )
+        pid = spawn(daemon, "run")
         if wait > 0:
             with trio.move_on_after(wait) as waited:
                 await _wait_online(agent_name, pid, log_file)
@@ -186,11 +188,9 @@ def stop() -> None:
 
     Example: labctl init agent standalone stop
     """
-    from lab.cli.daemonize import stop_background
+    from lab.cli.daemonize import stop_command
 
-    _, pid_file, _ = _state()
-    pid = stop_background(pid_file)
-    print("lab-agent is not running" if pid is None else f"lab-agent stopped (pid {pid})")
+    stop_command(_daemon())
 
 
 @standalone_app.command
@@ -209,9 +209,9 @@ async def status(*, output: OutputOpt = "table") -> None:
     from lab.cli.settings import load_settings
 
     with handle():
-        state, pid_file, log_file = _state()
-        pid = read_pid(pid_file)
-        enrolled = _enrolled(state)
+        daemon = _daemon()
+        pid = read_pid(daemon.pid_file)
+        enrolled = _enrolled(daemon.data_dir)
         server = str(enrolled["server"]) if enrolled else load_settings().server
         name: str | None = None
         if enrolled and enrolled.get("server_name"):
@@ -233,4 +233,7 @@ async def status(*, output: OutputOpt = "table") -> None:
     state_text = f"running (pid {pid})" if pid is not None else "not running"
     who = f"server/{name}" if name else "not enrolled"
     seen_text = {True: "online", False: "offline", None: "unknown"}[online]
-    print(f"lab-agent {state_text}; {who} at {server}; labd sees it {seen_text}; log: {log_file}")
+    print(
+        f"lab-agent {state_text}; {who} at {server}; labd sees it {seen_text}; "
+        f"log: {daemon.log_file}"
+    )

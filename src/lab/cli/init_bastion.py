@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
+
+if TYPE_CHECKING:
+    from lab.cli.daemonize import Standalone
 
 bastion_app = App(name="bastion", help="lab-bastion, the PXE server.")
 standalone_app = App(name="standalone", help="Run one lab-bastion on this box, on SQLite.")
@@ -14,14 +16,19 @@ bastion_app.command(standalone_app)
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
 
-def _paths() -> tuple[Path, Path, str]:
-    """(pid file, log file, local URL) of the standalone bastion, from its own settings."""
+def _daemon() -> Standalone:
+    """The standalone bastion, from its own settings (files in its data dir)."""
     from lab.bastion.config import load
+    from lab.cli.daemonize import Standalone, local_url
 
     cfg = load()
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host  # noqa: S104
-    data = cfg.data_path
-    return data / "lab-bastion.pid", data / "lab-bastion.log", f"http://{host}:{cfg.port}"
+    return Standalone(
+        name="lab-bastion",
+        module="lab.bastion.main",
+        data_dir=cfg.data_path,
+        data_env="LAB_BASTION_DATA_DIR",
+        url=local_url("http", cfg.host, cfg.port),
+    )
 
 
 @standalone_app.command
@@ -38,11 +45,8 @@ def start(
     Reads the same LAB_BASTION_* variables as lab-bastion; without --interface it serves
     HTTP only (no DHCP). Example: labctl init bastion standalone start --interface eno1
     """
-    import os
-
-    from lab.cli.daemonize import python_argv, require_started, start_background
+    from lab.cli.daemonize import start_healthy
     from lab.cli.errors import handle
-    from lab.cli.health import wait_healthy
 
     args: list[str] = []
     if interface:
@@ -54,16 +58,11 @@ def start(
     if dhcp_range:
         args += ["--dhcp-range", dhcp_range]
     with handle():
-        pid_file, log_file, url = _paths()
-        pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = dict(os.environ)
-        env["LAB_BASTION_DATA_DIR"] = str(pid_file.parent)
-        pid = start_background(
-            python_argv("lab.bastion.main", *args), pid_file=pid_file, log_file=log_file, env=env
-        )
-        wait_healthy(url, timeout=wait, alive=lambda: require_started(pid, log_file))
-    print(f"lab-bastion started (pid {pid}) at {url}; log: {log_file}")
-    print(f"admin token: {pid_file.parent / 'admin-token'}")
+        daemon = _daemon()
+        daemon.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pid = start_healthy(daemon, *args, wait=wait)
+    print(f"lab-bastion started (pid {pid}) at {daemon.url}; log: {daemon.log_file}")
+    print(f"admin token: {daemon.data_dir / 'admin-token'}")
 
 
 @standalone_app.command
@@ -72,11 +71,9 @@ def stop() -> None:
 
     Example: labctl init bastion standalone stop
     """
-    from lab.cli.daemonize import stop_background
+    from lab.cli.daemonize import stop_command
 
-    pid_file, _, _ = _paths()
-    pid = stop_background(pid_file)
-    print("lab-bastion is not running" if pid is None else f"lab-bastion stopped (pid {pid})")
+    stop_command(_daemon())
 
 
 @standalone_app.command
@@ -85,25 +82,7 @@ def status(*, output: OutputOpt = "table") -> None:
 
     Example: labctl init bastion standalone status -o json
     """
-    import json
+    from lab.cli.daemonize import status_command
 
-    from lab.cli.daemonize import read_pid
-    from lab.cli.health import is_healthy
-
-    pid_file, log_file, url = _paths()
-    pid = read_pid(pid_file)
-    healthy = pid is not None and is_healthy(url)
-    report = {
-        "running": pid is not None,
-        "pid": pid,
-        "url": url,
-        "healthy": healthy,
-        "log": str(log_file),
-    }
-    if output == "json":
-        print(json.dumps(report))
-    else:
-        state = "running" if pid else "not running"
-        print(
-            f"lab-bastion {state}" + (f" (pid {pid}) at {url}, healthy: {healthy}" if pid else "")
-        )
+    daemon = _daemon()
+    status_command(daemon, output=output, extra={"log": str(daemon.log_file)})

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
+
+if TYPE_CHECKING:
+    from lab.cli.daemonize import Standalone
 
 standalone_app = App(name="standalone", help="Run one labd on this box, on SQLite.")
 
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
 
-def _paths() -> tuple[Path, Path, str]:
-    """(pid file, log file, local URL) of the standalone labd, from labd's own settings."""
+def _daemon() -> Standalone:
+    """The standalone labd, from labd's own settings (files in its data dir)."""
+    from lab.cli.daemonize import Standalone, local_url
     from lab.labd.config import load_labd_config
 
     cfg = load_labd_config()
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host  # noqa: S104
-    return cfg.data_path / "labd.pid", cfg.data_path / "labd.log", f"https://{host}:{cfg.port}"
+    return Standalone(
+        name="labd",
+        module="lab.labd.main",
+        data_dir=cfg.data_path,
+        data_env="LABD_DATA_DIR",
+        url=local_url("https", cfg.host, cfg.port),
+        cafile=cfg.data_path / "ca.pem",
+    )
 
 
 @standalone_app.command
@@ -28,30 +38,17 @@ def start(*, wait: float = 20.0) -> None:
     Reads the same LABD_* variables as labd. Refuses to start a second one.
     Example: labctl init labd standalone start
     """
-    import os
-
-    from lab.cli.daemonize import python_argv, require_started, start_background
+    from lab.cli.daemonize import start_healthy
     from lab.cli.errors import handle
-    from lab.cli.health import wait_healthy
     from lab.labd.main import prepare_data_dir
 
     with handle():
-        pid_file, log_file, url = _paths()
-        prepare_data_dir(pid_file.parent)
-        env = dict(os.environ)
-        env["LABD_DATA_DIR"] = str(pid_file.parent)
-        pid = start_background(
-            python_argv("lab.labd.main"), pid_file=pid_file, log_file=log_file, env=env
-        )
-        wait_healthy(
-            url,
-            timeout=wait,
-            alive=lambda: require_started(pid, log_file),
-            cafile=pid_file.parent / "ca.pem",
-        )
-    print(f"labd started (pid {pid}) at {url}; log: {log_file}")
+        daemon = _daemon()
+        prepare_data_dir(daemon.data_dir)
+        pid = start_healthy(daemon, wait=wait)
+    print(f"labd started (pid {pid}) at {daemon.url}; log: {daemon.log_file}")
     with handle():
-        _login_local_admin(pid_file.parent, url)
+        _login_local_admin(daemon.data_dir, daemon.url)
 
 
 def _login_local_admin(data_dir: Path, url: str) -> None:
@@ -80,11 +77,9 @@ def stop() -> None:
 
     Example: labctl init labd standalone stop
     """
-    from lab.cli.daemonize import stop_background
+    from lab.cli.daemonize import stop_command
 
-    pid_file, _, _ = _paths()
-    pid = stop_background(pid_file)
-    print("labd is not running" if pid is None else f"labd stopped (pid {pid})")
+    stop_command(_daemon())
 
 
 @standalone_app.command
@@ -93,17 +88,6 @@ def status(*, output: OutputOpt = "table") -> None:
 
     Example: labctl init labd standalone status -o json
     """
-    import json
+    from lab.cli.daemonize import status_command
 
-    from lab.cli.daemonize import read_pid
-    from lab.cli.health import is_healthy
-
-    pid_file, _, url = _paths()
-    pid = read_pid(pid_file)
-    healthy = pid is not None and is_healthy(url, cafile=pid_file.parent / "ca.pem")
-    report = {"running": pid is not None, "pid": pid, "url": url, "healthy": healthy}
-    if output == "json":
-        print(json.dumps(report))
-    else:
-        state = "running" if pid else "not running"
-        print(f"labd {state}" + (f" (pid {pid}) at {url}, healthy: {healthy}" if pid else ""))
+    status_command(_daemon(), output=output)
