@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Response, current_app, jsonify
+from quart import Response, current_app, has_request_context, jsonify, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from lab.errors import LabError
 from lab.labd.context import LabdContext
+from lab.runtime.logs import REQUEST_ID_HEADER, begin_request, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,19 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
     resp = jsonify({"error": {"code": code, "message": message, "details": details}})
     resp.status_code = status
     return resp
+
+
+async def _begin_request() -> None:
+    """This request's id: the client's sane ``X-Request-Id`` or a new one (logs, audit)."""
+    headers = request.headers if has_request_context() else websocket.headers
+    begin_request(headers.get(REQUEST_ID_HEADER))
+
+
+async def _send_request_id(response: Response) -> Response:
+    rid = current_request_id()
+    if rid is not None:
+        response.headers[REQUEST_ID_HEADER] = rid
+    return response
 
 
 def ctx() -> LabdContext:
@@ -62,6 +76,11 @@ def create_app(context: LabdContext) -> QuartTrio:
     # No static folder: every route must declare a policy, and labd serves no files.
     app = QuartTrio("labd", static_folder=None)
     app.extensions["lab"] = context
+    # First of all hooks, so that every log record of the request (the access check's too)
+    # carries its id.
+    app.before_request(_begin_request)
+    app.before_websocket(_begin_request)
+    app.after_request(_send_request_id)
     # Bodies larger than this are refused with 413 before a handler reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     for module in (health, auth, tokens, certs, servers, exec_ws):

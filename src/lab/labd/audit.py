@@ -18,6 +18,7 @@ from attrs import define, field
 from quart import Response, g, has_request_context, request
 
 from lab.model import AuditEntry
+from lab.runtime.logs import current_request_id
 
 if TYPE_CHECKING:
     from lab.labd.auth import Principal
@@ -41,8 +42,6 @@ _ENROLL_SUBJECT = {
     ),
     "/api/auth/bastion-enroll": ("name", "bastion"),
 }
-REQUEST_ID_HEADER = "X-Request-Id"
-_MAX_REQUEST_ID = 128
 _MAX_MESSAGE = 500
 
 
@@ -108,15 +107,14 @@ async def record(
         source=source,
         details=details or {},
     )
-    return await context.store.audit.append(entry)
+    with context.metrics.audit_commit():
+        return await context.store.audit.append(entry)
 
 
 def request_id() -> str | None:
-    """The client's correlation id (``X-Request-Id``), if it is short and printable."""
-    value = request.headers.get(REQUEST_ID_HEADER)
-    if value and len(value) <= _MAX_REQUEST_ID and value.isprintable():
-        return value
-    return None
+    """This request's id, as its log records and ``X-Request-Id`` answer show it: the client's
+    ``X-Request-Id`` when it is a sane token, else one labd made (see lab.labd.app)."""
+    return current_request_id()
 
 
 async def _enroll_subject(rule: str) -> str:

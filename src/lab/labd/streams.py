@@ -209,7 +209,8 @@ class Relay:
                     await self._fail(exc)
                     return
                 await self._audit("success", started, {"phase": "start", **_describe(target.start)})
-                await self._relay(started)
+                with self._counted():
+                    await self._relay(started)
             if self._scope.cancelled_caught and not self.finished:
                 self.finished = True
                 await self._audit("success", started, {"phase": "end", "cancelled": True})
@@ -224,6 +225,12 @@ class Relay:
                     await self._audit(
                         "error", started, {"phase": "end", "cancelled": True, **self.result}
                     )
+
+    def _counted(self) -> contextlib.AbstractContextManager[None]:
+        """An exec counts in labd_exec_sessions while it runs; a log stream does not."""
+        if isinstance(self.target.start, ExecStart):
+            return self.context.metrics.track_exec()
+        return contextlib.nullcontext()
 
     async def _admit(self) -> None:
         from lab.labd.auth import check
