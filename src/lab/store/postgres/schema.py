@@ -34,7 +34,11 @@ def _create_table(conn: Conn) -> None:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INT8 PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
         )
-    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable) as exc:
+    except (
+        psycopg.errors.UniqueViolation,
+        psycopg.errors.DuplicateTable,
+        psycopg.errors.DuplicateObject,  # 'type "schema_migrations" already exists'
+    ) as exc:
         # PostgreSQL's IF NOT EXISTS is not race-free between two sessions.
         raise RetryTransaction(str(exc)) from exc
 
