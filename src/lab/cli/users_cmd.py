@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
@@ -23,6 +23,16 @@ def _path(name: str, *rest: str) -> str:
     from urllib.parse import quote
 
     return "/".join(["/api/users", quote(name, safe=""), *rest])
+
+
+async def _post_action(name: str, action: str) -> Any:
+    """``POST /api/users/NAME/ACTION`` with your identity; a refusal ends the command."""
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+
+    with handle():
+        async with LabClient.from_settings() as client:
+            return await client.post(_path(name, action))
 
 
 @users_app.command
@@ -102,12 +112,7 @@ async def disable(name: str, /) -> None:
     name
         The user to disable.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-
-    with handle():
-        async with LabClient.from_settings() as client:
-            record = await client.post(_path(name, "disable"))
+    record = await _post_action(name, "disable")
     revoked = record.get("revoked") or []
     print(f"user {name} disabled; {len(revoked)} certificate(s) revoked")
 
@@ -123,10 +128,5 @@ async def enable(name: str, /) -> None:
     name
         The user to enable.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-
-    with handle():
-        async with LabClient.from_settings() as client:
-            await client.post(_path(name, "enable"))
+    await _post_action(name, "enable")
     print(f"user {name} enabled")
