@@ -1,13 +1,16 @@
-"""labctl logs: a server's journal or one of its agent's file sources, optionally followed."""
+"""labctl logs: a server's journal or one of its agent's file sources, the audit log, or the
+bastion's own log (dnsmasq lines included), optionally followed."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
 if TYPE_CHECKING:
     from lab.cli.wsclient import StreamState
+    from lab.errors import LabError
     from lab.proto import Channel
 
 
@@ -20,14 +23,23 @@ async def logs_command(
     source: Annotated[str | None, Parameter(help="A file source configured on the agent")] = None,
     since: Annotated[str | None, Parameter(help="Journal entries newer than: 10m, 2h")] = None,
     lines: Annotated[int | None, Parameter(name=["-n", "--lines"], help="Last N lines")] = None,
+    bastion: Annotated[
+        str | None, Parameter(help="logs bastion: its URL (else LABCTL_BASTION_URL / config)")
+    ] = None,
+    token_file: Annotated[
+        Path | None, Parameter(help="logs bastion: its admin token file (as labctl provision)")
+    ] = None,
 ) -> None:
     """Print a server's logs: its journal (--unit) or a file source (--source); -f follows.
 
     Lines are printed as they arrive; Ctrl-C stops following. --since applies to the journal.
+    ``bastion`` prints lab-bastion's own recent log (dnsmasq's lines included), reached like
+    labctl provision reaches it.
 
     Example: labctl logs server/web1 --unit sshd.service --since 10m -f
     Example: labctl logs server/web1 --source app -n 100
     Example: labctl logs audit -f (the audit log; see labctl get audit)
+    Example: labctl logs bastion -f -n 50
     """
     from lab.cli.errors import handle
 
@@ -35,6 +47,10 @@ async def logs_command(
         from lab.cli.audit_cmd import logs_audit
 
         await logs_audit(follow=follow, since=since)
+        return
+    if target == "bastion":
+        with handle():
+            await logs_bastion(follow=follow, lines=lines, url=bastion, token_file=token_file)
         return
     with handle():
         await run_logs(target, follow=follow, unit=unit, source=source, since=since, lines=lines)
@@ -102,4 +118,81 @@ async def run_logs(
         raise state.error
 
 
-__all__ = ["logs_command", "run_logs"]
+async def logs_bastion(
+    *, follow: bool, lines: int | None, url: str | None, token_file: Path | None
+) -> None:
+    """Print the bastion's buffered log records (``GET /api/logs``), then follow new ones.
+
+    Ends when the bastion ends the stream (it stops) or on Ctrl-C. Raises ConfigError (no admin
+    token), Unavailable (bastion unreachable) and the bastion's own errors (401, 400).
+    """
+    import json
+    import signal
+
+    import httpx
+    import trio
+
+    from lab.cli.provision import bastion_access
+    from lab.errors import Invalid, Unavailable
+    from lab.runtime.logbuffer import format_entry
+
+    if lines is not None and lines < 0:
+        raise Invalid("--lines must not be negative", details={"fields": ["lines"]})
+    base, token = bastion_access(url, token_file)
+    params: dict[str, int] = {"follow": int(follow)}
+    if lines is not None:
+        params["lines"] = lines
+    headers = {"Authorization": f"Bearer {token}"}
+    # No read timeout while following: a quiet bastion sends nothing for a long time.
+    timeout = httpx.Timeout(15.0, read=None if follow else 15.0)
+    failure: Exception | None = None
+
+    async def stream() -> None:
+        nonlocal failure
+        try:
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=timeout) as http,
+                http.stream("GET", "/api/logs", params=params, headers=headers) as resp,
+            ):
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    failure = _api_error(resp)
+                    return
+                async for line in resp.aiter_lines():
+                    if line:
+                        print(format_entry(json.loads(line)), flush=True)
+        except httpx.HTTPError as exc:
+            failure = Unavailable(
+                f"bastion at {base} unreachable: {exc}",
+                details={"hint": "is lab-bastion running? labctl config set bastion URL"},
+            )
+
+    # Errors leave the nursery as values, not exceptions: one line on stderr, not a group.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_signal)
+            await stream()
+            nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+def _api_error(resp: Any) -> LabError:
+    from lab.errors import LabError
+
+    try:
+        err = resp.json().get("error", {})
+    except ValueError:
+        err = {}
+    exc = LabError(err.get("message") or resp.reason_phrase, details=err.get("details") or {})
+    exc.code = err.get("code", "internal")
+    exc.status = resp.status_code
+    return exc
+
+
+__all__ = ["logs_bastion", "logs_command", "run_logs"]

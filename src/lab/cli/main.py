@@ -92,9 +92,11 @@ def version() -> None:
 
 @app.command
 def doctor() -> None:
-    """Check config, labd reachability and health; one line per check with a hint.
+    """Check this box's labctl setup; one line per check with a hint.
 
-    Exits 1 if any check fails. Example: labctl doctor
+    Config, labd reachable and healthy, certificate expiry, clock skew, labd's CA fingerprint,
+    the bastion, dnsmasq, the default ports. Exits 1 if a check failed (warnings do not).
+    Example: labctl doctor
     """
     from lab.cli.doctor import run_doctor
 

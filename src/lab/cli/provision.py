@@ -1,8 +1,9 @@
 """labctl provision: bare-metal machines through the bastion's operator API.
 
-The bastion is found at ``--bastion`` / ``LABCTL_BASTION_URL`` (default
-``http://127.0.0.1:8080``); its admin token is read from ``--token-file`` /
-``LABCTL_BASTION_TOKEN_FILE`` (default ``<bastion data dir>/admin-token``).
+The bastion is found at ``--bastion`` / ``LABCTL_BASTION_URL`` / the ``bastion`` setting
+(``labctl config set bastion URL``, default ``http://127.0.0.1:8080``); its admin token is read
+from ``--token-file`` / ``LABCTL_BASTION_TOKEN_FILE`` (default ``<bastion data dir>/admin-token``).
+:func:`bastion_access` resolves both, for ``labctl logs bastion`` too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ provision_app = App(
 
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 BastionOpt = Annotated[
-    str | None, Parameter(help="Bastion URL (LABCTL_BASTION_URL, default http://127.0.0.1:8080)")
+    str | None,
+    Parameter(help="Bastion URL (LABCTL_BASTION_URL, else `labctl config get bastion`)"),
 ]
 TokenFileOpt = Annotated[
     Path | None,
@@ -30,30 +32,43 @@ COLUMNS = ("mac", "state", "hostname", "role", "phase")
 WIDE = ("disk", "message", "updated_at")
 
 
+def bastion_url(url: str | None = None) -> str:
+    """``url``, else ``LABCTL_BASTION_URL``, else the ``bastion`` setting."""
+    import os
+
+    from lab.cli.settings import load_settings
+
+    chosen = url or os.environ.get("LABCTL_BASTION_URL") or load_settings().bastion
+    return chosen.rstrip("/")
+
+
+def bastion_access(url: str | None, token_file: Path | None) -> tuple[str, str]:
+    """The bastion's URL and its admin token; ConfigError when the token cannot be read."""
+    import os
+
+    from lab.errors import ConfigError
+
+    if token_file is None and os.environ.get("LABCTL_BASTION_TOKEN_FILE"):
+        token_file = Path(os.environ["LABCTL_BASTION_TOKEN_FILE"])
+    if token_file is None:
+        from lab.bastion.config import load
+
+        token_file = load().data_path / "admin-token"
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the bastion admin token {token_file}: {exc.strerror}",
+            details={"hint": "pass --token-file or set LABCTL_BASTION_TOKEN_FILE"},
+        ) from exc
+    return bastion_url(url), token
+
+
 class _Api:
     """A small sync client of the bastion's operator API (httpx imported on first use)."""
 
     def __init__(self, url: str | None, token_file: Path | None) -> None:
-        import os
-
-        from lab.errors import ConfigError
-
-        self.url = (url or os.environ.get("LABCTL_BASTION_URL") or "http://127.0.0.1:8080").rstrip(
-            "/"
-        )
-        if token_file is None and os.environ.get("LABCTL_BASTION_TOKEN_FILE"):
-            token_file = Path(os.environ["LABCTL_BASTION_TOKEN_FILE"])
-        if token_file is None:
-            from lab.bastion.config import load
-
-            token_file = load().data_path / "admin-token"
-        try:
-            self.token = token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the bastion admin token {token_file}: {exc.strerror}",
-                details={"hint": "pass --token-file or set LABCTL_BASTION_TOKEN_FILE"},
-            ) from exc
+        self.url, self.token = bastion_access(url, token_file)
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
