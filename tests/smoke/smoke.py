@@ -353,6 +353,73 @@ class Walk:
             raise SmokeFailed(f"the second use of the install token said {again.stderr!r}")
         return f"server/{INSTALLED_NAME} enrolled; a second use is refused"
 
+    def metrics_live(self) -> str:
+        """Both daemons' /metrics show what this walk did (Operations acceptance)."""
+        from lab import pki
+
+        home = self.dir / "home-admin"
+        context = pki.client_ssl_context(
+            (home / "ca.pem").read_bytes(),
+            cert_pem=(home / "cert.pem").read_bytes(),
+            key_pem=(home / "key.pem").read_bytes(),
+        )
+        with httpx.Client(verify=context, timeout=COMMAND_TIMEOUT) as http:
+            labd = scrape(http, self.url + "/metrics", {})
+        token = (self.bastion_data / "admin-token").read_text().strip()
+        with httpx.Client(timeout=COMMAND_TIMEOUT) as http:
+            bastion = scrape(
+                http, self.bastion_url + "/metrics", {"Authorization": f"Bearer {token}"}
+            )
+        wanted = {
+            "labd_agents_connected": (labd, "labd_agents_connected", {}, 2),
+            "labd_exec_sessions_total": (labd, "labd_exec_sessions_total", {}, 1),
+            "labd request latency count": (
+                labd, "labd_http_request_duration_seconds_count", {}, 1),
+            "labd audit commit count": (labd, "labd_audit_commit_duration_seconds_count", {}, 1),
+            "labd agent enrollments": (
+                labd, "labd_enrollments_total", {"kind": "agent", "result": "success"}, 3),
+            "bastion discover dispatches": (
+                bastion, "lab_bastion_pxe_dispatches_total", {"outcome": "discover"}, 1),
+            "bastion install dispatches": (
+                bastion, "lab_bastion_pxe_dispatches_total", {"outcome": "install"}, 1),
+            "bastion installing machines": (
+                bastion, "lab_bastion_machines", {"state": "installing"}, 1),
+            "bastion request latency count": (
+                bastion, "lab_bastion_http_request_duration_seconds_count", {}, 1),
+        }  # fmt: skip
+        shown = []
+        for title, (samples, name, labels, least) in wanted.items():
+            got = total(samples, name, labels)
+            if got < least:
+                raise SmokeFailed(f"/metrics: {title} is {got:g}, expected at least {least}")
+            shown.append(f"{got:g}")
+        return "live values: " + " ".join(shown)
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def scrape(http: httpx.Client, url: str, headers: dict[str, str]) -> list[Sample]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = http.get(url, headers=headers)
+    if resp.status_code != 200:
+        raise SmokeFailed(f"GET {url} answered {resp.status_code}: {resp.text[:200]}")
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    ]
+
+
+def total(samples: list[Sample], name: str, labels: dict[str, str]) -> float:
+    """The sum of ``name`` over the series whose labels include ``labels``."""
+    return sum(
+        value
+        for got, have, value in samples
+        if got == name and all(have.get(k) == v for k, v in labels.items())
+    )
+
 
 def inventory(mac: str) -> dict[str, Any]:
     return {
@@ -387,6 +454,7 @@ def steps(walk: Walk) -> list[tuple[str, Callable[[], str]]]:
         ("install queued", walk.install_queued),
         ("install.ks carries a join token", walk.install_ks_token),
         ("that token enrolls an agent", walk.install_token_enrolls),
+        ("/metrics of both daemons are live", walk.metrics_live),
     ]
 
 
