@@ -1,10 +1,10 @@
-"""Developer sessions: tests, tests_postgres, lint, typecheck, bench."""
+"""Developer sessions. ``nox`` alone runs the smoke walk, then the default test suite."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["smoke", "tests"]
 nox.options.default_venv_backend = "venv"
 
 PYTHON = "3.11"
