@@ -86,6 +86,7 @@ class LogBuffer(logging.Handler):
         super().__init__(logging.NOTSET)
         self.addFilter(RequestIdFilter())
         self._ring: deque[Entry] = deque(maxlen=capacity)
+        self._ring_lock = threading.Lock()
         self._followers: set[Follower] = set()
         self._follower_queue = follower_queue
         self._token = trio.lowlevel.current_trio_token()
@@ -98,7 +99,8 @@ class LogBuffer(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        self._ring.append(entry)
+        with self._ring_lock:
+            self._ring.append(entry)
         if not self._followers:
             return
         if threading.get_ident() == self._thread:
@@ -113,7 +115,9 @@ class LogBuffer(logging.Handler):
 
     def tail(self, lines: int | None = None) -> list[Entry]:
         """The last ``lines`` entries (all kept ones when None), oldest first."""
-        entries = list(self._ring)
+        # emit() may append from a worker thread meanwhile.
+        with self._ring_lock:
+            entries = list(self._ring)
         return entries if lines is None else entries[max(0, len(entries) - lines) :]
 
     @contextmanager
