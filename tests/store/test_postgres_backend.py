@@ -242,3 +242,57 @@ async def test_cockroachdb_scheme_is_accepted(postgres_url: str) -> None:
     async with open_postgres(url) as store:
         assert store.url == url
         assert await store.schema_version() == schema_files("postgres")[-1].version
+
+
+async def test_call_deadline_bounds_the_wait_while_the_server_is_down(
+    own_server: PgServer,
+) -> None:
+    # The pool alone would keep a caller waiting pool_timeout (twice for a read: it is retried).
+    options = PgOptions(call_timeout=1.5, pool_timeout=10.0, connect_timeout=5.0)
+    bound = options.call_timeout + 1.0
+    async with open_postgres(own_server.url(), options=options) as store:
+        await store.servers.create(Server(name="web1"))
+        await trio.to_thread.run_sync(own_server.stop)
+        with trio.fail_after(20):
+            for call in (
+                store.servers.list,
+                lambda: store.servers.create(Server(name="web2")),
+                lambda: store.audit.append(AuditEntry(action="x")),
+            ):
+                started = trio.current_time()
+                with pytest.raises(Unavailable):
+                    await call()
+                assert trio.current_time() - started < bound
+        await trio.to_thread.run_sync(own_server.start)
+        with trio.fail_after(30):
+            while True:
+                try:
+                    await store.ping()
+                    break
+                except Unavailable:
+                    continue  # the pool reconnects with backoff
+        await store.servers.create(Server(name="web3"))
+        assert sorted(s.name for s in await store.servers.list()) == ["web1", "web3"]
+
+
+async def test_call_deadline_cancels_the_query_server_side(postgres_url: str) -> None:
+    marker = "labctl-deadline-test"
+    options = PgOptions(call_timeout=1.0, statement_timeout=60.0)
+
+    def long_query(conn: Conn) -> None:
+        conn.execute(f"SELECT pg_sleep(30) /* {marker} */")
+
+    async with open_postgres(postgres_url, options=options) as store:
+        started = trio.current_time()
+        with trio.fail_after(10), pytest.raises(Unavailable, match="did not answer within 1 s"):
+            await store.db.run(long_query)
+        assert trio.current_time() - started < options.call_timeout + 1.0
+        rows = query(
+            postgres_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+            (f"%pg_sleep(30) /* {marker}%",),
+        )
+        assert rows == [(0,)]
+        stats = store.db.statistics()
+        assert (stats.deadlines, stats.cancellations) == (1, 1)
+        assert await store.ping() < 1  # the pool is still usable

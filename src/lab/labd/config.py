@@ -23,6 +23,9 @@ class LabdConfig:
     data_dir: str = field(factory=lambda: str(default_data_dir("lab", "lab")))
     # sqlite:///path or postgresql://... (LABD_DATABASE_URL, or DATABASE_URL).
     database_url: str = ""
+    # Seconds one database call may take, waits and retries included, before the request
+    # gets a 503 (LABD_DATABASE_TIMEOUT): PostgreSQL's per-call deadline, SQLite's busy_timeout.
+    database_timeout: float = 5.0
     # Log output: text or json (LABD_LOG_FORMAT), and level (LABD_LOG_LEVEL).
     log_format: str = "text"
     log_level: str = "info"

@@ -61,7 +61,7 @@ async def serve_labd(
 
     prepare_data_dir(config.data_path)
     passphrase = resolve_ca_passphrase(config.data_path)
-    async with open_store(config.effective_database_url) as store:
+    async with open_store(config.effective_database_url, timeout=config.database_timeout) as store:
         names = (*config.server_names, *advertised_names(config))
         ca = CAService(store, passphrase, server_names=names)
         await ca.load()

@@ -8,10 +8,22 @@ from contextlib import asynccontextmanager
 from lab.errors import ConfigError
 from lab.store.base import Store
 
+DEFAULT_TIMEOUT = 5.0
+"""Seconds one database call may take by default (labd's ``database_timeout``)."""
+
 
 @asynccontextmanager
-async def open_store(url: str) -> AsyncIterator[Store]:
+async def open_store(
+    url: str,
+    *,
+    # Not a deadline of opening (ASYNC109's concern) but a setting of every later call.
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+) -> AsyncIterator[Store]:
     """Open, migrate and seed the database at ``url``; close it on exit.
+
+    ``timeout`` bounds one database call, in seconds: PostgreSQL's per-call deadline
+    (``PgOptions.call_timeout``), SQLite's ``busy_timeout``. Past it the call fails with
+    ``Unavailable``.
 
     Raises ``ConfigError`` for an unknown scheme, ``SchemaTooNew`` when the database was written
     by a newer labctl, ``Unavailable`` when it cannot be opened.
@@ -19,12 +31,12 @@ async def open_store(url: str) -> AsyncIterator[Store]:
     if url.startswith("sqlite:///"):
         from lab.store.sqlite import open_sqlite
 
-        async with open_sqlite(url) as store:
+        async with open_sqlite(url, busy_timeout=timeout) as store:
             yield store
     elif url.startswith(("postgresql://", "postgres://", "cockroachdb://")):
-        from lab.store.postgres import open_postgres
+        from lab.store.postgres import PgOptions, open_postgres
 
-        async with open_postgres(url) as store:
+        async with open_postgres(url, options=PgOptions(call_timeout=timeout)) as store:
             yield store
     else:
         raise ConfigError(

@@ -9,6 +9,11 @@ exponential backoff; after ``max_attempts`` the caller gets ``Unavailable``.
 
 Every connection carries ``statement_timeout`` and ``idle_in_transaction_session_timeout``:
 a worker thread cannot be interrupted, so the server must bound how long one can run.
+
+Every call has a deadline, ``call_timeout``: waiting for a limiter slot, for a pool connection,
+the transaction and its retries all fit in it, or the caller gets ``Unavailable``. The deadline
+lives here, around the thread hop; the thread's pool wait is bounded by what remains of it, and
+a query still running when it expires is cancelled server-side like any cancelled call.
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ class PgOptions:
     idle_in_transaction_timeout: float = 60.0
     """Server-side bound on a transaction left open (``idle_in_transaction_session_timeout``)."""
     pool_timeout: float = 10.0
-    """How long a call waits for a pool connection (e.g. while the server is down)."""
+    """How long a call waits for a pool connection (e.g. while the server is down), at most;
+    ``call_timeout`` usually cuts the wait shorter."""
+    call_timeout: float = 5.0
+    """Deadline of one whole call (limiter, pool, transaction, retries), seconds; past it the
+    caller gets ``Unavailable``. Migrations get ``statement_timeout`` instead when longer."""
     connect_timeout: float = 5.0
     """libpq ``connect_timeout`` of each new connection, seconds."""
     max_attempts: int = 10
@@ -85,6 +94,8 @@ class DatabaseStatistics:
     """Idempotent reads run again after a lost connection."""
     cancellations: int
     """Calls cancelled from trio while their query ran (server-side cancel requested)."""
+    deadlines: int
+    """Calls that ran out of ``call_timeout`` and failed with ``Unavailable``."""
 
 
 @define
@@ -93,6 +104,7 @@ class _Counters:
     conflicts: int = 0
     reconnects: int = 0
     cancellations: int = 0
+    deadlines: int = 0
 
 
 def conninfo_from_url(url: str) -> str:
@@ -168,8 +180,10 @@ def _bind(
 class _InFlight:
     """One call's connection, shared with the trio side so it can cancel the running query."""
 
-    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+    def __init__(self, token: trio.lowlevel.TrioToken, *, pool_wait: float) -> None:
         self._token = token
+        self.pool_wait = pool_wait
+        """How long the thread may wait for a pool connection: what the deadline leaves."""
         self._lock = threading.Lock()
         self._conn: Conn | None = None
         self.finished = trio.Event()
@@ -225,18 +239,33 @@ class Database:
 
         Raises what ``fn`` raises as a ``LabError``; ``Conflict`` for an integrity error ``fn``
         did not handle; ``Invalid`` for data PostgreSQL refuses (a NUL in text);
-        ``Unavailable`` when the server cannot be reached, a statement times out or conflicts
-        persist. On cancellation the running query is cancelled server-side and the call waits
-        (shielded, up to ``CANCEL_GRACE_SECONDS``) for its thread; the transaction may or may
-        not have committed.
+        ``Unavailable`` when the server cannot be reached, a statement times out, conflicts
+        persist or the call does not finish within ``call_timeout``. On cancellation (and at
+        the deadline) the running query is cancelled server-side and the call waits (shielded,
+        up to ``CANCEL_GRACE_SECONDS``) for its thread; the transaction may or may not have
+        committed.
         """
-        return await self._run(_bind(fn, *args, **kwargs), idempotent=False)
+        return await self._run(
+            _bind(fn, *args, **kwargs), idempotent=False, seconds=self.settings.call_timeout
+        )
+
+    async def run_schema_change(
+        self, fn: Callable[Concatenate[Conn, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Like :meth:`run` with a deadline of ``statement_timeout`` when that is longer: a
+        migration's DDL may take CockroachDB longer than a request may wait, and it runs at
+        start, before anyone waits on it."""
+        seconds = max(self.settings.call_timeout, self.settings.statement_timeout)
+        return await self._run(_bind(fn, *args, **kwargs), idempotent=False, seconds=seconds)
 
     async def read(
         self, fn: Callable[Concatenate[Conn, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        """Like :meth:`run` for a read-only ``fn``: a lost connection is retried once."""
-        return await self._run(_bind(fn, *args, **kwargs), idempotent=True)
+        """Like :meth:`run` for a read-only ``fn``: a lost connection is retried once (within
+        the same deadline)."""
+        return await self._run(
+            _bind(fn, *args, **kwargs), idempotent=True, seconds=self.settings.call_timeout
+        )
 
     def statistics(self) -> DatabaseStatistics:
         c = self._counters
@@ -245,13 +274,28 @@ class Database:
             conflicts=c.conflicts,
             reconnects=c.reconnects,
             cancellations=c.cancellations,
+            deadlines=c.deadlines,
         )
 
     def close(self) -> None:
         """Close the pool (blocking: joins its worker threads)."""
         self.pool.close(timeout=CANCEL_GRACE_SECONDS)
 
-    async def _run(self, fn: Callable[[Conn], R], *, idempotent: bool) -> R:
+    async def _run(self, fn: Callable[[Conn], R], *, idempotent: bool, seconds: float) -> R:
+        try:
+            with trio.fail_after(seconds):
+                return await self._attempts(fn, idempotent=idempotent)
+        except trio.TooSlowError as exc:
+            self._counters.deadlines += 1
+            raise Unavailable(
+                f"database {redact(self.url)} did not answer within {seconds:g} s",
+                details={
+                    "timeout": seconds,
+                    "hint": "check that the database server is running and reachable",
+                },
+            ) from exc
+
+    async def _attempts(self, fn: Callable[[Conn], R], *, idempotent: bool) -> R:
         attempt = 0
         reconnected = False
         while True:
@@ -281,8 +325,14 @@ class Database:
             return result
 
     async def _hop(self, work: Callable[[_InFlight], R]) -> R:
-        inflight = _InFlight(trio.lowlevel.current_trio_token())
         async with self.limiter:
+            # The thread cannot see trio's deadline: hand it what is left for the pool wait, so
+            # it is back about when the deadline cancels us (a down server is the usual case).
+            left = trio.current_effective_deadline() - trio.current_time()
+            inflight = _InFlight(
+                trio.lowlevel.current_trio_token(),
+                pool_wait=max(0.0, min(self.settings.pool_timeout, left)),
+            )
             try:
                 # abandon_on_cancel so that cancellation reaches us while the thread still runs;
                 # the thread is not left behind: we wait for it below.
@@ -301,7 +351,7 @@ class Database:
         """One try in the worker thread; maps driver errors at the seam."""
         try:
             with (
-                self.pool.connection(timeout=self.settings.pool_timeout) as conn,
+                self.pool.connection(timeout=inflight.pool_wait) as conn,
                 inflight.using(conn),
                 conn.transaction(),
             ):
@@ -311,9 +361,7 @@ class Database:
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
             raise RetryTransaction(str(exc)) from exc
         except PoolTimeout as exc:
-            raise _Disconnected(
-                f"no connection within {self.settings.pool_timeout:g} s ({exc})"
-            ) from exc
+            raise _Disconnected(f"no connection within {inflight.pool_wait:.3g} s ({exc})") from exc
         except PoolClosed as exc:
             raise Unavailable("the store is closed") from exc
         except psycopg.errors.QueryCanceled as exc:
@@ -340,6 +388,8 @@ def open_pool(url: str, settings: PgOptions) -> Database:
     """
     if settings.pool_size < 1:
         raise ConfigError("pool_size must be at least 1")
+    if settings.call_timeout <= 0:
+        raise ConfigError("call_timeout must be positive")
     pool: ConnectionPool[Conn] = ConnectionPool(
         conninfo_from_url(url),
         kwargs={"autocommit": True, "connect_timeout": max(1, round(settings.connect_timeout))},

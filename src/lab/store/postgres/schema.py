@@ -74,10 +74,10 @@ async def migrate(db: Database, migrations: list[Migration] | None = None) -> li
     todo = pending(await db.read(applied_versions), known)
     if not todo:
         return []
-    await db.run(_create_table)
+    await db.run_schema_change(_create_table)
     done: list[int] = []
     for migration in todo:
-        if await db.run(_apply, migration):
+        if await db.run_schema_change(_apply, migration):
             done.append(migration.version)
     return done
 

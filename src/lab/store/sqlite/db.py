@@ -157,7 +157,7 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
     return [m.version for m in todo]
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> sqlite3.Connection:
     """Open ``path`` (creating its directory), check the schema is not too new, set pragmas.
 
     Raises ``Unavailable`` naming the path when the directory or file cannot be created or
@@ -172,14 +172,15 @@ def connect(path: Path) -> sqlite3.Connection:
         ) from exc
     try:
         conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout
         )
     except sqlite3.Error as exc:
         raise Unavailable(
             f"cannot open the database {path}: {exc}", details={"path": str(path)}
         ) from exc
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # PRAGMA takes no bind parameters; the value is our own number.
+        conn.execute(f"PRAGMA busy_timeout = {max(0, round(busy_timeout * 1000))}")
         conn.execute("PRAGMA foreign_keys = ON")
         # Refuse a too-new schema before any pragma that rewrites the file (journal_mode does).
         pending(_applied_versions(conn), schema_files("sqlite"))

@@ -25,7 +25,14 @@ from lab.store.base import (
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.seed import BUILTIN_ROLES
 from lab.store.sqlite.audit import SqliteAudit
-from lab.store.sqlite.db import Database, connect, migrate, path_from_url, transaction
+from lab.store.sqlite.db import (
+    BUSY_TIMEOUT_MS,
+    Database,
+    connect,
+    migrate,
+    path_from_url,
+    transaction,
+)
 from lab.store.sqlite.identity import (
     SqliteCertificates,
     SqliteRoles,
@@ -52,9 +59,9 @@ def seed(conn: sqlite3.Connection) -> None:
             upsert_role(conn, role)
 
 
-def _open(url: str) -> Database:
+def _open(url: str, busy_timeout: float) -> Database:
     path = path_from_url(url)
-    conn = connect(path)
+    conn = connect(path, busy_timeout=busy_timeout)
     try:
         migrate(conn)
         seed(conn)
@@ -125,8 +132,12 @@ class SqliteStore:
 
 
 @asynccontextmanager
-async def open_sqlite(url: str, *, max_batch: int = 1000) -> AsyncIterator[SqliteStore]:
+async def open_sqlite(
+    url: str, *, max_batch: int = 1000, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+) -> AsyncIterator[SqliteStore]:
     """Open, migrate and seed the SQLite database of ``url``; close it on exit.
+
+    ``busy_timeout`` (seconds) is how long a statement waits for another process's lock.
 
     The group-commit writer runs in this context's own nursery. On exit, queued writes get
     ``CLOSE_DRAIN_SECONDS`` to commit, then the writer is cancelled (its producers get
@@ -136,7 +147,7 @@ async def open_sqlite(url: str, *, max_batch: int = 1000) -> AsyncIterator[Sqlit
     written, ``SchemaTooNew`` when a newer labctl wrote it (the file is left untouched),
     ``ConfigError`` for a malformed URL.
     """
-    db = await trio.to_thread.run_sync(_open, url)
+    db = await trio.to_thread.run_sync(_open, url, busy_timeout)
     try:
         store = SqliteStore(url, db, max_batch=max_batch)
         async with running(store.writer, drain_seconds=CLOSE_DRAIN_SECONDS):
