@@ -24,7 +24,7 @@ import trio_websocket
 
 from lab import errors
 from lab.errors import LabError, Unauthenticated, Unavailable
-from lab.proto import Channel, decode, decode_data, encode
+from lab.proto import Channel, CloseCode, decode, decode_data, encode
 from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
 from lab.proto.messages import (
     DEFAULT_WINDOW,
@@ -322,4 +322,10 @@ def _closed(exc: trio_websocket.ConnectionClosed) -> LabError:
     reason = exc.reason
     code = reason.code if reason is not None else None
     text = (reason.reason if reason is not None else None) or "connection closed"
+    if code == CloseCode.REVOKED:
+        # labd ended the session: the certificate was revoked or the user disabled.
+        return Unauthenticated(
+            f"labd ended the session: {text}",
+            details={"hint": "ask an admin for a new token, then run `labctl login`"},
+        )
     return Unavailable(f"labd closed the stream ({code}: {text})")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from lab.labd.ratelimit import RateLimiter
+from lab.labd.user_sessions import UserSessions
 from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class LabdContext:
     started_monotonic: float = field(factory=time.monotonic)
     # This process's Prometheus metrics, in a registry of their own (see /metrics).
     metrics: LabdMetrics = field(factory=LabdMetrics)
+    # Live /ws/exec and /ws/logs sessions; revocation and user disables end them.
+    user_sessions: UserSessions = field(factory=UserSessions)
 
     def connected_agents(self) -> int:
         """Agents with a live session on this replica."""

@@ -87,6 +87,8 @@ async def serve_labd(
             hub=hub,
             cluster=cluster,
         )
+        # Revoked here or on another replica (cluster reload): the user's live streams end.
+        revocations.subscribe(context.user_sessions.revoked)
         if on_context is not None:
             on_context(context)
         ca.write_bundle(config.data_path)

@@ -48,6 +48,7 @@ from lab.proto.streams import OutputStream, ReceiveWindow, SequenceCheck
 if TYPE_CHECKING:
     from lab.labd.auth import Principal
     from lab.labd.context import LabdContext
+    from lab.labd.user_sessions import UserSession
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,11 @@ class Relay:
         source: str = "",
         window: int | None = None,
         agent_window: int = DEFAULT_WINDOW,
+        session: UserSession | None = None,
     ) -> None:
         self.context = context
+        # The CLI connection carrying this stream; its reason says why labd ended it.
+        self.session = session
         self.who = who
         self.target = target
         self._send = send
@@ -220,11 +224,13 @@ class Relay:
         finally:
             self._up_send.close()
             if not self.finished:
-                # The CLI left or cancelled: the hub's block already killed the remote group.
+                # The CLI left or cancelled, or labd ended the session (revocation): the hub's
+                # block already killed the remote group.
+                details = {"phase": "end", "cancelled": True, **self.result}
+                if self.session is not None and self.session.reason is not None:
+                    details["reason"] = self.session.reason
                 with trio.CancelScope(shield=True), trio.move_on_after(AUDIT_GRACE):
-                    await self._audit(
-                        "error", started, {"phase": "end", "cancelled": True, **self.result}
-                    )
+                    await self._audit("error", started, details)
 
     def _counted(self) -> contextlib.AbstractContextManager[None]:
         """An exec counts in labd_exec_sessions while it runs; a log stream does not."""

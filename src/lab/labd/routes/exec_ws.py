@@ -21,6 +21,7 @@ from lab.errors import Invalid, LabError
 from lab.labd.app import ctx
 from lab.labd.auth import ATTR, Policy, principal
 from lab.labd.streams import Relay, Target
+from lab.labd.user_sessions import DISABLED, REVOKED, UserSession
 from lab.proto import decode, decode_data, encode
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.messages import (
@@ -77,6 +78,29 @@ class _Closing(Exception):
 
 
 async def _serve(method: str) -> None:
+    """Serve one CLI connection, registered as a live user session for its whole life.
+
+    Revoking the caller's certificate or disabling the user cancels the session's scope: the
+    relays leave their agent streams (which kills the remote process groups) and the socket
+    closes with :attr:`CloseCode.REVOKED`.
+    """
+    who = principal()
+    with (
+        trio.CancelScope() as scope,
+        ctx().user_sessions.session(serial=who.serial, user=who.name, scope=scope) as session,
+    ):
+        # Revoked between the handshake's check and the registration: end it all the same.
+        if await ctx().revocations.is_revoked(who.serial):
+            session.close(REVOKED)
+        await _converse(method, session)
+    if session.reason is not None:
+        await websocket.close(CloseCode.REVOKED, _CLOSE_REASONS.get(session.reason, session.reason))
+
+
+_CLOSE_REASONS = {REVOKED: "certificate revoked", DISABLED: "user disabled"}
+
+
+async def _converse(method: str, session: UserSession) -> None:
     send_lock = trio.Lock()
 
     async def send(item: Message | bytes) -> None:
@@ -95,7 +119,7 @@ async def _serve(method: str) -> None:
             raise _Closing(code, exc.code) from None
         streams = [{"stream_id": t.stream_id, "server": t.server} for t in targets]
         await send(Response(request_id=request.request_id, result={"streams": streams}))
-        broken = await _relay_all(targets, parallel, send)
+        broken = await _relay_all(targets, parallel, send, session)
         if broken is not None:
             raise broken
         await websocket.close(CloseCode.NORMAL, "done")
@@ -163,7 +187,9 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
     return targets, min(parallel, MAX_PARALLEL)
 
 
-async def _relay_all(targets: list[Target], parallel: int, send: Any) -> ProtocolError | None:
+async def _relay_all(
+    targets: list[Target], parallel: int, send: Any, session: UserSession
+) -> ProtocolError | None:
     """Run every target's relay (at most ``parallel`` at once) while reading the client.
 
     Returns the protocol error that ended the connection early, if the client sent one; the
@@ -174,7 +200,8 @@ async def _relay_all(targets: list[Target], parallel: int, send: Any) -> Protoco
     # Bulk output wants a wide agent window; many concurrent streams share one budget.
     window = grown_window(min(parallel, len(targets)))
     relays = {
-        t.stream_id: Relay(ctx(), who, t, send, source=source, agent_window=window) for t in targets
+        t.stream_id: Relay(ctx(), who, t, send, source=source, agent_window=window, session=session)
+        for t in targets
     }
     limiter = trio.CapacityLimiter(parallel)
 

@@ -14,6 +14,7 @@ from lab.labd.audit import annotate
 from lab.labd.auth import principal, requires
 from lab.labd.identity import check_username
 from lab.labd.routes.bodies import body
+from lab.labd.user_sessions import DISABLED
 from lab.model import TokenKind, User
 
 bp = Blueprint("users", __name__)
@@ -94,11 +95,14 @@ async def disable(name: str) -> dict[str, Any]:
     """Disable the user and revoke every valid certificate it holds; open sessions close."""
     c = ctx()
     user = await c.store.users.set_disabled(name, True)
+    # Before the revocation, so the sessions report why they ended; another replica's
+    # sessions end through the revocation it reloads.
+    closed = c.user_sessions.close_user(name, DISABLED)
     try:
         revoked = await c.identities.revoke_target(f"user/{name}")
     except NotFound:
         revoked = []  # never enrolled, or already revoked
-    annotate(revoked=revoked)
+    annotate(revoked=revoked, sessions_closed=closed)
     return {**await user_view(user), "revoked": revoked}
 
 
