@@ -63,12 +63,20 @@ def public(fn: F) -> F:
     return fn
 
 
-def requires(*kinds: str, action: str | None = None, resource: str = "*") -> Callable[[F], F]:
-    """Require a client certificate of one of ``kinds`` and, for users, RBAC on ``action``."""
+def requires(
+    *kinds: str, action: str | None = None, resource: str = "*", per_target: bool = False
+) -> Callable[[F], F]:
+    """Require a client certificate of one of ``kinds`` and, for users, RBAC on ``action``.
+
+    ``per_target=True`` is for routes whose resources are named only inside the request (the
+    exec/logs websockets): the handler calls :func:`check` for each target itself.
+    """
     if not kinds:
         raise ValueError("requires() needs at least one certificate kind")
-    if "user" in kinds and action is None:
-        raise ValueError("user routes must declare the action RBAC checks")
+    if per_target and action is not None:
+        raise ValueError("per_target routes check each target's action themselves")
+    if "user" in kinds and action is None and not per_target:
+        raise ValueError("user routes must declare the action RBAC checks (or per_target)")
 
     def mark(fn: F) -> F:
         setattr(fn, ATTR, Policy(kinds=frozenset(kinds), action=action, resource=resource))

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import trio
@@ -19,7 +18,7 @@ from quart import Blueprint, websocket
 
 from lab.errors import Invalid, LabError
 from lab.labd.app import ctx
-from lab.labd.auth import ATTR, Policy, principal
+from lab.labd.auth import principal, requires
 from lab.labd.streams import Relay, Target
 from lab.labd.user_sessions import DISABLED, REVOKED, UserSession
 from lab.proto import decode, decode_data, encode
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("exec_ws", __name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 # Seconds a client has to send its first message after the handshake.
 FIRST_MESSAGE_TIMEOUT = 10.0
@@ -52,20 +50,14 @@ DEFAULT_PARALLEL = 32
 MAX_TARGETS = 10_000
 
 
-def checked_per_target(fn: F) -> F:
-    """User certificates only; RBAC runs per target once the first message names them."""
-    setattr(fn, ATTR, Policy(kinds=frozenset({"user"})))
-    return fn
-
-
 @bp.websocket("/ws/exec")
-@checked_per_target
+@requires("user", per_target=True)
 async def exec_ws() -> None:
     await _serve("exec")
 
 
 @bp.websocket("/ws/logs")
-@checked_per_target
+@requires("user", per_target=True)
 async def logs_ws() -> None:
     await _serve("logs")
 
