@@ -125,7 +125,14 @@ async def connect(
             max_message_size=MAX_PAYLOAD + HEADER_SIZE,
             receive_buffer_size=256 * 1024,
         ) as ws:
-            yield ws
+            try:
+                yield ws
+            finally:
+                # trio-websocket 0.12 keeps the client's TCP stream open when labd hangs up
+                # right after the close handshake (it reads EOF and stops); close it here so
+                # no socket outlives the connection (lab.agent.daemon.connect avoids the same
+                # bug by owning the stream).
+                await trio.aclose_forcefully(ws._stream)
     except trio_websocket.ConnectionRejected as exc:
         raise _rejected(exc) from None
     except trio_websocket.ConnectionTimeout:
