@@ -128,18 +128,8 @@ class CAService:
     def _reload_server_cert(self) -> None:
         if self.server_context is None:
             return
-        import os
-        import tempfile
-
         cert, key, _ = self.issue_server_cert()
-        with tempfile.TemporaryDirectory() as tmp:
-            cert_path = Path(tmp) / "cert.pem"
-            key_path = Path(tmp) / "key.pem"
-            cert_path.write_bytes(cert)
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(key)
-            self.server_context.load_cert_chain(cert_path, key_path)
+        pki.load_cert_chain(self.server_context, cert, key)
 
     # -- rotation ------------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ from lab.pki.profiles import (
     issue_server_cert,
     issue_user_cert,
 )
-from lab.pki.tls import ClientAuth, client_ssl_context, server_ssl_context
+from lab.pki.tls import ClientAuth, client_ssl_context, load_cert_chain, server_ssl_context
 
 __all__ = [
     "AGENT_LIFETIME",
@@ -85,6 +85,7 @@ __all__ = [
     "issue_server_cert",
     "issue_user_cert",
     "load_ca_bundle",
+    "load_cert_chain",
     "load_or_create_keyfile",
     "make_csr",
     "parse_csr",

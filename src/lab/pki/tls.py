@@ -40,7 +40,12 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+def load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load (or replace, on a live context) the certificate and key ``ctx`` presents.
+
+    ``ssl`` reads them only from files: they go to a private temp dir (0600) deleted at once.
+    Raises :class:`ConfigError` for unusable material.
+    """
     tmp = _private_tmpdir()
     try:
         cert_path, key_path = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
@@ -80,7 +85,7 @@ def server_ssl_context(
         raise ConfigError(f"client_auth must be one of {', '.join(_VERIFY_MODES)}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(ctx, cert_pem, key_pem)
+    load_cert_chain(ctx, cert_pem, key_pem)
     if client_auth != "none":
         if not ca_bundle_pem:
             raise ConfigError("a CA bundle is needed to verify client certificates")
@@ -112,7 +117,7 @@ def client_ssl_context(
     ctx.verify_mode = ssl.CERT_REQUIRED
     _load_cas(ctx, ca_bundle_pem)
     if cert_pem is not None and key_pem is not None:
-        _load_chain(ctx, cert_pem, key_pem)
+        load_cert_chain(ctx, cert_pem, key_pem)
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx
