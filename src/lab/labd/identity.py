@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import define, field
 
 from lab import pki
@@ -260,16 +261,7 @@ class Identities:
         if kind == "server":
             server = await self.store.servers.get_by_name(name)
             agent = await self.store.agents.get_by_server(server.id)
-            await self.store.agents.upsert(
-                Agent(
-                    id=agent.id,
-                    server_id=server.id,
-                    cert_serial=issued.serial,
-                    version=agent.version,
-                    last_seen=agent.last_seen,
-                    replica=agent.replica,
-                )
-            )
+            await self.store.agents.upsert(attrs.evolve(agent, cert_serial=issued.serial))
         return {"certificate": cert_pem.decode(), "ca_bundle": self.ca.bundle_pem().decode()}
 
     # -- users and revocation --------------------------------------------------------------
