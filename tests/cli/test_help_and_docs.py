@@ -64,3 +64,22 @@ def test_help_and_version_do_not_import_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout, out.stdout
+
+
+def _daemon_paths() -> list[tuple[str, tuple[str, ...]]]:
+    from lab.agent.main import app as agent_app
+    from lab.bastion.main import app as bastion_app
+
+    return [
+        (program, path)
+        for program, daemon_app in (("lab-agent", agent_app), ("lab-bastion", bastion_app))
+        for path in command_paths(daemon_app)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("program", "path"), _daemon_paths(), ids=lambda v: v if isinstance(v, str) else " ".join(v)
+)
+def test_every_daemon_command_is_documented(program: str, path: tuple[str, ...]) -> None:
+    line = f"{program} {' '.join(path)}"
+    assert line in docs_text(), f"`{line}` is not in the docs"

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
+from lab.agent.cli import app
+
 
 async def run(
     *,
@@ -107,11 +109,12 @@ def status(
     emit(info, fmt)
 
 
-def main() -> None:
-    from lab.agent.cli import app
+# Registered at import, so whoever imports this module sees the whole command tree.
+app.command(run, name="run")
+app.command(status, name="status")
 
-    app.command(run, name="run")
-    app.command(status, name="status")
+
+def main() -> None:
     app()
 
 
