@@ -36,7 +36,7 @@ def fingerprint(labd: RunningLabd) -> str:
 
 
 async def join_bastion(labd: RunningLabd, admin: Credentials, data_dir: Path) -> LabdLink:
-    token = await labd.create_token(admin, "user", roles=["admin"])
+    token = await labd.create_token(admin, "user", user="pxe1", roles=["admin"])
     return await join(
         data_dir, labd.url, token, name="pxe1", ca_fingerprint=fingerprint(labd), tofu=False
     )
@@ -82,7 +82,7 @@ async def test_join_stores_identity_and_refuses_a_non_admin_token(tmp_path: Path
     with trio.fail_after(30):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
-            viewer_token = await labd.create_token(admin, "user", roles=["viewer"])
+            viewer_token = await labd.create_token(admin, "user", user="pxe1", roles=["viewer"])
             with pytest.raises(PermissionDenied, match="admin role"):
                 await join(
                     tmp_path / "b",
@@ -94,7 +94,7 @@ async def test_join_stores_identity_and_refuses_a_non_admin_token(tmp_path: Path
                 )
             assert load_link(tmp_path / "b") is None
             wrong = "SHA256:" + ":".join(["00"] * 32)
-            good = await labd.create_token(admin, "user", roles=["admin"])
+            good = await labd.create_token(admin, "user", user="pxe1", roles=["admin"])
             with pytest.raises(Unauthenticated, match="fingerprint"):
                 await join(
                     tmp_path / "b", labd.url, good, name="pxe1", ca_fingerprint=wrong, tofu=False

@@ -82,7 +82,15 @@ async def test_login_with_the_bootstrap_token_then_tokens_and_certs(
             assert "token" not in mine and mine["description"] == "rack 1"
 
             plain = await labctl(
-                "tokens", "create", "--kind", "user", "--roles", "viewer", home=labctl_home
+                "tokens",
+                "create",
+                "--kind",
+                "user",
+                "--user",
+                "vic",
+                "--roles",
+                "viewer",
+                home=labctl_home,
             )
             assert plain.returncode == 0, plain.stderr
             assert b"will not be shown again" in plain.stderr

@@ -55,7 +55,7 @@ class Site:
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
     async with labd_with_hub(tmp_path) as labd:
         admin = await labd.running.admin()
-        token = await labd.running.create_token(admin, "user", roles=["operator"])
+        token = await labd.running.create_token(admin, "user", user="ops", roles=["operator"])
         user = await labd.running.enroll_user("ops", token)
         home = tmp_path / "home-ops"
         save_credentials(

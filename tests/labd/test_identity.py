@@ -45,7 +45,7 @@ async def test_rejection_matrix(tmp_path: Path) -> None:
             expired = Credentials(key_pem=old_key, cert_pem=expired_pem, subject="user/admin")
 
             revoked = await labd.enroll_user(
-                "bob", await labd.create_token(admin, "user", roles=["viewer"])
+                "bob", await labd.create_token(admin, "user", user="bob", roles=["viewer"])
             )
             async with labd.client(admin) as http:
                 serial = pki.cert_info(revoked.cert_pem).serial
@@ -79,7 +79,7 @@ async def test_user_cert_cannot_open_agent_route_and_tokens_are_kind_bound(tmp_p
     with trio.fail_after(30):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
-            user_token = await labd.create_token(admin, "user", roles=["viewer"])
+            user_token = await labd.create_token(admin, "user", user="n1", roles=["viewer"])
             async with labd.client() as http:
                 key = pki.generate_key()
                 resp = await http.post(

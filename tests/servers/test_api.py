@@ -127,7 +127,7 @@ async def test_viewer_lists_but_cannot_label(tmp_path: Path) -> None:
         async with running_labd(tmp_path) as labd:
             admin = await _fleet(labd)
             viewer = await labd.enroll_user(
-                "vera", await labd.create_token(admin, "user", roles=["viewer"])
+                "vera", await labd.create_token(admin, "user", user="vera", roles=["viewer"])
             )
             async with labd.client(viewer) as http:
                 resp = await http.get("/api/servers")

@@ -91,7 +91,7 @@ async def test_cli_errors_and_exit_codes(tmp_path: Path) -> None:
             admin = await labd.admin()
             await labd.enroll_agent("web1", await labd.create_token(admin, "agent"))
             viewer = await labd.enroll_user(
-                "vera", await labd.create_token(admin, "user", roles=["viewer"])
+                "vera", await labd.create_token(admin, "user", user="vera", roles=["viewer"])
             )
             env = login_env(labd, admin, tmp_path / "admin")
 

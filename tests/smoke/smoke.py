@@ -271,7 +271,16 @@ class Walk:
 
     def bastion_joins_and_starts(self) -> str:
         made = self.labctl_json(
-            "tokens", "create", "--kind", "user", "--roles", "admin", "--ttl", "10m"
+            "tokens",
+            "create",
+            "--kind",
+            "user",
+            "--user",
+            "smoke-pxe",
+            "--roles",
+            "admin",
+            "--ttl",
+            "10m",
         )
         env = clean_env(LAB_BASTION_CONFIG=str(self.dir / "absent.yaml"))
         self.run(

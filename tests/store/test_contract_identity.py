@@ -145,6 +145,31 @@ async def reason_of(store: Store, token_id: str, at: datetime = T0) -> str:
     return str(info.value.details["reason"])
 
 
+async def test_token_bindings_round_trip(store: Store) -> None:
+    user = await store.tokens.create(token(kind=TokenKind.USER, user="ann", created_at=T0))
+    agent = await store.tokens.create(
+        token(
+            hostname="node1",
+            system_uuid="4c4c4544-0042",
+            serial="abc123",
+            replace=True,
+            created_at=T0 + timedelta(minutes=1),
+        )
+    )
+    assert await store.tokens.get(user.id) == user and user.user == "ann"
+    assert (user.hostname, user.replace) == (None, False)
+    got = await store.tokens.get(agent.id)
+    assert (got.hostname, got.system_uuid, got.serial, got.replace) == (
+        "node1",
+        "4c4c4544-0042",
+        "abc123",
+        True,
+    )
+    assert await store.tokens.list() == [user, agent]
+    consumed = await store.tokens.consume(agent.id, at=T0)
+    assert consumed.hostname == "node1" and consumed.replace
+
+
 async def test_token_consume_one_time(store: Store) -> None:
     t = await store.tokens.create(token())
     before = await store.tokens.consume(t.id, at=T0)

@@ -75,7 +75,9 @@ async def test_agent_upsert_get_list(store: Store) -> None:
     renewed = await store.agents.upsert(Agent(server_id=s1.id, cert_serial="02", version="0.2"))
     assert (await store.agents.get_by_server(s1.id)) == renewed
     assert renewed.cert_serial == "02"
-    await store.agents.upsert(Agent(server_id=s2.id))
+    traced = {"token_id": "t1", "mode": "new", "binding": {"hostname": "s2"}}
+    a2 = await store.agents.upsert(Agent(server_id=s2.id, enrollment=traced))
+    assert a2.enrollment == traced and renewed.enrollment == {}
     assert sorted(a.server_id for a in await store.agents.list()) == sorted([s1.id, s2.id])
     with pytest.raises(NotFound):
         await store.agents.get_by_server("ghost")

@@ -89,8 +89,9 @@ async def join(
     """Join labd as ``bastion/<name>``; the whole of ``lab-bastion join``.
 
     labd's CA must have ``ca_fingerprint`` unless ``tofu``. ``token`` is a one-time user join
-    token carrying the admin role (``labctl tokens create --kind user --roles admin``). Files are
-    written only after labd accepted the token, so a failed attempt keeps an earlier link.
+    token bound to ``name`` and carrying the admin role (``labctl tokens create --kind user
+    --user NAME --roles admin``). Files are written only after labd accepted the token, so a
+    failed attempt keeps an earlier link.
 
     Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`PermissionDenied`
     (the token lacks the admin role), :class:`Invalid` (URL, fingerprint, name),
@@ -109,7 +110,9 @@ async def join(
         directory=directory,
         ca_fingerprint=ca_fingerprint,
         tofu=tofu,
-        auth_hint="ask an admin for a token: labctl tokens create --kind user --roles admin",
+        auth_hint=(
+            "ask an admin for a token: labctl tokens create --kind user --user NAME --roles admin"
+        ),
         request_timeout=request_timeout,
     )
     link = LabdLink(

@@ -118,7 +118,7 @@ def join(
         labd's URL, https://HOST:PORT.
     token
         A one-time user join token with the admin role
-        (labctl tokens create --kind user --roles admin).
+        (labctl tokens create --kind user --user NAME --roles admin).
     ca_fingerprint
         The expected SHA256 fingerprint of labd's CA (labctl ca show).
     insecure_trust_on_first_use

@@ -49,29 +49,28 @@ async def login(
     """Enroll this user with labd and store the identity; the whole of ``labctl login``.
 
     Checks labd's CA (``ca_fingerprint``, else ``tofu``, else ``confirm(fingerprint, subject)``
-    — see :func:`lab.cli.client.establish_trust`), makes a new P-256 key and a CSR for
-    ``user/<username>`` (default: the local user name), trades it and ``token`` for a
-    certificate, writes ``key.pem`` (0600), ``cert.pem`` and ``ca.pem`` into ``directory``
-    (default :func:`lab.cli.settings.home`, 0700) and sets the ``server`` and
-    ``ca_fingerprint`` settings. Nothing is written unless enrollment succeeds.
+    — see :func:`lab.cli.client.establish_trust`), makes a new P-256 key and a CSR, trades it
+    and ``token`` for a certificate of the user the token was made for (``username``, when
+    given, must be that user: labd refuses another name; the name is taken from labd's
+    answer, never from the local login), writes ``key.pem`` (0600), ``cert.pem`` and
+    ``ca.pem`` into ``directory`` (default :func:`lab.cli.settings.home`, 0700) and sets the
+    ``server`` and ``ca_fingerprint`` settings. Nothing is written unless enrollment succeeds.
 
     Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`Invalid`
     (bad URL, fingerprint or user name), :class:`RateLimited`, :class:`Unavailable`.
     Cancellation abandons the request; an existing identity is then left untouched.
     """
-    import getpass
-
     from lab.cli.client import enroll_identity
     from lab.cli.settings import home, set_setting
 
-    username = username or getpass.getuser()
     directory = directory or home()
+    # labd chooses the certificate's subject; the CSR's is only a placeholder.
     enrolled = await enroll_identity(
         server,
         token,
         route="/api/auth/user-enroll",
-        subject=f"user/{username}",
-        fields={"username": username},
+        subject=f"user/{username or 'enrolling'}",
+        fields={} if username is None else {"username": username},
         directory=directory,
         ca_fingerprint=ca_fingerprint,
         tofu=tofu,
@@ -80,11 +79,13 @@ async def login(
         request_timeout=request_timeout,
     )
     body = enrolled.body
+    # The certificate labd issued says who we are (its "user" field says the same).
+    user = enrolled.cert.subject.removeprefix("user/")
     set_setting("server", enrolled.server)
     set_setting("ca_fingerprint", enrolled.ca_fingerprint)
     return LoginResult(
         server=enrolled.server,
-        user=str(body.get("user") or username),
+        user=user,
         roles=tuple(str(r) for r in body.get("roles") or ()),
         ca_fingerprint=enrolled.ca_fingerprint,
         not_after=enrolled.cert.not_after.isoformat(),
@@ -132,7 +133,7 @@ async def login_command(
     insecure_trust_on_first_use
         Trust whatever CA labd presents (scripts on a trusted network only).
     username
-        Your user name in labd (default: the local user name).
+        Your user name in labd; optional: the token names its user, and another name is refused.
     """
     from lab.cli.errors import handle
     from lab.cli.output import check_format, emit

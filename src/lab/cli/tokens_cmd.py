@@ -11,8 +11,18 @@ tokens_app = App(name="tokens", help="Join tokens that let agents and users enro
 
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 
-COLUMNS = ("id", "kind", "roles", "uses", "max_uses", "expires_at", "revoked_at")
-WIDE = ("reusable", "created_at", "created_by", "description")
+COLUMNS = ("id", "kind", "bound_to", "roles", "uses", "max_uses", "expires_at", "revoked_at")
+WIDE = ("reusable", "system_uuid", "serial", "created_at", "created_by", "description")
+
+
+def bound_to(token: dict[str, object]) -> str:
+    """What a token may enroll, in one cell: ``user/ann``, ``server/web1 (replace)``, ``any new
+    server``."""
+    if token.get("user"):
+        return f"user/{token['user']}"
+    if token.get("hostname"):
+        return f"server/{token['hostname']}" + (" (replace)" if token.get("replace") else "")
+    return "any new user" if token.get("kind") == "user" else "any new server"
 
 
 @tokens_app.command
@@ -24,11 +34,20 @@ async def create(
     reusable: bool = False,
     max_uses: int | None = None,
     description: str = "",
+    user: str | None = None,
+    hostname: str | None = None,
+    system_uuid: str | None = None,
+    serial: str | None = None,
+    replace: bool = False,
     output: OutputOpt = "table",
 ) -> None:
     """Create a join token and print its secret (shown only this once).
 
-    Example: labctl tokens create --kind user --roles operator --ttl 1h
+    A user token enrolls exactly one user (--user). An agent token without --hostname may
+    only enroll a new server; --hostname binds it to one name, --system-uuid/--serial to the
+    machine's hardware, and --replace (with --hostname) lets it take over an existing server.
+
+    Example: labctl tokens create --kind user --user ann --roles operator --ttl 1h
 
     Parameters
     ----------
@@ -44,6 +63,17 @@ async def create(
         Cap the number of enrollments of a reusable token.
     description
         Free text shown by labctl tokens list.
+    user
+        The one user a user token enrolls (required for --kind user).
+    hostname
+        The only server name an agent token enrolls.
+    system_uuid
+        The DMI system UUID the enrolling agent must report.
+    serial
+        The DMI serial number the enrolling agent must report.
+    replace
+        Let the agent token take over the existing server --hostname (its old certificates
+        are revoked).
     """
     from lab.cli.client import LabClient
     from lab.cli.durations import parse_duration
@@ -63,6 +93,11 @@ async def create(
             "reusable": reusable,
             "max_uses": max_uses,
             "description": description,
+            "user": user,
+            "hostname": hostname,
+            "system_uuid": system_uuid,
+            "serial": serial,
+            "replace": replace,
         }
         async with LabClient.from_settings() as client:
             record = await client.post("/api/tokens", body)
@@ -72,8 +107,8 @@ async def create(
         print(record["token"])
         expiry = f"expires {record.get('expires_at')}"
         print(
-            f"token {record.get('id')} ({kind}, {expiry}): the secret above will not be shown "
-            "again",
+            f"token {record.get('id')} ({kind} for {bound_to(record)}, {expiry}): the secret"
+            " above will not be shown again",
             file=sys.stderr,
         )
 
@@ -93,6 +128,7 @@ async def list_(*, output: OutputOpt = "table") -> None:
         async with LabClient.from_settings() as client:
             body = await client.get("/api/tokens")
     items = body.get("items", [])
+    items = [{**t, "bound_to": bound_to(t)} for t in items]
     if fmt in ("json", "yaml"):
         emit(items, fmt)
     elif not items:

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
-users_app = App(name="users", help="People who use labd: create, list, disable, enable.")
+users_app = App(
+    name="users", help="People who use labd: create, list, grant roles, disable, enable."
+)
 
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 RoleOpt = Annotated[
@@ -41,7 +43,7 @@ async def create(
 ) -> None:
     """Create a user with roles and print a one-time token to log in with (shown only once).
 
-    The user runs `labctl login --token TOKEN --username NAME` with it.
+    The token enrolls only this user: they run `labctl login --server URL --token TOKEN`.
     Example: labctl users create ann --role operator
 
     Parameters
@@ -74,7 +76,7 @@ async def create(
     print(
         f"user {record.get('name')} created with roles {granted};"
         f" the token above (expires {record.get('token_expires_at')}) will not be shown again."
-        f" Log in with: labctl login --server URL --username {record.get('name')} --token TOKEN",
+        " Log in with: labctl login --server URL --token TOKEN",
         file=sys.stderr,
     )
 
@@ -130,3 +132,51 @@ async def enable(name: str, /) -> None:
     """
     await _post_action(name, "enable")
     print(f"user {name} enabled")
+
+
+async def _change_roles(name: str, action: str, role: tuple[str, ...]) -> list[str]:
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.errors import Invalid
+
+    roles = [r.strip() for item in role for r in item.split(",") if r.strip()]
+    with handle():
+        if not roles:
+            raise Invalid("give at least one --role", details={"fields": ["role"]})
+        async with LabClient.from_settings() as client:
+            record = await client.post(_path(name, action), {"roles": roles})
+    return list(record.get("roles") or [])
+
+
+@users_app.command
+async def grant(name: str, /, *, role: RoleOpt = ()) -> None:
+    """Give roles to a user (the only way an existing user gains roles).
+
+    Example: labctl users grant ann --role operator
+
+    Parameters
+    ----------
+    name
+        The user.
+    role
+        Roles to give.
+    """
+    roles = await _change_roles(name, "grant", role)
+    print(f"user {name} now has roles {', '.join(roles) or '-'}")
+
+
+@users_app.command
+async def ungrant(name: str, /, *, role: RoleOpt = ()) -> None:
+    """Take roles away from a user.
+
+    Example: labctl users ungrant ann --role operator
+
+    Parameters
+    ----------
+    name
+        The user.
+    role
+        Roles to take away.
+    """
+    roles = await _change_roles(name, "ungrant", role)
+    print(f"user {name} now has roles {', '.join(roles) or '-'}")

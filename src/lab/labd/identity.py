@@ -58,6 +58,91 @@ def check_username(value: str) -> str:
     return value
 
 
+def _hardware_id(value: str | None, field: str) -> str | None:
+    """A DMI value as the agent reports it: trimmed, case-folded, at most 128 printable chars."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not value or len(value) > 128 or not value.isprintable():
+        raise Invalid(
+            f"{field} must be 1 to 128 printable characters", details={"fields": [f"body.{field}"]}
+        )
+    return value
+
+
+def _bindings(
+    kind: TokenKind,
+    user: str | None,
+    hostname: str | None,
+    system_uuid: str | None,
+    serial: str | None,
+    *,
+    replace: bool,
+    bind_user: bool,
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """Check a new token's bindings against its kind; returns them normalised."""
+    if kind == TokenKind.USER:
+        agent_only = [
+            f
+            for f, v in (
+                ("hostname", hostname),
+                ("system_uuid", system_uuid),
+                ("serial", serial),
+                ("replace", replace or None),
+            )
+            if v is not None
+        ]
+        if agent_only:
+            raise Invalid(
+                "user tokens take no host binding",
+                details={"fields": [f"body.{f}" for f in agent_only]},
+            )
+        if user is None:
+            if bind_user:
+                raise Invalid(
+                    "a user token is created for one user: give user",
+                    details={"fields": ["body.user"]},
+                )
+            return None, None, None, None
+        try:
+            return check_username(user), None, None, None
+        except Invalid:
+            raise Invalid(
+                "user must be lowercase letters, digits, '_', '.', '-' (max 64)",
+                details={"fields": ["body.user"]},
+            ) from None
+    if user is not None:
+        raise Invalid("agent tokens are not bound to a user", details={"fields": ["body.user"]})
+    if replace and hostname is None:
+        raise Invalid(
+            "replace needs the hostname of the server to take over",
+            details={"fields": ["body.replace"]},
+        )
+    return (
+        None,
+        None if hostname is None else check_hostname(hostname),
+        _hardware_id(system_uuid, "system_uuid"),
+        _hardware_id(serial, "serial"),
+    )
+
+
+def bound_username(record: JoinToken, username: str | None) -> str:
+    """The user name a user token enrolls: its bound user; ``username`` must match it."""
+    if record.user is None:
+        if username is None:
+            raise Invalid(
+                "this token is bound to no user: give username",
+                details={"fields": ["body.username"]},
+            )
+        return check_username(username)
+    if username is not None and username != record.user:
+        raise PermissionDenied(
+            "this token was made for another user",
+            details={"reason": "token_user_mismatch"},
+        )
+    return record.user
+
+
 @define
 class Revocations:
     """Revoked serials, kept in memory for the per-request check; listeners close sessions."""
@@ -115,8 +200,20 @@ class Identities:
         max_uses: int | None = None,
         description: str = "",
         created_by: str | None = None,
+        user: str | None = None,
+        hostname: str | None = None,
+        system_uuid: str | None = None,
+        serial: str | None = None,
+        replace: bool = False,
+        bind_user: bool = True,
     ) -> tuple[JoinToken, str]:
-        """Create a token; returns the record and the secret string (shown once, never stored)."""
+        """Create a token; returns the record and the secret string (shown once, never stored).
+
+        A user token names its user (``bind_user=False`` only for labd's own bootstrap token,
+        which may create one *new* user of any name); an agent token may name a hostname and
+        hardware, and ``replace`` (which needs the hostname) lets it take over that server.
+        Raises Invalid naming the body field.
+        """
         if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
             raise Invalid(
                 "ttl must be between 1 second and 365 days",
@@ -129,6 +226,9 @@ class Identities:
             )
         if kind == TokenKind.AGENT and roles:
             raise Invalid("agent tokens carry no roles", details={"fields": ["body.roles"]})
+        user, hostname, system_uuid, serial = _bindings(
+            kind, user, hostname, system_uuid, serial, replace=replace, bind_user=bind_user
+        )
         for role in roles:
             try:
                 await self.store.roles.get(role)
@@ -147,14 +247,22 @@ class Identities:
             expires_at=now() + ttl,
             created_by=created_by,
             description=description,
+            user=user,
+            hostname=hostname,
+            system_uuid=system_uuid,
+            serial=serial,
+            replace=replace,
         )
         return await self.store.tokens.create(record), secret
 
-    async def redeem(self, token: str, kind: TokenKind, *, role: str | None = None) -> JoinToken:
-        """Check the secret and count one use; Unauthenticated (401) with a reason otherwise.
+    async def check_token(
+        self, token: str, kind: TokenKind, *, role: str | None = None
+    ) -> JoinToken:
+        """The token record if the secret matches and it is of ``kind``; uses nothing.
 
-        With ``role``, the token must also carry that role (PermissionDenied, 403, otherwise);
-        a refused token is not used up.
+        Unauthenticated (401, reason ``unknown``) for a wrong secret; PermissionDenied (403,
+        ``wrong_kind`` / ``wrong_role``) otherwise. Whether it may still be used (expired,
+        revoked, used up) is decided atomically by :meth:`consume`.
         """
         token_id, secret = split_token(token)
         try:
@@ -171,7 +279,19 @@ class Identities:
             raise PermissionDenied(
                 f"this token does not carry the {role} role", details={"reason": "wrong_role"}
             )
-        return await self.store.tokens.consume(token_id, at=now())
+        return record
+
+    async def consume(self, record: JoinToken) -> JoinToken:
+        """Count one use of a checked token (Unauthenticated: expired, revoked, used)."""
+        return await self.store.tokens.consume(record.id, at=now())
+
+    async def redeem(self, token: str, kind: TokenKind, *, role: str | None = None) -> JoinToken:
+        """Check the secret and count one use; Unauthenticated (401) with a reason otherwise.
+
+        With ``role``, the token must also carry that role (PermissionDenied, 403, otherwise);
+        a refused token is not used up.
+        """
+        return await self.consume(await self.check_token(token, kind, role=role))
 
     # -- enrollment --------------------------------------------------------------------------
 
@@ -204,33 +324,53 @@ class Identities:
             "ca_fingerprint": self.ca.fingerprint(),
         }
 
-    async def enroll_user(self, *, token: str, csr: str, username: str) -> dict[str, Any]:
-        name = check_username(username)
-        pki.parse_csr(csr.encode())
+    async def enroll_user(
+        self, *, token: str, csr: str, username: str | None = None
+    ) -> dict[str, Any]:
+        """Enroll the user a token was made for; ``username``, when given, must be that user.
+
+        A token bound to a user enrolls exactly that name; labd's bootstrap token (bound to
+        none) only creates a *new* user. The token's roles are granted only to a user it
+        creates: an existing user keeps its roles (granting is ``users grant``). Any refusal
+        (PermissionDenied ``token_user_mismatch``, ``user_exists``, ``disabled``) leaves the
+        token unused.
+        """
+        pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
+        record = await self.check_token(token, TokenKind.USER)
+        name = bound_username(record, username)
         try:
-            user = await self.store.users.get_by_name(name)
+            user: User | None = await self.store.users.get_by_name(name)
         except NotFound:
             user = None
+        if user is not None and record.user is None:
+            raise PermissionDenied(
+                f"this token only creates a new user; {name!r} exists",
+                details={"reason": "user_exists"},
+            )
         if user is not None and user.disabled:
             raise PermissionDenied(f"user {name!r} is disabled", details={"reason": "disabled"})
-        record = await self.redeem(token, TokenKind.USER)
+        record = await self.consume(record)
         if user is None:
             user = await self.store.users.create(User(name=name))
-        for role in record.roles:
-            await self.store.users.grant(user.id, role)
+            for role in record.roles:
+                await self.store.users.grant(user.id, role)
         cert_pem, issued = pki.issue_user_cert(self.ca.signer, csr.encode(), name)
         await self.store.certificates.record(issued.to_record())
-        log.info("enrolled user/%s (serial %s)", name, issued.serial)
+        log.info("enrolled user/%s (serial %s, token %s)", name, issued.serial, record.id)
         return {
             "certificate": cert_pem.decode(),
             "ca_bundle": self.ca.bundle_pem().decode(),
             "user": name,
             "roles": await self.store.users.roles_of(user.id),
             "ca_fingerprint": self.ca.fingerprint(),
+            "token_id": record.id,
         }
 
     async def enroll_bastion(self, *, token: str, csr: str, name: str) -> dict[str, Any]:
         """Trade a one-time admin user token and a CSR for a ``bastion/<name>`` certificate.
+
+        The token must be bound to the bastion's name (``tokens create --kind user --user NAME
+        --roles admin``).
 
         Join tokens have two kinds (agent, user) in both schemas, so a bastion is admitted by
         an admin's user token: whoever holds one could make themselves admin anyway, which a
@@ -238,7 +378,13 @@ class Identities:
         """
         bastion = check_hostname(name)
         pki.parse_csr(csr.encode())
-        await self.redeem(token, TokenKind.USER, role="admin")
+        record = await self.check_token(token, TokenKind.USER, role="admin")
+        if record.user is not None and record.user != bastion:
+            raise PermissionDenied(
+                f"this token was made for {record.user!r}, not bastion {bastion!r}",
+                details={"reason": "token_user_mismatch"},
+            )
+        await self.consume(record)
         cert_pem, issued = pki.issue_bastion_cert(self.ca.signer, csr.encode(), bastion)
         await self.store.certificates.record(issued.to_record())
         log.info("enrolled bastion/%s (serial %s)", bastion, issued.serial)
@@ -323,6 +469,7 @@ class Identities:
             ttl=timedelta(days=7),
             description="bootstrap admin token",
             created_by="labd",
+            bind_user=False,
         )
         path = data_dir / BOOTSTRAP_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -62,6 +62,8 @@ class Agent:
     version: str = ""
     last_seen: datetime | None = None
     replica: str | None = None
+    # How this identity was enrolled: token id, its creator and binding, time, new/replace.
+    enrollment: dict[str, Any] = Factory(dict)
 
 
 @frozen(kw_only=True)
@@ -97,7 +99,12 @@ class UserRole:
 
 @frozen(kw_only=True)
 class JoinToken:
-    """A join token; only the hash of its secret is ever stored."""
+    """A join token; only the hash of its secret is ever stored.
+
+    Bindings say what the token may enroll: ``user`` (user tokens: exactly that user name);
+    ``hostname``, ``system_uuid`` and ``serial`` (agent tokens: that name and that hardware);
+    ``replace`` lets an agent token bound to ``hostname`` take over an existing server.
+    """
 
     id: str = Factory(new_id)
     kind: TokenKind
@@ -111,6 +118,11 @@ class JoinToken:
     created_at: datetime = Factory(now)
     created_by: str | None = None
     description: str = ""
+    user: str | None = None
+    hostname: str | None = None
+    system_uuid: str | None = None
+    serial: str | None = None
+    replace: bool = False
 
 
 @frozen(kw_only=True)

@@ -43,13 +43,14 @@ ROLE_COLS = "name, description, builtin"
 PERMISSION_COLS = "effect, action, resource"
 JOIN_TOKENS_COLS = (
     "id, kind, secret_hash, roles, reusable, max_uses, uses, expires_at, revoked_at,"
-    " created_at, created_by, description"
+    " created_at, created_by, description, bound_user, bound_hostname, bound_system_uuid,"
+    " bound_serial, replace_existing"
 )
 CERT_COLS = "serial, subject, profile, not_before, not_after, issuer_fingerprint, revoked_at"
 SERVER_COLS = "id, name, labels, facts, created_at"
 AGENT_SELECT = (
     # An agent's last_seen and replica are those of its presence lease, if it holds one.
-    "SELECT a.id, a.server_id, a.cert_serial, a.version, l.seen, l.replica"
+    "SELECT a.id, a.server_id, a.cert_serial, a.version, l.seen, l.replica, a.enrollment"
     " FROM agents a LEFT JOIN agent_leases l ON l.server_id = a.server_id"
 )
 MACHINE_COLS = (
@@ -153,13 +154,18 @@ class RowCodec(ABC):
             created_at=self.parse_time(row[9]),
             created_by=row[10],
             description=row[11],
+            user=row[12],
+            hostname=row[13],
+            system_uuid=row[14],
+            serial=row[15],
+            replace=bool(row[16]),
         )
 
     def token_params(self, t: JoinToken) -> Params:
         return (
             t.id, t.kind.value, t.secret_hash, self.json(list(t.roles)), t.reusable, t.max_uses,
             t.uses, self.time(t.expires_at), self.opt_time(t.revoked_at), self.time(t.created_at),
-            t.created_by, t.description,
+            t.created_by, t.description, t.user, t.hostname, t.system_uuid, t.serial, t.replace,
         )  # fmt: skip
 
     def cert(self, row: Row) -> Certificate:
@@ -202,7 +208,12 @@ class RowCodec(ABC):
             version=row[3],
             last_seen=self.opt_parse_time(row[4]),
             replica=row[5],
+            enrollment=self.parse_json(row[6]),
         )
+
+    def agent_params(self, a: Agent) -> Params:
+        """The ``agents`` row: id, server_id, cert_serial, version, enrollment."""
+        return (a.id, a.server_id, a.cert_serial, a.version, self.json(a.enrollment))
 
     def machine(self, row: Row) -> Machine:
         return Machine(

@@ -39,7 +39,8 @@ class EnrollAgent:
 class EnrollUser:
     token: str
     csr: str
-    username: str
+    # Optional: a user token names its user; when given it must be that name.
+    username: str | None = None
 
 
 @frozen(kw_only=True)
@@ -55,6 +56,13 @@ class CreateToken:
     reusable: bool = False
     max_uses: int | None = None
     description: str = ""
+    # Bindings (lab.model.JoinToken): user tokens need ``user``; agent tokens may name a
+    # hostname and hardware; ``replace`` (needs hostname) may take over an existing server.
+    user: str | None = None
+    hostname: str | None = None
+    system_uuid: str | None = None
+    serial: str | None = None
+    replace: bool = False
 
 
 @frozen(kw_only=True)

@@ -43,6 +43,11 @@ async def create() -> tuple[dict[str, Any], int]:
         max_uses=req.max_uses,
         description=req.description,
         created_by=principal().subject,
+        user=req.user,
+        hostname=req.hostname,
+        system_uuid=req.system_uuid,
+        serial=req.serial,
+        replace=req.replace,
     )
     return {**token_view(record), "token": secret}, 201
 

@@ -73,6 +73,7 @@ async def create() -> tuple[dict[str, Any], int]:
         ttl=timedelta(seconds=req.token_ttl_seconds),
         description=f"enrollment of user/{name}",
         created_by=principal().subject,
+        user=name,
     )
     annotate(user=name, roles=roles, token_id=token.id)
     return {
@@ -104,6 +105,47 @@ async def disable(name: str) -> dict[str, Any]:
         revoked = []  # never enrolled, or already revoked
     annotate(revoked=revoked, sessions_closed=closed)
     return {**await user_view(user), "revoked": revoked}
+
+
+@frozen(kw_only=True)
+class ChangeRoles:
+    roles: list[str]
+
+
+async def _change_roles(name: str, *, grant: bool) -> dict[str, Any]:
+    req = await body(ChangeRoles)
+    store = ctx().store
+    user = await store.users.get_by_name(name)
+    if not req.roles:
+        raise Invalid("give at least one role", details={"fields": ["body.roles"]})
+    for role in req.roles:
+        try:
+            await store.roles.get(role)
+        except NotFound:
+            raise Invalid(f"unknown role {role!r}", details={"fields": ["body.roles"]}) from None
+    for role in req.roles:
+        if grant:
+            await store.users.grant(user.id, role)
+        else:
+            await store.users.revoke(user.id, role)
+    # Replicas cache nothing per user, but their sessions' roles are re-read on this signal.
+    await store.replicas.bump_changes()
+    annotate(roles=req.roles)
+    return await user_view(user)
+
+
+@bp.post("/api/users/<name>/grant")
+@requires("user", action="users:grant", resource="user/{name}")
+async def grant(name: str) -> dict[str, Any]:
+    """Give roles to an existing user (user tokens never change an existing user's roles)."""
+    return await _change_roles(name, grant=True)
+
+
+@bp.post("/api/users/<name>/ungrant")
+@requires("user", action="users:ungrant", resource="user/{name}")
+async def ungrant(name: str) -> dict[str, Any]:
+    """Take roles away from a user."""
+    return await _change_roles(name, grant=False)
 
 
 @bp.post("/api/users/<name>/enable")

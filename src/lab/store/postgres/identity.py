@@ -239,7 +239,7 @@ class PgTokens:
             try:
                 conn.execute(
                     f"INSERT INTO join_tokens ({JOIN_TOKENS_COLS})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     CODEC.token_params(token),
                 )
             except psycopg.errors.UniqueViolation as exc:

@@ -117,11 +117,11 @@ class PgAgents:
         def op(conn: Conn) -> Agent:
             try:
                 conn.execute(
-                    "INSERT INTO agents (id, server_id, cert_serial, version)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (server_id) DO UPDATE SET"
+                    "INSERT INTO agents (id, server_id, cert_serial, version, enrollment)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (server_id) DO UPDATE SET"
                     " id = excluded.id, cert_serial = excluded.cert_serial,"
-                    " version = excluded.version",
-                    (agent.id, agent.server_id, agent.cert_serial, agent.version),
+                    " version = excluded.version, enrollment = excluded.enrollment",
+                    CODEC.agent_params(agent),
                 )
             except psycopg.errors.ForeignKeyViolation as exc:
                 raise NotFound(f"server id {agent.server_id!r} not found") from exc

@@ -243,7 +243,7 @@ class SqliteTokens:
                 with transaction(conn):
                     conn.execute(
                         f"INSERT INTO join_tokens ({JOIN_TOKENS_COLS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         CODEC.token_params(token),
                     )
             except sqlite3.IntegrityError as exc:

@@ -124,11 +124,11 @@ class SqliteAgents:
             try:
                 with transaction(conn):
                     conn.execute(
-                        "INSERT INTO agents (id, server_id, cert_serial, version)"
-                        " VALUES (?, ?, ?, ?) ON CONFLICT (server_id) DO UPDATE SET"
+                        "INSERT INTO agents (id, server_id, cert_serial, version, enrollment)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (server_id) DO UPDATE SET"
                         " id = excluded.id, cert_serial = excluded.cert_serial,"
-                        " version = excluded.version",
-                        (agent.id, agent.server_id, agent.cert_serial, agent.version),
+                        " version = excluded.version, enrollment = excluded.enrollment",
+                        CODEC.agent_params(agent),
                     )
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"server id {agent.server_id!r} not found") from exc
