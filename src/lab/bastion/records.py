@@ -20,6 +20,9 @@ class SystemInfo:
     vendor: str = ""
     product: str = ""
     serial: str = ""
+    # DMI system UUID (``dmidecode -s system-uuid``): with ``serial``, the hardware identity
+    # a joined bastion binds the install's labd join token to.
+    uuid: str = ""
 
 
 @frozen(kw_only=True)

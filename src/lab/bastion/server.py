@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from lab.bastion.tokens import load_or_create_admin_token
 from lab.runtime import sdnotify
 from lab.runtime.logbuffer import LogBuffer, attached
 from lab.runtime.metrics import BastionMetrics
+from lab.runtime.safetext import EscapeControlFilter
 from lab.runtime.tls_server import serve_asgi
 from lab.store import open_store
 
@@ -68,6 +70,9 @@ async def serve_bastion(
     metrics = BastionMetrics()
     async with AsyncExitStack() as stack:
         logs = stack.enter_context(attached(LogBuffer(config.log_buffer)))
+        # Machines put text in what the bastion logs (inventories, progress, DHCP names):
+        # every record leaves with its control characters escaped.
+        stack.enter_context(escaping_handlers(logs))
         enrollment: EnrollmentCheck | None = None
         labd_url = config.labd_url or None
         labd_fingerprint = config.labd_ca_fingerprint or None
@@ -143,6 +148,20 @@ async def serve_bastion(
             await shutdown.wait()
             logs.close()
             aux.cancel_scope.cancel()
+
+
+@contextmanager
+def escaping_handlers(*extra: logging.Handler) -> Iterator[None]:
+    """Escape control characters on the root logger's handlers and ``extra`` for the block."""
+    escape = EscapeControlFilter()
+    handlers = [*logging.getLogger().handlers, *extra]
+    for handler in handlers:
+        handler.addFilter(escape)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(escape)
 
 
 def _reachable(host: str) -> str:

@@ -305,7 +305,8 @@ class Bastion:
     # --- installer callbacks ------------------------------------------------------------------
 
     async def discover(self, body: Any, token: str | None) -> Machine:
-        """Record the inventory a discovery boot posted (new machine or refresh)."""
+        """Record the inventory a discovery boot posted: a new machine, or a refresh of one
+        that is still only discovered (Conflict for any other state; nothing is changed)."""
         self._check_discovery(token)
         inv = structure(body, Inventory)
         mac = v.normalize_mac(inv.mac, field="body.mac")
@@ -314,10 +315,21 @@ class Bastion:
             for i, n in enumerate(inv.nics)
         ]
         inventory = unstructure(attrs.evolve(inv, mac=mac, nics=nics))
+        v.validate_inventory_text(inventory)
         async with self._lock:
             m = await self._get_or_none(mac)
             if m is None:
                 m = Machine(mac=mac, state=MachineState.DISCOVERED, message="discovered")
+            elif m.state is not MachineState.DISCOVERED:
+                # Anyone on the LAN can post here: once a machine is queued or installed its
+                # inventory (the hardware identity its join token is bound to) is kept.
+                raise Conflict(
+                    f"machine {mac} is {m.state.value}; its inventory is kept",
+                    details={
+                        "state": m.state.value,
+                        "hint": f"to discover it again: labctl provision forget {mac}",
+                    },
+                )
             saved = await self._save(m, inventory=inventory)
         log.info("discovered %s (%s %s)", mac, inv.system.vendor, inv.system.product)
         return saved

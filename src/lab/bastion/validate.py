@@ -8,9 +8,11 @@ a value that reaches a template has passed one of these functions. Each raises
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
 
 from lab.errors import Invalid
+from lab.runtime.safetext import has_control
 
 ROLES = ("worker", "infra")
 LOCAL_BOOT_METHODS = ("exit", "sanboot")
@@ -103,3 +105,27 @@ def display_text(raw: str, *, limit: int = 200) -> str:
     conservative set of characters survives; the rest become ``_``.
     """
     return _UNSAFE_TEXT.sub("_", raw[:limit])
+
+
+INVENTORY_TEXT_LIMIT = 256
+"""Longest string accepted anywhere in a discovery inventory (DMI strings are 64 bytes)."""
+
+
+def validate_inventory_text(data: Any, *, field: str = "body") -> None:
+    """Refuse an inventory string with control characters or of more than 256 characters.
+
+    The inventory is posted by whoever runs the discovery script and is later logged and shown
+    by ``labctl provision``: a newline in it would forge a log line, an ESC sequence would reach
+    a terminal. Walks dicts and lists; raises Invalid naming the first bad field.
+    """
+    if isinstance(data, str):
+        if has_control(data):
+            raise _invalid(field, "control characters are not allowed")
+        if len(data) > INVENTORY_TEXT_LIMIT:
+            raise _invalid(field, f"longer than {INVENTORY_TEXT_LIMIT} characters")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            validate_inventory_text(value, field=f"{field}.{key}")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            validate_inventory_text(value, field=f"{field}[{i}]")
