@@ -9,6 +9,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
+from lab import __version__
 from lab.agent.daemon import run_agent
 from lab.errors import NotFound, Unavailable
 from lab.proto import Channel, DataFrame, decode, encode
@@ -64,8 +65,8 @@ async def test_agent_online_exec_and_logs(tmp_path: Path) -> None:
             assert hub.is_online("web1")
             assert labd.context.connected_agents() == 1
             [info] = hub.sessions()
-            assert (info.name, info.version) == ("web1", "0.1.0")
-            assert info.facts["agent_version"] == "0.1.0"
+            assert (info.name, info.version) == ("web1", __version__)
+            assert info.facts["agent_version"] == __version__
             server = await labd.context.store.servers.get_by_name("web1")
             online = await labd.context.store.agents.online(at=info.connected_at)
             assert online == {server.id: hub.replica}

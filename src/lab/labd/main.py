@@ -142,10 +142,36 @@ async def _run(config: LabdConfig) -> None:
         nursery.cancel_scope.cancel()
 
 
+USAGE = """\
+Usage: labd [--help | --version]
+
+The labctl master daemon. It takes its settings from LABD_CONFIG (else /etc/lab/labd.yaml
+when it exists) and LABD_* environment variables, and serves until SIGTERM or SIGINT.
+See docs/labd.md.
+"""
+
+
+def _answer_flags(argv: list[str]) -> None:
+    """``--help`` and ``--version`` print and exit 0; any other argument exits 2."""
+    if not argv:
+        return
+    if argv in (["--help"], ["-h"]):
+        print(USAGE, end="")
+        raise SystemExit(0)
+    if argv in (["--version"], ["-V"]):
+        from lab import __version__
+
+        print(f"labd {__version__}")
+        raise SystemExit(0)
+    print(f"labd: unexpected arguments {' '.join(argv)!r}; see labd --help", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     from lab.runtime.entry import run_daemon
     from lab.runtime.logs import setup_logging
 
+    _answer_flags(sys.argv[1:])
     try:
         config = load_labd_config()
     except LabError as exc:
