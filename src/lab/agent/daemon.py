@@ -55,6 +55,8 @@ SERVERS_ENV = "LAB_AGENT_SERVERS"
 PID_FILE = "lab-agent.pid"
 WS_PATH = "/ws/agent"
 CLOSE_TIMEOUT = 2.0
+# Messages and data frames queued for the writer (frames are at most MAX_PAYLOAD each).
+OUTBOX_SIZE = 32
 
 
 @frozen(kw_only=True)
@@ -213,7 +215,6 @@ class Agent:
         self.session: AgentSession | None = None
         self._ws: WebSocketConnection | None = None
         self._dispatcher: Dispatcher | None = None
-        self._send_lock = trio.Lock()
         self._changed = trio.Event()
         self.connections = 0  # welcomed sessions so far
         self._welcomed_id: str | None = None
@@ -376,14 +377,29 @@ class Agent:
         session = self.session
         assert session is not None
 
+        # One writer task owns the WebSocket's send side; streams only queue. A stream task
+        # is cancelled whenever labd sends stream-cancel, and a cancellation that lands inside
+        # a TLS send_all leaves the SSLStream broken for good (trio cannot know how much was
+        # written): the whole connection would die with 1006. Cancelling a memory channel
+        # send is harmless.
+        outbox, queued = trio.open_memory_channel[str | bytes](OUTBOX_SIZE)
+
         async def send(item: Outgoing) -> None:
-            async with self._send_lock:
-                try:
-                    await ws.send_message(item if isinstance(item, bytes) else encode(item))
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    raise ConnectionGone("connection to labd closed") from None
+            try:
+                await outbox.send(item if isinstance(item, bytes) else encode(item))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise ConnectionGone("connection to labd closed") from None
+
+        async def writer() -> None:
+            async with queued:
+                async for data in queued:
+                    try:
+                        await ws.send_message(data)
+                    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                        return  # the reader sees the closed connection and ends the session
 
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
             dispatcher = Dispatcher(
                 nursery,
                 send,
