@@ -29,8 +29,8 @@ def tests_postgres(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "contrib", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "contrib", "noxfile.py")
 
 
 @nox.session(python=PYTHON)
@@ -73,15 +73,82 @@ def bench(session: nox.Session) -> None:
 ZIPAPP_ARGS = ("-c", "labctl", "-p", "/usr/bin/env python3", "--compressed", "--reproducible")
 
 
+def _build_zipapp(session: nox.Session) -> None:
+    import pathlib
+
+    pathlib.Path("dist").mkdir(exist_ok=True)
+    session.run("shiv", *ZIPAPP_ARGS, "-o", "dist/labctl.pyz", ".")
+
+
 @nox.session(python=PYTHON)
 def zipapp(session: nox.Session) -> None:
     """Build dist/labctl.pyz: the labctl CLI and its dependencies in one file (shiv)."""
-    import pathlib
-
     session.install("shiv")
-    pathlib.Path("dist").mkdir(exist_ok=True)
-    session.run("shiv", *ZIPAPP_ARGS, "-o", "dist/labctl.pyz", ".")
+    _build_zipapp(session)
     session.log("built dist/labctl.pyz; try: dist/labctl.pyz version")
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Release artifacts in dist/: sdist, wheel and labctl.pyz, checked before publishing.
+
+    The version comes from the git tag (hatch-vcs). Checks: `twine check`, the data files of
+    the wheel and the files of the sdist (contrib/release/check_dist.py), then the wheel alone
+    in a fresh venv runs `labctl version`, `labd --version` and each daemon's `--help`, and the
+    zipapp runs `version`. In a tag's workflow run (GITHUB_REF_TYPE=tag), or with
+    `nox -s build -- vX.Y.Z`, the version must be the tag's and CHANGELOG.md must have its
+    section, which becomes dist/release-notes.md.
+    """
+    import os
+    import pathlib
+    import shutil
+
+    session.install("build", "twine", "shiv")
+    dist = pathlib.Path("dist")
+    for old in [*dist.glob("labctl-*"), dist / "labctl.pyz", dist / "release-notes.md"]:
+        old.unlink(missing_ok=True)
+    session.run("python", "-m", "build", "--outdir", "dist", ".")
+    _build_zipapp(session)
+    (sdist,) = dist.glob("labctl-*.tar.gz")
+    (wheel,) = dist.glob("labctl-*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+
+    tag = session.posargs[0] if session.posargs else None
+    if tag is None and os.environ.get("GITHUB_REF_TYPE") == "tag":
+        tag = os.environ["GITHUB_REF_NAME"]
+    check = ["python", "contrib/release/check_dist.py", str(sdist), str(wheel)]
+    out = session.run(*check, *(["--tag", tag] if tag else []), silent=True)
+    assert isinstance(out, str)
+    print(out, end="")
+    version = out.strip().splitlines()[-1]
+    if tag:
+        notes = ["python", "contrib/release/changelog.py", tag, "--out", "dist/release-notes.md"]
+        session.run(*notes)
+
+    # The wheel alone, with its dependencies from the index, in a venv outside the checkout.
+    fresh = pathlib.Path(session.create_tmp()).resolve() / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    session.run("python", "-m", "venv", str(fresh))
+    session.run(
+        str(fresh / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel), external=True
+    )
+    expected = {
+        ("labctl", "version"): f"labctl {version}",
+        ("labd", "--version"): f"labd {version}",
+        ("labd", "--help"): "Usage: labd",
+        ("lab-agent", "--help"): "Usage: lab-agent",
+        ("lab-bastion", "--help"): "Usage: lab-bastion",
+    }
+    env = {"SHIV_ROOT": str(fresh / "shiv"), "HOME": str(fresh)}
+    for (program, *args), wanted in expected.items():
+        shown = session.run(str(fresh / "bin" / program), *args, external=True, silent=True)
+        if not isinstance(shown, str) or not shown.startswith(wanted):
+            session.error(f"{program} {' '.join(args)}: wanted {wanted!r}, got {shown!r}")
+    shown = session.run(str(dist / "labctl.pyz"), "version", external=True, silent=True, env=env)
+    if shown != f"labctl {version}\n":
+        session.error(f"labctl.pyz version: wanted labctl {version}, got {shown!r}")
+    for artifact in sorted(dist.iterdir()):
+        session.log(f"{artifact}  {artifact.stat().st_size} bytes")
 
 
 @nox.session(python=PYTHON)
