@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 
+from lab.bastion.jointokens import AgentToken, TokenBinding
 from lab.bastion.service import Bastion
 from lab.bastion.templates import Templates
 from lab.model import MachineState
@@ -193,11 +194,16 @@ async def test_kickstarts_need_their_tokens(bastion: Running) -> None:
 
 class FakeLabd:
     def __init__(self) -> None:
-        self.calls: list[tuple[str, timedelta]] = []
+        self.calls: list[tuple[TokenBinding, timedelta]] = []
+        self.revoked: list[str] = []
 
-    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str:
-        self.calls.append((hostname, ttl))
-        return f"jt-{hostname}-{len(self.calls)}"
+    async def create_agent_token(self, binding: TokenBinding, ttl: timedelta) -> AgentToken:
+        self.calls.append((binding, ttl))
+        n = len(self.calls)
+        return AgentToken(token=f"jt-{binding.hostname}-{n}", id=f"id{n}")
+
+    async def revoke_agent_token(self, token_id: str) -> None:
+        self.revoked.append(token_id)
 
 
 async def test_labd_joined_install_embeds_a_one_time_join_token(
@@ -210,7 +216,7 @@ async def test_labd_joined_install_embeds_a_one_time_join_token(
         await b.install(MAC, hostname="w7")
         _, cb = await b.dispatch_token(MAC)
         ks = (await b.client.get("/kickstart/install.ks", params={"mac": MAC, "token": cb})).text
-        assert labd.calls == [("w7", timedelta(hours=24))]
+        assert labd.calls == [(TokenBinding(hostname="w7"), timedelta(hours=2))]
         assert "token: jt-w7-1\n" in ks
         assert "server: https://labd.lab:8443\n" in ks
         assert "systemctl enable lab-agent.service" in ks

@@ -19,6 +19,7 @@ import trio
 from lab import pki
 from lab.agent.daemon import Agent, AgentSettings
 from lab.agent.identity import enroll
+from lab.bastion.jointokens import TokenBinding
 from lab.bastion.labd_link import LabdLink, join, load_link, open_labd_link
 from lab.bastion.service import Bastion
 from lab.bastion.templates import Templates
@@ -160,10 +161,12 @@ def bastion_creds(data_dir: Path) -> Credentials:
     "body",
     [
         {"kind": "user", "roles": ["admin"]},
-        {"kind": "agent", "ttl_seconds": 2 * 86400},
-        {"kind": "agent", "reusable": True},
+        {"kind": "agent", "ttl_seconds": 2 * 86400, "hostname": "node1"},
+        {"kind": "agent", "reusable": True, "hostname": "node1"},
+        {"kind": "agent"},
+        {"kind": "agent", "hostname": "node1", "replace": True},
     ],
-    ids=["user-token", "ttl-over-a-day", "reusable"],
+    ids=["user-token", "ttl-over-a-day", "reusable", "unbound", "replace-unknown-server"],
 )
 async def test_a_bastion_certificate_is_limited(tmp_path: Path, body: dict[str, Any]) -> None:
     with trio.fail_after(30):
@@ -178,7 +181,9 @@ async def test_a_bastion_certificate_is_limited(tmp_path: Path, body: dict[str, 
                     resp = await http.get(path)
                     assert resp.status_code == 403, path
                     assert resp.json()["error"]["details"]["reason"] == "wrong_profile"
-                ok = await http.post("/api/tokens", json={"kind": "agent", "ttl_seconds": 86400})
+                ok = await http.post(
+                    "/api/tokens", json={"kind": "agent", "ttl_seconds": 86400, "hostname": "n1"}
+                )
                 assert ok.status_code == 201, ok.text
                 assert (await http.get("/api/servers/nope")).status_code == 404
             async with labd.client(admin) as http:
@@ -288,8 +293,10 @@ async def test_http_with_bastion_cert_over_httpx(tmp_path: Path) -> None:
             link = load_link(tmp_path / "data")
             assert link is not None
             async with open_labd_link(link) as source:
-                token = await source.create_agent_token("node9", timedelta(hours=1))
-            assert token.count(".") == 1
+                made = await source.create_agent_token(
+                    TokenBinding(hostname="node9"), timedelta(hours=1)
+                )
+            assert made.token.count(".") == 1 and made.token.startswith(f"{made.id}.")
             async with httpx.AsyncClient(base_url=labd.url, verify=labd.ssl_context()) as http:
                 health = await http.get("/healthz")
             assert health.status_code == 200

@@ -46,8 +46,9 @@ class BastionConfig:
     join_token: str = ""
     """A reusable agent join token of that labd; unused once ``lab-bastion join`` linked the
     bastion to labd, which then creates a one-time token per install."""
-    join_ttl: float = 86400.0
-    """Seconds the one-time agent tokens of a joined bastion live (labd allows up to a day)."""
+    join_ttl: float = 7200.0
+    """Seconds the one-time agent token of an install lives at most (labd allows up to a day);
+    the bastion revokes it earlier when the install ends."""
     timeout_boot: float = 1200.0
     timeout_pre: float = 900.0
     timeout_partition: float = 900.0

@@ -16,10 +16,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import yaml
 from attrs import frozen
 
+from lab.bastion.jointokens import AgentToken, TokenBinding
 from lab.errors import ConfigError, NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -129,7 +131,8 @@ async def join(
 
 
 class LabdTokenSource:
-    """One-time agent tokens from labd, and whether an agent is online, over mTLS.
+    """One-time bound agent tokens from labd (and their revocation), and whether an agent is
+    online, over mTLS.
 
     Satisfies :class:`lab.bastion.service.JoinTokenSource` and
     :class:`lab.bastion.service.EnrollmentCheck`. Build it with :func:`open_labd_link`.
@@ -139,24 +142,42 @@ class LabdTokenSource:
         self._client = client
         self.name = name
 
-    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str:
-        """A one-time agent token for ``hostname`` living ``ttl`` (labd allows at most 24 h).
+    async def create_agent_token(self, binding: TokenBinding, ttl: timedelta) -> AgentToken:
+        """A one-time agent token bound to ``binding``, living ``ttl`` (labd allows 24 h).
 
-        Raises :class:`PermissionDenied` (labd refused: ttl too long, certificate revoked) and
-        :class:`Unavailable` (labd unreachable); the install script is then not served.
+        Raises :class:`PermissionDenied` (labd refused: ttl too long, ``replace`` of a server
+        it does not know, certificate revoked) and :class:`Unavailable` (labd unreachable);
+        the install script is then not served.
         """
-        body = await self._client.post(
-            "/api/tokens",
-            {
-                "kind": "agent",
-                "ttl_seconds": int(ttl.total_seconds()),
-                "description": f"install of {hostname} by bastion/{self.name}",
-            },
-        )
+        request: dict[str, Any] = {
+            "kind": "agent",
+            "ttl_seconds": max(1, int(ttl.total_seconds())),
+            "description": f"install of {binding.hostname} by bastion/{self.name}",
+            "hostname": binding.hostname,
+        }
+        if binding.system_uuid is not None:
+            request["system_uuid"] = binding.system_uuid
+        if binding.serial is not None:
+            request["serial"] = binding.serial
+        if binding.replace:
+            request["replace"] = True
+        body = await self._client.post("/api/tokens", request)
         token = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(token, str):
-            raise Unavailable("labd's answer to POST /api/tokens has no token")
-        return token
+        token_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not isinstance(token_id, str):
+            raise Unavailable("labd's answer to POST /api/tokens has no token and id")
+        return AgentToken(token=token, id=token_id)
+
+    async def revoke_agent_token(self, token_id: str) -> None:
+        """Revoke a token this bastion created (``DELETE /api/tokens/{id}``).
+
+        A token labd no longer knows counts as revoked; raises :class:`Unavailable` when labd
+        cannot be reached and :class:`PermissionDenied` when it refuses.
+        """
+        try:
+            await self._client.delete(f"/api/tokens/{quote(token_id, safe='')}")
+        except NotFound:
+            return
 
     async def agent_online(self, hostname: str) -> bool:
         """Whether labd knows ``server/<hostname>`` and its agent is connected.

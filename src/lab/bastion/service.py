@@ -6,7 +6,9 @@ Errors are :mod:`lab.errors` classes the app maps to statuses.
 
 Per-machine data beyond the columns of :class:`lab.model.Machine` lives in ``settings``:
 ``local_boot``, ``ssh_keys``, ``reprovision``, ``percent``, ``callback_hash`` (SHA-256 of the
-installer's callback token; never returned by the API), ``expect_enroll`` and ``failed_by``.
+installer's callback token; never returned by the API), ``expect_enroll``, ``join_token_id``
+(labd's id of the install's live join token, see :mod:`lab.bastion.jointokens`) and
+``failed_by``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import Any, Protocol
 
 import attrs
 import trio
-from attrs import frozen
 
 from lab.bastion import validate as v
 from lab.bastion.cache import MISS, MachineCache
+from lab.bastion.jointokens import (
+    JOIN_TOKEN_ID,
+    JoinTokenSource,
+    StaticTokenSource,
+    binding_of,
+    token_live,
+)
 from lab.bastion.layout import reprovision_plan
 from lab.bastion.records import (
     PHASES,
@@ -56,26 +64,10 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
 }
 
 
-class JoinTokenSource(Protocol):
-    """Where one-time agent join tokens come from (labd, when the bastion is joined to one)."""
-
-    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str: ...
-
-
 class EnrollmentCheck(Protocol):
     """Asks labd whether a machine's agent is enrolled and connected (a joined bastion)."""
 
     async def agent_online(self, hostname: str) -> bool: ...
-
-
-@frozen
-class StaticTokenSource:
-    """Hands out one fixed token: for a labd that accepts a reusable agent token."""
-
-    token: str
-
-    async def create_agent_token(self, hostname: str, ttl: timedelta) -> str:
-        return self.token
 
 
 def public_view(machine: Machine) -> dict[str, Any]:
@@ -117,7 +109,7 @@ class Bastion:
         labd_url: str | None = None,
         labd_ca_fingerprint: str | None = None,
         timeouts: Mapping[str, float] | None = None,
-        join_ttl: timedelta = timedelta(hours=24),
+        join_ttl: timedelta = timedelta(hours=2),
         clock: Callable[[], datetime] = utcnow,
         metrics: BastionMetrics | None = None,
     ) -> None:
@@ -139,6 +131,8 @@ class Bastion:
         self.version = 0
         # Rows as last read or written; this process is the only writer of its machines.
         self._rows = MachineCache()
+        # labd ids of join tokens whose install ended, revoked once the lock is released.
+        self._ended_tokens: list[str] = []
 
     async def start(self) -> None:
         """Load (or create on first start) the discovery token shared by all discovery boots."""
@@ -158,13 +152,37 @@ class Bastion:
         return self.version
 
     async def _save(self, machine: Machine, **changes: Any) -> Machine:
+        """Write ``machine`` with ``changes``; a machine leaving the install states drops its
+        join token id, queued for :meth:`_end_tokens`."""
+        row = attrs.evolve(machine, updated_at=self.clock(), **changes)
+        token_id = row.settings.get(JOIN_TOKEN_ID)
+        if token_id is not None and not token_live(row):
+            settings = {k: val for k, val in row.settings.items() if k != JOIN_TOKEN_ID}
+            row = attrs.evolve(row, settings=settings)
         with self._rows.writing(machine.mac):
-            saved = await self.machines.upsert(
-                attrs.evolve(machine, updated_at=self.clock(), **changes)
-            )
+            saved = await self.machines.upsert(row)
             self._rows.committed(saved.mac, saved)
+        if isinstance(token_id, str) and JOIN_TOKEN_ID not in saved.settings:
+            self._ended_tokens.append(token_id)
         self._bump()
         return saved
+
+    async def _end_tokens(self) -> None:
+        """Revoke at labd the join tokens of installs that ended; call it outside the lock.
+
+        A failure is logged: the token still expires after ``join_ttl``.
+        """
+        ended, self._ended_tokens = self._ended_tokens, []
+        for token_id in ended:
+            if self.join_tokens is None:
+                log.warning("join token %s outlives its install: no labd to revoke it", token_id)
+                continue
+            try:
+                await self.join_tokens.revoke_agent_token(token_id)
+            except LabError as exc:
+                log.warning("cannot revoke join token %s at labd: %s", token_id, exc.message)
+            else:
+                log.info("revoked join token %s: its install ended", token_id)
 
     async def get(self, raw_mac: str) -> Machine:
         mac = v.normalize_mac(raw_mac)
@@ -279,16 +297,45 @@ class Bastion:
         return self.templates.discover_ks(mac=mac, token=self.discovery_token)
 
     async def install_ks(self, raw_mac: str, token: str | None) -> str:
+        """The install kickstart, with a fresh agent join token when labd is configured.
+
+        The token is bound to the machine (:func:`binding_of`); it replaces the machine's
+        previous one, which is revoked. Conflict when the install ended meanwhile (the new
+        token is revoked then); Unavailable/PermissionDenied when labd would not make one.
+        """
         m = await self._installer(raw_mac, token)
         assert token is not None
         if m.state is not MachineState.INSTALLING or not (m.hostname and m.role and m.disk):
             raise Conflict(f"machine {m.mac} is {m.state.value}, not installing")
-        join_token = None
+        issued = None
         if self.join_tokens is not None:
-            join_token = await self.join_tokens.create_agent_token(m.hostname, self.join_ttl)
-        if bool(join_token) != bool(m.settings.get("expect_enroll")):
+            issued = await self.join_tokens.create_agent_token(binding_of(m), self.join_ttl)
+        kept = False
+        try:
             async with self._lock:
-                await self._save(m, settings={**m.settings, "expect_enroll": bool(join_token)})
+                # Read again: the install may have ended while labd was asked.
+                m = await self._installer(raw_mac, token)
+                if m.state is not MachineState.INSTALLING or not (m.hostname and m.role and m.disk):
+                    raise Conflict(f"machine {m.mac} is {m.state.value}, not installing")
+                previous = m.settings.get(JOIN_TOKEN_ID)
+                if issued is not None or m.settings.get("expect_enroll"):
+                    settings = {**m.settings, "expect_enroll": issued is not None}
+                    settings.pop(JOIN_TOKEN_ID, None)
+                    if issued is not None and issued.id is not None:
+                        settings[JOIN_TOKEN_ID] = issued.id
+                    m = await self._save(m, settings=settings)
+                    if isinstance(previous, str) and previous != settings.get(JOIN_TOKEN_ID):
+                        self._ended_tokens.append(previous)
+                kept = True
+        finally:
+            if not kept and issued is not None and issued.id is not None:
+                self._ended_tokens.append(issued.id)
+            # A refused script must not leave its token behind, even when cancelled.
+            with trio.move_on_after(15) as scope:
+                scope.shield = not kept
+                await self._end_tokens()
+        assert m.hostname and m.role and m.disk  # checked under the lock
+        join_token = issued.token if issued is not None else None
         return self.templates.install_ks(
             mac=m.mac,
             token=token,
@@ -363,6 +410,7 @@ class Bastion:
                 m, state=state, phase=report.phase, message=message, settings=settings
             )
         log.info("%s: %s %s%% %s", m.mac, report.phase, report.percent, message)
+        await self._end_tokens()
         return saved
 
     async def enrolled(self, body: Any) -> Machine:
@@ -379,7 +427,9 @@ class Bastion:
                 m = found[0]
             else:
                 raise Invalid("give mac or hostname", details={"fields": ["body"]})
-            return await self._mark_enrolled(m, "agent enrolled")
+            saved = await self._mark_enrolled(m, "agent enrolled")
+        await self._end_tokens()
+        return saved
 
     async def _mark_enrolled(self, m: Machine, message: str) -> Machine:
         settings = {**m.settings, "reprovision": False, "percent": 100}
@@ -417,7 +467,7 @@ class Bastion:
                 "reprovision": False,
                 "percent": 0,
             }
-            return await self._save(
+            saved = await self._save(
                 m,
                 state=MachineState.QUEUED,
                 hostname=hostname,
@@ -427,6 +477,8 @@ class Bastion:
                 message="queued for install",
                 settings=settings,
             )
+        await self._end_tokens()
+        return saved
 
     async def reprovision(self, body: Any) -> dict[str, Any]:
         req = structure(body, ReprovisionRequest)
@@ -445,15 +497,21 @@ class Bastion:
                     message="queued for reprovision",
                     settings={**m.settings, "reprovision": True, "percent": 0},
                 )
+        await self._end_tokens()
         return {"dry_run": req.dry_run, "plan": plan, "machine": public_view(m)}
 
     async def forget(self, raw_mac: str) -> None:
         mac = v.normalize_mac(raw_mac)
         async with self._lock:
+            m = await self._get_or_none(mac)
             with self._rows.writing(mac):
                 await self.machines.delete(mac)
                 self._rows.committed(mac, None)
             self._bump()
+            token_id = m.settings.get(JOIN_TOKEN_ID) if m is not None else None
+            if isinstance(token_id, str):
+                self._ended_tokens.append(token_id)
+        await self._end_tokens()
 
     # --- watchdog -----------------------------------------------------------------------------
 
@@ -492,6 +550,7 @@ class Bastion:
                     )
                 )
                 log.warning("%s: install stalled in phase %s", m.mac, phase)
+        await self._end_tokens()
         return failed
 
     async def _online_agents(self, hostnames: list[str]) -> set[str]:

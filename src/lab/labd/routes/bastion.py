@@ -4,8 +4,13 @@ A PXE bastion joins once (``lab-bastion join``) with a one-time user join token 
 ``admin`` role and gets a ``bastion/<name>`` certificate. With it the bastion may:
 
 * ``POST /api/tokens`` for a one-time ``agent`` token living at most
-  :data:`BASTION_MAX_TOKEN_TTL` (embedded in each install's kickstart): checked by
-  :func:`check_bastion_token`, called from the tokens route, and audited like every create;
+  :data:`BASTION_MAX_TOKEN_TTL`, bound to a hostname (and, when the bastion discovered them, to
+  the machine's DMI system UUID and serial), embedded in that install's kickstart. ``replace``
+  is allowed only for a server labd already knows (a reprovision an admin asked the bastion
+  for). Checked by :func:`check_bastion_token`, called from the tokens route, and audited like
+  every create;
+* ``DELETE /api/tokens/{id}`` for a token it created itself (the install ended: enrolled,
+  failed, forgotten or queued again), checked by :func:`check_bastion_revoke`;
 * ``GET /api/servers/{name}`` (to learn that an installed machine's agent enrolled).
 
 Every other route refuses a bastion certificate (``wrong_profile``, 403).
@@ -19,13 +24,13 @@ from typing import Any
 from attrs import frozen
 from quart import Blueprint
 
-from lab.errors import PermissionDenied
+from lab.errors import NotFound, PermissionDenied
 from lab.labd.app import ctx
 from lab.labd.audit import annotate
 from lab.labd.auth import public
 from lab.labd.routes.auth import limit_enrollment
 from lab.labd.routes.bodies import CreateToken, body
-from lab.model import TokenKind
+from lab.model import JoinToken, TokenKind
 
 bp = Blueprint("bastion", __name__)
 
@@ -48,9 +53,16 @@ async def enroll_bastion() -> tuple[dict[str, Any], int]:
     return out, 201
 
 
-def check_bastion_token(req: CreateToken) -> None:
-    """Raise PermissionDenied unless ``req`` is a one-time agent token of at most 24 h."""
-    annotate(kind=str(req.kind), ttl_seconds=req.ttl_seconds, description=req.description)
+async def check_bastion_token(req: CreateToken) -> None:
+    """Raise PermissionDenied unless ``req`` is a one-time, hostname-bound agent token of at
+    most 24 h, asking ``replace`` only for a server labd knows."""
+    annotate(
+        kind=str(req.kind),
+        ttl_seconds=req.ttl_seconds,
+        description=req.description,
+        hostname=req.hostname,
+        replace=req.replace,
+    )
     problem = None
     if req.kind is not TokenKind.AGENT:
         problem = f"a bastion may only create agent tokens, not {req.kind} tokens"
@@ -58,5 +70,26 @@ def check_bastion_token(req: CreateToken) -> None:
         problem = "a bastion may only create one-time tokens"
     elif req.ttl_seconds > BASTION_MAX_TOKEN_TTL.total_seconds():
         problem = "a bastion's tokens live at most 24 h (ttl_seconds <= 86400)"
+    elif not req.hostname:
+        problem = "a bastion's tokens are bound to the hostname of the machine it installs"
+    elif req.replace and not await _server_exists(req.hostname):
+        problem = f"no server {req.hostname} to replace: a bastion replaces only known servers"
     if problem is not None:
         raise PermissionDenied(problem, details={"reason": "bastion_limit"})
+
+
+async def _server_exists(name: str) -> bool:
+    try:
+        await ctx().store.servers.get_by_name(name.lower())
+    except NotFound:
+        return False
+    return True
+
+
+def check_bastion_revoke(token: JoinToken, bastion: str) -> None:
+    """Raise PermissionDenied unless the bastion ``bastion/<name>`` created ``token``."""
+    if token.created_by != bastion:
+        raise PermissionDenied(
+            "a bastion may only revoke the tokens it created",
+            details={"reason": "bastion_limit"},
+        )

@@ -11,7 +11,7 @@ from lab.errors import Invalid
 from lab.labd.app import ctx
 from lab.labd.auth import principal, requires
 from lab.labd.identity import MAX_TOKEN_TTL
-from lab.labd.routes.bastion import check_bastion_token
+from lab.labd.routes.bastion import check_bastion_revoke, check_bastion_token
 from lab.labd.routes.bodies import CreateToken, body
 from lab.model import JoinToken, unstructure
 
@@ -29,7 +29,7 @@ def token_view(token: JoinToken) -> dict[str, Any]:
 async def create() -> tuple[dict[str, Any], int]:
     req = await body(CreateToken)
     if principal().kind == "bastion":
-        check_bastion_token(req)
+        await check_bastion_token(req)
     if not 0 < req.ttl_seconds <= MAX_TOKEN_TTL.total_seconds():
         # Checked before building a timedelta, which overflows on absurd values.
         raise Invalid(
@@ -59,6 +59,9 @@ async def list_() -> dict[str, Any]:
 
 
 @bp.delete("/api/tokens/<token_id>")
-@requires("user", action="tokens:revoke", resource="token/{token_id}")
+@requires("user", "bastion", action="tokens:revoke", resource="token/{token_id}")
 async def revoke(token_id: str) -> dict[str, Any]:
-    return token_view(await ctx().store.tokens.revoke(token_id, at=datetime.now(UTC)))
+    tokens = ctx().store.tokens
+    if principal().kind == "bastion":
+        check_bastion_revoke(await tokens.get(token_id), principal().subject)
+    return token_view(await tokens.revoke(token_id, at=datetime.now(UTC)))
