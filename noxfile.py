@@ -151,6 +151,53 @@ def build(session: nox.Session) -> None:
         session.log(f"{artifact}  {artifact.stat().st_size} bytes")
 
 
+# Debian's and RPM's names for the machine the packages are built on (nfpm's ARCH).
+NFPM_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+@nox.session(python=PYTHON)
+def packages(session: nox.Session) -> None:
+    """dist/*.deb and dist/*.rpm with nfpm (contrib/nfpm/nfpm.yaml), from the wheel in dist/.
+
+    Run `nox -s build` first: the packages carry that wheel (same version) with the
+    `postgres` extra and every dependency as a wheelhouse for the Python running this session,
+    so build on the distribution release you package for (Debian 12: Python 3.11).
+    """
+    import pathlib
+    import platform
+    import shutil
+
+    dist = pathlib.Path("dist")
+    wheels = sorted(dist.glob("labctl-*.whl"))
+    if len(wheels) != 1:
+        session.error(f"need exactly one labctl wheel in dist/ (nox -s build), found {wheels}")
+    (wheel,) = wheels
+    version = wheel.name.split("-")[1]
+    arch = NFPM_ARCH.get(platform.machine(), platform.machine())
+    session.install("nfpm")
+    house = pathlib.Path("build") / "wheelhouse"
+    shutil.rmtree(house, ignore_errors=True)
+    session.run(
+        "python", "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), f"{wheel}[postgres]"
+    )
+    for old in [*dist.glob("*.deb"), *dist.glob("*.rpm")]:
+        old.unlink()
+    for packager in ("deb", "rpm"):
+        session.run(
+            "nfpm",
+            "package",
+            "-f",
+            "contrib/nfpm/nfpm.yaml",
+            "-p",
+            packager,
+            "-t",
+            "dist/",
+            env={"VERSION": version, "ARCH": arch},
+        )
+    for artifact in sorted([*dist.glob("*.deb"), *dist.glob("*.rpm")]):
+        session.log(f"{artifact}  {artifact.stat().st_size} bytes")
+
+
 @nox.session(python=PYTHON)
 def smoke(session: nox.Session) -> None:
     """labd, the bastion and two agents as real processes: the operator's story, step by step."""

@@ -14,7 +14,7 @@ fi
 # --clear: an upgrade replaces the whole environment, so no stale dependency survives.
 python3 -m venv --clear /opt/labctl
 /opt/labctl/bin/python -m pip install --quiet --no-index --no-cache-dir \
-    --find-links /usr/share/labctl/wheels labctl
+    --find-links /usr/share/labctl/wheels "labctl[postgres]"
 
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,34 @@ def test_labd_answers_help_and_version_without_starting(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unexpected arguments '--port 80'" in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_container_build_context_takes_the_version_from_the_build_arg(tmp_path: Path) -> None:
+    # What contrib/container/Containerfile copies: no .git, the version comes from
+    # LABCTL_VERSION through SETUPTOOLS_SCM_PRETEND_VERSION, else the fallback 0.0.0.
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md", "src", "kickstart", "schema", "units"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, context / name, ignore=shutil.ignore_patterns("_version.py")
+            )
+        else:
+            shutil.copy2(ROOT / name, context / name)
+    for pretend, wanted in (("4.5.6", "4.5.6"), (None, "0.0.0")):
+        env = build_env()
+        if pretend is not None:
+            env["SETUPTOOLS_SCM_PRETEND_VERSION"] = pretend
+        out = tmp_path / f"wheels-{wanted}"
+        build = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(context)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert build.returncode == 0, build.stderr[-3000:]
+        (wheel,) = out.glob("labctl-*.whl")
+        assert wheel.name == f"labctl-{wanted}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel) as zf:
+            assert f'__version__ = "{wanted}"' in zf.read("lab/_version.py").decode()
