@@ -271,8 +271,7 @@ class AgentConnection:
             if isinstance(item, DataFrame):
                 stream = self._stream(item.stream_id)
                 if stream is not None:
-                    frame = stream.data(item)
-                    await stream.deliver(frame)
+                    stream.deliver(stream.data(item))
             else:
                 await self._on_message(item)
 
@@ -283,7 +282,7 @@ class AgentConnection:
             assert msg.stream_id is not None
             stream = self._stream(msg.stream_id)
             if stream is not None:
-                await stream.deliver(stream.message(msg))
+                stream.deliver(stream.message(msg))
         elif isinstance(msg, Credit):
             stream = self._stream(msg.stream_id)
             if stream is not None:

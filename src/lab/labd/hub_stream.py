@@ -1,18 +1,24 @@
 """One exec or log stream relayed through an agent's connection, as seen by a labd route.
 
 A :class:`HubStream` is what ``async with hub.open_stream(...)`` yields. Items from the agent
-arrive in a bounded inbox filled by the agent connection's reader; the caller drains it with
+arrive in an inbox filled by the agent connection's reader; the caller drains it with
 ``async for`` and grants output credit as its own consumer drains (``send(Credit)`` or
 :meth:`HubStream.consumed`), so a slow consumer slows the remote process and the inbox never
 holds more payload than the credit the caller granted.
 
+The reader never waits for a caller: :meth:`HubStream.deliver` only appends (the agent's
+credit bounds the bytes; consecutive stdout or stderr frames are merged, so tiny frames do not
+pile up as items; log frames stay one line each). A caller that stops reading stalls its own
+stream and nothing else.
+
 Stream ids are renumbered: the agent sees ids chosen per agent connection, the caller sees the
-``stream_id`` of its own start message on every item (sequence numbers are passed through).
+``stream_id`` of its own start message on every item (a merged data frame carries the
+sequence number of its first frame).
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
@@ -22,7 +28,6 @@ from lab.errors import Invalid, Unavailable
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.frames import MAX_PAYLOAD, Channel, DataFrame, encode_data
 from lab.proto.messages import (
-    DEFAULT_WINDOW,
     Credit,
     Error,
     ExecExit,
@@ -47,9 +52,17 @@ Outgoing = bytes | Credit | Signal | Resize | StdinClose
 
 StartMessage = ExecStart | LogsStart
 
-# Payload bytes in the inbox are bounded by the credit the caller granted; this bounds the
-# number of items (a peer sending tiny frames), after which the reader waits for the caller.
-INBOX_ITEMS = DEFAULT_WINDOW // 16
+# Consecutive data frames of one channel are merged in the inbox up to this many bytes.
+MERGE_LIMIT = MAX_PAYLOAD
+
+
+@attrs.define
+class _Chunk:
+    """Payload of consecutive data frames of one channel, waiting for the caller."""
+
+    channel: Channel
+    seq: int  # of the first frame merged in
+    payload: bytearray
 
 
 class HubStream:
@@ -67,7 +80,9 @@ class HubStream:
         self._stdin_window = SendWindow(window)
         self._stdin_seq = 0
         self._stdin_changed = trio.Event()
-        self._inbox_send, self._inbox = trio.open_memory_channel[StreamItem](INBOX_ITEMS)
+        self._inbox: deque[StreamItem | _Chunk] = deque()
+        self._arrived = trio.Event()
+        self._closed = False  # nothing more will be queued (last item, abort, caller left)
         self.finished = False  # the agent ended the stream (exit, logs-end or error)
         self._aborted: Error | None = None  # labd ended it (agent gone, shutdown)
         self._done = False  # the caller has seen the last item
@@ -94,13 +109,21 @@ class HubStream:
         """
         if self._done:
             raise StopAsyncIteration
-        try:
-            item = await self._inbox.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self._done = True
-            if self._aborted is not None:
-                return self._aborted
-            raise StopAsyncIteration from None
+        while not self._inbox:
+            if self._closed:
+                self._done = True
+                if self._aborted is not None:
+                    return self._aborted
+                raise StopAsyncIteration
+            await self._arrived.wait()
+        item = self._inbox.popleft()
+        if isinstance(item, _Chunk):
+            return DataFrame(
+                stream_id=self.stream_id,
+                channel=item.channel,
+                seq=item.seq,
+                payload=bytes(item.payload),
+            )
         if isinstance(item, ExecExit | LogsEnd | Error):
             self._done = True
         return item
@@ -205,26 +228,49 @@ class HubStream:
         self._stdin_window.grant(credit.bytes)
         self._notify()
 
-    async def deliver(self, item: StreamItem) -> None:
-        """Put ``item`` in the inbox (waits while it is full); the last item ends the stream."""
+    def deliver(self, item: StreamItem) -> None:
+        """Queue ``item`` for the caller (never waits); the last item ends the stream.
+
+        Items for a stream the caller left or labd ended are dropped.
+        """
         last = isinstance(item, ExecExit | LogsEnd | Error)
         if last:
             self.finished = True
-        # Broken or closed: the caller left or labd ended the stream, nobody wants the item.
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._inbox_send.send(item)
+        if not self._closed:
+            self._queue(item)
+            self._arrived.set()
+            self._arrived = trio.Event()
         if last:
-            self._inbox_send.close()
+            self._closed = True
             self._notify()
+
+    def _queue(self, item: StreamItem) -> None:
+        if not isinstance(item, DataFrame):
+            self._inbox.append(item)
+            return
+        tail = self._inbox[-1] if self._inbox else None
+        # Log frames are one line each (the frame is the line's boundary): never merged.
+        if (
+            isinstance(tail, _Chunk)
+            and item.channel != Channel.LOG
+            and tail.channel == item.channel
+            and len(tail.payload) + len(item.payload) <= MERGE_LIMIT
+        ):
+            tail.payload += item.payload
+        else:
+            self._inbox.append(_Chunk(item.channel, item.seq, bytearray(item.payload)))
 
     def abort(self, code: str, message: str) -> None:
         """End the stream from labd's side; the caller's last item is an ``Error``."""
         if not self.active:
             return
         self._aborted = Error(stream_id=self.stream_id, code=code, message=message)
-        self._inbox_send.close()
+        self._closed = True
+        self._arrived.set()
         self._notify()
 
     def close_inbox(self) -> None:
         """The caller left: drop whatever is still queued."""
-        self._inbox.close()
+        self._closed = True
+        self._inbox.clear()
+        self._arrived.set()
