@@ -198,6 +198,22 @@ def packages(session: nox.Session) -> None:
         session.log(f"{artifact}  {artifact.stat().st_size} bytes")
 
 
+@nox.session(python=False)
+def checksums(session: nox.Session) -> None:
+    """dist/SHA256SUMS of the release artifacts in dist/ (`sha256sum -c SHA256SUMS` checks)."""
+    import hashlib
+    import pathlib
+
+    dist = pathlib.Path("dist")
+    patterns = ("labctl-*.tar.gz", "labctl-*.whl", "labctl.pyz", "*.deb", "*.rpm")
+    artifacts = sorted({p for pattern in patterns for p in dist.glob(pattern)})
+    if not artifacts:
+        session.error("no artifacts in dist/: run nox -s build (and packages) first")
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in artifacts]
+    (dist / "SHA256SUMS").write_text("".join(lines))
+    session.log(f"dist/SHA256SUMS: {len(lines)} files")
+
+
 @nox.session(python=PYTHON)
 def smoke(session: nox.Session) -> None:
     """labd, the bastion and two agents as real processes: the operator's story, step by step."""
