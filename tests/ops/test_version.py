@@ -127,11 +127,17 @@ def test_untagged_clone_gets_a_development_version(tmp_path: Path) -> None:
 
 
 def test_labd_answers_help_and_version_without_starting(tmp_path: Path) -> None:
-    from lab import __version__
-
     # A data dir labd could use: were it to start instead of answering, it would create it.
     env = clean_env(LABD_DATA_DIR=str(tmp_path / "data"), LABD_PORT="1")
     argv = [sys.executable, "-m", "lab.labd.main"]
+    # As a subprocess reads it now (a build by another test may have rewritten lab/_version.py).
+    __version__ = subprocess.run(
+        [sys.executable, "-c", "from lab import __version__; print(__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert __version__
     for flag in ("--version", "-V"):
         proc = subprocess.run([*argv, flag], capture_output=True, text=True, env=env, timeout=60)
         assert (proc.returncode, proc.stdout) == (0, f"labd {__version__}\n"), proc.stderr
