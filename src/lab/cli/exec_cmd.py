@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
+from lab.cli.output import write_out
+
 if TYPE_CHECKING:
     from lab.cli.wsclient import StreamSession, StreamState
 
@@ -17,6 +19,8 @@ PREFIX = "server/"
 READ_SIZE = 64 * 1024
 # A partial line longer than this is printed rather than buffered without bound (fan-out).
 MAX_LINE = 64 * 1024
+# Seconds to tell labd to cancel the remote commands once our stdout is gone.
+CANCEL_TIMEOUT = 2.0
 
 
 async def exec_command(
@@ -156,7 +160,7 @@ async def _single(session: StreamSession, state: StreamState, *, stdin: bool, tt
     from lab.proto import Channel
 
     async def sink(_: StreamState, channel: Channel, payload: bytes) -> None:
-        _write_all(2 if channel == Channel.STDERR else 1, payload)
+        await write_out(2 if channel == Channel.STDERR else 1, payload)
 
     restore = _raw_terminal() if tty else None
     try:
@@ -164,7 +168,7 @@ async def _single(session: StreamSession, state: StreamState, *, stdin: bool, tt
             nursery.start_soon(_forward_signals, session, [state], tty)
             if stdin:
                 nursery.start_soon(_pump_stdin, session, state)
-            await session.run(sink)
+            await _run_or_cancel(session, [state], sink)
             nursery.cancel_scope.cancel()
     finally:
         if restore is not None:
@@ -172,6 +176,27 @@ async def _single(session: StreamSession, state: StreamState, *, stdin: bool, tt
     if state.error is not None:
         raise state.error
     return _exit_code(state)
+
+
+async def _run_or_cancel(session: StreamSession, streams: list[StreamState], sink: Any) -> None:
+    """Run the session; when our stdout is closed (``| head -1``), cancel the remote
+    commands with ``stream-cancel`` before the BrokenPipeError ends labctl (quietly, 141)."""
+    import contextlib
+
+    import trio
+    from trio_websocket import ConnectionClosed
+
+    from lab.proto.messages import StreamCancel
+
+    try:
+        await session.run(sink)
+    except BrokenPipeError:
+        gone = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
+        with trio.move_on_after(CANCEL_TIMEOUT), contextlib.suppress(*gone):
+            for state in streams:
+                if not state.done:
+                    await session.send(StreamCancel(stream_id=state.stream_id))
+        raise
 
 
 def _exit_code(state: StreamState) -> int:
@@ -253,16 +278,16 @@ async def _fanout(session: StreamSession, streams: list[StreamState]) -> int:
             partial[key] = rest
         if lines:
             prefix = f"{state.server.ljust(width)} | ".encode()
-            _write_all(fd, b"".join(prefix + line + b"\n" for line in lines))
+            await write_out(fd, b"".join(prefix + line + b"\n" for line in lines))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_forward_signals, session, streams, False)
-        await session.run(sink)
+        await _run_or_cancel(session, streams, sink)
         nursery.cancel_scope.cancel()
     by_id = {s.stream_id: s for s in streams}
     for (sid, fd), rest in sorted(partial.items()):
         prefix = f"{by_id[sid].server.ljust(width)} | ".encode()
-        _write_all(fd, prefix + rest + b"\n")
+        await write_out(fd, prefix + rest + b"\n")
     return _summary(streams, width)
 
 
@@ -288,12 +313,6 @@ def _summary(streams: list[StreamState], width: int) -> int:
     lines.append(f"{len(streams)} servers: {ok} succeeded, {failed} failed")
     print("\n".join(lines), file=sys.stderr, flush=True)
     return 1 if failed else 0
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _window_size() -> tuple[int, int]:

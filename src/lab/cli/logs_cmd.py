@@ -67,12 +67,12 @@ async def run_logs(
     server: str | None = None,
 ) -> None:
     """Stream the logs to stdout until the end (or Ctrl-C while following)."""
-    import os
     import signal
 
     import trio
 
     from lab.cli.durations import parse_duration
+    from lab.cli.output import write_out
     from lab.cli.settings import load_settings
     from lab.cli.wsclient import StreamSession, connect, identity_context
     from lab.errors import Invalid
@@ -95,10 +95,7 @@ async def run_logs(
     params = {"targets": [target.removeprefix("server/")], "start": start}
 
     async def sink(_: StreamState, channel: Channel, payload: bytes) -> None:
-        data = payload + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(1, view) :]
+        await write_out(1, payload + b"\n")
 
     settings = load_settings()
     async with connect(server or settings.server, "/ws/logs", identity_context()) as ws:

@@ -103,8 +103,36 @@ def doctor() -> None:
     run_doctor()
 
 
+# What a process killed by SIGPIPE reports to its shell (128 + 13), as coreutils do.
+EXIT_BROKEN_PIPE = 141
+
+
 def main() -> None:
-    app()
+    """Run labctl. A closed stdout (``labctl get audit | head -1``) ends it quietly with 141."""
+    try:
+        app()
+    except BaseException as exc:
+        if not _only_broken_pipes(exc):
+            raise
+        _quiet_exit_on_broken_pipe()
+
+
+def _only_broken_pipes(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_broken_pipes(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _quiet_exit_on_broken_pipe() -> None:
+    import os
+    import sys
+
+    # Python flushes stdout at exit, which would fail (and print) once more: point the
+    # descriptor at /dev/null first.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise SystemExit(EXIT_BROKEN_PIPE)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,3 +57,18 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         fail(f"unknown output format {fmt!r}", "use one of: " + ", ".join(FORMATS), code=2)
     return fmt
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (blocking); BrokenPipeError once its reader is gone."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def write_out(fd: int, data: bytes) -> None:
+    """:func:`write_all` in a thread: a stdout nobody reads blocks neither the connection
+    (labd's pings are answered, output credit is not granted) nor Ctrl-C."""
+    import trio
+
+    await trio.to_thread.run_sync(write_all, fd, data, abandon_on_cancel=True)

@@ -12,6 +12,7 @@ byte counts), grants output credit as the sink consumed, and tracks stdin credit
 from __future__ import annotations
 
 import json
+import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,6 +35,8 @@ from lab.proto.messages import (
     ExecStarted,
     LogsEnd,
     Message,
+    Ping,
+    Pong,
     Request,
     Response,
     RpcError,
@@ -250,15 +253,56 @@ class StreamSession:
     async def run(self, sink: Sink) -> None:
         """Receive until every stream ended; ``sink`` gets payloads in order.
 
-        Output credit is granted after ``sink`` returned, so a slow sink slows the remote
-        command. A connection that closes early marks the open streams with an error.
+        Two tasks: one reads the connection (it answers labd's pings and takes stdin credit
+        at once), the other feeds ``sink``. Output credit is granted after ``sink`` returned,
+        so a slow sink slows the remote command while labctl stays responsive: what the
+        reader queues is bounded by that credit. A connection that closes early marks the
+        open streams with an error. An exception from ``sink`` (a closed stdout) ends the
+        session and propagates.
         """
-        while not all(s.done for s in self.streams.values()):
-            if not await self.step(sink):
-                return
+        queued, pending = trio.open_memory_channel[tuple[StreamState, Channel, bytes]](math.inf)
+        failures: list[Exception] = []
+
+        async def read(scope: trio.CancelScope) -> None:
+            async with queued:
+                try:
+                    while not all(s.done for s in self.streams.values()):
+                        if not await self._receive_one(queued.send_nowait):
+                            return
+                except Exception as exc:  # handed to the caller as itself, not as a group
+                    failures.append(exc)
+                    scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, nursery.cancel_scope)
+            async with pending:
+                try:
+                    async for state, channel, payload in pending:
+                        await self._consume(sink, state, channel, payload)
+                except Exception as exc:
+                    failures.append(exc)
+                    nursery.cancel_scope.cancel()
+        if failures:
+            raise failures[0]
 
     async def step(self, sink: Sink) -> bool:
-        """Receive and handle one message; False once the connection closed."""
+        """Receive and handle one message (one task; see :meth:`run`); False once the
+        connection closed."""
+        items: list[tuple[StreamState, Channel, bytes]] = []
+        alive = await self._receive_one(items.append)
+        for state, channel, payload in items:
+            await self._consume(sink, state, channel, payload)
+        return alive
+
+    async def _consume(self, sink: Sink, state: StreamState, channel: Channel, data: bytes) -> None:
+        await sink(state, channel, data)
+        credit = state.input.consumed(len(data))
+        if credit is not None:
+            await self.send(credit)
+
+    async def _receive_one(
+        self, output: Callable[[tuple[StreamState, Channel, bytes]], None]
+    ) -> bool:
         try:
             data = await self.ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
@@ -270,13 +314,13 @@ class StreamSession:
         if isinstance(data, bytes):
             frame = decode_data(data)
             state = self._stream(frame.stream_id)
-            payload = state.input.received(frame)
-            await sink(state, frame.channel, payload)
-            credit = state.input.consumed(len(payload))
-            if credit is not None:
-                await self.send(credit)
+            output((state, frame.channel, state.input.received(frame)))
+            return True
+        msg = decode(data)
+        if isinstance(msg, Ping):
+            await self.send(Pong(nonce=msg.nonce))
         else:
-            self._handle(decode(data))
+            self._handle(msg)
         return True
 
     def _handle(self, msg: Message) -> None:
