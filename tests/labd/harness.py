@@ -23,6 +23,7 @@ import trio
 
 from lab import pki
 from lab.labd.config import LabdConfig
+from lab.labd.context import LabdContext
 from lab.labd.main import serve_labd
 
 
@@ -41,6 +42,8 @@ class RunningLabd:
     host: str
     port: int
     shutdown: trio.Event
+    # The daemon's context (CA, store, hub): for tests that must reach inside.
+    context: LabdContext | None = None
 
     @property
     def url(self) -> str:
@@ -120,8 +123,13 @@ async def running_labd(tmp_path: Path, **settings: Any) -> AsyncIterator[Running
     config = LabdConfig(host="127.0.0.1", port=0, data_dir=str(tmp_path / "labd"), **settings)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(partial(serve_labd, config, shutdown=shutdown))
+        contexts: list[LabdContext] = []
+        host, port = await nursery.start(
+            partial(serve_labd, config, shutdown=shutdown, on_context=contexts.append)
+        )
         try:
-            yield RunningLabd(config=config, host=host, port=port, shutdown=shutdown)
+            yield RunningLabd(
+                config=config, host=host, port=port, shutdown=shutdown, context=contexts[0]
+            )
         finally:
             shutdown.set()

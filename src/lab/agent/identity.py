@@ -9,7 +9,6 @@ machine; renewal signs a new CSR with the same key and swaps ``cert.pem`` atomic
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,14 +19,12 @@ from attrs import frozen
 
 from lab.errors import ConfigError, Unauthenticated
 
+# When to renew is one rule for every identity; the agent's callers import it from here.
+from lab.runtime.renewal import renewal_delay as renewal_delay
+
 STATE_DIR_ENV = "LAB_AGENT_STATE_DIR"
 AGENT_FILE = "agent.yaml"
 ENROLL_HINT = "run `lab-agent enroll --server URL --token TOKEN`"
-
-# Renew when this share of the certificate's lifetime has passed (DESIGN §5) ...
-RENEW_AT = 2 / 3
-# ... give or take this much, so agents enrolled together do not renew together.
-RENEW_JITTER = 0.10
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -176,23 +173,3 @@ async def renew(
     data = read_agent_file(state_dir)
     await renew_in_place(state_dir, server or data["server"], request_timeout=request_timeout)
     return load_enrolled(state_dir)
-
-
-def renewal_delay(
-    not_before: datetime,
-    not_after: datetime,
-    rng: random.Random,
-    *,
-    now: datetime | None = None,
-) -> float:
-    """Seconds from ``now`` until the certificate should be renewed (never negative).
-
-    The target is ⅔ of the lifetime after ``not_before``; the wait until then is scaled by a
-    random factor in [0.9, 1.1] from ``rng``. Overdue certificates give 0 (renew now).
-    """
-    now = now or datetime.now(UTC)
-    target = not_before + (not_after - not_before) * RENEW_AT
-    wait = (target - now).total_seconds()
-    if wait <= 0:
-        return 0.0
-    return wait * rng.uniform(1 - RENEW_JITTER, 1 + RENEW_JITTER)

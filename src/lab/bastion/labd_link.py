@@ -4,28 +4,33 @@
 certificate and stores, in ``<data dir>/labd/``, ``key.pem`` (0600), ``cert.pem``, ``ca.pem``
 and ``labd.yaml`` (labd's URL, the bastion's name, the CA fingerprint). While serving,
 :func:`open_labd_link` turns that into a :class:`LabdTokenSource`: one mTLS connection pool to
-labd that creates a one-time agent token per install and tells the phase watchdog whether an
-installed machine's agent is already online.
+labd that creates (and revokes) a bound one-time agent token per install, tells the phase
+watchdog whether an installed machine's agent is already online, and renews the bastion's
+certificate at 2/3 of its life (a new client then presents the new one).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import trio
 import yaml
 from attrs import frozen
 
 from lab.bastion.jointokens import AgentToken, TokenBinding
-from lab.errors import ConfigError, NotFound, Unavailable
+from lab.errors import ConfigError, LabError, NotFound, Unavailable
+from lab.runtime.renewal import renewal_delay, retry_delay
 
 if TYPE_CHECKING:
     from lab.cli.client import LabClient
+    from lab.pki import CertInfo
 
 log = logging.getLogger("lab.bastion.labd")
 
@@ -138,9 +143,97 @@ class LabdTokenSource:
     :class:`lab.bastion.service.EnrollmentCheck`. Build it with :func:`open_labd_link`.
     """
 
-    def __init__(self, client: LabClient, name: str) -> None:
-        self._client = client
-        self.name = name
+    def __init__(self, link: LabdLink, stack: AsyncExitStack, request_timeout: float) -> None:
+        self.link = link
+        self.name = link.name
+        self._stack = stack
+        self._request_timeout = request_timeout
+        self._client: LabClient | None = None
+        self._renewed = trio.Event()
+
+    async def connect(self) -> None:
+        """(Re)open the mTLS client from the files in the link directory.
+
+        After a renewal the new client presents the new certificate on every new connection;
+        the previous client's idle connections are left to close with the link (requests in
+        flight on them finish).
+        """
+        from lab import pki
+        from lab.cli.client import LabClient
+        from lab.cli.credentials import load_credentials
+
+        creds = load_credentials(self.link.directory, hint=JOIN_HINT)
+        ctx = pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+        client = LabClient(
+            self.link.server, ssl_context=ctx, timeout=self._request_timeout, auth_hint=JOIN_HINT
+        )
+        self._client = await self._stack.enter_async_context(client)
+
+    @property
+    def client(self) -> LabClient:
+        if self._client is None:
+            raise RuntimeError("connect() has not run")
+        return self._client
+
+    # --- certificate renewal ------------------------------------------------------------
+
+    async def renew(self) -> CertInfo:
+        """Renew ``bastion/<name>``'s certificate now (``POST /api/auth/renew``, same key).
+
+        ``cert.pem`` and ``ca.pem`` (labd's current bundle, so a CA rotation is picked up) are
+        replaced atomically, then the client is reopened with them. Raises
+        :class:`Unauthenticated` (the certificate expired or was revoked: join again) and
+        :class:`Unavailable` (labd unreachable); the files are then as they were.
+        """
+        from lab import pki
+        from lab.cli.client import renew_in_place
+
+        await renew_in_place(
+            self.link.directory, self.link.server, request_timeout=self._request_timeout
+        )
+        await self.connect()
+        info = pki.cert_info((self.link.directory / "cert.pem").read_bytes())
+        self._renewed.set()
+        self._renewed = trio.Event()
+        return info
+
+    def certificate(self) -> CertInfo:
+        from lab import pki
+
+        return pki.cert_info((self.link.directory / "cert.pem").read_bytes())
+
+    async def run_renewal(self, rng: random.Random | None = None) -> None:
+        """Renew at ⅔ of the certificate's life (with jitter) until cancelled.
+
+        A failure is logged and retried with backoff (30 s doubling to an hour); the bastion
+        keeps serving with the certificate it has meanwhile.
+        """
+        rng = rng or random.Random()
+        failures = 0
+        while True:
+            cert = self.certificate()
+            delay = renewal_delay(cert.not_before, cert.not_after, rng)
+            if failures:
+                delay = max(delay, retry_delay(failures, rng))
+            await trio.sleep(delay)
+            try:
+                renewed = await self.renew()
+            except LabError as exc:
+                failures += 1
+                log.warning(
+                    "renewal of bastion/%s's certificate failed: %s", self.name, exc.message
+                )
+                continue
+            failures = 0
+            log.info(
+                "certificate of bastion/%s renewed, valid until %s",
+                self.name,
+                renewed.not_after.isoformat(),
+            )
+
+    async def wait_renewed(self) -> None:
+        """Wait for the next renewal (tests synchronise on it)."""
+        await self._renewed.wait()
 
     async def create_agent_token(self, binding: TokenBinding, ttl: timedelta) -> AgentToken:
         """A one-time agent token bound to ``binding``, living ``ttl`` (labd allows 24 h).
@@ -161,7 +254,7 @@ class LabdTokenSource:
             request["serial"] = binding.serial
         if binding.replace:
             request["replace"] = True
-        body = await self._client.post("/api/tokens", request)
+        body = await self.client.post("/api/tokens", request)
         token = body.get("token") if isinstance(body, dict) else None
         token_id = body.get("id") if isinstance(body, dict) else None
         if not isinstance(token, str) or not isinstance(token_id, str):
@@ -175,7 +268,7 @@ class LabdTokenSource:
         cannot be reached and :class:`PermissionDenied` when it refuses.
         """
         try:
-            await self._client.delete(f"/api/tokens/{quote(token_id, safe='')}")
+            await self.client.delete(f"/api/tokens/{quote(token_id, safe='')}")
         except NotFound:
             return
 
@@ -186,7 +279,7 @@ class LabdTokenSource:
         be asked (the caller decides what an unknown answer means).
         """
         try:
-            body = await self._client.get(f"/api/servers/{hostname}")
+            body = await self.client.get(f"/api/servers/{hostname}")
         except NotFound:
             return False
         return isinstance(body, dict) and body.get("status") == "online"
@@ -199,15 +292,10 @@ async def open_labd_link(
     """An mTLS client to the joined labd for the duration of the block.
 
     Raises :class:`Unauthenticated` (files missing: join again) and :class:`ConfigError` (key
-    readable by others, unusable material) before yielding.
+    readable by others, unusable material) before yielding. Run
+    :meth:`LabdTokenSource.run_renewal` inside the block to keep the certificate fresh.
     """
-    from lab import pki
-    from lab.cli.client import LabClient
-    from lab.cli.credentials import load_credentials
-
-    creds = load_credentials(link.directory, hint=JOIN_HINT)
-    ctx = pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
-    async with LabClient(
-        link.server, ssl_context=ctx, timeout=request_timeout, auth_hint=JOIN_HINT
-    ) as client:
-        yield LabdTokenSource(client, link.name)
+    async with AsyncExitStack() as stack:
+        source = LabdTokenSource(link, stack, request_timeout)
+        await source.connect()
+        yield source

@@ -76,6 +76,7 @@ async def serve_bastion(
         enrollment: EnrollmentCheck | None = None
         labd_url = config.labd_url or None
         labd_fingerprint = config.labd_ca_fingerprint or None
+        source = None
         if link is not None:
             source = await stack.enter_async_context(open_labd_link(link))
             join_tokens, enrollment = source, source
@@ -116,6 +117,9 @@ async def serve_bastion(
         # at once, while serve_asgi (which watches the same event) drains open requests.
         async with trio.open_nursery() as aux:
             aux.start_soon(bastion.run_watchdog, config.watchdog_interval)
+            if source is not None:
+                # The bastion/NAME certificate is renewed at 2/3 of its life, like an agent's.
+                aux.start_soon(source.run_renewal)
             if dhcp:
                 settings = dnsmasq.DhcpSettings(
                     interface=config.interface,

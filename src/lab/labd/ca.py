@@ -125,6 +125,11 @@ class CAService:
         if self.server_context is not None:
             self.server_context.load_verify_locations(cadata=self.bundle_pem().decode())
 
+    def renew_server_cert(self) -> None:
+        """Present a freshly issued server certificate on new connections (a long-running
+        labd renews it with its replica certificate, see lab.labd.cluster)."""
+        self._reload_server_cert()
+
     def _reload_server_cert(self) -> None:
         if self.server_context is None:
             return

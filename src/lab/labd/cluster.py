@@ -13,12 +13,15 @@ Several labd replicas share one database (CockroachDB; PostgreSQL in tests). Eac
   the replica holding the agent.
 
 It also holds this replica's own ``replica/<id>`` certificate, issued at start from the shared
-CA: the client certificate of replica-to-replica connections.
+CA: the client certificate of replica-to-replica connections. While the replica runs it is
+issued again at 2/3 of its life (with jitter), and labd's own server certificate with it, so a
+replica that runs for months never presents an expired certificate.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -32,6 +35,7 @@ from attrs import define, field
 from lab import pki
 from lab.errors import ConfigError, LabError
 from lab.model import Replica
+from lab.runtime.renewal import renewal_delay, retry_delay
 
 if TYPE_CHECKING:
     from lab.labd.ca import CAService
@@ -99,9 +103,17 @@ class ClusterMember:
     peers: dict[str, str] = field(factory=dict)
     changes: int = -1
     _listeners: list[ChangeListener] = field(factory=list)
+    # This replica's certificate: lifetime, and the shortest wait between two renewals (a
+    # guard against renewing in a loop should the lifetime be tiny).
+    cert_lifetime: timedelta = pki.REPLICA_LIFETIME
+    min_renew_interval: float = 60.0
+    cert_serial: str = ""
+    _cert_valid: tuple[datetime, datetime] | None = None
     _client_context: ssl.SSLContext | None = None
     _polled: trio.Event = field(factory=trio.Event)
+    _renewed: trio.Event = field(factory=trio.Event)
     _next_full_reload: float = -1.0
+    _rng: random.Random = field(factory=random.Random)
 
     # --- identity of this replica -----------------------------------------------------------
 
@@ -112,13 +124,45 @@ class ClusterMember:
         """
         key = pki.generate_key()
         cert_pem, issued = pki.issue_replica_cert(
-            self.ca.signer, pki.make_csr(key, "replica"), self.replica_id
+            self.ca.signer,
+            pki.make_csr(key, "replica"),
+            self.replica_id,
+            lifetime=self.cert_lifetime,
         )
         await self.store.certificates.record(issued.to_record())
         self._client_context = pki.client_ssl_context(
             self.ca.bundle_pem(), cert_pem=cert_pem, key_pem=key, alpn=["http/1.1"]
         )
+        self.cert_serial = issued.serial
+        self._cert_valid = (issued.not_before, issued.not_after)
         log.info("replica %s: certificate %s", self.replica_id, issued.serial)
+
+    async def _renew_certificates(self) -> None:
+        """Issue this replica's certificate again at 2/3 of its life, and labd's server
+        certificate with it; failures are logged and retried with backoff."""
+        failures = 0
+        while True:
+            if self._cert_valid is None:
+                raise RuntimeError("issue_certificate() has not run")
+            delay = renewal_delay(*self._cert_valid, self._rng)
+            wait = retry_delay(failures, self._rng) if failures else self.min_renew_interval
+            await trio.sleep(max(delay, wait))
+            try:
+                await self.issue_certificate()
+            except LabError as exc:
+                failures += 1
+                log.warning(
+                    "replica %s: certificate renewal failed: %s", self.replica_id, exc.message
+                )
+                continue
+            failures = 0
+            self.ca.renew_server_cert()
+            self._renewed.set()
+            self._renewed = trio.Event()
+
+    async def wait_renewed(self) -> None:
+        """Wait for the next renewal of this replica's certificate (tests synchronise on it)."""
+        await self._renewed.wait()
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """The TLS client context (replica certificate, our CA) for connections to peers."""
@@ -175,6 +219,8 @@ class ClusterMember:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._tick, self.renew_interval, self._register)
             nursery.start_soon(self._tick, self.poll_interval, self._poll)
+            if self._cert_valid is not None:
+                nursery.start_soon(self._renew_certificates)
             await shutdown.wait()
             nursery.cancel_scope.cancel()
         with trio.move_on_after(2), trio.CancelScope(shield=True):

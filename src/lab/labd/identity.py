@@ -401,6 +401,8 @@ class Identities:
             cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
         elif kind == "user":
             cert_pem, issued = pki.issue_user_cert(self.ca.signer, csr.encode(), name)
+        elif kind == "bastion":
+            cert_pem, issued = pki.issue_bastion_cert(self.ca.signer, csr.encode(), name)
         else:
             raise PermissionDenied(f"{kind} certificates are not renewed here")
         await self.store.certificates.record(issued.to_record())

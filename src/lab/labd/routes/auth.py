@@ -61,7 +61,7 @@ async def enroll_user() -> tuple[dict[str, Any], int]:
 
 
 @bp.post("/api/auth/renew")
-@requires("server", "user", action="auth:renew", resource="cert/self")
+@requires("server", "user", "bastion", action="auth:renew", resource="cert/self")
 async def renew() -> dict[str, Any]:
     req = await body(Renew)
     who = principal()
