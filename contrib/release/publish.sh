@@ -39,7 +39,7 @@ printf 'machine %s login %s password %s\n' "${host%%:*}" "$RELEASE_USER" "$RELEA
 api() { curl --fail-with-body --silent --show-error --netrc-file "$netrc" "$@"; }
 
 echo "publish: $sdist and $wheel to the PyPI registry"
-python -m pip install -q twine
+python -c 'import twine' 2>/dev/null || python -m pip install -q twine
 TWINE_USERNAME=$RELEASE_USER TWINE_PASSWORD=$RELEASE_TOKEN \
     python -m twine upload --non-interactive --repository-url "$packages/pypi" "$sdist" "$wheel"
 
