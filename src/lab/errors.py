@@ -87,6 +87,22 @@ class ConfigError(LabError):
     code = "config"
 
 
+class AddressInUse(Unavailable):
+    """A daemon cannot bind its port: another process holds it."""
+
+
+class DataDirUnusable(Unavailable):
+    """A daemon's data directory cannot be created or written."""
+
+
+class DatabaseUnreachable(Unavailable):
+    """The database does not answer (or refuses us) while a daemon starts."""
+
+
+class MissingDependency(ConfigError):
+    """The configuration needs an optional package that is not installed (an extra)."""
+
+
 class SchemaTooNew(LabError):
     """The database was written by a newer labctl; we refuse to touch it."""
 

@@ -67,16 +67,6 @@ def test_start_status_stop(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_unwritable_data_dir_exits_with_one_line(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a dir")
-    env = clean_env(LABD_DATA_DIR=str(blocker / "data"), LABD_PORT="0", LABD_HOST="127.0.0.1")
-    res = run([sys.executable, "-m", "lab.labd.main"], env, timeout=30)
-    assert res.returncode == 1
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("labd: cannot create data dir"), res.stderr
-
-
 def test_refuses_a_database_from_a_newer_schema(tmp_path: Path) -> None:
     import sqlite3
 

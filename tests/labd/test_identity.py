@@ -264,7 +264,7 @@ async def test_wrong_ca_passphrase_exits_and_touches_nothing(tmp_path: Path) -> 
         lambda: run([sys.executable, "-m", "lab.labd.main"], env, timeout=30)
     )
     assert res.returncode == 1
-    assert res.stderr.strip().startswith("labd: wrong CA passphrase"), res.stderr
+    assert res.stderr.strip().startswith("labd: error: wrong CA passphrase"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     after = {
         p.name: p.read_bytes()

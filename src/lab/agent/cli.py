@@ -12,9 +12,14 @@ from typing import Any
 
 from cyclopts import App
 
+from lab import __version__
+
 app = App(
     name="lab-agent",
     help="labctl's node agent: enroll once, then keep one mTLS connection to labd.",
+    version=f"lab-agent {__version__}",
+    version_flags=["--version", "-V"],
+    help_flags=["--help", "-h"],
     backend="trio",
 )
 

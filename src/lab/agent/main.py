@@ -115,7 +115,9 @@ app.command(status, name="status")
 
 
 def main() -> None:
-    app()
+    from lab.runtime.commandline import run_app
+
+    run_app(app, program="lab-agent")
 
 
 if __name__ == "__main__":

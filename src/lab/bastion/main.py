@@ -8,9 +8,14 @@ from typing import Annotated, Literal
 
 import cyclopts
 
+from lab import __version__
+
 app = cyclopts.App(
     name="lab-bastion",
     help="labctl's PXE bastion: iPXE dispatch, kickstarts, discovery and supervised dnsmasq.",
+    version=f"lab-bastion {__version__}",
+    version_flags=["--version", "-V"],
+    help_flags=["--help", "-h"],
 )
 wheelhouse_app = cyclopts.App(name="wheelhouse", help="The wheels installed machines use.")
 app.command(wheelhouse_app)
@@ -202,7 +207,9 @@ def build(
 
 
 def main() -> None:
-    app()
+    from lab.runtime.commandline import run_app
+
+    run_app(app, program="lab-bastion")
 
 
 if __name__ == "__main__":

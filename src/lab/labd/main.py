@@ -5,32 +5,66 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+from cyclopts import App
 
+from lab import __version__
 from lab.errors import LabError
 from lab.labd.config import LabdConfig, load_labd_config
+from lab.runtime.commandline import report, run_app
 
 if TYPE_CHECKING:
     from lab.labd.context import LabdContext
+    from lab.store import Store
 
 log = logging.getLogger("labd")
 
 
 def prepare_data_dir(path: Path) -> None:
-    """Create the data dir (0700) and check it is writable; raise LabError with one line."""
-    from lab.errors import Unavailable
+    """Create the data dir (0700) and check it is writable; raise DataDirUnusable in one line."""
+    from lab.errors import DataDirUnusable
 
+    hint = "set LABD_DATA_DIR (or data_dir in labd.yaml) to a directory labd may write"
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise Unavailable(f"cannot create data dir {path}: {exc.strerror}") from exc
+        raise DataDirUnusable(
+            f"cannot create data dir {path}: {exc.strerror}", details={"hint": hint}
+        ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise Unavailable(f"data dir {path} is not writable")
+        raise DataDirUnusable(f"data dir {path} is not writable", details={"hint": hint})
+
+
+@asynccontextmanager
+async def open_database(config: LabdConfig) -> AsyncIterator[Store]:
+    """:func:`lab.store.open_store` for labd; a database that cannot be reached while opening
+    is :class:`DatabaseUnreachable` (its own exit code), later failures pass unchanged.
+    """
+    from lab.errors import DatabaseUnreachable, Unavailable
+    from lab.store import open_store
+
+    async with AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(
+                open_store(config.effective_database_url, timeout=config.database_timeout)
+            )
+        except Unavailable as exc:
+            if isinstance(exc, DatabaseUnreachable):
+                raise
+            raise DatabaseUnreachable(
+                exc.message,
+                details={
+                    **exc.details,
+                    "hint": "check database_url (LABD_DATABASE_URL) and that the database runs",
+                },
+            ) from exc
+        yield store
 
 
 async def serve_labd(
@@ -57,11 +91,10 @@ async def serve_labd(
     from lab.pki import resolve_ca_passphrase
     from lab.runtime import sdnotify
     from lab.runtime.tls_server import serve_asgi
-    from lab.store import open_store
 
     prepare_data_dir(config.data_path)
     passphrase = resolve_ca_passphrase(config.data_path)
-    async with open_store(config.effective_database_url, timeout=config.database_timeout) as store:
+    async with open_database(config) as store:
         names = (*config.server_names, *advertised_names(config))
         ca = CAService(store, passphrase, server_names=names)
         await ca.load()
@@ -142,43 +175,38 @@ async def _run(config: LabdConfig) -> None:
         nursery.cancel_scope.cancel()
 
 
-USAGE = """\
-Usage: labd [--help | --version]
-
-The labctl master daemon. It takes its settings from LABD_CONFIG (else /etc/lab/labd.yaml
-when it exists) and LABD_* environment variables, and serves until SIGTERM or SIGINT.
-See docs/labd.md.
-"""
-
-
-def _answer_flags(argv: list[str]) -> None:
-    """``--help`` and ``--version`` print and exit 0; any other argument exits 2."""
-    if not argv:
-        return
-    if argv in (["--help"], ["-h"]):
-        print(USAGE, end="")
-        raise SystemExit(0)
-    if argv in (["--version"], ["-V"]):
-        from lab import __version__
-
-        print(f"labd {__version__}")
-        raise SystemExit(0)
-    print(f"labd: unexpected arguments {' '.join(argv)!r}; see labd --help", file=sys.stderr)
-    raise SystemExit(2)
+app = App(
+    name="labd",
+    help="The labctl master daemon: REST and WebSocket API, built-in CA, RBAC, audit, agent hub."
+    "\n\nIt takes its settings from LABD_CONFIG (else /etc/lab/labd.yaml when it exists) and "
+    "LABD_* environment variables, and serves until SIGTERM or SIGINT. Exit codes: 0 stopped, "
+    "1 start-up failure, 2 bad command line, 3 port in use, 4 data dir unusable, 5 database "
+    "unreachable, 6 missing extra (docs/operations.md).\n\nExample: LABD_PORT=3100 labd",
+    usage="Usage: labd [--help | --version]",
+    version=f"labd {__version__}",
+    version_flags=["--version", "-V"],
+    help_flags=["--help", "-h"],
+)
 
 
-def main() -> None:
+@app.default
+def serve() -> None:
+    """Serve until SIGTERM or SIGINT (the only thing labd does)."""
     from lab.runtime.entry import run_daemon
     from lab.runtime.logs import setup_logging
 
-    _answer_flags(sys.argv[1:])
     try:
         config = load_labd_config()
     except LabError as exc:
-        print(f"labd: {exc.message}", file=sys.stderr)
+        hint = exc.details.get("hint")
+        report(exc.message, str(hint) if hint else None, program="labd")
         raise SystemExit(1) from None
     setup_logging(config.log_level, config.log_format)
     run_daemon("labd", _run, config)
+
+
+def main() -> None:
+    run_app(app, program="labd")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,51 @@
-"""The common top of every daemon's ``main``: run under trio, report config errors in one line."""
+"""The common top of every daemon's ``main``: run under trio, report start-up failures in one line.
+
+Exit codes (documented in docs/operations.md; systemd's ``RestartPreventExitStatus`` can use
+them):
+
+==  ===========================================================================
+0   stopped by SIGTERM/SIGINT, or ``--help``/``--version``
+1   any other start-up failure: bad configuration, wrong CA passphrase, a newer schema
+2   bad command line (unknown option or argument)
+3   the listening port is already in use
+4   the data directory cannot be created or written
+5   the database is unreachable
+6   an optional dependency is missing (``pip install 'labctl[postgres]'``)
+==  ===========================================================================
+"""
 
 from __future__ import annotations
 
-import sys
+import errno
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
 
-from lab.errors import LabError
+from lab.errors import (
+    AddressInUse,
+    DatabaseUnreachable,
+    DataDirUnusable,
+    LabError,
+    MissingDependency,
+)
+from lab.runtime.commandline import report
 
 T = TypeVar("T")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_ADDRESS_IN_USE = 3
+EXIT_DATA_DIR = 4
+EXIT_DATABASE = 5
+EXIT_MISSING_DEPENDENCY = 6
+
+_EXIT_BY_ERROR: tuple[tuple[type[LabError], int], ...] = (
+    (AddressInUse, EXIT_ADDRESS_IN_USE),
+    (DataDirUnusable, EXIT_DATA_DIR),
+    (DatabaseUnreachable, EXIT_DATABASE),
+    (MissingDependency, EXIT_MISSING_DEPENDENCY),
+)
 
 
 def first_lab_error(exc: BaseException) -> LabError | None:
@@ -25,8 +60,30 @@ def first_lab_error(exc: BaseException) -> LabError | None:
     return None
 
 
+def _first_address_in_use(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_address_in_use(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def exit_code(err: LabError) -> int:
+    for cls, code in _EXIT_BY_ERROR:
+        if isinstance(err, cls):
+            return code
+    return EXIT_FAILURE
+
+
 def run_daemon(name: str, fn: Callable[[T], Awaitable[None]], arg: T) -> None:
-    """``trio.run(fn, arg)``; a LabError (bare or in a group) exits 1 with ``name: message``."""
+    """``trio.run(fn, arg)``; a LabError (bare or in a group) exits in one line with its code.
+
+    The line is ``NAME: error: message`` followed by ``NAME: hint: ...`` when the error has
+    a hint; the exit code is from the table in this module's docstring.
+    """
     try:
         trio.run(fn, arg)
     except KeyboardInterrupt:
@@ -34,6 +91,10 @@ def run_daemon(name: str, fn: Callable[[T], Awaitable[None]], arg: T) -> None:
     except BaseException as exc:
         err = first_lab_error(exc)
         if err is None:
-            raise
-        print(f"{name}: {err.message}", file=sys.stderr)
-        raise SystemExit(1) from None
+            bind = _first_address_in_use(exc)
+            if bind is None:
+                raise
+            err = AddressInUse(f"address already in use: {bind}")
+        hint = err.details.get("hint")
+        report(err.message, str(hint) if hint else None, program=name)
+        raise SystemExit(exit_code(err)) from None

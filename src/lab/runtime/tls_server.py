@@ -44,6 +44,8 @@ from hypercorn.typing import (
     Scope,
 )
 
+from lab.runtime.ports import naming_the_port
+
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 # RFC 4514 short names for the attributes our certificates (and most others) use.
@@ -165,15 +167,17 @@ async def serve_asgi(
     and are then cancelled; lifespan shutdown runs; the function returns. WebSocket handlers
     are not warned by hypercorn: apps that hold WebSockets must say goodbye themselves on the
     same event. Cancelling the caller's scope tears everything down immediately. Raises
-    ``OSError`` when the address cannot be bound, and whatever lifespan startup raises.
+    :class:`lab.errors.AddressInUse` naming the port when it is taken, ``OSError`` when the
+    address cannot be bound otherwise, and whatever lifespan startup raises.
     """
     config = Config()
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("lab.http")
     app_wrapper = ASGIWrapper(app)
-    # Bind before lifespan startup: a busy port fails fast with a plain OSError.
-    socket_listeners = await trio.open_tcp_listeners(port, host=host)
+    # Bind before lifespan startup: a busy port fails fast, naming the port.
+    with naming_the_port(host, port):
+        socket_listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         await _serve(
             app_wrapper,

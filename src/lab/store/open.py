@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, MissingDependency
 from lab.store.base import Store
 
 DEFAULT_TIMEOUT = 5.0
@@ -25,8 +25,9 @@ async def open_store(
     (``PgOptions.call_timeout``), SQLite's ``busy_timeout``. Past it the call fails with
     ``Unavailable``.
 
-    Raises ``ConfigError`` for an unknown scheme, ``SchemaTooNew`` when the database was written
-    by a newer labctl, ``Unavailable`` when it cannot be opened.
+    Raises ``ConfigError`` for an unknown scheme, ``MissingDependency`` for a PostgreSQL URL
+    without psycopg installed (the ``postgres`` extra), ``SchemaTooNew`` when the database was
+    written by a newer labctl, ``Unavailable`` when it cannot be opened.
     """
     if url.startswith("sqlite:///"):
         from lab.store.sqlite import open_sqlite
@@ -34,8 +35,15 @@ async def open_store(
         async with open_sqlite(url, busy_timeout=timeout) as store:
             yield store
     elif url.startswith(("postgresql://", "postgres://", "cockroachdb://")):
-        from lab.store.postgres import PgOptions, open_postgres
-
+        try:
+            from lab.store.postgres import PgOptions, open_postgres
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("psycopg"):
+                raise
+            raise MissingDependency(
+                f"{url.partition(':')[0]}:// databases need psycopg, which is not installed",
+                details={"hint": "pip install 'labctl[postgres]'"},
+            ) from None
         async with open_postgres(url, options=PgOptions(call_timeout=timeout)) as store:
             yield store
     else:
