@@ -62,7 +62,7 @@ def test_start_status_stop(tmp_path: Path) -> None:
         # Whatever failed, leave no labd behind: the pid file names it even when start timed out.
         pid_file = tmp_path / "data" / "labd.pid"
         if pid is None and pid_file.exists():
-            pid = int(pid_file.read_text().strip())
+            pid = int(pid_file.read_text().split()[0])
         if pid is not None and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -14,6 +17,32 @@ from tests.servers.cli import labctl, login_env
 
 # `lab-agent run` is started as `python -m lab.agent.main run`.
 AGENT_MAIN = importlib.util.find_spec("lab.agent.main") is not None
+
+_HOLDER = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from lab.runtime.pidfile import hold\n"
+    "with hold(Path(sys.argv[1])):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(1000)\n"
+)
+
+
+@asynccontextmanager
+async def holding_pid_file(path: Path) -> AsyncIterator[int]:
+    """A process whose command line says lab-agent and that holds ``path``'s lock."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), "lab-agent"], stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert await trio.to_thread.run_sync(proc.stdout.readline) == b"held\n"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 async def test_status_and_stop_when_nothing_runs(tmp_path: Path) -> None:
@@ -42,12 +71,12 @@ async def test_second_start_is_refused_before_enrolling(tmp_path: Path) -> None:
             admin = await labd.admin()
             state = tmp_path / "agent"
             state.mkdir(mode=0o700)
-            # A live process owns the pid file: this test's own.
-            (state / "lab-agent.pid").write_text(f"{os.getpid()}\n")
             env = login_env(labd, admin, tmp_path / "home", LAB_AGENT_STATE_DIR=str(state))
-            done = await labctl(env, "init", "agent", "standalone", "start", "--name", "box1")
+            # A live lab-agent holds the pid file (a stand-in that only takes the lock).
+            async with holding_pid_file(state / "lab-agent.pid") as holder:
+                done = await labctl(env, "init", "agent", "standalone", "start", "--name", "box1")
             assert done.returncode == 1
-            assert f"already running (pid {os.getpid()})" in done.stderr
+            assert f"already running (pid {holder})" in done.stderr
             assert not (state / "agent.yaml").exists()
             async with labd.client(admin) as http:
                 tokens = (await http.get("/api/tokens")).json()["items"]

@@ -14,6 +14,7 @@ import os
 import random
 import ssl
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -532,25 +533,29 @@ async def run_agent(
         task_status.started(agent)
 
 
-# --- pid file (lab-agent run writes it, lab-agent status reads it) ---
+# --- pid file (lab-agent run holds it, lab-agent status reads it; lab.runtime.pidfile) ---
+
+PROGRAMS = ("lab-agent", "lab.agent.main")
+"""How a command line names the agent (console script or ``python -m``)."""
 
 
-def write_pid_file(state_dir: Path) -> Path:
-    path = state_dir / PID_FILE
-    path.write_text(f"{os.getpid()}\n", encoding="ascii")
-    return path
+def hold_pid_file(state_dir: Path) -> AbstractContextManager[Path]:
+    """Hold ``<state dir>/lab-agent.pid`` (locked, with our pid) while ``run`` runs.
+
+    Raises :class:`lab.errors.Conflict` when another agent holds it.
+    """
+    from lab.runtime.pidfile import hold
+
+    return hold(state_dir / PID_FILE)
 
 
 def running_pid(state_dir: Path) -> int | None:
-    """The pid of a live ``lab-agent run`` for ``state_dir``, if there is one."""
-    try:
-        pid = int((state_dir / PID_FILE).read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # alive, owned by someone else (root)
-    return pid
+    """The pid of a live ``lab-agent run`` for ``state_dir``, if there is one.
+
+    Checked against the file lock and /proc (start time, command line): a reused or foreign
+    pid is not reported.
+    """
+    from lab.runtime.pidfile import inspect
+
+    status = inspect(state_dir / PID_FILE, PROGRAMS)
+    return status.pid if status.running else None

@@ -20,7 +20,8 @@ async def run(
 
     Loads the identity written by `lab-agent enroll`, keeps one mTLS WebSocket to labd
     (reconnecting with backoff), sends heartbeats, runs commands, streams logs and renews the
-    certificate at two thirds of its life. Writes its pid to <state dir>/lab-agent.pid. Log
+    certificate at two thirds of its life. Holds <state dir>/lab-agent.pid (locked) while it
+    runs, so a second agent on the same state dir refuses to start. Log
     sources come from `log_sources` in agent.yaml or LAB_AGENT_LOG_SOURCES=name=path,...
 
     Example: lab-agent run --state-dir /var/lib/lab-agent
@@ -39,7 +40,7 @@ async def run(
 
     import trio
 
-    from lab.agent.daemon import Agent, load_settings, write_pid_file
+    from lab.agent.daemon import Agent, hold_pid_file, load_settings
     from lab.agent.identity import default_state_dir
     from lab.cli.errors import handle
     from lab.runtime import sdnotify
@@ -51,20 +52,18 @@ async def run(
     with handle():
         agent = Agent(load_settings(directory))
         shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(watch_signals, shutdown)
-            await nursery.start(sdnotify.watchdog)
-            nursery.start_soon(sdnotify.announce_stopping, shutdown)
-            await nursery.start(partial(agent.run, shutdown=shutdown))
-            pid_file = write_pid_file(directory)
-            # Ready once the identity is loaded: waiting for labd would fail the unit's start
-            # whenever labd is down, and the agent reconnects on its own.
-            sdnotify.ready(f"identity loaded from {directory}")
-            try:
+        # Locked before connecting: a second agent on this state dir stops here.
+        with hold_pid_file(directory):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(watch_signals, shutdown)
+                await nursery.start(sdnotify.watchdog)
+                nursery.start_soon(sdnotify.announce_stopping, shutdown)
+                await nursery.start(partial(agent.run, shutdown=shutdown))
+                # Ready once the identity is loaded: waiting for labd would fail the unit's
+                # start whenever labd is down, and the agent reconnects on its own.
+                sdnotify.ready(f"identity loaded from {directory}")
                 await shutdown.wait()
-            finally:
-                pid_file.unlink(missing_ok=True)
-            nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
 
 
 def status(

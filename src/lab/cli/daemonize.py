@@ -20,43 +20,58 @@ from attrs import frozen
 from lab.errors import Conflict, Unavailable
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid in ``pid_file`` if that process is alive, else None (a stale file is removed)."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        pid_file.unlink(missing_ok=True)
-        return None
-    except PermissionError:
-        return pid
-    return pid
+def read_pid(pid_file: Path, programs: Sequence[str]) -> int | None:
+    """The pid in ``pid_file`` if that process is one of ``programs`` and holds the file.
+
+    A stale or foreign file (dead pid, reused pid, another program, no lock) is removed and
+    reported on stderr; its pid is never returned, so it is never signalled.
+    """
+    from lab.runtime.pidfile import check
+
+    status = check(pid_file, programs)
+    if status.state in ("stale", "foreign"):
+        print(f"removed {status.state} pid file {pid_file}: {status.reason}", file=sys.stderr)
+    return status.pid if status.running else None
 
 
 def start_background(
-    argv: Sequence[str], *, pid_file: Path, log_file: Path, env: Mapping[str, str]
+    argv: Sequence[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    env: Mapping[str, str],
+    programs: Sequence[str],
 ) -> int:
-    """Start ``argv`` detached with output to ``log_file``; Conflict if already running."""
-    running = read_pid(pid_file)
+    """Start ``argv`` detached with output to ``log_file``; Conflict if already running.
+
+    The child inherits the pid file's lock and keeps it until it exits (lab.runtime.pidfile).
+    """
+    from lab.runtime.pidfile import FD_ENV, lock_for_child, record_child
+
+    running = read_pid(pid_file, programs)
     if running is not None:
         raise Conflict(
             f"already running (pid {running})", details={"hint": "stop it first, or run status"}
         )
     pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            start_new_session=True,
-            close_fds=True,
-        )
-    pid_file.write_text(f"{proc.pid}\n")
+    fd = lock_for_child(pid_file)
+    try:
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**env, FD_ENV: str(fd)},
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(fd,),
+            )
+    except BaseException:
+        os.close(fd)
+        pid_file.unlink(missing_ok=True)
+        raise
+    record_child(fd, proc.pid)
     return proc.pid
 
 
@@ -69,34 +84,29 @@ def exited_early(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def stop_background(pid_file: Path, *, timeout: float = 15.0) -> int | None:
-    """SIGTERM the process of ``pid_file``, SIGKILL after ``timeout``; returns its pid."""
-    pid = read_pid(pid_file)
+def stop_background(
+    pid_file: Path, programs: Sequence[str], *, timeout: float = 15.0
+) -> int | None:
+    """SIGTERM the process of ``pid_file``, SIGKILL after ``timeout``; returns its pid.
+
+    Only a pid that :func:`read_pid` vouches for is signalled.
+    """
+    from lab.runtime.pidfile import start_time
+
+    pid = read_pid(pid_file, programs)
     if pid is None:
         return None
+    started = start_time(pid)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if start_time(pid) != started:
             break
         time.sleep(0.05)
     else:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); a process we did not start is reaped by its parent.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def python_argv(module: str, *args: str) -> list[str]:
@@ -137,6 +147,11 @@ class Standalone:
     """The CA that signs an https ``url``'s certificate."""
 
     @property
+    def programs(self) -> tuple[str, str]:
+        """How its command line names it: ``python -m MODULE`` or the console script."""
+        return (self.module, self.name)
+
+    @property
     def pid_file(self) -> Path:
         return self.data_dir / f"{self.name}.pid"
 
@@ -164,6 +179,7 @@ def spawn(daemon: Standalone, *args: str) -> int:
         pid_file=daemon.pid_file,
         log_file=daemon.log_file,
         env=env,
+        programs=daemon.programs,
     )
 
 
@@ -185,7 +201,7 @@ def start_healthy(daemon: Standalone, *args: str, wait: float) -> int:
 
 def stop_command(daemon: Standalone) -> None:
     """The whole of ``... standalone stop``: SIGTERM (SIGKILL after 15 s), then say so."""
-    pid = stop_background(daemon.pid_file)
+    pid = stop_background(daemon.pid_file, daemon.programs)
     print(f"{daemon.name} is not running" if pid is None else f"{daemon.name} stopped (pid {pid})")
 
 
@@ -200,7 +216,7 @@ def status_command(
 
     from lab.cli.health import is_healthy
 
-    pid = read_pid(daemon.pid_file)
+    pid = read_pid(daemon.pid_file, daemon.programs)
     healthy = pid is not None and is_healthy(daemon.url, cafile=daemon.cafile)
     report = {"running": pid is not None, "pid": pid, "url": daemon.url, "healthy": healthy}
     if output == "json":

@@ -150,7 +150,7 @@ async def start(*, name: str | None = None, wait: float = 20.0) -> None:
     with handle():
         daemon = _daemon()
         state, log_file = daemon.data_dir, daemon.log_file
-        running = read_pid(daemon.pid_file)
+        running = read_pid(daemon.pid_file, daemon.programs)
         if running is not None:
             raise Conflict(
                 f"lab-agent is already running (pid {running})",
@@ -210,7 +210,7 @@ async def status(*, output: OutputOpt = "table") -> None:
 
     with handle():
         daemon = _daemon()
-        pid = read_pid(daemon.pid_file)
+        pid = read_pid(daemon.pid_file, daemon.programs)
         enrolled = _enrolled(daemon.data_dir)
         server = str(enrolled["server"]) if enrolled else load_settings().server
         name: str | None = None
