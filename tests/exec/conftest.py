@@ -44,7 +44,7 @@ class Lab:
         return [sys.executable, "-m", "lab.cli.main", *args]
 
     async def user_home(self, name: str, roles: list[str]) -> tuple[Path, Credentials]:
-        token = await self.labd.create_token(self.admin, "user", roles=roles)
+        token = await self.labd.create_token(self.admin, "user", user=name, roles=roles)
         creds = await self.labd.enroll_user(name, token)
         home = self.tmp / f"home-{name}"
         save_credentials(
