@@ -69,7 +69,9 @@ def test_fresh_install_serves_healthz_without_config(wheel: Path, tmp_path: Path
         data = tmp_path / "var-lib-lab"
     proc = subprocess.Popen([str(env_dir / "bin" / "labd")], env=env, cwd=tmp_path)
     with kill_on_exit(proc):
-        _wait_health(f"https://127.0.0.1:{port}/healthz", proc, data / "ca.pem")
+        health = _wait_health(f"https://127.0.0.1:{port}/healthz", proc, data / "ca.pem")
+    # The version the build took from the git tag, as the wheel's file name says it.
+    assert health == {"status": "ok", "version": wheel.name.split("-")[1]}
     assert (data / "labd.db").exists()
     # The module came from the wheel, not from the checkout.
     where = subprocess.run(
@@ -98,7 +100,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _wait_health(url: str, proc: subprocess.Popen[bytes], cafile: Path) -> None:
+def _wait_health(url: str, proc: subprocess.Popen[bytes], cafile: Path) -> object:
+    import json
     import ssl
     import time
 
@@ -109,7 +112,7 @@ def _wait_health(url: str, proc: subprocess.Popen[bytes], cafile: Path) -> None:
             ctx = ssl.create_default_context(cafile=str(cafile))
             with urllib.request.urlopen(url, timeout=1, context=ctx) as resp:
                 assert resp.status == 200
-                return
+                return json.loads(resp.read())
         except OSError:
             # Polling a starting daemon is the readiness check itself, not synchronisation.
             time.sleep(0.1)
