@@ -1,4 +1,4 @@
-"""Audited requests per second through labd, with the hash-chained audit log on SQLite vs the
+"""Audited requests per second through labd, with the MAC-chained audit log on SQLite vs the
 same route with the audit log switched off (``audit_enabled=False``, a benchmark-only switch).
 
 Run: ``python bench/audit.py [--seconds S] [--clients N]``. Both labds run in this process on
@@ -22,6 +22,7 @@ import httpx
 import trio
 
 from lab import pki
+from lab.labd.auditkey import audit_keys
 from lab.labd.config import LabdConfig
 from lab.labd.main import serve_labd
 from lab.store import open_store
@@ -84,6 +85,7 @@ async def run(data: Path, *, audit: bool, seconds: float, clients: int) -> tuple
 
 
 async def check_log(data: Path, answered: int) -> None:
+    keys = audit_keys(pki.resolve_ca_passphrase(data))
     async with open_store(f"sqlite:///{data / 'labd.db'}") as store:
         entries = await store.audit.list(limit=10_000)
         after = entries[-1].seq if entries else 0
@@ -95,7 +97,7 @@ async def check_log(data: Path, answered: int) -> None:
             after = page[-1].seq
     whoami = sum(1 for e in entries if e.action == "auth:whoami")
     assert whoami >= answered, f"{answered} answered requests but {whoami} audit entries"
-    assert verify_chain(entries) is None, "the audit chain does not verify"
+    assert verify_chain(entries, key=keys.chain) is None, "the audit chain does not verify"
 
 
 async def main(seconds: float, clients: int) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from audit_test_key import TEST_AUDIT_KEY
 from pg_server import PgServer, PgUnavailable, create_database, database_url, drop_database
 from pg_server import running_postgres as _running_postgres
 
@@ -80,5 +81,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
-    async with open_store(store_url) as opened:
+    async with open_store(store_url, audit_key=TEST_AUDIT_KEY) as opened:
+        await opened.audit.start_chain()
         yield opened

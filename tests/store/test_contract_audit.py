@@ -1,4 +1,5 @@
-"""Contract: audit append (group-committed, hash-chained), list filters, last_seq."""
+"""Contract: audit append (group-committed, MAC-chained under the audit key), list filters,
+last_seq, head, the keyed chain's start record."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
+from audit_test_key import TEST_AUDIT_KEY
 
 from lab.errors import Invalid
 from lab.model import AuditEntry
 from lab.store import Store
-from lab.store.auditchain import entry_hash, verify_chain
+from lab.store.auditchain import START_SETTING, ChainStart, entry_hash, entry_mac, verify_chain
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -23,8 +25,10 @@ async def test_append_chains_from_genesis(store: Store) -> None:
     second = await store.audit.append(AuditEntry(time=T0, user="bob", action="exec:start"))
     assert (first.seq, second.seq) == (1, 2)
     assert first.prev_hash == "" and second.prev_hash == first.hash
-    assert first.hash == entry_hash(first, "")
+    assert first.hash == entry_mac(first, "", TEST_AUDIT_KEY)
+    assert first.hash != entry_hash(first, "")  # not the keyless legacy hash
     assert await store.audit.last_seq() == 2
+    assert await store.audit.head() == (2, second.hash)
     assert await store.audit.list() == [first, second]
 
 
@@ -46,7 +50,7 @@ async def test_concurrent_appends_form_one_valid_chain(store: Store) -> None:
     stored = await store.audit.list(limit=1000)
     assert len(stored) == 300
     assert [e.seq for e in stored] == list(range(1, 301))
-    assert verify_chain(stored) is None
+    assert verify_chain(stored, key=TEST_AUDIT_KEY) is None
     # What each producer got back is exactly what was stored.
     assert sorted(returned, key=lambda e: e.seq) == stored
 
@@ -67,7 +71,7 @@ async def test_list_filters_and_paging(store: Store) -> None:
     assert [e.seq for e in page] == [1, 2]
     nxt = await store.audit.list(after_seq=page[-1].seq, limit=2)
     assert [e.seq for e in nxt] == [3, 4]
-    assert verify_chain(nxt, prev_hash=page[-1].hash, prev_seq=2) is None
+    assert verify_chain(nxt, prev_hash=page[-1].hash, prev_seq=2, key=TEST_AUDIT_KEY) is None
     both = await store.audit.list(user="bob", action="logs:read")
     assert [e.seq for e in both] == [5]
     with pytest.raises(Invalid):
@@ -78,4 +82,13 @@ async def test_naive_time_is_refused_without_breaking_the_chain(store: Store) ->
     with pytest.raises(Invalid):
         await store.audit.append(AuditEntry(time=datetime(2026, 1, 1), action="x"))
     ok = await store.audit.append(AuditEntry(action="y"))
-    assert ok.seq == 1 and verify_chain(await store.audit.list()) is None
+    assert ok.seq == 1 and verify_chain(await store.audit.list(), key=TEST_AUDIT_KEY) is None
+
+
+async def test_a_fresh_database_starts_the_keyed_chain_at_one(store: Store) -> None:
+    raw = await store.settings.get(START_SETTING)
+    assert raw is not None
+    start = ChainStart.from_json(raw)
+    assert (start.from_seq, start.prev_hash, start.key_id) == (1, "", TEST_AUDIT_KEY.key_id)
+    assert start.holds(TEST_AUDIT_KEY)
+    assert await store.audit.head() == (0, "")

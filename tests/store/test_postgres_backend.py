@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import trio
+from audit_test_key import TEST_AUDIT_KEY
 from pg_server import PgServer, PgUnavailable, running_postgres
 
 from lab.errors import SchemaTooNew, Unavailable
@@ -29,7 +30,7 @@ def query(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[obj
 
 
 async def test_serialization_failure_retries_the_whole_transaction(postgres_url: str) -> None:
-    async with open_postgres(postgres_url) as store:
+    async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
         await store.settings.set("n", "0")
         # Both transactions read n before either writes it: a lost update unless one of them
         # fails with 40001 and is run again from its first statement.
@@ -56,7 +57,7 @@ async def test_serialization_failure_retries_the_whole_transaction(postgres_url:
 async def test_conflict_at_commit_retries_the_whole_transaction(postgres_url: str) -> None:
     """Write skew: each transaction reads both rows and writes a different one. Neither write
     blocks the other, so SERIALIZABLE can only refuse the second one at COMMIT."""
-    async with open_postgres(postgres_url) as store:
+    async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
         await store.settings.set("a", "0")
         await store.settings.set("b", "0")
         both_read = threading.Barrier(2, timeout=10)
@@ -86,7 +87,7 @@ async def test_conflict_at_commit_retries_the_whole_transaction(postgres_url: st
 
 async def test_two_replicas_append_one_verifiable_chain(postgres_url: str) -> None:
     async def replica(name: str, ready: trio.Event, go: trio.Event) -> PostgresStore:
-        async with open_postgres(postgres_url) as store:
+        async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
             ready.set()
             await go.wait()
 
@@ -116,10 +117,10 @@ async def test_two_replicas_append_one_verifiable_chain(postgres_url: str) -> No
                 await ready.wait()
             go.set()
 
-    async with open_postgres(postgres_url) as store:
+    async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
         stored = await store.audit.list(limit=1000)
     assert [e.seq for e in stored] == list(range(1, 201))
-    assert verify_chain(stored) is None
+    assert verify_chain(stored, key=TEST_AUDIT_KEY) is None
     assert {e.user.split("-")[0] for e in stored} == {"r1", "r2"}
     # Report, not assert: how often the replicas collided depends on scheduling.
     print("conflicts per replica:", [s.conflicts for s in stats])
@@ -139,7 +140,7 @@ async def test_cancelled_call_cancels_its_query_server_side(postgres_url: str) -
         )
         return int(rows[0][0])  # type: ignore[call-overload]
 
-    async with open_postgres(postgres_url) as store:
+    async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store.db.run, long_query)
@@ -155,7 +156,9 @@ async def test_cancelled_call_cancels_its_query_server_side(postgres_url: str) -
 
 
 async def test_statement_timeout_is_unavailable(postgres_url: str) -> None:
-    async with open_postgres(postgres_url, options=PgOptions(statement_timeout=0.2)) as store:
+    async with open_postgres(
+        postgres_url, options=PgOptions(statement_timeout=0.2), audit_key=TEST_AUDIT_KEY
+    ) as store:
         with pytest.raises(Unavailable, match="statement_timeout"):
             await store.db.run(lambda conn: conn.execute("SELECT pg_sleep(5)"))
         assert await store.ping() < 5
@@ -175,7 +178,7 @@ def own_server() -> Iterator[PgServer]:
 
 async def test_server_restart_unavailable_then_recovers(own_server: PgServer) -> None:
     options = PgOptions(pool_timeout=1.0, connect_timeout=1.0)
-    async with open_postgres(own_server.url(), options=options) as store:
+    async with open_postgres(own_server.url(), options=options, audit_key=TEST_AUDIT_KEY) as store:
         await store.servers.create(Server(name="web1"))
         await trio.to_thread.run_sync(own_server.stop)
         with trio.fail_after(20):
@@ -201,7 +204,9 @@ async def test_server_restart_unavailable_then_recovers(own_server: PgServer) ->
 async def test_unreachable_server_is_unavailable() -> None:
     options = PgOptions(connect_timeout=1.0)
     with trio.fail_after(15), pytest.raises(Unavailable, match=r"127\.0\.0\.1"):
-        async with open_postgres("postgresql://nobody@127.0.0.1:9/none", options=options):
+        async with open_postgres(
+            "postgresql://nobody@127.0.0.1:9/none", options=options, audit_key=TEST_AUDIT_KEY
+        ):
             pass
 
 
@@ -209,7 +214,7 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
     versions: list[int] = []
 
     async def start() -> None:
-        async with open_postgres(postgres_url) as store:
+        async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
             versions.append(await store.schema_version())
 
     with trio.fail_after(30):
@@ -223,7 +228,7 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
 
 
 async def test_newer_schema_is_refused_untouched(postgres_url: str) -> None:
-    async with open_postgres(postgres_url):
+    async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY):
         pass
     query(
         postgres_url,
@@ -231,7 +236,7 @@ async def test_newer_schema_is_refused_untouched(postgres_url: str) -> None:
     )
     query(postgres_url, "DELETE FROM roles WHERE name = 'viewer'")
     with pytest.raises(SchemaTooNew):
-        async with open_postgres(postgres_url):
+        async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY):
             pass
     # Refused before the seed ran: the deleted role was not put back.
     assert query(postgres_url, "SELECT name FROM roles WHERE name = 'viewer'") == []
@@ -239,7 +244,7 @@ async def test_newer_schema_is_refused_untouched(postgres_url: str) -> None:
 
 async def test_cockroachdb_scheme_is_accepted(postgres_url: str) -> None:
     url = postgres_url.replace("postgresql://", "cockroachdb://", 1)
-    async with open_postgres(url) as store:
+    async with open_postgres(url, audit_key=TEST_AUDIT_KEY) as store:
         assert store.url == url
         assert await store.schema_version() == schema_files("postgres")[-1].version
 
@@ -250,7 +255,7 @@ async def test_call_deadline_bounds_the_wait_while_the_server_is_down(
     # The pool alone would keep a caller waiting pool_timeout (twice for a read: it is retried).
     options = PgOptions(call_timeout=1.5, pool_timeout=10.0, connect_timeout=5.0)
     bound = options.call_timeout + 1.0
-    async with open_postgres(own_server.url(), options=options) as store:
+    async with open_postgres(own_server.url(), options=options, audit_key=TEST_AUDIT_KEY) as store:
         await store.servers.create(Server(name="web1"))
         await trio.to_thread.run_sync(own_server.stop)
         with trio.fail_after(20):
@@ -282,7 +287,7 @@ async def test_call_deadline_cancels_the_query_server_side(postgres_url: str) ->
     def long_query(conn: Conn) -> None:
         conn.execute(f"SELECT pg_sleep(30) /* {marker} */")
 
-    async with open_postgres(postgres_url, options=options) as store:
+    async with open_postgres(postgres_url, options=options, audit_key=TEST_AUDIT_KEY) as store:
         started = trio.current_time()
         with trio.fail_after(10), pytest.raises(Unavailable, match="did not answer within 1 s"):
             await store.db.run(long_query)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from audit_test_key import TEST_AUDIT_KEY
 
 from lab.errors import ConfigError, SchemaTooNew, Unavailable
 from lab.model import AuditEntry, Role, Server
@@ -34,7 +35,7 @@ def query(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[o
 
 async def test_append_is_visible_to_another_connection_on_return(tmp_path: Path) -> None:
     db = tmp_path / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         seen: list[int] = []
 
         async def producer(i: int) -> None:
@@ -56,54 +57,54 @@ async def test_heartbeat_is_durable_on_return(tmp_path: Path) -> None:
 
     db = tmp_path / "lab.db"
     now = datetime.now(UTC)
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         s = await store.servers.create(Server(name="n"))
         await store.agents.heartbeat(s.id, replica="r1", seen=now, lease_until=now + timedelta(1))
         rows = query(db, "SELECT replica FROM agent_leases WHERE server_id = ?", (s.id,))
         assert rows == [("r1",)]
 
 
-async def test_tampered_row_is_named_by_verify_chain(tmp_path: Path) -> None:
+async def test_tampered_row_is_named_by_verify_chain(tmp_path: Path, key=TEST_AUDIT_KEY) -> None:
     db = tmp_path / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         for i in range(20):
             await store.audit.append(AuditEntry(action="servers:get", resource=f"server/{i}"))
-        assert verify_chain(await store.audit.list()) is None
+        assert verify_chain(await store.audit.list(), key=TEST_AUDIT_KEY) is None
         conn = sqlite3.connect(db)
         with conn:
             conn.execute("UPDATE audit SET result = 'denied' WHERE seq = 13")
         conn.close()
-        assert verify_chain(await store.audit.list()) == 13
+        assert verify_chain(await store.audit.list(), key=TEST_AUDIT_KEY) == 13
 
 
-async def test_deleted_row_is_named_by_verify_chain(tmp_path: Path) -> None:
+async def test_deleted_row_is_named_by_verify_chain(tmp_path: Path, key=TEST_AUDIT_KEY) -> None:
     db = tmp_path / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         for _ in range(5):
             await store.audit.append(AuditEntry(action="a"))
         conn = sqlite3.connect(db)
         with conn:
             conn.execute("DELETE FROM audit WHERE seq = 3")
         conn.close()
-        assert verify_chain(await store.audit.list()) == 4
+        assert verify_chain(await store.audit.list(), key=TEST_AUDIT_KEY) == 4
 
 
 async def test_chain_continues_across_reopen(tmp_path: Path) -> None:
     db = tmp_path / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         await store.audit.append(AuditEntry(action="a"))
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         second = await store.audit.append(AuditEntry(action="b"))
         assert second.seq == 2
-        assert verify_chain(await store.audit.list()) is None
+        assert verify_chain(await store.audit.list(), key=TEST_AUDIT_KEY) is None
 
 
 async def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     db = tmp_path / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         first_version = await store.schema_version()
     before = query(db, "SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         assert await store.schema_version() == first_version
     after = query(db, "SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
     assert before == after
@@ -140,7 +141,7 @@ async def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> Non
     conn.close()
     digest = hashlib.sha256(db.read_bytes()).hexdigest()
     with pytest.raises(SchemaTooNew) as info:
-        async with open_store(url_of(db)):
+        async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY):
             pytest.fail("a too-new database must not open")
     assert info.value.details["database_version"] == 9999
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
@@ -150,16 +151,16 @@ async def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> Non
 
 async def test_seed_is_idempotent_and_restores_builtin_roles(tmp_path: Path) -> None:
     db = tmp_path / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         await store.roles.upsert(Role(name="operator", permissions=()))
         await store.roles.upsert(Role(name="custom"))
     count = query(db, "SELECT count(*) FROM role_permissions")
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         roles = {r.name: r for r in await store.roles.list()}
         for seeded in BUILTIN_ROLES:
             assert roles[seeded.name] == seeded
         assert "custom" in roles
-    async with open_store(url_of(db)):
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY):
         pass
     expected = sum(len(r.permissions) for r in BUILTIN_ROLES)
     assert query(db, "SELECT count(*) FROM role_permissions") == [(expected,)]
@@ -167,7 +168,7 @@ async def test_seed_is_idempotent_and_restores_builtin_roles(tmp_path: Path) -> 
 
 
 async def test_connection_pragmas(tmp_path: Path) -> None:
-    async with open_sqlite(url_of(tmp_path / "lab.db")) as store:
+    async with open_sqlite(url_of(tmp_path / "lab.db"), audit_key=TEST_AUDIT_KEY) as store:
         assert await store.pragmas() == {
             "journal_mode": "wal",
             "synchronous": 1,  # NORMAL
@@ -178,7 +179,7 @@ async def test_connection_pragmas(tmp_path: Path) -> None:
 
 async def test_parent_directory_is_created(tmp_path: Path) -> None:
     db = tmp_path / "a" / "b" / "lab.db"
-    async with open_store(url_of(db)) as store:
+    async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY) as store:
         assert await store.schema_version() >= 1
     assert db.exists()
 
@@ -188,7 +189,7 @@ async def test_unusable_directory_is_unavailable_naming_the_path(tmp_path: Path)
     blocker.write_text("not a directory")
     db = blocker / "sub" / "lab.db"
     with pytest.raises(Unavailable) as info:
-        async with open_store(url_of(db)):
+        async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY):
             pytest.fail("must not open")
     assert str(blocker / "sub") in info.value.message
 
@@ -197,7 +198,7 @@ async def test_garbage_file_is_unavailable(tmp_path: Path) -> None:
     db = tmp_path / "lab.db"
     db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(Unavailable) as info:
-        async with open_store(url_of(db)):
+        async with open_store(url_of(db), audit_key=TEST_AUDIT_KEY):
             pytest.fail("must not open")
     assert str(db) in info.value.message
 
@@ -217,7 +218,10 @@ async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
     blocker = sqlite3.connect(db, isolation_level=None)
     try:
         with trio.fail_after(20):
-            async with trio.open_nursery() as producers, open_sqlite(url_of(db)) as store:
+            async with (
+                trio.open_nursery() as producers,
+                open_sqlite(url_of(db), audit_key=TEST_AUDIT_KEY) as store,
+            ):
                 blocker.execute("BEGIN IMMEDIATE")
                 producers.start_soon(append, store, 0)
                 while store.writer.statistics().in_flight == 0:
@@ -235,7 +239,7 @@ async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
 
 
 async def test_writes_after_close_are_unavailable(tmp_path: Path) -> None:
-    async with open_sqlite(url_of(tmp_path / "lab.db")) as store:
+    async with open_sqlite(url_of(tmp_path / "lab.db"), audit_key=TEST_AUDIT_KEY) as store:
         pass
     with pytest.raises(Unavailable):
         await store.audit.append(AuditEntry(action="late"))

@@ -12,7 +12,10 @@ from cyclopts import App, Parameter
 if TYPE_CHECKING:
     from lab.cli.client import LabClient
 
-audit_app = App(name="audit", help="The tamper-evident audit log: verify its chain, export it.")
+audit_app = App(
+    name="audit",
+    help="The tamper-evident audit log: verify its chain, keep checkpoints, export it.",
+)
 
 OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 SinceOpt = Annotated[str | None, Parameter(help="Only entries newer than this: 30s, 10m, 1h, 7d.")]
@@ -127,12 +130,54 @@ async def logs_audit(
                 await trio.sleep(FOLLOW_INTERVAL)
 
 
-@audit_app.command
-async def verify(*, output: OutputOpt = "table") -> None:
-    """Check the audit log's hash chain; name the first entry that was edited, deleted or
-    reordered. Exits 0 when the chain holds, 1 when it is broken.
+def read_witnesses(paths: list[str]) -> list[dict[str, Any]]:
+    """The checkpoints kept in ``paths``: each file holds one checkpoint object, the answer of
+    ``labctl audit checkpoint`` or JSON lines of them (an agent's or labd's checkpoint file)."""
+    import json
+    from pathlib import Path
 
-    Example: labctl audit verify
+    from lab.errors import Invalid
+
+    found: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise Invalid(f"cannot read checkpoint file {path}: {exc.strerror}") from exc
+        try:
+            docs = [json.loads(text)]
+        except json.JSONDecodeError:
+            try:
+                docs = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise Invalid(f"checkpoint file {path} is not JSON: {exc}") from exc
+        for doc in docs:
+            inner = doc.get("checkpoint") if isinstance(doc, dict) else None
+            item = inner if isinstance(inner, dict) else doc
+            if not isinstance(item, dict):
+                raise Invalid(f"checkpoint file {path} holds no checkpoint object")
+            found.append(item)
+    return found
+
+
+@audit_app.command
+async def verify(
+    *,
+    checkpoint: Annotated[
+        list[str] | None,
+        Parameter(
+            name=["--checkpoint"],
+            help="A checkpoint kept elsewhere (labctl audit checkpoint > FILE); repeatable.",
+        ),
+    ] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Check the audit log's keyed chain against its start record, labd's signed checkpoints
+    and any checkpoint you kept; say what broke it: edited, deleted, rechained, truncated,
+    wiped, rewritten, start_missing, wrong_key or bad_checkpoint. Exits 0 when the chain holds,
+    1 when it is broken.
+
+    Example: labctl audit verify --checkpoint ~/audit-checkpoint.json
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import EXIT_ERROR, handle
@@ -140,16 +185,25 @@ async def verify(*, output: OutputOpt = "table") -> None:
 
     fmt = check_format(output)
     with handle():
+        witnesses = read_witnesses(checkpoint or [])
         async with LabClient.from_settings() as client:
-            answer = await client.get("/api/audit/verify")
+            if witnesses:
+                answer = await client.post("/api/audit/verify", json={"checkpoints": witnesses})
+            else:
+                answer = await client.get("/api/audit/verify")
     if fmt in ("json", "yaml"):
         emit(answer, fmt)
     elif answer.get("ok"):
-        print(f"audit chain ok: {answer.get('checked')} entries, last #{answer.get('last_seq')}")
+        legacy = int(answer.get("legacy") or 0)
+        print(
+            f"audit chain ok: {answer.get('checked')} entries, last #{answer.get('last_seq')}, "
+            f"{answer.get('checkpoints')} checkpoints matched"
+            + (f" ({legacy} legacy entries before the keyed chain)" if legacy else "")
+        )
     else:
         print(
-            f"audit chain broken at entry #{answer.get('broken_at')}: {answer.get('reason')}"
-            f" ({answer.get('checked')} entries before it are intact)",
+            f"audit chain broken at entry #{answer.get('broken_at')} ({answer.get('kind')}): "
+            f"{answer.get('reason')} ({answer.get('checked')} entries before it are intact)",
             file=sys.stderr,
         )
         entry = answer.get("entry")
@@ -157,6 +211,25 @@ async def verify(*, output: OutputOpt = "table") -> None:
             print(line(entry), file=sys.stderr)
     if not answer.get("ok"):
         raise SystemExit(EXIT_ERROR)
+
+
+@audit_app.command(name="checkpoint")
+async def checkpoint_cmd() -> None:
+    """Print labd's newest signed audit checkpoint (JSON) with its public key. Keep it away
+    from labd's host; later, labctl audit verify --checkpoint FILE detects entries deleted
+    since.
+
+    Example: labctl audit checkpoint > ~/audit-checkpoint.json
+    """
+    import json
+
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+
+    with handle():
+        async with LabClient.from_settings() as client:
+            answer = await client.get("/api/audit/checkpoint")
+    print(json.dumps(answer, sort_keys=True, indent=2))
 
 
 @audit_app.command

@@ -41,6 +41,10 @@ class LabdConfig:
     # Benchmark-only switch (LABD_AUDIT_ENABLED): false skips the audit log entirely, which
     # breaks the guarantee that every action is recorded. Never turn it off in production.
     audit_enabled: bool = True
+    # A signed audit checkpoint (sequence, head, time) is appended to
+    # <data dir>/audit-checkpoints.jsonl every this many entries, and at shutdown
+    # (LABD_AUDIT_CHECKPOINT_EVERY); 0: only at shutdown. See docs/rbac-audit.md.
+    audit_checkpoint_every: int = 1000
     # New agent WebSocket handshakes admitted per second (LABD_AGENT_ADMIT_RATE), bursting one
     # second's worth; the excess is closed with 1013 and retries with backoff. 0 disables.
     agent_admit_rate: float = 200.0

@@ -12,7 +12,9 @@ from lab.labd.user_sessions import UserSessions
 from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
+    from lab.labd.auditkey import AuditKeys
     from lab.labd.ca import CAService
+    from lab.labd.checkpoints import Checkpointer
     from lab.labd.cluster import ClusterMember
     from lab.labd.config import LabdConfig
     from lab.labd.hub import AgentHub
@@ -29,6 +31,9 @@ class LabdContext:
     identities: Identities
     enroll_limiter: RateLimiter
     hub: AgentHub
+    # The audit key (MACs the chain, signs checkpoints) and the checkpoint writer.
+    audit_keys: AuditKeys
+    checkpointer: Checkpointer
     # This replica in the replica registry (cluster mode); None in tests that build no cluster.
     cluster: ClusterMember | None = None
     started_monotonic: float = field(factory=time.monotonic)

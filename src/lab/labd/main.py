@@ -20,8 +20,11 @@ from lab.labd.config import LabdConfig, load_labd_config
 from lab.runtime.commandline import report, run_app
 
 if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
     from lab.labd.context import LabdContext
     from lab.store import Store
+    from lab.store.auditchain import AuditKey
 
 log = logging.getLogger("labd")
 
@@ -42,7 +45,7 @@ def prepare_data_dir(path: Path) -> None:
 
 
 @asynccontextmanager
-async def open_database(config: LabdConfig) -> AsyncIterator[Store]:
+async def open_database(config: LabdConfig, audit_key: AuditKey) -> AsyncIterator[Store]:
     """:func:`lab.store.open_store` for labd; a database that cannot be reached while opening
     is :class:`DatabaseUnreachable` (its own exit code), later failures pass unchanged.
     """
@@ -52,7 +55,11 @@ async def open_database(config: LabdConfig) -> AsyncIterator[Store]:
     async with AsyncExitStack() as stack:
         try:
             store = await stack.enter_async_context(
-                open_store(config.effective_database_url, timeout=config.database_timeout)
+                open_store(
+                    config.effective_database_url,
+                    timeout=config.database_timeout,
+                    audit_key=audit_key,
+                )
             )
         except Unavailable as exc:
             if isinstance(exc, DatabaseUnreachable):
@@ -82,22 +89,25 @@ async def serve_labd(
     Raises LabError subclasses for unusable config (data dir, database, schema too new).
     """
     from lab.labd.app import create_app
+    from lab.labd.auditkey import audit_keys
     from lab.labd.ca import CAService
-    from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
+    from lab.labd.checkpoints import Checkpointer, CheckpointLog
+    from lab.labd.cluster import ClusterMember, advertised_names
     from lab.labd.context import LabdContext
     from lab.labd.hub import AgentHub, default_replica
     from lab.labd.identity import Identities, Revocations
     from lab.labd.ratelimit import RateLimiter
     from lab.pki import resolve_ca_passphrase
-    from lab.runtime import sdnotify
-    from lab.runtime.tls_server import serve_asgi
 
     prepare_data_dir(config.data_path)
     passphrase = resolve_ca_passphrase(config.data_path)
-    async with open_database(config) as store:
+    keys = await trio.to_thread.run_sync(audit_keys, passphrase)
+    async with open_database(config, keys.chain) as store:
         names = (*config.server_names, *advertised_names(config))
         ca = CAService(store, passphrase, server_names=names)
         await ca.load()
+        # After the CA: a wrong CA passphrase is reported as such, not as a wrong audit key.
+        await store.audit.start_chain()
         revocations = Revocations(store)
         await revocations.load()
         replica_id = config.replica_id or default_replica()
@@ -119,6 +129,12 @@ async def serve_labd(
             enroll_limiter=RateLimiter(config.enroll_rate, name="enrollment requests"),
             hub=hub,
             cluster=cluster,
+            audit_keys=keys,
+            checkpointer=Checkpointer(
+                store,
+                CheckpointLog(config.data_path, keys),
+                every=config.audit_checkpoint_every,
+            ),
         )
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
@@ -127,26 +143,57 @@ async def serve_labd(
         ca.write_bundle(config.data_path)
         bootstrap = await context.identities.bootstrap(config.data_path)
         app = create_app(context)
-        async with trio.open_nursery() as nursery:
-            # Agents hear about the shutdown from the hub before hypercorn's grace runs out.
-            await nursery.start(hub.run, shutdown)
-            host, port = await nursery.start(
-                partial(
-                    serve_asgi,
-                    app,
-                    host=config.host,
-                    port=config.port,
-                    shutdown_event=shutdown,
-                    ssl_context=ca.server_ssl_context(),
-                    graceful_timeout=config.shutdown_grace,
-                )
+        try:
+            await _serve(context, app, bootstrap, shutdown, task_status)
+        finally:
+            # Every request has been answered (or we were cancelled): checkpoint the head.
+            with trio.CancelScope(shield=True):
+                await _final_checkpoint(context)
+
+
+async def _serve(
+    context: LabdContext,
+    app: QuartTrio,
+    bootstrap: Path | None,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[tuple[str, int]],
+) -> None:
+    """Open the nursery and start the services; returns once they all stopped."""
+    from lab.labd.cluster import advertise_url
+    from lab.runtime import sdnotify
+    from lab.runtime.tls_server import serve_asgi
+
+    config, ca, cluster = context.config, context.ca, context.cluster
+    assert cluster is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(context.checkpointer.run, shutdown)
+        # Agents hear about the shutdown from the hub before hypercorn's grace runs out.
+        await nursery.start(context.hub.run, shutdown)
+        host, port = await nursery.start(
+            partial(
+                serve_asgi,
+                app,
+                host=config.host,
+                port=config.port,
+                shutdown_event=shutdown,
+                ssl_context=ca.server_ssl_context(),
+                graceful_timeout=config.shutdown_grace,
             )
-            log.info("labd listening on https://%s:%d (database %s)", host, port, store.url)
-            await nursery.start(cluster.run, shutdown, advertise_url(config, host, port))
-            if bootstrap is not None:
-                announce_bootstrap(bootstrap, host, port, ca.fingerprint())
-            task_status.started((host, port))
-            sdnotify.ready(f"listening on {host}:{port}")
+        )
+        log.info("labd listening on https://%s:%d (database %s)", host, port, context.store.url)
+        await nursery.start(cluster.run, shutdown, advertise_url(config, host, port))
+        if bootstrap is not None:
+            announce_bootstrap(bootstrap, host, port, ca.fingerprint())
+        task_status.started((host, port))
+        sdnotify.ready(f"listening on {host}:{port}")
+
+
+async def _final_checkpoint(context: LabdContext) -> None:
+    try:
+        with trio.fail_after(10):
+            await context.checkpointer.write()
+    except Exception:
+        log.exception("could not write the shutdown audit checkpoint")
 
 
 def announce_bootstrap(path: Path, host: str, port: int, fingerprint: str) -> None:

@@ -47,6 +47,7 @@ from lab.pki.profiles import (
     issue_server_cert,
     issue_user_cert,
 )
+from lab.pki.signing import Signer, derive_audit_secret, signature_holds
 from lab.pki.tls import ClientAuth, client_ssl_context, load_cert_chain, server_ssl_context
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "IssuedCert",
     "PeerIdentity",
     "PeerKind",
+    "Signer",
     "WrongPassphrase",
     "build_crl",
     "ca_bundle_pem",
@@ -75,6 +77,7 @@ __all__ = [
     "create_ca",
     "crl_serials",
     "decrypt_private_key",
+    "derive_audit_secret",
     "encrypt_private_key",
     "fingerprint_der",
     "generate_key",
@@ -91,5 +94,6 @@ __all__ = [
     "parse_csr",
     "resolve_ca_passphrase",
     "server_ssl_context",
+    "signature_holds",
     "verify_peer",
 ]

@@ -31,6 +31,7 @@ from lab.model import (
     Server,
     User,
 )
+from lab.store.auditchain import ChainStart
 
 
 class ServerRepository(Protocol):
@@ -143,6 +144,18 @@ class AuditRepository(Protocol):
     ) -> list[AuditEntry]: ...
 
     async def last_seq(self) -> int: ...
+    async def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, "") when the log is empty."""
+        ...
+
+    async def start_chain(self) -> ChainStart:
+        """Check the store's audit key against the keyed chain's start record, writing the
+        record first on a database that has none yet (``pending`` after the migration).
+
+        Raises ``AuditKeyMismatch`` when the chain was started with another key,
+        ``Unavailable`` when the record is missing or forged or the store has no key.
+        """
+        ...
 
 
 class MachineRepository(Protocol):

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from lab.errors import ConfigError, MissingDependency
+from lab.store.auditchain import AuditKey
 from lab.store.base import Store
 
 DEFAULT_TIMEOUT = 5.0
@@ -18,21 +19,24 @@ async def open_store(
     *,
     # Not a deadline of opening (ASYNC109's concern) but a setting of every later call.
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    audit_key: AuditKey | None = None,
 ) -> AsyncIterator[Store]:
     """Open, migrate and seed the database at ``url``; close it on exit.
 
     ``timeout`` bounds one database call, in seconds: PostgreSQL's per-call deadline
     (``PgOptions.call_timeout``), SQLite's ``busy_timeout``. Past it the call fails with
-    ``Unavailable``.
+    ``Unavailable``. ``audit_key`` MACs the audit chain; a store opened without one can read
+    everything but cannot append audit entries (``Unavailable``).
 
     Raises ``ConfigError`` for an unknown scheme, ``MissingDependency`` for a PostgreSQL URL
     without psycopg installed (the ``postgres`` extra), ``SchemaTooNew`` when the database was
-    written by a newer labctl, ``Unavailable`` when it cannot be opened.
+    written by a newer labctl, ``Unavailable`` when it cannot be opened. The audit key is
+    checked against the database by ``store.audit.start_chain()``, not here.
     """
     if url.startswith("sqlite:///"):
         from lab.store.sqlite import open_sqlite
 
-        async with open_sqlite(url, busy_timeout=timeout) as store:
+        async with open_sqlite(url, busy_timeout=timeout, audit_key=audit_key) as store:
             yield store
     elif url.startswith(("postgresql://", "postgres://", "cockroachdb://")):
         try:
@@ -44,7 +48,9 @@ async def open_store(
                 f"{url.partition(':')[0]}:// databases need psycopg, which is not installed",
                 details={"hint": "pip install 'labctl[postgres]'"},
             ) from None
-        async with open_postgres(url, options=PgOptions(call_timeout=timeout)) as store:
+        async with open_postgres(
+            url, options=PgOptions(call_timeout=timeout), audit_key=audit_key
+        ) as store:
             yield store
     else:
         raise ConfigError(

@@ -1,7 +1,9 @@
-"""The audit log: read it (filtered, paged by ``seq``) and verify its hash chain."""
+"""The audit log: read it (filtered, paged by ``seq``), verify its keyed chain, hand out signed
+checkpoints."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
@@ -10,14 +12,15 @@ from quart import Blueprint, request
 from lab.errors import Invalid
 from lab.labd.app import ctx
 from lab.labd.auth import requires
-from lab.model import AuditEntry, unstructure
-from lab.store.auditchain import GENESIS, entry_hash, verify_chain
+from lab.labd.checkpoints import parse_checkpoint, verify_log
+from lab.model import unstructure
+from lab.store.auditverify import Checkpoint, Verdict
 
 bp = Blueprint("audit", __name__)
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
-VERIFY_PAGE = 5000
+MAX_WITNESSES = 100
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -71,49 +74,69 @@ async def list_() -> dict[str, Any]:
     }
 
 
-def why_broken(entry: AuditEntry, prev_hash: str, prev_seq: int) -> str:
-    """Why ``entry`` does not follow the entry (``prev_seq``, ``prev_hash``) before it."""
-    if entry.seq > prev_seq + 1:
-        return f"entries {prev_seq + 1} to {entry.seq - 1} are missing (deleted)"
-    if entry.seq != prev_seq + 1:
-        return f"entry {entry.seq} is out of order after entry {prev_seq}"
-    if entry.prev_hash != prev_hash:
-        return "its prev_hash is not the hash of the entry before (deleted or reordered)"
-    if entry.hash != entry_hash(entry, prev_hash):
-        return "its fields do not match its hash (edited)"
-    return "unknown"
+def _answer(verdict: Verdict, checkpoints: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "ok": verdict.ok,
+        "kind": verdict.kind,
+        "checked": verdict.checked,
+        "broken_at": verdict.broken_at,
+        "last_seq": verdict.last_seq,
+        "head": verdict.head,
+        "legacy": verdict.legacy,
+        "checkpoints": checkpoints,
+    }
+    if not verdict.ok:
+        answer["reason"] = verdict.reason
+        answer["entry"] = unstructure(verdict.entry) if verdict.entry is not None else None
+    return answer
 
 
 @bp.get("/api/audit/verify")
 @requires("user", action="audit:verify", resource="audit/*")
 async def verify() -> dict[str, Any]:
-    """Walk the whole chain from the first entry; report the first entry that breaks it."""
-    store = ctx().store
-    prev_hash, prev_seq, checked = GENESIS, 0, 0
-    while True:
-        page = await store.audit.list(after_seq=prev_seq, limit=VERIFY_PAGE)
-        if not page:
-            break
-        broken = verify_chain(page, prev_hash=prev_hash, prev_seq=prev_seq)
-        if broken is not None:
-            for entry in page:
-                if entry.seq == broken:
-                    break
-                checked += 1
-                prev_hash, prev_seq = entry.hash, entry.seq
-            return {
-                "ok": False,
-                "checked": checked,
-                "broken_at": broken,
-                "reason": why_broken(entry, prev_hash, prev_seq),
-                "entry": unstructure(entry),
-            }
-        checked += len(page)
-        prev_hash, prev_seq = page[-1].hash, page[-1].seq
+    """Walk the whole chain against its start record and labd's signed checkpoints; report the
+    first break and its kind (see lab.store.auditverify)."""
+    c = ctx()
+    verdict, used = await verify_log(c.store, c.audit_keys, c.checkpointer.log, [])
+    return _answer(verdict, used)
+
+
+@bp.post("/api/audit/verify")
+@requires("user", action="audit:verify", resource="audit/*")
+async def verify_with_witnesses() -> dict[str, Any]:
+    """Like GET, also checked against the checkpoints a witness kept (body ``checkpoints``)."""
+    data = await request.get_json(force=True, silent=True)
+    items = data.get("checkpoints") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) > MAX_WITNESSES:
+        raise Invalid(
+            f"checkpoints must be a list of at most {MAX_WITNESSES} checkpoint objects",
+            details={"fields": ["body.checkpoints"]},
+        )
+    c = ctx()
+    witnesses: list[Checkpoint] = []
+    for i, item in enumerate(items):
+        try:
+            witnesses.append(
+                parse_checkpoint(item, c.audit_keys.signer.public_key, source=f"witness #{i + 1}")
+            )
+        except Invalid as exc:
+            verdict = Verdict(
+                kind="bad_checkpoint", checked=0, last_seq=0, head="", reason=exc.message
+            )
+            return _answer(verdict, len(items))
+    verdict, used = await verify_log(c.store, c.audit_keys, c.checkpointer.log, witnesses)
+    return _answer(verdict, used)
+
+
+@bp.get("/api/audit/checkpoint")
+@requires("user", action="audit:read", resource="audit/*")
+async def checkpoint() -> dict[str, Any]:
+    """The newest signed checkpoint (a fresh one of the current head) and the public key that
+    checks it: keep it somewhere else and give it back to verify."""
+    c = ctx()
+    latest = await c.checkpointer.write() or c.checkpointer.log.last()
     return {
-        "ok": True,
-        "checked": checked,
-        "broken_at": None,
-        "last_seq": prev_seq,
-        "head": prev_hash,
+        "checkpoint": latest,
+        "public_key": base64.b64encode(c.audit_keys.signer.public_key).decode(),
+        "key_id": c.audit_keys.key_id,
     }

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from lab.errors import Unavailable
 from lab.model import AuditEntry
+from lab.store.auditchain import AuditKey, ChainStart
 from lab.store.postgres.db import CODEC, Conn, Database
+from lab.store.postgres.writes import start_chain
 from lab.store.rules import audit_page
 from lab.store.writeops import Writer, append_audit
 
 
 class PgAudit:
-    def __init__(self, db: Database, writer: Writer) -> None:
+    def __init__(self, db: Database, writer: Writer, key: AuditKey | None = None) -> None:
         self._db = db
         self._writer = writer
+        self._key = key
+
+    async def start_chain(self) -> ChainStart:
+        if self._key is None:
+            raise Unavailable("this store was opened without an audit key")
+        return await self._db.run(start_chain, self._key)
 
     async def append(self, entry: AuditEntry) -> AuditEntry:
         return await append_audit(self._writer, entry)
@@ -47,5 +56,14 @@ class PgAudit:
         def op(conn: Conn) -> int:
             row = conn.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()
             return int(row[0]) if row else 0
+
+        return await self._db.read(op)
+
+    async def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, "") when the log is empty."""
+
+        def op(conn: Conn) -> tuple[int, str]:
+            row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            return (int(row[0]), str(row[1])) if row else (0, "")
 
         return await self._db.read(op)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
     AuditRepository,
@@ -43,9 +44,17 @@ class PostgresStore:
     """The :class:`lab.store.base.Store` of one PostgreSQL/CockroachDB database; get one from
     :func:`open_postgres`. Several stores (labd replicas) may share one database."""
 
-    def __init__(self, url: str, db: Database, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        db: Database,
+        *,
+        max_batch: int = 1000,
+        audit_key: AuditKey | None = None,
+    ) -> None:
         self._url = url
         self.db = db
+        self.audit_key = audit_key
         self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
         self.servers: ServerRepository = PgServers(db)
         self.agents: AgentRepository = PgAgents(db, self.writer)
@@ -53,7 +62,7 @@ class PostgresStore:
         self.roles: RoleRepository = PgRoles(db)
         self.tokens: TokenRepository = PgTokens(db)
         self.certificates: CertificateRepository = PgCertificates(db)
-        self.audit: AuditRepository = PgAudit(db, self.writer)
+        self.audit: AuditRepository = PgAudit(db, self.writer, audit_key)
         self.machines: MachineRepository = PgMachines(db)
         self.clusters: ClusterRepository = PgClusters(db)
         self.settings: SettingsRepository = PgSettingValues(db)
@@ -65,7 +74,7 @@ class PostgresStore:
 
     async def _flush(self, ops: list[WriteOp]) -> list[Outcome | Exception]:
         # One thread hop and one transaction per batch (retried whole on conflicts).
-        return await self.db.run(flush_batch, ops)
+        return await self.db.run(flush_batch, ops, self.audit_key)
 
     async def schema_version(self) -> int:
         return await schema.schema_version(self.db)
@@ -85,7 +94,11 @@ class PostgresStore:
 
 @asynccontextmanager
 async def open_postgres(
-    url: str, *, options: PgOptions | None = None, max_batch: int = 1000
+    url: str,
+    *,
+    options: PgOptions | None = None,
+    max_batch: int = 1000,
+    audit_key: AuditKey | None = None,
 ) -> AsyncIterator[PostgresStore]:
     """Connect to the database of ``url``, migrate and seed it; close the pool on exit.
 
@@ -96,14 +109,16 @@ async def open_postgres(
 
     Raises ``Unavailable`` when the server cannot be reached within ``connect_timeout`` (the
     message carries libpq's reason), ``SchemaTooNew`` when a newer labctl migrated the database
-    (nothing is written), ``ConfigError`` for a malformed URL.
+    (nothing is written), ``ConfigError`` for a malformed URL. ``audit_key`` MACs the audit
+    chain (``store.audit.start_chain()`` checks it); without it audit appends fail
+    ``Unavailable``.
     """
     opts = options or PgOptions()
     db = await trio.to_thread.run_sync(open_pool, url, opts)
     try:
         await schema.migrate(db)
         await schema.seed(db)
-        store = PostgresStore(url, db, max_batch=max_batch)
+        store = PostgresStore(url, db, max_batch=max_batch, audit_key=audit_key)
         async with running(store.writer, drain_seconds=CLOSE_DRAIN_SECONDS):
             yield store
     finally:

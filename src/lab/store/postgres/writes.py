@@ -14,13 +14,20 @@ a heartbeat for a deleted server) are caught before or without an error, so they
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg.errors
 
-from lab.errors import Invalid, NotFound
+from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
-from lab.store.auditchain import GENESIS, chain
+from lab.store.auditchain import (
+    GENESIS,
+    START_SETTING,
+    AuditKey,
+    ChainStart,
+    chain_keyed,
+    settle_start,
+)
 from lab.store.postgres.db import CODEC, Conn, RetryTransaction
 from lab.store.rows import AUDIT_COLS, Params
 from lab.store.writeops import AuditAppend, Outcome, WriteOp
@@ -48,12 +55,16 @@ def _check_time(*values: datetime) -> None:
         raise ValueError("times must carry a timezone")
 
 
-def _chain(entry: AuditEntry, seq: int, prev_hash: str) -> tuple[AuditEntry, Params]:
+def _chain(
+    entry: AuditEntry, seq: int, prev_hash: str, key: AuditKey | None
+) -> tuple[AuditEntry, Params]:
     """Chain one entry after (seq - 1, prev_hash) and build its row; pure Python, so a bad
     entry fails here before anything touches the database."""
+    if key is None:
+        raise Unavailable("this store was opened without an audit key: it cannot append")
     e = entry
     _check_text(e.user, e.session, e.action, e.resource, e.result, e.source)
-    chained = chain(e, seq, prev_hash)
+    chained = chain_keyed(e, seq, prev_hash, key)
     return chained, CODEC.audit_params(chained)
 
 
@@ -62,7 +73,45 @@ def _tail(conn: Conn) -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
-def flush_batch(conn: Conn, ops: list[WriteOp]) -> list[Outcome | Exception]:
+def start_chain(conn: Conn, key: AuditKey) -> ChainStart:
+    """Check (or, on a migrated database, write) the keyed chain's start record, in the
+    caller's transaction; see :func:`lab.store.auditchain.settle_start`."""
+    row = conn.execute("SELECT value FROM settings WHERE key = %s", (START_SETTING,)).fetchone()
+    seq, head = _tail(conn)
+    start, write = settle_start(
+        None if row is None else str(row[0]), seq, head, key, datetime.now(UTC)
+    )
+    if write:
+        conn.execute(
+            "UPDATE settings SET value = %s WHERE key = %s", (start.to_json(), START_SETTING)
+        )
+    return start
+
+
+def _insert(conn: Conn, rows: list[Params]) -> None:
+    try:
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_AUDIT, rows)
+    except psycopg.errors.UniqueViolation as exc:
+        # PostgreSQL reports a concurrent insert of our seq as a unique violation when the
+        # index page it read was not the one the other writer touched; same meaning.
+        raise RetryTransaction(str(exc)) from exc
+
+
+def append_in_transaction(conn: Conn, key: AuditKey | None, entry: AuditEntry) -> AuditEntry:
+    """Chain and insert ``entry`` in the caller's transaction (the change it records commits
+    with it; a retry runs it again on the new tail). Raises ``Invalid`` for an entry that
+    cannot be chained, ``RetryTransaction`` when another writer took the seq."""
+    seq, prev_hash = _tail(conn)
+    try:
+        stored, row = _chain(entry, seq + 1, prev_hash, key)
+    except (ValueError, TypeError) as exc:
+        raise Invalid(f"cannot store this audit entry: {exc}") from exc
+    _insert(conn, [row])
+    return stored
+
+
+def flush_batch(conn: Conn, ops: list[WriteOp], key: AuditKey | None) -> list[Outcome | Exception]:
     """Commit ``ops`` in the caller's transaction; one outcome per op (a result or its error).
 
     Runs again from scratch when the transaction is retried, so the chain is recomputed on
@@ -74,9 +123,11 @@ def flush_batch(conn: Conn, ops: list[WriteOp]) -> list[Outcome | Exception]:
     for op in ops:
         if isinstance(op, AuditAppend):
             try:
-                entry, row = _chain(op.entry, seq + 1, prev_hash)
+                entry, row = _chain(op.entry, seq + 1, prev_hash, key)
             except (ValueError, TypeError) as exc:
                 outcomes.append(Invalid(f"cannot store this audit entry: {exc}"))
+            except LabError as exc:
+                outcomes.append(exc)
             else:
                 seq, prev_hash = entry.seq, entry.hash
                 audit_rows.append(row)
@@ -93,11 +144,5 @@ def flush_batch(conn: Conn, ops: list[WriteOp]) -> list[Outcome | Exception]:
         )
         outcomes.append(None if cur.rowcount else NotFound(f"server id {op.server_id!r} not found"))
     if audit_rows:
-        try:
-            with conn.cursor() as cur:
-                cur.executemany(_INSERT_AUDIT, audit_rows)
-        except psycopg.errors.UniqueViolation as exc:
-            # PostgreSQL reports a concurrent insert of our seq as a unique violation when the
-            # index page it read was not the one the other writer touched; same meaning.
-            raise RetryTransaction(str(exc)) from exc
+        _insert(conn, audit_rows)
     return outcomes

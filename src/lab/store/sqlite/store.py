@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
     AuditRepository,
@@ -74,10 +75,17 @@ def _open(url: str, busy_timeout: float) -> Database:
 class SqliteStore:
     """The :class:`lab.store.base.Store` of one SQLite file; get one from :func:`open_sqlite`."""
 
-    def __init__(self, url: str, db: Database, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        db: Database,
+        *,
+        max_batch: int = 1000,
+        audit_key: AuditKey | None = None,
+    ) -> None:
         self._url = url
         self._db = db
-        self._head = ChainHead()
+        self._head = ChainHead(key=audit_key)
         self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
         self.servers: ServerRepository = SqliteServers(db)
         self.agents: AgentRepository = SqliteAgents(db, self.writer)
@@ -85,7 +93,7 @@ class SqliteStore:
         self.roles: RoleRepository = SqliteRoles(db)
         self.tokens: TokenRepository = SqliteTokens(db)
         self.certificates: CertificateRepository = SqliteCertificates(db)
-        self.audit: AuditRepository = SqliteAudit(db, self.writer)
+        self.audit: AuditRepository = SqliteAudit(db, self.writer, audit_key)
         self.machines: MachineRepository = SqliteMachines(db)
         self.clusters: ClusterRepository = SqliteClusters(db)
         self.settings: SettingsRepository = SqliteSettings(db)
@@ -133,11 +141,17 @@ class SqliteStore:
 
 @asynccontextmanager
 async def open_sqlite(
-    url: str, *, max_batch: int = 1000, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+    url: str,
+    *,
+    max_batch: int = 1000,
+    busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+    audit_key: AuditKey | None = None,
 ) -> AsyncIterator[SqliteStore]:
     """Open, migrate and seed the SQLite database of ``url``; close it on exit.
 
     ``busy_timeout`` (seconds) is how long a statement waits for another process's lock.
+    ``audit_key`` MACs the audit chain (``store.audit.start_chain()`` checks it against the
+    database); without it audit appends fail ``Unavailable``.
 
     The group-commit writer runs in this context's own nursery. On exit, queued writes get
     ``CLOSE_DRAIN_SECONDS`` to commit, then the writer is cancelled (its producers get
@@ -149,7 +163,7 @@ async def open_sqlite(
     """
     db = await trio.to_thread.run_sync(_open, url, busy_timeout)
     try:
-        store = SqliteStore(url, db, max_batch=max_batch)
+        store = SqliteStore(url, db, max_batch=max_batch, audit_key=audit_key)
         async with running(store.writer, drain_seconds=CLOSE_DRAIN_SECONDS):
             yield store
     finally:

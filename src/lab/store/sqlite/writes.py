@@ -11,29 +11,59 @@ COMMIT itself fails it is re-read from the database.
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 
 from attrs import define
 
 from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
-from lab.store.auditchain import GENESIS, chain
+from lab.store.auditchain import (
+    GENESIS,
+    START_SETTING,
+    AuditKey,
+    ChainStart,
+    chain_keyed,
+    settle_start,
+)
 from lab.store.rows import AUDIT_COLS, Params
-from lab.store.sqlite.db import CODEC, ts
+from lab.store.sqlite.db import CODEC, transaction, ts
 from lab.store.writeops import AuditAppend, Heartbeat, Outcome, WriteOp
+
+
+def _tail(conn: sqlite3.Connection) -> tuple[int, str]:
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+def start_chain(conn: sqlite3.Connection, key: AuditKey) -> ChainStart:
+    """Check (or, on a migrated database, write) the keyed chain's start record; see
+    :func:`lab.store.auditchain.settle_start` for what it raises."""
+    with transaction(conn):
+        row = conn.execute("SELECT value FROM settings WHERE key = ?", (START_SETTING,)).fetchone()
+        seq, head = _tail(conn)
+        start, write = settle_start(
+            None if row is None else str(row[0]), seq, head, key, datetime.now(UTC)
+        )
+        if write:
+            conn.execute(
+                "UPDATE settings SET value = ? WHERE key = ?", (start.to_json(), START_SETTING)
+            )
+    return start
 
 
 @define
 class ChainHead:
-    """The last audit entry's seq and hash; touched only under the connection's limiter."""
+    """The last audit entry's seq and hash, and the key that MACs the next one; touched only
+    under the connection's limiter. Without a key (a store opened by a tool, not labd) every
+    append fails ``Unavailable``."""
 
+    key: AuditKey | None = None
     seq: int = 0
     hash: str = GENESIS
     loaded: bool = False
 
     def load(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchall()
-        row = rows[0] if rows else None
-        self.seq, self.hash = (row[0], row[1]) if row else (0, GENESIS)
+        self.seq, self.hash = _tail(conn)
         self.loaded = True
 
 
@@ -52,13 +82,31 @@ def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
 _INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-def _chain(op: AuditAppend, head: ChainHead) -> tuple[AuditEntry, Params]:
+def _chain(entry: AuditEntry, head: ChainHead) -> tuple[AuditEntry, Params]:
     """Chain one entry after ``head`` and build its row; pure Python, so a bad entry (a naive
     time, details that are not JSON) fails here before anything touches the database."""
-    entry = chain(op.entry, head.seq + 1, head.hash)
-    row = CODEC.audit_params(entry)
-    head.seq, head.hash = entry.seq, entry.hash
-    return entry, row
+    if head.key is None:
+        raise Unavailable("this store was opened without an audit key: it cannot append")
+    chained = chain_keyed(entry, head.seq + 1, head.hash, head.key)
+    row = CODEC.audit_params(chained)
+    head.seq, head.hash = chained.seq, chained.hash
+    return chained, row
+
+
+def append_in_transaction(
+    conn: sqlite3.Connection, head: ChainHead, entry: AuditEntry
+) -> AuditEntry:
+    """Chain and insert ``entry`` inside the caller's open write transaction (the change it
+    records commits with it). The caller resets ``head.loaded`` if the transaction rolls back.
+    Raises ``Invalid`` for an entry that cannot be chained."""
+    if not head.loaded:
+        head.load(conn)
+    try:
+        stored, row = _chain(entry, head)
+    except (ValueError, TypeError) as exc:
+        raise Invalid(f"cannot store this audit entry: {exc}") from exc
+    conn.execute(_INSERT_AUDIT, row)
+    return stored
 
 
 def flush_batch(
@@ -80,9 +128,11 @@ def flush_batch(
         for op in ops:
             if isinstance(op, AuditAppend):
                 try:
-                    entry, row = _chain(op, head)
+                    entry, row = _chain(op.entry, head)
                 except (ValueError, TypeError) as exc:
                     outcomes.append(Invalid(f"cannot store this audit entry: {exc}"))
+                except LabError as exc:
+                    outcomes.append(exc)
                 else:
                     audit_rows.append(row)
                     outcomes.append(entry)
