@@ -94,7 +94,7 @@ def build(session: nox.Session) -> None:
 
     The version comes from the git tag (hatch-vcs). Checks: `twine check`, the data files of
     the wheel and the files of the sdist (contrib/release/check_dist.py), then the wheel alone
-    in a fresh venv runs `labctl version`, `labd --version` and each daemon's `--help`, and the
+    in a fresh venv runs `labctl version` and each daemon's `--version` and `--help`, and the
     zipapp runs `version`. In a tag's workflow run (GITHUB_REF_TYPE=tag), or with
     `nox -s build -- vX.Y.Z`, the version must be the tag's and CHANGELOG.md must have its
     section, which becomes dist/release-notes.md.
@@ -137,7 +137,9 @@ def build(session: nox.Session) -> None:
         ("labd", "--version"): f"labd {version}",
         ("labd", "--help"): "Usage: labd",
         ("lab-agent", "--help"): "Usage: lab-agent",
+        ("lab-agent", "--version"): f"lab-agent {version}",
         ("lab-bastion", "--help"): "Usage: lab-bastion",
+        ("lab-bastion", "--version"): f"lab-bastion {version}",
     }
     env = {"SHIV_ROOT": str(fresh / "shiv"), "HOME": str(fresh)}
     for (program, *args), wanted in expected.items():

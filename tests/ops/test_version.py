@@ -105,6 +105,8 @@ def test_tag_sets_the_version_of_labctl_and_labd(tmp_path: Path) -> None:
     bin_dir = install(repo, tmp_path)
     assert run(bin_dir / "labctl", "version", cwd=tmp_path) == "labctl 7.3.1"
     assert run(bin_dir / "labd", "--version", cwd=tmp_path) == "labd 7.3.1"
+    assert run(bin_dir / "lab-agent", "--version", cwd=tmp_path) == "lab-agent 7.3.1"
+    assert run(bin_dir / "lab-bastion", "--version", cwd=tmp_path) == "lab-bastion 7.3.1"
     assert run(
         bin_dir / "python", "-c", "import lab; print(lab.__file__)", cwd=tmp_path
     ).startswith(str(bin_dir.parent))
