@@ -80,7 +80,8 @@ def test_standalone_and_provision_commands(standalone: dict[str, str], tmp_path:
 
     bad = _run(p, "install", MAC, "bad_host", env=env)
     assert bad.returncode == 2
-    assert bad.stderr.startswith("error: ") and "body.hostname" in bad.stderr
+    # The user's words, not the API's field path (body.hostname).
+    assert bad.stderr == "error: not an RFC 1123 hostname: 'bad_host'\n"
 
     listed = json.loads(_run(p, "list", "-o", "json", env=env).stdout)
     assert [(m["mac"], m["state"], m["role"]) for m in listed] == [(MAC, "queued", "infra")]

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 
+from lab.cli.output import OutputOpt
+
 if TYPE_CHECKING:
     from lab.cli.client import LabClient
 
@@ -17,7 +19,6 @@ audit_app = App(
     help="The tamper-evident audit log: verify its chain, keep checkpoints, export it.",
 )
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 SinceOpt = Annotated[str | None, Parameter(help="Only entries newer than this: 30s, 10m, 1h, 7d.")]
 PAGE = 1000
 COLUMNS = ("seq", "time", "user", "action", "resource", "result")
@@ -74,7 +75,7 @@ async def get_audit(
     ] = None,
     action: Annotated[str | None, Parameter(help="Only this action, e.g. users:create.")] = None,
     since: SinceOpt = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
 ) -> None:
     """List audit entries: who did what, on what, with which result.
 
@@ -82,7 +83,7 @@ async def get_audit(
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     items: list[dict[str, Any]] = []
@@ -91,7 +92,7 @@ async def get_audit(
         async with LabClient.from_settings() as client:
             async for page in pages(client, user=user, action=action, since=start):
                 items.extend(page)
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(items, fmt)
     elif not items:
         print("no audit entries", file=sys.stderr)
@@ -170,7 +171,7 @@ async def verify(
             help="A checkpoint kept elsewhere (labctl audit checkpoint > FILE); repeatable.",
         ),
     ] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
 ) -> None:
     """Check the audit log's keyed chain against its start record, labd's signed checkpoints
     and any checkpoint you kept; say what broke it: edited, deleted, rechained, truncated,
@@ -181,7 +182,7 @@ async def verify(
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import EXIT_ERROR, handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -191,7 +192,7 @@ async def verify(
                 answer = await client.post("/api/audit/verify", json={"checkpoints": witnesses})
             else:
                 answer = await client.get("/api/audit/verify")
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(answer, fmt)
     elif answer.get("ok"):
         legacy = int(answer.get("legacy") or 0)

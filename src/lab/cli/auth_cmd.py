@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
-auth_app = App(name="auth", help="Ask RBAC: may I (or someone) do this, and which rule decides.")
+from lab.cli.output import OutputOpt
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+auth_app = App(name="auth", help="Ask RBAC: may I (or someone) do this, and which rule decides.")
 
 
 def _rule_text(rule: dict[str, Any] | None) -> str:
@@ -24,7 +24,7 @@ async def can_i(
     /,
     *,
     as_: Annotated[str | None, Parameter(name="--as", help="Ask about this user instead.")] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
 ) -> None:
     """Whether you (or --as USER) may do ACTION on RESOURCE: prints yes or no.
 
@@ -40,7 +40,7 @@ async def can_i(
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import EXIT_DENIED, handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -52,7 +52,7 @@ async def can_i(
                 params = {"user": as_, "action": action, "resource": resource}
                 answer = await client.get("/api/auth/explain", params=params)
     allowed = bool(answer.get("allowed"))
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(answer, fmt)
     else:
         print("yes" if allowed else f"no ({answer.get('reason')})")
@@ -61,7 +61,7 @@ async def can_i(
 
 
 @auth_app.command
-async def explain(user: str, action: str, resource: str, /, *, output: OutputOpt = "table") -> None:
+async def explain(user: str, action: str, resource: str, /, *, output: OutputOpt = "") -> None:
     """Show every rule of USER's roles that matches ACTION on RESOURCE, and which one decided.
 
     Deny overrides allow; when nothing matches, the answer is no.
@@ -78,14 +78,14 @@ async def explain(user: str, action: str, resource: str, /, *, output: OutputOpt
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
         async with LabClient.from_settings() as client:
             params = {"user": user, "action": action, "resource": resource}
             answer = await client.get("/api/auth/explain", params=params)
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(answer, fmt)
         return
     verdict = "ALLOWED" if answer.get("allowed") else "DENIED"

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Any
 
-from cyclopts import App, Parameter
+from cyclopts import App
+
+from lab.cli.output import OutputOpt
 
 certs_app = App(name="certs", help="Certificates labd issued: list and revoke.")
 ca_app = App(name="ca", help="labd's certificate authority: status and rotation.")
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 
 CERT_COLUMNS = ("serial", "subject", "profile", "not_after", "revoked_at")
 CERT_WIDE = ("not_before",)
 
 
 @certs_app.command(name="list")
-async def list_(*, subject: str | None = None, output: OutputOpt = "table") -> None:
+async def list_(*, subject: str | None = None, output: OutputOpt = "") -> None:
     """List issued certificates, optionally of one subject (server/NAME or user/NAME).
 
     Example: labctl certs list --subject server/web1
@@ -29,14 +30,14 @@ async def list_(*, subject: str | None = None, output: OutputOpt = "table") -> N
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
         async with LabClient.from_settings() as client:
             body = await client.get("/api/certs", params={"subject": subject} if subject else None)
     items = body.get("items", [])
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(items, fmt)
     elif not items:
         print("no certificates", file=sys.stderr)
@@ -70,9 +71,9 @@ async def revoke(target: str, /) -> None:
 
 
 def _print_status(status: dict[str, Any], fmt: str) -> None:
-    from lab.cli.output import emit
+    from lab.cli.output import emit, is_data
 
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(status, fmt)
         return
     state = "rotation in progress" if status.get("rotating") else "not rotating"
@@ -108,7 +109,7 @@ async def _refresh_local_bundle() -> None:
 
 
 @ca_app.command
-async def show(*, output: OutputOpt = "table") -> None:
+async def show(*, output: OutputOpt = "") -> None:
     """Show the CA fingerprint, every CA (active, next, old), rotation state and pending identities.
 
     Example: labctl ca show
@@ -125,7 +126,7 @@ async def show(*, output: OutputOpt = "table") -> None:
 
 
 @ca_app.command
-async def rotate(*, finish: bool = False, force: bool = False, output: OutputOpt = "table") -> None:
+async def rotate(*, finish: bool = False, force: bool = False, output: OutputOpt = "") -> None:
     """Start a CA rotation (a new CA is trusted beside the old one), or finish it.
 
     Starting renews your own certificate from the new CA. --finish drops the old CA; it is

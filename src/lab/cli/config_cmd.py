@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from cyclopts import App
 
-from cyclopts import App, Parameter
-
-from lab.cli.output import check_format, emit
+from lab.cli.output import OutputOpt, check_format, emit
 
 config_app = App(name="config", help="Read and write labctl's settings (~/.labctl/config.yaml).")
 
 
 @config_app.command(name="list")
-def list_(*, output: Annotated[str, Parameter(name=["-o", "--output"])] = "table") -> None:
+def list_(*, output: OutputOpt = "") -> None:
     """Show every setting, its value and where it comes from.
 
     Example: labctl config list -o json

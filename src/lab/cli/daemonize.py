@@ -212,16 +212,21 @@ def status_command(
 
     ``-o json`` prints ``{"running", "pid", "url", "healthy", **extra}``; else one line.
     """
-    import json
 
     from lab.cli.health import is_healthy
+    from lab.cli.output import check_format, emit, is_data
 
+    fmt = check_format(output)
     pid = read_pid(daemon.pid_file, daemon.programs)
     healthy = pid is not None and is_healthy(daemon.url, cafile=daemon.cafile)
     report = {"running": pid is not None, "pid": pid, "url": daemon.url, "healthy": healthy}
-    if output == "json":
-        print(json.dumps({**report, **(extra or {})}))
+    if is_data(fmt):
+        emit({**report, **(extra or {})}, fmt)
     else:
         state = "running" if pid else "not running"
-        detail = f" (pid {pid}) at {daemon.url}, healthy: {healthy}" if pid else ""
+        detail = (
+            f" (pid {pid}) at {daemon.url}, {'healthy' if healthy else 'not healthy'}"
+            if pid
+            else ""
+        )
         print(f"{daemon.name} {state}{detail}")

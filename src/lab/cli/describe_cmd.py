@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from cyclopts import Parameter
-
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
+from lab.cli.output import OutputOpt
 
 
 def render_server(item: dict[str, Any], now: datetime) -> str:
@@ -51,7 +49,7 @@ def _fact(value: Any) -> str:
     return str(value)
 
 
-async def describe(resource: str, /, *, output: OutputOpt = "table") -> None:
+async def describe(resource: str, /, *, output: OutputOpt = "") -> None:
     """Show one resource in detail: facts, labels, presence, certificate.
 
     For a server: status and the replica holding its connection, last heartbeat, agent
@@ -68,7 +66,7 @@ async def describe(resource: str, /, *, output: OutputOpt = "table") -> None:
 
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
     from lab.cli.resources import parse_resource
 
     fmt = check_format(output)
@@ -76,7 +74,7 @@ async def describe(resource: str, /, *, output: OutputOpt = "table") -> None:
         _, name = parse_resource(resource, allowed=("server",))
         async with LabClient.from_settings() as client:
             item = await client.get(f"/api/servers/{quote(name, safe='')}")
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(item, fmt)
     else:
         print(render_server(item, datetime.now(UTC)))

@@ -26,13 +26,15 @@ _EXIT_BY_CODE = {
 
 @contextmanager
 def handle() -> Iterator[None]:
-    """Map LabError to ``error: message (hint: ...)`` and its exit code."""
+    """Map LabError to ``error: message`` (and a ``hint:`` line) and its exit code.
+
+    The message is the error's own words; ``details["fields"]`` (labd's field paths such as
+    ``body.set``) is for programs, not shown.
+    """
     from lab.errors import LabError
 
     try:
         yield
     except LabError as exc:
         hint = exc.details.get("hint")
-        fields = exc.details.get("fields")
-        message = exc.message + (f": {', '.join(map(str, fields))}" if fields else "")
-        fail(message, str(hint) if hint else None, _EXIT_BY_CODE.get(exc.code, EXIT_ERROR))
+        fail(exc.message, str(hint) if hint else None, _EXIT_BY_CODE.get(exc.code, EXIT_ERROR))

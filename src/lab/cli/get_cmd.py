@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
+from lab.cli.output import OutputOpt
+
 get_app = App(name="get", help="List resources: servers.")
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 LabelOpt = Annotated[
     tuple[str, ...],
     Parameter(
@@ -59,7 +60,7 @@ async def servers(
     *,
     label: LabelOpt = (),
     status: Annotated[str | None, Parameter(help="Only online or offline servers.")] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
 ) -> None:
     """List servers with their presence and labels.
 
@@ -73,7 +74,7 @@ async def servers(
 
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
     from lab.errors import Invalid
 
     fmt = check_format(output)
@@ -94,7 +95,7 @@ async def servers(
         async with LabClient.from_settings() as client:
             body = await client.get(f"/api/servers{query}")
     items = body.get("items", [])
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(items, fmt)
     elif not items:
         print("no servers", file=sys.stderr)

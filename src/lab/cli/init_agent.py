@@ -8,9 +8,11 @@ directory (``LAB_AGENT_STATE_DIR``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from cyclopts import App, Parameter
+from cyclopts import App
+
+from lab.cli.output import OutputOpt
 
 if TYPE_CHECKING:
     from lab.cli.daemonize import Standalone
@@ -19,7 +21,6 @@ agent_app = App(name="agent", help="lab-agent, the node agent.")
 standalone_app = App(name="standalone", help="Run lab-agent on this box against labd.")
 agent_app.command(standalone_app)
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
 # Long enough to enroll right away, short enough that a leaked token is soon useless.
 TOKEN_TTL_SECONDS = 600
@@ -194,7 +195,7 @@ def stop() -> None:
 
 
 @standalone_app.command
-async def status(*, output: OutputOpt = "table") -> None:
+async def status(*, output: OutputOpt = "") -> None:
     """Show whether the background lab-agent runs and whether labd sees it online.
 
     -o json prints {"running", "pid", "server", "name", "online"}; online is null when labd
@@ -202,12 +203,13 @@ async def status(*, output: OutputOpt = "table") -> None:
 
     Example: labctl init agent standalone status -o json
     """
-    import json
 
     from lab.cli.daemonize import read_pid
     from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit, is_data
     from lab.cli.settings import load_settings
 
+    fmt = check_format(output)
     with handle():
         daemon = _daemon()
         pid = read_pid(daemon.pid_file, daemon.programs)
@@ -227,8 +229,8 @@ async def status(*, output: OutputOpt = "table") -> None:
         "name": name,
         "online": online,
     }
-    if output == "json":
-        print(json.dumps(report))
+    if is_data(fmt):
+        emit(report, fmt)
         return
     state_text = f"running (pid {pid})" if pid is not None else "not running"
     who = f"server/{name}" if name else "not enrolled"

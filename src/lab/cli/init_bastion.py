@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from cyclopts import App, Parameter
+from cyclopts import App
+
+from lab.cli.output import OutputOpt
 
 if TYPE_CHECKING:
     from lab.cli.daemonize import Standalone
@@ -12,8 +14,6 @@ if TYPE_CHECKING:
 bastion_app = App(name="bastion", help="lab-bastion, the PXE server.")
 standalone_app = App(name="standalone", help="Run one lab-bastion on this box, on SQLite.")
 bastion_app.command(standalone_app)
-
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
 
 def _daemon() -> Standalone:
@@ -77,7 +77,7 @@ def stop() -> None:
 
 
 @standalone_app.command
-def status(*, output: OutputOpt = "table") -> None:
+def status(*, output: OutputOpt = "") -> None:
     """Show whether the background lab-bastion runs and answers /healthz.
 
     Example: labctl init bastion standalone status -o json

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-from cyclopts import App, Parameter
+from cyclopts import App
+
+from lab.cli.output import OutputOpt
 
 if TYPE_CHECKING:
     from lab.cli.daemonize import Standalone
 
 standalone_app = App(name="standalone", help="Run one labd on this box, on SQLite.")
-
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table or json")]
 
 
 def _daemon() -> Standalone:
@@ -83,7 +83,7 @@ def stop() -> None:
 
 
 @standalone_app.command
-def status(*, output: OutputOpt = "table") -> None:
+def status(*, output: OutputOpt = "") -> None:
     """Show whether the background labd runs and is healthy.
 
     Example: labctl init labd standalone status -o json

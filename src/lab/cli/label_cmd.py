@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
 
-from cyclopts import Parameter
-
+from lab.cli.output import OutputOpt
 from lab.errors import Invalid
-
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, json or yaml")]
 
 
 def parse_changes(args: Iterable[str]) -> tuple[dict[str, str], list[str]]:
@@ -43,7 +39,7 @@ def parse_changes(args: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     return set_, remove
 
 
-async def label(resource: str, /, *changes: str, output: OutputOpt = "table") -> None:
+async def label(resource: str, /, *changes: str, output: OutputOpt = "") -> None:
     """Set (KEY=VALUE) or remove (KEY-) labels of a resource.
 
     Keys are NAME or PREFIX/NAME: NAME is up to 63 letters, digits, '-', '_', '.', starting
@@ -63,7 +59,7 @@ async def label(resource: str, /, *changes: str, output: OutputOpt = "table") ->
 
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
     from lab.cli.resources import parse_resource
 
     fmt = check_format(output)
@@ -77,7 +73,7 @@ async def label(resource: str, /, *changes: str, output: OutputOpt = "table") ->
                 json={"set": set_, "remove": remove},
             )
             item = response.json()
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(item, fmt)
     else:
         labels = item.get("labels") or {}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
-from cyclopts import Parameter
+
+from lab.cli.output import OutputOpt
 
 if TYPE_CHECKING:
     from lab.cli.client import Confirm
-
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 
 
 @frozen(kw_only=True)
@@ -110,7 +109,7 @@ async def login_command(
     ca_fingerprint: str | None = None,
     insecure_trust_on_first_use: bool = False,
     username: str | None = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
 ) -> None:
     """Log in to labd with a join token: get a user certificate and trust labd's CA.
 
@@ -136,7 +135,7 @@ async def login_command(
         Your user name in labd; optional: the token names its user, and another name is refused.
     """
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
     from lab.cli.settings import load_settings
 
     fmt = check_format(output)
@@ -154,7 +153,7 @@ async def login_command(
             confirm=_prompt if sys.stdin.isatty() else None,
             request_timeout=settings.timeout,
         )
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(result.as_dict(), fmt)
         return
     roles = ", ".join(result.roles) or "none"
@@ -162,7 +161,7 @@ async def login_command(
     print(f"certificate valid until {result.not_after}; identity in {result.directory}")
 
 
-async def whoami(*, output: OutputOpt = "table") -> None:
+async def whoami(*, output: OutputOpt = "") -> None:
     """Show who labd thinks you are: identity, roles and certificate expiry.
 
     Example: labctl whoami -o json
@@ -172,14 +171,14 @@ async def whoami(*, output: OutputOpt = "table") -> None:
     from lab.cli.client import LabClient
     from lab.cli.durations import format_duration
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
         async with LabClient.from_settings() as client:
             body = await client.get("/api/auth/whoami")
             server = client.server
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit({**body, "server": server}, fmt)
         return
     left = ""

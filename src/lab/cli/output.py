@@ -1,4 +1,5 @@
-"""Printing results: table, wide, json or yaml; errors on stderr in one line with a hint."""
+"""Printing results: table, wide, json, yaml, name or jsonpath=EXPR; errors on stderr as
+one ``error:`` line and an optional ``hint:`` line."""
 
 from __future__ import annotations
 
@@ -6,13 +7,61 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-FORMATS = ("table", "wide", "json", "yaml")
+from cyclopts import Parameter
+
+FORMATS = ("table", "wide", "json", "yaml", "name")
+JSONPATH = "jsonpath="
+
+OutputOpt = Annotated[
+    str,
+    Parameter(
+        name=["-o", "--output"],
+        help="table, wide, json, yaml, name or jsonpath=EXPR; default: the output setting "
+        "(LABCTL_OUTPUT), else table.",
+        show_default=False,
+    ),
+]
+"""The ``-o`` option of every command that prints resources; its default ``""`` means "the
+output setting", which :func:`check_format` resolves."""
 
 
-def emit(data: Any, fmt: str, *, columns: Sequence[str] = (), wide: Sequence[str] = ()) -> None:
-    """Print ``data`` (a dict or a list of dicts) in ``fmt``."""
+def emit(
+    data: Any,
+    fmt: str,
+    *,
+    columns: Sequence[str] = (),
+    wide: Sequence[str] = (),
+    kind: str = "",
+) -> None:
+    """Print ``data`` (a dict or a list of dicts) in ``fmt``.
+
+    ``name`` prints ``KIND/NAME`` per item (``kind`` given) or the name alone; ``jsonpath=``
+    applies the template to each item of a list, or to ``{"items": [...]}`` when the template
+    names ``.items``.
+    """
+    if fmt.startswith(JSONPATH):
+        from lab.cli.jsonpath import render
+        from lab.errors import LabError
+
+        template = fmt.removeprefix(JSONPATH)
+        try:
+            if isinstance(data, list) and ".items" not in template:
+                text = "\n".join(render(template, item) for item in data)
+            else:
+                text = render(template, {"items": data} if isinstance(data, list) else data)
+        except LabError as exc:
+            hint = exc.details.get("hint")
+            fail(exc.message, str(hint) if hint else None, code=2)
+        if text:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return
+    if fmt == "name":
+        for item in data if isinstance(data, list) else [data]:
+            name = item.get("name", item.get("id")) if isinstance(item, dict) else item
+            print(f"{kind}/{name}" if kind else name)
+        return
     if fmt == "json":
         print(json.dumps(data, indent=2, default=str, sort_keys=True))
         return
@@ -45,18 +94,38 @@ def _cell(value: Any) -> str:
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> None:
-    """Print one error line (and a hint) to stderr and exit with ``code``."""
-    line = f"error: {message}"
+    """Print ``error: message`` (and ``hint: hint``) to stderr and exit with ``code``."""
+    line = f"error: {' '.join(message.split())}"
     if hint:
-        line += f" (hint: {hint})"
-    print(line, file=sys.stderr)
+        line += f"\nhint: {' '.join(hint.split())}"
+    print(line, file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
-def check_format(fmt: str) -> str:
+def check_format(fmt: str | None) -> str:
+    """``fmt`` checked; empty means the ``output`` setting (LABCTL_OUTPUT, config file)."""
+    if not fmt:
+        from lab.cli.errors import handle
+        from lab.cli.settings import load_settings
+
+        with handle():
+            fmt = load_settings().output
+    if fmt.startswith(JSONPATH):
+        if not fmt.removeprefix(JSONPATH).strip():
+            fail("-o jsonpath= needs a template", "e.g. -o jsonpath='{.name}'", code=2)
+        return fmt
     if fmt not in FORMATS:
-        fail(f"unknown output format {fmt!r}", "use one of: " + ", ".join(FORMATS), code=2)
+        fail(
+            f"unknown output format {fmt!r}",
+            "use one of: " + ", ".join(FORMATS) + ", jsonpath=EXPR",
+            code=2,
+        )
     return fmt
+
+
+def is_data(fmt: str) -> bool:
+    """Whether ``fmt`` prints the data itself (json, yaml, name, jsonpath), not a table."""
+    return fmt not in ("table", "wide")
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal
 
 from cyclopts import App, Parameter
 
+from lab.cli.output import OutputOpt
+
 provision_app = App(
     name="provision",
     help="Discover, install and reprovision bare-metal machines through the PXE bastion.",
 )
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 BastionOpt = Annotated[
     str | None,
     Parameter(help="Bastion URL (LABCTL_BASTION_URL, else `labctl config get bastion`)"),
@@ -101,7 +102,7 @@ class _Api:
 
 @provision_app.command(name="list")
 def list_(
-    *, output: OutputOpt = "table", bastion: BastionOpt = None, token_file: TokenFileOpt = None
+    *, output: OutputOpt = "", bastion: BastionOpt = None, token_file: TokenFileOpt = None
 ) -> None:
     """List the machines the bastion knows.
 
@@ -147,7 +148,7 @@ def install(
     ssh_key: Annotated[tuple[str, ...], Parameter(consume_multiple=False)] = (),
     ssh_key_file: Path | None = None,
     local_boot: Literal["exit", "sanboot"] = "exit",
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
     bastion: BastionOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
@@ -180,7 +181,7 @@ def reprovision(
     mac: str,
     *,
     dry_run: bool = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
     bastion: BastionOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
@@ -191,14 +192,14 @@ def reprovision(
     Example: labctl provision reprovision 52:54:00:12:34:56 --dry-run
     """
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
         r = _Api(bastion, token_file).call(
             "POST", "/api/reprovision", json={"mac": mac, "dry_run": dry_run}
         )
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(r, fmt)
         return
     plan, m = r["plan"], r["machine"]

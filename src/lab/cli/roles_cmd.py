@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from cyclopts import App, Parameter
+from cyclopts import App
+
+from lab.cli.output import OutputOpt
 
 roles_app = App(name="roles", help="Roles and their allow/deny rules (deny overrides allow).")
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 RULE_COLUMNS = ("effect", "action", "resource")
 
 
@@ -31,9 +32,9 @@ def _rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _print_role(role: dict[str, Any], fmt: str) -> None:
-    from lab.cli.output import emit
+    from lab.cli.output import emit, is_data
 
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(role, fmt)
         return
     kind = "builtin" if role.get("builtin") else "custom"
@@ -46,27 +47,27 @@ def _print_role(role: dict[str, Any], fmt: str) -> None:
 
 
 @roles_app.command(name="list")
-async def list_(*, output: OutputOpt = "table") -> None:
+async def list_(*, output: OutputOpt = "") -> None:
     """List roles with their number of rules.
 
     Example: labctl roles list
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
         async with LabClient.from_settings() as client:
             items = (await client.get("/api/roles")).get("items", [])
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(items, fmt)
     else:
         emit(_rows(items), fmt, columns=("name", "builtin", "rules", "description"))
 
 
 @roles_app.command
-async def describe(name: str, /, *, output: OutputOpt = "table") -> None:
+async def describe(name: str, /, *, output: OutputOpt = "") -> None:
     """Show a role's rules in the order they were written.
 
     Example: labctl roles describe operator
@@ -88,7 +89,7 @@ async def describe(name: str, /, *, output: OutputOpt = "table") -> None:
 
 
 @roles_app.command
-async def create(name: str, /, *, description: str = "", output: OutputOpt = "table") -> None:
+async def create(name: str, /, *, description: str = "", output: OutputOpt = "") -> None:
     """Create an empty role (it allows nothing until you add rules with roles allow).
 
     Example: labctl roles create web-ops --description "exec on web servers"
@@ -148,7 +149,7 @@ async def _rule(effect: str, role: str, action: str, resource: str, remove: bool
 
 @roles_app.command
 async def allow(
-    role: str, action: str, resource: str, /, *, remove: bool = False, output: OutputOpt = "table"
+    role: str, action: str, resource: str, /, *, remove: bool = False, output: OutputOpt = ""
 ) -> None:
     """Add a rule that allows ACTION on RESOURCE (``*`` matches anything), or remove it.
 
@@ -170,7 +171,7 @@ async def allow(
 
 @roles_app.command
 async def deny(
-    role: str, action: str, resource: str, /, *, remove: bool = False, output: OutputOpt = "table"
+    role: str, action: str, resource: str, /, *, remove: bool = False, output: OutputOpt = ""
 ) -> None:
     """Add a rule that denies ACTION on RESOURCE; a deny beats every allow. Or remove it.
 

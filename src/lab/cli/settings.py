@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import yaml
 from attrs import frozen
 
+from lab.errors import ConfigError, Invalid
 from lab.runtime.config import check_key, coerce, field_names, load_config, read_yaml_mapping
+
+OUTPUTS = ("table", "wide", "json", "yaml", "name")
+"""What the ``output`` setting may be (``-o`` also takes ``jsonpath=EXPR``)."""
 
 
 @frozen(kw_only=True)
 class CliSettings:
     # labd's URL, e.g. https://lab.example:3100 (LABCTL_SERVER).
     server: str = "https://127.0.0.1:3100"
-    # Default output format: table, wide, json or yaml (LABCTL_OUTPUT).
+    # Default output format: table, wide, json, yaml or name (LABCTL_OUTPUT).
     output: str = "table"
-    # Seconds to wait for labd on each request (LABCTL_TIMEOUT).
+    # How long to wait for labd on each request: seconds or a duration like 30s, 2m
+    # (LABCTL_TIMEOUT).
     timeout: float = 30.0
     # The bastion's URL for `labctl provision` (LABCTL_BASTION).
     bastion: str = "http://127.0.0.1:8080"
@@ -41,10 +48,85 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     )
 
 
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(
+            f"{name} {value!r} is not a URL",
+            details={"fields": [name], "hint": f"like https://lab.example:3100 ({name})"},
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise Invalid(f"{name} {value!r} has a bad port", details={"fields": [name]}) from exc
+    return value.rstrip("/")
+
+
+def _output(name: str, value: str) -> str:
+    if value not in OUTPUTS:
+        raise Invalid(
+            f"{name} {value!r} is not an output format",
+            details={"fields": [name], "hint": "use one of: " + ", ".join(OUTPUTS)},
+        )
+    return value
+
+
+def _timeout(name: str, value: str) -> float:
+    from lab.cli.durations import parse_duration
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        return float(parse_duration(value, field=name))
+    if not seconds > 0 or seconds == float("inf"):
+        raise Invalid(f"{name} {value!r} must be longer than zero", details={"fields": [name]})
+    return seconds
+
+
+def _fingerprint(name: str, value: str) -> str:
+    if value and not re.fullmatch(r"SHA256:[0-9a-f]{64}", value):
+        raise Invalid(
+            f"{name} {value!r} is not a CA fingerprint",
+            details={"fields": [name], "hint": "SHA256: and 64 hex digits (labctl ca show)"},
+        )
+    return value
+
+
+_CHECKS: dict[str, Callable[[str, str], Any]] = {
+    "server": _url,
+    "bastion": _url,
+    "output": _output,
+    "timeout": _timeout,
+    "ca_fingerprint": _fingerprint,
+}
+
+
+def check_value(name: str, value: str) -> Any:
+    """``value`` (as typed) checked for setting ``name`` and converted; Invalid naming both."""
+    return _CHECKS[name](name, value.strip())
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
-    return load_config(
-        CliSettings, file=config_path(environ), env_prefix="LABCTL_", environ=environ
-    )
+    """The effective settings; a bad value in the file or environment is a ConfigError."""
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    # Durations are allowed where seconds are: the loader itself only knows numbers.
+    raw_timeout = env.get("LABCTL_TIMEOUT", "")
+    if raw_timeout and not raw_timeout.replace(".", "", 1).isdigit():
+        env = {**env, "LABCTL_TIMEOUT": str(_checked("timeout", raw_timeout, "LABCTL_TIMEOUT"))}
+    settings = load_config(CliSettings, file=path, env_prefix="LABCTL_", environ=env)
+    for name in _CHECKS:
+        value = getattr(settings, name)
+        source = f"LABCTL_{name.upper()}" if env.get(f"LABCTL_{name.upper()}") else str(path)
+        _checked(name, str(value), source)
+    return settings
+
+
+def _checked(name: str, value: str, source: str) -> Any:
+    try:
+        return check_value(name, value)
+    except Invalid as exc:
+        raise ConfigError(f"{source}: {exc.message}", details=exc.details) from None
 
 
 def file_settings(path: Path) -> dict[str, Any]:
@@ -57,7 +139,7 @@ def set_setting(key: str, value: str, path: Path | None = None) -> Any:
     """Validate and write one setting into the config file (0600); returns the stored value."""
     path = path or config_path()
     name = check_key(CliSettings, key)
-    typed = coerce(CliSettings, name, value, source="value")
+    typed = coerce(CliSettings, name, check_value(name, value), source="value")
     data = file_settings(path)
     data[name] = typed
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Literal
+from typing import Literal
 
-from cyclopts import App, Parameter
+from cyclopts import App
+
+from lab.cli.output import OutputOpt
 
 tokens_app = App(name="tokens", help="Join tokens that let agents and users enroll.")
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 
 COLUMNS = ("id", "kind", "bound_to", "roles", "uses", "max_uses", "expires_at", "revoked_at")
 WIDE = ("reusable", "system_uuid", "serial", "created_at", "created_by", "description")
@@ -39,7 +40,7 @@ async def create(
     system_uuid: str | None = None,
     serial: str | None = None,
     replace: bool = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = "",
 ) -> None:
     """Create a join token and print its secret (shown only this once).
 
@@ -78,7 +79,7 @@ async def create(
     from lab.cli.client import LabClient
     from lab.cli.durations import parse_duration
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
     from lab.errors import Invalid
 
     fmt = check_format(output)
@@ -101,7 +102,7 @@ async def create(
         }
         async with LabClient.from_settings() as client:
             record = await client.post("/api/tokens", body)
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(record, fmt)
     else:
         print(record["token"])
@@ -114,14 +115,14 @@ async def create(
 
 
 @tokens_app.command(name="list")
-async def list_(*, output: OutputOpt = "table") -> None:
+async def list_(*, output: OutputOpt = "") -> None:
     """List join tokens (never their secrets).
 
     Example: labctl tokens list -o wide
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -129,7 +130,7 @@ async def list_(*, output: OutputOpt = "table") -> None:
             body = await client.get("/api/tokens")
     items = body.get("items", [])
     items = [{**t, "bound_to": bound_to(t)} for t in items]
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(items, fmt)
     elif not items:
         print("no tokens", file=sys.stderr)

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
+from lab.cli.output import OutputOpt
+
 users_app = App(
     name="users", help="People who use labd: create, list, grant roles, disable, enable."
 )
 
-OutputOpt = Annotated[str, Parameter(name=["-o", "--output"], help="table, wide, json or yaml")]
 RoleOpt = Annotated[
     tuple[str, ...],
     Parameter(name=["--role", "-r"], help="A role to grant (repeat, or comma-separated)."),
@@ -39,7 +40,7 @@ async def _post_action(name: str, action: str) -> Any:
 
 @users_app.command
 async def create(
-    name: str, /, *, role: RoleOpt = (), ttl: str = "24h", output: OutputOpt = "table"
+    name: str, /, *, role: RoleOpt = (), ttl: str = "24h", output: OutputOpt = ""
 ) -> None:
     """Create a user with roles and print a one-time token to log in with (shown only once).
 
@@ -58,7 +59,7 @@ async def create(
     from lab.cli.client import LabClient
     from lab.cli.durations import parse_duration
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     roles = [r.strip() for item in role for r in item.split(",") if r.strip()]
@@ -68,7 +69,7 @@ async def create(
             record = await client.post(
                 "/api/users", {"name": name, "roles": roles, "token_ttl_seconds": seconds}
             )
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(record, fmt)
         return
     print(record["token"])
@@ -82,20 +83,20 @@ async def create(
 
 
 @users_app.command(name="list")
-async def list_(*, output: OutputOpt = "table") -> None:
+async def list_(*, output: OutputOpt = "") -> None:
     """List users with their roles and whether they are disabled.
 
     Example: labctl users list -o wide
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format, emit, is_data
 
     fmt = check_format(output)
     with handle():
         async with LabClient.from_settings() as client:
             items = (await client.get("/api/users")).get("items", [])
-    if fmt in ("json", "yaml"):
+    if is_data(fmt):
         emit(items, fmt)
     elif not items:
         print("no users", file=sys.stderr)
