@@ -49,10 +49,20 @@ class Running:
     admin_token: str
     client: httpx.AsyncClient
     shutdown: trio.Event
+    # https://HOST:PORT of the operator listener of a joined bastion (None when standalone).
+    operator_url: str | None = None
+    # The client operator calls go through: ``client`` with the admin token (standalone), or
+    # a client of the operator listener with a labd user's certificate (joined, see
+    # tests.bastion_join.test_join.joined).
+    ops: httpx.AsyncClient | None = None
 
     @property
     def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_token}"}
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.ops is None else {}
+
+    @property
+    def operator(self) -> httpx.AsyncClient:
+        return self.client if self.ops is None else self.ops
 
     async def discovery_token(self) -> str:
         script = (await self.client.get("/dispatch", params={"mac": "02:00:00:00:00:01"})).text
@@ -60,7 +70,7 @@ class Running:
 
     async def install(self, mac: str, **kw: Any) -> httpx.Response:
         body = {"mac": mac, "hostname": "node1", "role": "worker", "disk": "/dev/sda", **kw}
-        return await self.client.post("/api/install", json=body, headers=self.admin)
+        return await self.operator.post("/api/install", json=body, headers=self.admin)
 
     async def dispatch_token(self, mac: str) -> tuple[str, str]:
         """Dispatch an install; return (script, callback token)."""
@@ -80,6 +90,7 @@ async def start_bastion(
     join_tokens: JoinTokenSource | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Running]:
+    overrides.setdefault("operator_port", 0)
     config = BastionConfig(
         host="127.0.0.1",
         port=0,
@@ -88,18 +99,25 @@ async def start_bastion(
         **overrides,
     )
     shutdown = trio.Event()
+    listeners: dict[str, tuple[str, int]] = {}
 
     async def run(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
         await serve_bastion(
-            config, shutdown_event=shutdown, join_tokens=join_tokens, task_status=task_status
+            config,
+            shutdown_event=shutdown,
+            join_tokens=join_tokens,
+            listening=listeners.__setitem__,
+            task_status=task_status,
         )
 
     with trio.fail_after(10):
         host, port = await nursery.start(run)
     url = f"http://{host}:{port}"
     token = (tmp_path / "data" / "admin-token").read_text().strip()
+    operator = listeners.get("operator")
+    operator_url = f"https://{operator[0]}:{operator[1]}" if operator else None
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        yield Running(url, tmp_path / "data", token, client, shutdown)
+        yield Running(url, tmp_path / "data", token, client, shutdown, operator_url)
     shutdown.set()
 
 

@@ -63,9 +63,21 @@ async def queue_and_fetch_ks(bastion: Running, mac: str, hostname: str) -> str:
     return resp.text
 
 
+def operator_client(labd: RunningLabd, creds: Credentials, url: str) -> httpx.AsyncClient:
+    """A client of a joined bastion's operator listener with a labd user's certificate.
+
+    Like labctl: labd's CA must have signed the bastion's certificate, whose subject is checked
+    (``bastion/...``) instead of a host name.
+    """
+    ctx = labd.ssl_context(creds)
+    ctx.check_hostname = False
+    return httpx.AsyncClient(base_url=url, verify=ctx, timeout=15)
+
+
 @asynccontextmanager
 async def joined(tmp_path: Path) -> AsyncIterator[tuple[RunningLabd, Credentials, Running]]:
-    """labd, its admin, and an in-process bastion joined to it (data in tmp_path/data)."""
+    """labd, its admin, and an in-process bastion joined to it (data in tmp_path/data); the
+    bastion's operator calls go to its TLS listener with the admin's labd certificate."""
     async with running_labd(tmp_path) as labd, trio.open_nursery() as nursery:
         admin = await labd.admin()
         await join_bastion(labd, admin, tmp_path / "data")
@@ -73,7 +85,10 @@ async def joined(tmp_path: Path) -> AsyncIterator[tuple[RunningLabd, Credentials
         assert isinstance(serving, AsyncGenerator)
         bastion = await anext(serving)
         try:
-            yield labd, admin, bastion
+            assert bastion.operator_url is not None
+            async with operator_client(labd, admin, bastion.operator_url) as ops:
+                bastion.ops = ops
+                yield labd, admin, bastion
         finally:
             bastion.shutdown.set()  # stops the bastion even when the test failed
             await serving.aclose()

@@ -66,9 +66,7 @@ async def test_the_kickstart_token_is_bound_one_time_and_short_lived(tmp_path: P
             assert made["replace"] is False
             lifetime = datetime.fromisoformat(made["expires_at"]) - datetime.now(UTC)
             assert timedelta(hours=1, minutes=50) < lifetime <= timedelta(hours=2)
-            machine = (
-                await bastion.client.get(f"/api/machines/{MAC}", headers=bastion.admin)
-            ).json()
+            machine = (await bastion.operator.get(f"/api/machines/{MAC}")).json()
             assert machine["settings"]["join_token_id"] == made["id"]
 
 
@@ -107,7 +105,7 @@ async def test_the_token_dies_with_the_install(tmp_path: Path) -> None:
             await discover(bastion, mac2)
             assert (await bastion.install(mac2, hostname="node2")).status_code == 200
             third, _ = await install_ks(bastion, mac2)
-            resp = await bastion.client.delete(f"/api/machines/{mac2}", headers=bastion.admin)
+            resp = await bastion.operator.delete(f"/api/machines/{mac2}")
             assert resp.status_code == 204
             tokens = await tokens_by_id(labd, admin)
             assert tokens[token_id(third)]["revoked_at"] is not None
@@ -158,9 +156,7 @@ async def test_replace_only_for_a_reprovision_of_a_known_server(tmp_path: Path) 
             )
             resp = await bastion.progress(callback, mac=MAC, phase="enrolled", percent=100)
             assert resp.status_code == 200, resp.text
-            resp = await bastion.client.post(
-                "/api/reprovision", json={"mac": MAC}, headers=bastion.admin
-            )
+            resp = await bastion.operator.post("/api/reprovision", json={"mac": MAC})
             assert resp.status_code == 200, resp.text
             again, _ = await install_ks(bastion, MAC)
             made = (await tokens_by_id(labd, admin))[token_id(again)]

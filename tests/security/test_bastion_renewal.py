@@ -19,7 +19,12 @@ import trio
 from lab import pki
 from lab.labd.cluster import ClusterMember
 from tests.bastion.conftest import start_bastion
-from tests.bastion_join.test_join import join_bastion, join_token_of, queue_and_fetch_ks
+from tests.bastion_join.test_join import (
+    join_bastion,
+    join_token_of,
+    operator_client,
+    queue_and_fetch_ks,
+)
 from tests.labd.harness import RunningLabd, running_labd
 
 
@@ -84,7 +89,10 @@ async def test_a_joined_bastion_renews_its_certificate(tmp_path: Path) -> None:
                     async with labd.client(admin) as http:
                         resp = await http.post("/api/certs/revoke", json={"target": old.serial})
                         assert resp.status_code == 200, resp.text
-                    ks = await queue_and_fetch_ks(bastion, "52:54:00:aa:00:09", "node9")
+                    assert bastion.operator_url is not None
+                    async with operator_client(labd, admin, bastion.operator_url) as ops:
+                        bastion.ops = ops
+                        ks = await queue_and_fetch_ks(bastion, "52:54:00:aa:00:09", "node9")
                     assert join_token_of(ks).count(".") == 1
                 finally:
                     bastion.shutdown.set()

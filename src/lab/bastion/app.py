@@ -6,7 +6,10 @@ Three kinds of callers, three kinds of credentials:
 * the installer (``/kickstart/*``, ``/api/discover``, ``/api/progress``): the discovery token or
   the machine's callback token, both embedded by the script that started it;
 * operators, labd and Prometheus (``/api/machines``, ``/api/install``, ``/api/logs``,
-  ``/metrics``, ...): :func:`authorize_admin`.
+  ``/metrics``, ...): :func:`authorize`, with an RBAC action per route (``provision:list``,
+  ``provision:get``, ``provision:install``, ``provision:reprovision``, ``provision:forget``,
+  ``provision:enrolled``, ``provision:logs``, ``provision:metrics``) on ``machine/<mac>`` or
+  ``machine/*``.
 
 :class:`Observed`, the outermost ASGI layer, gives every request an id (``X-Request-Id``, in
 the response and in the log records) and observes its latency by route template and status.
@@ -14,7 +17,6 @@ the response and in the log records) and observes its latency by route template 
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
 import logging
@@ -29,9 +31,10 @@ from quart import Response, current_app, jsonify, request, send_from_directory
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from lab.bastion.operators import Operators
 from lab.bastion.service import Bastion, public_view
 from lab.bastion.validate import normalize_mac
-from lab.errors import Invalid, LabError, NotFound, Unauthenticated, Unavailable
+from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.runtime.logbuffer import Entry, LogBuffer
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
 from lab.runtime.metrics import BastionMetrics, render
@@ -76,20 +79,28 @@ def _bearer() -> str | None:
     return value.strip()
 
 
-def authorize_admin() -> str:
-    """The identity behind an operator request, or raise Unauthenticated.
+async def authorize(action: str, resource: str = "machine/*") -> str:
+    """The operator behind this request if it may do ``action`` on ``resource``, else raise.
 
-    Standalone mode knows one identity, the holder of the admin token file. This is the one
-    place to extend when labd's mTLS identities arrive.
+    See :mod:`lab.bastion.operators`: the admin token on a standalone bastion, a labd user
+    certificate (RBAC decided by labd) on a joined one.
     """
-    token = _bearer()
-    expected: str = current_app.extensions["admin_token"]
-    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthenticated(
-            "admin token missing or wrong",
-            details={"hint": "send Authorization: Bearer <data dir>/admin-token"},
-        )
-    return "admin"
+    operators: Operators = current_app.extensions["operators"]
+    return await operators.authorize(_peer_der(), _bearer(), action, resource)
+
+
+def _peer_der() -> bytes | None:
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    der = tls.get("client_cert_der")
+    return der if isinstance(der, bytes) and der else None
+
+
+def _machine(mac: str) -> str:
+    """The RBAC resource of one machine (its MAC normalised; ``machine/*`` is every one)."""
+    try:
+        return f"machine/{normalize_mac(mac)}"
+    except Invalid:
+        return f"machine/{mac[:40]}"
 
 
 async def _json_body() -> Any:
@@ -131,11 +142,15 @@ def create_app(
     admin_token: str,
     wheelhouse: Path,
     logs: LogBuffer | None = None,
+    operators: Operators | None = None,
 ) -> QuartTrio:
-    """The Quart app; ``logs`` backs ``/api/logs`` (503 without it), metrics are the bastion's."""
+    """The Quart app; ``logs`` backs ``/api/logs`` (503 without it), metrics are the bastion's.
+
+    ``operators`` decides who may use the operator API (default: the admin token alone).
+    """
     app = QuartTrio("lab-bastion")
     app.extensions["bastion"] = bastion
-    app.extensions["admin_token"] = admin_token
+    app.extensions["operators"] = operators or Operators(admin_token)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
     app.register_error_handler(LabError, _lab_error)
@@ -151,7 +166,7 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        authorize_admin()
+        await authorize("provision:metrics")
         b = _bastion()
         # Counted at scrape time from the store, so the gauge cannot drift from the rows.
         b.metrics.set_machines(await b.count_states())
@@ -160,7 +175,7 @@ def create_app(
 
     @app.get("/api/logs")
     async def read_logs() -> Response:
-        authorize_admin()
+        await authorize("provision:logs")
         if logs is None:
             raise Unavailable("this bastion keeps no log buffer")
         follow = request.args.get("follow", "0") not in ("", "0", "false", "no")
@@ -201,12 +216,12 @@ def create_app(
 
     @app.post("/api/enrolled")
     async def enrolled() -> Response:
-        authorize_admin()
+        await authorize("provision:enrolled")
         return jsonify(public_view(await _bastion().enrolled(await _json_body())))
 
     @app.get("/api/machines")
     async def machines() -> Response:
-        authorize_admin()
+        await authorize("provision:list")
         b = _bastion()
         after = request.args.get("wait_after")
         if after is not None:
@@ -216,25 +231,27 @@ def create_app(
 
     @app.get("/api/machines/<mac>")
     async def machine(mac: str) -> Response:
-        authorize_admin()
+        await authorize("provision:get", _machine(mac))
         return jsonify(public_view(await _bastion().get(mac)))
 
     @app.delete("/api/machines/<mac>")
     async def forget(mac: str) -> Response:
-        authorize_admin()
+        await authorize("provision:forget", _machine(mac))
         await _bastion().forget(mac)
         return Response("", status=204)
 
     @app.post("/api/install")
     async def install() -> Response:
-        authorize_admin()
-        m = await _bastion().install(await _json_body())
+        req = await _json_body()
+        await authorize("provision:install", _machine(_mac_of(req)))
+        m = await _bastion().install(req)
         return jsonify(public_view(m))
 
     @app.post("/api/reprovision")
     async def reprovision() -> Response:
-        authorize_admin()
-        return jsonify(await _bastion().reprovision(await _json_body()))
+        req = await _json_body()
+        await authorize("provision:reprovision", _machine(_mac_of(req)))
+        return jsonify(await _bastion().reprovision(req))
 
     @app.get("/wheelhouse/")
     async def wheelhouse_index() -> Response:
@@ -253,6 +270,12 @@ def create_app(
         return await send_from_directory(wheelhouse, name)
 
     return app
+
+
+def _mac_of(body: Any) -> str:
+    """The ``mac`` of a request body, for its RBAC resource (validated by the handler)."""
+    mac = body.get("mac") if isinstance(body, dict) else None
+    return mac if isinstance(mac, str) else "*"
 
 
 def _lines_arg(raw: str | None) -> int | None:

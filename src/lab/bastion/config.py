@@ -24,6 +24,8 @@ class BastionConfig:
     """Database, admin token, wheelhouse, TFTP root, dnsmasq files. Empty: the default."""
     database_url: str = ""
     """Empty: ``sqlite:///<data dir>/bastion.db``."""
+    operator_port: int = 8443
+    """TLS port of the operator API for labd users' certificates; a joined bastion only."""
     public_url: str = ""
     """Base URL machines use to reach this bastion; empty: ``http://<interface ip>:<port>``."""
     repo: str = FEDORA_REPO
@@ -96,6 +98,8 @@ class BastionConfig:
             raise ConfigError(f"log_buffer must be at least 1, not {self.log_buffer}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} out of range")
+        if not 0 <= self.operator_port <= 65535:
+            raise ConfigError(f"operator_port {self.operator_port} out of range")
         return self
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from lab.runtime.renewal import renewal_delay, retry_delay
 
 if TYPE_CHECKING:
     from lab.cli.client import LabClient
-    from lab.pki import CertInfo
+    from lab.pki import CACert, CertInfo
 
 log = logging.getLogger("lab.bastion.labd")
 
@@ -150,6 +151,8 @@ class LabdTokenSource:
         self._request_timeout = request_timeout
         self._client: LabClient | None = None
         self._renewed = trio.Event()
+        self._trusted: list[CACert] = []
+        self._server_context: ssl.SSLContext | None = None
 
     async def connect(self) -> None:
         """(Re)open the mTLS client from the files in the link directory.
@@ -164,10 +167,48 @@ class LabdTokenSource:
 
         creds = load_credentials(self.link.directory, hint=JOIN_HINT)
         ctx = pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+        self._trusted = pki.load_ca_bundle(creds.ca_pem)
+        if self._server_context is not None:
+            # New connections to the operator listener see the renewed certificate; a CA
+            # added by a rotation is trusted for client certificates from now on.
+            pki.load_cert_chain(self._server_context, creds.cert_pem, creds.key_pem)
+            self._server_context.load_verify_locations(cadata=creds.ca_pem.decode("ascii"))
         client = LabClient(
             self.link.server, ssl_context=ctx, timeout=self._request_timeout, auth_hint=JOIN_HINT
         )
         self._client = await self._stack.enter_async_context(client)
+
+    def trusted_cas(self) -> list[CACert]:
+        """labd's CA bundle as last read (client certificates of operators chain to it)."""
+        return self._trusted
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """The operator listener's TLS context: this bastion's certificate, labd's CAs for
+        the (optional) client certificates; reloaded in place on renewal."""
+        from lab import pki
+        from lab.cli.credentials import load_credentials
+
+        if self._server_context is None:
+            creds = load_credentials(self.link.directory, hint=JOIN_HINT)
+            self._server_context = pki.server_ssl_context(
+                creds.cert_pem, creds.key_pem, creds.ca_pem, client_auth="optional"
+            )
+        return self._server_context
+
+    async def check_user(
+        self, user: str, serial: str, action: str, resource: str
+    ) -> tuple[bool, str]:
+        """labd's answer (allowed, reason) for a user the operator listener authenticated.
+
+        Raises :class:`Unavailable` when labd cannot be asked (the request is then refused).
+        """
+        body = await self.client.post(
+            "/api/auth/check",
+            {"user": user, "serial": serial, "action": action, "resource": resource},
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("allowed"), bool):
+            raise Unavailable("labd's answer to POST /api/auth/check has no decision")
+        return body["allowed"], str(body.get("reason", ""))
 
     @property
     def client(self) -> LabClient:

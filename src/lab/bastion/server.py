@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import trio
+from quart_trio import QuartTrio
 
 from lab.bastion import dnsmasq
 from lab.bastion.app import DispatchFastPath, Observed, create_app
 from lab.bastion.config import BastionConfig
 from lab.bastion.labd_link import load_link, open_labd_link
+from lab.bastion.operators import Operators
 from lab.bastion.service import Bastion, EnrollmentCheck, JoinTokenSource, StaticTokenSource
 from lab.bastion.templates import Templates, check_url
 from lab.bastion.tokens import load_or_create_admin_token
@@ -37,6 +39,7 @@ async def serve_bastion(
     *,
     shutdown_event: trio.Event | None = None,
     join_tokens: JoinTokenSource | None = None,
+    listening: Callable[[str, tuple[str, int]], None] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown_event`` is set (or until cancelled).
@@ -51,6 +54,10 @@ async def serve_bastion(
 
     The process's log records (dnsmasq's forwarded lines included) are kept in a ring for
     ``/api/logs`` while this runs; metrics live in a registry of this call's own.
+
+    A joined bastion also serves its operator API over TLS on ``operator_port`` for labd user
+    certificates (:mod:`lab.bastion.operators`); its admin token is then refused.
+    ``listening(name, (host, port))`` hears of each bound listener (``http``, ``operator``).
     """
     data = config.data_path
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -99,9 +106,22 @@ async def serve_bastion(
             metrics=metrics,
         )
         await bastion.start()
-        app = create_app(
-            bastion, admin_token=admin_token, wheelhouse=data / "wheelhouse", logs=logs
+        operators = Operators(
+            admin_token,
+            source,
+            hint=f"labctl provision --bastion https://<this host>:{config.operator_port} ...",
         )
+
+        def app_of() -> QuartTrio:
+            return create_app(
+                bastion,
+                admin_token=admin_token,
+                wheelhouse=data / "wheelhouse",
+                logs=logs,
+                operators=operators,
+            )
+
+        app = app_of()
         host, port = await nursery.start(
             partial(
                 serve_asgi,
@@ -113,6 +133,23 @@ async def serve_bastion(
         )
         # With port 0 (tests) the URL in the scripts is known only now.
         templates.base_url = check_url(base_url(port), field="public_url")
+        if listening is not None:
+            listening("http", (host, port))
+        if source is not None:
+            # Joined: the operator API over TLS, for labd users' certificates.
+            op_host, op_port = await nursery.start(
+                partial(
+                    serve_asgi,
+                    Observed(app_of(), metrics),
+                    host=config.host,
+                    port=config.operator_port,
+                    shutdown_event=shutdown,
+                    ssl_context=source.server_ssl_context(),
+                )
+            )
+            log.info("operator API for labd users on https://%s:%d", op_host, op_port)
+            if listening is not None:
+                listening("operator", (op_host, op_port))
         # The watchdog and dnsmasq live in their own nursery: on shutdown they are cancelled
         # at once, while serve_asgi (which watches the same event) drains open requests.
         async with trio.open_nursery() as aux:

@@ -130,16 +130,16 @@ async def logs_bastion(
     import trio
 
     from lab.cli.provision import bastion_access
-    from lab.errors import Invalid, Unavailable
+    from lab.errors import Invalid, LabError, Unavailable
     from lab.runtime.logbuffer import format_entry
 
     if lines is not None and lines < 0:
         raise Invalid("--lines must not be negative", details={"fields": ["lines"]})
-    base, token = bastion_access(url, token_file)
+    access = bastion_access(url, token_file)
+    base, headers = access.url, access.headers
     params: dict[str, int] = {"follow": int(follow)}
     if lines is not None:
         params["lines"] = lines
-    headers = {"Authorization": f"Bearer {token}"}
     # No read timeout while following: a quiet bastion sends nothing for a long time.
     timeout = httpx.Timeout(15.0, read=None if follow else 15.0)
     failure: Exception | None = None
@@ -148,9 +148,14 @@ async def logs_bastion(
         nonlocal failure
         try:
             async with (
-                httpx.AsyncClient(base_url=base, timeout=timeout) as http,
+                httpx.AsyncClient(base_url=base, timeout=timeout, verify=access.verify) as http,
                 http.stream("GET", "/api/logs", params=params, headers=headers) as resp,
             ):
+                try:
+                    access.check_peer(resp)
+                except LabError as exc:
+                    failure = exc
+                    return
                 if resp.status_code >= 400:
                     await resp.aread()
                     failure = _api_error(resp)

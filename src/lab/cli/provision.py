@@ -1,19 +1,26 @@
 """labctl provision: bare-metal machines through the bastion's operator API.
 
 The bastion is found at ``--bastion`` / ``LABCTL_BASTION_URL`` / the ``bastion`` setting
-(``labctl config set bastion URL``, default ``http://127.0.0.1:8080``); its admin token is read
-from ``--token-file`` / ``LABCTL_BASTION_TOKEN_FILE`` (default ``<bastion data dir>/admin-token``).
-:func:`bastion_access` resolves both, for ``labctl logs bastion`` too.
+(``labctl config set bastion URL``, default ``http://127.0.0.1:8080``). A standalone bastion
+(``http://``) takes its admin token, read from ``--token-file`` / ``LABCTL_BASTION_TOKEN_FILE``
+(default ``<bastion data dir>/admin-token``); a bastion joined to labd (``https://HOST:8443``)
+takes labctl's labd identity, and labd's RBAC decides (``provision:*`` on ``machine/...``).
+:func:`bastion_access` resolves it, for ``labctl logs bastion`` too.
 """
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from attrs import frozen
 from cyclopts import App, Parameter
 
 from lab.cli.output import OutputOpt
+
+if TYPE_CHECKING:
+    import httpx
 
 provision_app = App(
     name="provision",
@@ -26,7 +33,10 @@ BastionOpt = Annotated[
 ]
 TokenFileOpt = Annotated[
     Path | None,
-    Parameter(help="Admin token file (LABCTL_BASTION_TOKEN_FILE, default <data dir>/admin-token)"),
+    Parameter(
+        help="Admin token file of a standalone (http://) bastion "
+        "(LABCTL_BASTION_TOKEN_FILE, default <data dir>/admin-token)"
+    ),
 ]
 
 COLUMNS = ("mac", "state", "hostname", "role", "phase")
@@ -43,12 +53,55 @@ def bastion_url(url: str | None = None) -> str:
     return chosen.rstrip("/")
 
 
-def bastion_access(url: str | None, token_file: Path | None) -> tuple[str, str]:
-    """The bastion's URL and its admin token; ConfigError when the token cannot be read."""
+@frozen(kw_only=True)
+class BastionAccess:
+    """How to reach the bastion's operator API: its URL, headers and TLS verification.
+
+    ``http://`` (a standalone bastion): the admin token as a bearer header. ``https://`` (a
+    bastion joined to labd, on its ``operator_port``): labctl's own labd identity (``labctl
+    login``) as the client certificate; the bastion's certificate must chain to labd's CA and
+    name a ``bastion/...`` (it carries no host name, so the subject is checked instead).
+    """
+
+    url: str
+    headers: dict[str, str]
+    verify: ssl.SSLContext | bool = True
+
+    def check_peer(self, response: httpx.Response) -> None:
+        """Raise Unauthenticated unless an https answer came from a labd bastion."""
+        if self.verify is True:
+            return
+        from lab import pki
+        from lab.errors import Unauthenticated
+
+        stream = response.extensions.get("network_stream")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        # Positional: httpcore's sync backend hands over the C-level object, which takes no
+        # keyword arguments.
+        der = ssl_object.getpeercert(True) if ssl_object is not None else None
+        subject = pki.cert_info(ssl.DER_cert_to_PEM_cert(der).encode()).subject if der else ""
+        if not subject.startswith("bastion/"):
+            raise Unauthenticated(
+                f"{self.url} is not a labd bastion (its certificate names {subject or 'nothing'})",
+                details={"reason": "not_a_bastion"},
+            )
+
+
+def bastion_access(url: str | None, token_file: Path | None) -> BastionAccess:
+    """The bastion's URL and credentials; ConfigError when the token cannot be read, and
+    Unauthenticated when an https bastion needs a labd identity and there is none."""
     import os
 
     from lab.errors import ConfigError
 
+    base = bastion_url(url)
+    if base.startswith("https://"):
+        from lab.cli.client import load_identity
+
+        ctx = load_identity()
+        # The bastion's certificate names no host: check_peer checks its subject instead.
+        ctx.check_hostname = False
+        return BastionAccess(url=base, headers={}, verify=ctx)
     if token_file is None and os.environ.get("LABCTL_BASTION_TOKEN_FILE"):
         token_file = Path(os.environ["LABCTL_BASTION_TOKEN_FILE"])
     if token_file is None:
@@ -62,28 +115,27 @@ def bastion_access(url: str | None, token_file: Path | None) -> tuple[str, str]:
             f"cannot read the bastion admin token {token_file}: {exc.strerror}",
             details={"hint": "pass --token-file or set LABCTL_BASTION_TOKEN_FILE"},
         ) from exc
-    return bastion_url(url), token
+    return BastionAccess(url=base, headers={"Authorization": f"Bearer {token}"})
 
 
 class _Api:
     """A small sync client of the bastion's operator API (httpx imported on first use)."""
 
     def __init__(self, url: str | None, token_file: Path | None) -> None:
-        self.url, self.token = bastion_access(url, token_file)
+        self.access = bastion_access(url, token_file)
+        self.url = self.access.url
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
 
         from lab.errors import LabError, Unavailable
 
+        timeout = kw.pop("timeout", 15.0)
         try:
-            r = httpx.request(
-                method,
-                self.url + path,
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=kw.pop("timeout", 15.0),
-                **kw,
-            )
+            # A client of its own, so the peer is checked while the connection is open.
+            with httpx.Client(verify=self.access.verify, timeout=timeout) as http:
+                r = http.request(method, self.url + path, headers=self.access.headers, **kw)
+                self.access.check_peer(r)
         except httpx.HTTPError as exc:
             raise Unavailable(
                 f"bastion at {self.url} unreachable: {exc}",

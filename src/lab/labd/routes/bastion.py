@@ -11,7 +11,12 @@ A PXE bastion joins once (``lab-bastion join``) with a one-time user join token 
   every create;
 * ``DELETE /api/tokens/{id}`` for a token it created itself (the install ended: enrolled,
   failed, forgotten or queued again), checked by :func:`check_bastion_revoke`;
-* ``GET /api/servers/{name}`` (to learn that an installed machine's agent enrolled).
+* ``GET /api/servers/{name}`` (to learn that an installed machine's agent enrolled);
+* ``POST /api/auth/renew`` for its own certificate;
+* ``POST /api/auth/check``: may the labd user whose certificate (serial) the bastion verified
+  on its operator listener do ``action`` on ``resource``? labd answers from its own records
+  (the certificate is that user's and not revoked, the user exists and is enabled) and RBAC,
+  and audits the question with its answer (:func:`check_user`).
 
 Every other route refuses a bastion certificate (``wrong_profile``, 403).
 """
@@ -24,10 +29,11 @@ from typing import Any
 from attrs import frozen
 from quart import Blueprint
 
-from lab.errors import NotFound, PermissionDenied
+from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
+from lab.labd import rbac
 from lab.labd.app import ctx
 from lab.labd.audit import annotate
-from lab.labd.auth import public
+from lab.labd.auth import public, requires
 from lab.labd.routes.auth import limit_enrollment
 from lab.labd.routes.bodies import CreateToken, body
 from lab.model import JoinToken, TokenKind
@@ -93,3 +99,53 @@ def check_bastion_revoke(token: JoinToken, bastion: str) -> None:
             "a bastion may only revoke the tokens it created",
             details={"reason": "bastion_limit"},
         )
+
+
+@frozen(kw_only=True)
+class CheckUser:
+    user: str
+    serial: str
+    action: str
+    resource: str
+
+
+@bp.post("/api/auth/check")
+@requires("bastion", action="auth:check", resource="user/*")
+async def check_user() -> dict[str, Any]:
+    """RBAC for a bastion's operator API: always 200, ``allowed`` says the answer."""
+    req = await body(CheckUser)
+    for field, value in (("action", req.action), ("resource", req.resource)):
+        if not value or len(value) > 256 or not value.isprintable():
+            raise Invalid(
+                f"{field} must be 1-256 printable characters",
+                details={"fields": [f"body.{field}"]},
+            )
+    annotate(user=req.user, action=req.action, resource=req.resource, serial=req.serial)
+    allowed, reason = await _decide(req)
+    annotate(allowed=allowed, reason=reason)
+    return {
+        "user": req.user,
+        "action": req.action,
+        "resource": req.resource,
+        "allowed": allowed,
+        "reason": reason,
+    }
+
+
+async def _decide(req: CheckUser) -> tuple[bool, str]:
+    c = ctx()
+    serial = req.serial.lower()
+    try:
+        cert = await c.store.certificates.get(serial)
+    except NotFound:
+        return False, f"certificate {serial} was not issued by this labd"
+    if cert.subject != f"user/{req.user}" or cert.profile != "user":
+        return False, f"certificate {serial} is not user/{req.user}'s"
+    if cert.revoked_at is not None or await c.revocations.is_revoked(serial):
+        return False, f"certificate {serial} has been revoked"
+    try:
+        roles = await c.identities.user_roles(req.user)
+    except Unauthenticated as exc:
+        return False, exc.message
+    decision = rbac.decide(roles, req.action, req.resource)
+    return decision.allowed, decision.explain()
