@@ -150,6 +150,7 @@ class Walk:
         self.url = ""
         self.fingerprint = ""
         self.bastion_url = ""
+        self.operator_url = ""
         self.agent_tokens: list[str] = []
         self.enroll_config = workdir / "enroll.yaml"
 
@@ -289,13 +290,22 @@ class Walk:
              "--data-dir", str(self.bastion_data)],
             env,
         )  # fmt: skip
+        # A joined bastion serves its operator API over TLS for labd users: on a free port.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            operator_port = probe.getsockname()[1]
         status = self.daemons.start(
             "bastion",
             [*LAB_BASTION, "--no-dhcp", "--port", "0", "--data-dir", str(self.bastion_data)],
-            {**env, "LAB_BASTION_HOST": "127.0.0.1"},
+            {
+                **env,
+                "LAB_BASTION_HOST": "127.0.0.1",
+                "LAB_BASTION_OPERATOR_PORT": str(operator_port),
+            },
         )
         self.bastion_url = f"http://127.0.0.1:{port_of(status)}"
-        return f"bastion/smoke-pxe at {self.bastion_url}"
+        self.operator_url = f"https://127.0.0.1:{operator_port}"
+        return f"bastion/smoke-pxe at {self.bastion_url}, operators at {self.operator_url}"
 
     def discover(self) -> str:
         with httpx.Client(base_url=self.bastion_url, timeout=COMMAND_TIMEOUT) as http:
@@ -316,10 +326,8 @@ class Walk:
         return f"{DISCOVERED_MAC} discovered"
 
     def provision_json(self, *args: str) -> Any:
-        return self.labctl_json(
-            "provision", *args, "--bastion", self.bastion_url,
-            "--token-file", str(self.bastion_data / "admin-token"),
-        )  # fmt: skip
+        # The bastion is joined: labctl presents the admin's labd certificate, labd's RBAC decides.
+        return self.labctl_json("provision", *args, "--bastion", self.operator_url)
 
     def install_queued(self) -> str:
         m = self.provision_json("install", DISCOVERED_MAC, INSTALLED_NAME, "--role", "worker")
@@ -374,11 +382,10 @@ class Walk:
         )
         with httpx.Client(verify=context, timeout=COMMAND_TIMEOUT) as http:
             labd = scrape(http, self.url + "/metrics", {})
-        token = (self.bastion_data / "admin-token").read_text().strip()
-        with httpx.Client(timeout=COMMAND_TIMEOUT) as http:
-            bastion = scrape(
-                http, self.bastion_url + "/metrics", {"Authorization": f"Bearer {token}"}
-            )
+        # The joined bastion's certificate names no host (labctl checks its bastion/ subject).
+        context.check_hostname = False
+        with httpx.Client(verify=context, timeout=COMMAND_TIMEOUT) as http:
+            bastion = scrape(http, self.operator_url + "/metrics", {})
         wanted = {
             "labd_agents_connected": (labd, "labd_agents_connected", {}, 2),
             "labd_exec_sessions_total": (labd, "labd_exec_sessions_total", {}, 1),
@@ -433,7 +440,9 @@ def total(samples: list[Sample], name: str, labels: dict[str, str]) -> float:
 def inventory(mac: str) -> dict[str, Any]:
     return {
         "mac": mac,
-        "system": {"vendor": "QEMU", "product": "Standard PC", "serial": "SMOKE1"},
+        # No serial or UUID: the install token would be bound to them, and the agent that
+        # enrolls with it runs on this host, not on the inventoried machine.
+        "system": {"vendor": "QEMU", "product": "Standard PC"},
         "firmware": "bios",
         "cpu": {"model": "x86", "sockets": 1, "cores": 2, "threads": 2},
         "memory_bytes": 4 * 2**30,
