@@ -53,6 +53,11 @@ class LabdConfig:
     # Output bytes one exec stream may deliver before the rest is dropped and counted
     # (LABD_EXEC_OUTPUT_CAP); 0 means no cap.
     exec_output_cap: int = 1024**3
+    # labctl's exec/logs connections: labd pings a client quiet for this many seconds
+    # (LABD_CLIENT_PING_INTERVAL) and ends its streams once it answered nothing for
+    # LABD_CLIENT_PING_TIMEOUT seconds (0 disables); the audit entries say "ping timeout".
+    client_ping_interval: float = 10.0
+    client_ping_timeout: float = 30.0
     # Cluster mode: this replica's id in the replica registry and in agents' presence leases
     # (LABD_REPLICA_ID); empty: the host name plus a random suffix, new at every start.
     replica_id: str = ""

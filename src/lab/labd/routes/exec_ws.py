@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import attrs
 import trio
@@ -19,7 +18,7 @@ from quart import Blueprint, websocket
 from lab.errors import Invalid, LabError
 from lab.labd.app import ctx
 from lab.labd.auth import principal, requires
-from lab.labd.streams import Relay, Target
+from lab.labd.streams import Relay, SendFn, Target
 from lab.labd.user_sessions import DISABLED, REVOKED, UserSession
 from lab.proto import decode, decode_data, encode
 from lab.proto.errors import CloseCode, ProtocolError
@@ -28,6 +27,8 @@ from lab.proto.messages import (
     ExecStart,
     LogsStart,
     Message,
+    Ping,
+    Pong,
     Request,
     Resize,
     Response,
@@ -48,6 +49,12 @@ FIRST_MESSAGE_TIMEOUT = 10.0
 MAX_PARALLEL = 256
 DEFAULT_PARALLEL = 32
 MAX_TARGETS = 10_000
+# Messages queued for the client's writer (data frames are at most one MAX_PAYLOAD each).
+OUTBOX_SIZE = 32
+# Seconds for the close frame to a client that stopped answering.
+CLOSE_TIMEOUT = 2.0
+# The session's reason when the client stopped answering pings (audited per stream).
+PING_TIMEOUT = "ping timeout"
 
 
 @bp.websocket("/ws/exec")
@@ -74,32 +81,71 @@ async def _serve(method: str) -> None:
 
     Revoking the caller's certificate or disabling the user cancels the session's scope: the
     relays leave their agent streams (which kills the remote process groups) and the socket
-    closes with :attr:`CloseCode.REVOKED`.
+    closes with :attr:`CloseCode.REVOKED`. A client that answers nothing for
+    ``client_ping_timeout`` seconds is ended the same way (reason ``ping timeout``). When the
+    client disconnects, quart-trio cancels this handler: one INFO line, the relays' ``finally``
+    blocks send ``stream-cancel`` to the agents and audit the end.
     """
     who = principal()
-    with (
-        trio.CancelScope() as scope,
-        ctx().user_sessions.session(serial=who.serial, user=who.name, scope=scope) as session,
-    ):
-        # Revoked between the handshake's check and the registration: end it all the same.
-        if await ctx().revocations.is_revoked(who.serial):
-            session.close(REVOKED)
-        await _converse(method, session)
-    if session.reason is not None:
+    try:
+        with (
+            trio.CancelScope() as scope,
+            ctx().user_sessions.session(serial=who.serial, user=who.name, scope=scope) as session,
+        ):
+            # Revoked between the handshake's check and the registration: end it all the same.
+            if await ctx().revocations.is_revoked(who.serial):
+                session.close(REVOKED)
+            await _converse(method, session)
+    except trio.Cancelled:
+        log.info("%s: %s (%s) disconnected", method, who.subject, websocket.remote_addr or "?")
+        raise
+    if session.reason == PING_TIMEOUT:
+        log.info("%s: %s answered no ping for %gs, ended", method, who.subject, _ping()[1])
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await websocket.close(CloseCode.HEARTBEAT_TIMEOUT, PING_TIMEOUT)
+    elif session.reason is not None:
         await websocket.close(CloseCode.REVOKED, _CLOSE_REASONS.get(session.reason, session.reason))
 
 
 _CLOSE_REASONS = {REVOKED: "certificate revoked", DISABLED: "user disabled"}
 
 
+def _ping() -> tuple[float, float]:
+    """(interval, timeout) of labd's pings to clients; a timeout of 0 disables them."""
+    config = ctx().config
+    return config.client_ping_interval, config.client_ping_timeout
+
+
 async def _converse(method: str, session: UserSession) -> None:
-    send_lock = trio.Lock()
+    """The conversation; every message to the client goes through one writer task.
+
+    Relays only queue (a bounded outbox): a relay that is cancelled (its client sent
+    ``stream-cancel``, or left) is never interrupted inside a socket write, and no relay holds
+    a lock another stream needs.
+    """
+    outbox, queued = trio.open_memory_channel[str | bytes](OUTBOX_SIZE)
 
     async def send(item: Message | bytes) -> None:
         data = item if isinstance(item, bytes) else encode(item)
-        async with send_lock:
+        await outbox.send(data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_write, queued)
+        async with outbox:
+            closing = await _talk(method, session, send)
+    # The writer flushed everything queued; now the close frame.
+    if closing is not None:
+        await websocket.close(*closing)
+
+
+async def _write(queued: trio.MemoryReceiveChannel[str | bytes]) -> None:
+    async with queued:
+        async for data in queued:
             await websocket.send(data)
 
+
+async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, str] | None:
+    """Serve the request; the close code and reason to end the connection with."""
     try:
         request = await _first_message(method)
         try:
@@ -114,11 +160,14 @@ async def _converse(method: str, session: UserSession) -> None:
         broken = await _relay_all(targets, parallel, send, session)
         if broken is not None:
             raise broken
-        await websocket.close(CloseCode.NORMAL, "done")
     except ProtocolError as exc:
-        await websocket.close(exc.close_code, exc.message[:120])
+        log.info("%s: closing a client connection: %s", method, exc.message)
+        return int(exc.close_code), exc.message[:120]
     except _Closing as closing:
-        await websocket.close(closing.code, closing.reason[:120])
+        return closing.code, closing.reason[:120]
+    if session.reason is not None:
+        return None  # _serve closes with the reason's code
+    return int(CloseCode.NORMAL), "done"
 
 
 async def _first_message(method: str) -> Request:
@@ -180,12 +229,13 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
 
 
 async def _relay_all(
-    targets: list[Target], parallel: int, send: Any, session: UserSession
+    targets: list[Target], parallel: int, send: SendFn, session: UserSession
 ) -> ProtocolError | None:
     """Run every target's relay (at most ``parallel`` at once) while reading the client.
 
     Returns the protocol error that ended the connection early, if the client sent one; the
-    relays are then cancelled, which kills their remote processes.
+    relays are then cancelled, which kills their remote processes. A client that sends
+    nothing (not even a pong) for ``client_ping_timeout`` seconds ends the session.
     """
     who = principal()
     source = websocket.remote_addr or ""
@@ -202,16 +252,18 @@ async def _relay_all(
             await relay.run()
 
     broken: list[ProtocolError] = []
+    heard = _Heard()
 
     async def read_client(scope: trio.CancelScope) -> None:
         try:
-            await _read_client(relays)
+            await _read_client(relays, heard)
         except ProtocolError as exc:
             broken.append(exc)
             scope.cancel()
 
     async with trio.open_nursery() as outer:
         outer.start_soon(read_client, outer.cancel_scope)
+        outer.start_soon(_keep_alive, heard, send, session)
         async with trio.open_nursery() as inner:
             for relay in relays.values():
                 inner.start_soon(run_one, relay)
@@ -219,14 +271,46 @@ async def _relay_all(
     return broken[0] if broken else None
 
 
-async def _read_client(relays: dict[int, Relay]) -> None:
+class _Heard:
+    """When the client last sent anything (trio time)."""
+
+    def __init__(self) -> None:
+        self.at = trio.current_time()
+
+
+async def _keep_alive(heard: _Heard, send: SendFn, session: UserSession) -> None:
+    """Ping a quiet client every interval; end the session once it has been silent for the
+    timeout (the relays' audit entries then carry ``reason: ping timeout``)."""
+    interval, timeout = _ping()
+    if timeout <= 0:
+        return
+    nonce = 0
+    next_ping = 0.0
+    while True:
+        now = trio.current_time()
+        if now >= heard.at + timeout:
+            session.close(PING_TIMEOUT)
+            return
+        if now >= heard.at + interval and now >= next_ping:
+            nonce += 1
+            next_ping = now + interval
+            # Never wait on a client that does not read: its silence is the answer.
+            with trio.move_on_after(interval):
+                await send(Ping(nonce=nonce))
+        await trio.sleep_until(min(heard.at + timeout, max(heard.at + interval, next_ping)))
+
+
+async def _read_client(relays: dict[int, Relay], heard: _Heard) -> None:
     """Dispatch what the CLI sends (credit, stdin, signals) to the stream it names.
 
     Raises :class:`ProtocolError` for anything malformed or out of turn."""
     while True:
         data = await websocket.receive()
+        heard.at = trio.current_time()
         if isinstance(data, str):
             msg = decode(data)
+            if isinstance(msg, Pong):
+                continue
             relay = _relay_for(relays, getattr(msg, "stream_id", None))
             if isinstance(msg, Credit):
                 relay.grant(msg)
