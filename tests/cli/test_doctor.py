@@ -8,6 +8,7 @@ import trio
 
 from lab import pki
 from tests.bastion.conftest import start_bastion
+from tests.bastion_join.test_join import joined
 from tests.labd.harness import running_labd
 from tests.servers.cli import labctl, login_env
 
@@ -49,3 +50,16 @@ async def test_all_ok_then_a_wrong_ca_fingerprint_fails(tmp_path: Path) -> None:
     assert ca_line.startswith("[FAIL] CA SHA256:000"), bad.stdout
     assert "(hint: labctl login again with --ca-fingerprint" in ca_line
     assert "[ok] labd at" in bad.stdout
+
+
+async def test_a_joined_bastions_https_operator_url_is_checked_against_labds_ca(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(90):
+        async with joined(tmp_path) as (labd, admin, bastion):
+            assert bastion.operator_url is not None
+            env = login_env(labd, admin, tmp_path / "home", LABCTL_BASTION=bastion.operator_url)
+            done = await labctl(env, "doctor")
+    assert (
+        f"[ok] bastion at {bastion.operator_url} reachable and healthy" in done.stdout.splitlines()
+    )
