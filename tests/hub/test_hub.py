@@ -20,8 +20,11 @@ from lab.proto.messages import (
     ExecExit,
     ExecStart,
     ExecStarted,
+    Hello,
     LogsEnd,
     LogsStart,
+    Ping,
+    Pong,
     ServerShutdown,
     StdinClose,
     Welcome,
@@ -163,7 +166,7 @@ async def test_malformed_message_closes_only_that_connection(tmp_path: Path) -> 
             shutdown.set()
 
 
-async def test_second_connection_replaces_the_first(tmp_path: Path) -> None:
+async def test_second_connection_is_refused_while_the_first_lives(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with labd_with_hub(tmp_path) as labd:
             admin = await labd.running.admin()
@@ -172,13 +175,15 @@ async def test_second_connection_replaces_the_first(tmp_path: Path) -> None:
             async with raw_agent(labd.running, creds) as first:
                 welcome1 = await say_hello(first)
                 async with raw_agent(labd.running, creds) as second:
-                    welcome2 = await say_hello(second)
+                    await second.send_message(encode(Hello(version="raw", facts={}, labels={})))
                     with pytest.raises(ConnectionClosed) as closed:
-                        await first.get_message()
-                    assert close_code(closed.value) == 4004
-                    info = labd.hub.session("web1")
-                    assert isinstance(welcome2, Welcome) and isinstance(welcome1, Welcome)
-                    assert info is not None and info.session_id == welcome2.session_id
+                        await second.get_message()
+                    assert close_code(closed.value) == 4006
+                info = labd.hub.session("web1")
+                assert isinstance(welcome1, Welcome)
+                assert info is not None and info.session_id == welcome1.session_id
+                await first.send_message(encode(Ping(nonce=7)))
+                assert decode(await first.get_message()) == Pong(nonce=7)
 
 
 async def test_revoked_agent_is_disconnected_and_refused(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import trio.testing
 
 from lab.errors import NotFound
 from lab.labd.hub import AdmissionBucket, AgentHub
-from lab.model import Server
+from lab.model import Agent, Server
 from lab.proto import decode, encode
 from lab.proto.messages import Heartbeat, Hello, Welcome
 
@@ -37,6 +37,10 @@ class FakeServers:
 class FakeAgents:
     def __init__(self) -> None:
         self.leases: dict[str, datetime] = {}
+        self.current_serial = "01"
+
+    async def get_by_server(self, server_id: str) -> Agent:
+        return Agent(server_id=server_id, cert_serial=self.current_serial)
 
     async def heartbeat(
         self, server_id: str, *, replica: str, seen: datetime, lease_until: datetime
@@ -138,3 +142,51 @@ def test_admission_bucket() -> None:
     assert bucket.admit(0.4) is False
     assert bucket.admit(0.5) is True  # one token back after half a second
     assert AdmissionBucket(rate=0).admit(0.0) is True
+
+
+async def test_a_second_session_is_refused_until_the_first_goes_stale(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub, _ = make_hub("web1")
+    first, second, third = MemoryTransport(), MemoryTransport(), MemoryTransport()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: hub.serve(first, name="web1", serial="01"))
+        await first.to_server.send(encode(Hello(version="1")))
+        welcome = decode(await first.from_server.receive())
+        assert isinstance(welcome, Welcome)
+        await trio.sleep(10)
+        await first.to_server.send(encode(Heartbeat(version="1")))
+        await trio.sleep(5)
+        # Same certificate, first session fresh: refused, and the first keeps its place.
+        await second.to_server.send(encode(Hello(version="1")))
+        await hub.serve(second, name="web1", serial="01")
+        assert second.closed is not None and second.closed[0] == 4006
+        info = hub.session("web1")
+        assert info is not None and info.session_id == welcome.session_id
+        assert first.closed is None
+        # 16 s after its last message the first counts as half dead: a reconnect gets in.
+        await trio.sleep(11)
+        nursery.start_soon(lambda: hub.serve(third, name="web1", serial="01"))
+        await third.to_server.send(encode(Hello(version="1")))
+        assert isinstance(decode(await third.from_server.receive()), Welcome)
+        await first.closed_event.wait()
+        assert first.closed is not None and first.closed[0] == 4004
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_current_certificate_takes_over_from_an_old_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub, store = make_hub("web1")
+    old, new = MemoryTransport(), MemoryTransport()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: hub.serve(old, name="web1", serial="01"))
+        await old.to_server.send(encode(Hello(version="1")))
+        await old.from_server.receive()
+        store.agents.current_serial = "02"  # renewed (or re-enrolled with --replace)
+        nursery.start_soon(lambda: hub.serve(new, name="web1", serial="02"))
+        await new.to_server.send(encode(Hello(version="1")))
+        assert isinstance(decode(await new.from_server.receive()), Welcome)
+        await old.closed_event.wait()
+        assert old.closed is not None and old.closed[0] == 4004
+        nursery.cancel_scope.cancel()

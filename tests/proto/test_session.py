@@ -158,3 +158,16 @@ def test_second_welcome_is_a_protocol_error() -> None:
     cmds = s.received(Welcome(session_id="again"), 1.0)
     assert cmds == [Close(CloseCode.PROTOCOL_ERROR, "second welcome")]
     assert s.state is State.RECONNECTING
+
+
+def test_a_refused_identity_waits_minutes_then_backs_off_as_usual() -> None:
+    s = AgentSession(HELLO, random=Rand(0.0, 0.5, 1.0), refused_backoff=300.0)
+    s.start(0.0)
+    s.connection_lost(0.0, refused=True)
+    assert s.state is State.RECONNECTING and s.next_deadline() == 300.0
+    assert s.timer(300.0) == [Connect()]
+    s.connection_lost(300.0, refused=True)
+    assert s.next_deadline() == 300.0 + 450.0  # jitter up to twice the base
+    assert s.timer(750.0) == [Connect()]
+    s.connection_lost(750.0)  # an ordinary failure: the usual 1-30 s backoff
+    assert s.next_deadline() == 751.0

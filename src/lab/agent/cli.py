@@ -24,6 +24,24 @@ app = App(
 )
 
 
+DMI_DIR = Path("/sys/class/dmi/id")
+
+
+def hardware_ids(dmi_dir: Path = DMI_DIR) -> dict[str, str]:
+    """The machine's DMI system UUID and serial, where readable (product_uuid and
+    product_serial are root-only on most kernels); labd checks them against a join token's
+    hardware binding. Values are trimmed and lowercased, as labd stores the binding."""
+    found: dict[str, str] = {}
+    for key, file in (("system_uuid", "product_uuid"), ("serial", "product_serial")):
+        try:
+            value = (dmi_dir / file).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        if value and len(value) <= 128 and value.isprintable():
+            found[key] = value.lower()
+    return found
+
+
 def gather_facts() -> dict[str, Any]:
     """Small, cheap facts sent with enrollment (labd shows them in server details)."""
     import os
@@ -38,6 +56,7 @@ def gather_facts() -> dict[str, Any]:
         "cpus": os.cpu_count() or 0,
         "python": platform.python_version(),
         "agent_version": __version__,
+        **hardware_ids(),
     }
 
 

@@ -74,6 +74,8 @@ class AgentSettings:
     connect_timeout: float = 10.0
     backoff_initial: float = 1.0
     backoff_cap: float = 30.0
+    # Seconds (to twice that) before retrying after labd refused our certificate (401/403).
+    refused_backoff: float = 300.0
     # Seconds between SIGTERM and SIGKILL when an exec times out.
     kill_grace: float = 5.0
     # Renew the certificate at about two thirds of its lifetime.
@@ -278,6 +280,7 @@ class Agent:
             backoff_initial=self.settings.backoff_initial,
             backoff_cap=self.settings.backoff_cap,
             connect_timeout=self.settings.connect_timeout,
+            refused_backoff=self.settings.refused_backoff,
         )
         async with trio.open_nursery() as nursery:
             if self.settings.renew:
@@ -312,8 +315,8 @@ class Agent:
         commands = session.start(trio.current_time())
         while True:
             if any(isinstance(c, Connect) for c in commands):
-                await self._connection()
-                session.connection_lost(trio.current_time())
+                refused = await self._connection()
+                session.connection_lost(trio.current_time(), refused=refused)
                 self._notify()
             deadline = session.next_deadline()
             if deadline is None:
@@ -333,8 +336,12 @@ class Agent:
             creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem, alpn=["http/1.1"]
         )
 
-    async def _connection(self) -> None:
-        """One connection attempt and, if it opens, the whole session on it."""
+    async def _connection(self) -> bool:
+        """One connection attempt and, if it opens, the whole session on it.
+
+        Returns True when labd refused our certificate at the handshake (401/403).
+        """
+        refused = False
         assert self.identity is not None
         server = self.current_server()
         host, port = endpoint(server)
@@ -365,7 +372,15 @@ class Agent:
             status = getattr(exc, "status_code", None)
             cause = exc.__cause__ or exc
             why = f"refused with HTTP {status}" if status else str(cause) or repr(cause)
-            log.warning("cannot connect to %s: %s", server, why)
+            refused = status in (401, 403)
+            if refused:
+                log.error(
+                    "labd refused this agent's certificate (HTTP %s; revoked or not allowed):"
+                    " retrying in minutes; enroll again with a new token",
+                    status,
+                )
+            else:
+                log.warning("cannot connect to %s: %s", server, why)
         except* (ConnectionClosed, ConnectionGone, trio.BrokenResourceError) as group:
             log.warning("connection to %s lost: %r", server, _first(group))
         finally:
@@ -373,6 +388,7 @@ class Agent:
             self._server_index += 1
             if stream is not None:
                 await trio.aclose_forcefully(stream)
+        return refused
 
     async def _serve(self, ws: WebSocketConnection) -> None:
         session = self.session

@@ -32,6 +32,7 @@ def render_server(item: dict[str, Any], now: datetime) -> str:
         ),
     ]
     out = [f"{k + ':':<16}{v}" for k, v in lines]
+    out += _enrollment_lines(item.get("enrollment"))
     labels = item.get("labels") or {}
     out.append("Labels:" + ("" if labels else "          <none>"))
     out += [f"  {k}={v}" for k, v in sorted(labels.items())]
@@ -39,6 +40,24 @@ def render_server(item: dict[str, Any], now: datetime) -> str:
     out.append("Facts:" + ("" if facts else "           <none>"))
     out += [f"  {k}: {_fact(v)}" for k, v in sorted(facts.items())]
     return "\n".join(out)
+
+
+def _enrollment_lines(trace: Any) -> list[str]:
+    """How the server was enrolled: when, with which token, made by whom, bound to what."""
+    if not isinstance(trace, dict) or not trace.get("token_id"):
+        return [f"{'Enrolled:':<16}-"]
+    binding = trace.get("binding") or {}
+    bound = ", ".join(f"{k}={v}" for k, v in sorted(binding.items())) or "nothing (new server)"
+    mode = trace.get("mode") or "new"
+    replaced = trace.get("replaced_serials") or []
+    how = "replaced an existing server" if mode == "replace" else "new server"
+    if replaced:
+        how += f", revoked {', '.join(str(s) for s in replaced)}"
+    return [
+        f"{'Enrolled:':<16}{trace.get('enrolled_at', '-')} ({how})",
+        f"{'Join token:':<16}{trace['token_id']} created by {trace.get('token_created_by') or '-'}",
+        f"{'Token binding:':<16}{bound}",
+    ]
 
 
 def _fact(value: Any) -> str:

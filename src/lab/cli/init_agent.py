@@ -74,6 +74,7 @@ async def _enroll(server: str, name: str, state: Path) -> dict[str, Any]:
             "/api/tokens",
             {
                 "kind": "agent",
+                "hostname": name,
                 "ttl_seconds": TOKEN_TTL_SECONDS,
                 "description": f"labctl init agent standalone ({name})",
             },

@@ -69,6 +69,13 @@ def annotate(**details: Any) -> None:
         pending.details.update(details)
 
 
+def set_resource(resource: str) -> None:
+    """Name the resource of the current request's audit entry once the handler knows it."""
+    pending: Pending | None = g.get("lab_audit")
+    if pending is not None:
+        pending.resource = resource
+
+
 def result_of(status: int) -> str:
     if status < 400:
         return "success"

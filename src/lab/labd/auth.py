@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from attrs import evolve, frozen
+from attrs import define, evolve, field, frozen
 from quart import current_app, g, has_websocket_context, request, websocket
 from quart.wrappers import Request, Websocket
 
@@ -156,12 +156,12 @@ async def _authenticate(req: Request | Websocket) -> None:
         raise
     if ident.kind != "replica":  # forwarded streams were rate limited on the first replica
         _limit(limits, f"cert/{ident.serial}", req.blueprint)
-    if await c.revocations.is_revoked(ident.serial):
-        raise Unauthenticated("certificate has been revoked", details={"reason": "revoked"})
     partial = Principal(
         kind=ident.kind, name=ident.name, serial=ident.serial, not_after=ident.not_after
     )
     g.principal = partial  # known from here on, so a refusal below is audited with its name
+    if await c.revocations.is_revoked(ident.serial):
+        raise Unauthenticated("certificate has been revoked", details={"reason": "revoked"})
     if ident.kind not in policy.kinds:
         raise PermissionDenied(
             f"a {ident.kind} certificate cannot use this route",
@@ -182,12 +182,50 @@ def _limit(limits: Limits, key: str, blueprint: str | None) -> None:
         limits.tokens.check(key, now)
 
 
+REFUSAL_AUDIT_INTERVAL = 3600.0
+"""Seconds between two audit entries for refused handshakes of one identity and reason."""
+
+
+@define
+class RefusalLog:
+    """Which refused WebSocket handshakes to audit: the first of each (identity, reason) per
+    ``interval``. A revoked agent retrying for days then leaves one entry an hour, not one per
+    attempt; every refusal is still counted in ``labd_auth_refusals_total``. Pure: the caller
+    passes the time. At most ``limit`` keys are remembered (the oldest are forgotten)."""
+
+    interval: float = REFUSAL_AUDIT_INTERVAL
+    limit: int = 10_000
+    _last: dict[tuple[str, str], float] = field(factory=dict)
+
+    def should_audit(self, who: str, reason: str, now: float) -> bool:
+        key = (who, reason)
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last.pop(key, None)
+        self._last[key] = now
+        while len(self._last) > self.limit:
+            del self._last[next(iter(self._last))]
+        return True
+
+
 async def _audit_ws_refusal(exc: LabError) -> None:
-    """Record a refused WebSocket handshake; a failed write is logged (it is refused anyway)."""
+    """Record a refused WebSocket handshake; a failed write is logged (it is refused anyway).
+
+    Every refusal is counted by reason; repeats of one identity (or source address, when no
+    certificate was read) and reason are audited at most once per ``REFUSAL_AUDIT_INTERVAL``.
+    """
     from lab.labd.app import ctx
 
     pending: audit.Pending | None = g.get("lab_audit")
     if pending is None or exc.status == 429:
+        return
+    reason = exc.details.get("reason") if isinstance(exc.details.get("reason"), str) else None
+    ctx().metrics.auth_refusals.labels(reason=str(reason or exc.code)).inc()
+    who: Principal | None = g.get("principal")
+    key = who.subject if who is not None else f"addr/{websocket.remote_addr or '?'}"
+    refusals: RefusalLog = current_app.extensions.setdefault("lab.ws_refusals", RefusalLog())
+    if not refusals.should_audit(key, str(reason or exc.code), time.monotonic()):
         return
     details: dict[str, Any] = {"path": websocket.path, "status": exc.status, "error": exc.code}
     details["message"] = exc.message

@@ -40,6 +40,9 @@ __all__ = ["AdmissionBucket", "AgentHub", "HubStream", "SessionInfo", "Transport
 
 log = logging.getLogger("lab.labd.hub")
 
+STALE_HEARTBEATS = 1.5
+"""A session silent for this many heartbeat intervals gives way to a new one of its server."""
+
 
 @frozen(kw_only=True)
 class SessionInfo:
@@ -229,15 +232,47 @@ class AgentHub:
             with trio.CancelScope(shield=True):
                 await self._forget(conn)
 
-    def register(self, conn: AgentConnection) -> None:
-        """A session finished its handshake: it becomes the server's one session."""
+    def register(self, conn: AgentConnection, *, current_serial: str | None = None) -> bool:
+        """A session finished its handshake: it becomes the server's one session, or is refused.
+
+        A live session is never knocked off by a second one (two holders of one identity would
+        alternate): the newcomer is closed with DUPLICATE_SESSION and False is returned. The
+        old session gives way only when it is stale (nothing received for 1.5 heartbeat
+        intervals: a half-dead connection of an agent that reconnected) or when the newcomer
+        holds the server's current certificate (``current_serial``, after a renewal or a
+        replace enrollment) and the old session does not. See docs/protocol.md.
+        """
         old = self._by_name.get(conn.name)
+        if old is not None and old is not conn and not self._gives_way(old, conn, current_serial):
+            log.warning(
+                "refusing a second session for %s from %s: %s (%s) is live",
+                conn.subject,
+                conn.source or "?",
+                old.session_id,
+                old.source or "?",
+            )
+            conn.close(CloseCode.DUPLICATE_SESSION, f"{conn.subject} already has a live session")
+            return False
         self._by_name[conn.name] = conn
         self._by_id[conn.session_id] = conn
         if old is not None and old is not conn:
             self._by_id.pop(old.session_id, None)
             old.close(CloseCode.REPLACED, "replaced by a newer connection")
         self._notify()
+        return True
+
+    def _gives_way(
+        self, old: AgentConnection, new: AgentConnection, current_serial: str | None
+    ) -> bool:
+        if old.close_code is not None:
+            return True  # already closing
+        if old.idle_for() > STALE_HEARTBEATS * self.heartbeat_interval:
+            return True
+        return (
+            current_serial is not None
+            and new.serial == current_serial
+            and old.serial != current_serial
+        )
 
     async def _forget(self, conn: AgentConnection) -> None:
         self._live.discard(conn)

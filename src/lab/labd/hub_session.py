@@ -143,6 +143,10 @@ class AgentConnection:
             return False
         return self.close_code is None
 
+    def idle_for(self) -> float:
+        """Seconds since the last message from the agent."""
+        return trio.current_time() - self._last_received
+
     def close(self, code: CloseCode, reason: str) -> None:
         """Ask the session to end with ``code`` (the first reason wins); returns at once."""
         if self.close_code is None:
@@ -256,9 +260,14 @@ class AgentConnection:
         if await self.hub.revocations.is_revoked(self.serial):
             self.close(CloseCode.REVOKED, "certificate revoked")
             return
+        try:
+            current: str | None = (await self.hub.store.agents.get_by_server(server.id)).cert_serial
+        except NotFound:
+            current = None
+        if not self.hub.register(self, current_serial=current):
+            return  # a live session of this server exists; closed with DUPLICATE_SESSION
         await self._renew_lease()
         await self._write_facts()
-        self.hub.register(self)
         self.welcomed = True
         await self.enqueue(
             Welcome(session_id=self.session_id, heartbeat_interval=self.hub.heartbeat_interval)

@@ -20,8 +20,10 @@ from lab import pki
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
 from lab.labd.ca import CAService
 from lab.labd.secrets import new_token, secret_matches, split_token
-from lab.model import Agent, Certificate, JoinToken, Role, Server, TokenKind, User
+from lab.model import AgentEnrollment, Certificate, JoinToken, Role, TokenKind, User
 from lab.store import Store
+from lab.store.enrollment import server_exists
+from lab.store.rules import token_refusal
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,11 @@ _HOSTNAME = re.compile(
 _USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
 
 RevocationListener = Callable[[Certificate], None]
+Note = Callable[..., None]
+
+
+def _ignore(**_: Any) -> None:
+    return None
 
 
 def now() -> datetime:
@@ -126,6 +133,59 @@ def _bindings(
     )
 
 
+def usable(record: JoinToken, at: datetime) -> bool:
+    """Whether the token may still be used at ``at`` (the store's consume has the last word)."""
+    if record.revoked_at is not None or record.expires_at <= at:
+        return False
+    if not record.reusable:
+        return record.uses == 0
+    return record.max_uses is None or record.uses < record.max_uses
+
+
+def token_binding(record: JoinToken) -> dict[str, Any]:
+    """What a token is bound to, for audit entries and ``describe``: only the set bindings."""
+    binding: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("user", record.user),
+            ("hostname", record.hostname),
+            ("system_uuid", record.system_uuid),
+            ("serial", record.serial),
+        )
+        if v is not None
+    }
+    if record.replace:
+        binding["replace"] = True
+    return binding
+
+
+def token_trace(record: JoinToken) -> dict[str, Any]:
+    """The token id, its creator and its binding (never the secret)."""
+    return {
+        "token_id": record.id,
+        "token_created_by": record.created_by,
+        "binding": token_binding(record),
+    }
+
+
+def check_agent_binding(record: JoinToken, name: str, facts: dict[str, Any]) -> None:
+    """PermissionDenied unless ``name`` and the reported hardware match the token's binding."""
+    if record.hostname is not None and record.hostname != name:
+        raise PermissionDenied(
+            f"this token was made for server/{record.hostname}",
+            details={"reason": "token_host_mismatch"},
+        )
+    for key in ("system_uuid", "serial"):
+        bound = getattr(record, key)
+        reported = facts.get(key)
+        seen = reported.strip().lower() if isinstance(reported, str) else None
+        if bound is not None and seen != bound:
+            raise PermissionDenied(
+                f"this token is bound to another machine ({key} does not match)",
+                details={"reason": "token_hardware_mismatch", "field": key},
+            )
+
+
 def bound_username(record: JoinToken, username: str | None) -> str:
     """The user name a user token enrolls: its bound user; ``username`` must match it."""
     if record.user is None:
@@ -169,6 +229,15 @@ class Revocations:
         # Other replicas poll this counter and reload (cluster mode, lab.labd.cluster).
         await self.store.replicas.bump_changes()
         return cert
+
+    async def revoked_elsewhere(self, certs: list[Certificate]) -> None:
+        """Certificates the store already marked revoked (an enrollment took their server
+        over): remember them, close their sessions, tell other replicas."""
+        for cert in certs:
+            self._serials.add(cert.serial)
+            for listener in list(self._listeners):
+                listener(cert)
+        await self.store.replicas.bump_changes()
 
     async def reload(self) -> list[Certificate]:
         """Re-read the revoked serials (another replica may have revoked some); listeners hear
@@ -261,8 +330,9 @@ class Identities:
         """The token record if the secret matches and it is of ``kind``; uses nothing.
 
         Unauthenticated (401, reason ``unknown``) for a wrong secret; PermissionDenied (403,
-        ``wrong_kind`` / ``wrong_role``) otherwise. Whether it may still be used (expired,
-        revoked, used up) is decided atomically by :meth:`consume`.
+        ``wrong_kind`` / ``wrong_role``) otherwise; Unauthenticated (``expired``, ``revoked``,
+        ``used``) for a token that can no longer be used, which :meth:`consume` decides again
+        atomically.
         """
         token_id, secret = split_token(token)
         try:
@@ -279,6 +349,10 @@ class Identities:
             raise PermissionDenied(
                 f"this token does not carry the {role} role", details={"reason": "wrong_role"}
             )
+        at = now()
+        if not usable(record, at):
+            # Said before any binding is checked; consume() decides again atomically.
+            raise token_refusal(record, at)
         return record
 
     async def consume(self, record: JoinToken) -> JoinToken:
@@ -296,36 +370,73 @@ class Identities:
     # -- enrollment --------------------------------------------------------------------------
 
     async def enroll_agent(
-        self, *, token: str, csr: str, hostname: str, facts: dict[str, Any]
+        self,
+        *,
+        token: str,
+        csr: str,
+        hostname: str,
+        facts: dict[str, Any],
+        note: Note = _ignore,
     ) -> dict[str, Any]:
+        """Enroll ``server/<hostname>`` with an agent token, within what the token is bound to.
+
+        The token's hostname and hardware (``system_uuid``, ``serial`` in ``facts``) must match
+        (PermissionDenied ``token_host_mismatch`` / ``token_hardware_mismatch``). An existing
+        server name is refused (Conflict ``server_exists``) unless the token was minted for it
+        with ``replace``; then its old certificates are revoked in the same transaction as the
+        new one is recorded. A refused enrollment leaves the token unused. ``note`` hears the
+        details the audit entry should carry (token id, creator, binding, mode).
+        """
         name = check_hostname(hostname)
         pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
-        await self.redeem(token, TokenKind.AGENT)
-        cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
-        await self.store.certificates.record(issued.to_record())
+        record = await self.check_token(token, TokenKind.AGENT)
+        note(**token_trace(record))
+        check_agent_binding(record, name, facts)
         try:
-            server = await self.store.servers.get_by_name(name)
-            server = await self.store.servers.set_facts(server.id, facts)
+            await self.store.servers.get_by_name(name)
         except NotFound:
-            server = await self.store.servers.create(Server(name=name, facts=facts))
-        await self.store.agents.upsert(
-            Agent(
-                server_id=server.id,
-                cert_serial=issued.serial,
-                version=str(facts.get("agent_version", "")),
+            exists = False
+        else:
+            exists = True
+        if exists and not record.replace:
+            raise server_exists(name)  # checked again in the transaction; this saves a signature
+        cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
+        at = now()
+        done = await self.store.agents.enroll(
+            AgentEnrollment(
+                token_id=record.id,
+                at=at,
+                name=name,
+                facts=facts,
+                replace=record.replace,
+                cert=issued.to_record(),
+                agent_version=str(facts.get("agent_version", "")),
+                trace={**token_trace(record), "enrolled_at": at.isoformat()},
             )
         )
-        log.info("enrolled agent server/%s (serial %s)", name, issued.serial)
+        mode = "replace" if done.replaced else "new"
+        replaced = [c.serial for c in done.revoked]
+        note(mode=mode, replaced_serials=replaced, serial=issued.serial)
+        if done.revoked:
+            await self.revocations.revoked_elsewhere(list(done.revoked))
+        log.info(
+            "enrolled agent server/%s (serial %s, token %s, %s%s)",
+            name,
+            issued.serial,
+            record.id,
+            mode,
+            f", revoked {', '.join(replaced)}" if replaced else "",
+        )
         return {
             "certificate": cert_pem.decode(),
             "ca_bundle": self.ca.bundle_pem().decode(),
-            "server_id": server.id,
-            "server_name": server.name,
+            "server_id": done.server.id,
+            "server_name": done.server.name,
             "ca_fingerprint": self.ca.fingerprint(),
         }
 
     async def enroll_user(
-        self, *, token: str, csr: str, username: str | None = None
+        self, *, token: str, csr: str, username: str | None = None, note: Note = _ignore
     ) -> dict[str, Any]:
         """Enroll the user a token was made for; ``username``, when given, must be that user.
 
@@ -337,6 +448,7 @@ class Identities:
         """
         pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
         record = await self.check_token(token, TokenKind.USER)
+        note(**token_trace(record))
         name = bound_username(record, username)
         try:
             user: User | None = await self.store.users.get_by_name(name)
@@ -350,6 +462,7 @@ class Identities:
         if user is not None and user.disabled:
             raise PermissionDenied(f"user {name!r} is disabled", details={"reason": "disabled"})
         record = await self.consume(record)
+        note(mode="new" if user is None else "existing")
         if user is None:
             user = await self.store.users.create(User(name=name))
             for role in record.roles:

@@ -42,6 +42,7 @@ def prepare_data_dir(path: Path) -> None:
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise DataDirUnusable(f"data dir {path} is not writable", details={"hint": hint})
+    warn_if_readable(path)
 
 
 @asynccontextmanager
@@ -72,6 +73,22 @@ async def open_database(config: LabdConfig, audit_key: AuditKey) -> AsyncIterato
                 },
             ) from exc
         yield store
+
+
+def warn_if_readable(path: Path) -> bool:
+    """Log a warning when the data dir is group- or world-readable (it holds the CA key, the
+    database and the bootstrap token); returns whether it warned. labd does not change the
+    mode of a directory it did not create: the operator may share it on purpose."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 == 0:
+        return False
+    log.warning(
+        "data dir %s has mode %04o: other users may read or list it; run: chmod 700 %s",
+        path,
+        mode,
+        path,
+    )
+    return True
 
 
 async def serve_labd(

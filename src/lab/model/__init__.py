@@ -1,6 +1,7 @@
 """Domain records (attrs) and the one cattrs converter. No I/O, no trio."""
 
 from lab.model.converter import converter, structure, unstructure
+from lab.model.enrollment import AgentEnrollment, EnrolledAgent
 from lab.model.records import (
     Agent,
     AuditEntry,
@@ -21,10 +22,12 @@ from lab.model.replicas import Replica
 
 __all__ = [
     "Agent",
+    "AgentEnrollment",
     "AuditEntry",
     "Certificate",
     "Cluster",
     "Effect",
+    "EnrolledAgent",
     "JoinToken",
     "Machine",
     "MachineState",

@@ -10,10 +10,11 @@ from attrs import frozen
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.errors import Invalid, Unauthenticated
 from lab.pki.ca import CACert, CAMaterial, _common_name, fingerprint_der
+from lab.pki.profiles import NAME_RE
 
 PeerKind = Literal["server", "user", "bastion", "replica"]
 PEER_KINDS: tuple[PeerKind, ...] = ("server", "user", "bastion", "replica")
@@ -68,10 +69,27 @@ def _find_issuer(cert: x509.Certificate, cas: Iterable[CAMaterial | CACert]) -> 
     return None
 
 
+def single_common_name(subject: x509.Name) -> str | None:
+    """The subject's common name if the subject is exactly one RDN holding exactly one
+    attribute, a CN (what every profile issues); None otherwise."""
+    rdns = subject.rdns
+    if len(rdns) != 1 or len(rdns[0]) != 1:
+        return None
+    [attribute] = list(rdns[0])
+    if attribute.oid != NameOID.COMMON_NAME or not isinstance(attribute.value, str):
+        return None
+    return attribute.value
+
+
 def _identity(cert: x509.Certificate, issuer_fingerprint: str) -> PeerIdentity:
-    cn = _common_name(cert.subject)
+    cn = single_common_name(cert.subject)
+    if cn is None:
+        raise _unauthenticated(
+            "malformed",
+            f"certificate subject {cert.subject.rfc4514_string()!r} is not exactly one CN",
+        )
     kind, sep, name = cn.partition("/")
-    if not sep or not name or kind not in PEER_KINDS:
+    if not sep or kind not in PEER_KINDS or not NAME_RE.fullmatch(name):
         raise _unauthenticated("malformed", f"certificate subject {cn!r} is not a labctl identity")
     return PeerIdentity(
         kind=kind,

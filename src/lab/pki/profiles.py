@@ -33,7 +33,7 @@ REPLICA_LIFETIME = timedelta(days=90)
 DEFAULT_SERVER_HOSTNAMES = ("localhost",)
 DEFAULT_SERVER_IPS = ("127.0.0.1", "::1")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _DNS_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -64,7 +64,7 @@ class IssuedCert:
 
 
 def _check_name(value: str, field: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise Invalid(
             f"{field} {value!r} must be 1-128 characters of letters, digits, '.', '_', '@', '-' "
             "and start with a letter or digit",

@@ -27,6 +27,7 @@ class CloseCode(enum.IntEnum):
     SEQUENCE = 4003
     REPLACED = 4004
     REVOKED = 4005
+    DUPLICATE_SESSION = 4006
 
 
 class ProtocolError(Invalid):

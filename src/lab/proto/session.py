@@ -92,6 +92,12 @@ class Backoff:
         """
         return retry_after + self.random() * min(self.cap, max(self.initial, retry_after))
 
+    def after_refusal(self, base: float) -> float:
+        """Delay after labd refused our identity (401/403 at the handshake): ``base`` to
+        twice that. Retrying sooner cannot help (the certificate is revoked, or the identity
+        is not allowed) and every refusal costs labd a TLS handshake."""
+        return base * (1.0 + self.random())
+
     def reset(self) -> None:
         self.attempt = 0
 
@@ -111,10 +117,12 @@ class AgentSession:
         backoff_initial: float = 1.0,
         backoff_cap: float = 30.0,
         connect_timeout: float = 10.0,
+        refused_backoff: float = 300.0,
     ) -> None:
         self.hello = hello
         self.state = State.DISCONNECTED
         self.backoff = Backoff(random, backoff_initial, backoff_cap)
+        self.refused_backoff = refused_backoff
         self.connect_timeout = connect_timeout
         self.session_id: str | None = None
         self.heartbeat_interval: float | None = None
@@ -158,9 +166,17 @@ class AgentSession:
             return [Send(Pong(nonce=msg.nonce))]
         return [Deliver(msg)]
 
-    def connection_lost(self, now: float) -> list[Command]:
-        """The connection closed or could not be opened; schedule the next attempt."""
+    def connection_lost(self, now: float, *, refused: bool = False) -> list[Command]:
+        """The connection closed or could not be opened; schedule the next attempt.
+
+        ``refused``: labd refused our certificate at the handshake (HTTP 401 or 403, e.g.
+        revoked); the next attempt is minutes away (``refused_backoff`` to twice that).
+        """
         if self.state in (State.STOPPED, State.DISCONNECTED, State.RECONNECTING):
+            return []
+        if refused:
+            self._retry_hint = None
+            self._reschedule(now, self.backoff.after_refusal(self.refused_backoff))
             return []
         self._schedule_reconnect(now)
         return []
@@ -214,6 +230,9 @@ class AgentSession:
             self._retry_hint = None
         else:
             delay = self.backoff.next_delay()
+        self._reschedule(now, delay)
+
+    def _reschedule(self, now: float, delay: float) -> None:
         self.state = State.RECONNECTING
         self.session_id = None
         self._heartbeat_at = self._connect_deadline = None

@@ -102,6 +102,15 @@ class LabdMetrics:
             namespace="labd",
             registry=r,
         )
+        self.auth_refusals = Counter(
+            "auth_refusals",
+            "Agent WebSocket handshakes refused by certificate checks, by reason (revoked,"
+            " expired, malformed, foreign_ca, wrong_profile, ...). Each is counted; repeats of"
+            " one identity and reason are audited at most once an hour.",
+            ["reason"],
+            namespace="labd",
+            registry=r,
+        )
 
     @contextmanager
     def track_exec(self) -> Iterator[None]:

@@ -101,6 +101,17 @@ def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
     }
 
 
+def single_cn_subject(info: Any) -> bool:
+    """Whether a verified peer certificate's subject (``getpeercert()`` form) is exactly one
+    RDN holding exactly one attribute, a commonName: the only shape labctl's CA issues. A
+    certificate with two CNs, or a CN beside other attributes, is never read by "its first CN"."""
+    subject: list[Any] = list((info or {}).get("subject") or ())
+    if len(subject) != 1 or len(subject[0]) != 1:
+        return False
+    attribute = list(subject[0][0])
+    return len(attribute) == 2 and attribute[0] == "commonName" and isinstance(attribute[1], str)
+
+
 class _TLSScopeApp:
     """Adds one connection's ``tls`` extension to each HTTP/WebSocket scope of that connection."""
 
@@ -139,7 +150,18 @@ class PeerCertTCPServer(TCPServer):
                 # Same as hypercorn: a failed handshake (e.g. untrusted client certificate)
                 # just drops the connection; trio.serve_listeners closes the stream.
                 return
-            self.app = _TLSScopeApp(self.app, tls_extension(self.stream))
+            tls = tls_extension(self.stream)
+            if tls["client_cert_der"] is not None and not single_cn_subject(
+                self.stream.getpeercert()
+            ):
+                # Signed by our CA but not a subject any profile issues: refuse at the TLS
+                # layer, before a request is read (lab.pki.verify_peer refuses it too).
+                log.warning(
+                    "dropping a TLS connection whose client certificate subject is %r",
+                    tls["client_cert_name"],
+                )
+                return
+            self.app = _TLSScopeApp(self.app, tls)
         # The parent's do_handshake() is a no-op on a stream that finished its handshake.
         await super().run()
 

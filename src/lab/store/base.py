@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 from lab.model import (
     Agent,
+    AgentEnrollment,
     AuditEntry,
     Certificate,
     Cluster,
+    EnrolledAgent,
     JoinToken,
     Machine,
     MachineState,
@@ -56,6 +58,16 @@ class AgentRepository(Protocol):
 
     async def get_by_server(self, server_id: str) -> Agent: ...
     async def list(self) -> list[Agent]: ...
+
+    async def enroll(self, plan: AgentEnrollment) -> EnrolledAgent:
+        """Enroll in one transaction: consume the token, create the server (or, with
+        ``plan.replace``, take it over and revoke its other certificates), record the new
+        certificate and point the agent row at it.
+
+        Raises ``Unauthenticated`` (token expired, revoked, used up) and ``Conflict`` (details
+        ``reason``: ``server_exists``) with nothing written.
+        """
+        ...
 
     async def heartbeat(
         self, server_id: str, *, replica: str, seen: datetime, lease_until: datetime

@@ -10,6 +10,7 @@ from quart import Blueprint, Response, request
 
 from lab import pki
 from lab.labd.app import ctx
+from lab.labd.audit import annotate, set_resource
 from lab.labd.auth import principal, public, requires
 from lab.labd.routes.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
 
@@ -46,7 +47,7 @@ async def enroll_agent() -> tuple[dict[str, Any], int]:
     limit_enrollment()
     req = await body(EnrollAgent)
     out = await ctx().identities.enroll_agent(
-        token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts
+        token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts, note=annotate
     )
     return out, 201
 
@@ -56,7 +57,10 @@ async def enroll_agent() -> tuple[dict[str, Any], int]:
 async def enroll_user() -> tuple[dict[str, Any], int]:
     limit_enrollment()
     req = await body(EnrollUser)
-    out = await ctx().identities.enroll_user(token=req.token, csr=req.csr, username=req.username)
+    out = await ctx().identities.enroll_user(
+        token=req.token, csr=req.csr, username=req.username, note=annotate
+    )
+    set_resource(f"user/{out['user']}")  # the body may not name the user
     return out, 201
 
 

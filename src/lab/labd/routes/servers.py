@@ -124,6 +124,10 @@ def server_view(
         else {k: server.facts[k] for k in SMALL_FACTS if k in server.facts}
     )
     version = (agent.version if agent is not None else "") or server.facts.get("agent_version")
+    extra: dict[str, Any] = {}
+    if full:
+        # How the agent identity was enrolled: token id, creator, binding, time, new/replace.
+        extra["enrollment"] = dict(agent.enrollment) if agent is not None else None
     return {
         "id": server.id,
         "name": server.name,
@@ -136,6 +140,7 @@ def server_view(
         "created_at": _iso(server.created_at),
         "cert_serial": agent.cert_serial if agent is not None else None,
         "cert_not_after": _iso(cert.not_after if cert is not None else None),
+        **extra,
     }
 
 

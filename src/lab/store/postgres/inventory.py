@@ -12,7 +12,8 @@ from typing import Any
 import psycopg.errors
 
 from lab.errors import NotFound
-from lab.model import Agent, Cluster, Machine, MachineState, Server
+from lab.model import Agent, AgentEnrollment, Cluster, EnrolledAgent, Machine, MachineState, Server
+from lab.store.enrollment import enroll_agent
 from lab.store.postgres.db import CODEC, Conn, Database
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
 from lab.store.rules import already_exists, merge_labels, not_found
@@ -128,6 +129,9 @@ class PgAgents:
             return _agent_of(conn, agent.server_id)
 
         return await self._db.run(op)
+
+    async def enroll(self, plan: AgentEnrollment) -> EnrolledAgent:
+        return await self._db.run(enroll_agent, plan, CODEC, "%s")
 
     async def get_by_server(self, server_id: str) -> Agent:
         return await self._db.read(_agent_of, server_id)

@@ -58,6 +58,7 @@ def _apply(conn: Conn, migration: Migration) -> bool:
     except (
         psycopg.errors.DuplicateTable,
         psycopg.errors.DuplicateObject,
+        psycopg.errors.DuplicateColumn,  # ALTER TABLE ... ADD COLUMN raced by another replica
         psycopg.errors.UniqueViolation,  # PostgreSQL's catalog race: pg_type, pg_class
     ) as exc:
         # Another replica is applying the same migration; its record will be there next time.

@@ -9,6 +9,7 @@ explicit (:func:`transaction`), never opened behind our back by the driver.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -157,6 +158,26 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
     return [m.version for m in todo]
 
 
+DB_FILE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_files(path: Path) -> None:
+    """Make the database file (created empty if missing) and its WAL/shared-memory/journal
+    files readable by the owner only. The database holds token hashes, the audit log and
+    identities; SQLite creates its side files with the database file's mode, so a 0600
+    database keeps them 0600 too. Existing files from an older labctl are tightened."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, DB_FILE_MODE)
+    try:
+        os.fchmod(fd, DB_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.chmod(DB_FILE_MODE)
+
+
 def connect(path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> sqlite3.Connection:
     """Open ``path`` (creating its directory), check the schema is not too new, set pragmas.
 
@@ -168,6 +189,13 @@ def connect(path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> sqli
     except OSError as exc:
         raise Unavailable(
             f"cannot create the database directory {path.parent}: {exc.strerror or exc}",
+            details={"path": str(path)},
+        ) from exc
+    try:
+        private_files(path)
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot create the database {path}: {exc.strerror or exc}",
             details={"path": str(path)},
         ) from exc
     try:

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from lab.errors import NotFound
-from lab.model import Agent, Cluster, Machine, MachineState, Server
+from lab.model import Agent, AgentEnrollment, Cluster, EnrolledAgent, Machine, MachineState, Server
+from lab.store.enrollment import enroll_agent
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
 from lab.store.rules import already_exists, merge_labels, not_found
 from lab.store.sqlite.db import CODEC, Database, transaction, ts
@@ -133,6 +134,13 @@ class SqliteAgents:
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"server id {agent.server_id!r} not found") from exc
             return _agent_of(conn, agent.server_id)
+
+        return await self._db.run(op)
+
+    async def enroll(self, plan: AgentEnrollment) -> EnrolledAgent:
+        def op(conn: sqlite3.Connection) -> EnrolledAgent:
+            with transaction(conn):
+                return enroll_agent(conn, plan, CODEC, "?")
 
         return await self._db.run(op)
 
