@@ -242,17 +242,9 @@ class AgentHub:
         holds the server's current certificate (``current_serial``, after a renewal or a
         replace enrollment) and the old session does not. See docs/protocol.md.
         """
-        old = self._by_name.get(conn.name)
-        if old is not None and old is not conn and not self._gives_way(old, conn, current_serial):
-            log.warning(
-                "refusing a second session for %s from %s: %s (%s) is live",
-                conn.subject,
-                conn.source or "?",
-                old.session_id,
-                old.source or "?",
-            )
-            conn.close(CloseCode.DUPLICATE_SESSION, f"{conn.subject} already has a live session")
+        if not self.admits(conn, current_serial=current_serial):
             return False
+        old = self._by_name.get(conn.name)
         self._by_name[conn.name] = conn
         self._by_id[conn.session_id] = conn
         if old is not None and old is not conn:
@@ -260,6 +252,22 @@ class AgentHub:
             old.close(CloseCode.REPLACED, "replaced by a newer connection")
         self._notify()
         return True
+
+    def admits(self, conn: AgentConnection, *, current_serial: str | None = None) -> bool:
+        """Whether ``conn`` may become its server's session now (no live rival, or the rival
+        gives way); if not, ``conn`` is closed with DUPLICATE_SESSION and False returned."""
+        old = self._by_name.get(conn.name)
+        if old is None or old is conn or self._gives_way(old, conn, current_serial):
+            return True
+        log.warning(
+            "refusing a second session for %s from %s: session %s (%s) is live",
+            conn.subject,
+            conn.source or "?",
+            old.session_id,
+            old.source or "?",
+        )
+        conn.close(CloseCode.DUPLICATE_SESSION, f"{conn.subject} already has a live session")
+        return False
 
     def _gives_way(
         self, old: AgentConnection, new: AgentConnection, current_serial: str | None

@@ -264,10 +264,14 @@ class AgentConnection:
             current: str | None = (await self.hub.store.agents.get_by_server(server.id)).cert_serial
         except NotFound:
             current = None
-        if not self.hub.register(self, current_serial=current):
+        # Refused before it touches the lease or the facts; register() decides again without
+        # an await in between, and only then does the session become visible (wait_online).
+        if not self.hub.admits(self, current_serial=current):
             return  # a live session of this server exists; closed with DUPLICATE_SESSION
         await self._renew_lease()
         await self._write_facts()
+        if not self.hub.register(self, current_serial=current):
+            return  # a rival registered while the lease was written
         self.welcomed = True
         await self.enqueue(
             Welcome(session_id=self.session_id, heartbeat_interval=self.hub.heartbeat_interval)

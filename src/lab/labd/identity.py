@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_TTL = timedelta(days=365)
 BOOTSTRAP_FILE = "bootstrap-token"
 BOOTSTRAP_DONE = "bootstrap.created_at"
+BOOTSTRAP_USER = "admin"
+"""The user the bootstrap token creates when the login names none."""
 # RFC 1123 host name label(s); server names become certificate subjects and template values.
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
@@ -189,12 +191,8 @@ def check_agent_binding(record: JoinToken, name: str, facts: dict[str, Any]) -> 
 def bound_username(record: JoinToken, username: str | None) -> str:
     """The user name a user token enrolls: its bound user; ``username`` must match it."""
     if record.user is None:
-        if username is None:
-            raise Invalid(
-                "this token is bound to no user: give username",
-                details={"fields": ["body.username"]},
-            )
-        return check_username(username)
+        # labd's bootstrap token: it creates the first admin, named as asked or "admin".
+        return check_username(username or BOOTSTRAP_USER)
     if username is not None and username != record.user:
         raise PermissionDenied(
             "this token was made for another user",
