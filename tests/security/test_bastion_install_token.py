@@ -166,3 +166,55 @@ async def test_replace_only_for_a_reprovision_of_a_known_server(tmp_path: Path) 
 
 def _csr() -> str:
     return pki.make_csr(pki.generate_key(), "x").decode()
+
+
+async def test_a_bastion_takes_over_only_servers_it_installed_or_an_admin_freed(
+    tmp_path: Path,
+) -> None:
+    """A stolen bastion certificate cannot mint a takeover token for any live server."""
+    with trio.fail_after(60):
+        async with joined(tmp_path) as (labd, admin, _bastion):
+            by_hand = await labd.create_token(admin, "agent", hostname="db1")
+            await labd.enroll_agent("db1", by_hand)
+            ask = {"kind": "agent", "hostname": "db1", "replace": True, "ttl_seconds": 600}
+            async with labd.client(bastion_creds(tmp_path / "data")) as http:
+                refused = await http.post("/api/tokens", json=ask)
+                assert refused.status_code == 403, refused.text
+                assert refused.json()["error"]["details"]["reason"] == "bastion_limit"
+                assert "not installed by bastion/pxe1" in refused.json()["error"]["message"]
+                async with labd.client(admin) as admin_http:
+                    resp = await admin_http.post("/api/certs/revoke", json={"target": "server/db1"})
+                    assert resp.status_code == 200, resp.text
+                freed = await http.post("/api/tokens", json=ask)
+                assert freed.status_code == 201, freed.text
+                assert freed.json()["replace"] is True
+
+
+async def test_the_kickstart_token_enrolls_only_its_machine(tmp_path: Path) -> None:
+    """Read off the LAN, the token still enrolls only that name on that hardware."""
+    with trio.fail_after(60):
+        async with joined(tmp_path) as (labd, _admin, bastion):
+            await discover(bastion, MAC)
+            assert (await bastion.install(MAC, hostname="node1")).status_code == 200
+            ks, _ = await install_ks(bastion, MAC)
+            token = join_token_of(ks)
+            right = {"system_uuid": UUID, "serial": SERIAL}
+            for hostname, facts, reason in (
+                ("node2", right, "token_host_mismatch"),
+                ("node1", {}, "token_hardware_mismatch"),
+                ("node1", {**right, "serial": "SOMEONE-ELSE"}, "token_hardware_mismatch"),
+                (
+                    "node1",
+                    {**right, "system_uuid": "00000000-0000-0000-0000-000000000001"},
+                    "token_hardware_mismatch",
+                ),
+            ):
+                async with labd.client() as http:
+                    resp = await http.post(
+                        "/api/auth/enroll",
+                        json={"token": token, "csr": _csr(), "hostname": hostname, "facts": facts},
+                    )
+                assert resp.status_code == 403, resp.text
+                assert resp.json()["error"]["details"]["reason"] == reason
+            # Refusals used nothing up: the machine itself still enrolls.
+            await labd.enroll_agent("node1", token, facts=right)

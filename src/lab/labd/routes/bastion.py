@@ -6,9 +6,10 @@ A PXE bastion joins once (``lab-bastion join``) with a one-time user join token 
 * ``POST /api/tokens`` for a one-time ``agent`` token living at most
   :data:`BASTION_MAX_TOKEN_TTL`, bound to a hostname (and, when the bastion discovered them, to
   the machine's DMI system UUID and serial), embedded in that install's kickstart. ``replace``
-  is allowed only for a server labd already knows (a reprovision an admin asked the bastion
-  for). Checked by :func:`check_bastion_token`, called from the tokens route, and audited like
-  every create;
+  (a reprovision an operator asked the bastion for) is allowed only for a server labd knows
+  and that this bastion installed, or whose certificates an admin revoked
+  (:func:`_replace_problem`). Checked by :func:`check_bastion_token`, called from the tokens
+  route, and audited like every create;
 * ``DELETE /api/tokens/{id}`` for a token it created itself (the install ended: enrolled,
   failed, forgotten or queued again), checked by :func:`check_bastion_revoke`;
 * ``GET /api/servers/{name}`` (to learn that an installed machine's agent enrolled);
@@ -23,7 +24,7 @@ Every other route refuses a bastion certificate (``wrong_profile``, 403).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attrs import frozen
@@ -33,7 +34,7 @@ from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
 from lab.labd import rbac
 from lab.labd.app import ctx
 from lab.labd.audit import annotate
-from lab.labd.auth import public, requires
+from lab.labd.auth import principal, public, requires
 from lab.labd.routes.auth import limit_enrollment
 from lab.labd.routes.bodies import CreateToken, body
 from lab.model import JoinToken, TokenKind
@@ -61,7 +62,7 @@ async def enroll_bastion() -> tuple[dict[str, Any], int]:
 
 async def check_bastion_token(req: CreateToken) -> None:
     """Raise PermissionDenied unless ``req`` is a one-time, hostname-bound agent token of at
-    most 24 h, asking ``replace`` only for a server labd knows."""
+    most 24 h, asking ``replace`` only for a server this bastion may take over."""
     annotate(
         kind=str(req.kind),
         ttl_seconds=req.ttl_seconds,
@@ -78,18 +79,45 @@ async def check_bastion_token(req: CreateToken) -> None:
         problem = "a bastion's tokens live at most 24 h (ttl_seconds <= 86400)"
     elif not req.hostname:
         problem = "a bastion's tokens are bound to the hostname of the machine it installs"
-    elif req.replace and not await _server_exists(req.hostname):
-        problem = f"no server {req.hostname} to replace: a bastion replaces only known servers"
+    elif req.replace:
+        problem = await _replace_problem(req.hostname.lower(), principal().subject)
     if problem is not None:
         raise PermissionDenied(problem, details={"reason": "bastion_limit"})
 
 
-async def _server_exists(name: str) -> bool:
+async def _replace_problem(name: str, bastion: str) -> str | None:
+    """Why ``bastion`` may not mint a takeover token for ``server/<name>``, or None.
+
+    It may when labd knows the server and either its agent was last enrolled with a token of
+    this bastion (a machine it installed, reprovisioned) or the server holds no live
+    certificate (an admin revoked it: the name is free to be taken again). Taking over a live
+    server that someone else enrolled needs an admin.
+    """
+    store = ctx().store
     try:
-        await ctx().store.servers.get_by_name(name.lower())
+        server = await store.servers.get_by_name(name)
     except NotFound:
-        return False
-    return True
+        return f"no server {name} to replace: a bastion replaces only known servers"
+    try:
+        agent = await store.agents.get_by_server(server.id)
+    except NotFound:
+        creator = None
+    else:
+        creator = agent.enrollment.get("token_created_by")
+    if creator == bastion:
+        return None
+    at = datetime.now(UTC)
+    live = [
+        c
+        for c in await store.certificates.list(subject=f"server/{name}")
+        if c.revoked_at is None and c.not_after > at
+    ]
+    if not live:
+        return None
+    return (
+        f"server/{name} was not installed by {bastion}: an admin revokes its certificate first "
+        f"(labctl certs revoke server/{name})"
+    )
 
 
 def check_bastion_revoke(token: JoinToken, bastion: str) -> None:
