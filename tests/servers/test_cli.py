@@ -111,8 +111,9 @@ async def test_cli_errors_and_exit_codes(tmp_path: Path) -> None:
             assert done.returncode == 2 and "no label changes" in done.stderr
             done = await labctl(env, "get", "servers", "--status", "asleep")
             assert done.returncode == 2
-            done = await labctl(env, "get", "servers", "-l", "role")
+            done = await labctl(env, "get", "servers", "-l", "role in (a")
             assert done.returncode == 2
+            assert done.stderr.startswith("error: bad selector 'role in (a': '(' without ')'")
 
             view = login_env(labd, viewer, tmp_path / "viewer")
             done = await labctl(view, "get", "servers", "-o", "json")

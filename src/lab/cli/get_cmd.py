@@ -1,27 +1,46 @@
-"""labctl get: list resources (``labctl get servers``)."""
+"""labctl get: the one read verb, kubectl style.
+
+``get TYPE`` lists, ``get TYPE NAME...`` and ``get TYPE/NAME...`` show the named ones, for
+servers, users, roles, tokens, certs and audit; ``-o table|wide|json|yaml|name|jsonpath=``;
+``-l`` selects servers by label; ``--watch`` follows servers. The ``X list`` commands are the
+older spelling of the same reads.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from attrs import frozen
 from cyclopts import App, Parameter
 
 from lab.cli.output import OutputOpt
+from lab.cli.targets import SelectorOpt
 
-get_app = App(name="get", help="List resources: servers.")
+get_app = App(
+    name="get",
+    help="Show resources: servers, users, roles, tokens, certs, audit.\n\n"
+    "labctl get TYPE lists them; labctl get TYPE NAME... or TYPE/NAME... shows the named "
+    "ones.\n\nExample: labctl get servers -l 'role=worker,zone!=a' -o wide",
+)
 
-LabelOpt = Annotated[
+NamesArg = Annotated[
     tuple[str, ...],
+    Parameter(help="Names (or TYPE/NAME) to show; none lists every one.", show_default=False),
+]
+StatusOpt = Annotated[str | None, Parameter(help="Only online or offline servers.")]
+WatchOpt = Annotated[
+    bool,
     Parameter(
-        name=["-l", "--label"],
-        negative=(),
-        help="Only servers with this label, KEY=VALUE (repeat).",
+        name=["-w", "--watch"], negative=(), help="After the list, print servers as they change."
     ),
 ]
 
 COLUMNS = ("name", "status", "labels", "age", "last-seen")
 WIDE = ("version", "replica", "cert-expiry")
+WATCH_INTERVAL = 2.0
 
 
 def _ago(value: Any, now: datetime) -> str | None:
@@ -55,53 +74,314 @@ def server_row(item: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-@get_app.command
+def _check_status(status: str | None) -> None:
+    from lab.errors import Invalid
+
+    if status is not None and status not in ("online", "offline"):
+        raise Invalid(
+            f"--status {status!r} must be online or offline", details={"fields": ["status"]}
+        )
+
+
+def _print_servers(items: list[dict[str, Any]], fmt: str, *, header: bool = True) -> None:
+    from lab.cli.output import emit, is_data, table_lines
+
+    if is_data(fmt):
+        emit(items, fmt, kind="server")
+        return
+    now = datetime.now(UTC)
+    rows = [server_row(i, now) for i in items]
+    lines = table_lines(rows, fmt, columns=COLUMNS, wide=WIDE)
+    print("\n".join(lines if header else lines[1:]))
+
+
+@get_app.command(name=["servers", "server"])
 async def servers(
-    *,
-    label: LabelOpt = (),
-    status: Annotated[str | None, Parameter(help="Only online or offline servers.")] = None,
+    *names: str,
+    selector: SelectorOpt = (),
+    status: StatusOpt = None,
+    watch: WatchOpt = False,
     output: OutputOpt = "",
 ) -> None:
-    """List servers with their presence and labels.
+    """List servers with their presence and labels, or the named ones.
 
     The table shows NAME STATUS LABELS AGE LAST-SEEN; -o wide adds VERSION REPLICA
-    CERT-EXPIRY; -o json/yaml print labd's items unchanged.
+    CERT-EXPIRY; -o json/yaml print labd's items unchanged. Names given beside -l add to the
+    selector's matches. --watch keeps printing servers whose state changes (Ctrl-C ends it).
 
-    Example: labctl get servers -l role=worker --status online -o wide
+    Example: labctl get servers -l 'role=worker,zone in (a,b)' --status online -o wide
+
+    Parameters
+    ----------
+    names
+        Servers to show (NAME or server/NAME); none lists every one.
     """
-    import sys
-    from urllib.parse import urlencode
-
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
-    from lab.errors import Invalid
+    from lab.cli.output import check_format
+    from lab.cli.targets import fetch_servers, server_names
 
     fmt = check_format(output)
     with handle():
-        if status is not None and status not in ("online", "offline"):
-            raise Invalid(
-                f"--status {status!r} must be online or offline", details={"fields": ["status"]}
-            )
-        for pair in label:
-            if "=" not in pair:
-                raise Invalid(
-                    f"label selector {pair!r} must be KEY=VALUE", details={"fields": ["label"]}
-                )
-        params: list[tuple[str, str]] = [("label", pair) for pair in label]
-        if status is not None:
-            params.append(("status", status))
-        query = f"?{urlencode(params)}" if params else ""
+        _check_status(status)
+        wanted = server_names(names)
         async with LabClient.from_settings() as client:
-            body = await client.get(f"/api/servers{query}")
-    items = body.get("items", [])
+            items = await fetch_servers(client, wanted, selector, status=status)
+            if items:
+                _print_servers(items, fmt)
+            elif not watch:
+                print("no servers", file=sys.stderr)
+            if watch:
+                await _watch(client, items, fmt, wanted, selector, status)
+
+
+def _state(item: dict[str, Any]) -> tuple[Any, ...]:
+    labels = item.get("labels") or {}
+    return (item.get("status"), tuple(sorted(labels.items())), item.get("agent_version"))
+
+
+async def _watch(
+    client: Any,
+    first: list[dict[str, Any]],
+    fmt: str,
+    names: Sequence[str],
+    selector: Sequence[str],
+    status: str | None,
+) -> None:
+    """Print each server whose status, labels or version changed (or that came or went)."""
+    import trio
+
+    from lab.cli.targets import fetch_servers
+
+    seen = {str(i.get("name")): _state(i) for i in first}
+    header = not first
+    while True:
+        await trio.sleep(WATCH_INTERVAL)
+        items = await fetch_servers(client, names, selector, status=status)
+        changed = [i for i in items if seen.get(str(i.get("name"))) != _state(i)]
+        gone = sorted(set(seen) - {str(i.get("name")) for i in items})
+        seen = {str(i.get("name")): _state(i) for i in items}
+        if changed:
+            _print_servers(changed, fmt, header=header)
+            header = False
+        for name in gone:
+            print(f"server/{name} deleted" if fmt in ("table", "wide") else "", flush=True)
+        sys.stdout.flush()
+
+
+@frozen(kw_only=True)
+class Kind:
+    """A resource ``get`` lists from one labd route and filters by name on this side."""
+
+    name: str
+    path: str
+    key: str = "name"
+    columns: tuple[str, ...]
+    wide: tuple[str, ...] = ()
+    rows: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+
+
+def _token_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from lab.cli.tokens_cmd import bound_to
+
+    return [{**t, "bound_to": bound_to(t)} for t in items]
+
+
+def _role_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from lab.cli.roles_cmd import role_rows
+
+    return role_rows(items)
+
+
+USERS = Kind(
+    name="user", path="/api/users", columns=("name", "roles", "disabled"), wide=("created_at",)
+)
+ROLES = Kind(
+    name="role",
+    path="/api/roles",
+    columns=("name", "builtin", "rules", "description"),
+    rows=_role_rows,
+)
+TOKENS = Kind(
+    name="token",
+    path="/api/tokens",
+    key="id",
+    columns=("id", "kind", "bound_to", "roles", "uses", "max_uses", "expires_at", "revoked_at"),
+    wide=("reusable", "system_uuid", "serial", "created_at", "created_by", "description"),
+    rows=_token_rows,
+)
+CERTS = Kind(
+    name="cert",
+    path="/api/certs",
+    key="serial",
+    columns=("serial", "subject", "profile", "not_after", "revoked_at"),
+    wide=("not_before",),
+)
+KINDS = {
+    "server": None,
+    "user": USERS,
+    "role": ROLES,
+    "token": TOKENS,
+    "cert": CERTS,
+    "audit": None,
+}
+ALIASES = {
+    "server": "server",
+    "servers": "server",
+    "user": "user",
+    "users": "user",
+    "role": "role",
+    "roles": "role",
+    "token": "token",
+    "tokens": "token",
+    "cert": "cert",
+    "certs": "cert",
+    "certificate": "cert",
+    "certificates": "cert",
+    "audit": "audit",
+}
+
+
+async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
+    """List ``kind`` (or the ``names`` of it, in that order) in ``output``."""
+    from lab.cli.client import LabClient
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit, is_data
+    from lab.errors import NotFound
+
+    fmt = check_format(output)
+    with handle():
+        wanted = [n.partition("/")[2] if "/" in n else n for n in names]
+        async with LabClient.from_settings() as client:
+            items = (await client.get(kind.path)).get("items", [])
+        if wanted:
+            by_key = {str(i.get(kind.key)): i for i in items}
+            missing = [n for n in wanted if n not in by_key]
+            if missing:
+                raise NotFound(
+                    f"{kind.name}/{missing[0]} not found",
+                    details={"hint": f"labctl get {kind.name}s"},
+                )
+            items = [by_key[n] for n in dict.fromkeys(wanted)]
     if is_data(fmt):
-        emit(items, fmt)
-    elif not items:
-        print("no servers", file=sys.stderr)
+        named = [{**i, "name": i.get(kind.key)} for i in items] if fmt == "name" else items
+        emit(named, fmt, kind=kind.name)
+        return
+    rows = kind.rows(items) if kind.rows is not None else items
+    if not rows:
+        print(f"no {kind.name}s", file=sys.stderr)
     else:
-        now = datetime.now(UTC)
-        emit([server_row(i, now) for i in items], fmt, columns=COLUMNS, wide=WIDE)
+        emit(rows, fmt, columns=kind.columns, wide=kind.wide)
+
+
+@get_app.command(name=["users", "user"])
+async def users(*names: str, output: OutputOpt = "") -> None:
+    """List users with their roles and whether they are disabled, or the named ones.
+
+    Example: labctl get users ann -o yaml
+
+    Parameters
+    ----------
+    names
+        Users to show (NAME or user/NAME).
+    """
+    await show_kind(USERS, names, output)
+
+
+@get_app.command(name=["roles", "role"])
+async def roles(*names: str, output: OutputOpt = "") -> None:
+    """List roles with their number of rules, or the named ones (-o yaml shows the rules).
+
+    Example: labctl get roles operator -o yaml
+
+    Parameters
+    ----------
+    names
+        Roles to show (NAME or role/NAME).
+    """
+    await show_kind(ROLES, names, output)
+
+
+@get_app.command(name=["tokens", "token"])
+async def tokens(*names: str, output: OutputOpt = "") -> None:
+    """List join tokens (never their secrets), or the ones with these ids.
+
+    Example: labctl get tokens -o wide
+
+    Parameters
+    ----------
+    names
+        Token ids to show (ID or token/ID).
+    """
+    await show_kind(TOKENS, names, output)
+
+
+@get_app.command(name=["certs", "cert"])
+async def certs(*names: str, output: OutputOpt = "") -> None:
+    """List issued certificates, or the ones with these serials.
+
+    Example: labctl get certs -o jsonpath='{.subject}'
+
+    Parameters
+    ----------
+    names
+        Certificate serials to show (SERIAL or cert/SERIAL).
+    """
+    await show_kind(CERTS, names, output)
+
+
+@get_app.default
+async def by_resource(
+    *resources: str,
+    selector: SelectorOpt = (),
+    output: OutputOpt = "",
+) -> None:
+    """Show resources named TYPE/NAME, e.g. server/web1 user/ann (one type at a time).
+
+    Example: labctl get server/web1 -o jsonpath='{.status}'
+
+    Parameters
+    ----------
+    resources
+        TYPE/NAME words: server/web1, user/ann, role/admin, token/ID, cert/SERIAL.
+    """
+    from lab.cli.errors import handle
+    from lab.errors import Invalid
+
+    types = ", ".join(f"{t}s" for t in KINDS)
+    with handle():
+        if not resources:
+            raise Invalid(
+                "name a resource type, or TYPE/NAME",
+                details={"hint": f"labctl get TYPE with TYPE one of {types}"},
+            )
+        kinds = set()
+        for word in resources:
+            kind_text, slash, name = word.partition("/")
+            kind = ALIASES.get(kind_text.lower())
+            if kind is None or not slash or not name:
+                raise Invalid(
+                    f"unknown resource {word!r}",
+                    details={"hint": f"TYPE/NAME or TYPE NAME..., with TYPE one of {types}"},
+                )
+            kinds.add(kind)
+        if len(kinds) > 1:
+            raise Invalid(
+                f"give one resource type at a time, not {' and '.join(sorted(kinds))}",
+                details={"hint": "run labctl get once per type"},
+            )
+        (kind,) = kinds
+        if kind == "audit":
+            raise Invalid(
+                "audit entries are not read by name",
+                details={"hint": "labctl get audit --user user/ann --since 1h"},
+            )
+    if kind == "server":
+        await servers(*resources, selector=selector, output=output)
+    else:
+        found = KINDS[kind]
+        assert found is not None
+        await show_kind(found, resources, output)
 
 
 # The audit log is read with the same verb; its command lives beside labctl audit.

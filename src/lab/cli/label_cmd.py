@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from lab.cli.output import OutputOpt
+from lab.cli.targets import SelectorOpt
 from lab.errors import Invalid
 
 
@@ -39,43 +40,72 @@ def parse_changes(args: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     return set_, remove
 
 
-async def label(resource: str, /, *changes: str, output: OutputOpt = "") -> None:
-    """Set (KEY=VALUE) or remove (KEY-) labels of a resource.
+def split_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Leading ``TYPE/NAME`` words (targets) and the label changes after them."""
+    targets: list[str] = []
+    for i, word in enumerate(words):
+        if "=" in word or word.endswith("-") or "/" not in word:
+            return targets, list(words[i:])
+        targets.append(word)
+    return targets, []
+
+
+async def label(*words: str, selector: SelectorOpt = (), output: OutputOpt = "") -> None:
+    """Set (KEY=VALUE) or remove (KEY-) labels of servers, named or selected with -l.
 
     Keys are NAME or PREFIX/NAME: NAME is up to 63 letters, digits, '-', '_', '.', starting
     and ending with a letter or digit; PREFIX is a DNS subdomain. Values follow NAME's rules
-    (and may be empty). labd records the change in the audit log.
+    (and may be empty). Servers named beside -l add to its matches. labd records each change
+    in the audit log.
 
     Example: labctl label server/web1 role=worker zone-
 
     Parameters
     ----------
-    resource
-        TYPE/NAME, e.g. server/web1.
-    changes
-        KEY=VALUE to set, KEY- to remove.
+    words
+        TYPE/NAME of the servers (e.g. server/web1), then KEY=VALUE to set and KEY- to remove.
     """
     from urllib.parse import quote
 
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
     from lab.cli.output import check_format, emit, is_data
-    from lab.cli.resources import parse_resource
+    from lab.cli.targets import check_selectors, fetch_servers, server_names
+    from lab.errors import Invalid, NotFound
 
     fmt = check_format(output)
+    items = []
     with handle():
-        kind, name = parse_resource(resource, allowed=("server",))
+        resources, changes = split_words(words)
+        names = server_names(resources)
+        check_selectors(selector)
+        if not names and not selector:
+            raise Invalid(
+                "name the servers to label (server/NAME) or select them with -l",
+                details={"hint": "labctl label server/web1 role=worker zone-"},
+            )
         set_, remove = parse_changes(changes)
         async with LabClient.from_settings() as client:
-            response = await client.request(
-                "PATCH",
-                f"/api/servers/{quote(name, safe='')}/labels",
-                json={"set": set_, "remove": remove},
-            )
-            item = response.json()
+            if selector:
+                targets = [
+                    str(i["name"])
+                    for i in await fetch_servers(client, names, selector, everything=False)
+                ]
+                if not targets:
+                    raise NotFound(f"no server matches {' '.join(selector)!r}")
+            else:
+                targets = names
+            for name in targets:
+                response = await client.request(
+                    "PATCH",
+                    f"/api/servers/{quote(name, safe='')}/labels",
+                    json={"set": set_, "remove": remove},
+                )
+                items.append(response.json())
     if is_data(fmt):
-        emit(item, fmt)
-    else:
+        emit(items[0] if len(items) == 1 and not selector else items, fmt, kind="server")
+        return
+    for item in items:
         labels = item.get("labels") or {}
         shown = ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
-        print(f"{kind}/{name} labeled: {shown}")
+        print(f"server/{item.get('name')} labeled: {shown}")

@@ -66,7 +66,12 @@ app.command(
     name="provision",
     help="PXE provisioning through the bastion: machines, installs, reprovisioning.",
 )
-app.command("lab.cli.get_cmd:get_app", name="get", help="List resources: servers.")
+app.command(
+    "lab.cli.get_cmd:get_app",
+    name="get",
+    help="Show resources: servers, users, roles, tokens, certs, audit.\n\n"
+    "Example: labctl get servers -l 'role=worker,zone!=a' -o wide",
+)
 app.command(
     "lab.cli.describe_cmd:describe",
     name="describe",

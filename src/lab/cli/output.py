@@ -70,15 +70,23 @@ def emit(
 
         print(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=True), end="")
         return
-    rows = data if isinstance(data, list) else [data]
+    for line in table_lines(data if isinstance(data, list) else [data], fmt, columns, wide):
+        print(line)
+
+
+def table_lines(
+    rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] = (), wide: Sequence[str] = ()
+) -> list[str]:
+    """The header and one line per row, columns padded to their widest cell."""
     cols = list(columns) + (list(wide) if fmt == "wide" else [])
     if not cols and rows:
         cols = list(rows[0].keys())
     table = [[c.upper() for c in cols]]
     table += [[_cell(row.get(c)) for c in cols] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
-    for r in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
+    ]
 
 
 def _cell(value: Any) -> str:

@@ -19,7 +19,7 @@ def _path(name: str, *rest: str) -> str:
     return "/".join(["/api/roles", quote(name, safe=""), *rest])
 
 
-def _rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def role_rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "name": r.get("name"),
@@ -63,7 +63,7 @@ async def list_(*, output: OutputOpt = "") -> None:
     if is_data(fmt):
         emit(items, fmt)
     else:
-        emit(_rows(items), fmt, columns=("name", "builtin", "rules", "description"))
+        emit(role_rows(items), fmt, columns=("name", "builtin", "rules", "description"))
 
 
 @roles_app.command

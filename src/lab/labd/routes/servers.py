@@ -6,7 +6,6 @@ replica gives the same answer whichever of them holds an agent's connection.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,49 +19,19 @@ from lab.labd.audit import annotate
 from lab.labd.auth import requires
 from lab.labd.routes.bodies import body
 from lab.model import Agent, Certificate, Server
+from lab.model.labels import (
+    Requirement,
+    Selector,
+    label_key_problem,
+    label_value_problem,
+    parse_selectors,
+)
 
 bp = Blueprint("servers", __name__)
 
 STATUSES = ("online", "offline")
 # The facts a list shows; the full set comes with GET /api/servers/NAME.
 SMALL_FACTS = ("os", "load", "uptime", "memory")
-
-# Kubernetes label syntax: a name segment (63 max) with an optional DNS subdomain prefix.
-_NAME = re.compile(r"[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?")
-_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-NAME_MAX = 63
-PREFIX_MAX = 253
-
-
-def label_key_problem(key: str) -> str | None:
-    """Why ``key`` is not a valid label key, or None when it is."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > PREFIX_MAX or not _PREFIX.fullmatch(prefix)):
-        return "its prefix must be a lowercase DNS subdomain of at most 253 characters"
-    if not name:
-        return "it has no name"
-    if len(name) > NAME_MAX:
-        return "its name is longer than 63 characters"
-    if not _NAME.fullmatch(name):
-        return (
-            "its name must start and end with a letter or digit and hold only letters, "
-            "digits, '-', '_' and '.'"
-        )
-    return None
-
-
-def label_value_problem(value: str) -> str | None:
-    """Why ``value`` is not a valid label value (empty is valid), or None."""
-    if not value:
-        return None
-    if len(value) > NAME_MAX:
-        return "it is longer than 63 characters"
-    if not _NAME.fullmatch(value):
-        return (
-            "it must start and end with a letter or digit and hold only letters, digits, "
-            "'-', '_' and '.'"
-        )
-    return None
 
 
 def check_labels(set_: Mapping[str, str], remove: Iterable[str], *, where: str = "body") -> None:
@@ -164,7 +133,11 @@ async def _one(name: str) -> dict[str, Any]:
 @bp.get("/api/servers")
 @requires("user", action="servers:list", resource="server/*")
 async def list_() -> dict[str, Any]:
-    selector = parse_selector(request.args.getlist("label"))
+    # ?selector= takes the full grammar (lab.model.labels, repeated: ANDed); ?label=KEY=VALUE
+    # is the older equality-only form.
+    legacy = parse_selector(request.args.getlist("label"))
+    selector = Selector(tuple(Requirement(k, "=", (v,)) for k, v in legacy.items()))
+    selector += parse_selectors(request.args.getlist("selector"))
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise Invalid(
@@ -172,7 +145,11 @@ async def list_() -> dict[str, Any]:
             details={"fields": ["query.status"]},
         )
     store = ctx().store
-    servers = await store.servers.list(labels=selector or None)
+    servers = [
+        server
+        for server in await store.servers.list(labels=selector.equalities() or None)
+        if selector.matches(server.labels)
+    ]
     online = await store.agents.online(at=datetime.now(UTC))
     agents = {a.server_id: a for a in await store.agents.list()}
     # One read of the certificate table instead of one per server.
