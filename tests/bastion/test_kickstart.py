@@ -260,5 +260,8 @@ def test_discover_pre_collects_a_valid_inventory(templates: Templates, tmp_path:
     inv = structure(json.loads(posted.read_text()), Inventory)
     assert inv.mac == MAC
     assert inv.system.vendor == "Fake system-manufacturer"
+    # The hardware identity an install's labd token is bound to.
+    assert inv.system.serial == "Fake system-serial-number"
+    assert inv.system.uuid == "Fake system-uuid"
     assert inv.memory_bytes > 0 and inv.cpu.threads > 0
     assert inv.firmware in ("bios", "uefi")
