@@ -4,6 +4,7 @@ old certificate at once, and a second live session for one name is refused, not 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from lab import pki
+from lab.cli.describe_cmd import render_server
 from lab.proto import decode, encode
 from lab.proto.messages import Hello, Ping, Pong, Welcome
 from tests.hub.hubtools import labd_with_hub, raw_agent, say_hello
@@ -146,6 +148,10 @@ async def test_a_replace_token_takes_over_and_revokes_the_old_certificate(
             assert details["token_created_by"] == "user/admin"
             assert details["binding"] == {"hostname": "node1", "replace": True}
             assert (details["mode"], details["replaced_serials"]) == ("replace", [old_serial])
+            shown = render_server(server, datetime.now(UTC))
+            assert f"Join token:     {token_id} created by user/admin" in shown
+            assert "Token binding:  hostname=node1, replace=True" in shown
+            assert f"replaced an existing server, revoked {old_serial}" in shown
             first_entry = [
                 e for e in audit["items"] if e["details"].get("token_id") == first.split(".")[0]
             ]
