@@ -59,12 +59,16 @@ async def pages(
             return
 
 
+def _ms(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def line(entry: dict[str, Any]) -> str:
     who = entry.get("user") or "-"
     return (
         f"{entry.get('time')} #{entry.get('seq')} {who} {entry.get('action')} "
         f"{entry.get('resource') or '-'} {entry.get('result')} "
-        f"{entry.get('duration_ms')}ms from {entry.get('source') or '-'}"
+        f"{_ms(entry.get('duration_ms'))}ms from {entry.get('source') or '-'}"
     )
 
 

@@ -28,6 +28,11 @@ def get(key: str) -> None:
     """Print the effective value of one setting (environment wins over the file).
 
     Example: labctl config get server
+
+    Parameters
+    ----------
+    key
+        The setting: server, output, timeout, bastion or ca_fingerprint.
     """
     from lab.cli.errors import handle
     from lab.cli.settings import CliSettings, load_settings
@@ -44,6 +49,13 @@ def set_(key: str, value: str) -> None:
     """Write one setting to the config file.
 
     Example: labctl config set server https://lab.example:3100
+
+    Parameters
+    ----------
+    key
+        The setting: server, output, timeout, bastion or ca_fingerprint.
+    value
+        Its new value, checked first: a URL, a format, seconds or a duration like 2m.
     """
     from lab.cli.errors import handle
     from lab.cli.settings import set_setting

@@ -44,6 +44,19 @@ def start(
 
     Reads the same LAB_BASTION_* variables as lab-bastion; without --interface it serves
     HTTP only (no DHCP). Example: labctl init bastion standalone start --interface eno1
+
+    Parameters
+    ----------
+    interface
+        The only interface DHCP is answered on; without it, HTTP only.
+    no_dhcp
+        Never start dnsmasq.
+    mode
+        proxy beside an existing DHCP server (default) or dhcp with --dhcp-range.
+    dhcp_range
+        start,end[,lease] for --mode dhcp.
+    wait
+        Seconds to wait until the bastion answers /healthz.
     """
     from lab.cli.daemonize import start_healthy
     from lab.cli.errors import handle

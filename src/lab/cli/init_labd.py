@@ -37,6 +37,11 @@ def start(*, wait: float = 20.0) -> None:
 
     Reads the same LABD_* variables as labd. Refuses to start a second one.
     Example: labctl init labd standalone start
+
+    Parameters
+    ----------
+    wait
+        Seconds to wait until labd answers /healthz.
     """
     from lab.cli.daemonize import start_healthy
     from lab.cli.errors import handle

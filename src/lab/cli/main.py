@@ -113,9 +113,12 @@ EXIT_BROKEN_PIPE = 141
 
 
 def main() -> None:
-    """Run labctl. A closed stdout (``labctl get audit | head -1``) ends it quietly with 141."""
+    """Run labctl. A closed stdout (``labctl get audit | head -1``) ends it quietly with 141;
+    a parse error is an ``error:`` line and a ``hint:`` line, exit 2."""
+    from lab.runtime.commandline import run_app
+
     try:
-        app()
+        run_app(app)
     except BaseException as exc:
         if not _only_broken_pipes(exc):
             raise

@@ -98,6 +98,8 @@ def _cell(value: Any) -> str:
         return ",".join(str(v) for v in value) or "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"  # 3829.48, not 3829.477069999939
     return str(value)
 
 

@@ -179,6 +179,11 @@ def show(
     """Show one machine: state, phase, inventory and settings.
 
     Example: labctl provision show 52:54:00:12:34:56 -o json
+
+    Parameters
+    ----------
+    mac
+        The machine's MAC address (any common spelling: aa:bb:.., AA-BB-.., aabb..).
     """
     from urllib.parse import quote
 
@@ -208,6 +213,23 @@ def install(
 
     Example: labctl provision install 52:54:00:12:34:56 node1 --role worker
     --ssh-key-file ~/.ssh/id_ed25519.pub
+
+    Parameters
+    ----------
+    mac
+        The machine's MAC address (any common spelling: aa:bb:.., AA-BB-.., aabb..).
+    hostname
+        The machine's host name (RFC 1123), also its server name once its agent enrolls.
+    role
+        worker or infra: picks the disk layout (LVM volumes) and what is kept on reprovision.
+    disk
+        The disk to install on.
+    ssh_key
+        A public key for root's authorized_keys (repeat for several).
+    ssh_key_file
+        A file of public keys, one per line.
+    local_boot
+        How an installed machine boots from its disk on PXE: exit (to the firmware) or sanboot.
     """
     from lab.cli.errors import handle
     from lab.cli.output import check_format, emit
@@ -242,6 +264,13 @@ def reprovision(
     The installer aborts (and the machine is marked failed) if the disk layout does not match
     the machine's role. --dry-run prints what would be kept and formatted and changes nothing.
     Example: labctl provision reprovision 52:54:00:12:34:56 --dry-run
+
+    Parameters
+    ----------
+    mac
+        The machine's MAC address (any common spelling: aa:bb:.., AA-BB-.., aabb..).
+    dry_run
+        Print what would be kept and formatted; change nothing.
     """
     from lab.cli.errors import handle
     from lab.cli.output import check_format, emit, is_data
@@ -266,6 +295,11 @@ def forget(mac: str, *, bastion: BastionOpt = None, token_file: TokenFileOpt = N
     """Delete a machine from the bastion; its next PXE boot is a discovery again.
 
     Example: labctl provision forget 52:54:00:12:34:56
+
+    Parameters
+    ----------
+    mac
+        The machine's MAC address (any common spelling: aa:bb:.., AA-BB-.., aabb..).
     """
     from urllib.parse import quote
 
@@ -288,6 +322,13 @@ def watch(
 
     With --until-done, exit when MAC is installed/enrolled (0) or failed (1).
     Example: labctl provision watch 52:54:00:12:34:56 --until-done
+
+    Parameters
+    ----------
+    mac
+        Only this machine (default: every machine).
+    until_done
+        Exit when MAC is installed or enrolled (0) or failed (1).
     """
     from lab.bastion.validate import normalize_mac
     from lab.cli.errors import handle

@@ -7,12 +7,19 @@ in the user's words plus a ``hint:`` line naming the help to read, and exits 2.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from cyclopts import App, CycloptsError
-from cyclopts.exceptions import UnusedCliTokensError
+from cyclopts.exceptions import MissingArgumentError, UnusedCliTokensError
+
+_POSITIONAL = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    inspect.Parameter.VAR_POSITIONAL,
+)
 
 EXIT_USAGE = 2
 
@@ -36,7 +43,15 @@ def parse_error_message(exc: CycloptsError) -> str:
         tokens = [str(t) for t in exc.unused_tokens or ()]
         word = "argument" if len(tokens) == 1 else "arguments"
         return f"unexpected {word}: {' '.join(tokens)}"
+    if isinstance(exc, MissingArgumentError) and exc.argument is not None:
+        name = exc.argument.names[0] if exc.argument.names else "?"
+        kind = getattr(exc.argument.field_info, "kind", None)
+        if kind in _POSITIONAL:
+            return f"missing argument {name.lstrip('-').upper().replace('-', '_')}"
+        return f"missing option {name}"
     text = one_line(str(exc)).rstrip(".")
+    # "Did you mean" is worth a line; the list of every command is what --help is for.
+    text = text.split(" Available commands:")[0].rstrip(".")
     return text[:1].lower() + text[1:]
 
 
