@@ -46,6 +46,17 @@ class Session:
     err: Output
 
 
+def _exec_problem(s: Session, code: int) -> str | None:
+    if (code, s.err.text()) != (0, ""):
+        return f"exit {code}: {s.err.text()[-200:]!r}"
+    lines = s.out.lines()
+    try:
+        expected = list(iter_expected_counter(lines))
+    except AssertionError as exc:
+        return str(exc)
+    return None if lines == expected else f"output differs: {lines[-5:]}"
+
+
 def _printed(s: Session, text: str) -> bool:
     return s.out.text() == text
 
@@ -103,25 +114,37 @@ class Bystanders:
         """Stop the counters and the appender; every session ends with its exact output and
         exit code 0; no process of theirs is left on the agent."""
         self._alive()
+        problems = await self.verdicts()
+        assert not any(problems.values()), problems
+        await assert_no_orphans(TAG)
+        self.site.assert_one_session()
+
+    async def verdicts(self) -> dict[str, str | None]:
+        """Stop everything; per session, what was wrong with its end (None: nothing)."""
         self.stop.touch()
+        problems: dict[str, str | None] = {}
         with trio.fail_after(FINISH_TIMEOUT):
             for s in self.execs:
                 code = await trio.to_thread.run_sync(s.proc.wait)
-                assert (code, s.err.text()) == (0, ""), s.name
-                lines = s.out.lines()
-                assert lines == list(iter_expected_counter(lines)), f"{s.name}: {lines[-5:]}"
-            assert await trio.to_thread.run_sync(self.appender.wait) == 0
+                problems[s.name] = _exec_problem(s, code)
+            await trio.to_thread.run_sync(self.appender.wait)
         feed = self.site.feed.read_text()
-        assert feed.splitlines()[-1].startswith("end ")
         for s in self.followers:
-            await await_for(f"{s.name} to print the whole file", partial(_printed, s, feed))
+            with trio.move_on_after(FINISH_TIMEOUT):
+                await await_for(f"{s.name} to print the whole file", partial(_printed, s, feed))
             s.proc.send_signal(signal.SIGINT)
             with trio.fail_after(FINISH_TIMEOUT):
                 code = await trio.to_thread.run_sync(s.proc.wait)
-            assert (code, s.err.text()) == (0, ""), s.name
-            assert s.out.text() == feed
-        await assert_no_orphans(TAG)
-        self.site.assert_one_session()
+            text = s.out.text()
+            if (code, s.err.text()) != (0, ""):
+                problems[s.name] = f"exit {code}: {s.err.text()[-200:]!r}"
+            elif not feed.endswith("\n") or not feed.splitlines()[-1].startswith("end "):
+                problems[s.name] = "the appender did not finish the file"
+            elif text != feed:
+                problems[s.name] = f"printed {len(text)} of the file's {len(feed)} bytes"
+            else:
+                problems[s.name] = None
+        return problems
 
     def kill(self) -> None:
         """Cleanup whatever happened (the tests' finally)."""
