@@ -154,4 +154,7 @@ async def test_labctl_exec_exits_with_one_line_on_revocation(site: Site) -> None
                     await pipe.aclose()
     assert code == 3  # unauthenticated
     lines = stderr.decode().splitlines()
-    assert len(lines) == 1 and "labd ended the session: certificate revoked" in lines[0]
+    assert lines == [
+        "error: labd ended the session: certificate revoked",
+        "hint: ask an admin for a new token, then run `labctl login`",
+    ]

@@ -31,7 +31,10 @@ async def assert_all_end_with_one_line(crowd: Bystanders) -> None:
             code = await trio.to_thread.run_sync(s.proc.wait)
             err = s.err.text()
             assert code == 5, (s.name, code, err)
-            assert len(err.splitlines()) == 1 and err.startswith("error: "), (s.name, err)
+            # One error line, and a hint line when there is something to try.
+            lines = err.splitlines()
+            assert len(lines) <= 2 and err.startswith("error: "), (s.name, err)
+            assert all(line.startswith("hint: ") for line in lines[1:]), (s.name, err)
 
 
 async def test_kill_9_of_the_agent(site: Site) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -47,6 +48,28 @@ SendFn = Callable[[Outgoing], Awaitable[None]]
 CONTROL_QUEUE = 16
 STDIN_QUEUE = 64
 LOG_QUEUE = 64
+
+
+# Why a command could not start, as the CLI reports it (labctl exec exits 127, 126 or 1).
+COMMAND_NOT_FOUND = "command_not_found"
+COMMAND_NOT_EXECUTABLE = "command_not_executable"
+NO_SUCH_DIRECTORY = "no_such_directory"
+
+
+def spawn_failure(start: ExecStart, exc: OSError) -> tuple[str, str]:
+    """The error code and message for a command that could not be started, as sh says it.
+
+    The working directory is checked first: the kernel reports a missing cwd with the same
+    errno as a missing program.
+    """
+    program = start.argv[0]
+    if start.cwd is not None and (exc.filename == start.cwd or not os.path.isdir(start.cwd)):
+        return NO_SUCH_DIRECTORY, f"no such directory: {start.cwd}"
+    if isinstance(exc, FileNotFoundError):
+        return COMMAND_NOT_FOUND, f"command not found: {program}"
+    if isinstance(exc, PermissionError | IsADirectoryError):
+        return COMMAND_NOT_EXECUTABLE, f"cannot execute {program}: {exc.strerror or exc}"
+    return "exec_failed", f"cannot run {program}: {exc.strerror or exc}"
 
 
 class ConnectionGone(Exception):
@@ -191,14 +214,8 @@ class Dispatcher:
                         kill_grace=self._kill_grace,
                     )
                 except OSError as exc:
-                    code = "not_found" if isinstance(exc, FileNotFoundError) else "exec_failed"
-                    await self._send(
-                        Error(
-                            stream_id=start.stream_id,
-                            code=code,
-                            message=f"cannot run {start.argv[0]!r}: {exc.strerror or exc}",
-                        )
-                    )
+                    code, message = spawn_failure(start, exc)
+                    await self._send(Error(stream_id=start.stream_id, code=code, message=message))
                     return
                 log.info(
                     "exec stream %d %s ended: %s",

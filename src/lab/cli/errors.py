@@ -13,6 +13,9 @@ EXIT_USAGE = 2
 EXIT_DENIED = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNAVAILABLE = 5
+# labctl exec, as sh and ssh: the remote program is not executable / does not exist.
+EXIT_CANNOT_EXECUTE = 126
+EXIT_COMMAND_NOT_FOUND = 127
 
 _EXIT_BY_CODE = {
     "invalid": EXIT_USAGE,
@@ -21,6 +24,10 @@ _EXIT_BY_CODE = {
     "unauthenticated": EXIT_DENIED,
     "not_found": EXIT_NOT_FOUND,
     "unavailable": EXIT_UNAVAILABLE,
+    # The agent's reasons a command did not start (lab.agent.dispatch.spawn_failure).
+    "command_not_found": EXIT_COMMAND_NOT_FOUND,
+    "command_not_executable": EXIT_CANNOT_EXECUTE,
+    "no_such_directory": EXIT_ERROR,
 }
 
 
