@@ -6,9 +6,10 @@ exec`` counters printing once a second and two ``labctl logs -f`` followers of a
 file for the whole run (tests/faults/bystanders.py). Each round injects every fault of
 tests/faults/inject.py once: ``labctl exec … | head -1`` (``--head`` times; 50 over the
 default 5 rounds), the same for ``get audit``/``get servers -o json``/``logs -f``, ``kill -9``
-of ``labctl exec -i`` and ``-t``, garbage and foreign stream ids, a client that goes silent
-without a FIN, ``--short`` concurrent ``/bin/true`` execs; once, a labctl whose stdout nobody
-reads for ``--stall`` s while the remote side writes ``--mb`` MB.
+of ``labctl exec -i`` and ``-t``, stdin fed to a command that never reads it, garbage and
+foreign stream ids, a client that goes silent without a FIN, ``--short`` concurrent
+``/bin/true`` execs; once, a labctl whose stdout nobody reads for ``--stall`` s while the remote
+side writes ``--mb`` MB.
 
 Prints (goal 0 for the first four):
 
@@ -46,7 +47,7 @@ from tests.faults.site import Site, start_site, tagged_pids  # noqa: E402
 PING_INTERVAL = 1.0
 PING_TIMEOUT = 3.0
 RSS_LIMIT_MB = 64.0
-TAGS = (TAG, "head", "kill-i", "kill-t", "garbage", "short", "slow", "silent")
+TAGS = (TAG, "head", "kill-i", "kill-t", "garbage", "short", "slow", "silent", "stdin", "probe")
 # Bytes `seq 1 N` prints, to size the slow reader's output.
 SEQ_BYTES_PER_LINE = 7.9
 
@@ -100,6 +101,7 @@ async def run(site: Site, args: argparse.Namespace) -> dict[str, float]:
                 await attempt("other | head", lambda: inject.other_commands_into_head(site))
                 await attempt("kill -9 -i", lambda: inject.kill_9_midway(site, "-i"))
                 await attempt("kill -9 -t", lambda: inject.kill_9_midway(site, "-t"))
+                await attempt("stdin unread", lambda: inject.stdin_nobody_reads(site))
                 await attempt("garbage", lambda: inject.garbage_and_foreign_ids(site))
                 await attempt("silent", lambda: inject.silent_client(site, PING_TIMEOUT))
                 await attempt("short", lambda: inject.short_execs(site, args.short))

@@ -29,6 +29,7 @@ from tests.faults.site import (
     counter_script,
     iter_expected_counter,
     labctl,
+    probe,
 )
 
 PERIOD = 0.5
@@ -105,6 +106,7 @@ class Bystanders:
         feed = self.site.feed.read_text()
         for s in self.followers:
             assert feed.startswith(s.out.text()), f"{s.name} printed something else ({case})"
+        await probe(self.site)  # and the agent still starts new streams
         self._alive()
         self.site.assert_one_session()
 

@@ -23,7 +23,15 @@ from lab.cli.wsclient import StreamSession, StreamState, connect
 from lab.proto import Channel, CloseCode, decode, encode, encode_data
 from lab.proto.messages import Credit, ExecStarted, Request, Response, StreamCancel
 from tests.e2e.daemons import proc_rss_mb
-from tests.faults.site import AGENT, TAG_VAR, Site, assert_no_orphans, labctl, tagged_pids
+from tests.faults.site import (
+    AGENT,
+    TAG_VAR,
+    Site,
+    assert_no_orphans,
+    labctl,
+    probe,
+    tagged_pids,
+)
 from tests.hub.hubtools import wait_process_gone
 
 TARGET = f"server/{AGENT}"
@@ -107,6 +115,29 @@ async def kill_9_midway(site: Site, flag: str) -> None:
         if proc.stdin is not None:
             await proc.stdin.aclose()
     await assert_no_orphans(tag)
+
+
+async def stdin_nobody_reads(site: Site) -> None:
+    """``exec -i`` of a command that never reads its stdin, fed 200 small frames: only that
+    stream stalls (the agent's reader does not wait for it); cancelling it kills it."""
+    context = site.running().ssl_context(site.admin, alpn=["http/1.1"])
+    async with connect(site.url, "/ws/exec", context) as ws:
+        session = StreamSession(ws)
+        start = {"argv": ["sleep", "60"], "stdin": True, "env": {TAG_VAR: "stdin"}}
+        (state,) = await session.open("exec", {"targets": [AGENT], "start": start})
+        while state.pid is None:
+            assert await session.step(_ignore)
+        async with trio.open_nursery() as nursery:
+            # Take the agent's stdin credit as it comes, meanwhile.
+            nursery.start_soon(session.run, _ignore)
+            for _ in range(200):  # more than the pipe and any fixed queue hold, within credit
+                await session.send_stdin(state, b"x" * 1024)
+            await probe(site)
+            await session.send(StreamCancel(stream_id=state.stream_id))
+            with trio.fail_after(15):
+                await wait_process_gone(state.pid)
+            nursery.cancel_scope.cancel()
+    await assert_no_orphans("stdin")
 
 
 async def _ignore(_: StreamState, channel: Channel, data: bytes) -> None:

@@ -244,6 +244,24 @@ def start_site(tmp: Path, **labd_settings: str) -> Site:
         raise
 
 
+async def probe(site: Site) -> None:
+    """A new exec starts and ends on the agent (its connection's reader is not stuck)."""
+    from lab.cli.wsclient import StreamSession, StreamState, connect
+    from lab.proto import Channel
+
+    async def ignore(_: StreamState, channel: Channel, data: bytes) -> None:
+        pass
+
+    context = site.running().ssl_context(site.admin, alpn=["http/1.1"])
+    with trio.fail_after(15):
+        async with connect(site.url, "/ws/exec", context) as ws:
+            session = StreamSession(ws)
+            start = {"argv": ["/bin/true"], "env": {TAG_VAR: "probe"}}
+            (state,) = await session.open("exec", {"targets": [AGENT], "start": start})
+            await session.run(ignore)
+    assert state.exit is not None and state.exit.code == 0, state
+
+
 # --- remote processes ---
 
 

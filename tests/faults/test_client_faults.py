@@ -41,12 +41,16 @@ async def test_closed_stdout_again_and_again(site: Site) -> None:
             await crowd.finish()
 
 
-async def test_kill_9_of_labctl_exec_with_stdin_and_tty(site: Site) -> None:
+async def test_interactive_execs_killed_or_unread(site: Site) -> None:
+    """kill -9 of labctl exec -i and -t mid-command; stdin fed to a command that never
+    reads it."""
     with trio.fail_after(120):
-        async with bystanders(site, "kill") as crowd:
+        async with bystanders(site, "interactive") as crowd:
             for flag in ("-i", "-t"):
                 await inject.kill_9_midway(site, flag)
                 await crowd.checkpoint(f"kill -9 of labctl exec {flag}")
+            await inject.stdin_nobody_reads(site)
+            await crowd.checkpoint("stdin nobody reads")
             await crowd.finish()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -43,10 +44,8 @@ log = logging.getLogger("lab.agent")
 SendFn = Callable[[Outgoing], Awaitable[None]]
 """Sends to labd; raises :class:`ConnectionGone` once the connection is closed."""
 
-# Queued control messages and stdin payloads per stream; stdin bytes are further bounded by
-# the credit the executor grants, so a full queue only means labd sent many tiny frames.
+# Queued control messages per stream (the executor handles them without waiting).
 CONTROL_QUEUE = 16
-STDIN_QUEUE = 64
 LOG_QUEUE = 64
 
 
@@ -150,9 +149,12 @@ class Dispatcher:
         stream.stdin_window.received(len(frame.payload))
         if stream.stdin is None:
             return  # started without stdin: nothing reads it
+        # Never wait here: this is the connection's reader, and a process that does not read
+        # its stdin must stall its own stream only. The queue is bounded in bytes by the stdin
+        # credit the executor granted (checked just above), whatever the frames' sizes.
         # A closed queue: the process closed its stdin or ended.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.stdin.send(frame.payload)
+            stream.stdin.send_nowait(frame.payload)
 
     def cancel_all(self) -> None:
         for stream in self._streams.values():
@@ -178,7 +180,7 @@ class Dispatcher:
         if isinstance(start, ExecStart):
             stdin_recv = None
             if start.stdin:
-                stream.stdin, stdin_recv = trio.open_memory_channel[bytes](STDIN_QUEUE)
+                stream.stdin, stdin_recv = trio.open_memory_channel[bytes](math.inf)
             self._nursery.start_soon(self._run_exec, stream, control_recv, stdin_recv)
         else:
             self._nursery.start_soon(self._run_logs, stream, control_recv)
