@@ -4,6 +4,8 @@ old certificate at once, and a second live session for one name is refused, not 
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,14 @@ from lab.proto import decode, encode
 from lab.proto.messages import Hello, Ping, Pong, Welcome
 from tests.hub.hubtools import labd_with_hub, raw_agent, say_hello
 from tests.labd.harness import Credentials, RunningLabd, running_labd
+from tests.store.pg_server import (
+    PgServer,
+    PgUnavailable,
+    create_database,
+    database_url,
+    drop_database,
+    running_postgres,
+)
 
 
 async def enroll(
@@ -178,3 +188,47 @@ async def test_a_second_live_session_is_refused_not_alternated(tmp_path: Path) -
                 assert info is not None and info.session_id == welcome.session_id
                 await real.send_message(encode(Ping(nonce=1)))
                 assert decode(await real.get_message()) == Pong(nonce=1)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer]:
+    try:
+        with running_postgres() as server:
+            yield server
+    except PgUnavailable as exc:
+        pytest.skip(f"needs PostgreSQL 15 binaries: {exc}")
+
+
+async def test_a_second_session_on_another_replica_is_refused(
+    tmp_path: Path, pg: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"s_{secrets.token_hex(6)}"
+    create_database(pg.url(), name)
+    monkeypatch.setenv("LABD_CA_PASSPHRASE", "two replicas, one CA: " + secrets.token_hex(8))
+    url = database_url(pg.url(), name)
+    try:
+        with trio.fail_after(120):
+            async with (
+                labd_with_hub(tmp_path / "a", database_url=url) as a,
+                labd_with_hub(tmp_path / "b", database_url=url) as b,
+            ):
+                admin = await a.running.admin()
+                creds = await a.running.enroll_agent(
+                    "node1", await a.running.create_token(admin, "agent")
+                )
+                async with raw_agent(a.running, creds) as real:
+                    welcome = await say_hello(real)
+                    assert isinstance(welcome, Welcome)
+                    async with raw_agent(b.running, creds) as impostor:
+                        await impostor.send_message(encode(Hello(version="x", facts={}, labels={})))
+                        with pytest.raises(ConnectionClosed) as closed:
+                            await impostor.get_message()
+                        assert closed.value.reason is not None
+                        assert closed.value.reason.code == 4006
+                    assert not b.hub.is_online("node1")
+                    info = a.hub.session("node1")
+                    assert info is not None and info.session_id == welcome.session_id
+                    await real.send_message(encode(Ping(nonce=2)))
+                    assert decode(await real.get_message()) == Pong(nonce=2)
+    finally:
+        drop_database(pg.url(), name)

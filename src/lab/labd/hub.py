@@ -18,14 +18,14 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 from attrs import define, frozen
 
-from lab.errors import Unavailable
+from lab.errors import NotFound, Unavailable
 from lab.labd.hub_session import AgentConnection, AuditHook, Transport
 from lab.labd.hub_stream import HubStream, StartMessage
 from lab.proto import CloseCode
@@ -33,7 +33,7 @@ from lab.proto.messages import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     from lab.labd.identity import Revocations
-    from lab.model import Certificate
+    from lab.model import Agent, Certificate
     from lab.store import Store
 
 __all__ = ["AdmissionBucket", "AgentHub", "HubStream", "SessionInfo", "Transport"]
@@ -252,6 +252,22 @@ class AgentHub:
             old.close(CloseCode.REPLACED, "replaced by a newer connection")
         self._notify()
         return True
+
+    async def held_elsewhere(self, agent: Agent) -> bool:
+        """Whether another live replica holds a fresh session of ``agent``'s server (cluster
+        mode): its presence lease names that replica, was renewed within 1.5 heartbeat
+        intervals, and the replica's own lease is valid. A dead replica's sessions count as
+        gone once its replica lease lapses (seconds), so failover is not held up."""
+        if agent.replica is None or agent.replica == self.replica or agent.last_seen is None:
+            return False
+        now = datetime.now(UTC)
+        if (now - agent.last_seen).total_seconds() > STALE_HEARTBEATS * self.heartbeat_interval:
+            return False
+        try:
+            holder = await self.store.replicas.get(agent.replica)
+        except NotFound:
+            return False
+        return holder.lease_until > now
 
     def admits(self, conn: AgentConnection, *, current_serial: str | None = None) -> bool:
         """Whether ``conn`` may become its server's session now (no live rival, or the rival

@@ -20,6 +20,7 @@ import trio
 
 from lab.errors import LabError, NotFound, Unavailable
 from lab.labd.hub_stream import HubStream, StartMessage
+from lab.model import Agent
 from lab.proto import CloseCode, DataFrame, ProtocolError, decode, decode_data, encode
 from lab.proto.messages import (
     Credit,
@@ -261,9 +262,16 @@ class AgentConnection:
             self.close(CloseCode.REVOKED, "certificate revoked")
             return
         try:
-            current: str | None = (await self.hub.store.agents.get_by_server(server.id)).cert_serial
+            agent: Agent | None = await self.hub.store.agents.get_by_server(server.id)
         except NotFound:
-            current = None
+            agent = None
+        current = agent.cert_serial if agent is not None else None
+        if agent is not None and await self.hub.held_elsewhere(agent):
+            self.close(
+                CloseCode.DUPLICATE_SESSION,
+                f"{self.subject} has a live session on replica {agent.replica}",
+            )
+            return
         # Refused before it touches the lease or the facts; register() decides again without
         # an await in between, and only then does the session become visible (wait_online).
         if not self.hub.admits(self, current_serial=current):

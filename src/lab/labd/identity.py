@@ -477,7 +477,9 @@ class Identities:
             "token_id": record.id,
         }
 
-    async def enroll_bastion(self, *, token: str, csr: str, name: str) -> dict[str, Any]:
+    async def enroll_bastion(
+        self, *, token: str, csr: str, name: str, note: Note = _ignore
+    ) -> dict[str, Any]:
         """Trade a one-time admin user token and a CSR for a ``bastion/<name>`` certificate.
 
         The token must be bound to the bastion's name (``tokens create --kind user --user NAME
@@ -490,6 +492,7 @@ class Identities:
         bastion = check_hostname(name)
         pki.parse_csr(csr.encode())
         record = await self.check_token(token, TokenKind.USER, role="admin")
+        note(**token_trace(record))
         if record.user is not None and record.user != bastion:
             raise PermissionDenied(
                 f"this token was made for {record.user!r}, not bastion {bastion!r}",

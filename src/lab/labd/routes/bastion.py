@@ -56,7 +56,9 @@ class EnrollBastion:
 async def enroll_bastion() -> tuple[dict[str, Any], int]:
     limit_enrollment()
     req = await body(EnrollBastion)
-    out = await ctx().identities.enroll_bastion(token=req.token, csr=req.csr, name=req.name)
+    out = await ctx().identities.enroll_bastion(
+        token=req.token, csr=req.csr, name=req.name, note=annotate
+    )
     return out, 201
 
 
