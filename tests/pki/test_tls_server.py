@@ -17,7 +17,7 @@ from quart import jsonify, request, websocket
 from quart_trio import QuartTrio
 
 from lab import pki
-from lab.errors import ConfigError
+from lab.errors import AddressInUse, ConfigError
 from lab.runtime.tls_server import serve_asgi
 
 
@@ -284,7 +284,7 @@ async def test_bind_failure_raises(material: dict[str, bytes]) -> None:
     with trio.fail_after(10):
         async with running(Harness().app, None) as (_, url):
             port = int(url.rsplit(":", 1)[1])
-            with pytest.raises(OSError):
+            with pytest.raises(AddressInUse, match=str(port)):
                 await serve_asgi(
                     Harness().app, host="127.0.0.1", port=port, shutdown_event=trio.Event()
                 )

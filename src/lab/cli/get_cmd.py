@@ -118,7 +118,7 @@ async def servers(
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
-    from lab.cli.output import check_format
+    from lab.cli.output import check_format, is_data
     from lab.cli.targets import fetch_servers, server_names
 
     fmt = check_format(output)
@@ -127,7 +127,8 @@ async def servers(
         wanted = server_names(names)
         async with LabClient.from_settings() as client:
             items = await fetch_servers(client, wanted, selector, status=status)
-            if items:
+            if items or is_data(fmt):
+                # json/yaml print [] for no match, as kubectl prints an empty list.
                 _print_servers(items, fmt)
             elif not watch:
                 print("no servers", file=sys.stderr)
