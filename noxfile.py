@@ -68,6 +68,18 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), *args)
 
 
+@nox.session(python=PYTHON)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing of the security and flow-control core (contrib/mutants/targets.py).
+
+    Not in the default sessions: mutmut with one worker at nice 10, then the hand-made mutants;
+    `nox -s mutants -- rbac ratelimit` runs only those targets. Each target prints
+    {"bench": "mutants_<target>", "value": % killed, "unit": "%", "baseline": 90, "ratio"}.
+    """
+    session.install("-e", ".[test]", "mutmut==3.8.1")
+    session.run("python", "contrib/mutants/run.py", *session.posargs)
+
+
 # One file for operators' laptops: `./labctl.pyz get servers`. Compiled dependencies
 # (cffi, cryptography) are those of the building interpreter: build with the Python minor
 # version and platform the file will run on. tests/ops/test_zipapp.py builds it the same way.

@@ -22,6 +22,10 @@ class RateLimiter:
     max_keys: int = 100_000
     _buckets: dict[str, _Bucket] = field(factory=dict)
 
+    def __len__(self) -> int:
+        """The keys held now: at most ``max_keys``."""
+        return len(self._buckets)
+
     def check(self, key: str, now: float) -> None:
         """Take one token for ``key`` or raise RateLimited with the seconds to wait."""
         if self.per_minute <= 0:

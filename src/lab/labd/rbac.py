@@ -17,11 +17,14 @@ from lab.model import Effect, Permission, Role
 
 @lru_cache(maxsize=4096)
 def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$")
+    # DOTALL: '*' spans a newline too; matches() uses fullmatch, since a "$" would also match
+    # before a trailing newline ("server/web" would match "server/web\n").
+    return re.compile(".*".join(re.escape(p) for p in pattern.split("*")), re.DOTALL)
 
 
 def matches(pattern: str, value: str) -> bool:
-    return _compile(pattern).match(value) is not None
+    """Whether ``value`` matches ``pattern`` as a whole; ``*`` is any run of characters."""
+    return _compile(pattern).fullmatch(value) is not None
 
 
 @frozen(kw_only=True)

@@ -1,0 +1,70 @@
+"""The targets of ``nox -s mutants``: what is mutated, by mutmut and by hand, and which fast tests
+must catch it. Paths are relative to the repository root.
+
+A hand mutant replaces one exact snippet (it must occur once in its file, else the run stops
+and names the stale mutant). Hand mutants cover what mutmut cannot reach: decorated functions
+(mutmut skips any decorator but ``staticmethod`` and ``classmethod``: ``lru_cache``,
+``property``), SQL text and regular expressions (mutmut only garbles strings).
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+BASELINE = 90
+
+
+@frozen
+class HandMutant:
+    path: str
+    old: str
+    new: str
+    why: str  # the bug this mutant stands for
+
+    def describe(self) -> str:
+        return f"{self.path}: {self.why} ({self.old!r} -> {self.new!r})"
+
+
+@frozen
+class Target:
+    name: str
+    tests: tuple[str, ...]
+    mutmut: tuple[str, ...] = ()
+    hand: tuple[HandMutant, ...] = ()
+
+
+RBAC = "src/lab/labd/rbac.py"
+RATELIMIT = "src/lab/labd/ratelimit.py"
+STREAMS = "src/lab/proto/streams.py"
+
+_TARGETS = [
+    Target(
+        name="rbac",
+        tests=("tests/rbac/test_decide.py", "tests/rbac/test_wildcards.py"),
+        mutmut=(RBAC,),
+        hand=(
+            # _compile is cached with lru_cache, so mutmut leaves it alone.
+            HandMutant(RBAC, ".fullmatch(", ".match(", "a pattern matches what it is a prefix of"),
+            HandMutant(RBAC, ".fullmatch(", ".search(", "a pattern matches anywhere in a value"),
+            HandMutant(RBAC, '".*".join', '"[^:]*".join', "'*' stops spanning ':'"),
+            HandMutant(RBAC, '".*".join', '"[^/]*".join', "'*' stops spanning '/'"),
+            HandMutant(RBAC, '".*".join', '".+".join', "'*' no longer matches nothing"),
+            HandMutant(RBAC, "re.escape(p)", "p", "regex characters in a pattern are live"),
+            HandMutant(RBAC, 'split("*")', 'split("**")', "a single '*' is literal"),
+            HandMutant(RBAC, "re.DOTALL)", "0)", "'*' stops at a newline"),
+            HandMutant(RBAC, "re.DOTALL)", "re.DOTALL | re.IGNORECASE)", "case is ignored"),
+        ),
+    ),
+    Target(
+        name="ratelimit",
+        tests=("tests/labd/test_ratelimit.py",),
+        mutmut=(RATELIMIT,),
+    ),
+    Target(
+        name="proto_streams",
+        tests=("tests/proto/test_streams.py", "tests/proto/test_stream_windows.py"),
+        mutmut=(STREAMS,),
+    ),
+]
+
+TARGETS = {t.name: t for t in _TARGETS}
