@@ -85,7 +85,14 @@ def test_jsonpath_and_name_outputs(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "output=table" in res.stdout.splitlines()
     res = labctl(tmp_path, "config", "list", "-o", 'jsonpath={range .items[*]}{.key}{" "}{end}')
-    assert res.stdout.split() == ["server", "output", "timeout", "bastion", "ca_fingerprint"]
+    assert res.stdout.split() == [
+        "server",
+        "output",
+        "timeout",
+        "bastion",
+        "ca_fingerprint",
+        "context",
+    ]
     bad = labctl(tmp_path, "config", "list", "-o", "jsonpath={.key")
     assert bad.returncode == 2
     assert one_error(bad.stderr)[0].startswith("error: jsonpath '{.key': ")

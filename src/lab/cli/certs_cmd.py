@@ -99,13 +99,13 @@ async def _refresh_local_bundle() -> None:
     """
     from lab import pki
     from lab.cli.client import LabClient
+    from lab.cli.contexts import identity_dir
     from lab.cli.credentials import CA_FILE, write_atomic
-    from lab.cli.settings import home
 
     async with LabClient.from_settings() as client:
         bundle = (await client.request("GET", "/api/ca")).content
     pki.load_ca_bundle(bundle)
-    write_atomic(home() / CA_FILE, bundle)
+    write_atomic(identity_dir() / CA_FILE, bundle)
 
 
 @ca_app.command
@@ -141,9 +141,10 @@ async def rotate(*, finish: bool = False, force: bool = False, output: OutputOpt
         With --finish, drop the old CA even if identities still depend on it.
     """
     from lab.cli.client import LabClient, renew_in_place
+    from lab.cli.contexts import identity_dir, remember
     from lab.cli.errors import handle
     from lab.cli.output import check_format
-    from lab.cli.settings import home, load_settings, set_setting
+    from lab.cli.settings import load_settings
     from lab.errors import Conflict, Invalid
 
     fmt = check_format(output)
@@ -169,7 +170,7 @@ async def rotate(*, finish: bool = False, force: bool = False, output: OutputOpt
         await _refresh_local_bundle()
         if not finish:
             settings = load_settings()
-            await renew_in_place(home(), settings.server, request_timeout=settings.timeout)
+            await renew_in_place(identity_dir(), settings.server, request_timeout=settings.timeout)
         if status.get("fingerprint"):
-            set_setting("ca_fingerprint", str(status["fingerprint"]))
+            remember(ca_fingerprint=str(status["fingerprint"]))
     _print_status(status, fmt)

@@ -268,16 +268,16 @@ class LabClient:
 
 def load_identity(directory: Path | None = None) -> ssl.SSLContext:
     """The mTLS client context from ``ca.pem``, ``cert.pem`` and ``key.pem`` in ``directory``
-    (default :func:`lab.cli.settings.home`).
+    (default: the current context's, :func:`lab.cli.contexts.identity_dir`).
 
     Raises :class:`Unauthenticated` (hint: log in) when a file is missing and
     :class:`ConfigError` when the key is readable by others or the material is unusable.
     """
     from lab import pki
+    from lab.cli.contexts import identity_dir
     from lab.cli.credentials import load_credentials
-    from lab.cli.settings import home
 
-    creds = load_credentials(directory or home(), hint=LOGIN_HINT)
+    creds = load_credentials(directory or identity_dir(), hint=LOGIN_HINT)
     return pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
 
 

@@ -1,6 +1,8 @@
-"""labctl config: read and write labctl's own settings."""
+"""labctl config: read and write labctl's own settings, and switch contexts."""
 
 from __future__ import annotations
+
+import sys
 
 from cyclopts import App
 
@@ -73,3 +75,72 @@ def path() -> None:
     from lab.cli.settings import config_path
 
     print(config_path())
+
+
+@config_app.command(name="get-contexts")
+def get_contexts(*, output: OutputOpt = "") -> None:
+    """List contexts (a labd and your identity there); * marks the current one.
+
+    The first use moves an identity kept directly in ~/.labctl into a context named after
+    its server.
+
+    Example: labctl config get-contexts
+    """
+    from lab.cli.contexts import listing
+    from lab.cli.errors import handle
+    from lab.cli.output import check_format, emit, is_data
+
+    fmt = check_format(output)
+    with handle():
+        rows = listing()
+    if is_data(fmt):
+        emit(rows, fmt, kind="context")
+    elif not rows:
+        print("no contexts: labctl login creates one", file=sys.stderr)
+    else:
+        emit(rows, fmt, columns=("current", "name", "server"), wide=("ca_fingerprint",))
+
+
+@config_app.command(name="use-context")
+def use_context(name: str, /) -> None:
+    """Make NAME the current context: later commands talk to its labd as its identity.
+
+    Example: labctl config use-context homelab
+
+    Parameters
+    ----------
+    name
+        A context from labctl config get-contexts.
+    """
+    from lab.cli.contexts import read, use
+    from lab.cli.errors import handle
+
+    with handle():
+        use(name)
+        server = read(name).get("server", "?")
+    print(f"switched to context {name} ({server})")
+
+
+@config_app.command(name="delete-context")
+def delete_context(name: str, /) -> None:
+    """Delete context NAME and the identity it holds (the certificate stays valid in labd
+    until it expires or is revoked).
+
+    Example: labctl config delete-context oldlab
+
+    Parameters
+    ----------
+    name
+        A context from labctl config get-contexts.
+    """
+    from lab.cli.contexts import names, remove
+    from lab.cli.errors import handle
+    from lab.errors import NotFound
+
+    with handle():
+        if name not in names():
+            raise NotFound(
+                f"no context named {name!r}", details={"hint": "labctl config get-contexts"}
+            )
+        remove(name)
+    print(f"deleted context {name}")

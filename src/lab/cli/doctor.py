@@ -86,7 +86,8 @@ def _normal(fingerprint: str) -> str:
 
 def run_doctor() -> None:
     """Run every check, print one line each, exit 1 if any failed."""
-    from lab.cli.settings import config_path, home, load_settings
+    from lab.cli.contexts import identity_dir
+    from lab.cli.settings import config_path, load_settings
     from lab.errors import LabError
 
     report = Report()
@@ -96,9 +97,10 @@ def run_doctor() -> None:
         report.fail(f"config {config_path()}: {exc.message}", "fix or remove the file")
         raise SystemExit(1) from None
     report.ok(f"config {config_path()} readable")
-    cafile = home() / "ca.pem"
+    identity = identity_dir()
+    cafile = identity / "ca.pem"
     labd = check_labd(report, settings.server, cafile)
-    check_certificate(report, home() / "cert.pem")
+    check_certificate(report, identity / "cert.pem")
     if labd is not None:
         check_clock(report, labd)
     check_ca(report, settings.server, cafile, settings.ca_fingerprint, reachable=labd is not None)

@@ -52,10 +52,10 @@ def _trusted_fingerprint() -> str:
     """The fingerprint of labd's CA as the user's own ``ca.pem`` (from ``labctl login``) has it."""
     from lab import pki
     from lab.cli.client import LOGIN_HINT
+    from lab.cli.contexts import identity_dir
     from lab.cli.credentials import load_credentials
-    from lab.cli.settings import home
 
-    creds = load_credentials(home(), hint=LOGIN_HINT)
+    creds = load_credentials(identity_dir(), hint=LOGIN_HINT)
     return pki.load_ca_bundle(creds.ca_pem)[0].fingerprint()
 
 

@@ -60,9 +60,10 @@ async def login(
     Cancellation abandons the request; an existing identity is then left untouched.
     """
     from lab.cli.client import enroll_identity
-    from lab.cli.settings import home, set_setting
+    from lab.cli.contexts import login_target, remember
 
-    directory = directory or home()
+    context, default_directory = login_target(server)
+    directory = directory or default_directory
     # labd chooses the certificate's subject; the CSR's is only a placeholder.
     enrolled = await enroll_identity(
         server,
@@ -80,8 +81,7 @@ async def login(
     body = enrolled.body
     # The certificate labd issued says who we are (its "user" field says the same).
     user = enrolled.cert.subject.removeprefix("user/")
-    set_setting("server", enrolled.server)
-    set_setting("ca_fingerprint", enrolled.ca_fingerprint)
+    remember(context, server=enrolled.server, ca_fingerprint=enrolled.ca_fingerprint)
     return LoginResult(
         server=enrolled.server,
         user=user,
@@ -192,3 +192,33 @@ async def whoami(*, output: OutputOpt = "") -> None:
     print(f"{body.get('kind')}/{body.get('name')} at {server}")
     print(f"roles: {roles}")
     print(f"certificate {body.get('serial')} valid until {body.get('not_after')}{left}")
+
+
+def logout() -> None:
+    """Forget your identity for the current context (or --context NAME).
+
+    Deletes the key, certificate and CA bundle labctl keeps for that labd (and the context
+    itself); logging out when not logged in is not an error. The certificate stays valid in
+    labd until it expires or an admin revokes it (labctl certs revoke user/NAME).
+
+    Example: labctl logout
+    """
+    from lab.cli import contexts
+    from lab.cli.credentials import CA_FILE, CERT_FILE, KEY_FILE
+    from lab.cli.errors import handle
+    from lab.cli.settings import home, load_settings
+
+    with handle():
+        name = contexts.selected()
+        server = load_settings().server
+        if name is not None:
+            contexts.remove(name)
+            print(f"logged out of context {name} ({server})")
+            return
+        files = [home() / f for f in (KEY_FILE, CERT_FILE, CA_FILE)]
+        if not any(f.exists() for f in files):
+            print("not logged in", file=sys.stderr)
+            return
+        for file in files:
+            file.unlink(missing_ok=True)
+    print(f"logged out of {server}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from cyclopts import App
 
 from lab import __version__
 
 app = App(
     name="labctl",
-    help="Operate a lab: servers, agents, PXE provisioning, access control and audit.",
+    help="Operate a lab: servers, agents, PXE provisioning, access control and audit.\n\n"
+    "--context NAME on any command talks to that context's labd (labctl config get-contexts).",
     version=__version__,
     backend="trio",
 )
@@ -28,6 +31,12 @@ app.command(
     "Key, certificate and CA bundle go to ~/.labctl (LABCTL_HOME).\n\n"
     "Example: labctl login --server https://lab.example:3100 --token ID.SECRET "
     "--ca-fingerprint SHA256:3f9a...",
+)
+app.command(
+    "lab.cli.login:logout",
+    name="logout",
+    help="Forget your identity for the current context: key, certificate, CA bundle.\n\n"
+    "Example: labctl logout",
 )
 app.command(
     "lab.cli.login:whoami",
@@ -96,6 +105,23 @@ def version() -> None:
 
 
 @app.command
+def completion(shell: Literal["bash", "zsh", "fish"], /) -> None:
+    """Print a shell completion script for labctl.
+
+    bash: source <(labctl completion bash) in ~/.bashrc; zsh: labctl completion zsh >
+    "${fpath[1]}/_labctl"; fish: labctl completion fish > ~/.config/fish/completions/labctl.fish.
+
+    Example: labctl completion bash > /etc/bash_completion.d/labctl
+
+    Parameters
+    ----------
+    shell
+        bash, zsh or fish.
+    """
+    print(app.generate_completion(prog_name="labctl", shell=shell), end="")
+
+
+@app.command
 def doctor() -> None:
     """Check this box's labctl setup; one line per check with a hint.
 
@@ -115,14 +141,40 @@ EXIT_BROKEN_PIPE = 141
 def main() -> None:
     """Run labctl. A closed stdout (``labctl get audit | head -1``) ends it quietly with 141;
     a parse error is an ``error:`` line and a ``hint:`` line, exit 2."""
+    import sys
+
     from lab.runtime.commandline import run_app
 
     try:
-        run_app(app)
+        run_app(app, take_context(sys.argv[1:]))
     except BaseException as exc:
         if not _only_broken_pipes(exc):
             raise
         _quiet_exit_on_broken_pipe()
+
+
+def take_context(argv: list[str]) -> list[str]:
+    """``--context NAME`` (or ``--context=NAME``) anywhere before ``--`` selects the context
+    for this one command (``LABCTL_CONTEXT``); the rest of ``argv`` is returned."""
+    import os
+
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            rest += argv[i:]
+            break
+        if word == "--context" and i + 1 < len(argv):
+            os.environ["LABCTL_CONTEXT"] = argv[i + 1]
+            i += 2
+            continue
+        if word.startswith("--context="):
+            os.environ["LABCTL_CONTEXT"] = word.partition("=")[2]
+        else:
+            rest.append(word)
+        i += 1
+    return rest
 
 
 def _only_broken_pipes(exc: BaseException) -> bool:

@@ -33,6 +33,9 @@ class CliSettings:
     bastion: str = "http://127.0.0.1:8080"
     # SHA-256 fingerprint of the CA trusted for `server` (LABCTL_CA_FINGERPRINT; set by login).
     ca_fingerprint: str = ""
+    # The current context: a labd and an identity under contexts/NAME/ (LABCTL_CONTEXT,
+    # --context NAME; set by login and config use-context).
+    context: str = ""
 
 
 def home() -> Path:
@@ -83,6 +86,12 @@ def _timeout(name: str, value: str) -> float:
     return seconds
 
 
+def _context(name: str, value: str) -> str:
+    from lab.cli.contexts import check_name
+
+    return check_name(value) if value else value
+
+
 def _fingerprint(name: str, value: str) -> str:
     if value and not re.fullmatch(r"SHA256:[0-9a-f]{64}", value):
         raise Invalid(
@@ -98,6 +107,7 @@ _CHECKS: dict[str, Callable[[str, str], Any]] = {
     "output": _output,
     "timeout": _timeout,
     "ca_fingerprint": _fingerprint,
+    "context": _context,
 }
 
 
@@ -115,10 +125,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
     if raw_timeout and not raw_timeout.replace(".", "", 1).isdigit():
         env = {**env, "LABCTL_TIMEOUT": str(_checked("timeout", raw_timeout, "LABCTL_TIMEOUT"))}
     settings = load_config(CliSettings, file=path, env_prefix="LABCTL_", environ=env)
+    sources = {name: str(path) for name in _CHECKS}
+    # The context's own server and fingerprint win over the file; the environment wins over
+    # both.
+    context = env.get("LABCTL_CONTEXT") or settings.context
+    if context:
+        from lab.cli.contexts import read, root
+
+        held: dict[str, Any] = {
+            k: str(v) for k, v in read(context).items() if not env.get(f"LABCTL_{k.upper()}")
+        }
+        settings = attrs.evolve(settings, **held)
+        sources.update({k: str(root() / context / "context.yaml") for k in held})
     for name in _CHECKS:
         value = getattr(settings, name)
-        source = f"LABCTL_{name.upper()}" if env.get(f"LABCTL_{name.upper()}") else str(path)
-        _checked(name, str(value), source)
+        var = f"LABCTL_{name.upper()}"
+        _checked(name, str(value), var if env.get(var) else sources[name])
     return settings
 
 
@@ -151,6 +173,20 @@ def set_setting(key: str, value: str, path: Path | None = None) -> Any:
     return typed
 
 
+def unset_setting(key: str, path: Path | None = None) -> None:
+    """Remove one setting from the config file (it falls back to its default)."""
+    path = path or config_path()
+    name = check_key(CliSettings, key)
+    data = file_settings(path)
+    if data.pop(name, None) is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def settings_sources(environ: Mapping[str, str] | None = None) -> list[tuple[str, Any, str]]:
     """(key, effective value, where it came from) for every setting."""
     env = os.environ if environ is None else environ
@@ -160,11 +196,20 @@ def settings_sources(environ: Mapping[str, str] | None = None) -> list[tuple[str
     out = []
     for name in field_names(CliSettings):
         var = "LABCTL_" + name.upper()
+        context = env.get("LABCTL_CONTEXT") or effective["context"]
         if env.get(var):
             source = var
+        elif context and name in ("server", "ca_fingerprint") and _in_context(context, name):
+            source = f"context {context}"
         elif name in in_file:
             source = str(path)
         else:
             source = "default"
         out.append((name, effective[name], source))
     return out
+
+
+def _in_context(context: str, name: str) -> bool:
+    from lab.cli.contexts import read
+
+    return name in read(context)

@@ -80,17 +80,18 @@ def ws_url(server: str, path: str) -> str:
 
 
 def identity_context(directory: Path | None = None) -> ssl.SSLContext:
-    """The user's mTLS context (``~/.labctl``) with ALPN http/1.1 for WebSockets.
+    """The user's mTLS context (the current context's identity) with ALPN http/1.1 for
+    WebSockets.
 
     Built with the stdlib only, straight from the identity files (lab.pki would import
     cryptography and httpx's client module httpx: most of `labctl exec`'s start-up otherwise).
     Raises :class:`Unauthenticated` for a missing identity, :class:`ConfigError` for an unusable
     one (as :func:`lab.pki.client_ssl_context` does).
     """
+    from lab.cli.contexts import identity_dir
     from lab.cli.credentials import CERT_FILE, KEY_FILE, LOGIN_HINT, load_credentials
-    from lab.cli.settings import home
 
-    where = directory or home()
+    where = directory or identity_dir()
     creds = load_credentials(where, hint=LOGIN_HINT)  # checks presence and the key's mode
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
