@@ -60,6 +60,9 @@ async def test_silent_client_is_ended_after_the_ping_timeout(tmp_path: Path) -> 
                             # Leave without a close handshake (trio-websocket's reader is
                             # stuck behind the pings nobody read).
                             vanish.cancel()
+                    with trio.fail_after(10):
+                        while not exec_ends(labd.running.data_dir):  # audited as it leaves
+                            await trio.sleep(0.05)
                     (end,) = exec_ends(labd.running.data_dir)
                     assert end["result"] == "error"
                     assert end["details"]["reason"] == "ping timeout"

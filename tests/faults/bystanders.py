@@ -109,6 +109,7 @@ class Bystanders:
         await probe(self.site)  # and the agent still starts new streams
         self._alive()
         self.site.assert_one_session()
+        self.site.assert_quiet_logs()
 
     # --- the end ---
 

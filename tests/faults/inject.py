@@ -28,6 +28,7 @@ from tests.faults.site import (
     TAG_VAR,
     Site,
     assert_no_orphans,
+    await_for,
     labctl,
     probe,
     tagged_pids,
@@ -93,6 +94,7 @@ async def kill_9_midway(site: Site, flag: str) -> None:
     tag = f"kill{flag}"
     script = "echo $$; exec sleep 60"
     argv = labctl("exec", flag, "-e", f"{TAG_VAR}={tag}", TARGET, "--", "sh", "-c", script)
+    disconnects = site.disconnects()
     proc = await trio.lowlevel.open_process(
         argv, env=site.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -115,6 +117,8 @@ async def kill_9_midway(site: Site, flag: str) -> None:
         if proc.stdin is not None:
             await proc.stdin.aclose()
     await assert_no_orphans(tag)
+    # labd said so in one INFO line.
+    await await_for("labd's disconnect line", lambda: site.disconnects() == disconnects + 1)
 
 
 async def stdin_nobody_reads(site: Site) -> None:
@@ -271,7 +275,12 @@ async def silent_client(site: Site, ping_timeout: float) -> None:
             with trio.fail_after(ping_timeout + 10):
                 await wait_process_gone(pid)
             vanish.cancel()  # leave without a close handshake
-    ends = [e for e in exec_ends(site.data_dir) if e["details"].get("pid") == pid]
+
+    def ended() -> list[dict[str, Any]]:
+        return [e for e in exec_ends(site.data_dir) if e["details"].get("pid") == pid]
+
+    # The end is audited as the relay leaves, right after the agent killed the process.
+    ends = await await_for("the end's audit entry", ended)
     assert len(ends) == 1 and ends[0]["result"] == "error", ends
     assert ends[0]["details"]["reason"] == "ping timeout"
     await assert_no_orphans("silent")

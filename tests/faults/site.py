@@ -171,6 +171,16 @@ class Site:
     def agent_sessions(self) -> list[str]:
         return AGENT_SESSION.findall(self.agent.text())
 
+    def assert_quiet_logs(self) -> None:
+        """labd logged no traceback and no unhandled error (client faults are INFO lines)."""
+        text = self.labd_logs()
+        for bad in ("Traceback", "unhandled error"):
+            assert bad not in text, text[text.index(bad) - 500 :][:3000]
+
+    def disconnects(self) -> int:
+        """labd's INFO lines for exec/logs clients that went away."""
+        return len(re.findall(r"(?:exec|logs): user/\S+ \(\S+\) disconnected", self.labd_logs()))
+
     def assert_one_session(self) -> None:
         """The agent connected once and never again: the same session id on both ends."""
         assert self.agent.proc.poll() is None, "lab-agent died"

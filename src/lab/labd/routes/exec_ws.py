@@ -96,7 +96,8 @@ async def _serve(method: str) -> None:
             if await ctx().revocations.is_revoked(who.serial):
                 session.close(REVOKED)
             await _converse(method, session)
-    except trio.Cancelled:
+    except* trio.Cancelled:
+        # The client went away (or labd is stopping); nurseries wrap the Cancelled in groups.
         log.info("%s: %s (%s) disconnected", method, who.subject, websocket.remote_addr or "?")
         raise
     if session.reason == PING_TIMEOUT:
