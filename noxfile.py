@@ -52,6 +52,15 @@ BENCH_SMALL = {
 
 
 @nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Man pages in man/ from the programs' own help (contrib/man/mkman.py): labctl(1),
+    labd(8), lab-agent(8), lab-bastion(8). They are tracked in git and shipped in the wheel
+    (lab/_data/man and share/man); tests/cli/test_manpages.py fails when they are stale."""
+    session.install("-e", ".")
+    session.run("python", "contrib/man/mkman.py", "man")
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints JSON lines {bench, value, unit, baseline, ratio}.
 
@@ -117,6 +126,9 @@ def build(session: nox.Session) -> None:
     import shutil
 
     session.install("build", "twine", "shiv")
+    # The man pages from this tree's help text (the wheel ships them).
+    session.install("-e", ".")
+    session.run("python", "contrib/man/mkman.py", "man")
     dist = pathlib.Path("dist")
     for old in [*dist.glob("labctl-*"), dist / "labctl.pyz", dist / "release-notes.md"]:
         old.unlink(missing_ok=True)
