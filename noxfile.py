@@ -51,6 +51,39 @@ BENCH_SMALL = {
 }
 
 
+def lowest_constraints(pyproject: str = "pyproject.toml") -> str:
+    """``name==X`` for every direct dependency ``name>=X`` (and ``==X``) of labctl and of its
+    postgres extra: pip's constraints for the lowest versions pyproject.toml allows."""
+    import re
+    import tomllib
+
+    with open(pyproject, "rb") as fh:
+        project = tomllib.load(fh)["project"]
+    lines = []
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["postgres"]]:
+        match = re.fullmatch(
+            r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*(?:>=|==)\s*([^,;\s]+)", requirement
+        )
+        if match is None:
+            raise ValueError(f"no lower bound in {requirement!r}")
+        lines.append(f"{match[1]}=={match[2]}")
+    return "\n".join(lines) + "\n"
+
+
+@nox.session(python=PYTHON)
+def lowest(session: nox.Session) -> None:
+    """The smoke walk on the lowest versions pyproject.toml allows: each direct dependency
+    (and the postgres extra's) pinned to its lower bound, so every bound is a true one."""
+    import pathlib
+
+    constraints = pathlib.Path(session.create_tmp()) / "lowest.txt"
+    constraints.write_text(lowest_constraints())
+    session.log("constraints:\n" + constraints.read_text())
+    session.install("-c", str(constraints), "-e", ".[postgres]")
+    session.run("python", "-m", "pip", "list")
+    session.run("python", "tests/smoke/smoke.py")
+
+
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """Man pages in man/ from the programs' own help (contrib/man/mkman.py): labctl(1),
