@@ -117,8 +117,8 @@ async def kill_9_midway(site: Site, flag: str) -> None:
         if proc.stdin is not None:
             await proc.stdin.aclose()
     await assert_no_orphans(tag)
-    # labd said so in one INFO line.
-    await await_for("labd's disconnect line", lambda: site.disconnects() == disconnects + 1)
+    # labd said so in an INFO line (other clients closing right after their exit may add some).
+    await await_for("labd's disconnect line", lambda: site.disconnects() > disconnects)
 
 
 async def stdin_nobody_reads(site: Site) -> None:
