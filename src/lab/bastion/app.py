@@ -35,6 +35,7 @@ from lab.bastion.operators import Operators
 from lab.bastion.service import Bastion, public_view
 from lab.bastion.validate import normalize_mac
 from lab.errors import Invalid, LabError, NotFound, Unavailable
+from lab.runtime.httpclose import close_after_error
 from lab.runtime.logbuffer import Entry, LogBuffer
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
 from lab.runtime.metrics import BastionMetrics, render
@@ -153,6 +154,7 @@ def create_app(
     app.extensions["operators"] = operators or Operators(admin_token)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
+    app.after_request(close_after_error)
     app.register_error_handler(LabError, _lab_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -58,6 +58,14 @@ class BastionConfig:
     timeout_post: float = 1800.0
     timeout_firstboot: float = 1800.0
     watchdog_interval: float = 30.0
+    handshake_timeout: float = 10.0
+    """Seconds from accept to a finished TLS handshake, when serving TLS (0: no limit)."""
+    idle_timeout: float = 10.0
+    """Seconds a connection may wait with no request in flight, before its first request and
+    between keep-alive requests, before the bastion closes it (0: no limit)."""
+    max_unauthenticated_per_address: int = 64
+    """Concurrent connections one source address may hold (every plain-HTTP connection is
+    unauthenticated); more are closed at accept (0: no limit)."""
     log_level: str = "info"
     log_format: str = "text"
     """``text`` or ``json`` (``LAB_BASTION_LOG_FORMAT``, ``--log-format``)."""
@@ -96,6 +104,10 @@ class BastionConfig:
             raise ConfigError(f"log_format must be text or json, not {self.log_format!r}")
         if self.log_buffer < 1:
             raise ConfigError(f"log_buffer must be at least 1, not {self.log_buffer}")
+        if self.handshake_timeout < 0 or self.idle_timeout < 0:
+            raise ConfigError("handshake_timeout and idle_timeout must be 0 (off) or positive")
+        if self.max_unauthenticated_per_address < 0:
+            raise ConfigError("max_unauthenticated_per_address must be 0 (off) or positive")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} out of range")
         if not 0 <= self.operator_port <= 65535:

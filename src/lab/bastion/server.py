@@ -21,6 +21,7 @@ from lab.bastion.service import Bastion, EnrollmentCheck, JoinTokenSource, Stati
 from lab.bastion.templates import Templates, check_url
 from lab.bastion.tokens import load_or_create_admin_token
 from lab.runtime import sdnotify
+from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
 from lab.runtime.logbuffer import LogBuffer, attached
 from lab.runtime.metrics import BastionMetrics
 from lab.runtime.safetext import EscapeControlFilter
@@ -122,6 +123,18 @@ async def serve_bastion(
             )
 
         app = app_of()
+        # One guard for both listeners: a source address's unauthenticated connections count
+        # together.
+        guard = ConnectionGuard(
+            ConnectionLimits(
+                handshake_timeout=config.handshake_timeout,
+                idle_timeout=config.idle_timeout,
+                max_unauthenticated_per_address=config.max_unauthenticated_per_address,
+            ),
+            on_refused=metrics.connections.refused,
+            on_handshake_failure=metrics.connections.handshake_failed,
+        )
+        metrics.connections.watch(guard.unauthenticated)
         host, port = await nursery.start(
             partial(
                 serve_asgi,
@@ -129,6 +142,7 @@ async def serve_bastion(
                 host=config.host,
                 port=config.port,
                 shutdown_event=shutdown,
+                guard=guard,
             )
         )
         # With port 0 (tests) the URL in the scripts is known only now.
@@ -145,6 +159,7 @@ async def serve_bastion(
                     port=config.operator_port,
                     shutdown_event=shutdown,
                     ssl_context=source.server_ssl_context(),
+                    guard=guard,
                 )
             )
             log.info("operator API for labd users on https://%s:%d", op_host, op_port)

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from lab.errors import LabError
 from lab.labd.context import LabdContext
+from lab.runtime.httpclose import close_after_error
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request, current_request_id
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ def create_app(context: LabdContext) -> QuartTrio:
     # carries its id.
     app.before_request(_begin_request)
     app.before_websocket(_begin_request)
+    # Registered first so that it runs last: it sees the final status (after the audit hook).
+    app.after_request(close_after_error)
     app.after_request(_send_request_id)
     # Bodies larger than this are refused with 413 before a handler reads them.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024

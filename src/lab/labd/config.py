@@ -48,6 +48,15 @@ class LabdConfig:
     # New agent WebSocket handshakes admitted per second (LABD_AGENT_ADMIT_RATE), bursting one
     # second's worth; the excess is closed with 1013 and retries with backoff. 0 disables.
     agent_admit_rate: float = 200.0
+    # Seconds from accept to a finished TLS handshake (LABD_HANDSHAKE_TIMEOUT); 0 disables.
+    handshake_timeout: float = 10.0
+    # Seconds a connection may wait with no request in flight, before its first request and
+    # between keep-alive requests, before labd closes it (LABD_IDLE_TIMEOUT); 0 disables.
+    idle_timeout: float = 10.0
+    # Concurrent connections without a client certificate one source address may hold (TLS
+    # handshakes in progress count too); more are closed at accept
+    # (LABD_MAX_UNAUTHENTICATED_PER_ADDRESS); 0 disables.
+    max_unauthenticated_per_address: int = 64
     # Seconds a graceful shutdown waits for open requests and sessions (LABD_SHUTDOWN_GRACE).
     shutdown_grace: float = 5.0
     # Output bytes one exec stream may deliver before the rest is dropped and counted

@@ -178,10 +178,21 @@ async def _serve(
     """Open the nursery and start the services; returns once they all stopped."""
     from lab.labd.cluster import advertise_url
     from lab.runtime import sdnotify
+    from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
     from lab.runtime.tls_server import serve_asgi
 
     config, ca, cluster = context.config, context.ca, context.cluster
     assert cluster is not None
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            handshake_timeout=config.handshake_timeout,
+            idle_timeout=config.idle_timeout,
+            max_unauthenticated_per_address=config.max_unauthenticated_per_address,
+        ),
+        on_refused=context.metrics.connections.refused,
+        on_handshake_failure=context.metrics.connections.handshake_failed,
+    )
+    context.metrics.connections.watch(guard.unauthenticated)
     async with trio.open_nursery() as nursery:
         await nursery.start(context.checkpointer.run, shutdown)
         # Agents hear about the shutdown from the hub before hypercorn's grace runs out.
@@ -195,6 +206,7 @@ async def _serve(
                 shutdown_event=shutdown,
                 ssl_context=ca.server_ssl_context(),
                 graceful_timeout=config.shutdown_grace,
+                guard=guard,
             )
         )
         log.info("labd listening on https://%s:%d (database %s)", host, port, context.store.url)

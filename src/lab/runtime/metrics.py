@@ -13,7 +13,7 @@ names or addresses: each distinct value is a new time series.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from prometheus_client import (
@@ -54,6 +54,49 @@ def _request_histogram(namespace: str, registry: CollectorRegistry) -> Histogram
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
+
+
+class ConnectionCounters:
+    """Connection-level refusals of one daemon's listener: TLS handshake failures by reason
+    (``timeout``, ``error``), connections refused at accept by reason, and the gauge of open
+    unauthenticated connections."""
+
+    def __init__(self, namespace: str, registry: CollectorRegistry) -> None:
+        self.tls_handshake_failures = Counter(
+            "tls_handshake_failures",
+            "TLS handshakes that did not finish, by reason (timeout, error: e.g. a client "
+            "certificate our CA did not sign, a wrong protocol, a dropped connection).",
+            ["reason"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "connections_refused",
+            "Connections closed at accept, by reason (per_address_limit: the source address "
+            "held max_unauthenticated_per_address unauthenticated connections).",
+            ["reason"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.unauthenticated = Gauge(
+            "unauthenticated_connections",
+            "Open connections without a client certificate (TLS handshakes in progress included).",
+            namespace=namespace,
+            registry=registry,
+        )
+        for reason in ("timeout", "error"):
+            self.tls_handshake_failures.labels(reason)
+        self.connections_refused.labels("per_address_limit")
+
+    def watch(self, unauthenticated: Callable[[], float]) -> None:
+        """Read the unauthenticated-connections gauge from ``unauthenticated()`` at scrape time."""
+        self.unauthenticated.set_function(unauthenticated)
+
+    def handshake_failed(self, reason: str) -> None:
+        self.tls_handshake_failures.labels(reason).inc()
+
+    def refused(self, reason: str) -> None:
+        self.connections_refused.labels(reason).inc()
 
 
 class LabdMetrics:
@@ -111,6 +154,7 @@ class LabdMetrics:
             namespace="labd",
             registry=r,
         )
+        self.connections = ConnectionCounters("labd", r)
 
     @contextmanager
     def track_exec(self) -> Iterator[None]:
@@ -167,6 +211,7 @@ class BastionMetrics:
             namespace="lab_bastion",
             registry=r,
         )
+        self.connections = ConnectionCounters("lab_bastion", r)
         for state in MACHINE_STATES:
             self.machines.labels(state).set(0)
 

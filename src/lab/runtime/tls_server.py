@@ -24,6 +24,7 @@ carries the ASGI ``tls`` extension. Lifespan scopes are untouched. On plain-TCP 
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from functools import partial
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, Updated
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -44,6 +46,7 @@ from hypercorn.typing import (
     Scope,
 )
 
+from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
 from lab.runtime.ports import naming_the_port
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -138,32 +141,96 @@ class _TLSScopeApp:
         await self.app(scope, receive, send, sync_spawn, call_soon)
 
 
+def _peer_address(stream: trio.abc.Stream) -> str:
+    sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else None
+    if sock is None and isinstance(stream, trio.SocketStream):
+        sock = stream.socket
+    if sock is None:
+        return ""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return ""
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
 class PeerCertTCPServer(TCPServer):
-    """hypercorn's trio ``TCPServer`` that exposes the client certificate in the scope."""
+    """hypercorn's trio ``TCPServer`` that exposes the client certificate in the scope.
+
+    It also applies the listener's :class:`ConnectionGuard`: a source address holding too many
+    unauthenticated connections has the new one closed before the TLS handshake, and handshake
+    failures are counted and logged at a bounded rate.
+    """
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: LifespanState,
+        stream: trio.SSLStream[trio.SocketStream],
+        *,
+        guard: ConnectionGuard | None = None,
+    ) -> None:
+        super().__init__(app, config, context, state, stream)
+        self.guard = guard or ConnectionGuard()
 
     async def run(self) -> None:
-        if isinstance(self.stream, trio.SSLStream):
-            try:
-                with trio.fail_after(self.config.ssl_handshake_timeout):
-                    await self.stream.do_handshake()
-            except (trio.BrokenResourceError, trio.TooSlowError):
-                # Same as hypercorn: a failed handshake (e.g. untrusted client certificate)
-                # just drops the connection; trio.serve_listeners closes the stream.
-                return
-            tls = tls_extension(self.stream)
-            if tls["client_cert_der"] is not None and not single_cn_subject(
-                self.stream.getpeercert()
-            ):
-                # Signed by our CA but not a subject any profile issues: refuse at the TLS
-                # layer, before a request is read (lab.pki.verify_peer refuses it too).
-                log.warning(
-                    "dropping a TLS connection whose client certificate subject is %r",
-                    tls["client_cert_name"],
-                )
-                return
-            self.app = _TLSScopeApp(self.app, tls)
-        # The parent's do_handshake() is a no-op on a stream that finished its handshake.
-        await super().run()
+        address = _peer_address(self.stream)
+        if not self.guard.admit(address):
+            await trio.aclose_forcefully(self.stream)
+            return
+        authenticated = False
+        try:
+            if isinstance(self.stream, trio.SSLStream):
+                try:
+                    with trio.fail_after(self.config.ssl_handshake_timeout):
+                        await self.stream.do_handshake()
+                except trio.TooSlowError:
+                    self.guard.handshake_failed(address, "timeout", "no handshake in time")
+                    return
+                except trio.BrokenResourceError as exc:
+                    # e.g. an untrusted client certificate: drop the connection (as hypercorn
+                    # does); trio.serve_listeners closes the stream.
+                    self.guard.handshake_failed(address, "error", str(exc.__cause__ or exc))
+                    return
+                tls = tls_extension(self.stream)
+                if tls["client_cert_der"] is not None and not single_cn_subject(
+                    self.stream.getpeercert()
+                ):
+                    # Signed by our CA but not a subject any profile issues: refuse at the TLS
+                    # layer, before a request is read (lab.pki.verify_peer refuses it too).
+                    self.guard.handshake_failed(
+                        address, "error", f"client certificate subject {tls['client_cert_name']!r}"
+                    )
+                    return
+                if tls["client_cert_der"] is not None:
+                    authenticated = True
+                    self.guard.release(address)
+                self.app = _TLSScopeApp(self.app, tls)
+            # The parent's do_handshake() is a no-op on a stream that finished its handshake.
+            await super().run()
+        finally:
+            if not authenticated:
+                self.guard.release(address)
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The peer is gone: hypercorn would keep the connection (and its socket) until the
+        # keep-alive timer armed after the last request fired. Stop that timer now.
+        await self.idle_task.stop()
+
+    async def protocol_send(self, event: Event) -> None:
+        # quart-trio cancels the app task once the response is sent, and hypercorn sends the
+        # protocol's Updated(idle=True) (which arms the keep-alive timer) and Closed (after an
+        # early error response) from that task: cancelled, the timer is never armed and the
+        # connection is never closed. Shield them, bounded so a stuck peer cannot pin the task.
+        if not isinstance(event, Updated | Closed):
+            await super().protocol_send(event)
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.config.graceful_timeout + 1.0
+            await super().protocol_send(event)
 
 
 async def serve_asgi(
@@ -174,6 +241,8 @@ async def serve_asgi(
     shutdown_event: trio.Event,
     ssl_context: ssl.SSLContext | None = None,
     graceful_timeout: float = 5.0,
+    limits: ConnectionLimits | None = None,
+    guard: ConnectionGuard | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ASGI ``app`` (HTTP/1.1, h2 over TLS, WebSocket) until ``shutdown_event`` is set.
@@ -184,6 +253,10 @@ async def serve_asgi(
     ``ssl_context`` every connection is TLS (build it with :func:`lab.pki.server_ssl_context`)
     and scopes carry the ``tls`` extension described in the module docstring.
 
+    ``guard`` (or a fresh one over ``limits``, defaults when both are None) bounds every
+    connection: the TLS handshake and the wait for each request are timed out, and a source
+    address may hold only so many unauthenticated connections (see :mod:`lab.runtime.connguard`).
+
     When ``shutdown_event`` is set, the listeners close at once; open connections get
     ``graceful_timeout`` seconds to finish (idle keep-alive connections close right away)
     and are then cancelled; lifespan shutdown runs; the function returns. WebSocket handlers
@@ -192,8 +265,12 @@ async def serve_asgi(
     :class:`lab.errors.AddressInUse` naming the port when it is taken, ``OSError`` when the
     address cannot be bound otherwise, and whatever lifespan startup raises.
     """
+    guard = guard or ConnectionGuard(limits or ConnectionLimits())
     config = Config()
     config.graceful_timeout = graceful_timeout
+    # 0 turns a timeout off.
+    config.ssl_handshake_timeout = guard.limits.handshake_timeout or math.inf
+    config.keep_alive_timeout = guard.limits.idle_timeout or math.inf
     config.accesslog = None
     config.errorlog = logging.getLogger("lab.http")
     app_wrapper = ASGIWrapper(app)
@@ -207,6 +284,7 @@ async def serve_asgi(
             socket_listeners,
             ssl_context=ssl_context,
             shutdown_event=shutdown_event,
+            guard=guard,
             task_status=task_status,
         )
     finally:
@@ -223,6 +301,7 @@ async def _serve(
     *,
     ssl_context: ssl.SSLContext | None,
     shutdown_event: trio.Event,
+    guard: ConnectionGuard,
     task_status: trio.TaskStatus[tuple[str, int]],
 ) -> None:
     # Modelled on hypercorn.trio.run.worker_serve, with our TCPServer and our own sockets.
@@ -249,6 +328,7 @@ async def _serve(
                 config,
                 context,
                 ConnectionState(lifespan_state.copy()),
+                guard=guard,
             )
             bound = socket_listeners[0].socket.getsockname()
             try:
