@@ -40,6 +40,8 @@ def labd_env(data_dir: Path, port: int = 0, **extra: str) -> dict[str, str]:
         LABD_ENROLL_RATE="0",
         LABD_RATE_GLOBAL="0",
         LABD_RATE_TOKENS="0",
+        # Benches connect hundreds of agents from one loopback address at once.
+        LABD_MAX_UNAUTHENTICATED_PER_ADDRESS="0",
         **extra,
     )
 
