@@ -32,17 +32,19 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def labd_env(data_dir: Path, port: int = 0, **extra: str) -> dict[str, str]:
     """labd on 127.0.0.1 with the limits a bench would trip switched off."""
+    limits = {
+        "LABD_ENROLL_RATE": "0",
+        "LABD_RATE_GLOBAL": "0",
+        "LABD_RATE_TOKENS": "0",
+        # Benches connect hundreds of agents from one loopback address at once.
+        "LABD_MAX_UNAUTHENTICATED_PER_ADDRESS": "0",
+    }
     return clean_env(
         LABD_CONFIG=str(data_dir.parent / "absent.yaml"),
         LABD_DATA_DIR=str(data_dir),
         LABD_HOST="127.0.0.1",
         LABD_PORT=str(port),
-        LABD_ENROLL_RATE="0",
-        LABD_RATE_GLOBAL="0",
-        LABD_RATE_TOKENS="0",
-        # Benches connect hundreds of agents from one loopback address at once.
-        LABD_MAX_UNAUTHENTICATED_PER_ADDRESS="0",
-        **extra,
+        **{**limits, **extra},
     )
 
 
