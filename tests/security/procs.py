@@ -98,7 +98,7 @@ async def running_labd_process(tmp_path: Path, **env: str) -> AsyncIterator[Labd
             nursery,
             "labd",
             [sys.executable, "-m", "lab.labd.main"],
-            labd_env(data, **env),
+            labd_env(data, 0, **env),
             tmp_path,
         )
         try:

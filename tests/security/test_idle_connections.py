@@ -60,11 +60,11 @@ async def test_labd_closes_idle_keepalive_and_silent_connections(tmp_path: Path)
 
             # Every connection is closed by labd while the client keeps its end open.
             async with trio.open_nursery() as nursery:
-                for stream in streams:
-                    nursery.start_soon(wait_eof, stream)
+                for held in streams:
+                    nursery.start_soon(wait_eof, held)
             assert await _settle_fds(labd.pid, baseline + 2) <= baseline + 2
-            for stream in streams:
-                await trio.aclose_forcefully(stream)
+            for held in streams:
+                await trio.aclose_forcefully(held)
 
 
 async def test_labd_handshake_failures_are_counted_and_logged_at_a_bounded_rate(

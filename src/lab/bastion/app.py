@@ -35,6 +35,7 @@ from lab.bastion.operators import Operators
 from lab.bastion.service import Bastion, public_view
 from lab.bastion.validate import normalize_mac
 from lab.errors import Invalid, LabError, NotFound, Unavailable
+from lab.model import safejson
 from lab.runtime.httpclose import close_after_error
 from lab.runtime.logbuffer import Entry, LogBuffer
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
@@ -105,11 +106,8 @@ def _machine(mac: str) -> str:
 
 
 async def _json_body() -> Any:
-    raw = await request.get_data(cache=False)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid("request body is not JSON", details={"fields": [f"{exc} @ body"]}) from exc
+    """The request's JSON, decoded within size and nesting limits; lone surrogates refused."""
+    return safejson.loads(await request.get_data(cache=False), max_bytes=MAX_BODY)
 
 
 def _ipxe(script: str) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lab.cli.output import OutputOpt
+from lab.cli.output import OutputOpt, terminal_text
 
 
 def render_server(item: dict[str, Any], now: datetime) -> str:
@@ -39,7 +39,8 @@ def render_server(item: dict[str, Any], now: datetime) -> str:
     facts = item.get("facts") or {}
     out.append("Facts:" + ("" if facts else "           <none>"))
     out += [f"  {k}: {_fact(v)}" for k, v in sorted(facts.items())]
-    return "\n".join(out)
+    # Every value came from labd or the agent: no control character reaches the terminal.
+    return "\n".join(terminal_text(line) for line in out)
 
 
 def _enrollment_lines(trace: Any) -> list[str]:

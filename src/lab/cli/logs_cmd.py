@@ -129,6 +129,7 @@ async def logs_bastion(
     import httpx
     import trio
 
+    from lab.cli.output import terminal_text
     from lab.cli.provision import bastion_access
     from lab.errors import Invalid, LabError, Unavailable
     from lab.runtime.logbuffer import format_entry
@@ -162,7 +163,7 @@ async def logs_bastion(
                     return
                 async for line in resp.aiter_lines():
                     if line:
-                        print(format_entry(json.loads(line)), flush=True)
+                        print(terminal_text(format_entry(json.loads(line))), flush=True)
         except httpx.HTTPError as exc:
             failure = Unavailable(
                 f"bastion at {base} unreachable: {exc}",

@@ -55,12 +55,13 @@ def emit(
             hint = exc.details.get("hint")
             fail(exc.message, str(hint) if hint else None, code=2)
         if text:
+            text = "\n".join(terminal_text(line) for line in text.split("\n"))
             print(text, end="" if text.endswith("\n") else "\n")
         return
     if fmt == "name":
         for item in data if isinstance(data, list) else [data]:
             name = item.get("name", item.get("id")) if isinstance(item, dict) else item
-            print(f"{kind}/{name}" if kind else name)
+            print(terminal_text(f"{kind}/{name}" if kind else str(name)))
         return
     if fmt == "json":
         print(json.dumps(data, indent=2, default=str, sort_keys=True))
@@ -89,7 +90,20 @@ def table_lines(
     ]
 
 
+def terminal_text(text: str) -> str:
+    """Text that came from labd, an agent or a bastion, made safe to print on a terminal:
+    control characters (ESC sequences, newlines that forge lines, bidi overrides) are shown as
+    escapes (``\x1b``, ``\n``, ``\u202e``); everything else is unchanged."""
+    from lab.model.text import escape_control
+
+    return escape_control(text)
+
+
 def _cell(value: Any) -> str:
+    return terminal_text(_cell_text(value))
+
+
+def _cell_text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
@@ -105,9 +119,9 @@ def _cell(value: Any) -> str:
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> None:
     """Print ``error: message`` (and ``hint: hint``) to stderr and exit with ``code``."""
-    line = f"error: {' '.join(message.split())}"
+    line = f"error: {terminal_text(' '.join(message.split()))}"
     if hint:
-        line += f"\nhint: {' '.join(hint.split())}"
+        line += f"\nhint: {terminal_text(' '.join(hint.split()))}"
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(code)
 

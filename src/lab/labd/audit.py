@@ -18,6 +18,8 @@ from attrs import define, field
 from quart import Response, g, has_request_context, request
 
 from lab.model import AuditEntry
+from lab.model.safejson import loads
+from lab.model.text import plain_text_problem
 from lab.runtime.logs import current_request_id
 
 if TYPE_CHECKING:
@@ -128,11 +130,13 @@ async def _enroll_subject(rule: str) -> str:
     """``server/NAME`` or ``user/NAME`` from an enrollment body (never the token)."""
     key, kind = _ENROLL_SUBJECT[rule]
     try:
-        data = await request.get_json(force=True, silent=True)
-    except Exception:  # an unreadable body (413) names no subject
+        data = loads(await request.get_data(as_text=False))
+    except Exception:  # an unreadable (413), malformed or too deep body names no subject
         return ""
     value = data.get(key) if isinstance(data, dict) else None
-    return f"{kind}/{value}" if isinstance(value, str) and 0 < len(value) <= 253 else ""
+    if not isinstance(value, str) or not 0 < len(value) <= 253 or plain_text_problem(value):
+        return ""
+    return f"{kind}/{value}"
 
 
 async def _error_of(response: Response) -> dict[str, Any]:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import cattrs
 from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
-from cattrs.v import transform_error
+from cattrs.v import format_exception, transform_error
 
 from lab.errors import Invalid
+from lab.model.facts import FactsSpec, structure_facts
 from lab.model.records import Effect, MachineState, TokenKind
+from lab.model.text import PlainText, escape_control, has_surrogate, plain_text_problem
 
 T = TypeVar("T")
 
@@ -25,7 +27,29 @@ T = TypeVar("T")
 def _strict_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
+    if has_surrogate(value):
+        # No encoder (database, log, terminal) accepts it: refuse it wherever a str is expected.
+        raise ValueError("contains a lone surrogate (not valid Unicode)")
     return value
+
+
+def _plain_text_spec(t: Any) -> PlainText | None:
+    if get_origin(t) is not Annotated:
+        return None
+    return next((m for m in get_args(t)[1:] if isinstance(m, PlainText)), None)
+
+
+def _is_facts(t: Any) -> bool:
+    return get_origin(t) is Annotated and any(isinstance(m, FactsSpec) for m in get_args(t)[1:])
+
+
+def _plain_text_hook(value: Any, t: Any) -> str:
+    text = _strict_str(value, str)
+    spec = _plain_text_spec(t)
+    problem = plain_text_problem(text, allow=spec.allow if spec is not None else "")
+    if problem is not None:
+        raise ValueError(problem)
+    return text
 
 
 def _strict_int(value: Any, _: type) -> int:
@@ -77,6 +101,8 @@ def _is_sequence_type(t: Any) -> bool:
 def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, prefer_attrib_converters=False)
     conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook_func(lambda t: _plain_text_spec(t) is not None, _plain_text_hook)
+    conv.register_structure_hook_func(_is_facts, structure_facts)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(bool, _strict_bool)
@@ -117,15 +143,48 @@ def make_converter() -> cattrs.Converter:
 converter = make_converter()
 
 
+_SURROGATE_WORDS = "lone surrogate"
+_CONTROL_WORDS = "control character"
+
+
+def describe_error(exc: BaseException, type_: Any) -> str:
+    """cattrs' words for a wrong field, keeping a hook's or validator's own reason."""
+    if type(exc) is ValueError and str(exc):
+        return f"invalid value ({exc})"
+    if get_origin(type_) is Annotated:
+        type_ = get_args(type_)[0]
+    return format_exception(exc, type_)
+
+
+def text_reason(fields: list[str]) -> str | None:
+    """``surrogate`` or ``control_character`` when a field was refused for its text."""
+    if any(_SURROGATE_WORDS in f for f in fields):
+        return "surrogate"
+    if any(_CONTROL_WORDS in f for f in fields):
+        return "control_character"
+    return None
+
+
 def structure(data: Any, cls: type[T], *, path: str = "body") -> T:
-    """Structure ``data`` into ``cls`` or raise :class:`Invalid` naming each wrong field."""
+    """Structure ``data`` into ``cls`` or raise :class:`Invalid` naming each wrong field.
+
+    ``details["fields"]`` lists ``"<what> @ <path>"`` with control characters escaped;
+    ``details["reason"]`` is ``surrogate`` or ``control_character`` when text was refused.
+    """
     try:
         return converter.structure(data, cls)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
-        fields = transform_error(exc, path=path)
-        raise Invalid("request does not validate", details={"fields": fields}) from exc
+        raise _invalid(transform_error(exc, path=path, format_exception=describe_error)) from exc
     except (TypeError, ValueError, KeyError) as exc:
-        raise Invalid("request does not validate", details={"fields": [f"{exc} @ {path}"]}) from exc
+        raise _invalid([f"{exc} @ {path}"]) from exc
+
+
+def _invalid(fields: list[str]) -> Invalid:
+    details: dict[str, Any] = {"fields": [escape_control(f) for f in fields]}
+    reason = text_reason(fields)
+    if reason is not None:
+        details["reason"] = reason
+    return Invalid("request does not validate", details=details)
 
 
 def unstructure(obj: Any) -> Any:

@@ -18,6 +18,9 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.v import format_exception, transform_error
 
 from lab.model.converter import make_converter
+from lab.model.facts import Facts
+from lab.model.safejson import MAX_DEPTH, nesting_exceeds
+from lab.model.text import Arg, Name
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.frames import MAX_STREAM_ID, Channel, DataFrame, decode_data, encode_data
 
@@ -111,9 +114,10 @@ class Hello:
     """Agent → labd, first message on a new connection."""
 
     TYPE: ClassVar[str] = "hello"
-    version: str
-    facts: dict[str, Any] = Factory(dict)
-    labels: dict[str, str] = Factory(dict)
+    version: Name
+    # Bounded and checked (lab.model.facts): an agent cannot store megabytes or odd text.
+    facts: Facts = Factory(dict)
+    labels: dict[Name, Name] = Factory(dict)
 
 
 @frozen(kw_only=True)
@@ -134,7 +138,7 @@ class Heartbeat:
     uptime: float = field(default=0.0, validator=_non_negative)
     memory_total: int = field(default=0, validator=_non_negative)
     memory_available: int = field(default=0, validator=_non_negative)
-    version: str = ""
+    version: Name = ""
 
 
 @frozen(kw_only=True)
@@ -167,8 +171,9 @@ class ExecStart:
 
     TYPE: ClassVar[str] = "exec-start"
     stream_id: int = field(validator=_stream_id)
-    argv: list[str] = field(validator=_non_empty)
-    env: dict[str, str] = Factory(dict)
+    # Tab and newline are allowed in arguments (scripts); other control characters are not.
+    argv: list[Arg] = field(validator=_non_empty)
+    env: dict[Name, Arg] = Factory(dict)
     cwd: str | None = None
     tty: bool = False
     rows: int = field(default=24, validator=_window_size)
@@ -389,6 +394,9 @@ def decode(text: str | bytes) -> Message:
     """Parse one text frame into its message; raises :class:`ProtocolError` when it is not one."""
     if len(text) > MAX_TEXT:
         raise ProtocolError("control message too large", close_code=CloseCode.MESSAGE_TOO_BIG)
+    as_text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    if nesting_exceeds(as_text, MAX_DEPTH):
+        raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:

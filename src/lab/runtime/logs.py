@@ -1,4 +1,5 @@
-"""Logging to stderr as text or JSON (journald picks stderr up as-is), with request ids.
+"""Logging to stderr as text or JSON (journald picks stderr up as-is), with request ids and
+control characters escaped (:mod:`lab.runtime.safetext`).
 
 Each HTTP request a daemon handles runs with :data:`request_id_var` set (see
 :func:`begin_request`); :class:`RequestIdFilter`, installed on the handler by
@@ -16,6 +17,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from lab.runtime.safetext import EscapeControlFilter
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -101,6 +104,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
+    # Values in messages come from the network (names, hostnames, agent facts): escape control
+    # characters so that no value forges a log line or reaches a terminal as an ESC sequence.
+    handler.addFilter(EscapeControlFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

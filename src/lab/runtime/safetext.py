@@ -10,31 +10,9 @@ whole log records.
 from __future__ import annotations
 
 import logging
-import re
 
-# C0 and C1 controls, DEL, the Unicode line and paragraph separators, bidi overrides and
-# isolates (they reorder what a terminal shows), and lone surrogates (not encodable).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    ch = match.group()
-    named = _NAMED.get(ch)
-    if named is not None:
-        return named
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def escape_control(text: str) -> str:
-    """``text`` with every control character written as a visible escape."""
-    return _CONTROL.sub(_escape, text)
-
-
-def has_control(text: str) -> bool:
-    """Whether ``text`` holds a character :func:`escape_control` would escape."""
-    return _CONTROL.search(text) is not None
+# The one definition of what is escaped lives in lab.model (request validation uses it too).
+from lab.model.text import escape_control, has_control
 
 
 class EscapeControlFilter(logging.Filter):

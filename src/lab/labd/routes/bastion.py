@@ -38,6 +38,7 @@ from lab.labd.auth import principal, public, requires
 from lab.labd.routes.auth import limit_enrollment
 from lab.labd.routes.bodies import CreateToken, body
 from lab.model import JoinToken, TokenKind
+from lab.model.text import Name
 
 bp = Blueprint("bastion", __name__)
 
@@ -48,7 +49,7 @@ BASTION_MAX_TOKEN_TTL = timedelta(hours=24)
 class EnrollBastion:
     token: str
     csr: str
-    name: str
+    name: Name
 
 
 @bp.post("/api/auth/bastion-enroll")
@@ -133,10 +134,10 @@ def check_bastion_revoke(token: JoinToken, bastion: str) -> None:
 
 @frozen(kw_only=True)
 class CheckUser:
-    user: str
-    serial: str
-    action: str
-    resource: str
+    user: Name
+    serial: Name
+    action: Name
+    resource: Name
 
 
 @bp.post("/api/auth/check")

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from attrs import Factory, frozen
 from quart import request
 
 from lab.errors import Invalid
 from lab.model import TokenKind, structure
+from lab.model.facts import Facts
+from lab.model.safejson import loads
+from lab.model.text import Name
 
 T = TypeVar("T")
 
 
 async def body(cls: type[T]) -> T:
-    """The JSON body of the current request as ``cls``; Invalid names every wrong field."""
+    """The JSON body of the current request as ``cls``; Invalid names every wrong field.
+
+    The body is decoded within size and nesting limits (lab.model.safejson) rather than by
+    get_json, which lets a non-UTF-8 or too deeply nested body escape as a 500.
+    """
     raw = await request.get_data(as_text=False)
-    try:
-        # Decoded here rather than by get_json, which lets a non-UTF-8 body escape as a 500.
-        data = json.loads(raw)
-    except ValueError:
-        data = None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise Invalid("request body must be a JSON object", details={"fields": ["body"]})
     return structure(data, cls)
@@ -31,8 +33,8 @@ async def body(cls: type[T]) -> T:
 class EnrollAgent:
     token: str
     csr: str
-    hostname: str
-    facts: dict[str, Any] = Factory(dict)
+    hostname: Name
+    facts: Facts = Factory(dict)
 
 
 @frozen(kw_only=True)
@@ -40,7 +42,7 @@ class EnrollUser:
     token: str
     csr: str
     # Optional: a user token names its user; when given it must be that name.
-    username: str | None = None
+    username: Name | None = None
 
 
 @frozen(kw_only=True)
@@ -51,23 +53,23 @@ class Renew:
 @frozen(kw_only=True)
 class CreateToken:
     kind: TokenKind
-    roles: list[str] = Factory(list)
+    roles: list[Name] = Factory(list)
     ttl_seconds: int = 3600
     reusable: bool = False
     max_uses: int | None = None
-    description: str = ""
+    description: Name = ""
     # Bindings (lab.model.JoinToken): user tokens need ``user``; agent tokens may name a
     # hostname and hardware; ``replace`` (needs hostname) may take over an existing server.
-    user: str | None = None
-    hostname: str | None = None
-    system_uuid: str | None = None
-    serial: str | None = None
+    user: Name | None = None
+    hostname: Name | None = None
+    system_uuid: Name | None = None
+    serial: Name | None = None
     replace: bool = False
 
 
 @frozen(kw_only=True)
 class RevokeCert:
-    target: str
+    target: Name
 
 
 @frozen(kw_only=True)

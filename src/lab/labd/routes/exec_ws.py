@@ -20,6 +20,8 @@ from lab.labd.app import ctx
 from lab.labd.auth import principal, requires
 from lab.labd.streams import Relay, SendFn, Target
 from lab.labd.user_sessions import DISABLED, REVOKED, UserSession
+from lab.model.converter import text_reason
+from lab.model.text import plain_text_problem
 from lab.proto import decode, decode_data, encode
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.messages import (
@@ -153,6 +155,8 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
             targets, parallel = await _targets(method, request)
         except LabError as exc:
             error = RpcError(code=exc.code, message=exc.message, details=exc.details)
+            if isinstance(exc, Invalid):
+                await _audit_refusal(method, exc)
             await send(Response(request_id=request.request_id, error=error))
             code = exc.close_code if isinstance(exc, ProtocolError) else CloseCode.NORMAL
             raise _Closing(code, exc.code) from None
@@ -169,6 +173,21 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
     if session.reason is not None:
         return None  # _serve closes with the reason's code
     return int(CloseCode.NORMAL), "done"
+
+
+async def _audit_refusal(method: str, exc: Invalid) -> None:
+    """A request refused for its content is audited like a refused REST call."""
+    from lab.labd.audit import record
+
+    await record(
+        ctx(),
+        action=f"servers:{method}",
+        resource="",
+        result="error",
+        principal=principal(),
+        source=websocket.remote_addr or "",
+        details={"error": exc.code, "message": exc.message[:500], **exc.details},
+    )
 
 
 async def _first_message(method: str) -> Request:
@@ -189,10 +208,13 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
     names = params.get("targets", [])
     labels = params.get("labels") or {}
     parallel = params.get("parallel", DEFAULT_PARALLEL)
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n and not plain_text_problem(n) for n in names
+    ):
         raise Invalid("targets must be a list of server names", details={"fields": ["targets"]})
     if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        isinstance(k, str) and isinstance(v, str) and not plain_text_problem(k + v)
+        for k, v in labels.items()
     ):
         raise Invalid("labels must map strings to strings", details={"fields": ["labels"]})
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
@@ -201,7 +223,14 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
     template = params.get("start")
     if not isinstance(template, dict):
         raise Invalid(f"start must be a {start_type} object", details={"fields": ["start"]})
-    start = decode(json.dumps({**template, "type": start_type, "v": 1, "stream_id": 0}))
+    try:
+        start = decode(json.dumps({**template, "type": start_type, "v": 1, "stream_id": 0}))
+    except ProtocolError as exc:
+        # The client's template, not the connection, is wrong: an error reply names the field.
+        fields = [f"start: {f}" for f in exc.details.get("fields", [exc.message])]
+        reason = text_reason(fields)
+        details = {"fields": fields, **({"reason": reason} if reason else {})}
+        raise Invalid(f"start is not a valid {start_type}", details=details) from None
     assert isinstance(start, ExecStart | LogsStart)
     if isinstance(start, ExecStart):
         cap = ctx().config.exec_output_cap

@@ -16,6 +16,7 @@ from lab.labd.audit import annotate
 from lab.labd.auth import principal, requires
 from lab.labd.routes.bodies import body
 from lab.model import Effect, Permission, Role
+from lab.model.text import Name
 from lab.store.seed import SELF_SERVICE
 
 bp = Blueprint("roles", __name__)
@@ -28,14 +29,14 @@ MAX_RULES = 500
 @frozen(kw_only=True)
 class Rule:
     effect: Effect
-    action: str
-    resource: str
+    action: Name
+    resource: Name
 
 
 @frozen(kw_only=True)
 class CreateRole:
-    name: str
-    description: str = ""
+    name: Name
+    description: Name = ""
     permissions: list[Rule] = Factory(list)
 
 

@@ -26,6 +26,7 @@ from lab.model.labels import (
     label_value_problem,
     parse_selectors,
 )
+from lab.model.text import Name
 
 bp = Blueprint("servers", __name__)
 
@@ -174,8 +175,8 @@ async def get(name: str) -> dict[str, Any]:
 
 @frozen(kw_only=True)
 class LabelChange:
-    set: dict[str, str] = Factory(dict)
-    remove: list[str] = Factory(list)
+    set: dict[Name, Name] = Factory(dict)
+    remove: list[Name] = Factory(list)
 
 
 @bp.patch("/api/servers/<name>/labels")

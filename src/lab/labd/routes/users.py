@@ -16,6 +16,7 @@ from lab.labd.identity import check_username
 from lab.labd.routes.bodies import body
 from lab.labd.user_sessions import DISABLED
 from lab.model import TokenKind, User
+from lab.model.text import Name
 
 bp = Blueprint("users", __name__)
 
@@ -24,8 +25,8 @@ DEFAULT_TOKEN_TTL = 24 * 3600
 
 @frozen(kw_only=True)
 class CreateUser:
-    name: str
-    roles: list[str] = Factory(list)
+    name: Name
+    roles: list[Name] = Factory(list)
     # How long the enrollment token of the new user stays valid.
     token_ttl_seconds: int = DEFAULT_TOKEN_TTL
 
@@ -109,7 +110,7 @@ async def disable(name: str) -> dict[str, Any]:
 
 @frozen(kw_only=True)
 class ChangeRoles:
-    roles: list[str]
+    roles: list[Name]
 
 
 async def _change_roles(name: str, *, grant: bool) -> dict[str, Any]:
