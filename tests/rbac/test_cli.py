@@ -145,13 +145,17 @@ async def test_audit_commands_and_tamper_evidence(tmp_path: Path) -> None:
 
             entries = await as_json("get", "audit", "--since", "10m", home=home)
             actions = [e["action"] for e in entries]
-            assert actions[:4] == [
+            # users:create commits with the new user; the token made after it follows.
+            assert actions[:5] == [
                 "auth:user-enroll",
+                "users:create",
                 "users:create",
                 "users:list",
                 "users:disable",
             ]
-            assert entries[3]["result"] == "error"
+            assert entries[2]["details"]["follows"] == entries[1]["seq"]
+            assert "token_id" in entries[2]["details"]
+            assert entries[4]["result"] == "error"
             mine = await as_json(
                 "get", "audit", "--user", "user/root", "--action", "users:list", home=home
             )
@@ -176,21 +180,22 @@ async def test_audit_commands_and_tamper_evidence(tmp_path: Path) -> None:
             assert "chain ok" in await ok("audit", "verify", home=home)
 
             db = labd.data_dir / "labd.db"
-            sql(db, "DELETE FROM audit WHERE seq = 5")
+            sql(db, "DELETE FROM audit WHERE seq = 6")
             deleted = await labctl("audit", "verify", home=home)
             assert deleted.returncode == 1
-            assert "broken at entry #6" in deleted.stderr.decode()
+            assert "broken at entry #7" in deleted.stderr.decode()
             assert "missing (deleted)" in deleted.stderr.decode()
 
-            sql(db, "UPDATE audit SET result = 'success' WHERE seq = 4")
+            sql(db, "UPDATE audit SET result = 'success' WHERE seq = 5")
             edited = await labctl("audit", "verify", home=home)
             assert edited.returncode == 1, edited.stderr.decode()
             message = edited.stderr.decode()
-            assert "broken at entry #4" in message and "edited" in message
+            assert "broken at entry #5" in message and "edited" in message
             as_data = await labctl("audit", "verify", "-o", "json", home=home)
             assert as_data.returncode == 1
             verdict = json.loads(as_data.stdout)
-            assert verdict["ok"] is False and verdict["broken_at"] == 4
+            assert verdict["ok"] is False and verdict["broken_at"] == 5
+            assert verdict["kind"] == "edited"
             assert verdict["entry"]["action"] == "users:disable"
 
 

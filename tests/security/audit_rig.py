@@ -1,20 +1,26 @@
-"""Shared by the audit tamper and crash tests: a database per test on both backends, a labd on
-it, and an attacker's hands on the audit table (raw SQL, the keyless public chain function)."""
+"""Shared by the audit tamper and crash tests: a database per test on both backends, labd as a
+real process on it, and an attacker's hands on the audit table (raw SQL, the keyless public
+chain function)."""
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import trio
 
 from lab.model import AuditEntry
 from lab.store import open_store
 from lab.store.auditchain import chain
+from tests.e2e.procs import clean_env
 from tests.store.pg_server import (
     PgServer,
     PgUnavailable,
@@ -102,3 +108,46 @@ class Attacker:
                 first = first or want
                 self.execute("UPDATE audit SET seq = ? WHERE seq = ?", (want, entry.seq))
         return first
+
+
+@asynccontextmanager
+async def labd_process(data: Path, port: int, database_url: str) -> AsyncIterator[trio.Process]:
+    """``python -m lab.labd.main`` as a real process; yields once it listens, killed on exit."""
+    env = clean_env(
+        LABD_DATA_DIR=str(data),
+        LABD_DATABASE_URL=database_url,
+        LABD_HOST="127.0.0.1",
+        LABD_PORT=str(port),
+        LABD_ENROLL_RATE="0",
+        LABD_RATE_GLOBAL="0",
+        LABD_RATE_TOKENS="0",
+    )
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "lab.labd.main"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            listening = trio.Event()
+
+            async def drain() -> None:
+                seen = b""
+                assert proc.stderr is not None
+                async for chunk in proc.stderr:  # keep reading: a full pipe would block labd
+                    if not listening.is_set():
+                        seen += chunk
+                        if b"labd listening on" in seen:
+                            listening.set()
+
+            nursery.start_soon(drain)
+            with trio.fail_after(60):
+                await listening.wait()
+            yield proc
+            nursery.cancel_scope.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

@@ -1,11 +1,17 @@
 """Recording audited actions. labd writes the audit log itself (never the agent), and an
 action is acknowledged only after its entry is durable.
 
-REST requests are audited in one place, :func:`audit_response` (an ``after_request`` hook): it
-awaits the group-committed entry before the response leaves, and answers 503 instead when the
-entry cannot be written (fail closed). Handlers do not call :func:`record` for their own
-request; they add details with :func:`annotate`. WebSocket handlers (exec, logs, the agent
-channel) call :func:`record` themselves, for example before a remote process starts.
+REST requests are audited in one place. Once a request is authenticated,
+:func:`commit_with_changes` hands its entry to the store (:mod:`lab.store.audited`): the first
+write transaction the handler causes commits the entry with the change, so a crash never leaves
+a change without its entry. A request that changed nothing (a read, a refusal, a failure before
+any write) is recorded by :func:`audit_response` (an ``after_request`` hook), which awaits the
+group-committed entry before the response leaves and answers 503 instead when it cannot be
+written (fail closed); it also adds a follow-up entry when the answer differs from what the
+committed entry says (a failure after the change) or the handler annotated more afterwards.
+Handlers do not call :func:`record` for their own request; they add details with
+:func:`annotate` (before their first write, so the details commit with the change). WebSocket
+handlers (exec, logs, the agent channel) call :func:`record` themselves.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
-from quart import Response, g, has_request_context, request
+from quart import Response, g, has_request_context, has_websocket_context, request
 
 from lab.model import AuditEntry
 from lab.model.safejson import loads
 from lab.model.text import plain_text_problem
 from lab.runtime.logs import current_request_id
+from lab.store import PendingAudit, audit_next_change
 
 if TYPE_CHECKING:
     from lab.labd.auth import Principal
@@ -45,6 +52,18 @@ _ENROLL_SUBJECT = {
     "/api/auth/bastion-enroll": ("name", "bastion"),
 }
 _MAX_MESSAGE = 500
+# Routes that answer 201 on success (POST); every other audited route answers 200. The entry a
+# change commits with records this status; a different answer adds a follow-up entry.
+_CREATED = frozenset(
+    {
+        "/api/auth/enroll",
+        "/api/auth/user-enroll",
+        "/api/auth/bastion-enroll",
+        "/api/roles",
+        "/api/users",
+        "/api/tokens",
+    }
+)
 
 
 @define(kw_only=True)
@@ -55,6 +74,30 @@ class Pending:
     resource: str
     started: float = field(factory=time.perf_counter)
     details: dict[str, Any] = field(factory=dict)
+    # Captured when the entry is handed to the store (the store builds it in a worker thread).
+    principal: Principal | None = None
+    request: dict[str, Any] = field(factory=dict)
+    source: str = ""
+    success_status: int = 200
+    committed: PendingAudit | None = None
+    committed_details: dict[str, Any] = field(factory=dict)
+    committed_resource: str = ""
+
+    def entry(self) -> AuditEntry:
+        """The entry as of now, for the change about to commit (pure: runs in a thread)."""
+        self.committed_details = dict(self.details)
+        self.committed_resource = self.resource
+        who = self.principal
+        return AuditEntry(
+            user=who.subject if who is not None else "",
+            session=who.serial if who is not None else "",
+            action=self.action,
+            resource=self.resource,
+            result="success",
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            source=self.source,
+            details={**self.request, "status": self.success_status, **self.details},
+        )
 
 
 def begin(action: str, resource: str) -> Pending:
@@ -64,18 +107,48 @@ def begin(action: str, resource: str) -> Pending:
     return pending
 
 
+def commit_with_changes(context: LabdContext, who: Principal | None) -> None:
+    """The current (REST) request passed authentication: its entry commits with the first
+    change it makes (see the module docstring). No-op when the audit log is off."""
+    pending: Pending | None = g.get("lab_audit")
+    if pending is None or not context.config.audit_enabled:
+        return
+    pending.principal = who
+    pending.source = request.remote_addr or ""
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    pending.request = {"method": request.method, "path": request.path}
+    rid = request_id()
+    if rid is not None:
+        pending.request["request_id"] = rid
+    if request.method == "POST" and rule in _CREATED:
+        pending.success_status = 201
+    pending.committed = audit_next_change(pending.entry)
+
+
 def annotate(**details: Any) -> None:
-    """Add JSON-serialisable ``details`` to the current request's audit entry."""
+    """Add JSON-serialisable ``details`` to the current request's audit entry; call it before
+    the write they describe, so they commit with it. Outside a request it does nothing."""
+    if not (has_request_context() or has_websocket_context()):
+        return
     pending: Pending | None = g.get("lab_audit")
     if pending is not None:
         pending.details.update(details)
 
 
 def set_resource(resource: str) -> None:
-    """Name the resource of the current request's audit entry once the handler knows it."""
+    """Name the resource of the current request's audit entry once the handler knows it
+    (before the change, so it commits with it; after, it goes into a follow-up entry)."""
     pending: Pending | None = g.get("lab_audit")
     if pending is not None:
         pending.resource = resource
+
+
+def note(*, subject: str | None = None, **details: Any) -> None:
+    """What lab.labd.identity tells the audit as an enrollment goes: the identity enrolled
+    (``subject``, the entry's resource) and details; see :func:`annotate`."""
+    if subject is not None:
+        set_resource(subject)
+    annotate(**details)
 
 
 def result_of(status: int) -> str:
@@ -174,12 +247,24 @@ async def audit_response(response: Response) -> Response:
     context = ctx()
     if not context.config.audit_enabled:
         return response
+    stored = pending.committed.stored if pending.committed is not None else None
+    late = {k: v for k, v in pending.details.items() if pending.committed_details.get(k) != v}
+    moved = pending.resource != pending.committed_resource
+    if (
+        stored is not None
+        and response.status_code == pending.success_status
+        and not late
+        and not moved
+    ):
+        return response  # the entry committed with the change
     details: dict[str, Any] = {
         "method": request.method,
         "path": request.path,
         "status": response.status_code,
         **pending.details,
     }
+    if stored is not None:
+        details["follows"] = stored.seq
     rid = request_id()
     if rid is not None:
         details["request_id"] = rid

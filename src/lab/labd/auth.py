@@ -112,7 +112,11 @@ async def authenticate() -> None:
     requests are audited by :func:`lab.labd.audit.audit_response` like every other.
     """
     if not has_websocket_context():
+        from lab.labd.app import ctx
+
         await _authenticate(request)
+        # Passed: the entry now commits with the first change the handler makes.
+        audit.commit_with_changes(ctx(), g.get("principal"))
         return
     try:
         await _authenticate(websocket)

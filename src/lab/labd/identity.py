@@ -18,6 +18,7 @@ from attrs import define, field
 
 from lab import pki
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
+from lab.labd.audit import annotate
 from lab.labd.ca import CAService
 from lab.labd.secrets import new_token, secret_matches, split_token
 from lab.model import AgentEnrollment, Certificate, JoinToken, Role, TokenKind, User
@@ -320,6 +321,8 @@ class Identities:
             serial=serial,
             replace=replace,
         )
+        # Named in the request's audit entry, which commits with this row.
+        annotate(token_id=token_id)
         return await self.store.tokens.create(record), secret
 
     async def check_token(
@@ -399,6 +402,18 @@ class Identities:
         if exists and not record.replace:
             raise server_exists(name)  # checked again in the transaction; this saves a signature
         cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
+        # Before the write, so the audit entry commits with the enrollment: the certificates
+        # the transaction will revoke are the server's valid ones now (a race shows up below).
+        valid = (
+            sorted(
+                c.serial
+                for c in await self.store.certificates.list(subject=f"server/{name}")
+                if c.revoked_at is None
+            )
+            if exists
+            else []
+        )
+        note(mode="replace" if exists else "new", serial=issued.serial, replaced_serials=valid)
         at = now()
         done = await self.store.agents.enroll(
             AgentEnrollment(
@@ -414,7 +429,7 @@ class Identities:
         )
         mode = "replace" if done.replaced else "new"
         replaced = [c.serial for c in done.revoked]
-        note(mode=mode, replaced_serials=replaced, serial=issued.serial)
+        note(mode=mode, replaced_serials=replaced)  # unchanged unless the race above happened
         if done.revoked:
             await self.revocations.revoked_elsewhere(list(done.revoked))
         log.info(
@@ -459,8 +474,9 @@ class Identities:
             )
         if user is not None and user.disabled:
             raise PermissionDenied(f"user {name!r} is disabled", details={"reason": "disabled"})
+        # Before the first write: the audit entry commits with the enrollment.
+        note(subject=f"user/{name}", mode="new" if user is None else "existing")
         record = await self.consume(record)
-        note(mode="new" if user is None else "existing")
         if user is None:
             user = await self.store.users.create(User(name=name))
             for role in record.roles:

@@ -3,6 +3,7 @@
 Daemons import only this package (``open_store`` and the Protocols), never a backend module.
 """
 
+from lab.store.audited import PendingAudit, audit_next_change
 from lab.store.base import (
     AgentRepository,
     AuditRepository,
@@ -25,6 +26,7 @@ __all__ = [
     "CertificateRepository",
     "ClusterRepository",
     "MachineRepository",
+    "PendingAudit",
     "ReplicaRepository",
     "RoleRepository",
     "ServerRepository",
@@ -32,5 +34,6 @@ __all__ = [
     "Store",
     "TokenRepository",
     "UserRepository",
+    "audit_next_change",
     "open_store",
 ]

@@ -9,8 +9,9 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from lab import pki
+from lab.labd import audit
 from lab.labd.app import ctx
-from lab.labd.audit import annotate, set_resource
+from lab.labd.audit import set_resource
 from lab.labd.auth import principal, public, requires
 from lab.labd.routes.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
 
@@ -46,8 +47,9 @@ async def crl() -> Response:
 async def enroll_agent() -> tuple[dict[str, Any], int]:
     limit_enrollment()
     req = await body(EnrollAgent)
+    set_resource(f"server/{req.hostname}")
     out = await ctx().identities.enroll_agent(
-        token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts, note=annotate
+        token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts, note=audit.note
     )
     return out, 201
 
@@ -58,7 +60,7 @@ async def enroll_user() -> tuple[dict[str, Any], int]:
     limit_enrollment()
     req = await body(EnrollUser)
     out = await ctx().identities.enroll_user(
-        token=req.token, csr=req.csr, username=req.username, note=annotate
+        token=req.token, csr=req.csr, username=req.username, note=audit.note
     )
     set_resource(f"user/{out['user']}")  # the body may not name the user
     return out, 201

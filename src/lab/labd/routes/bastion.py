@@ -31,7 +31,7 @@ from attrs import frozen
 from quart import Blueprint
 
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
-from lab.labd import rbac
+from lab.labd import audit, rbac
 from lab.labd.app import ctx
 from lab.labd.audit import annotate
 from lab.labd.auth import principal, public, requires
@@ -57,8 +57,9 @@ class EnrollBastion:
 async def enroll_bastion() -> tuple[dict[str, Any], int]:
     limit_enrollment()
     req = await body(EnrollBastion)
+    audit.set_resource(f"bastion/{req.name}")
     out = await ctx().identities.enroll_bastion(
-        token=req.token, csr=req.csr, name=req.name, note=annotate
+        token=req.token, csr=req.csr, name=req.name, note=audit.note
     )
     return out, 201
 

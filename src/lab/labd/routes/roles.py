@@ -146,10 +146,10 @@ async def create() -> tuple[dict[str, Any], int]:
         pass
     else:
         raise Conflict(f"role {req.name!r} already exists", details={"name": req.name})
+    annotate(role=req.name)  # before the write: the details commit with the change
     role = await store.roles.upsert(
         Role(name=req.name, description=req.description, permissions=perms)
     )
-    annotate(role=role.name)
     return role_view(role), 201
 
 

@@ -65,6 +65,8 @@ async def create() -> tuple[dict[str, Any], int]:
             "token_ttl_seconds must be between 1 second and 365 days",
             details={"fields": ["body.token_ttl_seconds"]},
         )
+    # The entry commits with the user; the token id (annotated by create_token) follows it.
+    annotate(user=name, roles=roles)
     user = await store.users.create(User(name=name))
     for role in roles:
         await store.users.grant(user.id, role)
@@ -76,7 +78,6 @@ async def create() -> tuple[dict[str, Any], int]:
         created_by=principal().subject,
         user=name,
     )
-    annotate(user=name, roles=roles, token_id=token.id)
     return {
         **await user_view(user),
         "token": secret,
@@ -124,6 +125,7 @@ async def _change_roles(name: str, *, grant: bool) -> dict[str, Any]:
             await store.roles.get(role)
         except NotFound:
             raise Invalid(f"unknown role {role!r}", details={"fields": ["body.roles"]}) from None
+    annotate(roles=req.roles)  # before the writes: the details commit with the change
     for role in req.roles:
         if grant:
             await store.users.grant(user.id, role)
@@ -131,7 +133,6 @@ async def _change_roles(name: str, *, grant: bool) -> dict[str, Any]:
             await store.users.revoke(user.id, role)
     # Replicas cache nothing per user, but their sessions' roles are re-read on this signal.
     await store.replicas.bump_changes()
-    annotate(roles=req.roles)
     return await user_view(user)
 
 

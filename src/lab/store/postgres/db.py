@@ -38,6 +38,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from lab.errors import ConfigError, Conflict, Invalid, LabError, Unavailable
+from lab.model import AuditEntry
+from lab.store.audited import PendingAudit, pending_audit
 from lab.store.rows import RowCodec
 
 P = ParamSpec("P")
@@ -228,6 +230,9 @@ class Database:
         self.settings = settings
         self.limiter = trio.CapacityLimiter(settings.pool_size)
         self._counters = _Counters()
+        self.audit_append: Callable[[Conn, AuditEntry], AuditEntry] | None = None
+        """Chains an entry into the open transaction (set by the store when it has a key):
+        a write run for an audited request commits with its entry (lab.store.audited)."""
 
     async def run(
         self, fn: Callable[Concatenate[Conn, P], R], *args: P.args, **kwargs: P.kwargs
@@ -301,7 +306,8 @@ class Database:
         while True:
             attempt += 1
             try:
-                result = await self._hop(functools.partial(self._attempt, fn))
+                pending = None if idempotent else pending_audit()
+                result = await self._hop(functools.partial(self._attempt, fn, pending))
             except RetryTransaction as exc:
                 self._counters.conflicts += 1
                 if attempt >= self.settings.max_attempts:
@@ -347,15 +353,25 @@ class Database:
                     await inflight.finished.wait()
                 raise
 
-    def _attempt(self, fn: Callable[[Conn], R], inflight: _InFlight) -> R:
-        """One try in the worker thread; maps driver errors at the seam."""
+    def _attempt(
+        self, fn: Callable[[Conn], R], pending: PendingAudit | None, inflight: _InFlight
+    ) -> R:
+        """One try in the worker thread; maps driver errors at the seam. A pending audit entry
+        is chained into the transaction after ``fn`` (again on every retry), and marked stored
+        only once the COMMIT went through."""
         try:
+            stored: AuditEntry | None = None
             with (
                 self.pool.connection(timeout=inflight.pool_wait) as conn,
                 inflight.using(conn),
                 conn.transaction(),
             ):
-                return fn(conn)
+                result = fn(conn)
+                if pending is not None and self.audit_append is not None:
+                    stored = self.audit_append(conn, pending.build())
+            if pending is not None and stored is not None:
+                pending.stored = stored
+            return result
         except (LabError, RetryTransaction):
             raise
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:

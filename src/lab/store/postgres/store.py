@@ -3,12 +3,14 @@ close."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
 
+from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
@@ -36,8 +38,12 @@ from lab.store.postgres.inventory import (
     PgSettingValues,
 )
 from lab.store.postgres.replicas import PgReplicas
-from lab.store.postgres.writes import flush_batch
+from lab.store.postgres.writes import append_in_transaction, flush_batch
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
+
+
+def _append_now(conn: Conn, entry: AuditEntry, *, key: AuditKey) -> AuditEntry:
+    return append_in_transaction(conn, key, entry)
 
 
 class PostgresStore:
@@ -55,6 +61,9 @@ class PostgresStore:
         self._url = url
         self.db = db
         self.audit_key = audit_key
+        if audit_key is not None:
+            # A change made on behalf of an audited request commits with its entry.
+            db.audit_append = functools.partial(_append_now, key=audit_key)
         self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
         self.servers: ServerRepository = PgServers(db)
         self.agents: AgentRepository = PgAgents(db, self.writer)

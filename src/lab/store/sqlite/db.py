@@ -20,6 +20,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import trio
 
 from lab.errors import ConfigError, Conflict, LabError, Unavailable
+from lab.model import AuditEntry
+from lab.store.audited import pending_audit
 from lab.store.migrate import Migration, pending, schema_files, split_statements
 from lab.store.rows import RowCodec, dumps, loads
 
@@ -59,18 +61,40 @@ class SqliteCodec(RowCodec):
 CODEC = SqliteCodec()
 
 
+class LabConnection(sqlite3.Connection):
+    """The store's connection: it knows how to chain an audit entry into the open transaction
+    (set by the store; None for a connection that cannot append, e.g. while migrating)."""
+
+    audit_append: Callable[[sqlite3.Connection, AuditEntry], AuditEntry] | None = None
+    audit_rolled_back: Callable[[], None] | None = None
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction; IMMEDIATE takes the write lock up front so a busy database fails
-    at BEGIN (after ``busy_timeout``) instead of deadlocking half-way through."""
+    at BEGIN (after ``busy_timeout``) instead of deadlocking half-way through.
+
+    When the calling context carries a pending audit entry (:mod:`lab.store.audited`), it is
+    chained and inserted before COMMIT: the change and its entry commit together or not at all.
+    """
     conn.execute("BEGIN IMMEDIATE")
+    pending = pending_audit()
+    append = getattr(conn, "audit_append", None)
+    stored: AuditEntry | None = None
     try:
         yield conn
+        if pending is not None and append is not None:
+            stored = append(conn, pending.build())
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        reset = getattr(conn, "audit_rolled_back", None)
+        if stored is not None and reset is not None:
+            reset()
         raise
+    if pending is not None and stored is not None:
+        pending.stored = stored
 
 
 class Database:
@@ -200,7 +224,11 @@ def connect(path: Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000) -> sqli
         ) from exc
     try:
         conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout
+            path,
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=busy_timeout,
+            factory=LabConnection,
         )
     except sqlite3.Error as exc:
         raise Unavailable(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
@@ -29,6 +31,7 @@ from lab.store.sqlite.audit import SqliteAudit
 from lab.store.sqlite.db import (
     BUSY_TIMEOUT_MS,
     Database,
+    LabConnection,
     connect,
     migrate,
     path_from_url,
@@ -49,8 +52,12 @@ from lab.store.sqlite.inventory import (
     SqliteSettings,
 )
 from lab.store.sqlite.replicas import SqliteReplicas
-from lab.store.sqlite.writes import ChainHead, flush_batch
+from lab.store.sqlite.writes import ChainHead, append_in_transaction, flush_batch
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
+
+
+def _append_now(conn: sqlite3.Connection, entry: AuditEntry, *, head: ChainHead) -> AuditEntry:
+    return append_in_transaction(conn, head, entry)
 
 
 def seed(conn: sqlite3.Connection) -> None:
@@ -86,6 +93,10 @@ class SqliteStore:
         self._url = url
         self._db = db
         self._head = ChainHead(key=audit_key)
+        if isinstance(db.conn, LabConnection) and audit_key is not None:
+            # A change made on behalf of an audited request commits with its entry.
+            db.conn.audit_append = functools.partial(_append_now, head=self._head)
+            db.conn.audit_rolled_back = self._head.forget
         self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
         self.servers: ServerRepository = SqliteServers(db)
         self.agents: AgentRepository = SqliteAgents(db, self.writer)

@@ -66,6 +66,10 @@ class ChainHead:
         self.seq, self.hash = _tail(conn)
         self.loaded = True
 
+    def forget(self) -> None:
+        """Rows counted into the head were rolled back: re-read it before the next append."""
+        self.loaded = False
+
 
 def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
     try:
