@@ -6,7 +6,8 @@ expressions), each run against the target's own fast tests. One JSON line per ta
 ``{"bench": "mutants_<target>", "value": <% killed>, "unit": "%", "baseline": 90, "ratio": ...}``;
 the surviving mutants go to stderr with their diffs.
 
-Each target runs in a scratch copy of ``src``, ``tests`` and ``pyproject.toml`` (mutmut reads its
+Each target runs in a scratch copy of ``src``, ``tests``, the data beside them and
+``pyproject.toml`` (mutmut reads its
 configuration from the working directory's pyproject.toml and works in ``mutants/`` there), so
 the checkout is never touched. ``--keep`` leaves the scratch directories for ``mutmut show``.
 """
@@ -29,12 +30,16 @@ NICE = ["nice", "-n", "10"]
 # mutmut's exit codes that count as killed: a test failed (1), pytest's internal error (3), or
 # the mutant made the tests run far beyond their clean time (timeout).
 KILLED = {1, 3, 36, -24, 24, 152, 255}
+NO_TESTS = 33
+# Read from beside src/ by a source checkout (migrations, templates, unit files).
+DATA = ("schema", "kickstart", "units")
+SHOW_AT_MOST = 60  # diffs printed per target; `mutmut show` takes a while each
 
 
 def _copy_tree(into: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    shutil.copytree(ROOT / "src", into / "src", ignore=ignore)
-    shutil.copytree(ROOT / "tests", into / "tests", ignore=ignore)
+    for tree in ("src", "tests", *DATA):
+        shutil.copytree(ROOT / tree, into / tree, ignore=ignore)
 
 
 def _pyproject(target: Target) -> str:
@@ -47,6 +52,7 @@ def _pyproject(target: Target) -> str:
         text
         + "\n[tool.mutmut]\n"
         + 'source_paths = ["src"]\n'
+        + f"also_copy = [{', '.join(json.dumps(d) for d in DATA)}]\n"
         + f"only_mutate = [{mutate}]\n"
         + f"pytest_add_cli_args_test_selection = [{quoted}]\n"
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
@@ -78,7 +84,7 @@ def run_mutmut(target: Target, work: Path) -> tuple[int, list[str]]:
         for name, code in meta["exit_code_by_key"].items():
             total += 1
             if code not in KILLED:
-                alive.append(name)
+                alive.append(name if code != NO_TESTS else f"{name} (no test reaches it)")
     return total, sorted(alive)
 
 
@@ -138,7 +144,10 @@ def run_target(target: Target, keep: bool) -> float:
     try:
         _copy_tree(work)
         total, alive = run_mutmut(target, work)
-        shown = [f"{name}\n{_show(work, name)}" for name in alive]
+        shown = [
+            f"{name}\n{_show(work, name)}" if i < SHOW_AT_MOST and " " not in name else name
+            for i, name in enumerate(alive)
+        ]
         hand_total, hand_alive = run_hand(target, work)
     finally:
         if keep:

@@ -36,6 +36,8 @@ class Target:
 RBAC = "src/lab/labd/rbac.py"
 RATELIMIT = "src/lab/labd/ratelimit.py"
 STREAMS = "src/lab/proto/streams.py"
+AUDITCHAIN = "src/lab/store/auditchain.py"
+AUDITVERIFY = "src/lab/store/auditverify.py"
 
 _TARGETS = [
     Target(
@@ -64,6 +66,38 @@ _TARGETS = [
         name="proto_streams",
         tests=("tests/proto/test_streams.py", "tests/proto/test_stream_windows.py"),
         mutmut=(STREAMS,),
+    ),
+    Target(
+        name="auditchain",
+        tests=(
+            "tests/store/test_auditchain.py",
+            "tests/store/test_auditchain_pinned.py",
+            "tests/store/test_auditverify.py",
+            "tests/labd/test_audit_pages.py",
+        ),
+        mutmut=(AUDITCHAIN, AUDITVERIFY),
+        hand=(
+            # properties, which mutmut skips
+            HandMutant(AUDITCHAIN, "hexdigest()[:16]", "hexdigest()[:12]", "a shorter key id"),
+            HandMutant(
+                AUDITCHAIN, "_KEY_ID_LABEL, hashlib", "b'', hashlib", "key id without its label"
+            ),
+            HandMutant(
+                AUDITVERIFY,
+                "isinstance(self._start, ChainStart) else 2**63",
+                "isinstance(self._start, ChainStart) else 0",
+                "a pending chain is verified as keyed",
+            ),
+            HandMutant(
+                AUDITVERIFY,
+                "return self._start.from_seq if",
+                "return self._start.from_seq + 1 if",
+                "the first keyed entry is taken for a legacy one",
+            ),
+            HandMutant(AUDITVERIFY, 'self.kind == "ok"', 'self.kind != "edited"', "ok when broken"),
+            # the bug the issue names: hashed in local time (tests run in UTC)
+            HandMutant(AUDITCHAIN, "value.astimezone(UTC)", "value.astimezone()", "local time"),
+        ),
     ),
 ]
 
