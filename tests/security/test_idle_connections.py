@@ -147,6 +147,29 @@ async def test_labd_caps_unauthenticated_connections_per_address(tmp_path: Path)
         assert "refused a connection from 127.0.0.1" in labd.log_text()
 
 
+async def test_labd_closes_the_connection_after_an_early_error(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with running_labd_process(tmp_path, LABD_IDLE_TIMEOUT="300") as labd:
+            context = labd.ssl_context(alpn=["http/1.1"])
+            for path, length, status in (
+                # Over the body limit: refused before the body is read.
+                (b"/api/auth/enroll", b"10000000", 413),
+                # No client certificate on an admin route: refused before the body is read.
+                (b"/api/tokens", b"1000", 401),
+            ):
+                stream = await tls_connect(labd.host, labd.port, context)
+                await stream.send_all(
+                    b"POST " + path + b" HTTP/1.1\r\nHost: labd\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: " + length + b"\r\n\r\n{"
+                )
+                answer = await read_response(stream)
+                assert status_of(answer) == status, answer
+                assert headers_of(answer).get("connection") == "close", answer
+                # Closed now, not after the (long) idle timeout.
+                assert await wait_eof(stream) == b""
+                await trio.aclose_forcefully(stream)
+
+
 async def test_bastion_closes_after_an_early_413_and_caps_per_address(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with running_bastion_process(
