@@ -18,13 +18,7 @@ def _leaf(path: tuple[str, ...]) -> App:
     return leaf
 
 
-# exec and logs get their option help with the selector change to their command lines.
-_PENDING = {("exec",), ("logs",)}
-RUNNABLE = [
-    pytest.param(p, marks=pytest.mark.xfail(reason="help pending")) if p in _PENDING else p
-    for p in sorted(command_paths(app))
-    if _leaf(p).default_command is not None
-]
+RUNNABLE = [p for p in sorted(command_paths(app)) if _leaf(p).default_command is not None]
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=" ".join)

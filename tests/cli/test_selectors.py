@@ -9,8 +9,10 @@ import pytest
 import trio
 
 from lab.errors import Invalid
+from lab.labd import streams
 from lab.model.labels import parse_selector, parse_selectors
 from tests.cli.selector_table import EXTRA_NAME, FLEET, TABLE
+from tests.exec.fakehub import FakeHub
 from tests.labd.harness import running_labd
 from tests.servers.cli import labctl, login_env
 
@@ -104,3 +106,69 @@ async def test_the_table_on_get_and_label_against_labd(tmp_path: Path) -> None:
             for argv in (("get", "server/a1"), ("get", "servers", "a1"), ("get", "server", "a1")):
                 done = await labctl(env, *argv, "-o", "jsonpath={.name}")
                 assert (done.returncode, done.stdout) == (0, "a1\n"), done.stderr
+
+
+def listed_in_error(stderr: str) -> set[str]:
+    """The servers named by "logs reads one server; N match: a, b"."""
+    first = stderr.splitlines()[0]
+    assert first.startswith("error: logs reads one server; "), stderr
+    return set(first.split(" match: ", 1)[1].split(", "))
+
+
+async def test_the_table_on_exec_and_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every server of the fleet online on a hub that runs commands and reads files here.
+    source = tmp_path / "app.log"
+    source.write_text("last line\n")
+    hub = FakeHub(online=set(FLEET), sources={"app": source})
+    monkeypatch.setattr(streams, "current_hub", lambda context: hub)
+    with trio.fail_after(300):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            token = await labd.create_token(admin, "agent", reusable=True)
+            async with labd.client(admin) as http:
+                for name, labels in FLEET.items():
+                    await labd.enroll_agent(name, token, {"os": "linux"})
+                    if labels:
+                        await http.patch(
+                            f"/api/servers/{name}/labels", json={"set": labels, "remove": []}
+                        )
+            env = login_env(labd, admin, tmp_path / "home")
+            for selectors, expected in TABLE:
+                flags = [arg for s in selectors for arg in ("-l", s)]
+                # exec: every match runs the command; a name before -- joins them.
+                done = await labctl(env, "exec", *flags, f"server/{EXTRA_NAME}", "--", "echo", "hi")
+                assert done.returncode == 0, done.stderr
+                ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
+                assert ran == expected | {EXTRA_NAME}, selectors
+                done = await labctl(env, "exec", *flags, "--", "echo", "hi")
+                ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
+                assert ran == expected, selectors
+                # logs reads exactly one server: the same matches, or an error naming them.
+                done = await labctl(env, "logs", *flags, "--source", "app", "-n", "1")
+                if len(expected) == 1:
+                    assert (done.returncode, done.stdout) == (0, "last line\n"), done.stderr
+                else:
+                    assert done.returncode == 2, done.stderr
+                    assert listed_in_error(done.stderr) == expected, selectors
+                done = await labctl(
+                    env, "logs", f"server/{EXTRA_NAME}", *flags, "--source", "app", "-n", "1"
+                )
+                if expected <= {EXTRA_NAME}:
+                    assert done.returncode == 0, done.stderr
+                else:
+                    assert listed_in_error(done.stderr) == expected | {EXTRA_NAME}, selectors
+            # The malformed selector: the same line on exec and logs as on get and label.
+            for argv in (("exec", "-l", "role in (a", "--", "true"), ("logs", "-l", "role in (a")):
+                done = await labctl(env, *argv)
+                assert done.returncode == 2
+                assert done.stderr.splitlines()[0] == (
+                    "error: bad selector 'role in (a': '(' without ')'"
+                )
+            # Names and the command stay apart: server/b2 after -l is a target, not the command.
+            done = await labctl(env, "exec", "-l", "zone=a", "server/b2", "--", "echo", "hi")
+            assert sorted(done.stdout.splitlines()) == ["a1 | hi", "a2 | hi", "b2 | hi"]
+            assert done.stderr.splitlines()[-1] == "3 servers: 3 succeeded, 0 failed"
+            # ... and server/x after -- is the command (both targets tried to run it).
+            done = await labctl(env, "exec", "server/a1", "server/a2", "--", "server/x")
+            assert done.stderr.splitlines()[-1] == "2 servers: 0 succeeded, 2 failed"
+            assert done.stderr.count("'server/x'") == 2, done.stderr

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
 from lab.cli.output import write_out
+from lab.cli.targets import SelectorOpt
 
 if TYPE_CHECKING:
     from lab.cli.wsclient import StreamSession, StreamState
@@ -37,21 +39,30 @@ async def exec_command(
         ),
     ] = None,
     cwd: Annotated[str | None, Parameter(help="Working directory on the server")] = None,
-    selector: Annotated[
-        str | None, Parameter(name=["-l", "--selector"], help="Run on every server matching k=v")
-    ] = None,
+    selector: SelectorOpt = (),
     parallel: Annotated[int, Parameter(help="Servers running at once (fan-out)")] = 32,
 ) -> None:
     """Run a command on servers; labctl exits with its exit code.
 
-    Name targets as server/NAME (several for a fan-out) or select them with -l k=v[,k=v];
-    everything after them (use --) is the command, never joined into a shell string. With one
-    server, stdout and stderr stream as they come; -i sends stdin, -t runs on a pseudo-terminal.
-    With several, each line is prefixed by its server and a summary ends the output; labctl
-    exits 1 if any failed. A signal exits 128+N; Ctrl-C interrupts the remote command.
+    Name targets as server/NAME (several for a fan-out) or select them with -l (kubectl's
+    selectors: 'role=db,zone!=a'; servers named too are added); everything after -- is the
+    command, never joined into a shell string. With one server, stdout and stderr stream as
+    they come; -i sends stdin, -t runs on a pseudo-terminal. With several, each line is
+    prefixed by its server and a summary ends the output; labctl exits 1 if any failed. A
+    signal exits 128+N; a program that does not exist exits 127, one that is not executable
+    126; Ctrl-C interrupts the remote command.
 
     Example: labctl exec server/web1 -- uname -a
     Example: labctl exec -l role=worker --parallel 10 -- sh -c 'df -h /'
+
+    Parameters
+    ----------
+    words
+        server/NAME targets, then -- and the command with its arguments.
+    stdin
+        Send labctl's stdin to the command (one server only).
+    tty
+        Run the command on a pseudo-terminal (one server only; with -i for a shell).
     """
     from lab.cli.errors import handle
 
@@ -69,32 +80,45 @@ async def exec_command(
     raise SystemExit(code)
 
 
-def parse_selector(text: str) -> dict[str, str]:
-    from lab.errors import Invalid
+def _command_length(words: list[str]) -> int | None:
+    """How many of ``words`` came after ``--`` on labctl's command line (None: unknown).
 
-    labels: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep or not key:
-            raise Invalid(f"selector {text!r} is not k=v[,k=v]", details={"fields": ["selector"]})
-        labels[key] = value
-    return labels
+    cyclopts hands the words over without the ``--``; the command line still has it.
+    """
+    argv = sys.argv[1:]
+    if "--" not in argv:
+        return None
+    after = argv[argv.index("--") + 1 :]
+    if len(after) > len(words) or (after and words[len(words) - len(after) :] != after):
+        return None
+    return len(after)
 
 
-def split_words(words: list[str], *, selector: str | None) -> tuple[list[str], list[str]]:
-    """(target names, argv) from the positional words."""
+def split_words(words: list[str], *, selector: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(target names, argv) from the positional words: the leading server/NAME words are
+    targets (with -l too: they join its matches), the rest is the command."""
     from lab.errors import Invalid
 
     names: list[str] = []
     rest = list(words)
-    if selector is None:
-        while rest and rest[0].startswith(PREFIX):
-            names.append(rest.pop(0).removeprefix(PREFIX))
-        if not names:
+    command = _command_length(rest)
+    if command is not None:
+        head, rest = rest[: len(rest) - command], rest[len(rest) - command :]
+        bad = [w for w in head if not w.startswith(PREFIX)]
+        if bad:
             raise Invalid(
-                "name a target as server/NAME or select servers with -l k=v",
+                f"{bad[0]!r} before -- is not server/NAME",
                 details={"hint": "labctl exec server/NAME -- COMMAND..."},
             )
+        names = [w.removeprefix(PREFIX) for w in head]
+    else:
+        while rest and rest[0].startswith(PREFIX):
+            names.append(rest.pop(0).removeprefix(PREFIX))
+    if not names and not selector:
+        raise Invalid(
+            "name a target as server/NAME or select servers with -l",
+            details={"hint": "labctl exec server/NAME -- COMMAND..."},
+        )
     if any(not n for n in names):
         raise Invalid("server/ needs a name", details={"fields": ["target"]})
     if not rest:
@@ -110,18 +134,19 @@ async def run_exec(
     kill_after: str | None,
     env: list[str],
     cwd: str | None,
-    selector: str | None,
+    selector: Sequence[str],
     parallel: int,
     server: str | None = None,
 ) -> int:
     """Run the command; returns the exit code labctl should exit with."""
     from lab.cli.durations import parse_duration
     from lab.cli.settings import load_settings
+    from lab.cli.targets import check_selectors, resolve_names
     from lab.cli.wsclient import StreamSession, connect, identity_context
     from lab.errors import Invalid
 
+    check_selectors(selector)
     names, argv = split_words(words, selector=selector)
-    labels = parse_selector(selector) if selector is not None else {}
     environment: dict[str, str] = {}
     for item in env:
         key, sep, value = item.partition("=")
@@ -130,7 +155,9 @@ async def run_exec(
         environment[key] = value
     if parallel < 1:
         raise Invalid("--parallel must be at least 1", details={"fields": ["parallel"]})
-    fanout = bool(labels) or len(names) > 1
+    if selector:
+        names = await resolve_names(names, selector)
+    fanout = bool(selector) or len(names) > 1
     if fanout and (stdin or tty):
         raise Invalid("-i and -t need exactly one server", details={"fields": ["stdin"]})
     rows, cols = _window_size() if tty else (24, 80)
@@ -144,7 +171,7 @@ async def run_exec(
         "cols": cols,
         "timeout": float(parse_duration(kill_after, field="timeout")) if kill_after else None,
     }
-    params = {"targets": names, "labels": labels, "parallel": parallel, "start": start}
+    params = {"targets": names, "parallel": parallel, "start": start}
     settings = load_settings()
     async with connect(server or settings.server, "/ws/exec", identity_context()) as ws:
         session = StreamSession(ws)
@@ -310,7 +337,8 @@ def _summary(streams: list[StreamState], width: int) -> int:
             failed += code != 0
         lines.append(f"{state.server.ljust(width)}  {result}")
     ok = len(streams) - failed
-    lines.append(f"{len(streams)} servers: {ok} succeeded, {failed} failed")
+    noun = "server" if len(streams) == 1 else "servers"
+    lines.append(f"{len(streams)} {noun}: {ok} succeeded, {failed} failed")
     print("\n".join(lines), file=sys.stderr, flush=True)
     return 1 if failed else 0
 

@@ -3,10 +3,13 @@ bastion's own log (dnsmasq lines included), optionally followed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
+
+from lab.cli.targets import SelectorOpt
 
 if TYPE_CHECKING:
     from lab.cli.wsclient import StreamState
@@ -15,10 +18,13 @@ if TYPE_CHECKING:
 
 
 async def logs_command(
-    target: str,
+    target: str | None = None,
     /,
     *,
-    follow: Annotated[bool, Parameter(name=["-f", "--follow"], negative=())] = False,
+    selector: SelectorOpt = (),
+    follow: Annotated[
+        bool, Parameter(name=["-f", "--follow"], negative=(), help="Keep printing new lines.")
+    ] = False,
     unit: Annotated[str | None, Parameter(help="Journal unit, e.g. sshd.service")] = None,
     source: Annotated[str | None, Parameter(help="A file source configured on the agent")] = None,
     since: Annotated[str | None, Parameter(help="Journal entries newer than: 10m, 2h")] = None,
@@ -38,10 +44,20 @@ async def logs_command(
 
     Example: labctl logs server/web1 --unit sshd.service --since 10m -f
     Example: labctl logs server/web1 --source app -n 100
+    Example: labctl logs -l role=db,zone=a --unit postgresql.service (one server must match)
     Example: labctl logs audit -f (the audit log; see labctl get audit)
     Example: labctl logs bastion -f -n 50
+
+    Parameters
+    ----------
+    target
+        server/NAME, audit or bastion; or none with -l selecting exactly one server.
     """
     from lab.cli.errors import handle
+
+    if target is None or selector:
+        with handle():
+            target = await _one_target(target, selector)
 
     if target == "audit":  # labctl logs audit [-f]: the audit log, see lab.cli.audit_cmd
         from lab.cli.audit_cmd import logs_audit
@@ -54,6 +70,32 @@ async def logs_command(
         return
     with handle():
         await run_logs(target, follow=follow, unit=unit, source=source, since=since, lines=lines)
+
+
+async def _one_target(target: str | None, selector: Sequence[str]) -> str:
+    """server/NAME of the one server ``target`` and ``selector`` name together (kubectl's
+    selectors; a name joins the matches); Invalid unless exactly one."""
+    from lab.cli.targets import check_selectors, resolve_names
+    from lab.errors import Invalid
+
+    if target is None and not selector:
+        raise Invalid(
+            "name the server (server/NAME) or select it with -l",
+            details={"hint": "labctl logs server/NAME -f"},
+        )
+    check_selectors(selector)
+    if target is not None and not target.startswith("server/"):
+        raise Invalid(
+            f"{target!r} is not server/NAME", details={"hint": "labctl logs server/NAME -f"}
+        )
+    names = [target.removeprefix("server/")] if target is not None else []
+    found = await resolve_names(names, selector) if selector else names
+    if len(found) != 1:
+        raise Invalid(
+            f"logs reads one server; {len(found)} match: {', '.join(found)}",
+            details={"hint": "narrow the selector (-l again ANDs), or name one server/NAME"},
+        )
+    return f"server/{found[0]}"
 
 
 async def run_logs(

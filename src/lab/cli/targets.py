@@ -82,3 +82,21 @@ def server_names(words: Sequence[str]) -> list[str]:
             name = word
         names.append(name)
     return names
+
+
+async def resolve_names(names: Sequence[str], selectors: Sequence[str]) -> list[str]:
+    """The names of the servers named plus those the selectors match (asks labd), sorted.
+
+    Raises :class:`lab.errors.NotFound` when nothing is named and the selectors match none.
+    """
+    from lab.cli.client import LabClient
+    from lab.errors import NotFound
+
+    async with LabClient.from_settings() as client:
+        items = await fetch_servers(client, names, selectors, everything=False)
+    if not items:
+        raise NotFound(
+            f"no server matches {' and '.join(selectors)}",
+            details={"hint": "labctl get servers shows every server and its labels"},
+        )
+    return [str(i["name"]) for i in items]
