@@ -62,6 +62,8 @@ async def test_deep_json_is_a_400_naming_the_limit_and_audited(tmp_path: Path) -
             async with labd.client(admin) as http:
                 resp = await http.post("/api/tokens", content=DEEP, headers=headers)
                 assert "32" in _invalid(resp, "body", "too_deep")["message"]
+                resp = await http.post("/api/audit/verify", content=DEEP, headers=headers)
+                _invalid(resp, "body", "too_deep")
                 # Inside the limit, the same route still works.
                 ok = await _post(http, "/api/tokens", {"kind": "agent"})
                 assert ok.status_code == 201, ok.text
