@@ -73,6 +73,8 @@ def free_port() -> int:
 def start_server(data: Path, cpus: set[int]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "LAB_BASTION_HOST": "127.0.0.1", "LAB_BASTION_REPO": REPO}
+    # Every bench client shares 127.0.0.1: no per-address connection cap.
+    env["LAB_BASTION_MAX_UNAUTHENTICATED_PER_ADDRESS"] = "0"
     env.pop("NOTIFY_SOCKET", None)
     argv = [sys.executable, "-c", "from lab.bastion.main import main; main()"]
     argv += ["serve", "--no-dhcp", "--port", str(port), "--data-dir", str(data / "srv")]
