@@ -43,11 +43,12 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll ``check`` (cheap, local) until it returns a value; AssertionError after ``timeout``."""
+    """Poll ``check`` (cheap, local) until it returns something true; AssertionError after
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
-        if value is not None and value is not False:
+        if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
@@ -59,7 +60,7 @@ async def await_for(what: str, check: Callable[[], T | None], timeout: float = 3
     with trio.fail_after(timeout):
         while True:
             value = check()
-            if value is not None and value is not False:
+            if value:
                 return value
             await trio.sleep(0.05)
     raise AssertionError(what)  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -160,8 +161,20 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 async def write_out(fd: int, data: bytes) -> None:
-    """:func:`write_all` in a thread: a stdout nobody reads blocks neither the connection
-    (labd's pings are answered, output credit is not granted) nor Ctrl-C."""
+    """Write ``data`` to ``fd`` without blocking the event loop: a stdout nobody reads blocks
+    neither the connection (labd's pings are answered, output credit is not granted) nor
+    Ctrl-C. Small writes go straight through when ``fd`` has room for them (a line of
+    ``labctl logs`` costs no thread hop); anything else is written in a thread."""
     import trio
 
+    if len(data) <= select.PIPE_BUF and _has_room(fd):
+        write_all(fd, data)  # room for PIPE_BUF bytes: this write cannot block
+        await trio.lowlevel.checkpoint()
+        return
     await trio.to_thread.run_sync(write_all, fd, data, abandon_on_cancel=True)
+
+
+def _has_room(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(0))

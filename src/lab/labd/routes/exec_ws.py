@@ -89,6 +89,7 @@ async def _serve(method: str) -> None:
     blocks send ``stream-cancel`` to the agents and audit the end.
     """
     who = principal()
+    talked: list[bool] = []  # set once every stream ended: a close after that is no news
     try:
         with (
             trio.CancelScope() as scope,
@@ -97,10 +98,12 @@ async def _serve(method: str) -> None:
             # Revoked between the handshake's check and the registration: end it all the same.
             if await ctx().revocations.is_revoked(who.serial):
                 session.close(REVOKED)
-            await _converse(method, session)
+            await _converse(method, session, talked)
     except* trio.Cancelled:
         # The client went away (or labd is stopping); nurseries wrap the Cancelled in groups.
-        log.info("%s: %s (%s) disconnected", method, who.subject, websocket.remote_addr or "?")
+        level = logging.DEBUG if talked else logging.INFO
+        where = websocket.remote_addr or "?"
+        log.log(level, "%s: %s (%s) disconnected", method, who.subject, where)
         raise
     if session.reason == PING_TIMEOUT:
         log.info("%s: %s answered no ping for %gs, ended", method, who.subject, _ping()[1])
@@ -119,7 +122,7 @@ def _ping() -> tuple[float, float]:
     return config.client_ping_interval, config.client_ping_timeout
 
 
-async def _converse(method: str, session: UserSession) -> None:
+async def _converse(method: str, session: UserSession, talked: list[bool]) -> None:
     """The conversation; every message to the client goes through one writer task.
 
     Relays only queue (a bounded outbox): a relay that is cancelled (its client sent
@@ -136,6 +139,7 @@ async def _converse(method: str, session: UserSession) -> None:
         nursery.start_soon(_write, queued)
         async with outbox:
             closing = await _talk(method, session, send)
+        talked.append(True)
     # The writer flushed everything queued; now the close frame.
     if closing is not None:
         await websocket.close(*closing)
