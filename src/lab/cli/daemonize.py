@@ -190,12 +190,17 @@ def start_healthy(daemon: Standalone, *args: str, wait: float) -> int:
     become healthy in time; it is then left running).
     """
     from lab.cli.health import wait_healthy
+    from lab.cli.progress import Spinner
 
     pid = spawn(daemon, *args)
     log_file = daemon.log_file
-    wait_healthy(
-        daemon.url, timeout=wait, alive=lambda: require_started(pid, log_file), cafile=daemon.cafile
-    )
+    with Spinner(f"waiting for {daemon.name} (pid {pid}) to answer at {daemon.url}"):
+        wait_healthy(
+            daemon.url,
+            timeout=wait,
+            alive=lambda: require_started(pid, log_file),
+            cafile=daemon.cafile,
+        )
     return pid
 
 

@@ -288,10 +288,13 @@ async def _forward_signals(session: StreamSession, streams: list[StreamState], t
 async def _fanout(session: StreamSession, streams: list[StreamState]) -> int:
     import trio
 
+    from lab.cli.progress import StatusLine
     from lab.proto import Channel
 
     width = max(len(s.server) for s in streams)
     partial: dict[tuple[int, int], bytes] = {}
+    # On a terminal, stderr's last line counts servers done and failed as they finish.
+    status = StatusLine()
 
     async def sink(state: StreamState, channel: Channel, payload: bytes) -> None:
         fd = 2 if channel == Channel.STDERR else 1
@@ -305,17 +308,45 @@ async def _fanout(session: StreamSession, streams: list[StreamState]) -> int:
             partial[key] = rest
         if lines:
             prefix = f"{state.server.ljust(width)} | ".encode()
+            shown = status.text
+            status.clear()
             await write_out(fd, b"".join(prefix + line + b"\n" for line in lines))
+            if shown:
+                status.show(shown)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_forward_signals, session, streams, False)
+        if status.enabled:
+            nursery.start_soon(_show_progress, status, streams)
         await _run_or_cancel(session, streams, sink)
         nursery.cancel_scope.cancel()
+    status.clear()
     by_id = {s.stream_id: s for s in streams}
     for (sid, fd), rest in sorted(partial.items()):
         prefix = f"{by_id[sid].server.ljust(width)} | ".encode()
         await write_out(fd, prefix + rest + b"\n")
     return _summary(streams, width)
+
+
+def _failed(state: StreamState) -> bool:
+    return state.error is not None or (state.exit is not None and _exit_code(state) != 0)
+
+
+async def _show_progress(status: Any, streams: list[StreamState]) -> None:
+    """Redraw ``N/M done, F failed: last-finished`` whenever a server finishes."""
+    import trio
+
+    finished: list[StreamState] = []
+    while True:
+        finished += [s for s in streams if s.done and s not in finished]
+        failed = sum(_failed(s) for s in finished)
+        text = f"{len(finished)}/{len(streams)} done, {failed} failed"
+        if finished:
+            last = finished[-1]
+            text += f"; {last.server} {'failed' if _failed(last) else 'ok'}"
+        if text != status.text:
+            status.show(text)
+        await trio.sleep(0.1)
 
 
 def _summary(streams: list[StreamState], width: int) -> int:

@@ -146,6 +146,7 @@ async def start(*, name: str | None = None, wait: float = 20.0) -> None:
 
     from lab.cli.daemonize import read_pid, require_started, spawn
     from lab.cli.errors import handle
+    from lab.cli.progress import Spinner
     from lab.cli.settings import load_settings
     from lab.errors import Conflict, Unavailable
 
@@ -171,7 +172,8 @@ async def start(*, name: str | None = None, wait: float = 20.0) -> None:
         agent_name = str(enrolled.get("server_name") or "")
         pid = spawn(daemon, "run")
         if wait > 0:
-            with trio.move_on_after(wait) as waited:
+            what = f"waiting for labd to see server/{agent_name} online"
+            with Spinner(what), trio.move_on_after(wait) as waited:
                 await _wait_online(agent_name, pid, log_file)
             if waited.cancelled_caught:
                 raise Unavailable(
