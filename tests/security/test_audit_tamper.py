@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from lab import pki
+from lab.labd.config import LabdConfig
+from lab.labd.context import LabdContext
+from lab.labd.main import serve_labd
 from lab.model import AuditEntry
 from lab.store import open_store
 from lab.store.auditchain import chain
@@ -241,3 +246,44 @@ async def test_legacy_entries_stay_verifiable_and_anchored(tmp_path: Path) -> No
         verdict = await verdict_after_restart(tmp_path, url, admin)
     assert verdict["kind"] == "rechained" and verdict["broken_at"] == 6, verdict
     assert verdict["legacy"] == 5
+
+
+async def test_checkpoints_are_written_every_n_entries_signed_and_private(tmp_path: Path) -> None:
+    config = LabdConfig(
+        host="127.0.0.1",
+        port=0,
+        data_dir=str(tmp_path / "labd"),
+        enroll_rate=0,
+        rate_global=0,
+        rate_tokens=0,
+        audit_checkpoint_every=5,
+    )
+    contexts: list[LabdContext] = []
+    shutdown = trio.Event()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            host, port = await nursery.start(
+                partial(serve_labd, config, shutdown=shutdown, on_context=contexts.append)
+            )
+            labd = RunningLabd(config=config, host=host, port=port, shutdown=shutdown)
+            admin = await labd.admin()
+            checkpointer = contexts[0].checkpointer
+            async with labd.client(admin) as http:
+                for batch in (1, 2):
+                    for i in range(6):
+                        resp = await http.post("/api/roles", json={"name": f"r{batch}-{i}"})
+                        assert resp.is_success
+                    await checkpointer.wait_written(batch)
+            shutdown.set()
+    path = tmp_path / "labd" / "audit-checkpoints.jsonl"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    seqs = [cp["seq"] for cp in lines]
+    # Every 5 entries or more (looked at once a second); the last one is the final head.
+    assert len(lines) >= 2 and seqs == sorted(seqs) and seqs[-1] == 13 and seqs[0] >= 5
+    keys = contexts[0].audit_keys
+    for cp in lines:
+        signed = {k: cp[k] for k in ("v", "seq", "head", "chain_from", "key_id", "time")}
+        body = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
+        assert pki.signature_holds(keys.signer.public_key, body, base64.b64decode(cp["sig"]))
+        assert cp["key_id"] == keys.key_id and cp["chain_from"] == 1

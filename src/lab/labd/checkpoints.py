@@ -158,6 +158,7 @@ class Checkpointer:
         self._last_seq: int | None = None
         self._last_head = ""
         self.written = 0
+        self._wrote = trio.Event()
 
     async def write(self) -> dict[str, Any] | None:
         """Checkpoint the current head unless it is the last one written; the checkpoint."""
@@ -174,7 +175,14 @@ class Checkpointer:
         await trio.to_thread.run_sync(self.log.append, cp)
         self._last_seq, self._last_head = seq, head
         self.written += 1
+        self._wrote.set()
+        self._wrote = trio.Event()
         return cp
+
+    async def wait_written(self, count: int) -> None:
+        """Wait until this labd wrote ``count`` checkpoints since it started."""
+        while self.written < count:
+            await self._wrote.wait()
 
     async def run(
         self, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
