@@ -15,6 +15,7 @@ the checkout is never touched. ``--keep`` leaves the scratch directories for ``m
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -69,7 +70,7 @@ def run_mutmut(target: Target, work: Path) -> tuple[int, list[str]]:
     log = work / "mutmut.log"
     with log.open("wb") as out:
         done = subprocess.run(
-            [*NICE, str(mutmut), "run", "--max-children", "1"],
+            [*NICE, str(mutmut), "run", "--max-children", "1", *target.only],
             cwd=work,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -82,6 +83,8 @@ def run_mutmut(target: Target, work: Path) -> tuple[int, list[str]]:
     for path in target.mutmut:
         meta = json.loads((work / "mutants" / f"{path}.meta").read_text())
         for name, code in meta["exit_code_by_key"].items():
+            if target.only and not any(fnmatch.fnmatchcase(name, g) for g in target.only):
+                continue
             total += 1
             if code not in KILLED:
                 alive.append(name if code != NO_TESTS else f"{name} (no test reaches it)")

@@ -30,6 +30,9 @@ class Target:
     name: str
     tests: tuple[str, ...]
     mutmut: tuple[str, ...] = ()
+    # mutmut's mutant names to run and count (globs), when only some functions of the files are
+    # the target: "lab.labd.identity.x_usable*", "lab.labd.identity.xǁIdentitiesǁredeem*"
+    only: tuple[str, ...] = ()
     hand: tuple[HandMutant, ...] = ()
 
 
@@ -38,6 +41,21 @@ RATELIMIT = "src/lab/labd/ratelimit.py"
 STREAMS = "src/lab/proto/streams.py"
 AUDITCHAIN = "src/lab/store/auditchain.py"
 AUDITVERIFY = "src/lab/store/auditverify.py"
+SECRETS = "src/lab/labd/secrets.py"
+IDENTITY = "src/lab/labd/identity.py"
+RULES = "src/lab/store/rules.py"
+SQLITE_IDENTITY = "src/lab/store/sqlite/identity.py"
+
+
+def _functions(module: str, *names: str) -> tuple[str, ...]:
+    """mutmut's mutant name globs of ``names`` (``Class.method`` for a method) in ``module``."""
+    return tuple(
+        f"{module}.xǁ{n.replace('.', chr(0x1C1))}__mutmut_*"
+        if "." in n
+        else f"{module}.x_{n}__mutmut_*"
+        for n in names
+    )
+
 
 _TARGETS = [
     Target(
@@ -97,6 +115,70 @@ _TARGETS = [
             HandMutant(AUDITVERIFY, 'self.kind == "ok"', 'self.kind != "edited"', "ok when broken"),
             # the bug the issue names: hashed in local time (tests run in UTC)
             HandMutant(AUDITCHAIN, "value.astimezone(UTC)", "value.astimezone()", "local time"),
+        ),
+    ),
+    Target(
+        name="tokens",
+        tests=(
+            "tests/labd/test_tokens.py",
+            "tests/store/test_contract_identity.py",
+            "-m",
+            "not postgres",
+        ),
+        mutmut=(SECRETS, IDENTITY, RULES),
+        only=(
+            "lab.labd.secrets.*",
+            *_functions(
+                "lab.labd.identity",
+                "check_hostname",
+                "check_username",
+                "_hardware_id",
+                "_bindings",
+                "usable",
+                "token_binding",
+                "token_trace",
+                "check_agent_binding",
+                "bound_username",
+                "Identities.create_token",
+                "Identities.check_token",
+                "Identities.consume",
+                "Identities.redeem",
+            ),
+            *_functions("lab.store.rules", "token_refusal", "before_use"),
+        ),
+        hand=(
+            # the one conditional UPDATE that decides a use (SQLite; PostgreSQL's is the same)
+            HandMutant(SQLITE_IDENTITY, "expires_at > ?", "expires_at >= ?", "usable at expiry"),
+            HandMutant(SQLITE_IDENTITY, "uses < max_uses", "uses <= max_uses", "one use too many"),
+            HandMutant(
+                SQLITE_IDENTITY,
+                "(reusable = 0 AND uses = 0)",
+                "(reusable = 0 AND uses < 2)",
+                "a one-time token works twice",
+            ),
+            HandMutant(
+                SQLITE_IDENTITY,
+                "WHERE id = ? AND revoked_at IS NULL AND",
+                "WHERE id = ? AND",
+                "a revoked token still works",
+            ),
+            HandMutant(
+                SQLITE_IDENTITY,
+                "(max_uses IS NULL OR uses < max_uses)",
+                "(uses < max_uses)",
+                "a reusable token without max_uses never works",
+            ),
+            HandMutant(
+                SQLITE_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"
+            ),
+            HandMutant(
+                SQLITE_IDENTITY,
+                "(reusable = 1 AND",
+                "(reusable >= 0 AND",
+                "a one-time token is reusable",
+            ),
+            # the token format check, beside mutmut's own
+            HandMutant(SECRETS, "len(token) > 256", "len(token) > 257", "a longer token passes"),
         ),
     ),
 ]
