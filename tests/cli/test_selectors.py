@@ -143,6 +143,9 @@ async def test_the_table_on_exec_and_logs(tmp_path: Path, monkeypatch: pytest.Mo
                 done = await labctl(env, "exec", *flags, "--", "echo", "hi")
                 ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
                 assert ran == expected, selectors
+                noun = "server" if len(expected) == 1 else "servers"
+                summary = f"{len(expected)} {noun}: {len(expected)} succeeded, 0 failed"
+                assert done.stderr.splitlines()[-1] == summary
                 # logs reads exactly one server: the same matches, or an error naming them.
                 done = await labctl(env, "logs", *flags, "--source", "app", "-n", "1")
                 if len(expected) == 1:
