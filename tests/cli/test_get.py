@@ -57,6 +57,14 @@ async def test_get_reads_every_type(tmp_path: Path) -> None:
             done = await labctl(env, "get", "cert", serial, "-o", "jsonpath={.subject}")
             assert done.stdout == "server/web1\n"
 
+            done = await labctl(env, "get", "audit/1", "-o", "json")
+            assert done.returncode == 0, done.stderr
+            assert [e["seq"] for e in json.loads(done.stdout)] == [1]
+            done = await labctl(env, "get", "audit", "2", "audit/1", "-o", "name")
+            assert done.stdout == "audit/2\naudit/1\n"
+            done = await labctl(env, "get", "audit/999999")
+            assert done.returncode == 4 and "audit/999999 not found" in done.stderr
+
             # The X list commands are the same read.
             listed = await labctl(env, "users", "list", "-o", "json")
             got = await labctl(env, "get", "users", "-o", "json")

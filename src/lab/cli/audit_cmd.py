@@ -73,7 +73,7 @@ def line(entry: dict[str, Any]) -> str:
 
 
 async def get_audit(
-    *,
+    *seqs: str,
     user: Annotated[
         str | None, Parameter(help="Only entries of this identity, e.g. user/ann.")
     ] = None,
@@ -81,9 +81,14 @@ async def get_audit(
     since: SinceOpt = None,
     output: OutputOpt = "",
 ) -> None:
-    """List audit entries: who did what, on what, with which result.
+    """List audit entries: who did what, on what, with which result; or the ones numbered.
 
     Example: labctl get audit --user user/ann --since 10m -o json
+
+    Parameters
+    ----------
+    seqs
+        Entry numbers to show (SEQ or audit/SEQ), e.g. labctl get audit/42.
     """
     from lab.cli.client import LabClient
     from lab.cli.errors import handle
@@ -92,16 +97,46 @@ async def get_audit(
     fmt = check_format(output)
     items: list[dict[str, Any]] = []
     with handle():
+        numbers = [_seq(s) for s in seqs]
         start = since_iso(since)
         async with LabClient.from_settings() as client:
-            async for page in pages(client, user=user, action=action, since=start):
-                items.extend(page)
+            for number in numbers:
+                items.append(await _entry(client, number))
+            if not numbers:
+                async for page in pages(client, user=user, action=action, since=start):
+                    items.extend(page)
     if is_data(fmt):
-        emit(items, fmt)
+        emit(
+            [{**i, "name": i.get("seq")} for i in items] if fmt == "name" else items,
+            fmt,
+            kind="audit",
+        )
     elif not items:
         print("no audit entries", file=sys.stderr)
     else:
         emit(items, fmt, columns=COLUMNS, wide=WIDE)
+
+
+def _seq(text: str) -> int:
+    from lab.errors import Invalid
+
+    number = text.removeprefix("audit/")
+    if not number.isdigit() or int(number) < 1:
+        raise Invalid(
+            f"audit entry {text!r} is not a number", details={"hint": "labctl get audit/42"}
+        )
+    return int(number)
+
+
+async def _entry(client: LabClient, seq: int) -> dict[str, Any]:
+    """Audit entry number ``seq``; NotFound when there is none."""
+    from lab.errors import NotFound
+
+    answer = await client.get("/api/audit", params={"after_seq": str(seq - 1), "limit": "1"})
+    items = answer.get("items", [])
+    if not items or items[0].get("seq") != seq:
+        raise NotFound(f"audit/{seq} not found", details={"hint": "labctl get audit"})
+    return dict(items[0])
 
 
 async def logs_audit(

@@ -372,12 +372,11 @@ async def by_resource(
                 details={"hint": "run labctl get once per type"},
             )
         (kind,) = kinds
-        if kind == "audit":
-            raise Invalid(
-                "audit entries are not read by name",
-                details={"hint": "labctl get audit --user user/ann --since 1h"},
-            )
-    if kind == "server":
+    if kind == "audit":
+        from lab.cli.audit_cmd import get_audit
+
+        await get_audit(*resources, output=output)
+    elif kind == "server":
         await servers(*resources, selector=selector, output=output)
     else:
         found = KINDS[kind]
