@@ -85,3 +85,32 @@ async def test_log_lines_stay_one_frame_each() -> None:
                 got = [item async for item in stream]
             assert [i.payload for i in got if isinstance(i, DataFrame)] == [b"one", b"", b"three"]
             nursery.cancel_scope.cancel()
+
+
+async def test_leaving_a_stream_while_the_agent_is_slow_still_cancels_it() -> None:
+    hub, _ = make_hub("web1")
+    transport = MemoryTransport()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: hub.serve(transport, name="web1", serial="01"))
+            await transport.to_server.send(encode(Hello(version="1")))
+            await transport.from_server.receive()  # welcome
+            cm = hub.open_stream("web1", ExecStart(stream_id=9, argv=["sleep", "60"]))
+            await cm.__aenter__()
+            start = decode(await transport.from_server.receive())
+            assert isinstance(start, ExecStart)
+            # The agent stops reading while it pings: labd's outbox fills up with pongs.
+            for nonce in range(200):
+                with trio.move_on_after(0.5) as blocked:
+                    await transport.to_server.send(encode(Ping(nonce=nonce)))
+                if blocked.cancelled_caught:
+                    break  # labd's reader waits for outbox room: the outbox is full
+            else:
+                raise AssertionError("labd's outbox never filled up")
+            # The caller leaves at once, and the cancel is not lost.
+            with trio.fail_after(1):
+                await cm.__aexit__(None, None, None)
+            seen = []
+            while StreamCancel(stream_id=start.stream_id) not in seen:
+                seen.append(decode(await transport.from_server.receive()))
+            nursery.cancel_scope.cancel()

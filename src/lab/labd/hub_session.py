@@ -101,6 +101,7 @@ class AgentConnection:
         self._protocol_error: ProtocolError | None = None
         self._outbox_send, self._outbox = trio.open_memory_channel[str | bytes](OUTBOX_SIZE)
         self._flushed = trio.Event()
+        self._cancels: list[str] = []  # stream-cancels that found the outbox full
         self._streams_changed = trio.Event()
 
     @property
@@ -191,8 +192,24 @@ class AgentConnection:
         try:
             async for data in self._outbox:
                 await self.transport.send(data)
+                while self._cancels:  # queued while the outbox was full
+                    await self.transport.send(self._cancels.pop(0))
         finally:
             self._flushed.set()
+
+    def _cancel_remote(self, stream_id: int) -> None:
+        """Queue ``stream-cancel`` without waiting: a full outbox (a slow agent) must neither
+        hold up the caller that left nor lose the cancel. Dropped only when the session is
+        closing, and then the agent kills every stream of the connection anyway."""
+        from lab.proto.messages import StreamCancel
+
+        data = encode(StreamCancel(stream_id=stream_id))
+        try:
+            self._outbox_send.send_nowait(data)
+        except trio.WouldBlock:
+            self._cancels.append(data)  # the writer is busy: it sends these next
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
 
     # --- streams ---
 
@@ -206,17 +223,13 @@ class AgentConnection:
         return stream
 
     async def end_stream(self, stream: HubStream) -> None:
-        """The caller left; cancel the remote side if it is still running (bounded)."""
+        """The caller left; cancel the remote side if it is still running (never waits)."""
         self.streams.pop(stream.agent_stream_id, None)
         self._streams_changed.set()
         self._streams_changed = trio.Event()
         stream.close_inbox()
         if stream.active and self.close_code is None:
-            from lab.proto.messages import StreamCancel
-
-            with trio.move_on_after(FLUSH_TIMEOUT):
-                with contextlib.suppress(Unavailable):
-                    await self.enqueue(StreamCancel(stream_id=stream.agent_stream_id))
+            self._cancel_remote(stream.agent_stream_id)
         stream.abort("cancelled", "stream closed by labd")
 
     def _stream(self, stream_id: int) -> HubStream | None:
