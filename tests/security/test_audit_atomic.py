@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ import pytest
 import trio
 
 from lab import pki
+from lab.errors import Conflict, NotFound, Unavailable
+from lab.model import AuditEntry, Role
+from lab.store import audit_next_change, open_store
+from lab.store.auditchain import AuditKey, verify_chain
 from tests.e2e.procs import free_port
 from tests.labd.harness import Credentials
 from tests.security.audit_rig import database, labd_process, pg  # noqa: F401 (fixtures)
@@ -29,6 +35,7 @@ WORKERS = 8
 KILL_AFTER = 80  # answered changes before each kill
 ROUNDS = 3  # kills: each is a chance to catch a change committed before its entry
 SERVER = "node1"
+KEY = AuditKey(b"labctl atomic audit test key 32b")
 
 
 def client(data: Path, port: int, creds: Credentials | None = None) -> httpx.AsyncClient:
@@ -154,3 +161,50 @@ async def test_kill_9_leaves_no_change_without_its_entry(tmp_path: Path, databas
     unaudited = sorted(set(labels.items()) - audited_values)
     assert labels and not unaudited, f"label values without an audit entry: {unaudited}"
     assert verdict["ok"] is True, verdict
+
+
+async def in_own_context(fn: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fn`` in a task of its own: a pending entry is per context, like per request."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fn)
+
+
+async def test_the_store_commits_a_change_with_its_entry_or_neither(database: str) -> None:
+    async with open_store(database, audit_key=KEY) as store:
+        await store.audit.start_chain()
+
+        async def change_and_entry() -> None:
+            pending = audit_next_change(lambda: AuditEntry(action="roles:create", resource="r/x"))
+            await store.roles.get("admin")  # a read carries nothing
+            assert pending.stored is None
+            await store.roles.upsert(Role(name="x"))
+            assert pending.stored is not None and pending.stored.seq == 1
+            await store.roles.upsert(Role(name="y"))  # the request's entry is already in
+            assert await store.audit.last_seq() == 1
+
+        async def entry_that_cannot_be_written() -> None:
+            naive = datetime(2026, 1, 1)
+            pending = audit_next_change(lambda: AuditEntry(time=naive, action="roles:create"))
+            with pytest.raises(Unavailable) as refused:
+                await store.roles.upsert(Role(name="z"))
+            assert refused.value.details["reason"] == "audit_unavailable"
+            assert pending.stored is None
+
+        async def change_that_fails() -> None:
+            pending = audit_next_change(lambda: AuditEntry(action="roles:delete"))
+            with pytest.raises(Conflict):
+                await store.roles.delete("admin")  # builtin: refused
+            assert pending.stored is None
+
+        with trio.fail_after(60):
+            await in_own_context(change_and_entry)
+            await in_own_context(entry_that_cannot_be_written)
+            await in_own_context(change_that_fails)
+            with pytest.raises(NotFound):
+                await store.roles.get("z")
+            entries = await store.audit.list()
+            # The chain goes on after the refused entry: the head was re-read.
+            after = await store.audit.append(AuditEntry(action="x"))
+    assert [(e.seq, e.action) for e in entries] == [(1, "roles:create")]
+    assert after.seq == 2 and after.prev_hash == entries[0].hash
+    assert verify_chain([*entries, after], key=KEY) is None

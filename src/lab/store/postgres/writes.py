@@ -100,13 +100,18 @@ def _insert(conn: Conn, rows: list[Params]) -> None:
 
 def append_in_transaction(conn: Conn, key: AuditKey | None, entry: AuditEntry) -> AuditEntry:
     """Chain and insert ``entry`` in the caller's transaction (the change it records commits
-    with it; a retry runs it again on the new tail). Raises ``Invalid`` for an entry that
-    cannot be chained, ``RetryTransaction`` when another writer took the seq."""
+    with it; a retry runs it again on the new tail). Raises ``Unavailable`` (reason
+    ``audit_unavailable``) for an entry that cannot be chained, so the change is refused with
+    it, and ``RetryTransaction`` when another writer took the seq."""
     seq, prev_hash = _tail(conn)
     try:
         stored, row = _chain(entry, seq + 1, prev_hash, key)
     except (ValueError, TypeError) as exc:
-        raise Invalid(f"cannot store this audit entry: {exc}") from exc
+        # Not the client's fault: the change is refused because its entry cannot be written.
+        raise Unavailable(
+            f"cannot store the audit entry of this change: {exc}",
+            details={"reason": "audit_unavailable"},
+        ) from exc
     _insert(conn, [row])
     return stored
 

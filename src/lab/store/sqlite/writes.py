@@ -102,13 +102,18 @@ def append_in_transaction(
 ) -> AuditEntry:
     """Chain and insert ``entry`` inside the caller's open write transaction (the change it
     records commits with it). The caller resets ``head.loaded`` if the transaction rolls back.
-    Raises ``Invalid`` for an entry that cannot be chained."""
+    Raises ``Unavailable`` (reason ``audit_unavailable``) for an entry that cannot be chained,
+    so the change is refused with it."""
     if not head.loaded:
         head.load(conn)
     try:
         stored, row = _chain(entry, head)
     except (ValueError, TypeError) as exc:
-        raise Invalid(f"cannot store this audit entry: {exc}") from exc
+        # Not the client's fault: the change is refused because its entry cannot be written.
+        raise Unavailable(
+            f"cannot store the audit entry of this change: {exc}",
+            details={"reason": "audit_unavailable"},
+        ) from exc
     conn.execute(_INSERT_AUDIT, row)
     return stored
 
