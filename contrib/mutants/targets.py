@@ -41,6 +41,7 @@ RATELIMIT = "src/lab/labd/ratelimit.py"
 STREAMS = "src/lab/proto/streams.py"
 AUDITCHAIN = "src/lab/store/auditchain.py"
 AUDITVERIFY = "src/lab/store/auditverify.py"
+CHECKPOINTS = "src/lab/labd/checkpoints.py"
 SECRETS = "src/lab/labd/secrets.py"
 IDENTITY = "src/lab/labd/identity.py"
 RULES = "src/lab/store/rules.py"
@@ -115,6 +116,29 @@ _TARGETS = [
             HandMutant(AUDITVERIFY, 'self.kind == "ok"', 'self.kind != "edited"', "ok when broken"),
             # the bug the issue names: hashed in local time (tests run in UTC)
             HandMutant(AUDITCHAIN, "value.astimezone(UTC)", "value.astimezone()", "local time"),
+        ),
+    ),
+    Target(
+        name="audit_checkpoints",
+        tests=("tests/labd/test_checkpoints.py", "tests/labd/test_audit_pages.py"),
+        mutmut=(CHECKPOINTS,),
+        # Checkpointer.run is the timed loop around write() (and __init__ mostly its state);
+        # the security tests drive it.
+        only=(
+            *_functions(
+                "lab.labd.checkpoints",
+                "_signed_bytes",
+                "make_checkpoint",
+                "parse_checkpoint",
+                "CheckpointLog.__init__",
+                "CheckpointLog.append",
+                "CheckpointLog.read",
+                "CheckpointLog.last",
+                "chain_start",
+                "Checkpointer.write",
+                "Checkpointer.wait_written",
+                "verify_log",
+            ),
         ),
     ),
     Target(
