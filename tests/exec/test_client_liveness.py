@@ -48,7 +48,11 @@ async def test_silent_client_is_ended_after_the_ping_timeout(tmp_path: Path) -> 
                             request = Request(
                                 request_id="1",
                                 method="exec",
-                                params={"targets": ["n1"], "start": {"argv": ["sleep", "60"]}},
+                                params={
+                                    "targets": ["n1"],
+                                    "start": {"argv": ["sleep", "60"]},
+                                    "keepalive": True,
+                                },
                             )
                             await ws.send_message(encode(request))
                             assert isinstance(decode(await ws.get_message()), Response)
@@ -85,6 +89,32 @@ async def test_silent_client_is_ended_after_the_ping_timeout(tmp_path: Path) -> 
                         (state,) = session.streams.values()
                         assert state.exit is not None and state.exit.code == 0
                         assert ws.closed is None or ws.closed.code == CloseCode.NORMAL
+                finally:
+                    shutdown.set()
+
+
+async def test_a_client_that_did_not_ask_for_keepalive_gets_no_ping(tmp_path: Path) -> None:
+    """Older labctl versions do not know ``ping``: labd pings only clients that said
+    ``keepalive``, and never ends the others for silence."""
+    with trio.fail_after(60):
+        async with labd_with_hub(tmp_path, **PING) as labd:
+            admin = await labd.running.admin()
+            settings = await enroll_state(labd.running, admin, "n1", tmp_path / "n1")
+            shutdown = trio.Event()
+            async with trio.open_nursery() as nursery:
+                agent = await nursery.start(partial(run_agent, settings, shutdown=shutdown))
+                await agent.wait_connected()
+                context = labd.running.ssl_context(admin, alpn=["http/1.1"])
+                try:
+                    async with connect(labd.running.url, "/ws/exec", context) as ws:
+                        # Quiet for longer than the ping timeout (1.5 s), never pinged.
+                        params = {"targets": ["n1"], "start": {"argv": ["sleep", "2.5"]}}
+                        request = Request(request_id="1", method="exec", params=params)
+                        await ws.send_message(encode(request))
+                        kinds: list[str] = []
+                        while not kinds or kinds[-1] != "exec-exit":
+                            kinds.append(decode(await ws.get_message()).TYPE)
+                    assert kinds == ["response", "exec-started", "exec-exit"]
                 finally:
                     shutdown.set()
 

@@ -266,7 +266,7 @@ async def silent_client(site: Site, ping_timeout: float) -> None:
     with trio.CancelScope() as vanish:
         async with connect(site.url, "/ws/exec", context) as ws:
             start = {"argv": ["sleep", "60"], "env": {TAG_VAR: "silent"}}
-            params = {"targets": [AGENT], "start": start}
+            params = {"targets": [AGENT], "start": start, "keepalive": True}
             await ws.send_message(encode(Request(request_id="1", method="exec", params=params)))
             assert isinstance(decode(await ws.get_message()), Response)
             started = decode(await ws.get_message())

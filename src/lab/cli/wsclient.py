@@ -220,6 +220,8 @@ class StreamSession:
         """Send the request naming the targets; return the streams labd opened.
 
         Raises the LabError labd answered with (no server matches, invalid request)."""
+        # keepalive: we answer labd's pings (and so may be ended when we stop answering).
+        params = {**params, "keepalive": True}
         await self.send(Request(request_id="1", method=method, params=params))
         msg = await self._receive_message()
         if not isinstance(msg, Response):

@@ -166,7 +166,9 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
             raise _Closing(code, exc.code) from None
         streams = [{"stream_id": t.stream_id, "server": t.server} for t in targets]
         await send(Response(request_id=request.request_id, result={"streams": streams}))
-        broken = await _relay_all(targets, parallel, send, session)
+        # Only clients that say they answer pings get them (older labctl would choke).
+        keepalive = request.params.get("keepalive") is True
+        broken = await _relay_all(targets, parallel, send, session, keepalive=keepalive)
         if broken is not None:
             raise broken
     except ProtocolError as exc:
@@ -263,13 +265,13 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
 
 
 async def _relay_all(
-    targets: list[Target], parallel: int, send: SendFn, session: UserSession
+    targets: list[Target], parallel: int, send: SendFn, session: UserSession, *, keepalive: bool
 ) -> ProtocolError | None:
     """Run every target's relay (at most ``parallel`` at once) while reading the client.
 
     Returns the protocol error that ended the connection early, if the client sent one; the
-    relays are then cancelled, which kills their remote processes. A client that sends
-    nothing (not even a pong) for ``client_ping_timeout`` seconds ends the session.
+    relays are then cancelled, which kills their remote processes. A ``keepalive`` client
+    that sends nothing (not even a pong) for ``client_ping_timeout`` seconds ends the session.
     """
     who = principal()
     source = websocket.remote_addr or ""
@@ -297,7 +299,8 @@ async def _relay_all(
 
     async with trio.open_nursery() as outer:
         outer.start_soon(read_client, outer.cancel_scope)
-        outer.start_soon(_keep_alive, heard, send, session)
+        if keepalive:
+            outer.start_soon(_keep_alive, heard, send, session)
         async with trio.open_nursery() as inner:
             for relay in relays.values():
                 inner.start_soon(run_one, relay)
