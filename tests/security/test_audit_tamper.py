@@ -22,12 +22,16 @@ from typing import Any
 import trio
 
 from lab import pki
+from lab.agent.daemon import run_agent
+from lab.agent.witness import WITNESS_FILE, keep
+from lab.cli.audit_cmd import read_witnesses
 from lab.labd.config import LabdConfig
 from lab.labd.context import LabdContext
 from lab.labd.main import serve_labd
 from lab.model import AuditEntry
 from lab.store import open_store
 from lab.store.auditchain import chain
+from tests.hub.hubtools import enroll_state, labd_with_hub
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 from tests.security.audit_rig import Attacker, database, pg  # noqa: F401 (fixtures)
 
@@ -287,3 +291,42 @@ async def test_checkpoints_are_written_every_n_entries_signed_and_private(tmp_pa
         body = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
         assert pki.signature_holds(keys.signer.public_key, body, base64.b64decode(cp["sig"]))
         assert cp["key_id"] == keys.key_id and cp["chain_from"] == 1
+
+
+async def test_an_agent_witness_catches_a_truncation_labd_cannot_see(tmp_path: Path) -> None:
+    """The agent keeps labd's newest checkpoint in its state dir; after the tail of the log and
+    labd's own checkpoint file are gone, the agent's copy still shows the cut."""
+    state = tmp_path / "agent"
+    with trio.fail_after(120):
+        async with labd_with_hub(tmp_path, audit_checkpoint_every=3) as labd:
+            admin = await labd.running.admin()
+            async with labd.running.client(admin) as http:
+                for i in range(6):
+                    assert (await http.post("/api/roles", json={"name": f"w{i}"})).is_success
+            await labd.context.checkpointer.wait_written(1)
+            settings = await enroll_state(
+                labd.running, admin, "w1", state, audit_witness_interval=0.5
+            )
+            async with trio.open_nursery() as nursery:
+                stop = trio.Event()
+                agent = await nursery.start(partial(run_agent, settings, shutdown=stop))
+                await agent.wait_witnessed(1)
+                stop.set()
+        kept = json.loads((state / WITNESS_FILE).read_text())
+        assert stat.S_IMODE((state / WITNESS_FILE).stat().st_mode) == 0o600
+        seq = kept["checkpoint"]["seq"]
+        assert seq >= 3
+        # Someone with the database and labd's data dir cuts the tail and the checkpoint file.
+        url = f"sqlite:///{tmp_path / 'labd' / 'labd.db'}"
+        (tmp_path / "labd" / "audit-checkpoints.jsonl").unlink()
+        Attacker(url).execute("DELETE FROM audit WHERE seq > ?", (seq - 2,))
+        async with running_labd(tmp_path) as again, again.client(admin) as http:
+            blind = (await http.get("/api/audit/verify")).json()
+            witnesses = read_witnesses([str(state / WITNESS_FILE)])
+            seen = (await http.post("/api/audit/verify", json={"checkpoints": witnesses})).json()
+    assert blind["ok"] is True
+    assert seen["kind"] == "truncated" and f"recorded #{seq}" in seen["reason"], seen
+    # A checkpoint that goes backwards is not kept: the agent holds on to the newer one.
+    older = {**kept, "checkpoint": {**kept["checkpoint"], "seq": seq - 1}}
+    assert keep(state, older) is False
+    assert json.loads((state / WITNESS_FILE).read_text()) == kept

@@ -83,6 +83,9 @@ class AgentSettings:
     # labd replicas to connect to, in order (agent.yaml `servers`, or LAB_AGENT_SERVERS=url1,url2);
     # after a failed or lost connection the agent tries the next one. Empty: the enrolled URL.
     servers: tuple[str, ...] = ()
+    # Seconds between fetches of labd's signed audit checkpoint, kept in the state dir as a
+    # witness (agent.yaml `audit_witness_interval`; lab.agent.witness); 0 disables.
+    audit_witness_interval: float = 3600.0
 
 
 def parse_log_sources(text: str) -> dict[str, Path]:
@@ -120,11 +123,15 @@ def load_settings(state_dir: Path, environ: Mapping[str, str] | None = None) -> 
         endpoint(str(url))
     log_sources = {str(k): Path(str(v)) for k, v in sources.items()}
     log_sources.update(parse_log_sources(env.get(LOG_SOURCES_ENV, "")))
+    witness = data.get("audit_witness_interval", 3600.0)
+    if isinstance(witness, bool) or not isinstance(witness, int | float) or witness < 0:
+        raise ConfigError(f"{path}: audit_witness_interval must be a number of seconds >= 0")
     return AgentSettings(
         state_dir=state_dir,
         log_sources=log_sources,
         labels={str(k): str(v) for k, v in labels.items()},
         servers=tuple(str(u) for u in servers),
+        audit_witness_interval=float(witness),
     )
 
 
@@ -220,6 +227,7 @@ class Agent:
         self._dispatcher: Dispatcher | None = None
         self._changed = trio.Event()
         self.connections = 0  # welcomed sessions so far
+        self.witnessed = 0  # audit checkpoints stored (lab.agent.witness)
         self._welcomed_id: str | None = None
         self._server_index = 0  # which of settings.servers the next connection tries
 
@@ -285,6 +293,8 @@ class Agent:
         async with trio.open_nursery() as nursery:
             if self.settings.renew:
                 nursery.start_soon(self._renew_loop)
+            if self.settings.audit_witness_interval > 0:
+                nursery.start_soon(self._witness_loop)
             nursery.start_soon(self._drive)
             task_status.started()
             if shutdown is None:
@@ -508,6 +518,33 @@ class Agent:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await ws.aclose(int(command.code), command.reason)
                 self._notify()
+
+    # --- audit witness ---
+
+    async def wait_witnessed(self, count: int) -> None:
+        """Wait until this agent stored ``count`` audit checkpoints since it started."""
+        while self.witnessed < count:
+            await self._changed.wait()
+
+    async def _witness_loop(self) -> None:
+        from lab.agent.witness import fetch, keep
+
+        interval = self.settings.audit_witness_interval
+        # The first fetch at a random point of the first interval, so agents reconnecting
+        # together after a labd restart do not all ask at once; then every interval (±10 %).
+        await trio.sleep(interval * self._rng.uniform(0.0, 1.0))
+        while True:
+            await self.wait_connected()
+            try:
+                answer = await fetch(self.settings.state_dir, self.current_server())
+                if await trio.to_thread.run_sync(keep, self.settings.state_dir, answer):
+                    self.witnessed += 1
+                    self._notify()
+            except LabError as exc:
+                log.warning("could not fetch labd's audit checkpoint: %s", exc.message)
+            except OSError as exc:
+                log.warning("could not keep labd's audit checkpoint: %s", exc)
+            await trio.sleep(interval * self._rng.uniform(0.9, 1.1))
 
     # --- certificate renewal ---
 

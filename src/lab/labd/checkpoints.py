@@ -159,6 +159,8 @@ class Checkpointer:
         self._last_head = ""
         self.written = 0
         self._wrote = trio.Event()
+        self.latest: dict[str, Any] | None = checkpoints.last()
+        """The newest checkpoint in the file (what witnesses get)."""
 
     async def write(self) -> dict[str, Any] | None:
         """Checkpoint the current head unless it is the last one written; the checkpoint."""
@@ -173,6 +175,7 @@ class Checkpointer:
             self.log.keys, seq=seq, head=head, chain_from=start.from_seq, at=datetime.now(UTC)
         )
         await trio.to_thread.run_sync(self.log.append, cp)
+        self.latest = cp
         self._last_seq, self._last_head = seq, head
         self.written += 1
         self._wrote.set()

@@ -142,3 +142,15 @@ async def checkpoint() -> dict[str, Any]:
         "public_key": base64.b64encode(c.audit_keys.signer.public_key).decode(),
         "key_id": c.audit_keys.key_id,
     }
+
+
+@bp.get("/api/audit/witness")
+@requires("server", "bastion")
+async def witness() -> dict[str, Any]:
+    """The newest checkpoint labd wrote (no new one), for agents and bastions to keep."""
+    c = ctx()
+    return {
+        "checkpoint": c.checkpointer.latest,
+        "public_key": base64.b64encode(c.audit_keys.signer.public_key).decode(),
+        "key_id": c.audit_keys.key_id,
+    }
