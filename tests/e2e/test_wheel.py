@@ -30,7 +30,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_lists_kickstart_schema_and_units(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    for folder in ("kickstart", "schema", "units"):
+    for folder in ("kickstart", "schema", "units", "man"):
         repo_files = [p for p in (ROOT / folder).rglob("*") if p.is_file()]
         assert repo_files, folder
         for p in repo_files:

@@ -157,7 +157,7 @@ def test_container_build_context_takes_the_version_from_the_build_arg(tmp_path: 
     # LABCTL_VERSION through SETUPTOOLS_SCM_PRETEND_VERSION, else the fallback 0.0.0.
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("pyproject.toml", "README.md", "src", "kickstart", "schema", "units"):
+    for name in ("pyproject.toml", "README.md", "src", "kickstart", "schema", "units", "man"):
         if (ROOT / name).is_dir():
             shutil.copytree(
                 ROOT / name, context / name, ignore=shutil.ignore_patterns("_version.py")
