@@ -91,3 +91,14 @@ async def test_fanout_shows_servers_finishing_on_a_terminal_only(lab: Lab) -> No
             argv, env=lab.env(), capture_stdout=True, capture_stderr=True
         )
     assert b"\r" not in piped.stderr and b"done," not in piped.stderr
+
+
+def test_a_paused_spinner_leaves_the_line_to_the_output() -> None:
+    term = Terminal()
+    with Spinner("waiting for 52:54:00:12:34:56 to be installed", stream=term, interval=0.01) as s:
+        trio.run(trio.sleep, 0.05)
+        with s.paused():
+            before = term.getvalue()
+            trio.run(trio.sleep, 0.05)
+            assert term.getvalue() == before  # nothing drawn while paused
+            assert before.endswith(ERASE)

@@ -7,9 +7,11 @@ erased when done, so it never mixes with the output.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TextIO
 
@@ -64,6 +66,7 @@ class Spinner:
         self.line = StatusLine(stream)
         self.interval = interval
         self._stop = threading.Event()
+        self._paused = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Spinner:
@@ -83,11 +86,19 @@ class Spinner:
             self._thread.join()
         self.line.clear()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Erase the spinner while the block prints (it comes back on its next turn)."""
+        with self._paused:
+            self.line.clear()
+            yield
+
     def _spin(self) -> None:
         started = time.monotonic()
         frame = 0
         while not self._stop.is_set():
             elapsed = time.monotonic() - started
-            self.line.show(f"{FRAMES[frame % len(FRAMES)]} {self.what} ({elapsed:.0f}s)")
+            with self._paused:
+                self.line.show(f"{FRAMES[frame % len(FRAMES)]} {self.what} ({elapsed:.0f}s)")
             frame += 1
             self._stop.wait(self.interval)

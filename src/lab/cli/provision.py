@@ -332,25 +332,37 @@ def watch(
     """
     from lab.bastion.validate import normalize_mac
     from lab.cli.errors import handle
+    from lab.cli.progress import Spinner
 
     with handle():
-        api = _Api(bastion, token_file)
         want = normalize_mac(mac) if mac else None
-        seen: dict[str, tuple[Any, ...]] = {}
-        version = None
-        while True:
-            params: dict[str, int] = {} if version is None else {"wait_after": version}
-            r = api.call("GET", "/api/machines", params=params, timeout=45.0)
-            version = r["version"]
-            for m in r["items"]:
-                if want and m["mac"] != want:
-                    continue
-                key = (m["state"], m["phase"], m["message"], m["settings"].get("percent"))
-                if seen.get(m["mac"]) != key:
-                    seen[m["mac"]] = key
-                    pct = m["settings"].get("percent")
-                    cols = [m["updated_at"], m["mac"], m["hostname"] or "-", m["state"]]
-                    cols += [m["phase"] or "-", "" if pct is None else f"{pct}%", m["message"]]
+        what = (
+            f"waiting for {want} to be installed"
+            if until_done and want
+            else "waiting for changes (Ctrl-C stops)"
+        )
+        with Spinner(what) as spinner:
+            _watch(_Api(bastion, token_file), want, until_done, spinner)
+
+
+def _watch(api: _Api, want: str | None, until_done: bool, spinner: Any) -> None:
+    """Print machine changes as the bastion reports them (long polls); see :func:`watch`."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    version = None
+    while True:
+        params: dict[str, int] = {} if version is None else {"wait_after": version}
+        r = api.call("GET", "/api/machines", params=params, timeout=45.0)
+        version = r["version"]
+        for m in r["items"]:
+            if want and m["mac"] != want:
+                continue
+            key = (m["state"], m["phase"], m["message"], m["settings"].get("percent"))
+            if seen.get(m["mac"]) != key:
+                seen[m["mac"]] = key
+                pct = m["settings"].get("percent")
+                cols = [m["updated_at"], m["mac"], m["hostname"] or "-", m["state"]]
+                cols += [m["phase"] or "-", "" if pct is None else f"{pct}%", m["message"]]
+                with spinner.paused():
                     print("  ".join(str(c) for c in cols), flush=True)
-                if until_done and want and m["state"] in ("installed", "enrolled", "failed"):
-                    raise SystemExit(1 if m["state"] == "failed" else 0)
+            if until_done and want and m["state"] in ("installed", "enrolled", "failed"):
+                raise SystemExit(1 if m["state"] == "failed" else 0)
