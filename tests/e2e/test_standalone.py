@@ -31,6 +31,8 @@ def test_start_status_stop(tmp_path: Path) -> None:
         assert status["url"] == f"https://127.0.0.1:{port}"
         pid = status["pid"]
         assert pid_alive(pid)
+        line = labctl("init", "labd", "standalone", "status", env=env).stdout
+        assert line == f"labd running (pid {pid}) at https://127.0.0.1:{port}, healthy\n"
         assert (tmp_path / "data" / "labd.db").exists()
 
         # The first start logged this user in as admin with the bootstrap token.
