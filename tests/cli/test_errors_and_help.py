@@ -60,3 +60,21 @@ def test_parse_errors_are_one_line_and_a_hint(
         assert lines[0] == f"error: {error}"
     if hint is not None:
         assert lines[1] == f"hint: {hint}"
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        (("exec",), ["never joined into a shell string", "Send labctl's stdin", "server/NAME"]),
+        (("logs",), ["--source", "Keep printing new lines", "Lines are printed as they arrive"]),
+        (("login",), ["--ca-fingerprint", "Example:"]),
+    ],
+)
+def test_long_descriptions_reach_help(
+    path: tuple[str, ...], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        app([*path, "--help"], exit_on_error=False)
+    out = " ".join(capsys.readouterr().out.split())
+    for word in words:
+        assert word in out, f"labctl {' '.join(path)} --help lacks {word!r}"

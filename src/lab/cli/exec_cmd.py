@@ -53,6 +53,7 @@ async def exec_command(
     126; Ctrl-C interrupts the remote command.
 
     Example: labctl exec server/web1 -- uname -a
+
     Example: labctl exec -l role=worker --parallel 10 -- sh -c 'df -h /'
 
     Parameters

@@ -43,9 +43,13 @@ async def logs_command(
     labctl provision reaches it.
 
     Example: labctl logs server/web1 --unit sshd.service --since 10m -f
+
     Example: labctl logs server/web1 --source app -n 100
+
     Example: labctl logs -l role=db,zone=a --unit postgresql.service (one server must match)
+
     Example: labctl logs audit -f (the audit log; see labctl get audit)
+
     Example: labctl logs bastion -f -n 50
 
     Parameters

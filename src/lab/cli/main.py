@@ -7,6 +7,14 @@ from typing import Literal
 from cyclopts import App
 
 from lab import __version__
+from lab.cli.describe_cmd import describe
+from lab.cli.exec_cmd import exec_command
+from lab.cli.label_cmd import label
+
+# Loaded at once (light modules; their heavy imports wait inside the commands), so their
+# docstrings are both the list's line and the command's full --help.
+from lab.cli.login import login_command, logout, whoami
+from lab.cli.logs_cmd import logs_command
 
 app = App(
     name="labctl",
@@ -22,27 +30,9 @@ app.command(
 app.command(
     "lab.cli.init_cmd:init_app", name="init", help="Run labd, an agent or the bastion on this box."
 )
-app.command(
-    "lab.cli.login:login_command",
-    name="login",
-    help="Log in to labd with a join token: get a user certificate and trust labd's CA.\n\n"
-    "labd's CA must match --ca-fingerprint; without it you confirm the fingerprint on a "
-    "terminal (elsewhere the login is refused unless --insecure-trust-on-first-use). "
-    "Key, certificate and CA bundle go to ~/.labctl (LABCTL_HOME).\n\n"
-    "Example: labctl login --server https://lab.example:3100 --token ID.SECRET "
-    "--ca-fingerprint SHA256:3f9a...",
-)
-app.command(
-    "lab.cli.login:logout",
-    name="logout",
-    help="Forget your identity for the current context: key, certificate, CA bundle.\n\n"
-    "Example: labctl logout",
-)
-app.command(
-    "lab.cli.login:whoami",
-    name="whoami",
-    help="Show your identity, roles and certificate expiry.\n\nExample: labctl whoami -o json",
-)
+app.command(login_command, name="login")
+app.command(logout, name="logout")
+app.command(whoami, name="whoami")
 app.command(
     "lab.cli.tokens_cmd:tokens_app", name="tokens", help="Join tokens for agents and users."
 )
@@ -58,18 +48,8 @@ app.command(
 app.command(
     "lab.cli.audit_cmd:audit_app", name="audit", help="The audit log: verify its chain, export it."
 )
-app.command(
-    "lab.cli.exec_cmd:exec_command",
-    name="exec",
-    help="Run a command on one server or many; exits with its exit code.\n\n"
-    "Example: labctl exec server/web1 -- uname -a",
-)
-app.command(
-    "lab.cli.logs_cmd:logs_command",
-    name="logs",
-    help="Print a server's journal or file logs; -f follows.\n\n"
-    "Example: labctl logs server/web1 --unit sshd.service -f",
-)
+app.command(exec_command, name="exec")
+app.command(logs_command, name="logs")
 app.command(
     "lab.cli.provision:provision_app",
     name="provision",
@@ -81,18 +61,8 @@ app.command(
     help="Show resources: servers, users, roles, tokens, certs, audit.\n\n"
     "Example: labctl get servers -l 'role=worker,zone!=a' -o wide",
 )
-app.command(
-    "lab.cli.describe_cmd:describe",
-    name="describe",
-    help="Show one resource in detail: facts, labels, presence, certificate.\n\n"
-    "Example: labctl describe server/web1 -o yaml",
-)
-app.command(
-    "lab.cli.label_cmd:label",
-    name="label",
-    help="Set (KEY=VALUE) or remove (KEY-) labels of a resource.\n\n"
-    "Example: labctl label server/web1 role=worker zone-",
-)
+app.command(describe, name="describe")
+app.command(label, name="label")
 
 
 @app.command
