@@ -23,12 +23,13 @@ import trio
 
 from lab import pki
 from lab.agent.daemon import run_agent
-from lab.agent.witness import WITNESS_FILE, keep
+from lab.bastion.labd_link import join, open_labd_link
 from lab.cli.audit_cmd import read_witnesses
 from lab.labd.config import LabdConfig
 from lab.labd.context import LabdContext
 from lab.labd.main import serve_labd
 from lab.model import AuditEntry
+from lab.runtime.witness import WITNESS_FILE, keep
 from lab.store import open_store
 from lab.store.auditchain import chain
 from tests.hub.hubtools import enroll_state, labd_with_hub
@@ -330,3 +331,35 @@ async def test_an_agent_witness_catches_a_truncation_labd_cannot_see(tmp_path: P
     older = {**kept, "checkpoint": {**kept["checkpoint"], "seq": seq - 1}}
     assert keep(state, older) is False
     assert json.loads((state / WITNESS_FILE).read_text()) == kept
+
+
+async def test_a_joined_bastion_keeps_labds_newest_checkpoint(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with running_labd(tmp_path, audit_checkpoint_every=2) as labd:
+            admin = await labd.admin()
+            token = await labd.create_token(admin, "user", user="pxe1", roles=["admin"])
+            fingerprint = pki.load_ca_bundle(labd.ca_pem())[0].fingerprint()
+            link = await join(
+                tmp_path / "bastion",
+                labd.url,
+                token,
+                name="pxe1",
+                ca_fingerprint=fingerprint,
+                tofu=False,
+            )
+            async with labd.client(admin) as http:
+                for i in range(4):
+                    assert (await http.post("/api/roles", json={"name": f"b{i}"})).is_success
+            kept = trio.Event()
+            async with open_labd_link(link) as source, trio.open_nursery() as nursery:
+                nursery.start_soon(partial(source.run_witness, 0.2, stored=kept.set))
+                await kept.wait()
+                nursery.cancel_scope.cancel()
+    answer = json.loads((link.directory / WITNESS_FILE).read_text())
+    cp = answer["checkpoint"]
+    assert cp["seq"] >= 2 and cp["key_id"] == answer["key_id"]
+    signed = {k: cp[k] for k in ("v", "seq", "head", "chain_from", "key_id", "time")}
+    body = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
+    assert pki.signature_holds(
+        base64.b64decode(answer["public_key"]), body, base64.b64decode(cp["sig"])
+    )

@@ -527,24 +527,31 @@ class Agent:
             await self._changed.wait()
 
     async def _witness_loop(self) -> None:
-        from lab.agent.witness import fetch, keep
+        from lab.runtime.witness import run_witness
 
-        interval = self.settings.audit_witness_interval
-        # The first fetch at a random point of the first interval, so agents reconnecting
-        # together after a labd restart do not all ask at once; then every interval (±10 %).
-        await trio.sleep(interval * self._rng.uniform(0.0, 1.0))
-        while True:
-            await self.wait_connected()
-            try:
-                answer = await fetch(self.settings.state_dir, self.current_server())
-                if await trio.to_thread.run_sync(keep, self.settings.state_dir, answer):
-                    self.witnessed += 1
-                    self._notify()
-            except LabError as exc:
-                log.warning("could not fetch labd's audit checkpoint: %s", exc.message)
-            except OSError as exc:
-                log.warning("could not keep labd's audit checkpoint: %s", exc)
-            await trio.sleep(interval * self._rng.uniform(0.9, 1.1))
+        async def fetch() -> Any:
+            await self.wait_connected()  # labd is there
+            return await self._get("/api/audit/witness")
+
+        def stored() -> None:
+            self.witnessed += 1
+            self._notify()
+
+        await run_witness(
+            self.settings.audit_witness_interval,
+            self.settings.state_dir,
+            fetch,
+            rng=self._rng,
+            stored=stored,
+        )
+
+    async def _get(self, path: str) -> Any:
+        """GET ``path`` from the current labd over this agent's mTLS identity."""
+        from lab.cli.client import LabClient
+
+        ctx = self._ssl_context()
+        async with LabClient(self.current_server(), ssl_context=ctx, timeout=30.0) as client:
+            return await client.get(path)
 
     # --- certificate renewal ---
 

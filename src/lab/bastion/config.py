@@ -58,6 +58,9 @@ class BastionConfig:
     timeout_post: float = 1800.0
     timeout_firstboot: float = 1800.0
     watchdog_interval: float = 30.0
+    audit_witness_interval: float = 3600.0
+    """A joined bastion keeps labd's newest signed audit checkpoint in ``<data dir>/labd/``
+    every this many seconds (a witness, see docs/rbac-audit.md); 0 disables."""
     handshake_timeout: float = 10.0
     """Seconds from accept to a finished TLS handshake, when serving TLS (0: no limit)."""
     idle_timeout: float = 10.0
@@ -108,6 +111,8 @@ class BastionConfig:
             raise ConfigError("handshake_timeout and idle_timeout must be 0 (off) or positive")
         if self.max_unauthenticated_per_address < 0:
             raise ConfigError("max_unauthenticated_per_address must be 0 (off) or positive")
+        if self.audit_witness_interval < 0:
+            raise ConfigError("audit_witness_interval must be 0 (off) or positive")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} out of range")
         if not 0 <= self.operator_port <= 65535:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,6 +271,28 @@ class LabdTokenSource:
                 self.name,
                 renewed.not_after.isoformat(),
             )
+
+    async def run_witness(
+        self,
+        interval: float,
+        rng: random.Random | None = None,
+        *,
+        stored: Callable[[], None] | None = None,
+    ) -> None:
+        """Keep labd's newest signed audit checkpoint in the link directory (a witness, see
+        lab.runtime.witness) every ``interval`` seconds until cancelled; 0 does nothing.
+        ``stored`` is called after each checkpoint kept."""
+        from lab.runtime.witness import run_witness
+
+        if interval <= 0:
+            return
+
+        async def fetch() -> Any:
+            return await self.client.get("/api/audit/witness")
+
+        await run_witness(
+            interval, self.link.directory, fetch, rng=rng or random.Random(), stored=stored
+        )
 
     async def wait_renewed(self) -> None:
         """Wait for the next renewal (tests synchronise on it)."""

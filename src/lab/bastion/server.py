@@ -172,6 +172,8 @@ async def serve_bastion(
             if source is not None:
                 # The bastion/NAME certificate is renewed at 2/3 of its life, like an agent's.
                 aux.start_soon(source.run_renewal)
+                # A witness of labd's audit log: its newest checkpoint, kept here.
+                aux.start_soon(source.run_witness, config.audit_witness_interval)
             if dhcp:
                 settings = dnsmasq.DhcpSettings(
                     interface=config.interface,
