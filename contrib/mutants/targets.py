@@ -42,6 +42,7 @@ STREAMS = "src/lab/proto/streams.py"
 AUDITCHAIN = "src/lab/store/auditchain.py"
 AUDITVERIFY = "src/lab/store/auditverify.py"
 CHECKPOINTS = "src/lab/labd/checkpoints.py"
+RELAY = "src/lab/labd/streams.py"
 SECRETS = "src/lab/labd/secrets.py"
 IDENTITY = "src/lab/labd/identity.py"
 RULES = "src/lab/store/rules.py"
@@ -85,6 +86,24 @@ _TARGETS = [
         name="proto_streams",
         tests=("tests/proto/test_streams.py", "tests/proto/test_stream_windows.py"),
         mutmut=(STREAMS,),
+    ),
+    Target(
+        name="relay_credit",
+        tests=("tests/labd/test_relay_credit.py",),
+        mutmut=(RELAY,),
+        # The relay's flow control; admission, audit and the hub's stream are end-to-end
+        # matters (tests/exec, tests/faults).
+        only=_functions(
+            "lab.labd.streams",
+            "Relay.__init__",
+            "Relay.grant",
+            "Relay.control",
+            "Relay.stdin",
+            "Relay._downlink",
+            "Relay._forward",
+            "Relay._uplink",
+            "Relay._pump_up",
+        ),
     ),
     Target(
         name="auditchain",
