@@ -11,6 +11,7 @@ byte counts), grants output credit as the sink consumed, and tracks stdin credit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import ssl
@@ -300,7 +301,10 @@ class StreamSession:
     async def _consume(self, sink: Sink, state: StreamState, channel: Channel, data: bytes) -> None:
         await sink(state, channel, data)
         credit = state.input.consumed(len(data))
-        if credit is not None:
+        if credit is None or state.done:
+            return  # an ended stream gets nothing more; labd may have closed already
+        # A closed connection: the reader reports it on the open streams.
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
             await self.send(credit)
 
     async def _receive_one(
