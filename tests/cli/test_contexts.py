@@ -14,6 +14,7 @@ import yaml
 
 from lab import pki
 from lab.cli.credentials import Credentials, save_credentials
+from tests.labd.harness import Credentials as LabdCredentials
 from tests.labd.harness import RunningLabd, running_labd
 
 
@@ -33,9 +34,13 @@ async def labctl(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+ADMINS: dict[str, LabdCredentials] = {}
+
+
 async def log_in(home: Path, labd: RunningLabd, user: str) -> None:
-    admin = await labd.admin()
-    token = await labd.create_token(admin, "user", user=user, roles=["viewer"])
+    if labd.url not in ADMINS:
+        ADMINS[labd.url] = await labd.admin()  # the bootstrap token: once per labd
+    token = await labd.create_token(ADMINS[labd.url], "user", user=user, roles=["viewer"])
     fingerprint = pki.load_ca_bundle(labd.ca_pem())[0].fingerprint()
     done = await labctl(
         home, "login", "--server", labd.url, "--token", token, "--ca-fingerprint", fingerprint
@@ -86,6 +91,15 @@ async def test_a_context_switch_changes_the_server(tmp_path: Path) -> None:
             assert json.loads(done.stdout)["server"] == b.url
             assert await whoami(home) == (a.url, "ann")
 
+            # Logging in again to b (not current) trusts the CA its context remembers.
+            token = await b.create_token(ADMINS[b.url], "user", user="bob2", roles=["viewer"])
+            done = await labctl(home, "login", "--server", b.url, "--token", token)
+            assert done.returncode == 0, done.stderr
+            assert await whoami(home) == (b.url, "bob2")
+            assert sorted(os.listdir(home / "contexts")) == sorted([ctx_a, ctx_b])
+            done = await labctl(home, "config", "use-context", ctx_a)
+            assert done.returncode == 0
+
             done = await labctl(home, "--context", "nowhere", "whoami")
             assert done.returncode == 4
             assert done.stderr.splitlines()[0] == "error: no context named 'nowhere'"
@@ -98,7 +112,7 @@ async def test_a_context_switch_changes_the_server(tmp_path: Path) -> None:
             assert not (home / "contexts" / ctx_a).exists()
             done = await labctl(home, "config", "get-contexts", "-o", "name")
             assert done.stdout == f"context/{ctx_b}\n"
-            assert await whoami(home, "--context", ctx_b) == (b.url, "bob")
+            assert await whoami(home, "--context", ctx_b) == (b.url, "bob2")
 
 
 async def test_get_contexts_migrates_the_single_identity(tmp_path: Path) -> None:

@@ -92,6 +92,22 @@ async def login(
     )
 
 
+def remembered_fingerprint(server: str, current: str, fingerprint: str) -> str | None:
+    """The CA fingerprint labctl already trusts for ``server``: the current settings' when
+    they are for it, else that of the context logged in to it before."""
+    from lab.cli import contexts
+
+    wanted = server.strip().rstrip("/")
+    if current.rstrip("/") == wanted and fingerprint:
+        return fingerprint
+    name, _ = contexts.login_target(server)
+    if name is not None and name in contexts.names():
+        held = contexts.read(name)
+        if str(held.get("server") or "").rstrip("/") == wanted and held.get("ca_fingerprint"):
+            return str(held["ca_fingerprint"])
+    return None
+
+
 def _prompt(fingerprint: str, subject: str) -> bool:
     print(f"labd's CA is {subject!r} with fingerprint\n  {fingerprint}", file=sys.stderr)
     print("Compare it with `labctl ca show` on a machine you trust.", file=sys.stderr)
@@ -142,8 +158,9 @@ async def login_command(
     with handle():
         settings = load_settings()
         if not ca_fingerprint and not insecure_trust_on_first_use:
-            same = settings.server.rstrip("/") == server.strip().rstrip("/")
-            ca_fingerprint = settings.ca_fingerprint if same and settings.ca_fingerprint else None
+            ca_fingerprint = remembered_fingerprint(
+                server, settings.server, settings.ca_fingerprint
+            )
         result = await login(
             server,
             token,
