@@ -128,3 +128,24 @@ def test_postgres_url_without_psycopg_names_the_extra(tmp_path: Path) -> None:
     message, hint = error_lines(res.stderr, "labd")
     assert message == "postgresql:// databases need psycopg, which is not installed"
     assert hint == ["labd: hint: pip install 'labctl[postgres]'"]
+
+
+def test_bastion_and_agent_with_an_unusable_data_dir_say_so_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    env = daemon_env(
+        tmp_path,
+        LAB_BASTION_DATA_DIR=str(blocker / "data"),
+        LAB_BASTION_PORT="0",
+        LAB_BASTION_HOST="127.0.0.1",
+        LAB_AGENT_STATE_DIR=str(blocker / "state"),
+    )
+    res = run([sys.executable, "-m", "lab.bastion.main", "--no-dhcp"], env)
+    assert res.returncode == 4, res.stderr
+    message, hint = error_lines(res.stderr, "lab-bastion")
+    assert message == f"cannot create data dir {blocker / 'data'}: Not a directory"
+    assert hint and "LAB_BASTION_DATA_DIR" in hint[0]
+    res = run([sys.executable, "-m", "lab.agent.main", "run"], env)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.splitlines()[0].startswith("error: "), res.stderr
+    assert str(blocker / "state") in res.stderr

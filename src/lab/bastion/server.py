@@ -22,6 +22,7 @@ from lab.bastion.templates import Templates, check_url
 from lab.bastion.tokens import load_or_create_admin_token
 from lab.runtime import sdnotify
 from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
+from lab.runtime.datadir import prepare_data_dir
 from lab.runtime.logbuffer import LogBuffer, attached
 from lab.runtime.metrics import BastionMetrics
 from lab.runtime.safetext import EscapeControlFilter
@@ -61,7 +62,7 @@ async def serve_bastion(
     ``listening(name, (host, port))`` hears of each bound listener (``http``, ``operator``).
     """
     data = config.data_path
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_data_dir(data, setting="LAB_BASTION_DATA_DIR (or data_dir in bastion.yaml)")
     admin_token = load_or_create_admin_token(data / "admin-token")
     shutdown = trio.Event() if shutdown_event is None else shutdown_event
     dhcp = bool(config.interface) and not config.no_dhcp

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,17 +30,9 @@ log = logging.getLogger("labd")
 
 def prepare_data_dir(path: Path) -> None:
     """Create the data dir (0700) and check it is writable; raise DataDirUnusable in one line."""
-    from lab.errors import DataDirUnusable
+    from lab.runtime.datadir import prepare_data_dir as prepare
 
-    hint = "set LABD_DATA_DIR (or data_dir in labd.yaml) to a directory labd may write"
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise DataDirUnusable(
-            f"cannot create data dir {path}: {exc.strerror}", details={"hint": hint}
-        ) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DataDirUnusable(f"data dir {path} is not writable", details={"hint": hint})
+    prepare(path, setting="LABD_DATA_DIR (or data_dir in labd.yaml)")
     warn_if_readable(path)
 
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 from attrs import frozen
 
-from lab.errors import Conflict
+from lab.errors import Conflict, DataDirUnusable
 
 FD_ENV = "LAB_PID_FILE_FD"
 """The variable naming the descriptor of a pid file a child inherits already locked."""
@@ -130,9 +130,16 @@ def check(path: Path, programs: Iterable[str]) -> PidStatus:
 
 
 def _lock(path: Path) -> int:
-    """Open ``path`` (0600) and take its lock; Conflict naming the holder if it is taken."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Open ``path`` (0600) and take its lock; Conflict naming the holder if it is taken,
+    DataDirUnusable when the file cannot be made."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DataDirUnusable(
+            f"cannot create pid file {path}: {exc.strerror}",
+            details={"hint": f"{path.parent} must be a directory this user may write"},
+        ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
