@@ -42,14 +42,14 @@ async def run(
 
     from lab.agent.daemon import Agent, hold_pid_file, load_settings
     from lab.agent.identity import default_state_dir
-    from lab.cli.errors import handle
     from lab.runtime import sdnotify
+    from lab.runtime.entry import startup_errors
     from lab.runtime.logs import setup_logging
     from lab.runtime.shutdown import watch_signals
 
     setup_logging(log_level, log_format)
     directory = state_dir or default_state_dir()
-    with handle():
+    with startup_errors("lab-agent"):
         agent = Agent(load_settings(directory))
         shutdown = trio.Event()
         # Locked before connecting: a second agent on this state dir stops here.

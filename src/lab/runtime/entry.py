@@ -17,7 +17,8 @@ them):
 from __future__ import annotations
 
 import errno
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import trio
@@ -84,11 +85,21 @@ def run_daemon(name: str, fn: Callable[[T], Awaitable[None]], arg: T) -> None:
     The line is ``NAME: error: message`` followed by ``NAME: hint: ...`` when the error has
     a hint; the exit code is from the table in this module's docstring.
     """
-    try:
+    with startup_errors(name):
         trio.run(fn, arg)
+
+
+@contextmanager
+def startup_errors(name: str) -> Iterator[None]:
+    """Report a LabError (bare or in a group) raised in the block as ``NAME: error: ...``
+    (and a hint line) and exit with its code; Ctrl-C exits 130; anything else propagates."""
+    try:
+        yield
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
         err = first_lab_error(exc)
         if err is None:
             bind = _first_address_in_use(exc)
