@@ -42,6 +42,7 @@ STREAMS = "src/lab/proto/streams.py"
 AUDITCHAIN = "src/lab/store/auditchain.py"
 AUDITVERIFY = "src/lab/store/auditverify.py"
 CHECKPOINTS = "src/lab/labd/checkpoints.py"
+WITNESS = "src/lab/runtime/witness.py"
 RELAY = "src/lab/labd/streams.py"
 SECRETS = "src/lab/labd/secrets.py"
 IDENTITY = "src/lab/labd/identity.py"
@@ -160,6 +161,7 @@ _TARGETS = [
             ),
         ),
     ),
+    Target(name="audit_witness", tests=("tests/runtime/test_witness.py",), mutmut=(WITNESS,)),
     Target(
         name="tokens",
         tests=(

@@ -180,6 +180,7 @@ async def test_the_checkpointer_writes_only_a_new_head(
             log = CheckpointLog(tmp_path, KEYS)
             writer = Checkpointer(store, log, every=0)
             await store.settings.set(START_SETTING, "pending")
+            assert writer.latest is None
             assert await writer.write() is None  # no keyed chain yet: nothing to vouch for
             assert caplog.record_tuples == [
                 (
@@ -193,12 +194,14 @@ async def test_the_checkpointer_writes_only_a_new_head(
             first = await store.audit.append(AuditEntry(action="servers:get"))
             cp = await writer.write()
             assert cp is not None and (cp["seq"], cp["head"]) == (1, first.hash)
+            assert writer.latest == cp == log.last()
+            assert Checkpointer(store, log, every=0).latest == cp  # read back at start
             assert cp["chain_from"] == start.from_seq == 1
             assert await writer.write() is None
             second = await store.audit.append(AuditEntry(action="servers:get"))
             cp = await writer.write()
             assert cp is not None and (cp["seq"], cp["head"]) == (2, second.hash)
-            assert writer.written == 2
+            assert writer.written == 2 and writer.latest == cp
             # the same length with another head (rewritten in place) is a new checkpoint
             raw = sqlite3.connect(tmp_path / "lab.db")
             with raw:
