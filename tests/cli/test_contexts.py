@@ -139,6 +139,12 @@ async def test_get_contexts_migrates_the_single_identity(tmp_path: Path) -> None
     assert yaml.safe_load((home / "config.yaml").read_text())["context"] == "lab.example"
     done = await labctl(home, "config", "get", "server")
     assert done.stdout == "https://lab.example:3100\n"
+    # With a context in use, config set server changes that context's server.
+    done = await labctl(home, "config", "set", "server", "https://lab.example:3443")
+    assert done.returncode == 0, done.stderr
+    assert (await labctl(home, "config", "get", "server")).stdout == "https://lab.example:3443\n"
+    assert "3443" in (moved / "context.yaml").read_text()
+    await labctl(home, "config", "set", "server", "https://lab.example:3100")
     done = await labctl(home, "logout")
     assert done.stdout == "logged out of context lab.example (https://lab.example:3100)\n"
     done = await labctl(home, "logout")

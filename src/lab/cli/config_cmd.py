@@ -48,22 +48,30 @@ def get(key: str) -> None:
 
 @config_app.command(name="set")
 def set_(key: str, value: str) -> None:
-    """Write one setting to the config file.
+    """Write one setting to the config file (server and ca_fingerprint: to the current
+    context's, when one is in use).
 
     Example: labctl config set server https://lab.example:3100
 
     Parameters
     ----------
     key
-        The setting: server, output, timeout, bastion or ca_fingerprint.
+        The setting: server, output, timeout, bastion, ca_fingerprint or context.
     value
         Its new value, checked first: a URL, a format, seconds or a duration like 2m.
     """
+    from lab.cli import contexts
     from lab.cli.errors import handle
-    from lab.cli.settings import set_setting
+    from lab.cli.settings import CliSettings, check_value, set_setting
+    from lab.runtime.config import check_key
 
     with handle():
-        set_setting(key, value)
+        name = check_key(CliSettings, key)
+        current = contexts.selected()
+        if name in contexts.KEYS and current is not None:
+            contexts.write(current, **{name: str(check_value(name, value))})
+        else:
+            set_setting(key, value)
 
 
 @config_app.command
