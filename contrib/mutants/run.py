@@ -41,6 +41,7 @@ def _copy_tree(into: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     for tree in ("src", "tests", *DATA):
         shutil.copytree(ROOT / tree, into / tree, ignore=ignore)
+    shutil.copy2(ROOT / "pyproject.toml", into / "pyproject.toml")  # pytest's configuration
 
 
 def _pyproject(target: Target) -> str:

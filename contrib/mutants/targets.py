@@ -48,6 +48,7 @@ SECRETS = "src/lab/labd/secrets.py"
 IDENTITY = "src/lab/labd/identity.py"
 RULES = "src/lab/store/rules.py"
 SQLITE_IDENTITY = "src/lab/store/sqlite/identity.py"
+POSTGRES_IDENTITY = "src/lab/store/postgres/identity.py"
 
 
 def _functions(module: str, *names: str) -> tuple[str, ...]:
@@ -224,6 +225,43 @@ _TARGETS = [
             ),
             # the token format check, beside mutmut's own
             HandMutant(SECRETS, "len(token) > 256", "len(token) > 257", "a longer token passes"),
+        ),
+    ),
+    Target(
+        name="tokens_postgres",
+        # PostgreSQL's consuming UPDATE against the storage contract on a throwaway server.
+        tests=("tests/store/test_contract_identity.py", "-m", "postgres", "-k", "token"),
+        hand=(
+            HandMutant(
+                POSTGRES_IDENTITY, "expires_at > %s", "expires_at >= %s", "usable at expiry"
+            ),
+            HandMutant(
+                POSTGRES_IDENTITY, "uses < max_uses", "uses <= max_uses", "one use too many"
+            ),
+            HandMutant(
+                POSTGRES_IDENTITY,
+                "(NOT reusable AND uses = 0)",
+                "(NOT reusable AND uses < 2)",
+                "a one-time token works twice",
+            ),
+            HandMutant(
+                POSTGRES_IDENTITY,
+                "WHERE id = %s AND revoked_at IS NULL AND",
+                "WHERE id = %s AND",
+                "a revoked token still works",
+            ),
+            HandMutant(
+                POSTGRES_IDENTITY,
+                "(max_uses IS NULL OR uses < max_uses)",
+                "(uses < max_uses)",
+                "a reusable token without max_uses never works",
+            ),
+            HandMutant(
+                POSTGRES_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"
+            ),
+            HandMutant(
+                POSTGRES_IDENTITY, "(reusable AND", "(TRUE AND", "a one-time token is reusable"
+            ),
         ),
     ),
 ]
