@@ -34,8 +34,8 @@ from tests.e2e.daemons import (  # noqa: E402
 from tests.hub.hubtools import enroll_state  # noqa: E402
 from tests.labd.harness import Credentials, RunningLabd  # noqa: E402
 
-from lab.cli.credentials import Credentials as CliCredentials  # noqa: E402
-from lab.cli.credentials import save_credentials  # noqa: E402
+from lab.client.credentials import Credentials as CliCredentials  # noqa: E402
+from lab.client.credentials import save_credentials  # noqa: E402
 from lab.labd.config import LabdConfig  # noqa: E402
 
 __all__ = [

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from tests.cluster.rig import ClusterRig  # noqa: E402
 from tests.store.pg_server import create_database, database_url, running_postgres  # noqa: E402
 
-from lab.cli.wsclient import StreamSession, connect, identity_context  # noqa: E402
+from lab.client.wsclient import StreamSession, connect, identity_context  # noqa: E402
 
 
 def emit(bench: str, value: float, unit: str, baseline: float | None) -> None:
@@ -59,7 +59,7 @@ async def latencies(url: str, home: Path, runs: int) -> list[float]:
 def failover_seconds(rig: ClusterRig) -> float:
     """kill -9 B; poll A (50 ms) until n1 is online there."""
     from lab import pki
-    from lab.cli.credentials import load_credentials
+    from lab.client.credentials import load_credentials
 
     creds = load_credentials(rig.home, hint="")
     ctx = pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)

@@ -38,9 +38,9 @@ from tests.labd.harness import Credentials  # noqa: E402
 
 from _sshd import private_sshd  # noqa: E402
 from lab.agent.daemon import run_agent  # noqa: E402
-from lab.cli.credentials import Credentials as CliCredentials  # noqa: E402
-from lab.cli.credentials import save_credentials  # noqa: E402
-from lab.cli.wsclient import StreamSession, connect  # noqa: E402
+from lab.client.credentials import Credentials as CliCredentials  # noqa: E402
+from lab.client.credentials import save_credentials  # noqa: E402
+from lab.client.wsclient import StreamSession, connect  # noqa: E402
 
 
 def emit(bench: str, value: float, unit: str, baseline: float | None) -> None:

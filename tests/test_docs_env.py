@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from lab.bastion.config import BastionConfig
-from lab.cli.settings import CliSettings
+from lab.client.settings import CliSettings
 from lab.labd.config import LabdConfig
 
 ROOT = Path(__file__).resolve().parents[1]

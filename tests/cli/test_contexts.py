@@ -13,7 +13,7 @@ import trio
 import yaml
 
 from lab import pki
-from lab.cli.credentials import Credentials, save_credentials
+from lab.client.credentials import Credentials, save_credentials
 from tests.labd.harness import Credentials as LabdCredentials
 from tests.labd.harness import RunningLabd, running_labd
 

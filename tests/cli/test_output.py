@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cli.jsonpath import render
-from lab.cli.output import emit, table_lines
 from lab.errors import Invalid
+from lab.runtime.jsonpath import render
+from lab.runtime.output import emit, table_lines
 
 SERVERS = [
     {"name": "web1", "labels": {"role": "web"}, "load": [0.5, 0.25], "ok": True},

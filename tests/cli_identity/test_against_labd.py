@@ -14,9 +14,9 @@ import trio
 
 from lab import pki
 from lab.agent.identity import enroll, renew
-from lab.cli.client import LabClient
 from lab.cli.login import login
-from lab.cli.settings import load_settings
+from lab.client.api import LabClient
+from lab.client.settings import load_settings
 from lab.errors import Unauthenticated
 from tests.labd.harness import RunningLabd, running_labd
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from lab import pki
-from lab.cli.client import (
+from lab.client.api import (
     DOCTOR_HINT,
     LabClient,
     normalise_fingerprint,

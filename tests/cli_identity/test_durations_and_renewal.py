@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lab.agent.identity import renewal_delay
-from lab.cli.durations import format_duration, parse_duration
+from lab.client.durations import format_duration, parse_duration
 from lab.errors import Invalid
 
 

@@ -14,9 +14,9 @@ import yaml
 
 from lab import pki
 from lab.agent.identity import enroll, load_enrolled, renew
-from lab.cli.client import LabClient, renew_in_place, trust_on_first_use
 from lab.cli.login import login
-from lab.cli.settings import load_settings
+from lab.client.api import LabClient, renew_in_place, trust_on_first_use
+from lab.client.settings import load_settings
 from lab.errors import ConfigError, Unauthenticated
 from tests.cli_identity.fake_labd import FakeLabd, serving
 

@@ -12,9 +12,9 @@ from typing import Any
 import attrs
 import pytest
 
-from lab.cli.credentials import Credentials as CliCredentials
-from lab.cli.credentials import save_credentials
-from lab.cli.wsclient import StreamSession, connect
+from lab.client.credentials import Credentials as CliCredentials
+from lab.client.credentials import save_credentials
+from lab.client.wsclient import StreamSession, connect
 from lab.labd import streams
 from tests.exec.fakehub import FakeHub
 from tests.labd.harness import Credentials, RunningLabd, running_labd

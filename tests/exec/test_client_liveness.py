@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from lab.agent.daemon import run_agent
-from lab.cli.wsclient import StreamSession, StreamState, connect
+from lab.client.wsclient import StreamSession, StreamState, connect
 from lab.proto import Channel, CloseCode, decode, encode
 from lab.proto.messages import ExecStarted, Ping, Request, Response
 from tests.hub.hubtools import enroll_state, labd_with_hub, wait_process_gone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from lab.cli.wsclient import StreamSession, StreamState
+from lab.client.wsclient import StreamSession, StreamState
 from lab.proto import Channel
 from tests.exec.conftest import Lab
 

@@ -15,9 +15,9 @@ import pytest
 import trio
 
 from lab.agent.daemon import run_agent
-from lab.cli.credentials import Credentials as CliCredentials
-from lab.cli.credentials import save_credentials
-from lab.cli.wsclient import StreamSession, StreamState, connect
+from lab.client.credentials import Credentials as CliCredentials
+from lab.client.credentials import save_credentials
+from lab.client.wsclient import StreamSession, StreamState, connect
 from lab.proto import Channel
 from tests.exec.conftest import pid_alive
 from tests.hub.hubtools import Labd, enroll_state, labd_with_hub, wait_process_gone

@@ -17,9 +17,9 @@ import pytest
 import trio
 
 from lab.agent.daemon import run_agent
-from lab.cli.credentials import Credentials as CliCredentials
-from lab.cli.credentials import save_credentials
-from lab.cli.wsclient import StreamSession, StreamState, connect
+from lab.client.credentials import Credentials as CliCredentials
+from lab.client.credentials import save_credentials
+from lab.client.wsclient import StreamSession, StreamState, connect
 from lab.errors import Unauthenticated
 from lab.proto import Channel, CloseCode
 from tests.exec.conftest import pid_alive

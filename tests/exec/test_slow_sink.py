@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from lab.agent.daemon import run_agent
-from lab.cli.wsclient import StreamSession, StreamState, connect
+from lab.client.wsclient import StreamSession, StreamState, connect
 from lab.proto import Channel
 from tests.hub.hubtools import enroll_state, labd_with_hub
 

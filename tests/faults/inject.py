@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from lab.cli.wsclient import StreamSession, StreamState, connect
+from lab.client.wsclient import StreamSession, StreamState, connect
 from lab.proto import Channel, CloseCode, decode, encode, encode_data
 from lab.proto.messages import Credit, ExecStarted, Request, Response, StreamCancel
 from tests.e2e.daemons import proc_rss_mb

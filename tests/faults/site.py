@@ -24,8 +24,8 @@ from typing import TypeVar
 import attrs
 import trio
 
-from lab.cli.credentials import Credentials as CliCredentials
-from lab.cli.credentials import save_credentials
+from lab.client.credentials import Credentials as CliCredentials
+from lab.client.credentials import save_credentials
 from lab.labd.config import LabdConfig
 from tests.e2e.daemons import clean_env, labd_env, port_of
 from tests.e2e.procs import free_port
@@ -257,7 +257,7 @@ def start_site(tmp: Path, **labd_settings: str) -> Site:
 
 async def probe(site: Site) -> None:
     """A new exec starts and ends on the agent (its connection's reader is not stuck)."""
-    from lab.cli.wsclient import StreamSession, StreamState, connect
+    from lab.client.wsclient import StreamSession, StreamState, connect
     from lab.proto import Channel
 
     async def ignore(_: StreamState, channel: Channel, data: bytes) -> None:

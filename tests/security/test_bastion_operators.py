@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import trio
 
-from lab.cli import credentials
+from lab.client import credentials
 from tests.bastion_join.test_join import joined, operator_client
 from tests.labd.harness import Credentials, RunningLabd
 

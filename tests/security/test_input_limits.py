@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from lab import pki
-from lab.cli.wsclient import StreamSession, connect
+from lab.client.wsclient import StreamSession, connect
 from lab.errors import LabError
 from tests.bastion.conftest import Running, start_bastion
 from tests.labd.harness import Credentials, RunningLabd, running_labd

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import trio
 
-from lab.cli.credentials import Credentials as Identity
-from lab.cli.credentials import save_credentials
+from lab.client.credentials import Credentials as Identity
+from lab.client.credentials import save_credentials
 from tests.labd.harness import Credentials, RunningLabd
 
 

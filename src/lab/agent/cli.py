@@ -105,8 +105,8 @@ async def enroll(
 
     from lab.agent.identity import default_state_dir
     from lab.agent.identity import enroll as do_enroll
-    from lab.cli.errors import handle
     from lab.errors import Invalid
+    from lab.runtime.exits import handle
 
     directory = state_dir or default_state_dir()
     if if_needed and (directory / "cert.pem").exists():

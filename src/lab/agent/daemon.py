@@ -338,7 +338,7 @@ class Agent:
     def _ssl_context(self) -> ssl.SSLContext:
         from lab import pki
         from lab.agent.identity import ENROLL_HINT
-        from lab.cli.credentials import load_credentials
+        from lab.client.credentials import load_credentials
 
         # Read every time: renewal replaces cert.pem and ca.pem underneath us.
         creds = load_credentials(self.settings.state_dir, hint=ENROLL_HINT)
@@ -547,7 +547,7 @@ class Agent:
 
     async def _get(self, path: str) -> Any:
         """GET ``path`` from the current labd over this agent's mTLS identity."""
-        from lab.cli.client import LabClient
+        from lab.client.api import LabClient
 
         ctx = self._ssl_context()
         async with LabClient(self.current_server(), ssl_context=ctx, timeout=30.0) as client:

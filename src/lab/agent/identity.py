@@ -56,7 +56,7 @@ class EnrolledIdentity:
 
 
 def _write_agent_file(state_dir: Path, data: dict[str, Any]) -> None:
-    from lab.cli.credentials import write_atomic
+    from lab.client.credentials import write_atomic
 
     text = yaml.safe_dump(data, sort_keys=True).encode("utf-8")
     write_atomic(state_dir / AGENT_FILE, text, mode=0o600)
@@ -82,7 +82,7 @@ def read_agent_file(state_dir: Path) -> dict[str, Any]:
 def load_enrolled(state_dir: Path) -> EnrolledIdentity:
     """The stored identity; raises Unauthenticated when not enrolled, ConfigError if broken."""
     from lab import pki
-    from lab.cli.credentials import load_credentials
+    from lab.client.credentials import load_credentials
 
     data = read_agent_file(state_dir)
     creds = load_credentials(state_dir, hint=ENROLL_HINT)
@@ -120,7 +120,7 @@ async def enroll(
     :class:`Invalid` (URL, fingerprint, hostname), :class:`RateLimited`, :class:`Unavailable`.
     Cancellation abandons the request and writes nothing.
     """
-    from lab.cli.client import enroll_identity
+    from lab.client.api import enroll_identity
 
     enrolled = await enroll_identity(
         server,
@@ -168,7 +168,7 @@ async def renew(
     revoked: enroll again), :class:`Unavailable` when labd cannot be reached. Cancellation
     abandons the request and leaves the files as they were.
     """
-    from lab.cli.client import renew_in_place
+    from lab.client.api import renew_in_place
 
     data = read_agent_file(state_dir)
     await renew_in_place(state_dir, server or data["server"], request_timeout=request_timeout)

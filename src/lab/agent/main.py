@@ -84,8 +84,9 @@ def status(
     """
     from lab.agent.daemon import running_pid
     from lab.agent.identity import default_state_dir, load_enrolled
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit
 
     fmt = check_format(output)
     directory = state_dir or default_state_dir()

@@ -139,7 +139,7 @@ def join(
 
     from lab.bastion import config as cfg
     from lab.bastion.labd_link import join as join_labd
-    from lab.cli.errors import handle
+    from lab.runtime.exits import handle
 
     with handle():
         base = data_dir or cfg.load().data_path

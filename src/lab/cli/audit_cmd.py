@@ -12,7 +12,7 @@ from cyclopts import App, Parameter
 from lab.cli.output import OutputOpt
 
 if TYPE_CHECKING:
-    from lab.cli.client import LabClient
+    from lab.client.api import LabClient
 
 audit_app = App(
     name="audit",
@@ -30,7 +30,7 @@ def since_iso(since: str | None) -> str | None:
     """The ISO time ``since`` ago (a duration like 10m), or None."""
     from datetime import UTC, datetime, timedelta
 
-    from lab.cli.durations import parse_duration
+    from lab.client.durations import parse_duration
 
     if since is None:
         return None
@@ -90,9 +90,10 @@ async def get_audit(
     seqs
         Entry numbers to show (SEQ or audit/SEQ), e.g. labctl get audit/42.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     items: list[dict[str, Any]] = []
@@ -152,8 +153,8 @@ async def logs_audit(
     """
     import trio
 
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     with handle():
         start = since_iso(since)
@@ -219,9 +220,10 @@ async def verify(
 
     Example: labctl audit verify --checkpoint ~/audit-checkpoint.json
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import EXIT_ERROR, handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import EXIT_ERROR, handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -263,8 +265,8 @@ async def checkpoint_cmd() -> None:
     """
     import json
 
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     with handle():
         async with LabClient.from_settings() as client:
@@ -280,8 +282,8 @@ async def export(*, since: SinceOpt = None) -> None:
     """
     import json
 
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     with handle():
         start = since_iso(since)

@@ -38,9 +38,10 @@ async def can_i(
     resource
         The resource, e.g. server/web1, user/ann.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import EXIT_DENIED, handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import EXIT_DENIED, handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -76,9 +77,10 @@ async def explain(user: str, action: str, resource: str, /, *, output: OutputOpt
     resource
         The resource, e.g. server/db1.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():

@@ -28,9 +28,10 @@ async def list_(*, subject: str | None = None, output: OutputOpt = "") -> None:
     subject
         Only certificates of this identity.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -57,8 +58,8 @@ async def revoke(target: str, /) -> None:
     target
         A serial (hex), server/NAME or user/NAME.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     with handle():
         async with LabClient.from_settings() as client:
@@ -71,7 +72,7 @@ async def revoke(target: str, /) -> None:
 
 
 def _print_status(status: dict[str, Any], fmt: str) -> None:
-    from lab.cli.output import emit, is_data
+    from lab.runtime.output import emit, is_data
 
     if is_data(fmt):
         emit(status, fmt)
@@ -98,9 +99,9 @@ async def _refresh_local_bundle() -> None:
     certificate once it is issued by the new CA.
     """
     from lab import pki
-    from lab.cli.client import LabClient
-    from lab.cli.contexts import identity_dir
-    from lab.cli.credentials import CA_FILE, write_atomic
+    from lab.client.api import LabClient
+    from lab.client.contexts import identity_dir
+    from lab.client.credentials import CA_FILE, write_atomic
 
     async with LabClient.from_settings() as client:
         bundle = (await client.request("GET", "/api/ca")).content
@@ -114,9 +115,9 @@ async def show(*, output: OutputOpt = "") -> None:
 
     Example: labctl ca show
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
     from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     fmt = check_format(output)
     with handle():
@@ -140,12 +141,12 @@ async def rotate(*, finish: bool = False, force: bool = False, output: OutputOpt
     force
         With --finish, drop the old CA even if identities still depend on it.
     """
-    from lab.cli.client import LabClient, renew_in_place
-    from lab.cli.contexts import identity_dir, remember
-    from lab.cli.errors import handle
     from lab.cli.output import check_format
-    from lab.cli.settings import load_settings
+    from lab.client.api import LabClient, renew_in_place
+    from lab.client.contexts import identity_dir, remember
+    from lab.client.settings import load_settings
     from lab.errors import Conflict, Invalid
+    from lab.runtime.exits import handle
 
     fmt = check_format(output)
     with handle():

@@ -6,7 +6,8 @@ import sys
 
 from cyclopts import App
 
-from lab.cli.output import OutputOpt, check_format, emit
+from lab.cli.output import OutputOpt, check_format
+from lab.runtime.output import emit
 
 config_app = App(name="config", help="Read and write labctl's settings (~/.labctl/config.yaml).")
 
@@ -17,8 +18,8 @@ def list_(*, output: OutputOpt = "") -> None:
 
     Example: labctl config list -o json
     """
-    from lab.cli.errors import handle
-    from lab.cli.settings import settings_sources
+    from lab.client.settings import settings_sources
+    from lab.runtime.exits import handle
 
     with handle():
         rows = [{"key": k, "value": v, "source": s} for k, v, s in settings_sources()]
@@ -36,9 +37,9 @@ def get(key: str) -> None:
     key
         The setting: server, output, timeout, bastion or ca_fingerprint.
     """
-    from lab.cli.errors import handle
-    from lab.cli.settings import CliSettings, load_settings
+    from lab.client.settings import CliSettings, load_settings
     from lab.runtime.config import check_key
+    from lab.runtime.exits import handle
 
     with handle():
         name = check_key(CliSettings, key)
@@ -60,10 +61,10 @@ def set_(key: str, value: str) -> None:
     value
         Its new value, checked first: a URL, a format, seconds or a duration like 2m.
     """
-    from lab.cli import contexts
-    from lab.cli.errors import handle
-    from lab.cli.settings import CliSettings, check_value, set_setting
+    from lab.client import contexts
+    from lab.client.settings import CliSettings, check_value, set_setting
     from lab.runtime.config import check_key
+    from lab.runtime.exits import handle
 
     with handle():
         name = check_key(CliSettings, key)
@@ -80,7 +81,7 @@ def path() -> None:
 
     Example: labctl config path
     """
-    from lab.cli.settings import config_path
+    from lab.client.settings import config_path
 
     print(config_path())
 
@@ -94,9 +95,10 @@ def get_contexts(*, output: OutputOpt = "") -> None:
 
     Example: labctl config get-contexts
     """
-    from lab.cli.contexts import listing
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.contexts import listing
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -120,8 +122,8 @@ def use_context(name: str, /) -> None:
     name
         A context from labctl config get-contexts.
     """
-    from lab.cli.contexts import read, use
-    from lab.cli.errors import handle
+    from lab.client.contexts import read, use
+    from lab.runtime.exits import handle
 
     with handle():
         use(name)
@@ -141,9 +143,9 @@ def delete_context(name: str, /) -> None:
     name
         A context from labctl config get-contexts.
     """
-    from lab.cli.contexts import names, remove
-    from lab.cli.errors import handle
+    from lab.client.contexts import names, remove
     from lab.errors import NotFound
+    from lab.runtime.exits import handle
 
     with handle():
         if name not in names():

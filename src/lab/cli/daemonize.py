@@ -219,7 +219,8 @@ def status_command(
     """
 
     from lab.cli.health import is_healthy
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     pid = read_pid(daemon.pid_file, daemon.programs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lab.cli.output import OutputOpt, terminal_text
+from lab.cli.output import OutputOpt
+from lab.runtime.output import terminal_text
 
 
 def render_server(item: dict[str, Any], now: datetime) -> str:
@@ -84,10 +85,11 @@ async def describe(resource: str, /, *, output: OutputOpt = "") -> None:
     """
     from urllib.parse import quote
 
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
     from lab.cli.resources import parse_resource
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
-from lab.cli.output import write_out
 from lab.cli.targets import SelectorOpt
+from lab.runtime.output import write_out
 
 if TYPE_CHECKING:
-    from lab.cli.wsclient import StreamSession, StreamState
+    from lab.client.wsclient import StreamSession, StreamState
 
 # Leading words of this form name targets; the first other word starts the command.
 PREFIX = "server/"
@@ -65,7 +65,7 @@ async def exec_command(
     tty
         Run the command on a pseudo-terminal (one server only; with -i for a shell).
     """
-    from lab.cli.errors import handle
+    from lab.runtime.exits import handle
 
     with handle():
         code = await run_exec(
@@ -140,10 +140,10 @@ async def run_exec(
     server: str | None = None,
 ) -> int:
     """Run the command; returns the exit code labctl should exit with."""
-    from lab.cli.durations import parse_duration
-    from lab.cli.settings import load_settings
     from lab.cli.targets import check_selectors, resolve_names
-    from lab.cli.wsclient import StreamSession, connect, identity_context
+    from lab.client.durations import parse_duration
+    from lab.client.settings import load_settings
+    from lab.client.wsclient import StreamSession, connect, identity_context
     from lab.errors import Invalid
 
     check_selectors(selector)

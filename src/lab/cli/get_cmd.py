@@ -44,7 +44,7 @@ WATCH_INTERVAL = 2.0
 
 
 def _ago(value: Any, now: datetime) -> str | None:
-    from lab.cli.durations import format_duration
+    from lab.client.durations import format_duration
 
     if not isinstance(value, str) or not value:
         return None
@@ -52,7 +52,7 @@ def _ago(value: Any, now: datetime) -> str | None:
 
 
 def _until(value: Any, now: datetime) -> str | None:
-    from lab.cli.durations import format_duration
+    from lab.client.durations import format_duration
 
     if not isinstance(value, str) or not value:
         return None
@@ -84,7 +84,7 @@ def _check_status(status: str | None) -> None:
 
 
 def _print_servers(items: list[dict[str, Any]], fmt: str, *, header: bool = True) -> None:
-    from lab.cli.output import emit, is_data, table_lines
+    from lab.runtime.output import emit, is_data, table_lines
 
     if is_data(fmt):
         emit(items, fmt, kind="server")
@@ -116,10 +116,11 @@ async def servers(
     names
         Servers to show (NAME or server/NAME); none lists every one.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, is_data
+    from lab.cli.output import check_format
     from lab.cli.targets import fetch_servers, server_names
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import is_data
 
     fmt = check_format(output)
     with handle():
@@ -245,10 +246,11 @@ ALIASES = {
 
 async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
     """List ``kind`` (or the ``names`` of it, in that order) in ``output``."""
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
     from lab.errors import NotFound
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -346,8 +348,8 @@ async def by_resource(
     resources
         TYPE/NAME words: server/web1, user/ann, role/admin, token/ID, cert/SERIAL.
     """
-    from lab.cli.errors import handle
     from lab.errors import Invalid
+    from lab.runtime.exits import handle
 
     types = ", ".join(f"{t}s" for t in KINDS)
     with handle():

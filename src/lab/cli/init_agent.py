@@ -51,9 +51,9 @@ def _enrolled(state: Path) -> dict[str, Any] | None:
 def _trusted_fingerprint() -> str:
     """The fingerprint of labd's CA as the user's own ``ca.pem`` (from ``labctl login``) has it."""
     from lab import pki
-    from lab.cli.client import LOGIN_HINT
-    from lab.cli.contexts import identity_dir
-    from lab.cli.credentials import load_credentials
+    from lab.client.api import LOGIN_HINT
+    from lab.client.contexts import identity_dir
+    from lab.client.credentials import load_credentials
 
     creds = load_credentials(identity_dir(), hint=LOGIN_HINT)
     return pki.load_ca_bundle(creds.ca_pem)[0].fingerprint()
@@ -67,7 +67,7 @@ async def _enroll(server: str, name: str, state: Path) -> dict[str, Any]:
     """
     from lab.agent.cli import gather_facts
     from lab.agent.identity import enroll
-    from lab.cli.client import LabClient
+    from lab.client.api import LabClient
 
     async with LabClient.from_settings() as client:
         record = await client.post(
@@ -95,7 +95,7 @@ async def _server_status(name: str) -> str | None:
     """``online``/``offline`` as labd sees server ``name``; None when labd cannot tell us."""
     from urllib.parse import quote
 
-    from lab.cli.client import LabClient
+    from lab.client.api import LabClient
     from lab.errors import LabError
 
     try:
@@ -145,10 +145,10 @@ async def start(*, name: str | None = None, wait: float = 20.0) -> None:
     import trio
 
     from lab.cli.daemonize import read_pid, require_started, spawn
-    from lab.cli.errors import handle
     from lab.cli.progress import Spinner
-    from lab.cli.settings import load_settings
+    from lab.client.settings import load_settings
     from lab.errors import Conflict, Unavailable
+    from lab.runtime.exits import handle
 
     with handle():
         daemon = _daemon()
@@ -208,9 +208,10 @@ async def status(*, output: OutputOpt = "") -> None:
     """
 
     from lab.cli.daemonize import read_pid
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
-    from lab.cli.settings import load_settings
+    from lab.cli.output import check_format
+    from lab.client.settings import load_settings
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():

@@ -59,7 +59,7 @@ def start(
         Seconds to wait until the bastion answers /healthz.
     """
     from lab.cli.daemonize import start_healthy
-    from lab.cli.errors import handle
+    from lab.runtime.exits import handle
 
     args: list[str] = []
     if interface:

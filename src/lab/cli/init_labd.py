@@ -44,8 +44,8 @@ def start(*, wait: float = 20.0) -> None:
         Seconds to wait until labd answers /healthz.
     """
     from lab.cli.daemonize import start_healthy
-    from lab.cli.errors import handle
     from lab.labd.main import prepare_data_dir
+    from lab.runtime.exits import handle
 
     with handle():
         daemon = _daemon()

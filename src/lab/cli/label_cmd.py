@@ -67,11 +67,12 @@ async def label(*words: str, selector: SelectorOpt = (), output: OutputOpt = "")
     """
     from urllib.parse import quote
 
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
     from lab.cli.targets import check_selectors, fetch_servers, server_names
+    from lab.client.api import LabClient
     from lab.errors import Invalid, NotFound
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     items = []

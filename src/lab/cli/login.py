@@ -11,7 +11,7 @@ from attrs import frozen
 from lab.cli.output import OutputOpt
 
 if TYPE_CHECKING:
-    from lab.cli.client import Confirm
+    from lab.client.api import Confirm
 
 
 @frozen(kw_only=True)
@@ -48,19 +48,19 @@ async def login(
     """Enroll this user with labd and store the identity; the whole of ``labctl login``.
 
     Checks labd's CA (``ca_fingerprint``, else ``tofu``, else ``confirm(fingerprint, subject)``
-    — see :func:`lab.cli.client.establish_trust`), makes a new P-256 key and a CSR, trades it
+    — see :func:`lab.client.api.establish_trust`), makes a new P-256 key and a CSR, trades it
     and ``token`` for a certificate of the user the token was made for (``username``, when
     given, must be that user: labd refuses another name; the name is taken from labd's
     answer, never from the local login), writes ``key.pem`` (0600), ``cert.pem`` and
-    ``ca.pem`` into ``directory`` (default :func:`lab.cli.settings.home`, 0700) and sets the
+    ``ca.pem`` into ``directory`` (default :func:`lab.client.settings.home`, 0700) and sets the
     ``server`` and ``ca_fingerprint`` settings. Nothing is written unless enrollment succeeds.
 
     Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`Invalid`
     (bad URL, fingerprint or user name), :class:`RateLimited`, :class:`Unavailable`.
     Cancellation abandons the request; an existing identity is then left untouched.
     """
-    from lab.cli.client import enroll_identity
-    from lab.cli.contexts import login_target, remember
+    from lab.client.api import enroll_identity
+    from lab.client.contexts import login_target, remember
 
     context, default_directory = login_target(server)
     directory = directory or default_directory
@@ -95,7 +95,7 @@ async def login(
 def remembered_fingerprint(server: str, current: str, fingerprint: str) -> str | None:
     """The CA fingerprint labctl already trusts for ``server``: the current settings' when
     they are for it, else that of the context logged in to it before."""
-    from lab.cli import contexts
+    from lab.client import contexts
 
     wanted = server.strip().rstrip("/")
     if current.rstrip("/") == wanted and fingerprint:
@@ -150,9 +150,10 @@ async def login_command(
     username
         Your user name in labd; optional: the token names its user, and another name is refused.
     """
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
-    from lab.cli.settings import load_settings
+    from lab.cli.output import check_format
+    from lab.client.settings import load_settings
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -185,10 +186,11 @@ async def whoami(*, output: OutputOpt = "") -> None:
     """
     from datetime import UTC, datetime
 
-    from lab.cli.client import LabClient
-    from lab.cli.durations import format_duration
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.client.durations import format_duration
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -220,10 +222,10 @@ def logout() -> None:
 
     Example: labctl logout
     """
-    from lab.cli import contexts
-    from lab.cli.credentials import CA_FILE, CERT_FILE, KEY_FILE
-    from lab.cli.errors import handle
-    from lab.cli.settings import home, load_settings
+    from lab.client import contexts
+    from lab.client.credentials import CA_FILE, CERT_FILE, KEY_FILE
+    from lab.client.settings import home, load_settings
+    from lab.runtime.exits import handle
 
     with handle():
         name = contexts.selected()

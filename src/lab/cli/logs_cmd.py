@@ -12,7 +12,7 @@ from cyclopts import Parameter
 from lab.cli.targets import SelectorOpt
 
 if TYPE_CHECKING:
-    from lab.cli.wsclient import StreamState
+    from lab.client.wsclient import StreamState
     from lab.errors import LabError
     from lab.proto import Channel
 
@@ -57,7 +57,7 @@ async def logs_command(
     target
         server/NAME, audit or bastion; or none with -l selecting exactly one server.
     """
-    from lab.cli.errors import handle
+    from lab.runtime.exits import handle
 
     if target is None or selector:
         with handle():
@@ -117,11 +117,11 @@ async def run_logs(
 
     import trio
 
-    from lab.cli.durations import parse_duration
-    from lab.cli.output import write_out
-    from lab.cli.settings import load_settings
-    from lab.cli.wsclient import StreamSession, connect, identity_context
+    from lab.client.durations import parse_duration
+    from lab.client.settings import load_settings
+    from lab.client.wsclient import StreamSession, connect, identity_context
     from lab.errors import Invalid
+    from lab.runtime.output import write_out
 
     if not target.startswith("server/") or target == "server/":
         raise Invalid(
@@ -175,10 +175,10 @@ async def logs_bastion(
     import httpx
     import trio
 
-    from lab.cli.output import terminal_text
     from lab.cli.provision import bastion_access
     from lab.errors import Invalid, LabError, Unavailable
     from lab.runtime.logbuffer import format_entry
+    from lab.runtime.output import terminal_text
 
     if lines is not None and lines < 0:
         raise Invalid("--lines must not be negative", details={"fields": ["lines"]})

@@ -47,7 +47,7 @@ def bastion_url(url: str | None = None) -> str:
     """``url``, else ``LABCTL_BASTION_URL``, else the ``bastion`` setting."""
     import os
 
-    from lab.cli.settings import load_settings
+    from lab.client.settings import load_settings
 
     chosen = url or os.environ.get("LABCTL_BASTION_URL") or load_settings().bastion
     return chosen.rstrip("/")
@@ -96,7 +96,7 @@ def bastion_access(url: str | None, token_file: Path | None) -> BastionAccess:
 
     base = bastion_url(url)
     if base.startswith("https://"):
-        from lab.cli.client import load_identity
+        from lab.client.api import load_identity
 
         ctx = load_identity()
         # The bastion's certificate names no host: check_peer checks its subject instead.
@@ -160,8 +160,9 @@ def list_(
 
     Example: labctl provision list -o wide
     """
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit
 
     with handle():
         items = _Api(bastion, token_file).call("GET", "/api/machines")["items"]
@@ -187,8 +188,9 @@ def show(
     """
     from urllib.parse import quote
 
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit
 
     with handle():
         m = _Api(bastion, token_file).call("GET", f"/api/machines/{quote(mac, safe='')}")
@@ -231,8 +233,9 @@ def install(
     local_boot
         How an installed machine boots from its disk on PXE: exit (to the firmware) or sanboot.
     """
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit
+    from lab.cli.output import check_format
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit
 
     keys = list(ssh_key)
     with handle():
@@ -272,8 +275,9 @@ def reprovision(
     dry_run
         Print what would be kept and formatted; change nothing.
     """
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -303,7 +307,7 @@ def forget(mac: str, *, bastion: BastionOpt = None, token_file: TokenFileOpt = N
     """
     from urllib.parse import quote
 
-    from lab.cli.errors import handle
+    from lab.runtime.exits import handle
 
     with handle():
         _Api(bastion, token_file).call("DELETE", f"/api/machines/{quote(mac, safe='')}")
@@ -331,8 +335,8 @@ def watch(
         Exit when MAC is installed or enrolled (0) or failed (1).
     """
     from lab.bastion.validate import normalize_mac
-    from lab.cli.errors import handle
     from lab.cli.progress import Spinner
+    from lab.runtime.exits import handle
 
     with handle():
         want = normalize_mac(mac) if mac else None

@@ -32,7 +32,7 @@ def role_rows(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _print_role(role: dict[str, Any], fmt: str) -> None:
-    from lab.cli.output import emit, is_data
+    from lab.runtime.output import emit, is_data
 
     if is_data(fmt):
         emit(role, fmt)
@@ -52,9 +52,10 @@ async def list_(*, output: OutputOpt = "") -> None:
 
     Example: labctl roles list
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -77,9 +78,9 @@ async def describe(name: str, /, *, output: OutputOpt = "") -> None:
     name
         The role.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
     from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     fmt = check_format(output)
     with handle():
@@ -101,9 +102,9 @@ async def create(name: str, /, *, description: str = "", output: OutputOpt = "")
     description
         Free text shown by roles list.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
     from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     fmt = check_format(output)
     with handle():
@@ -123,8 +124,8 @@ async def delete(name: str, /) -> None:
     name
         The role.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     with handle():
         async with LabClient.from_settings() as client:
@@ -133,9 +134,9 @@ async def delete(name: str, /) -> None:
 
 
 async def _rule(effect: str, role: str, action: str, resource: str, remove: bool, fmt: str) -> None:
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
     from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     check_format(fmt)
     with handle():

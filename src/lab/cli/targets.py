@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from cyclopts import Parameter
 
 if TYPE_CHECKING:
-    from lab.cli.client import LabClient
+    from lab.client.api import LabClient
 
 SelectorOpt = Annotated[
     tuple[str, ...],
@@ -89,7 +89,7 @@ async def resolve_names(names: Sequence[str], selectors: Sequence[str]) -> list[
 
     Raises :class:`lab.errors.NotFound` when nothing is named and the selectors match none.
     """
-    from lab.cli.client import LabClient
+    from lab.client.api import LabClient
     from lab.errors import NotFound
 
     async with LabClient.from_settings() as client:

@@ -76,11 +76,12 @@ async def create(
         Let the agent token take over the existing server --hostname (its old certificates
         are revoked).
     """
-    from lab.cli.client import LabClient
-    from lab.cli.durations import parse_duration
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.client.durations import parse_duration
     from lab.errors import Invalid
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -120,9 +121,10 @@ async def list_(*, output: OutputOpt = "") -> None:
 
     Example: labctl tokens list -o wide
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -151,8 +153,8 @@ async def revoke(token_id: str, /) -> None:
     """
     from urllib.parse import quote
 
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     token_id = token_id.split(".", 1)[0]
     with handle():

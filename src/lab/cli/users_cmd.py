@@ -30,8 +30,8 @@ def _path(name: str, *rest: str) -> str:
 
 async def _post_action(name: str, action: str) -> Any:
     """``POST /api/users/NAME/ACTION`` with your identity; a refusal ends the command."""
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
 
     with handle():
         async with LabClient.from_settings() as client:
@@ -56,10 +56,11 @@ async def create(
     ttl
         How long the token can be used: 30m, 24h, 7d.
     """
-    from lab.cli.client import LabClient
-    from lab.cli.durations import parse_duration
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.client.durations import parse_duration
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     roles = [r.strip() for item in role for r in item.split(",") if r.strip()]
@@ -88,9 +89,10 @@ async def list_(*, output: OutputOpt = "") -> None:
 
     Example: labctl users list -o wide
     """
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
-    from lab.cli.output import check_format, emit, is_data
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
     with handle():
@@ -136,9 +138,9 @@ async def enable(name: str, /) -> None:
 
 
 async def _change_roles(name: str, action: str, role: tuple[str, ...]) -> list[str]:
-    from lab.cli.client import LabClient
-    from lab.cli.errors import handle
+    from lab.client.api import LabClient
     from lab.errors import Invalid
+    from lab.runtime.exits import handle
 
     roles = [r.strip() for item in role for r in item.split(",") if r.strip()]
     with handle():

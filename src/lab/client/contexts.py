@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from lab.cli.credentials import CA_FILE, CERT_FILE, KEY_FILE, ensure_private_dir, write_atomic
+from lab.client.credentials import CA_FILE, CERT_FILE, KEY_FILE, ensure_private_dir, write_atomic
 from lab.errors import Invalid, NotFound
 
 ENV = "LABCTL_CONTEXT"
@@ -32,7 +32,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def root() -> Path:
-    from lab.cli.settings import home
+    from lab.client.settings import home
 
     return home() / "contexts"
 
@@ -81,7 +81,7 @@ def names() -> list[str]:
 
 def selected(environ: dict[str, str] | None = None) -> str | None:
     """The context in use: ``LABCTL_CONTEXT`` (``--context``), else the ``context`` setting."""
-    from lab.cli.settings import config_path, file_settings
+    from lab.client.settings import config_path, file_settings
 
     env = os.environ if environ is None else environ
     name = env.get(ENV) or str(file_settings(config_path(env)).get("context") or "")
@@ -93,7 +93,7 @@ def identity_dir() -> Path:
 
     Raises :class:`NotFound` for a selected context that does not exist.
     """
-    from lab.cli.settings import home
+    from lab.client.settings import home
 
     name = selected()
     if name is None:
@@ -109,7 +109,7 @@ def identity_dir() -> Path:
 
 
 def legacy_identity() -> bool:
-    from lab.cli.settings import home
+    from lab.client.settings import home
 
     return (home() / CERT_FILE).is_file()
 
@@ -120,7 +120,7 @@ def migrate_legacy() -> str | None:
     Returns the new context's name (None when there was nothing to move). The ``context``
     setting points at it unless another context is already current.
     """
-    from lab.cli.settings import config_path, file_settings, home, set_setting
+    from lab.client.settings import config_path, file_settings, home, set_setting
 
     if not legacy_identity():
         return None
@@ -152,7 +152,7 @@ def listing() -> list[dict[str, Any]]:
 
 def use(name: str) -> None:
     """Make ``name`` the current context; NotFound when there is no such context."""
-    from lab.cli.settings import set_setting
+    from lab.client.settings import set_setting
 
     migrate_legacy()
     if check_name(name) not in names():
@@ -165,7 +165,7 @@ def use(name: str) -> None:
 
 def remove(name: str) -> None:
     """Delete context ``name`` (its identity included); unset it when it was current."""
-    from lab.cli.settings import config_path, file_settings, unset_setting
+    from lab.client.settings import config_path, file_settings, unset_setting
 
     directory = root() / check_name(name)
     if directory.is_dir():
@@ -182,7 +182,7 @@ def login_target(server: str) -> tuple[str | None, Path]:
     one with the same URL, else one named after it). With neither, the single identity in
     the home, as before contexts.
     """
-    from lab.cli.settings import config_path, file_settings, home
+    from lab.client.settings import config_path, file_settings, home
 
     wanted = server.strip().rstrip("/")
     explicit = os.environ.get(ENV)
@@ -206,7 +206,7 @@ def login_target(server: str) -> tuple[str | None, Path]:
 def remember(context: str | None = None, **values: str) -> None:
     """Store ``server``/``ca_fingerprint`` for ``context`` (default: the selected one) and
     make it current; without any context, in the config file as before contexts."""
-    from lab.cli.settings import set_setting
+    from lab.client.settings import set_setting
 
     name = context if context is not None else selected()
     if name is None:

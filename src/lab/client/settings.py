@@ -75,7 +75,7 @@ def _output(name: str, value: str) -> str:
 
 
 def _timeout(name: str, value: str) -> float:
-    from lab.cli.durations import parse_duration
+    from lab.client.durations import parse_duration
 
     try:
         seconds = float(value)
@@ -87,7 +87,7 @@ def _timeout(name: str, value: str) -> float:
 
 
 def _context(name: str, value: str) -> str:
-    from lab.cli.contexts import check_name
+    from lab.client.contexts import check_name
 
     return check_name(value) if value else value
 
@@ -130,7 +130,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
     # both.
     context = env.get("LABCTL_CONTEXT") or settings.context
     if context:
-        from lab.cli.contexts import read, root
+        from lab.client.contexts import read, root
 
         held: dict[str, Any] = {
             k: str(v) for k, v in read(context).items() if not env.get(f"LABCTL_{k.upper()}")
@@ -210,6 +210,6 @@ def settings_sources(environ: Mapping[str, str] | None = None) -> list[tuple[str
 
 
 def _in_context(context: str, name: str) -> bool:
-    from lab.cli.contexts import read
+    from lab.client.contexts import read
 
     return name in read(context)

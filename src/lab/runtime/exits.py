@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab.cli.output import fail
+from lab.runtime.output import fail
 
 # Exit codes scripts can rely on.
 EXIT_ERROR = 1

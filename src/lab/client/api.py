@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from attrs import frozen
 
-from lab.cli.credentials import LOGIN_HINT as LOGIN_HINT  # re-exported: callers import it here
+from lab.client.credentials import LOGIN_HINT as LOGIN_HINT  # re-exported: callers import it here
 from lab.errors import (
     Conflict,
     Invalid,
@@ -205,7 +205,7 @@ class LabClient:
         Raises :class:`Unauthenticated` when there is no identity, :class:`ConfigError` for
         unreadable settings or an unusable key.
         """
-        from lab.cli.settings import load_settings
+        from lab.client.settings import load_settings
 
         settings = load_settings()
         ctx = load_identity(directory) if transport is None else None
@@ -268,14 +268,14 @@ class LabClient:
 
 def load_identity(directory: Path | None = None) -> ssl.SSLContext:
     """The mTLS client context from ``ca.pem``, ``cert.pem`` and ``key.pem`` in ``directory``
-    (default: the current context's, :func:`lab.cli.contexts.identity_dir`).
+    (default: the current context's, :func:`lab.client.contexts.identity_dir`).
 
     Raises :class:`Unauthenticated` (hint: log in) when a file is missing and
     :class:`ConfigError` when the key is readable by others or the material is unusable.
     """
     from lab import pki
-    from lab.cli.contexts import identity_dir
-    from lab.cli.credentials import load_credentials
+    from lab.client.contexts import identity_dir
+    from lab.client.credentials import load_credentials
 
     creds = load_credentials(directory or identity_dir(), hint=LOGIN_HINT)
     return pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
@@ -410,7 +410,7 @@ async def enroll_identity(
     :class:`Unavailable`. Cancellation abandons the request and writes nothing.
     """
     from lab import pki
-    from lab.cli.credentials import Credentials, save_credentials
+    from lab.client.credentials import Credentials, save_credentials
 
     server = normalise_server(server)
     trusted = await establish_trust(
@@ -450,7 +450,7 @@ async def renew_in_place(directory: Path, server: str, *, request_timeout: float
     Raises :class:`Unauthenticated` (no identity, cert rejected), :class:`Unavailable`.
     """
     from lab import pki
-    from lab.cli.credentials import load_credentials, save_certificate
+    from lab.client.credentials import load_credentials, save_certificate
 
     creds = load_credentials(directory, hint=LOGIN_HINT)
     info = pki.cert_info(creds.cert_pem)

@@ -89,8 +89,8 @@ def identity_context(directory: Path | None = None) -> ssl.SSLContext:
     Raises :class:`Unauthenticated` for a missing identity, :class:`ConfigError` for an unusable
     one (as :func:`lab.pki.client_ssl_context` does).
     """
-    from lab.cli.contexts import identity_dir
-    from lab.cli.credentials import CERT_FILE, KEY_FILE, LOGIN_HINT, load_credentials
+    from lab.client.contexts import identity_dir
+    from lab.client.credentials import CERT_FILE, KEY_FILE, LOGIN_HINT, load_credentials
 
     where = directory or identity_dir()
     creds = load_credentials(where, hint=LOGIN_HINT)  # checks presence and the key's mode
