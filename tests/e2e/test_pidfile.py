@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli.daemonize import start_background, stop_background
 from lab.errors import Conflict
+from lab.local.daemonize import start_background, stop_background
 from lab.runtime.pidfile import hold, inspect, is_locked, start_time
 from tests.e2e.procs import clean_env, labctl, pid_alive
 

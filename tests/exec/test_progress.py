@@ -9,7 +9,7 @@ import subprocess
 
 import trio
 
-from lab.cli.progress import ERASE, Spinner, StatusLine
+from lab.runtime.progress import ERASE, Spinner, StatusLine
 from tests.exec.conftest import Lab
 
 

@@ -84,9 +84,8 @@ def status(
     """
     from lab.agent.daemon import running_pid
     from lab.agent.identity import default_state_dir, load_enrolled
-    from lab.cli.output import check_format
     from lab.runtime.exits import handle
-    from lab.runtime.output import emit
+    from lab.runtime.output import check_format, emit
 
     fmt = check_format(output)
     directory = state_dir or default_state_dir()

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote
 
 from lab.errors import Invalid
+from lab.model.mac import normalize_mac as normalize_mac  # re-exported: the bastion's checks
 from lab.runtime.safetext import has_control
 
 ROLES = ("worker", "infra")
 LOCAL_BOOT_METHODS = ("exit", "sanboot")
 
-_HEX12 = re.compile(r"[0-9a-f]{12}")
-_SEPARATED = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
-_CISCO = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _DISK = re.compile(r"/dev/(?:disk/by-[a-z]+/[A-Za-z0-9._:+@-]{1,200}|[a-z][a-z0-9]{1,30})")
 _SSH_KEY = re.compile(
@@ -31,30 +28,6 @@ _SSH_KEY = re.compile(
 
 def _invalid(field: str, message: str) -> Invalid:
     return Invalid(message, details={"fields": [f"{message} @ {field}"]})
-
-
-def normalize_mac(raw: object, *, field: str = "mac") -> str:
-    """Return ``aa:bb:cc:dd:ee:ff`` for any common spelling of a MAC address.
-
-    Accepted: colon or dash separated, Cisco dotted (``aabb.ccdd.eeff``), bare hex, the PXE
-    ``01-`` hardware-type prefix (as in ``pxelinux.cfg/01-aa-bb-…``) and URL-encoded forms
-    (iPXE's ``${net0/mac}`` arrives as ``52%3A54%3A…``). Anything else raises Invalid.
-    """
-    if not isinstance(raw, str):
-        raise _invalid(field, "a MAC address must be a string")
-    text = unquote(raw.strip()).strip().lower()
-    if len(text) > 32:
-        raise _invalid(field, "not a MAC address")
-    # PXE names files after "01-" + the dash-separated MAC: 01 is the ARP type of Ethernet.
-    if len(text) == 20 and text.startswith("01-"):
-        text = text[3:]
-    if _SEPARATED.fullmatch(text) or _CISCO.fullmatch(text):
-        digits = re.sub(r"[:.-]", "", text)
-    elif _HEX12.fullmatch(text):
-        digits = text
-    else:
-        raise _invalid(field, f"not a MAC address: {raw[:40]!r}")
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def validate_hostname(raw: object, *, field: str = "hostname") -> str:

@@ -289,8 +289,8 @@ async def _forward_signals(session: StreamSession, streams: list[StreamState], t
 async def _fanout(session: StreamSession, streams: list[StreamState]) -> int:
     import trio
 
-    from lab.cli.progress import StatusLine
     from lab.proto import Channel
+    from lab.runtime.progress import StatusLine
 
     width = max(len(s.server) for s in streams)
     partial: dict[tuple[int, int], bytes] = {}

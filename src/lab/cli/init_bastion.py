@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cyclopts import App
 
 from lab.cli.output import OutputOpt
 
-if TYPE_CHECKING:
-    from lab.cli.daemonize import Standalone
-
 bastion_app = App(name="bastion", help="lab-bastion, the PXE server.")
 standalone_app = App(name="standalone", help="Run one lab-bastion on this box, on SQLite.")
 bastion_app.command(standalone_app)
-
-
-def _daemon() -> Standalone:
-    """The standalone bastion, from its own settings (files in its data dir)."""
-    from lab.bastion.config import load
-    from lab.cli.daemonize import Standalone, local_url
-
-    cfg = load()
-    return Standalone(
-        name="lab-bastion",
-        module="lab.bastion.main",
-        data_dir=cfg.data_path,
-        data_env="LAB_BASTION_DATA_DIR",
-        url=local_url("http", cfg.host, cfg.port),
-    )
 
 
 @standalone_app.command
@@ -58,7 +38,8 @@ def start(
     wait
         Seconds to wait until the bastion answers /healthz.
     """
-    from lab.cli.daemonize import start_healthy
+    from lab.local.bastion import standalone
+    from lab.local.daemonize import start_healthy
     from lab.runtime.exits import handle
 
     args: list[str] = []
@@ -71,7 +52,7 @@ def start(
     if dhcp_range:
         args += ["--dhcp-range", dhcp_range]
     with handle():
-        daemon = _daemon()
+        daemon = standalone()
         daemon.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         pid = start_healthy(daemon, *args, wait=wait)
     print(f"lab-bastion started (pid {pid}) at {daemon.url}; log: {daemon.log_file}")
@@ -84,9 +65,10 @@ def stop() -> None:
 
     Example: labctl init bastion standalone stop
     """
-    from lab.cli.daemonize import stop_command
+    from lab.local.bastion import standalone
+    from lab.local.daemonize import stop_command
 
-    stop_command(_daemon())
+    stop_command(standalone())
 
 
 @standalone_app.command
@@ -95,7 +77,10 @@ def status(*, output: OutputOpt = "") -> None:
 
     Example: labctl init bastion standalone status -o json
     """
-    from lab.cli.daemonize import status_command
+    from lab.cli.output import check_format
+    from lab.local.bastion import standalone
+    from lab.local.daemonize import status_command
 
-    daemon = _daemon()
-    status_command(daemon, output=output, extra={"log": str(daemon.log_file)})
+    fmt = check_format(output)
+    daemon = standalone()
+    status_command(daemon, fmt=fmt, extra={"log": str(daemon.log_file)})

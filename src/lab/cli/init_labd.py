@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cyclopts import App
 
 from lab.cli.output import OutputOpt
 
-if TYPE_CHECKING:
-    from lab.cli.daemonize import Standalone
-
 standalone_app = App(name="standalone", help="Run one labd on this box, on SQLite.")
-
-
-def _daemon() -> Standalone:
-    """The standalone labd, from labd's own settings (files in its data dir)."""
-    from lab.cli.daemonize import Standalone, local_url
-    from lab.labd.config import load_labd_config
-
-    cfg = load_labd_config()
-    return Standalone(
-        name="labd",
-        module="lab.labd.main",
-        data_dir=cfg.data_path,
-        data_env="LABD_DATA_DIR",
-        url=local_url("https", cfg.host, cfg.port),
-        cafile=cfg.data_path / "ca.pem",
-    )
 
 
 @standalone_app.command
@@ -43,14 +23,12 @@ def start(*, wait: float = 20.0) -> None:
     wait
         Seconds to wait until labd answers /healthz.
     """
-    from lab.cli.daemonize import start_healthy
-    from lab.labd.main import prepare_data_dir
+    from lab.local import labd
     from lab.runtime.exits import handle
 
     with handle():
-        daemon = _daemon()
-        prepare_data_dir(daemon.data_dir)
-        pid = start_healthy(daemon, wait=wait)
+        daemon = labd.standalone()
+        pid = labd.start(daemon, wait=wait)
     print(f"labd started (pid {pid}) at {daemon.url}; log: {daemon.log_file}")
     with handle():
         _login_local_admin(daemon.data_dir, daemon.url)
@@ -82,9 +60,10 @@ def stop() -> None:
 
     Example: labctl init labd standalone stop
     """
-    from lab.cli.daemonize import stop_command
+    from lab.local.daemonize import stop_command
+    from lab.local.labd import standalone
 
-    stop_command(_daemon())
+    stop_command(standalone())
 
 
 @standalone_app.command
@@ -93,6 +72,9 @@ def status(*, output: OutputOpt = "") -> None:
 
     Example: labctl init labd standalone status -o json
     """
-    from lab.cli.daemonize import status_command
+    from lab.cli.output import check_format
+    from lab.local.daemonize import status_command
+    from lab.local.labd import standalone
 
-    status_command(_daemon(), output=output)
+    fmt = check_format(output)
+    status_command(standalone(), fmt=fmt)

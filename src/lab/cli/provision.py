@@ -105,9 +105,9 @@ def bastion_access(url: str | None, token_file: Path | None) -> BastionAccess:
     if token_file is None and os.environ.get("LABCTL_BASTION_TOKEN_FILE"):
         token_file = Path(os.environ["LABCTL_BASTION_TOKEN_FILE"])
     if token_file is None:
-        from lab.bastion.config import load
+        from lab.local.bastion import admin_token_file
 
-        token_file = load().data_path / "admin-token"
+        token_file = admin_token_file()
     try:
         token = token_file.read_text().strip()
     except OSError as exc:
@@ -334,9 +334,9 @@ def watch(
     until_done
         Exit when MAC is installed or enrolled (0) or failed (1).
     """
-    from lab.bastion.validate import normalize_mac
-    from lab.cli.progress import Spinner
+    from lab.model.mac import normalize_mac
     from lab.runtime.exits import handle
+    from lab.runtime.progress import Spinner
 
     with handle():
         want = normalize_mac(mac) if mac else None

@@ -1,7 +1,8 @@
 """Start, stop and inspect a background daemon through a pid file (no shell involved).
 
 :class:`Standalone` and the functions below it are what ``labctl init labd|bastion|agent
-standalone`` have in common; each command only says which daemon and what it does beyond.
+standalone`` have in common; each command only says which daemon and what it does beyond
+(:mod:`lab.local.labd`, :mod:`lab.local.agent`, :mod:`lab.local.bastion`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any
 from attrs import frozen
 
 from lab.errors import Conflict, Unavailable
+from lab.local.health import is_healthy, wait_healthy
+from lab.runtime.output import emit, is_data
+from lab.runtime.pidfile import FD_ENV, check, lock_for_child, record_child, start_time
+from lab.runtime.progress import Spinner
 
 
 def read_pid(pid_file: Path, programs: Sequence[str]) -> int | None:
@@ -26,8 +31,6 @@ def read_pid(pid_file: Path, programs: Sequence[str]) -> int | None:
     A stale or foreign file (dead pid, reused pid, another program, no lock) is removed and
     reported on stderr; its pid is never returned, so it is never signalled.
     """
-    from lab.runtime.pidfile import check
-
     status = check(pid_file, programs)
     if status.state in ("stale", "foreign"):
         print(f"removed {status.state} pid file {pid_file}: {status.reason}", file=sys.stderr)
@@ -46,8 +49,6 @@ def start_background(
 
     The child inherits the pid file's lock and keeps it until it exits (lab.runtime.pidfile).
     """
-    from lab.runtime.pidfile import FD_ENV, lock_for_child, record_child
-
     running = read_pid(pid_file, programs)
     if running is not None:
         raise Conflict(
@@ -91,8 +92,6 @@ def stop_background(
 
     Only a pid that :func:`read_pid` vouches for is signalled.
     """
-    from lab.runtime.pidfile import start_time
-
     pid = read_pid(pid_file, programs)
     if pid is None:
         return None
@@ -189,9 +188,6 @@ def start_healthy(daemon: Standalone, *args: str, wait: float) -> int:
     Raises :class:`Conflict` (already running) and :class:`Unavailable` (it exited, or did not
     become healthy in time; it is then left running).
     """
-    from lab.cli.health import wait_healthy
-    from lab.cli.progress import Spinner
-
     pid = spawn(daemon, *args)
     log_file = daemon.log_file
     with Spinner(f"waiting for {daemon.name} (pid {pid}) to answer at {daemon.url}"):
@@ -210,19 +206,12 @@ def stop_command(daemon: Standalone) -> None:
     print(f"{daemon.name} is not running" if pid is None else f"{daemon.name} stopped (pid {pid})")
 
 
-def status_command(
-    daemon: Standalone, *, output: str, extra: Mapping[str, Any] | None = None
-) -> None:
+def status_command(daemon: Standalone, *, fmt: str, extra: Mapping[str, Any] | None = None) -> None:
     """The whole of ``... standalone status`` for a daemon that serves ``/healthz``.
 
-    ``-o json`` prints ``{"running", "pid", "url", "healthy", **extra}``; else one line.
+    ``fmt`` is a checked output format: ``-o json`` prints ``{"running", "pid", "url",
+    "healthy", **extra}``; a table format one line.
     """
-
-    from lab.cli.health import is_healthy
-    from lab.cli.output import check_format
-    from lab.runtime.output import emit, is_data
-
-    fmt = check_format(output)
     pid = read_pid(daemon.pid_file, daemon.programs)
     healthy = pid is not None and is_healthy(daemon.url, cafile=daemon.cafile)
     report = {"running": pid is not None, "pid": pid, "url": daemon.url, "healthy": healthy}
