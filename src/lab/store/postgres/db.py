@@ -22,7 +22,7 @@ import functools
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar, cast
@@ -41,6 +41,7 @@ from lab.errors import ConfigError, Conflict, Invalid, LabError, Unavailable
 from lab.model import AuditEntry
 from lab.store.audited import PendingAudit, pending_audit
 from lab.store.rows import RowCodec
+from lab.store.sql.dialect import Dialect, Tx
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,6 +145,22 @@ class PgCodec(RowCodec):
 
 
 CODEC = PgCodec()
+
+
+def _labels_match(labels: Mapping[str, str]) -> tuple[str, tuple[Any, ...]]:
+    # JSONB containment: every selector pair present with that exact value; the key is data,
+    # not a path, so no quoting rules apply to odd keys.
+    return "labels @> ?", (Jsonb(dict(labels)),)
+
+
+POSTGRES = Dialect(
+    name="postgres",
+    codec=CODEC,
+    placeholder="%s",
+    unique_violation=(psycopg.errors.UniqueViolation,),
+    foreign_key_violation=(psycopg.errors.ForeignKeyViolation,),
+    labels_match=_labels_match,
+)
 
 
 def _configure(settings: PgOptions) -> Callable[[Conn], None]:
@@ -442,3 +459,31 @@ def _why_not(url: str, settings: PgOptions) -> str:
     except psycopg.Error as exc:
         return str(exc).strip() or type(exc).__name__
     return f"no connection within {settings.connect_timeout:g} s"
+
+
+class PgRunner:
+    """The shared repositories' way in (lab.store.sql): writes through :meth:`Database.run`,
+    reads through :meth:`Database.read` (a lost connection is retried once)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def dialect(self) -> Dialect:
+        return POSTGRES
+
+    async def read(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        def op(conn: Conn) -> R:
+            return fn(Tx(conn, POSTGRES), *args, **kwargs)
+
+        return await self._db.read(op)
+
+    async def write(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        def op(conn: Conn) -> R:
+            return fn(Tx(conn, POSTGRES), *args, **kwargs)
+
+        return await self._db.run(op)

@@ -28,17 +28,11 @@ from lab.store.base import (
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.postgres import schema
 from lab.store.postgres.audit import PgAudit
-from lab.store.postgres.db import Conn, Database, PgOptions, open_pool
+from lab.store.postgres.db import Conn, Database, PgOptions, PgRunner, open_pool
 from lab.store.postgres.identity import PgCertificates, PgRoles, PgTokens, PgUsers
-from lab.store.postgres.inventory import (
-    PgAgents,
-    PgClusters,
-    PgMachines,
-    PgServers,
-    PgSettingValues,
-)
 from lab.store.postgres.replicas import PgReplicas
 from lab.store.postgres.writes import append_in_transaction, flush_batch
+from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
 
 
@@ -65,16 +59,17 @@ class PostgresStore:
             # A change made on behalf of an audited request commits with its entry.
             db.audit_append = functools.partial(_append_now, key=audit_key)
         self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
-        self.servers: ServerRepository = PgServers(db)
-        self.agents: AgentRepository = PgAgents(db, self.writer)
+        sql = PgRunner(db)
+        self.servers: ServerRepository = Servers(sql)
+        self.agents: AgentRepository = Agents(sql, self.writer)
         self.users: UserRepository = PgUsers(db)
         self.roles: RoleRepository = PgRoles(db)
         self.tokens: TokenRepository = PgTokens(db)
         self.certificates: CertificateRepository = PgCertificates(db)
         self.audit: AuditRepository = PgAudit(db, self.writer, audit_key)
-        self.machines: MachineRepository = PgMachines(db)
-        self.clusters: ClusterRepository = PgClusters(db)
-        self.settings: SettingsRepository = PgSettingValues(db)
+        self.machines: MachineRepository = Machines(sql)
+        self.clusters: ClusterRepository = Clusters(sql)
+        self.settings: SettingsRepository = Settings(sql)
         self.replicas: ReplicaRepository = PgReplicas(db)
 
     @property

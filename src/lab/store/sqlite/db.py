@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from lab.model import AuditEntry
 from lab.store.audited import pending_audit
 from lab.store.migrate import Migration, pending, schema_files, split_statements
 from lab.store.rows import RowCodec, dumps, loads
+from lab.store.sql.dialect import Dialect, Tx
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,6 +60,25 @@ class SqliteCodec(RowCodec):
 
 
 CODEC = SqliteCodec()
+
+_LABEL_PAIR = "EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?)"
+
+
+def _labels_match(labels: Mapping[str, str]) -> tuple[str, tuple[Any, ...]]:
+    # json_each, not a JSON path: a path would need quoting rules for the key.
+    pairs = sorted(labels.items())
+    return " AND ".join([_LABEL_PAIR] * len(pairs)), tuple(v for pair in pairs for v in pair)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    codec=CODEC,
+    placeholder="?",
+    # SQLite names no constraint kind in its exception: both are IntegrityError.
+    unique_violation=(sqlite3.IntegrityError,),
+    foreign_key_violation=(sqlite3.IntegrityError,),
+    labels_match=_labels_match,
+)
 
 
 class LabConnection(sqlite3.Connection):
@@ -264,3 +284,32 @@ def path_from_url(url: str) -> Path:
             f"not a SQLite URL: {url!r}", details={"hint": "use sqlite:///path/to/labd.db"}
         )
     return Path(url[len(prefix) :]).expanduser()
+
+
+class SqliteRunner:
+    """The shared repositories' way in (lab.store.sql): every call under the one connection's
+    limiter; a write is one ``BEGIN IMMEDIATE`` :func:`transaction`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def dialect(self) -> Dialect:
+        return SQLITE
+
+    async def read(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        def op(conn: sqlite3.Connection) -> R:
+            return fn(Tx(conn, SQLITE), *args, **kwargs)
+
+        return await self._db.run(op)
+
+    async def write(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        def op(conn: sqlite3.Connection) -> R:
+            with transaction(conn):
+                return fn(Tx(conn, SQLITE), *args, **kwargs)
+
+        return await self._db.run(op)

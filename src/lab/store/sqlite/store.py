@@ -27,11 +27,13 @@ from lab.store.base import (
 )
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.seed import BUILTIN_ROLES
+from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
 from lab.store.sqlite.audit import SqliteAudit
 from lab.store.sqlite.db import (
     BUSY_TIMEOUT_MS,
     Database,
     LabConnection,
+    SqliteRunner,
     connect,
     migrate,
     path_from_url,
@@ -43,13 +45,6 @@ from lab.store.sqlite.identity import (
     SqliteTokens,
     SqliteUsers,
     upsert_role,
-)
-from lab.store.sqlite.inventory import (
-    SqliteAgents,
-    SqliteClusters,
-    SqliteMachines,
-    SqliteServers,
-    SqliteSettings,
 )
 from lab.store.sqlite.replicas import SqliteReplicas
 from lab.store.sqlite.writes import ChainHead, append_in_transaction, flush_batch
@@ -98,16 +93,17 @@ class SqliteStore:
             db.conn.audit_append = functools.partial(_append_now, head=self._head)
             db.conn.audit_rolled_back = self._head.forget
         self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
-        self.servers: ServerRepository = SqliteServers(db)
-        self.agents: AgentRepository = SqliteAgents(db, self.writer)
+        sql = SqliteRunner(db)
+        self.servers: ServerRepository = Servers(sql)
+        self.agents: AgentRepository = Agents(sql, self.writer)
         self.users: UserRepository = SqliteUsers(db)
         self.roles: RoleRepository = SqliteRoles(db)
         self.tokens: TokenRepository = SqliteTokens(db)
         self.certificates: CertificateRepository = SqliteCertificates(db)
         self.audit: AuditRepository = SqliteAudit(db, self.writer, audit_key)
-        self.machines: MachineRepository = SqliteMachines(db)
-        self.clusters: ClusterRepository = SqliteClusters(db)
-        self.settings: SettingsRepository = SqliteSettings(db)
+        self.machines: MachineRepository = Machines(sql)
+        self.clusters: ClusterRepository = Clusters(sql)
+        self.settings: SettingsRepository = Settings(sql)
         self.replicas: ReplicaRepository = SqliteReplicas(db)
 
     @property
