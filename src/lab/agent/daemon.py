@@ -34,6 +34,8 @@ from lab import __version__
 from lab.agent.dispatch import ConnectionGone, Dispatcher, SendFn
 from lab.agent.executor import Outgoing
 from lab.agent.identity import AGENT_FILE, EnrolledIdentity, load_enrolled
+from lab.client.api import LabClient
+from lab.client.credentials import load_credentials
 from lab.errors import ConfigError, LabError
 from lab.proto import ProtocolError, decode, decode_data, encode
 from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
@@ -338,7 +340,6 @@ class Agent:
     def _ssl_context(self) -> ssl.SSLContext:
         from lab import pki
         from lab.agent.identity import ENROLL_HINT
-        from lab.client.credentials import load_credentials
 
         # Read every time: renewal replaces cert.pem and ca.pem underneath us.
         creds = load_credentials(self.settings.state_dir, hint=ENROLL_HINT)
@@ -547,7 +548,6 @@ class Agent:
 
     async def _get(self, path: str) -> Any:
         """GET ``path`` from the current labd over this agent's mTLS identity."""
-        from lab.client.api import LabClient
 
         ctx = self._ssl_context()
         async with LabClient(self.current_server(), ssl_context=ctx, timeout=30.0) as client:

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from attrs import frozen
 
+from lab.client.api import enroll_identity, renew_in_place
+from lab.client.credentials import load_credentials, write_atomic
 from lab.errors import ConfigError, Unauthenticated
 
 # When to renew is one rule for every identity; the agent's callers import it from here.
@@ -56,7 +58,6 @@ class EnrolledIdentity:
 
 
 def _write_agent_file(state_dir: Path, data: dict[str, Any]) -> None:
-    from lab.client.credentials import write_atomic
 
     text = yaml.safe_dump(data, sort_keys=True).encode("utf-8")
     write_atomic(state_dir / AGENT_FILE, text, mode=0o600)
@@ -82,7 +83,6 @@ def read_agent_file(state_dir: Path) -> dict[str, Any]:
 def load_enrolled(state_dir: Path) -> EnrolledIdentity:
     """The stored identity; raises Unauthenticated when not enrolled, ConfigError if broken."""
     from lab import pki
-    from lab.client.credentials import load_credentials
 
     data = read_agent_file(state_dir)
     creds = load_credentials(state_dir, hint=ENROLL_HINT)
@@ -120,7 +120,6 @@ async def enroll(
     :class:`Invalid` (URL, fingerprint, hostname), :class:`RateLimited`, :class:`Unavailable`.
     Cancellation abandons the request and writes nothing.
     """
-    from lab.client.api import enroll_identity
 
     enrolled = await enroll_identity(
         server,
@@ -168,7 +167,6 @@ async def renew(
     revoked: enroll again), :class:`Unavailable` when labd cannot be reached. Cancellation
     abandons the request and leaves the files as they were.
     """
-    from lab.client.api import renew_in_place
 
     data = read_agent_file(state_dir)
     await renew_in_place(state_dir, server or data["server"], request_timeout=request_timeout)

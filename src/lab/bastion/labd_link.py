@@ -26,11 +26,12 @@ import yaml
 from attrs import frozen
 
 from lab.bastion.jointokens import AgentToken, TokenBinding
+from lab.client.api import LabClient, enroll_identity, renew_in_place
+from lab.client.credentials import load_credentials, write_atomic
 from lab.errors import ConfigError, LabError, NotFound, Unavailable
 from lab.runtime.renewal import renewal_delay, retry_delay
 
 if TYPE_CHECKING:
-    from lab.client.api import LabClient
     from lab.pki import CACert, CertInfo
 
 log = logging.getLogger("lab.bastion.labd")
@@ -105,8 +106,6 @@ async def join(
     (the token lacks the admin role), :class:`Invalid` (URL, fingerprint, name),
     :class:`RateLimited`, :class:`Unavailable`. Cancellation abandons the request.
     """
-    from lab.client.api import enroll_identity
-    from lab.client.credentials import write_atomic
 
     directory = link_dir(data_dir)
     enrolled = await enroll_identity(
@@ -162,8 +161,6 @@ class LabdTokenSource:
         flight on them finish).
         """
         from lab import pki
-        from lab.client.api import LabClient
-        from lab.client.credentials import load_credentials
 
         creds = load_credentials(self.link.directory, hint=JOIN_HINT)
         ctx = pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
@@ -186,7 +183,6 @@ class LabdTokenSource:
         """The operator listener's TLS context: this bastion's certificate, labd's CAs for
         the (optional) client certificates; reloaded in place on renewal."""
         from lab import pki
-        from lab.client.credentials import load_credentials
 
         if self._server_context is None:
             creds = load_credentials(self.link.directory, hint=JOIN_HINT)
@@ -227,7 +223,6 @@ class LabdTokenSource:
         :class:`Unavailable` (labd unreachable); the files are then as they were.
         """
         from lab import pki
-        from lab.client.api import renew_in_place
 
         await renew_in_place(
             self.link.directory, self.link.server, request_timeout=self._request_timeout

@@ -1,0 +1,246 @@
+"""DESIGN §2's import rules, checked on the source (a small AST walk over src/lab).
+
+An import counts wherever it is written: at module level, inside a function (where a lazy
+import used to hide a circle) or under ``TYPE_CHECKING``. A package is the first name below
+``lab`` (``lab.labd.hub`` belongs to ``labd``; ``lab.errors`` is a package of one module).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+import lab
+
+SRC = Path(lab.__file__).parent
+
+DAEMONS = ("labd", "agent", "bastion")
+# errors, model and proto import nothing else from lab but each other, in that order.
+FOUNDATION = {"errors": set(), "model": {"errors"}, "proto": {"errors", "model"}}
+# The layers every program shares: they never reach up into a program.
+SHARED = ("errors", "model", "proto", "pki", "runtime", "store", "client")
+# Third-party modules only one package may import.
+OWNED = {
+    "cryptography": "pki",  # stricter than DESIGN's cryptography.hazmat: x509 too
+    "sqlite3": "store",
+    "psycopg": "store",
+    "psycopg_pool": "store",
+}
+# cyclopts' lazy commands ("lab.cli.init_cmd:init_app") import their module when called.
+_LAZY_COMMAND = re.compile(r"lab(?:\.[a-z_][a-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
+
+
+@attrs.frozen
+class Import:
+    module: str
+    """The importing module, e.g. ``lab.cli.init_labd``."""
+    target: str
+    """What it imports, e.g. ``lab.labd.config`` or ``sqlite3``."""
+    line: int
+
+    @property
+    def source_package(self) -> str:
+        return package_of(self.module)
+
+    @property
+    def target_package(self) -> str:
+        return package_of(self.target)
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.line} imports {self.target}"
+
+
+def package_of(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if parts[0] == "lab" and len(parts) > 1 else parts[0]
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, root: Path = SRC) -> Iterator[Import]:
+    """Every import in ``path``, wherever it is written, with relative imports resolved."""
+    module = module_name(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield Import(module, alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            if base == "lab":  # from lab import pki: the names are the packages
+                for alias in node.names:
+                    yield Import(module, f"lab.{alias.name}", node.lineno)
+            else:
+                yield Import(module, base, node.lineno)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _LAZY_COMMAND.fullmatch(node.value)
+        ):
+            yield Import(module, node.value.partition(":")[0], node.lineno)
+
+
+def all_imports(root: Path = SRC) -> list[Import]:
+    return [imp for path in sorted(root.rglob("*.py")) for imp in imports_of(path, root)]
+
+
+def lab_edges(imports: list[Import]) -> dict[tuple[str, str], list[Import]]:
+    """Package → package imports inside lab, each with the imports that make it."""
+    edges: dict[tuple[str, str], list[Import]] = {}
+    for imp in imports:
+        if imp.target.split(".")[0] != "lab" or imp.target == "lab":
+            continue
+        pair = (imp.source_package, imp.target_package)
+        if pair[0] != pair[1] and pair[1] != "_version":
+            edges.setdefault(pair, []).append(imp)
+    return edges
+
+
+def cycles(edges: dict[tuple[str, str], list[Import]]) -> list[list[str]]:
+    """The package circles: every strongly connected group of more than one package."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+        graph.setdefault(b, set())
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    reachable = {node: reach(node) for node in graph}
+    groups = {
+        frozenset(n for n in graph if n == node or (n in reachable[node] and node in reachable[n]))
+        for node in graph
+    }
+    return sorted(sorted(group) for group in groups if len(group) > 1)
+
+
+def _explain(edges: dict[tuple[str, str], list[Import]], pairs: list[tuple[str, str]]) -> str:
+    return "\n".join(str(imp) for pair in pairs for imp in edges.get(pair, []))
+
+
+@pytest.fixture(scope="module")
+def imports() -> list[Import]:
+    return all_imports()
+
+
+def test_no_circle_between_packages(imports: list[Import]) -> None:
+    edges = lab_edges(imports)
+    found = cycles(edges)
+    pairs = [(a, b) for group in found for a in group for b in group if (a, b) in edges]
+    assert found == [], _explain(edges, pairs)
+
+
+@pytest.mark.parametrize("daemon", DAEMONS)
+def test_daemons_import_neither_cli_nor_local(imports: list[Import], daemon: str) -> None:
+    edges = lab_edges(imports)
+    assert _explain(edges, [(daemon, "cli"), (daemon, "local")]) == ""
+
+
+def test_cli_imports_no_daemon(imports: list[Import]) -> None:
+    edges = lab_edges(imports)
+    assert _explain(edges, [("cli", daemon) for daemon in DAEMONS]) == ""
+
+
+@pytest.mark.parametrize("package", SHARED)
+def test_shared_layers_import_no_program(imports: list[Import], package: str) -> None:
+    edges = lab_edges(imports)
+    programs = (*DAEMONS, "cli", "local")
+    assert _explain(edges, [(package, program) for program in programs]) == ""
+
+
+@pytest.mark.parametrize("package", FOUNDATION)
+def test_foundation_imports_only_what_is_below(imports: list[Import], package: str) -> None:
+    edges = lab_edges(imports)
+    beyond = [pair for pair in edges if pair[0] == package and pair[1] not in FOUNDATION[package]]
+    assert _explain(edges, beyond) == ""
+
+
+@pytest.mark.parametrize("library", OWNED)
+def test_owned_libraries_stay_in_their_package(imports: list[Import], library: str) -> None:
+    offenders = [
+        str(imp)
+        for imp in imports
+        if imp.target.split(".")[0] == library and imp.source_package != OWNED[library]
+    ]
+    assert offenders == []
+
+
+# --- the scanner itself: it must see the imports that do exist, however they are written
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "lab"
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_scanner_sees_every_spelling_of_an_import(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "agent/__init__.py": "",
+            "agent/main.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n    from lab.store import Store\n"
+                "def f():\n    from lab.cli.client import LabClient\n"
+                "    import lab.local.daemonize\n"
+                "from lab import pki\n"
+                "from . import sibling\n"
+                "from ..proto import messages\n"
+                "import sqlite3\n"
+            ),
+            "cli/main.py": 'app.command("lab.labd.main:serve", name="x")\n',
+        },
+    )
+    found = {(imp.module, imp.target) for imp in all_imports(root)}
+    assert found == {
+        ("lab.agent.main", "typing"),
+        ("lab.agent.main", "lab.store"),
+        ("lab.agent.main", "lab.cli.client"),
+        ("lab.agent.main", "lab.local.daemonize"),
+        ("lab.agent.main", "lab.pki"),
+        ("lab.agent.main", "lab.agent"),
+        ("lab.agent.main", "lab.proto"),
+        ("lab.agent.main", "sqlite3"),
+        ("lab.cli.main", "lab.labd.main"),
+    }
+
+
+def test_cycles_finds_pairs_and_longer_circles_only() -> None:
+    def edge(a: str, b: str) -> tuple[tuple[str, str], list[Import]]:
+        return (a, b), [Import(f"lab.{a}", f"lab.{b}", 1)]
+
+    edges = dict(
+        [
+            edge("agent", "cli"),
+            edge("cli", "agent"),
+            edge("a", "b"),
+            edge("b", "c"),
+            edge("c", "a"),
+            edge("cli", "errors"),
+            edge("agent", "errors"),
+        ]
+    )
+    assert cycles(edges) == [["a", "b", "c"], ["agent", "cli"]]
+    assert cycles({k: v for k, v in edges.items() if k != ("c", "a")}) == [["agent", "cli"]]
