@@ -47,8 +47,7 @@ RELAY = "src/lab/labd/streams.py"
 SECRETS = "src/lab/labd/secrets.py"
 IDENTITY = "src/lab/labd/identity.py"
 RULES = "src/lab/store/rules.py"
-SQLITE_IDENTITY = "src/lab/store/sqlite/identity.py"
-POSTGRES_IDENTITY = "src/lab/store/postgres/identity.py"
+SQL_IDENTITY = "src/lab/store/sql/identity.py"
 
 
 def _functions(module: str, *names: str) -> tuple[str, ...]:
@@ -193,34 +192,32 @@ _TARGETS = [
             *_functions("lab.store.rules", "token_refusal", "before_use"),
         ),
         hand=(
-            # the one conditional UPDATE that decides a use (SQLite; PostgreSQL's is the same)
-            HandMutant(SQLITE_IDENTITY, "expires_at > ?", "expires_at >= ?", "usable at expiry"),
-            HandMutant(SQLITE_IDENTITY, "uses < max_uses", "uses <= max_uses", "one use too many"),
+            # the one conditional UPDATE that decides a use (on SQLite; tokens_postgres below)
+            HandMutant(SQL_IDENTITY, "expires_at > ?", "expires_at >= ?", "usable at expiry"),
+            HandMutant(SQL_IDENTITY, "uses < max_uses", "uses <= max_uses", "one use too many"),
             HandMutant(
-                SQLITE_IDENTITY,
-                "(reusable = 0 AND uses = 0)",
-                "(reusable = 0 AND uses < 2)",
+                SQL_IDENTITY,
+                "(NOT reusable AND uses = 0)",
+                "(NOT reusable AND uses < 2)",
                 "a one-time token works twice",
             ),
             HandMutant(
-                SQLITE_IDENTITY,
+                SQL_IDENTITY,
                 "WHERE id = ? AND revoked_at IS NULL AND",
                 "WHERE id = ? AND",
                 "a revoked token still works",
             ),
             HandMutant(
-                SQLITE_IDENTITY,
+                SQL_IDENTITY,
                 "(max_uses IS NULL OR uses < max_uses)",
                 "(uses < max_uses)",
                 "a reusable token without max_uses never works",
             ),
+            HandMutant(SQL_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"),
             HandMutant(
-                SQLITE_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"
-            ),
-            HandMutant(
-                SQLITE_IDENTITY,
-                "(reusable = 1 AND",
-                "(reusable >= 0 AND",
+                SQL_IDENTITY,
+                "(reusable AND",
+                "(TRUE AND",
                 "a one-time token is reusable",
             ),
             # the token format check, beside mutmut's own
@@ -232,36 +229,28 @@ _TARGETS = [
         # PostgreSQL's consuming UPDATE against the storage contract on a throwaway server.
         tests=("tests/store/test_contract_identity.py", "-m", "postgres", "-k", "token"),
         hand=(
+            HandMutant(SQL_IDENTITY, "expires_at > ?", "expires_at >= ?", "usable at expiry"),
+            HandMutant(SQL_IDENTITY, "uses < max_uses", "uses <= max_uses", "one use too many"),
             HandMutant(
-                POSTGRES_IDENTITY, "expires_at > %s", "expires_at >= %s", "usable at expiry"
-            ),
-            HandMutant(
-                POSTGRES_IDENTITY, "uses < max_uses", "uses <= max_uses", "one use too many"
-            ),
-            HandMutant(
-                POSTGRES_IDENTITY,
+                SQL_IDENTITY,
                 "(NOT reusable AND uses = 0)",
                 "(NOT reusable AND uses < 2)",
                 "a one-time token works twice",
             ),
             HandMutant(
-                POSTGRES_IDENTITY,
-                "WHERE id = %s AND revoked_at IS NULL AND",
-                "WHERE id = %s AND",
+                SQL_IDENTITY,
+                "WHERE id = ? AND revoked_at IS NULL AND",
+                "WHERE id = ? AND",
                 "a revoked token still works",
             ),
             HandMutant(
-                POSTGRES_IDENTITY,
+                SQL_IDENTITY,
                 "(max_uses IS NULL OR uses < max_uses)",
                 "(uses < max_uses)",
                 "a reusable token without max_uses never works",
             ),
-            HandMutant(
-                POSTGRES_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"
-            ),
-            HandMutant(
-                POSTGRES_IDENTITY, "(reusable AND", "(TRUE AND", "a one-time token is reusable"
-            ),
+            HandMutant(SQL_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"),
+            HandMutant(SQL_IDENTITY, "(reusable AND", "(TRUE AND", "a one-time token is reusable"),
         ),
     ),
 ]

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 import psycopg.errors
 
 from lab.store.migrate import Migration, pending, schema_files, split_statements
-from lab.store.postgres.db import Conn, Database, RetryTransaction
-from lab.store.postgres.identity import upsert_role
+from lab.store.postgres.db import POSTGRES, Conn, Database, RetryTransaction
 from lab.store.seed import BUILTIN_ROLES
+from lab.store.sql.dialect import Tx
+from lab.store.sql.identity import seed_roles
 
 
 def applied_versions(conn: Conn) -> set[int]:
@@ -84,8 +85,7 @@ async def migrate(db: Database, migrations: list[Migration] | None = None) -> li
 
 
 def _seed(conn: Conn) -> None:
-    for role in BUILTIN_ROLES:
-        upsert_role(conn, role)
+    seed_roles(Tx(conn, POSTGRES), BUILTIN_ROLES)
 
 
 async def seed(db: Database) -> None:

@@ -29,9 +29,9 @@ from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.postgres import schema
 from lab.store.postgres.audit import PgAudit
 from lab.store.postgres.db import Conn, Database, PgOptions, PgRunner, open_pool
-from lab.store.postgres.identity import PgCertificates, PgRoles, PgTokens, PgUsers
 from lab.store.postgres.replicas import PgReplicas
 from lab.store.postgres.writes import append_in_transaction, flush_batch
+from lab.store.sql.identity import Certificates, Roles, Tokens, Users
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
 
@@ -62,10 +62,10 @@ class PostgresStore:
         sql = PgRunner(db)
         self.servers: ServerRepository = Servers(sql)
         self.agents: AgentRepository = Agents(sql, self.writer)
-        self.users: UserRepository = PgUsers(db)
-        self.roles: RoleRepository = PgRoles(db)
-        self.tokens: TokenRepository = PgTokens(db)
-        self.certificates: CertificateRepository = PgCertificates(db)
+        self.users: UserRepository = Users(sql)
+        self.roles: RoleRepository = Roles(sql)
+        self.tokens: TokenRepository = Tokens(sql)
+        self.certificates: CertificateRepository = Certificates(sql)
         self.audit: AuditRepository = PgAudit(db, self.writer, audit_key)
         self.machines: MachineRepository = Machines(sql)
         self.clusters: ClusterRepository = Clusters(sql)

@@ -27,10 +27,13 @@ from lab.store.base import (
 )
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.seed import BUILTIN_ROLES
+from lab.store.sql.dialect import Tx
+from lab.store.sql.identity import Certificates, Roles, Tokens, Users, seed_roles
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
 from lab.store.sqlite.audit import SqliteAudit
 from lab.store.sqlite.db import (
     BUSY_TIMEOUT_MS,
+    SQLITE,
     Database,
     LabConnection,
     SqliteRunner,
@@ -38,13 +41,6 @@ from lab.store.sqlite.db import (
     migrate,
     path_from_url,
     transaction,
-)
-from lab.store.sqlite.identity import (
-    SqliteCertificates,
-    SqliteRoles,
-    SqliteTokens,
-    SqliteUsers,
-    upsert_role,
 )
 from lab.store.sqlite.replicas import SqliteReplicas
 from lab.store.sqlite.writes import ChainHead, append_in_transaction, flush_batch
@@ -58,8 +54,7 @@ def _append_now(conn: sqlite3.Connection, entry: AuditEntry, *, head: ChainHead)
 def seed(conn: sqlite3.Connection) -> None:
     """Upsert the builtin roles (every open, so changed definitions reach old databases)."""
     with transaction(conn):
-        for role in BUILTIN_ROLES:
-            upsert_role(conn, role)
+        seed_roles(Tx(conn, SQLITE), BUILTIN_ROLES)
 
 
 def _open(url: str, busy_timeout: float) -> Database:
@@ -96,10 +91,10 @@ class SqliteStore:
         sql = SqliteRunner(db)
         self.servers: ServerRepository = Servers(sql)
         self.agents: AgentRepository = Agents(sql, self.writer)
-        self.users: UserRepository = SqliteUsers(db)
-        self.roles: RoleRepository = SqliteRoles(db)
-        self.tokens: TokenRepository = SqliteTokens(db)
-        self.certificates: CertificateRepository = SqliteCertificates(db)
+        self.users: UserRepository = Users(sql)
+        self.roles: RoleRepository = Roles(sql)
+        self.tokens: TokenRepository = Tokens(sql)
+        self.certificates: CertificateRepository = Certificates(sql)
         self.audit: AuditRepository = SqliteAudit(db, self.writer, audit_key)
         self.machines: MachineRepository = Machines(sql)
         self.clusters: ClusterRepository = Clusters(sql)
