@@ -102,7 +102,7 @@ def lab_edges(imports: list[Import]) -> dict[tuple[str, str], list[Import]]:
         if imp.target.split(".")[0] != "lab" or imp.target == "lab":
             continue
         pair = (imp.source_package, imp.target_package)
-        if pair[0] != pair[1] and pair[1] != "_version":
+        if pair[0] != pair[1] and not pair[1].startswith("_"):  # lab.__version__
             edges.setdefault(pair, []).append(imp)
     return edges
 
@@ -135,6 +135,25 @@ def _explain(edges: dict[tuple[str, str], list[Import]], pairs: list[tuple[str, 
     return "\n".join(str(imp) for pair in pairs for imp in edges.get(pair, []))
 
 
+DOCS = Path(__file__).parents[1] / "docs" / "development.md"
+_ROW = re.compile(r"^\| `([a-z]+)` \| .* \| ([^|]+) \|$", re.M)
+
+
+def package_map(text: str) -> dict[str, set[str]]:
+    """docs/development.md's package map: each package and what it may import from lab."""
+    rows = {name: allowed.strip() for name, allowed in _ROW.findall(text)}
+    everything = set(rows)
+    table: dict[str, set[str]] = {}
+    for name, allowed in rows.items():
+        if allowed == "nothing":
+            table[name] = set()
+        elif allowed.startswith("everything but "):
+            table[name] = everything - {name} - set(re.findall(r"`([a-z]+)`", allowed))
+        else:
+            table[name] = set(re.findall(r"`([a-z]+)`", allowed))
+    return table
+
+
 @pytest.fixture(scope="module")
 def imports() -> list[Import]:
     return all_imports()
@@ -145,6 +164,20 @@ def test_no_circle_between_packages(imports: list[Import]) -> None:
     found = cycles(edges)
     pairs = [(a, b) for group in found for a in group for b in group if (a, b) in edges]
     assert found == [], _explain(edges, pairs)
+
+
+def test_every_import_is_in_the_package_map(imports: list[Import]) -> None:
+    table = package_map(DOCS.read_text(encoding="utf-8"))
+    packages = {
+        path.stem
+        for path in SRC.iterdir()
+        if not path.name.startswith("_")
+        and ((path / "__init__.py").is_file() or path.suffix == ".py")
+    }
+    assert packages - set(table) == set(), "packages missing from docs/development.md's map"
+    edges = lab_edges(imports)
+    beyond = [(a, b) for a, b in edges if b not in table.get(a, set())]
+    assert _explain(edges, beyond) == ""
 
 
 @pytest.mark.parametrize("daemon", DAEMONS)
@@ -244,3 +277,19 @@ def test_cycles_finds_pairs_and_longer_circles_only() -> None:
     )
     assert cycles(edges) == [["a", "b", "c"], ["agent", "cli"]]
     assert cycles({k: v for k, v in edges.items() if k != ("c", "a")}) == [["agent", "cli"]]
+
+
+def test_package_map_reads_the_table() -> None:
+    text = (
+        "| package | owns | may import from `lab` |\n|---|---|---|\n"
+        "| `errors` | the `LabError` tree | nothing |\n"
+        "| `model` | records | `errors` |\n"
+        "| `local` | this box | everything but `cli` |\n"
+        "| `cli` | labctl | `errors`, `local` |\n"
+    )
+    assert package_map(text) == {
+        "errors": set(),
+        "model": {"errors"},
+        "local": {"errors", "model"},
+        "cli": {"errors", "local"},
+    }
