@@ -22,7 +22,7 @@ import httpx
 import trio
 
 from lab import pki
-from lab.labd.auditkey import audit_keys
+from lab.labd.audit.keys import audit_keys
 from lab.labd.config import LabdConfig
 from lab.labd.main import serve_labd
 from lab.store import open_store

@@ -31,21 +31,22 @@ class Target:
     tests: tuple[str, ...]
     mutmut: tuple[str, ...] = ()
     # mutmut's mutant names to run and count (globs), when only some functions of the files are
-    # the target: "lab.labd.identity.x_usable*", "lab.labd.identity.xǁIdentitiesǁredeem*"
+    # the target: "lab.labd.identity.identities.x_usable*",
+    # "lab.labd.identity.identities.xǁIdentitiesǁredeem*"
     only: tuple[str, ...] = ()
     hand: tuple[HandMutant, ...] = ()
 
 
-RBAC = "src/lab/labd/rbac.py"
-RATELIMIT = "src/lab/labd/ratelimit.py"
+RBAC = "src/lab/labd/access/rbac.py"
+RATELIMIT = "src/lab/labd/access/ratelimit.py"
 STREAMS = "src/lab/proto/streams.py"
 AUDITCHAIN = "src/lab/store/auditchain.py"
 AUDITVERIFY = "src/lab/store/auditverify.py"
-CHECKPOINTS = "src/lab/labd/checkpoints.py"
+CHECKPOINTS = "src/lab/labd/audit/checkpoints.py"
 WITNESS = "src/lab/runtime/witness.py"
-RELAY = "src/lab/labd/streams.py"
-SECRETS = "src/lab/labd/secrets.py"
-IDENTITY = "src/lab/labd/identity.py"
+RELAY = "src/lab/labd/relay/relay.py"
+SECRETS = "src/lab/labd/identity/secrets.py"
+IDENTITY = "src/lab/labd/identity/identities.py"
 RULES = "src/lab/store/rules.py"
 SQL_IDENTITY = "src/lab/store/sql/identity.py"
 
@@ -95,7 +96,7 @@ _TARGETS = [
         # The relay's flow control; admission, audit and the hub's stream are end-to-end
         # matters (tests/exec, tests/faults).
         only=_functions(
-            "lab.labd.streams",
+            "lab.labd.relay.relay",
             "Relay.__init__",
             "Relay.grant",
             "Relay.control",
@@ -146,7 +147,7 @@ _TARGETS = [
         # the security tests drive it.
         only=(
             *_functions(
-                "lab.labd.checkpoints",
+                "lab.labd.audit.checkpoints",
                 "_signed_bytes",
                 "make_checkpoint",
                 "parse_checkpoint",
@@ -172,9 +173,9 @@ _TARGETS = [
         ),
         mutmut=(SECRETS, IDENTITY, RULES),
         only=(
-            "lab.labd.secrets.*",
+            "lab.labd.identity.secrets.*",
             *_functions(
-                "lab.labd.identity",
+                "lab.labd.identity.identities",
                 "check_hostname",
                 "check_username",
                 "_hardware_id",

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from lab.errors import Invalid
-from lab.labd import streams
+from lab.labd.relay import relay as streams
 from lab.model.labels import parse_selector, parse_selectors
 from tests.cli.selector_table import EXTRA_NAME, FLEET, TABLE
 from tests.exec.fakehub import FakeHub

@@ -15,7 +15,7 @@ import pytest
 from lab.client.credentials import Credentials as CliCredentials
 from lab.client.credentials import save_credentials
 from lab.client.wsclient import StreamSession, connect
-from lab.labd import streams
+from lab.labd.relay import relay as streams
 from tests.exec.fakehub import FakeHub
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 

@@ -13,7 +13,7 @@ import trio
 from lab.agent.executor import run_exec
 from lab.agent.logsource import stream_logs
 from lab.errors import LabError, NotFound, Unavailable
-from lab.labd.streams import Incoming, Uplink
+from lab.labd.relay.relay import Incoming, Uplink
 from lab.proto import Channel, DataFrame, decode_data
 from lab.proto.messages import (
     Credit,

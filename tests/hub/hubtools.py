@@ -17,7 +17,7 @@ from lab.agent.daemon import AgentSettings, connect
 from lab.agent.identity import enroll
 from lab.labd.config import LabdConfig
 from lab.labd.context import LabdContext
-from lab.labd.hub import AgentHub
+from lab.labd.hub.registry import AgentHub
 from lab.labd.main import serve_labd
 from lab.proto import decode, encode
 from lab.proto.messages import Hello, Message

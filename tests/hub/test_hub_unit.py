@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from lab.errors import NotFound
-from lab.labd.hub import AdmissionBucket, AgentHub
+from lab.labd.hub.registry import AdmissionBucket, AgentHub
 from lab.model import Agent, Server
 from lab.proto import decode, encode
 from lab.proto.messages import Heartbeat, Hello, Welcome

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from lab import pki
-from lab.labd import checkpoints
-from lab.labd.auditkey import AuditKeys
-from lab.labd.checkpoints import Checkpointer, CheckpointLog, verify_log
+from lab.labd.audit import checkpoints
+from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog, verify_log
+from lab.labd.audit.keys import AuditKeys
 from lab.model import AuditEntry
 from lab.store import open_store
 from lab.store.auditchain import AuditKey

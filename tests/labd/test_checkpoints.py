@@ -17,8 +17,7 @@ import trio
 
 from lab import pki
 from lab.errors import Invalid
-from lab.labd.auditkey import AuditKeys
-from lab.labd.checkpoints import (
+from lab.labd.audit.checkpoints import (
     CHECKPOINT_FILE,
     Checkpointer,
     CheckpointLog,
@@ -27,6 +26,7 @@ from lab.labd.checkpoints import (
     parse_checkpoint,
     verify_log,
 )
+from lab.labd.audit.keys import AuditKeys
 from lab.model import AuditEntry
 from lab.store import open_store
 from lab.store.auditchain import START_SETTING, AuditKey, ChainStart
@@ -184,7 +184,7 @@ async def test_the_checkpointer_writes_only_a_new_head(
             assert await writer.write() is None  # no keyed chain yet: nothing to vouch for
             assert caplog.record_tuples == [
                 (
-                    "lab.labd.checkpoints",
+                    "lab.labd.audit.checkpoints",
                     logging.ERROR,
                     "audit chain start record missing: no checkpoint written",
                 )

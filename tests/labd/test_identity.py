@@ -28,7 +28,7 @@ async def test_rejection_matrix(tmp_path: Path) -> None:
             foreign = Credentials(key_pem=key, cert_pem=foreign_pem, subject="user/admin")
 
             # An expired certificate from *our* CA: sign it with the CA material labd stored.
-            from lab.labd.ca import CAService
+            from lab.labd.identity.ca import CAService
             from lab.store import open_store
 
             async with open_store(labd.config.effective_database_url) as store:

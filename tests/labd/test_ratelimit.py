@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.errors import RateLimited
-from lab.labd.ratelimit import Limits, RateLimiter
+from lab.labd.access.ratelimit import Limits, RateLimiter
 
 
 def refused(limiter: RateLimiter, key: str, now: float) -> RateLimited:

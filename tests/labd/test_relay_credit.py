@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from lab.errors import Unavailable
-from lab.labd.streams import Incoming, Relay, Target, Uplink
+from lab.labd.relay.relay import Incoming, Relay, Target, Uplink
 from lab.proto import Channel, CloseCode, DataFrame, ProtocolError, decode_data
 from lab.proto.messages import (
     DEFAULT_WINDOW,

@@ -14,9 +14,9 @@ import attrs
 import pytest
 
 from lab.errors import Invalid, PermissionDenied, Unauthenticated
-from lab.labd import identity
-from lab.labd.ca import CAService
-from lab.labd.identity import (
+from lab.labd.identity import identities as identity
+from lab.labd.identity.ca import CAService
+from lab.labd.identity.identities import (
     Identities,
     Revocations,
     bound_username,
@@ -27,7 +27,7 @@ from lab.labd.identity import (
     token_trace,
     usable,
 )
-from lab.labd.secrets import hash_secret, new_token, secret_matches, split_token
+from lab.labd.identity.secrets import hash_secret, new_token, secret_matches, split_token
 from lab.model import JoinToken, TokenKind
 from lab.store import Store, open_store
 from lab.store.rules import before_use, token_refusal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.labd import rbac
+from lab.labd.access import rbac
 from lab.model import Effect, Permission, Role
 from lab.store.seed import ADMIN, OPERATOR, VIEWER
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from lab.labd.access.auth import policy_of
 from lab.labd.app import create_app
-from lab.labd.auth import policy_of
 from lab.labd.config import LabdConfig
 from tests.rbac.spec import openapi_path, spec
 

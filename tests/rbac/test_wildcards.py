@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.labd import rbac
+from lab.labd.access import rbac
 from lab.model import Effect, Permission, Role
 
 # pattern, value, matches

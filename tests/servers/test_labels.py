@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.errors import Invalid
-from lab.labd.routes.servers import (
+from lab.labd.api.servers import (
     check_labels,
     label_key_problem,
     label_value_problem,

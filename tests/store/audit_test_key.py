@@ -1,4 +1,7 @@
-"""The audit key stores under test are opened with (labd derives its own, see lab.labd.auditkey)."""
+"""The audit key stores under test are opened with.
+
+labd derives its own, see lab.labd.audit.keys.
+"""
 
 from lab.store.auditchain import AuditKey
 

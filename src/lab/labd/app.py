@@ -55,10 +55,9 @@ def ctx() -> LabdContext:
 
 
 def create_app(context: LabdContext) -> QuartTrio:
-    from lab.labd.audit import audit_response
-    from lab.labd.auth import authenticate
-    from lab.labd.ratelimit import Limits
-    from lab.labd.routes import (
+    from lab.labd.access.auth import authenticate
+    from lab.labd.access.ratelimit import Limits
+    from lab.labd.api import (
         agent_ws,
         audit_routes,
         auth,
@@ -73,6 +72,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         tokens,
         users,
     )
+    from lab.labd.audit.entries import audit_response
 
     # No static folder: every route must declare a policy, and labd serves no files.
     app = QuartTrio("labd", static_folder=None)

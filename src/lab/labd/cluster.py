@@ -9,7 +9,7 @@ Several labd replicas share one database (CockroachDB; PostgreSQL in tests). Eac
   serials (closing affected live sessions through the ``Revocations`` listeners) and tells its
   ``on_change`` listeners to drop whatever they cache about identities;
 - keeps a snapshot of which replica holds which agent (presence leases) and of the live
-  replicas' URLs, which :class:`lab.labd.forwarding.ForwardingHub` uses to route a stream to
+  replicas' URLs, which :class:`lab.labd.relay.forwarding.ForwardingHub` uses to route a stream to
   the replica holding the agent.
 
 It also holds this replica's own ``replica/<id>`` certificate, issued at start from the shared
@@ -38,9 +38,9 @@ from lab.model import Replica
 from lab.runtime.renewal import renewal_delay, retry_delay
 
 if TYPE_CHECKING:
-    from lab.labd.ca import CAService
     from lab.labd.config import LabdConfig
-    from lab.labd.identity import Revocations
+    from lab.labd.identity.ca import CAService
+    from lab.labd.identity.identities import Revocations
     from lab.store import Store
 
 log = logging.getLogger("lab.labd.cluster")

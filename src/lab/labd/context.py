@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
-from lab.labd.ratelimit import RateLimiter
-from lab.labd.user_sessions import UserSessions
+from lab.labd.access.ratelimit import RateLimiter
+from lab.labd.access.user_sessions import UserSessions
 from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
-    from lab.labd.auditkey import AuditKeys
-    from lab.labd.ca import CAService
-    from lab.labd.checkpoints import Checkpointer
+    from lab.labd.audit.checkpoints import Checkpointer
+    from lab.labd.audit.keys import AuditKeys
     from lab.labd.cluster import ClusterMember
     from lab.labd.config import LabdConfig
-    from lab.labd.hub import AgentHub
-    from lab.labd.identity import Identities, Revocations
+    from lab.labd.hub.registry import AgentHub
+    from lab.labd.identity.ca import CAService
+    from lab.labd.identity.identities import Identities, Revocations
     from lab.store import Store
 
 

@@ -96,15 +96,15 @@ async def serve_labd(
 
     Raises LabError subclasses for unusable config (data dir, database, schema too new).
     """
+    from lab.labd.access.ratelimit import RateLimiter
     from lab.labd.app import create_app
-    from lab.labd.auditkey import audit_keys
-    from lab.labd.ca import CAService
-    from lab.labd.checkpoints import Checkpointer, CheckpointLog
+    from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
+    from lab.labd.audit.keys import audit_keys
     from lab.labd.cluster import ClusterMember, advertised_names
     from lab.labd.context import LabdContext
-    from lab.labd.hub import AgentHub, default_replica
-    from lab.labd.identity import Identities, Revocations
-    from lab.labd.ratelimit import RateLimiter
+    from lab.labd.hub.registry import AgentHub, default_replica
+    from lab.labd.identity.ca import CAService
+    from lab.labd.identity.identities import Identities, Revocations
     from lab.pki import resolve_ca_passphrase
 
     prepare_data_dir(config.data_path)

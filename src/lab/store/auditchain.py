@@ -3,7 +3,7 @@
 Keyed chain (every entry labd writes): ``hash = HMAC-SHA256(audit key, "labctl-audit-v1" NUL
 prev_hash canonical_json(fields without hash))``. Without the audit key nobody can compute a
 valid ``hash``, so an edited, deleted or inserted row cannot be re-chained by someone who can
-only write the database. The key is never stored in the database (see ``lab.labd.auditkey``).
+only write the database. The key is never stored in the database (see ``lab.labd.audit.keys``).
 
 Legacy chain (rows written before the keyed chain started, see :class:`ChainStart`): ``hash =
 sha256(prev_hash + canonical_json(...))``. The first keyed entry's MAC covers the last legacy

@@ -1,4 +1,4 @@
-"""The builtin roles, as data: written on every open, reused by RBAC (``lab.labd.rbac``).
+"""The builtin roles, as data: written on every open, reused by RBAC (``lab.labd.access.rbac``).
 
 Deny overrides allow and no match is deny, so ``operator`` and ``viewer`` list their denials
 explicitly only to make ``labctl auth explain`` name the rule that refused an action.

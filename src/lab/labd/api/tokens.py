@@ -8,11 +8,11 @@ from typing import Any
 from quart import Blueprint
 
 from lab.errors import Invalid
+from lab.labd.access.auth import principal, requires
+from lab.labd.api.bastion import check_bastion_revoke, check_bastion_token
+from lab.labd.api.bodies import CreateToken, body
 from lab.labd.app import ctx
-from lab.labd.auth import principal, requires
-from lab.labd.identity import MAX_TOKEN_TTL
-from lab.labd.routes.bastion import check_bastion_revoke, check_bastion_token
-from lab.labd.routes.bodies import CreateToken, body
+from lab.labd.identity.identities import MAX_TOKEN_TTL
 from lab.model import JoinToken, unstructure
 
 bp = Blueprint("tokens", __name__)

@@ -31,12 +31,13 @@ from attrs import frozen
 from quart import Blueprint
 
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
-from lab.labd import audit, rbac
+from lab.labd.access import rbac
+from lab.labd.access.auth import principal, public, requires
+from lab.labd.api.auth import limit_enrollment
+from lab.labd.api.bodies import CreateToken, body
 from lab.labd.app import ctx
-from lab.labd.audit import annotate
-from lab.labd.auth import principal, public, requires
-from lab.labd.routes.auth import limit_enrollment
-from lab.labd.routes.bodies import CreateToken, body
+from lab.labd.audit import entries as audit
+from lab.labd.audit.entries import annotate
 from lab.model import JoinToken, TokenKind
 from lab.model.text import Name
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from lab.errors import LabError, NotFound, Unavailable
-from lab.labd.hub_stream import HubStream, StartMessage
+from lab.labd.hub.stream import HubStream, StartMessage
 from lab.model import Agent
 from lab.proto import CloseCode, DataFrame, ProtocolError, decode, decode_data, encode
 from lab.proto.messages import (
@@ -38,9 +38,9 @@ from lab.proto.messages import (
 )
 
 if TYPE_CHECKING:
-    from lab.labd.hub import AgentHub
+    from lab.labd.hub.registry import AgentHub
 
-log = logging.getLogger("lab.labd.hub")
+log = logging.getLogger("lab.labd.hub.registry")
 
 HELLO_TIMEOUT = 10.0  # seconds an agent has to say hello after the upgrade
 FLUSH_TIMEOUT = 2.0  # seconds to flush queued messages before closing

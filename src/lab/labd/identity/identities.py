@@ -18,9 +18,9 @@ from attrs import define, field
 
 from lab import pki
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
-from lab.labd.audit import annotate
-from lab.labd.ca import CAService
-from lab.labd.secrets import new_token, secret_matches, split_token
+from lab.labd.audit.entries import annotate
+from lab.labd.identity.ca import CAService
+from lab.labd.identity.secrets import new_token, secret_matches, split_token
 from lab.model import AgentEnrollment, Certificate, JoinToken, Role, TokenKind, User
 from lab.store import Store
 from lab.store.enrollment import server_exists
@@ -503,7 +503,7 @@ class Identities:
 
         Join tokens have two kinds (agent, user) in both schemas, so a bastion is admitted by
         an admin's user token: whoever holds one could make themselves admin anyway, which a
-        bastion certificate is far less than (see lab.labd.routes.bastion for what it may do).
+        bastion certificate is far less than (see lab.labd.api.bastion for what it may do).
         """
         bastion = check_hostname(name)
         pki.parse_csr(csr.encode())

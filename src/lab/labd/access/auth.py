@@ -20,8 +20,9 @@ from quart.wrappers import Request, Websocket
 
 from lab import pki
 from lab.errors import LabError, PermissionDenied, Unauthenticated
-from lab.labd import audit, rbac
-from lab.labd.ratelimit import Limits
+from lab.labd.access import rbac
+from lab.labd.access.ratelimit import Limits
+from lab.labd.audit import entries as audit
 from lab.model import Role
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ async def authenticate() -> None:
     Order: find the route's policy, mark the request for the audit hook, verify the client
     certificate, apply the rate limits (per certificate serial, else per source address), then
     RBAC. A refused WebSocket handshake is audited here (its handler never runs); refused REST
-    requests are audited by :func:`lab.labd.audit.audit_response` like every other.
+    requests are audited by :func:`lab.labd.audit.entries.audit_response` like every other.
     """
     if not has_websocket_context():
         from lab.labd.app import ctx

@@ -42,7 +42,7 @@ from lab.proto.messages import (
 from lab.proto.streams import InputStream, SendWindow
 
 if TYPE_CHECKING:
-    from lab.labd.hub_session import AgentConnection
+    from lab.labd.hub.session import AgentConnection
 
 StreamItem = ExecStarted | DataFrame | ExecExit | LogsEnd | Error
 """What iterating a stream yields; ``ExecExit``, ``LogsEnd`` and ``Error`` are the last item."""

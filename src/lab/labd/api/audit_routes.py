@@ -10,9 +10,9 @@ from typing import Any
 from quart import Blueprint, request
 
 from lab.errors import Invalid
+from lab.labd.access.auth import requires
 from lab.labd.app import ctx
-from lab.labd.auth import requires
-from lab.labd.checkpoints import parse_checkpoint, verify_log
+from lab.labd.audit.checkpoints import parse_checkpoint, verify_log
 from lab.model import unstructure
 from lab.model.safejson import loads
 from lab.store.auditverify import Checkpoint, Verdict

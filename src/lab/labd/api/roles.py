@@ -10,11 +10,11 @@ from attrs import Factory, frozen
 from quart import Blueprint, request
 
 from lab.errors import Conflict, Invalid, NotFound
-from lab.labd import rbac
+from lab.labd.access import rbac
+from lab.labd.access.auth import principal, requires
+from lab.labd.api.bodies import body
 from lab.labd.app import ctx
-from lab.labd.audit import annotate
-from lab.labd.auth import principal, requires
-from lab.labd.routes.bodies import body
+from lab.labd.audit.entries import annotate
 from lab.model import Effect, Permission, Role
 from lab.model.text import Name
 from lab.store.seed import SELF_SERVICE

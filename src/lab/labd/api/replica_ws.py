@@ -4,7 +4,7 @@ Another labd replica, whose user asked for an exec or log stream on an agent thi
 opens this WebSocket and sends a ``forward`` request naming the server and carrying the start
 message. We open the stream on our *local* hub only (never forward again, so no loops), answer
 with a ``response`` and relay the agent protocol's frames both ways (see
-:mod:`lab.labd.forwarding` for the flow control). The caller already checked RBAC and writes
+:mod:`lab.labd.relay.forwarding` for the flow control). The caller already checked RBAC and writes
 the audit entries; a replica certificate can use no other route.
 
 This module also registers the app-wide hook that bumps the cluster change counter after user
@@ -21,10 +21,10 @@ import trio
 from quart import Blueprint, Response, request, websocket
 
 from lab.errors import LabError
+from lab.labd.access.auth import requires
 from lab.labd.app import ctx
-from lab.labd.auth import requires
-from lab.labd.forwarding import parse_forward_request
-from lab.labd.hub import HubStream
+from lab.labd.hub.registry import HubStream
+from lab.labd.relay.forwarding import parse_forward_request
 from lab.proto import DataFrame, ProtocolError, decode, decode_data, encode
 from lab.proto.errors import CloseCode
 from lab.proto.frames import Channel, encode_data

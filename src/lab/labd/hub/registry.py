@@ -4,7 +4,7 @@ Routes use three things:
 
 - :meth:`AgentHub.is_online` / :meth:`AgentHub.sessions` for presence and listings;
 - ``async with hub.open_stream(server_name, start) as stream`` to run an exec or a log stream
-  on an agent (see :class:`lab.labd.hub_stream.HubStream`);
+  on an agent (see :class:`lab.labd.hub.stream.HubStream`);
 - :meth:`AgentHub.serve`, called by the ``/ws/agent`` route for each agent connection.
 
 labd runs :meth:`AgentHub.run` in its root nursery: it closes revoked agents' sessions and, on
@@ -26,19 +26,19 @@ import trio
 from attrs import define, frozen
 
 from lab.errors import NotFound, Unavailable
-from lab.labd.hub_session import AgentConnection, AuditHook, Transport
-from lab.labd.hub_stream import HubStream, StartMessage
+from lab.labd.hub.session import AgentConnection, AuditHook, Transport
+from lab.labd.hub.stream import HubStream, StartMessage
 from lab.proto import CloseCode
 from lab.proto.messages import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
-    from lab.labd.identity import Revocations
+    from lab.labd.identity.identities import Revocations
     from lab.model import Agent, Certificate
     from lab.store import Store
 
 __all__ = ["AdmissionBucket", "AgentHub", "HubStream", "SessionInfo", "Transport"]
 
-log = logging.getLogger("lab.labd.hub")
+log = logging.getLogger("lab.labd.hub.registry")
 
 STALE_HEARTBEATS = 1.5
 """A session silent for this many heartbeat intervals gives way to a new one of its server."""

@@ -10,8 +10,8 @@ from quart import Blueprint
 
 from lab import __version__
 from lab.errors import LabError
+from lab.labd.access.auth import public
 from lab.labd.app import ctx
-from lab.labd.auth import public
 
 bp = Blueprint("health", __name__)
 

@@ -13,8 +13,8 @@ import time
 
 from quart import Blueprint, Response, g, request
 
+from lab.labd.access.auth import requires
 from lab.labd.app import ctx
-from lab.labd.auth import requires
 from lab.runtime.metrics import render
 
 bp = Blueprint("metrics", __name__)

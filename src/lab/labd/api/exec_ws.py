@@ -2,7 +2,7 @@
 
 The first client message is a ``request`` naming the targets and carrying the ``exec-start``
 (or ``logs-start``) template; labd answers with a ``response`` listing one stream per target,
-then relays each target's stream (see :mod:`lab.labd.streams` and docs/protocol.md). RBAC is
+then relays each target's stream (see :mod:`lab.labd.relay.relay` and docs/protocol.md). RBAC is
 checked per target here, since the resource (``server/NAME``) is only known from that message.
 """
 
@@ -16,10 +16,10 @@ import trio
 from quart import Blueprint, websocket
 
 from lab.errors import Invalid, LabError
+from lab.labd.access.auth import principal, requires
+from lab.labd.access.user_sessions import DISABLED, REVOKED, UserSession
 from lab.labd.app import ctx
-from lab.labd.auth import principal, requires
-from lab.labd.streams import Relay, SendFn, Target
-from lab.labd.user_sessions import DISABLED, REVOKED, UserSession
+from lab.labd.relay.relay import Relay, SendFn, Target
 from lab.model.converter import text_reason
 from lab.model.text import plain_text_problem
 from lab.proto import decode, decode_data, encode
@@ -183,7 +183,7 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
 
 async def _audit_refusal(method: str, exc: Invalid) -> None:
     """A request refused for its content is audited like a refused REST call."""
-    from lab.labd.audit import record
+    from lab.labd.audit.entries import record
 
     await record(
         ctx(),

@@ -1,10 +1,11 @@
 """Live user WebSocket sessions (``/ws/exec``, ``/ws/logs``), so revocation can end them.
 
 Each handler registers the cancel scope that owns its relays for as long as it runs. When a
-certificate is revoked (here, or on another replica: :class:`lab.labd.identity.Revocations`
-listeners hear about both) or a user is disabled, the matching sessions are cancelled; leaving
-the relays' ``open_stream`` blocks kills their remote process groups, and the handler closes
-the WebSocket with :attr:`lab.proto.CloseCode.REVOKED` and the session's :attr:`reason`.
+certificate is revoked (here, or on another replica:
+:class:`lab.labd.identity.identities.Revocations` listeners hear about both) or a user is
+disabled, the matching sessions are cancelled; leaving the relays' ``open_stream`` blocks
+kills their remote process groups, and the handler closes the WebSocket with
+:attr:`lab.proto.CloseCode.REVOKED` and the session's :attr:`reason`.
 
 Listeners run synchronously inside the revoking call, so a session is cancelled before the
 revoke request answers.
@@ -76,7 +77,7 @@ class UserSessions:
         return self._close([s for s in self._live if s.user == user], reason)
 
     def revoked(self, cert: Certificate) -> None:
-        """A :class:`lab.labd.identity.Revocations` listener."""
+        """A :class:`lab.labd.identity.identities.Revocations` listener."""
         self.close_serial(cert.serial, REVOKED)
 
     def _close(self, sessions: list[UserSession], reason: str) -> int:

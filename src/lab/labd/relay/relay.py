@@ -46,9 +46,9 @@ from lab.proto.messages import (
 from lab.proto.streams import OutputStream, ReceiveWindow, SequenceCheck
 
 if TYPE_CHECKING:
-    from lab.labd.auth import Principal
+    from lab.labd.access.auth import Principal
+    from lab.labd.access.user_sessions import UserSession
     from lab.labd.context import LabdContext
-    from lab.labd.user_sessions import UserSession
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,12 @@ def current_hub(context: LabdContext) -> Hub:
     """The agent hub of ``context``; Unavailable while labd runs without one.
 
     With a cluster membership, streams for agents held by another replica are forwarded there
-    (:class:`lab.labd.forwarding.ForwardingHub`).
+    (:class:`lab.labd.relay.forwarding.ForwardingHub`).
     """
     local = getattr(context, "hub", None)
     cluster = getattr(context, "cluster", None)
     if local is not None and cluster is not None:
-        from lab.labd.forwarding import ForwardingHub
+        from lab.labd.relay.forwarding import ForwardingHub
 
         return ForwardingHub(local, cluster)
     hub: Hub | None = local
@@ -239,7 +239,7 @@ class Relay:
         return contextlib.nullcontext()
 
     async def _admit(self) -> None:
-        from lab.labd.auth import check
+        from lab.labd.access.auth import check
 
         target = self.target
         try:
@@ -350,7 +350,7 @@ class Relay:
                 await stream.send(attrs.evolve(item, stream_id=stream.stream_id))
 
     async def _audit(self, result: str, started: float, details: dict[str, Any]) -> None:
-        from lab.labd.audit import record
+        from lab.labd.audit.entries import record
 
         await record(
             self.context,

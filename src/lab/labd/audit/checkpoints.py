@@ -3,7 +3,7 @@ database so that deleting the tail (or everything) and re-chaining are detected.
 
 A checkpoint is one JSON object ``{"v": 1, "seq", "head", "chain_from", "key_id", "time",
 "sig"}``; ``sig`` is the Ed25519 signature (base64) of the canonical JSON of the other fields,
-by the key derived from the audit key (:mod:`lab.labd.auditkey`). labd appends one to
+by the key derived from the audit key (:mod:`lab.labd.audit.keys`). labd appends one to
 ``<data dir>/audit-checkpoints.jsonl`` (mode 0600, one object per line, fsynced) every
 ``audit_checkpoint_every`` entries and at shutdown. ``GET /api/audit/checkpoint`` hands out the
 latest with the public key, so an operator (or an agent) can keep it as a witness and give it
@@ -25,7 +25,7 @@ import trio
 
 from lab import pki
 from lab.errors import Invalid
-from lab.labd.auditkey import AuditKeys
+from lab.labd.audit.keys import AuditKeys
 from lab.store import Store
 from lab.store.auditchain import START_SETTING, ChainStart, canonical_time
 from lab.store.auditverify import ChainVerifier, Checkpoint, Verdict

@@ -30,7 +30,7 @@ from lab.runtime.logs import current_request_id
 from lab.store import PendingAudit, audit_next_change
 
 if TYPE_CHECKING:
-    from lab.labd.auth import Principal
+    from lab.labd.access.auth import Principal
     from lab.labd.context import LabdContext
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Pending:
 
 
 def begin(action: str, resource: str) -> Pending:
-    """Mark the current request as audited (called by :func:`lab.labd.auth.authenticate`)."""
+    """Mark the current request as audited (called by :func:`lab.labd.access.auth.authenticate`)."""
     pending = Pending(action=action, resource=resource)
     g.lab_audit = pending
     return pending

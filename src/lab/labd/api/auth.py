@@ -9,11 +9,11 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from lab import pki
-from lab.labd import audit
+from lab.labd.access.auth import principal, public, requires
+from lab.labd.api.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
 from lab.labd.app import ctx
-from lab.labd.audit import set_resource
-from lab.labd.auth import principal, public, requires
-from lab.labd.routes.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
+from lab.labd.audit import entries as audit
+from lab.labd.audit.entries import set_resource
 
 bp = Blueprint("auth", __name__)
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from quart import Blueprint, request
 
+from lab.labd.access.auth import requires
+from lab.labd.api.bodies import RevokeCert, body
 from lab.labd.app import ctx
-from lab.labd.auth import requires
-from lab.labd.routes.bodies import RevokeCert, body
 from lab.model import unstructure
 
 bp = Blueprint("certs", __name__)

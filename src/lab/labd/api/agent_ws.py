@@ -11,9 +11,9 @@ from functools import partial
 
 from quart import Blueprint, websocket
 
+from lab.labd.access.auth import principal, requires
 from lab.labd.app import ctx
-from lab.labd.audit import record
-from lab.labd.auth import principal, requires
+from lab.labd.audit.entries import record
 
 bp = Blueprint("agent_ws", __name__)
 
@@ -21,7 +21,7 @@ TRY_AGAIN_LATER = 1013
 
 
 class _QuartTransport:
-    """quart's websocket object as a :class:`lab.labd.hub_session.Transport`."""
+    """quart's websocket object as a :class:`lab.labd.hub.session.Transport`."""
 
     def __init__(self) -> None:
         # The real object, not the context-local proxy: the hub's tasks use it too.

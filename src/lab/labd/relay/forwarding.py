@@ -1,9 +1,9 @@
 """Streams for agents another replica holds: forwarded replica-to-replica over mTLS.
 
-:class:`ForwardingHub` is what the exec/logs relay (:mod:`lab.labd.streams`) sees as its hub in
+:class:`ForwardingHub` is what the exec/logs relay (:mod:`lab.labd.relay.relay`) sees as its hub in
 cluster mode: a stream for an agent connected here opens on the local :class:`AgentHub`; one for
 an agent whose presence lease names another live replica opens a WebSocket to that replica's
-``/ws/replica/stream`` (see :mod:`lab.labd.routes.replica_ws`) with this replica's
+``/ws/replica/stream`` (see :mod:`lab.labd.api.replica_ws`) with this replica's
 ``replica/<id>`` certificate, and the holder runs it on its own hub. The user's identity, the
 RBAC decision and the audit entries stay with the relay on the first replica.
 
@@ -57,10 +57,10 @@ from lab.proto.streams import SendWindow
 
 if TYPE_CHECKING:
     from lab.labd.cluster import ClusterMember
-    from lab.labd.hub import AgentHub
-    from lab.labd.streams import AgentStream, Incoming, Uplink
+    from lab.labd.hub.registry import AgentHub
+    from lab.labd.relay.relay import AgentStream, Incoming, Uplink
 
-log = logging.getLogger("lab.labd.forwarding")
+log = logging.getLogger("lab.labd.relay.forwarding")
 
 FORWARD_PATH = "/ws/replica/stream"
 FORWARD_METHOD = "forward"

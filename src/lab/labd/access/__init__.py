@@ -1,0 +1,1 @@
+"""Who may do what: authentication of each request, RBAC, rate limits, live user sessions."""

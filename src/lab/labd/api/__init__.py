@@ -1,0 +1,1 @@
+"""labd's HTTP and WebSocket routes, one blueprint per resource."""

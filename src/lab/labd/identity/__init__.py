@@ -1,0 +1,1 @@
+"""Identities: the CA, join tokens, enrollment, renewal and revocation of certificates."""

@@ -1,1 +1,0 @@
-"""labd's HTTP routes, one module per area."""
