@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from attrs import frozen
 
+from lab.client.contexts import identity_dir
 from lab.client.credentials import LOGIN_HINT as LOGIN_HINT  # re-exported: callers import it here
+from lab.client.credentials import (
+    Credentials,
+    load_credentials,
+    save_certificate,
+    save_credentials,
+)
+from lab.client.settings import load_settings
 from lab.errors import (
     Conflict,
     Invalid,
@@ -37,6 +45,8 @@ from lab.errors import (
     Unavailable,
 )
 
+# lab.pki (cryptography) is imported inside the functions that need it, so that importing this
+# module for a constant (LOGIN_HINT) or a type stays cheap for labctl's start-up.
 if TYPE_CHECKING:
     from lab.pki import CertInfo
 
@@ -205,8 +215,6 @@ class LabClient:
         Raises :class:`Unauthenticated` when there is no identity, :class:`ConfigError` for
         unreadable settings or an unusable key.
         """
-        from lab.client.settings import load_settings
-
         settings = load_settings()
         ctx = load_identity(directory) if transport is None else None
         return cls(settings.server, ssl_context=ctx, timeout=settings.timeout, transport=transport)
@@ -274,8 +282,6 @@ def load_identity(directory: Path | None = None) -> ssl.SSLContext:
     :class:`ConfigError` when the key is readable by others or the material is unusable.
     """
     from lab import pki
-    from lab.client.contexts import identity_dir
-    from lab.client.credentials import load_credentials
 
     creds = load_credentials(directory or identity_dir(), hint=LOGIN_HINT)
     return pki.client_ssl_context(creds.ca_pem, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
@@ -410,7 +416,6 @@ async def enroll_identity(
     :class:`Unavailable`. Cancellation abandons the request and writes nothing.
     """
     from lab import pki
-    from lab.client.credentials import Credentials, save_credentials
 
     server = normalise_server(server)
     trusted = await establish_trust(
@@ -450,7 +455,6 @@ async def renew_in_place(directory: Path, server: str, *, request_timeout: float
     Raises :class:`Unauthenticated` (no identity, cert rejected), :class:`Unavailable`.
     """
     from lab import pki
-    from lab.client.credentials import load_credentials, save_certificate
 
     creds = load_credentials(directory, hint=LOGIN_HINT)
     info = pki.cert_info(creds.cert_pem)
