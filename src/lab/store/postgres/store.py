@@ -27,12 +27,12 @@ from lab.store.base import (
 )
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.postgres import schema
-from lab.store.postgres.audit import PgAudit
 from lab.store.postgres.db import Conn, Database, PgOptions, PgRunner, open_pool
-from lab.store.postgres.replicas import PgReplicas
 from lab.store.postgres.writes import append_in_transaction, flush_batch
+from lab.store.sql.audit import Audit
 from lab.store.sql.identity import Certificates, Roles, Tokens, Users
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
+from lab.store.sql.replicas import Replicas
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
 
 
@@ -66,11 +66,11 @@ class PostgresStore:
         self.roles: RoleRepository = Roles(sql)
         self.tokens: TokenRepository = Tokens(sql)
         self.certificates: CertificateRepository = Certificates(sql)
-        self.audit: AuditRepository = PgAudit(db, self.writer, audit_key)
+        self.audit: AuditRepository = Audit(sql, self.writer, audit_key)
         self.machines: MachineRepository = Machines(sql)
         self.clusters: ClusterRepository = Clusters(sql)
         self.settings: SettingsRepository = Settings(sql)
-        self.replicas: ReplicaRepository = PgReplicas(db)
+        self.replicas: ReplicaRepository = Replicas(sql)
 
     @property
     def url(self) -> str:

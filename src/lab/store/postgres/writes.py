@@ -14,22 +14,19 @@ a heartbeat for a deleted server) are caught before or without an error, so they
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg.errors
 
 from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
 from lab.store.auditchain import (
-    GENESIS,
-    START_SETTING,
     AuditKey,
-    ChainStart,
     chain_keyed,
-    settle_start,
 )
 from lab.store.postgres.db import CODEC, Conn, RetryTransaction
 from lab.store.rows import AUDIT_COLS, Params
+from lab.store.sql.audit import chain_tail
 from lab.store.writeops import AuditAppend, Outcome, WriteOp
 
 _INSERT_AUDIT = (
@@ -68,26 +65,6 @@ def _chain(
     return chained, CODEC.audit_params(chained)
 
 
-def _tail(conn: Conn) -> tuple[int, str]:
-    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
-
-
-def start_chain(conn: Conn, key: AuditKey) -> ChainStart:
-    """Check (or, on a migrated database, write) the keyed chain's start record, in the
-    caller's transaction; see :func:`lab.store.auditchain.settle_start`."""
-    row = conn.execute("SELECT value FROM settings WHERE key = %s", (START_SETTING,)).fetchone()
-    seq, head = _tail(conn)
-    start, write = settle_start(
-        None if row is None else str(row[0]), seq, head, key, datetime.now(UTC)
-    )
-    if write:
-        conn.execute(
-            "UPDATE settings SET value = %s WHERE key = %s", (start.to_json(), START_SETTING)
-        )
-    return start
-
-
 def _insert(conn: Conn, rows: list[Params]) -> None:
     try:
         with conn.cursor() as cur:
@@ -103,7 +80,7 @@ def append_in_transaction(conn: Conn, key: AuditKey | None, entry: AuditEntry) -
     with it; a retry runs it again on the new tail). Raises ``Unavailable`` (reason
     ``audit_unavailable``) for an entry that cannot be chained, so the change is refused with
     it, and ``RetryTransaction`` when another writer took the seq."""
-    seq, prev_hash = _tail(conn)
+    seq, prev_hash = chain_tail(conn)
     try:
         stored, row = _chain(entry, seq + 1, prev_hash, key)
     except (ValueError, TypeError) as exc:
@@ -124,7 +101,7 @@ def flush_batch(conn: Conn, ops: list[WriteOp], key: AuditKey | None) -> list[Ou
     """
     outcomes: list[Outcome | Exception] = []
     audit_rows: list[Params] = []
-    seq, prev_hash = _tail(conn) if any(isinstance(op, AuditAppend) for op in ops) else (0, "")
+    seq, prev_hash = chain_tail(conn) if any(isinstance(op, AuditAppend) for op in ops) else (0, "")
     for op in ops:
         if isinstance(op, AuditAppend):
             try:

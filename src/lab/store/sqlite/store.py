@@ -27,10 +27,11 @@ from lab.store.base import (
 )
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.seed import BUILTIN_ROLES
+from lab.store.sql.audit import Audit
 from lab.store.sql.dialect import Tx
 from lab.store.sql.identity import Certificates, Roles, Tokens, Users, seed_roles
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
-from lab.store.sqlite.audit import SqliteAudit
+from lab.store.sql.replicas import Replicas
 from lab.store.sqlite.db import (
     BUSY_TIMEOUT_MS,
     SQLITE,
@@ -42,7 +43,6 @@ from lab.store.sqlite.db import (
     path_from_url,
     transaction,
 )
-from lab.store.sqlite.replicas import SqliteReplicas
 from lab.store.sqlite.writes import ChainHead, append_in_transaction, flush_batch
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
 
@@ -95,11 +95,11 @@ class SqliteStore:
         self.roles: RoleRepository = Roles(sql)
         self.tokens: TokenRepository = Tokens(sql)
         self.certificates: CertificateRepository = Certificates(sql)
-        self.audit: AuditRepository = SqliteAudit(db, self.writer, audit_key)
+        self.audit: AuditRepository = Audit(sql, self.writer, audit_key)
         self.machines: MachineRepository = Machines(sql)
         self.clusters: ClusterRepository = Clusters(sql)
         self.settings: SettingsRepository = Settings(sql)
-        self.replicas: ReplicaRepository = SqliteReplicas(db)
+        self.replicas: ReplicaRepository = Replicas(sql)
 
     @property
     def url(self) -> str:

@@ -11,7 +11,6 @@ COMMIT itself fails it is re-read from the database.
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 
 from attrs import define
 
@@ -19,36 +18,13 @@ from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
 from lab.store.auditchain import (
     GENESIS,
-    START_SETTING,
     AuditKey,
-    ChainStart,
     chain_keyed,
-    settle_start,
 )
 from lab.store.rows import AUDIT_COLS, Params
-from lab.store.sqlite.db import CODEC, transaction, ts
+from lab.store.sql.audit import chain_tail
+from lab.store.sqlite.db import CODEC, ts
 from lab.store.writeops import AuditAppend, Heartbeat, Outcome, WriteOp
-
-
-def _tail(conn: sqlite3.Connection) -> tuple[int, str]:
-    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
-
-
-def start_chain(conn: sqlite3.Connection, key: AuditKey) -> ChainStart:
-    """Check (or, on a migrated database, write) the keyed chain's start record; see
-    :func:`lab.store.auditchain.settle_start` for what it raises."""
-    with transaction(conn):
-        row = conn.execute("SELECT value FROM settings WHERE key = ?", (START_SETTING,)).fetchone()
-        seq, head = _tail(conn)
-        start, write = settle_start(
-            None if row is None else str(row[0]), seq, head, key, datetime.now(UTC)
-        )
-        if write:
-            conn.execute(
-                "UPDATE settings SET value = ? WHERE key = ?", (start.to_json(), START_SETTING)
-            )
-    return start
 
 
 @define
@@ -63,7 +39,7 @@ class ChainHead:
     loaded: bool = False
 
     def load(self, conn: sqlite3.Connection) -> None:
-        self.seq, self.hash = _tail(conn)
+        self.seq, self.hash = chain_tail(conn)
         self.loaded = True
 
     def forget(self) -> None:
