@@ -12,35 +12,19 @@ import trio
 
 from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
-from lab.store.base import (
-    AgentRepository,
-    AuditRepository,
-    CertificateRepository,
-    ClusterRepository,
-    MachineRepository,
-    ReplicaRepository,
-    RoleRepository,
-    ServerRepository,
-    SettingsRepository,
-    TokenRepository,
-    UserRepository,
-)
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.postgres import schema
 from lab.store.postgres.db import Conn, Database, PgOptions, PgRunner, open_pool
 from lab.store.postgres.writes import append_in_transaction, flush_batch
-from lab.store.sql.audit import Audit
-from lab.store.sql.identity import Certificates, Roles, Tokens, Users
-from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
-from lab.store.sql.replicas import Replicas
-from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
+from lab.store.sql.repositories import SqlRepositories
+from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp
 
 
 def _append_now(conn: Conn, entry: AuditEntry, *, key: AuditKey) -> AuditEntry:
     return append_in_transaction(conn, key, entry)
 
 
-class PostgresStore:
+class PostgresStore(SqlRepositories):
     """The :class:`lab.store.base.Store` of one PostgreSQL/CockroachDB database; get one from
     :func:`open_postgres`. Several stores (labd replicas) may share one database."""
 
@@ -58,19 +42,9 @@ class PostgresStore:
         if audit_key is not None:
             # A change made on behalf of an audited request commits with its entry.
             db.audit_append = functools.partial(_append_now, key=audit_key)
-        self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
-        sql = PgRunner(db)
-        self.servers: ServerRepository = Servers(sql)
-        self.agents: AgentRepository = Agents(sql, self.writer)
-        self.users: UserRepository = Users(sql)
-        self.roles: RoleRepository = Roles(sql)
-        self.tokens: TokenRepository = Tokens(sql)
-        self.certificates: CertificateRepository = Certificates(sql)
-        self.audit: AuditRepository = Audit(sql, self.writer, audit_key)
-        self.machines: MachineRepository = Machines(sql)
-        self.clusters: ClusterRepository = Clusters(sql)
-        self.settings: SettingsRepository = Settings(sql)
-        self.replicas: ReplicaRepository = Replicas(sql)
+        super().__init__(
+            PgRunner(db), GroupCommitWriter(self._flush, max_batch=max_batch), audit_key
+        )
 
     @property
     def url(self) -> str:

@@ -12,26 +12,11 @@ import trio
 
 from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
-from lab.store.base import (
-    AgentRepository,
-    AuditRepository,
-    CertificateRepository,
-    ClusterRepository,
-    MachineRepository,
-    ReplicaRepository,
-    RoleRepository,
-    ServerRepository,
-    SettingsRepository,
-    TokenRepository,
-    UserRepository,
-)
 from lab.store.groupcommit import GroupCommitWriter, running
 from lab.store.seed import BUILTIN_ROLES
-from lab.store.sql.audit import Audit
 from lab.store.sql.dialect import Tx
-from lab.store.sql.identity import Certificates, Roles, Tokens, Users, seed_roles
-from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
-from lab.store.sql.replicas import Replicas
+from lab.store.sql.identity import seed_roles
+from lab.store.sql.repositories import SqlRepositories
 from lab.store.sqlite.db import (
     BUSY_TIMEOUT_MS,
     SQLITE,
@@ -44,7 +29,7 @@ from lab.store.sqlite.db import (
     transaction,
 )
 from lab.store.sqlite.writes import ChainHead, append_in_transaction, flush_batch
-from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp, Writer
+from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp
 
 
 def _append_now(conn: sqlite3.Connection, entry: AuditEntry, *, head: ChainHead) -> AuditEntry:
@@ -69,7 +54,7 @@ def _open(url: str, busy_timeout: float) -> Database:
     return Database(conn, path)
 
 
-class SqliteStore:
+class SqliteStore(SqlRepositories):
     """The :class:`lab.store.base.Store` of one SQLite file; get one from :func:`open_sqlite`."""
 
     def __init__(
@@ -87,19 +72,9 @@ class SqliteStore:
             # A change made on behalf of an audited request commits with its entry.
             db.conn.audit_append = functools.partial(_append_now, head=self._head)
             db.conn.audit_rolled_back = self._head.forget
-        self.writer: Writer = GroupCommitWriter(self._flush, max_batch=max_batch)
-        sql = SqliteRunner(db)
-        self.servers: ServerRepository = Servers(sql)
-        self.agents: AgentRepository = Agents(sql, self.writer)
-        self.users: UserRepository = Users(sql)
-        self.roles: RoleRepository = Roles(sql)
-        self.tokens: TokenRepository = Tokens(sql)
-        self.certificates: CertificateRepository = Certificates(sql)
-        self.audit: AuditRepository = Audit(sql, self.writer, audit_key)
-        self.machines: MachineRepository = Machines(sql)
-        self.clusters: ClusterRepository = Clusters(sql)
-        self.settings: SettingsRepository = Settings(sql)
-        self.replicas: ReplicaRepository = Replicas(sql)
+        super().__init__(
+            SqliteRunner(db), GroupCommitWriter(self._flush, max_batch=max_batch), audit_key
+        )
 
     @property
     def url(self) -> str:

@@ -1,0 +1,43 @@
+"""The repositories of one SQL store, built over the backend's runner and writer."""
+
+from __future__ import annotations
+
+from lab.store.auditchain import AuditKey
+from lab.store.base import (
+    AgentRepository,
+    AuditRepository,
+    CertificateRepository,
+    ClusterRepository,
+    MachineRepository,
+    ReplicaRepository,
+    RoleRepository,
+    ServerRepository,
+    SettingsRepository,
+    TokenRepository,
+    UserRepository,
+)
+from lab.store.sql.audit import Audit
+from lab.store.sql.dialect import Runner
+from lab.store.sql.identity import Certificates, Roles, Tokens, Users
+from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
+from lab.store.sql.replicas import Replicas
+from lab.store.writeops import Writer
+
+
+class SqlRepositories:
+    """The repository attributes of :class:`lab.store.base.Store`; a backend's store class
+    derives from this and adds its connection, its writer's flush and its diagnostics."""
+
+    def __init__(self, sql: Runner, writer: Writer, audit_key: AuditKey | None) -> None:
+        self.writer = writer
+        self.servers: ServerRepository = Servers(sql)
+        self.agents: AgentRepository = Agents(sql, writer)
+        self.users: UserRepository = Users(sql)
+        self.roles: RoleRepository = Roles(sql)
+        self.tokens: TokenRepository = Tokens(sql)
+        self.certificates: CertificateRepository = Certificates(sql)
+        self.audit: AuditRepository = Audit(sql, writer, audit_key)
+        self.machines: MachineRepository = Machines(sql)
+        self.clusters: ClusterRepository = Clusters(sql)
+        self.settings: SettingsRepository = Settings(sql)
+        self.replicas: ReplicaRepository = Replicas(sql)
