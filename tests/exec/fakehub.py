@@ -113,7 +113,7 @@ class FakeHub:
         return name in self.online
 
     @asynccontextmanager
-    async def open_stream(
+    async def agent_stream(
         self, server_name: str, start_msg: ExecStart | LogsStart
     ) -> AsyncIterator[FakeStream]:
         if server_name not in self.known:

@@ -57,7 +57,7 @@ async def test_lab_agent_run_status_and_sigterm(tmp_path: Path) -> None:
                 assert info["state_dir"] == str(state)
 
                 start = ExecStart(stream_id=1, argv=["sleep", "60"])
-                async with labd.hub.open_stream("proc1", start) as stream:
+                async with labd.hub.agent_stream("proc1", start) as stream:
                     started = await stream.__anext__()
                     assert isinstance(started, ExecStarted)
                     proc.send_signal(signal.SIGTERM)

@@ -75,7 +75,7 @@ async def test_agent_online_exec_and_logs(tmp_path: Path) -> None:
             assert online == {server.id: hub.replica}
 
             start = ExecStart(stream_id=7, argv=["sh", "-c", "echo out; echo err >&2; exit 3"])
-            async with hub.open_stream("web1", start) as stream:
+            async with hub.agent_stream("web1", start) as stream:
                 items = await collect(stream)
             assert isinstance(items[0], ExecStarted) and items[0].stream_id == 7
             assert output(items, Channel.STDOUT) == b"out\n"
@@ -84,7 +84,7 @@ async def test_agent_online_exec_and_logs(tmp_path: Path) -> None:
             assert (items[-1].stream_id, items[-1].code) == (7, 3)
 
             start = ExecStart(stream_id=8, argv=["cat"], stdin=True)
-            async with hub.open_stream("web1", start) as stream:
+            async with hub.agent_stream("web1", start) as stream:
                 await stream.send(b"hello ")
                 await stream.send(b"world")
                 await stream.send(StdinClose(stream_id=8))
@@ -93,7 +93,7 @@ async def test_agent_online_exec_and_logs(tmp_path: Path) -> None:
             assert isinstance(items[-1], ExecExit) and items[-1].code == 0
 
             logs = LogsStart(stream_id=9, source="app", lines=2)
-            async with hub.open_stream("web1", logs) as stream:
+            async with hub.agent_stream("web1", logs) as stream:
                 items = await collect(stream)
             lines = [i.payload for i in items if isinstance(i, DataFrame)]
             assert lines == [b"two", b"three"]
@@ -113,7 +113,7 @@ async def test_leaving_a_stream_early_kills_the_remote_process(tmp_path: Path) -
             agent = await nursery.start(partial(run_agent, settings, shutdown=shutdown))
             await agent.wait_connected()
             start = ExecStart(stream_id=1, argv=["sleep", "60"])
-            async with labd.hub.open_stream("web1", start) as stream:
+            async with labd.hub.agent_stream("web1", start) as stream:
                 first = await stream.__anext__()
                 assert isinstance(first, ExecStarted)
             await wait_process_gone(first.pid)
@@ -127,10 +127,10 @@ async def test_offline_and_unknown_servers(tmp_path: Path) -> None:
             await enroll_state(labd.running, admin, "sleepy", tmp_path / "a1")
             start = ExecStart(stream_id=1, argv=["true"])
             with trio.fail_after(1), pytest.raises(Unavailable, match="agent not connected"):
-                async with labd.hub.open_stream("sleepy", start):
+                async with labd.hub.agent_stream("sleepy", start):
                     pass
             with pytest.raises(NotFound):
-                async with labd.hub.open_stream("nobody", start):
+                async with labd.hub.agent_stream("nobody", start):
                     pass
             assert not labd.hub.is_online("sleepy")
 
@@ -246,7 +246,7 @@ async def test_shutdown_says_goodbye_and_agents_come_back(tmp_path: Path) -> Non
                 async with raw_agent(labd.running, agent_creds(tmp_path / "z", "z-raw")) as ws:
                     await say_hello(ws)
                     start = ExecStart(stream_id=5, argv=["sleep", "60"])
-                    async with labd.hub.open_stream("a-real", start) as stream:
+                    async with labd.hub.agent_stream("a-real", start) as stream:
                         started = await stream.__anext__()
                         assert isinstance(started, ExecStarted)
                         labd.running.shutdown.set()
@@ -297,7 +297,7 @@ async def test_output_is_paced_by_the_callers_credit(tmp_path: Path) -> None:
             total = 1_000_000
             start = ExecStart(stream_id=3, argv=["head", "-c", str(total), "/dev/zero"])
             received = 0
-            async with labd.hub.open_stream("web1", start) as stream:
+            async with labd.hub.agent_stream("web1", start) as stream:
                 # Without credit from us the agent stops at the initial window: more would
                 # be a flow-control violation and end the stream with an error instead.
                 async for item in stream:

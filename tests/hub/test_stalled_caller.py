@@ -31,7 +31,7 @@ async def test_reader_keeps_serving_while_a_caller_stalls() -> None:
             nursery.start_soon(lambda: hub.serve(transport, name="web1", serial="01"))
             await transport.to_server.send(encode(Hello(version="1")))
             await transport.from_server.receive()  # welcome
-            stalled_cm = hub.open_stream("web1", ExecStart(stream_id=7, argv=["yes"]))
+            stalled_cm = hub.agent_stream("web1", ExecStart(stream_id=7, argv=["yes"]))
             stalled = await stalled_cm.__aenter__()
             start = decode(await transport.from_server.receive())
             assert isinstance(start, ExecStart)
@@ -46,7 +46,7 @@ async def test_reader_keeps_serving_while_a_caller_stalls() -> None:
             await transport.to_server.send(encode(Ping(nonce=5)))
             assert decode(await transport.from_server.receive()) == Pong(nonce=5)
             other = ExecStart(stream_id=8, argv=["true"])
-            async with hub.open_stream("web1", other) as stream:
+            async with hub.agent_stream("web1", other) as stream:
                 start2 = decode(await transport.from_server.receive())
                 assert isinstance(start2, ExecStart)
                 exit_msg = ExecExit(stream_id=start2.stream_id, code=0)
@@ -75,7 +75,7 @@ async def test_log_lines_stay_one_frame_each() -> None:
             nursery.start_soon(lambda: hub.serve(transport, name="web1", serial="01"))
             await transport.to_server.send(encode(Hello(version="1")))
             await transport.from_server.receive()  # welcome
-            async with hub.open_stream("web1", LogsStart(stream_id=3, follow=True)) as stream:
+            async with hub.agent_stream("web1", LogsStart(stream_id=3, follow=True)) as stream:
                 start = decode(await transport.from_server.receive())
                 assert isinstance(start, LogsStart)
                 for seq, line in enumerate([b"one", b"", b"three"]):
@@ -95,7 +95,7 @@ async def test_leaving_a_stream_while_the_agent_is_slow_still_cancels_it() -> No
             nursery.start_soon(lambda: hub.serve(transport, name="web1", serial="01"))
             await transport.to_server.send(encode(Hello(version="1")))
             await transport.from_server.receive()  # welcome
-            cm = hub.open_stream("web1", ExecStart(stream_id=9, argv=["sleep", "60"]))
+            cm = hub.agent_stream("web1", ExecStart(stream_id=9, argv=["sleep", "60"]))
             await cm.__aenter__()
             start = decode(await transport.from_server.receive())
             assert isinstance(start, ExecStart)

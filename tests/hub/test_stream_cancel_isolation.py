@@ -39,10 +39,10 @@ async def test_cancelled_streams_leave_the_session_and_a_bystander_alone(tmp_pat
                 first = await labd.hub.wait_online("iso")
                 counter = "for i in $(seq 1 40); do echo $i; sleep 0.05; done"
                 bystander = ExecStart(stream_id=1, argv=["sh", "-c", counter])
-                async with labd.hub.open_stream("iso", bystander) as long_stream:
+                async with labd.hub.agent_stream("iso", bystander) as long_stream:
                     for n in range(ROUNDS):
                         start = ExecStart(stream_id=100 + n, argv=["seq", "1", "2000000"])
-                        async with labd.hub.open_stream("iso", start) as stream:
+                        async with labd.hub.agent_stream("iso", start) as stream:
                             started = await stream.__anext__()
                             assert isinstance(started, ExecStarted)
                             # Keep the agent writing (grant credit as a relay does), then

@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from quart import Response, current_app, has_request_context, jsonify, request, websocket
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
 
-from lab.errors import LabError
+from lab.labd.access.auth import authenticate
+from lab.labd.access.ratelimit import Limits
+from lab.labd.api import (
+    agent_ws,
+    audit_routes,
+    auth,
+    bastion,
+    certs,
+    exec_ws,
+    health,
+    metrics,
+    replica_ws,
+    roles,
+    servers,
+    tokens,
+    users,
+)
+from lab.labd.api.errors import register_error_handlers
+from lab.labd.audit.entries import audit_response
 from lab.labd.context import LabdContext
 from lab.runtime.httpclose import close_after_error
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request, current_request_id
-
-log = logging.getLogger(__name__)
-
-_HTTP_CODES = {
-    400: "invalid",
-    401: "unauthenticated",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-}
-
-
-def error_response(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
-    resp = jsonify({"error": {"code": code, "message": message, "details": details}})
-    resp.status_code = status
-    return resp
 
 
 async def _begin_request() -> None:
@@ -48,32 +42,7 @@ async def _send_request_id(response: Response) -> Response:
     return response
 
 
-def ctx() -> LabdContext:
-    """The LabdContext of the app serving the current request."""
-    state: LabdContext = current_app.extensions["lab"]
-    return state
-
-
 def create_app(context: LabdContext) -> QuartTrio:
-    from lab.labd.access.auth import authenticate
-    from lab.labd.access.ratelimit import Limits
-    from lab.labd.api import (
-        agent_ws,
-        audit_routes,
-        auth,
-        bastion,
-        certs,
-        exec_ws,
-        health,
-        metrics,
-        replica_ws,
-        roles,
-        servers,
-        tokens,
-        users,
-    )
-    from lab.labd.audit.entries import audit_response
-
     # No static folder: every route must declare a policy, and labd serves no files.
     app = QuartTrio("labd", static_folder=None)
     app.extensions["lab"] = context
@@ -99,24 +68,5 @@ def create_app(context: LabdContext) -> QuartTrio:
     app.before_request(authenticate)
     app.before_websocket(authenticate)
     app.after_request(audit_response)
-
-    @app.errorhandler(LabError)
-    async def _lab_error(exc: LabError) -> Response:
-        resp = error_response(exc.status, exc.code, exc.message, exc.details)
-        retry_after = exc.details.get("retry_after")
-        if exc.status == 429 and retry_after is not None:
-            resp.headers["Retry-After"] = str(max(1, round(float(retry_after))))
-        return resp
-
-    @app.errorhandler(HTTPException)
-    async def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        code = _HTTP_CODES.get(status, "http_error")
-        return error_response(status, code, exc.description or exc.name, {})
-
-    @app.errorhandler(Exception)
-    async def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal", "internal error", {})
-
+    register_error_handlers(app)
     return app

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from attrs import define, field
+from quart import current_app
 
 from lab.labd.access.ratelimit import RateLimiter
 from lab.labd.access.user_sessions import UserSessions
@@ -45,3 +46,9 @@ class LabdContext:
     def connected_agents(self) -> int:
         """Agents with a live session on this replica."""
         return len(self.hub)
+
+
+def ctx() -> LabdContext:
+    """The LabdContext of the app serving the current request."""
+    state: LabdContext = current_app.extensions["lab"]
+    return state

@@ -14,7 +14,7 @@ import trio
 from cyclopts import App
 
 from lab import __version__
-from lab.errors import LabError
+from lab.errors import DatabaseUnreachable, LabError, Unavailable
 from lab.labd.config import LabdConfig, load_labd_config
 from lab.runtime.commandline import report, run_app
 
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from lab.store.auditchain import AuditKey
 
 log = logging.getLogger("labd")
+
+# The daemon's parts (quart, cryptography, the store) are imported inside the functions that
+# build them, so that `labd --help` and `labd --version` do not pay for them; the only lazy
+# imports in lab.labd (see docs/development.md, "Lazy imports").
 
 
 def prepare_data_dir(path: Path) -> None:
@@ -41,7 +45,6 @@ async def open_database(config: LabdConfig, audit_key: AuditKey) -> AsyncIterato
     """:func:`lab.store.open_store` for labd; a database that cannot be reached while opening
     is :class:`DatabaseUnreachable` (its own exit code), later failures pass unchanged.
     """
-    from lab.errors import DatabaseUnreachable, Unavailable
     from lab.store import open_store
 
     async with AsyncExitStack() as stack:

@@ -23,6 +23,7 @@ from lab.errors import LabError, PermissionDenied, Unauthenticated
 from lab.labd.access import rbac
 from lab.labd.access.ratelimit import Limits
 from lab.labd.audit import entries as audit
+from lab.labd.context import ctx
 from lab.model import Role
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,6 @@ async def authenticate() -> None:
     requests are audited by :func:`lab.labd.audit.entries.audit_response` like every other.
     """
     if not has_websocket_context():
-        from lab.labd.app import ctx
-
         await _authenticate(request)
         # Passed: the entry now commits with the first change the handler makes.
         audit.commit_with_changes(ctx(), g.get("principal"))
@@ -127,8 +126,6 @@ async def authenticate() -> None:
 
 
 async def _authenticate(req: Request | Websocket) -> None:
-    from lab.labd.app import ctx
-
     view = current_app.view_functions.get(req.endpoint or "")
     if view is None:
         return  # no route: let the 404/405 handlers answer
@@ -220,8 +217,6 @@ async def _audit_ws_refusal(exc: LabError) -> None:
     Every refusal is counted by reason; repeats of one identity (or source address, when no
     certificate was read) and reason are audited at most once per ``REFUSAL_AUDIT_INTERVAL``.
     """
-    from lab.labd.app import ctx
-
     pending: audit.Pending | None = g.get("lab_audit")
     if pending is None or exc.status == 429:
         return

@@ -3,7 +3,7 @@
 Each handler registers the cancel scope that owns its relays for as long as it runs. When a
 certificate is revoked (here, or on another replica:
 :class:`lab.labd.identity.identities.Revocations` listeners hear about both) or a user is
-disabled, the matching sessions are cancelled; leaving the relays' ``open_stream`` blocks
+disabled, the matching sessions are cancelled; leaving the relays' ``agent_stream`` blocks
 kills their remote process groups, and the handler closes the WebSocket with
 :attr:`lab.proto.CloseCode.REVOKED` and the session's :attr:`reason`.
 

@@ -12,8 +12,8 @@ from functools import partial
 from quart import Blueprint, websocket
 
 from lab.labd.access.auth import principal, requires
-from lab.labd.app import ctx
 from lab.labd.audit.entries import record
+from lab.labd.context import ctx
 
 bp = Blueprint("agent_ws", __name__)
 

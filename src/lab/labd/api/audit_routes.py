@@ -11,8 +11,8 @@ from quart import Blueprint, request
 
 from lab.errors import Invalid
 from lab.labd.access.auth import requires
-from lab.labd.app import ctx
 from lab.labd.audit.checkpoints import parse_checkpoint, verify_log
+from lab.labd.context import ctx
 from lab.model import unstructure
 from lab.model.safejson import loads
 from lab.store.auditverify import Checkpoint, Verdict

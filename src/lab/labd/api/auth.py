@@ -9,11 +9,12 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from lab import pki
+from lab.errors import Conflict
 from lab.labd.access.auth import principal, public, requires
 from lab.labd.api.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
-from lab.labd.app import ctx
 from lab.labd.audit import entries as audit
 from lab.labd.audit.entries import set_resource
+from lab.labd.context import ctx
 
 bp = Blueprint("auth", __name__)
 
@@ -105,8 +106,6 @@ async def ca_rotate() -> dict[str, Any]:
 @bp.post("/api/ca/rotate/finish")
 @requires("user", action="ca:rotate", resource="ca/*")
 async def ca_finish() -> dict[str, Any]:
-    from lab.errors import Conflict
-
     req = await body(FinishRotation)
     c = ctx()
     pending = await c.identities.pending_on_old_ca()

@@ -35,9 +35,9 @@ from lab.labd.access import rbac
 from lab.labd.access.auth import principal, public, requires
 from lab.labd.api.auth import limit_enrollment
 from lab.labd.api.bodies import CreateToken, body
-from lab.labd.app import ctx
 from lab.labd.audit import entries as audit
 from lab.labd.audit.entries import annotate
+from lab.labd.context import ctx
 from lab.model import JoinToken, TokenKind
 from lab.model.text import Name
 

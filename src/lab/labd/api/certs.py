@@ -8,7 +8,7 @@ from quart import Blueprint, request
 
 from lab.labd.access.auth import requires
 from lab.labd.api.bodies import RevokeCert, body
-from lab.labd.app import ctx
+from lab.labd.context import ctx
 from lab.model import unstructure
 
 bp = Blueprint("certs", __name__)

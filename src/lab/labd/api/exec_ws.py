@@ -15,10 +15,11 @@ import attrs
 import trio
 from quart import Blueprint, websocket
 
-from lab.errors import Invalid, LabError
+from lab.errors import Invalid, LabError, NotFound
 from lab.labd.access.auth import principal, requires
 from lab.labd.access.user_sessions import DISABLED, REVOKED, UserSession
-from lab.labd.app import ctx
+from lab.labd.audit.entries import record
+from lab.labd.context import ctx
 from lab.labd.relay.relay import Relay, SendFn, Target
 from lab.model.converter import text_reason
 from lab.model.text import plain_text_problem
@@ -183,8 +184,6 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
 
 async def _audit_refusal(method: str, exc: Invalid) -> None:
     """A request refused for its content is audited like a refused REST call."""
-    from lab.labd.audit.entries import record
-
     await record(
         ctx(),
         action=f"servers:{method}",
@@ -249,8 +248,6 @@ async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
         names = [*names, *sorted(s.name for s in matched)]
     names = list(dict.fromkeys(names))
     if not names:
-        from lab.errors import NotFound
-
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         raise NotFound(f"no server matches {selector or 'the request'}")
     if len(names) > MAX_TARGETS or (method == "logs" and len(names) > 1):

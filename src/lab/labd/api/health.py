@@ -11,7 +11,7 @@ from quart import Blueprint
 from lab import __version__
 from lab.errors import LabError
 from lab.labd.access.auth import public
-from lab.labd.app import ctx
+from lab.labd.context import ctx
 
 bp = Blueprint("health", __name__)
 

@@ -14,7 +14,7 @@ import time
 from quart import Blueprint, Response, g, request
 
 from lab.labd.access.auth import requires
-from lab.labd.app import ctx
+from lab.labd.context import ctx
 from lab.runtime.metrics import render
 
 bp = Blueprint("metrics", __name__)

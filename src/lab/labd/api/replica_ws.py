@@ -22,7 +22,7 @@ from quart import Blueprint, Response, request, websocket
 
 from lab.errors import LabError
 from lab.labd.access.auth import requires
-from lab.labd.app import ctx
+from lab.labd.context import ctx
 from lab.labd.hub.registry import HubStream
 from lab.labd.relay.forwarding import parse_forward_request
 from lab.proto import DataFrame, ProtocolError, decode, decode_data, encode
@@ -81,7 +81,7 @@ async def replica_stream() -> None:
         await websocket.close(int(exc.close_code), exc.message[:120])
         return
     try:
-        async with ctx().hub.open_stream(server, start) as stream:
+        async with ctx().hub.agent_stream(server, start) as stream:
             await send(RpcResponse(request_id=request_id, result={"replica": ctx().hub.replica}))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_uplink, stream, send)

@@ -13,8 +13,8 @@ from lab.errors import Conflict, Invalid, NotFound
 from lab.labd.access import rbac
 from lab.labd.access.auth import principal, requires
 from lab.labd.api.bodies import body
-from lab.labd.app import ctx
 from lab.labd.audit.entries import annotate
+from lab.labd.context import ctx
 from lab.model import Effect, Permission, Role
 from lab.model.text import Name
 from lab.store.seed import SELF_SERVICE

@@ -16,8 +16,8 @@ from quart import Blueprint, request
 from lab.errors import Invalid, NotFound
 from lab.labd.access.auth import requires
 from lab.labd.api.bodies import body
-from lab.labd.app import ctx
 from lab.labd.audit.entries import annotate
+from lab.labd.context import ctx
 from lab.model import Agent, Certificate, Server
 from lab.model.labels import (
     Requirement,

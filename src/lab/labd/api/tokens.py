@@ -11,7 +11,7 @@ from lab.errors import Invalid
 from lab.labd.access.auth import principal, requires
 from lab.labd.api.bastion import check_bastion_revoke, check_bastion_token
 from lab.labd.api.bodies import CreateToken, body
-from lab.labd.app import ctx
+from lab.labd.context import ctx
 from lab.labd.identity.identities import MAX_TOKEN_TTL
 from lab.model import JoinToken, unstructure
 

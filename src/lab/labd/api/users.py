@@ -12,8 +12,8 @@ from lab.errors import Invalid, NotFound
 from lab.labd.access.auth import principal, requires
 from lab.labd.access.user_sessions import DISABLED
 from lab.labd.api.bodies import body
-from lab.labd.app import ctx
 from lab.labd.audit.entries import annotate
+from lab.labd.context import ctx
 from lab.labd.identity.identities import check_username
 from lab.model import TokenKind, User
 from lab.model.text import Name

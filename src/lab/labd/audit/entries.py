@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 from quart import Response, g, has_request_context, has_websocket_context, request
 
+from lab.labd.api.errors import error_response
+from lab.labd.context import ctx
 from lab.model import AuditEntry
 from lab.model.safejson import loads
 from lab.model.text import plain_text_problem
@@ -239,8 +241,6 @@ async def audit_response(response: Response) -> Response:
     If the write fails the client gets 503 instead of the handler's answer and the failure is
     logged: no action is acknowledged without its entry.
     """
-    from lab.labd.app import ctx, error_response
-
     pending: Pending | None = g.get("lab_audit")
     if pending is None or response.status_code == 429 or g.get("lab_audited", False):
         return response

@@ -3,7 +3,7 @@
 Routes use three things:
 
 - :meth:`AgentHub.is_online` / :meth:`AgentHub.sessions` for presence and listings;
-- ``async with hub.open_stream(server_name, start) as stream`` to run an exec or a log stream
+- ``async with hub.agent_stream(server_name, start) as stream`` to run an exec or a log stream
   on an agent (see :class:`lab.labd.hub.stream.HubStream`);
 - :meth:`AgentHub.serve`, called by the ``/ws/agent`` route for each agent connection.
 
@@ -170,7 +170,7 @@ class AgentHub:
     # --- streams ---
 
     @asynccontextmanager
-    async def open_stream(
+    async def agent_stream(
         self, server_name: str, start: StartMessage, *, window: int = DEFAULT_WINDOW
     ) -> AsyncIterator[HubStream]:
         """Start an exec (``ExecStart``) or log stream (``LogsStart``) on ``server_name``.
@@ -191,7 +191,7 @@ class AgentHub:
         if conn is None:
             await self.store.servers.get_by_name(server_name)  # NotFound for unknown servers
             raise Unavailable("agent not connected", details={"server": server_name})
-        stream = conn.open_stream(start, window=window)
+        stream = conn.add_stream(start, window=window)
         try:
             await conn.enqueue(attrs.evolve(start, stream_id=stream.agent_stream_id))
             yield stream

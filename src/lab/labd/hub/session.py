@@ -34,11 +34,14 @@ from lab.proto.messages import (
     Ping,
     Pong,
     Response,
+    ServerShutdown,
+    StreamCancel,
     Welcome,
 )
 
 if TYPE_CHECKING:
-    from lab.labd.hub.registry import AgentHub
+    from lab.labd.identity.identities import Revocations
+    from lab.store import Store
 
 log = logging.getLogger("lab.labd.hub.registry")
 
@@ -59,6 +62,20 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str = "") -> None: ...
 
 
+class Host(Protocol):
+    """What a session needs of the registry that serves it (:class:`AgentHub` fits)."""
+
+    store: Store
+    revocations: Revocations
+    heartbeat_interval: float
+    facts_interval: float
+    replica: str
+
+    def admits(self, conn: AgentConnection, *, current_serial: str | None = None) -> bool: ...
+    def register(self, conn: AgentConnection, *, current_serial: str | None = None) -> bool: ...
+    async def held_elsewhere(self, agent: Agent) -> bool: ...
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -68,7 +85,7 @@ class AgentConnection:
 
     def __init__(
         self,
-        hub: AgentHub,
+        hub: Host,
         transport: Transport,
         *,
         name: str,
@@ -162,8 +179,6 @@ class AgentConnection:
 
     async def goodbye(self, retry_after: float, drain: float) -> None:
         """Shutdown: announce it, end open streams, give callers ``drain`` s to leave, close."""
-        from lab.proto.messages import ServerShutdown
-
         reason = "labd is shutting down"
         self.abort_streams("unavailable", reason)
         try:
@@ -201,8 +216,6 @@ class AgentConnection:
         """Queue ``stream-cancel`` without waiting: a full outbox (a slow agent) must neither
         hold up the caller that left nor lose the cancel. Dropped only when the session is
         closing, and then the agent kills every stream of the connection anyway."""
-        from lab.proto.messages import StreamCancel
-
         data = encode(StreamCancel(stream_id=stream_id))
         try:
             self._outbox_send.send_nowait(data)
@@ -213,7 +226,8 @@ class AgentConnection:
 
     # --- streams ---
 
-    def open_stream(self, start: StartMessage, *, window: int) -> HubStream:
+    def add_stream(self, start: StartMessage, *, window: int) -> HubStream:
+        """A new entry in this session's stream table (the caller sends the start)."""
         if self.close_code is not None:
             raise Unavailable("agent not connected", details={"server": self.name})
         stream_id = self._next_stream_id

@@ -1,6 +1,6 @@
 """One exec or log stream relayed through an agent's connection, as seen by a labd route.
 
-A :class:`HubStream` is what ``async with hub.open_stream(...)`` yields. Items from the agent
+A :class:`HubStream` is what ``async with hub.agent_stream(...)`` yields. Items from the agent
 arrive in an inbox filled by the agent connection's reader; the caller drains it with
 ``async for`` and grants output credit as its own consumer drains (``send(Credit)`` or
 :meth:`HubStream.consumed`), so a slow consumer slows the remote process and the inbox never
@@ -19,7 +19,7 @@ sequence number of its first frame).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import trio
@@ -35,19 +35,27 @@ from lab.proto.messages import (
     ExecStarted,
     LogsEnd,
     LogsStart,
+    Message,
     Resize,
     Signal,
     StdinClose,
 )
 from lab.proto.streams import InputStream, SendWindow
 
-if TYPE_CHECKING:
-    from lab.labd.hub.session import AgentConnection
-
 StreamItem = ExecStarted | DataFrame | ExecExit | LogsEnd | Error
 """What iterating a stream yields; ``ExecExit``, ``LogsEnd`` and ``Error`` are the last item."""
 
 Outgoing = bytes | Credit | Signal | Resize | StdinClose
+
+
+class Session(Protocol):
+    """The agent session a stream belongs to (:class:`AgentConnection` fits)."""
+
+    name: str
+
+    async def enqueue(self, item: Message | bytes, /) -> None: ...
+
+
 """What a caller may send: stdin bytes or a control message (its ``stream_id`` is replaced)."""
 
 StartMessage = ExecStart | LogsStart
@@ -66,10 +74,10 @@ class _Chunk:
 
 
 class HubStream:
-    """The caller's end of one stream on an agent connection. Create with ``hub.open_stream``."""
+    """The caller's end of one stream on an agent connection. Create with ``hub.agent_stream``."""
 
     def __init__(
-        self, conn: AgentConnection, start: StartMessage, agent_stream_id: int, *, window: int
+        self, conn: Session, start: StartMessage, agent_stream_id: int, *, window: int
     ) -> None:
         self.server_name = conn.name
         self.start = start

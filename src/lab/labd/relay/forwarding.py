@@ -284,16 +284,16 @@ class ForwardingHub:
     def is_online(self, name: str, /) -> bool:
         return self.hub.is_online(name) or self.cluster.holder_of(name) is not None
 
-    def open_stream(
+    def agent_stream(
         self, server_name: str, start: ExecStart | LogsStart, /
     ) -> AbstractAsyncContextManager[AgentStream]:
         """Local when the agent is connected here, else forwarded to the replica its lease
-        names (Unavailable when none is alive). See :meth:`AgentHub.open_stream`."""
+        names (Unavailable when none is alive). See :meth:`AgentHub.agent_stream`."""
         if self.hub.is_online(server_name):
-            return self.hub.open_stream(server_name, start)
+            return self.hub.agent_stream(server_name, start)
         replica = self.cluster.holder_of(server_name)
         if replica is None:
-            return self.hub.open_stream(server_name, start)  # NotFound / Unavailable
+            return self.hub.agent_stream(server_name, start)  # NotFound / Unavailable
         url = self.cluster.peers[replica]
         log.debug("forwarding a stream of %s to replica %s (%s)", server_name, replica, url)
         return forward_stream(url, self.cluster.client_ssl_context(), server_name, start)

@@ -26,6 +26,9 @@ import attrs
 import trio
 
 from lab.errors import LabError, NotFound, PermissionDenied, Unavailable
+from lab.labd.access.auth import check
+from lab.labd.audit.entries import record
+from lab.labd.relay.forwarding import ForwardingHub
 from lab.proto import Channel, DataFrame
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.messages import (
@@ -79,7 +82,7 @@ class Hub(Protocol):
 
     def is_online(self, name: str, /) -> bool: ...
 
-    def open_stream(
+    def agent_stream(
         self, server_name: str, start: ExecStart | LogsStart, /
     ) -> AbstractAsyncContextManager[AgentStream]: ...
 
@@ -93,8 +96,6 @@ def current_hub(context: LabdContext) -> Hub:
     local = getattr(context, "hub", None)
     cluster = getattr(context, "cluster", None)
     if local is not None and cluster is not None:
-        from lab.labd.relay.forwarding import ForwardingHub
-
         return ForwardingHub(local, cluster)
     hub: Hub | None = local
     if hub is None:
@@ -127,7 +128,7 @@ class Relay:
 
     :meth:`run` returns when the stream ended (exit, logs-end, error) and never raises a
     :class:`LabError`: a refusal or failure becomes an ``error`` message on the CLI stream.
-    Cancellation (the CLI went away) leaves the ``open_stream`` block, which kills the remote
+    Cancellation (the CLI went away) leaves the ``agent_stream`` block, which kills the remote
     process group, and records the end in the audit log under a shield.
     """
 
@@ -239,8 +240,6 @@ class Relay:
         return contextlib.nullcontext()
 
     async def _admit(self) -> None:
-        from lab.labd.access.auth import check
-
         target = self.target
         try:
             check(self.who, target.action, target.resource)
@@ -264,7 +263,7 @@ class Relay:
         broken: ProtocolError | None = None
         try:
             async with (
-                hub.open_stream(self.target.server, self.target.start) as stream,
+                hub.agent_stream(self.target.server, self.target.start) as stream,
                 trio.open_nursery() as nursery,
             ):
                 if self._agent_extra > 0:
@@ -350,8 +349,6 @@ class Relay:
                 await stream.send(attrs.evolve(item, stream_id=stream.stream_id))
 
     async def _audit(self, result: str, started: float, details: dict[str, Any]) -> None:
-        from lab.labd.audit.entries import record
-
         await record(
             self.context,
             action=self.target.action,
