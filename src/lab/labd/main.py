@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from lab.labd.context import LabdContext
-    from lab.store import Store
-    from lab.store.auditchain import AuditKey
+    from lab.store import AuditKey, Store
 
 log = logging.getLogger("labd")
 

@@ -15,7 +15,7 @@ from lab.labd.audit.checkpoints import parse_checkpoint, verify_log
 from lab.labd.context import ctx
 from lab.model import unstructure
 from lab.model.safejson import loads
-from lab.store.auditverify import Checkpoint, Verdict
+from lab.store import Checkpoint, Verdict
 
 bp = Blueprint("audit", __name__)
 

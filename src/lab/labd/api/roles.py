@@ -17,7 +17,7 @@ from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
 from lab.model import Effect, Permission, Role
 from lab.model.text import Name
-from lab.store.seed import SELF_SERVICE
+from lab.store import SELF_SERVICE
 
 bp = Blueprint("roles", __name__)
 

@@ -26,9 +26,15 @@ import trio
 from lab import pki
 from lab.errors import Invalid
 from lab.labd.audit.keys import AuditKeys
-from lab.store import Store
-from lab.store.auditchain import START_SETTING, ChainStart, canonical_time
-from lab.store.auditverify import ChainVerifier, Checkpoint, Verdict
+from lab.store import (
+    START_SETTING,
+    ChainStart,
+    ChainVerifier,
+    Checkpoint,
+    Store,
+    Verdict,
+    canonical_time,
+)
 
 log = logging.getLogger(__name__)
 

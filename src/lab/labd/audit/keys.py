@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from attrs import frozen
 
 from lab import pki
-from lab.store.auditchain import AuditKey
+from lab.store import AuditKey
 
 AUDIT_KEY_ENV = "LABD_AUDIT_KEY"
 _SIGNING_LABEL = b"checkpoint signing key"

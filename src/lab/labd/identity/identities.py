@@ -22,9 +22,7 @@ from lab.labd.audit.entries import annotate
 from lab.labd.identity.ca import CAService
 from lab.labd.identity.secrets import new_token, secret_matches, split_token
 from lab.model import AgentEnrollment, Certificate, JoinToken, Role, TokenKind, User
-from lab.store import Store
-from lab.store.enrollment import server_exists
-from lab.store.rules import token_refusal
+from lab.store import Store, server_exists, token_refusal
 
 log = logging.getLogger(__name__)
 
