@@ -145,6 +145,8 @@ async def run_exec(
     from lab.client.settings import load_settings
     from lab.client.wsclient import StreamSession, connect, identity_context
     from lab.errors import Invalid
+    from lab.proto.messages import ExecStart
+    from lab.proto.requests import ExecRequest
 
     check_selectors(selector)
     names, argv = split_words(words, selector=selector)
@@ -162,21 +164,22 @@ async def run_exec(
     if fanout and (stdin or tty):
         raise Invalid("-i and -t need exactly one server", details={"fields": ["stdin"]})
     rows, cols = _window_size() if tty else (24, 80)
-    start: dict[str, Any] = {
-        "argv": argv,
-        "env": environment,
-        "cwd": cwd,
-        "tty": tty,
-        "stdin": stdin,
-        "rows": rows,
-        "cols": cols,
-        "timeout": float(parse_duration(kill_after, field="timeout")) if kill_after else None,
-    }
-    params = {"targets": names, "parallel": parallel, "start": start}
+    start = ExecStart(
+        stream_id=0,
+        argv=argv,
+        env=environment,
+        cwd=cwd,
+        tty=tty,
+        stdin=stdin,
+        rows=rows,
+        cols=cols,
+        timeout=float(parse_duration(kill_after, field="timeout")) if kill_after else None,
+    )
+    request = ExecRequest(targets=names, parallel=parallel, start=start)
     settings = load_settings()
     async with connect(server or settings.server, "/ws/exec", identity_context()) as ws:
         session = StreamSession(ws)
-        streams = await session.open("exec", params)
+        streams = await session.open_request(request)
         if fanout:
             return await _fanout(session, streams)
         return await _single(session, streams[0], stdin=stdin, tty=tty)

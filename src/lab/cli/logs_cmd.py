@@ -121,6 +121,8 @@ async def run_logs(
     from lab.client.settings import load_settings
     from lab.client.wsclient import StreamSession, connect, identity_context
     from lab.errors import Invalid
+    from lab.proto.messages import LogsStart
+    from lab.proto.requests import LogsRequest
     from lab.runtime.output import write_out
 
     if not target.startswith("server/") or target == "server/":
@@ -131,14 +133,15 @@ async def run_logs(
         raise Invalid("--unit reads the journal, --source a file: pick one")
     if lines is not None and lines < 0:
         raise Invalid("--lines must not be negative", details={"fields": ["lines"]})
-    start: dict[str, Any] = {
-        "unit": unit,
-        "source": source,
-        "since": float(parse_duration(since, field="since")) if since else None,
-        "lines": lines,
-        "follow": follow,
-    }
-    params = {"targets": [target.removeprefix("server/")], "start": start}
+    start = LogsStart(
+        stream_id=0,
+        unit=unit,
+        source=source,
+        since=float(parse_duration(since, field="since")) if since else None,
+        lines=lines,
+        follow=follow,
+    )
+    request = LogsRequest(targets=[target.removeprefix("server/")], start=start)
 
     async def sink(_: StreamState, channel: Channel, payload: bytes) -> None:
         await write_out(1, payload + b"\n")
@@ -146,7 +149,7 @@ async def run_logs(
     settings = load_settings()
     async with connect(server or settings.server, "/ws/logs", identity_context()) as ws:
         session = StreamSession(ws)
-        (state,) = await session.open("logs", params)
+        (state,) = await session.open_request(request)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
 

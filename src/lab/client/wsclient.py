@@ -42,6 +42,7 @@ from lab.proto.messages import (
     Response,
     RpcError,
 )
+from lab.proto.requests import StreamRequest, to_request
 from lab.proto.streams import InputStream, SendWindow, grown_window
 
 CONNECT_TIMEOUT = 10.0
@@ -217,13 +218,20 @@ class StreamSession:
         async with self._lock:
             await self.ws.send_message(data)
 
-    async def open(self, method: str, params: dict[str, Any]) -> list[StreamState]:
+    async def open_request(self, request: StreamRequest) -> list[StreamState]:
         """Send the request naming the targets; return the streams labd opened.
 
         Raises the LabError labd answered with (no server matches, invalid request)."""
         # keepalive: we answer labd's pings (and so may be ended when we stop answering).
+        return await self._open(to_request(attrs.evolve(request, keepalive=True)))
+
+    async def open(self, method: str, params: dict[str, Any]) -> list[StreamState]:
+        """:meth:`open_request` with the params as given (tests send malformed ones)."""
         params = {**params, "keepalive": True}
-        await self.send(Request(request_id="1", method=method, params=params))
+        return await self._open(Request(request_id="1", method=method, params=params))
+
+    async def _open(self, request: Request) -> list[StreamState]:
+        await self.send(request)
         msg = await self._receive_message()
         if not isinstance(msg, Response):
             raise Unavailable(f"labd answered with {msg.TYPE!r} instead of a response")

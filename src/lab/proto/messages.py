@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import cattrs
 from attrs import Factory, field, frozen
@@ -25,6 +25,7 @@ from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.frames import MAX_STREAM_ID, Channel, DataFrame, decode_data, encode_data
 
 VERSION = 1
+_T = TypeVar("_T")
 DEFAULT_WINDOW = 256 * 1024
 # A text frame larger than this is not a control message; refuse before parsing it.
 MAX_TEXT = 1024 * 1024
@@ -415,8 +416,15 @@ def decode(text: str | bytes) -> Message:
             f"unsupported version {version!r} of {kind!r} (this side speaks v{VERSION})",
             close_code=CloseCode.UNSUPPORTED_DATA,
         )
+    msg: Message = structure(data, cls, kind)
+    return msg
+
+
+def structure(data: Any, cls: type[_T], kind: str) -> _T:
+    """``data`` (parsed JSON) as a ``cls`` through the one converter; raises
+    :class:`ProtocolError` naming the fields (paths from ``kind``) when it is not one."""
     try:
-        msg: Message = _converter.structure(data, cls)
+        return _converter.structure(data, cls)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
         fields = transform_error(exc, path=kind, format_exception=_describe)
         raise ProtocolError(f"malformed {kind!r} message", details={"fields": fields}) from None
@@ -424,7 +432,11 @@ def decode(text: str | bytes) -> Message:
         raise ProtocolError(
             f"malformed {kind!r} message: {exc}", details={"fields": [f"{exc} @ {kind}"]}
         ) from None
-    return msg
+
+
+def unstructure(value: Any) -> Any:
+    """``value`` as plain JSON data, the way :func:`encode` writes it."""
+    return _converter.unstructure(value)
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:

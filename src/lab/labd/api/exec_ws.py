@@ -8,7 +8,6 @@ checked per target here, since the resource (``server/NAME``) is only known from
 
 from __future__ import annotations
 
-import json
 import logging
 
 import attrs
@@ -22,7 +21,6 @@ from lab.labd.audit.entries import record
 from lab.labd.context import ctx
 from lab.labd.relay.relay import Relay, SendFn, Target
 from lab.model.converter import text_reason
-from lab.model.text import plain_text_problem
 from lab.proto import decode, decode_data, encode
 from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.messages import (
@@ -40,6 +38,7 @@ from lab.proto.messages import (
     StdinClose,
     StreamCancel,
 )
+from lab.proto.requests import StreamRequest, from_request
 from lab.proto.streams import grown_window
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ bp = Blueprint("exec_ws", __name__)
 # Seconds a client has to send its first message after the handshake.
 FIRST_MESSAGE_TIMEOUT = 10.0
 MAX_PARALLEL = 256
-DEFAULT_PARALLEL = 32
 MAX_TARGETS = 10_000
 # Messages queued for the client's writer (data frames are at most one MAX_PAYLOAD each).
 OUTBOX_SIZE = 32
@@ -157,7 +155,8 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
     try:
         request = await _first_message(method)
         try:
-            targets, parallel = await _targets(method, request)
+            typed = _typed(method, request)
+            targets, parallel = await _targets(typed)
         except LabError as exc:
             error = RpcError(code=exc.code, message=exc.message, details=exc.details)
             if isinstance(exc, Invalid):
@@ -168,8 +167,7 @@ async def _talk(method: str, session: UserSession, send: SendFn) -> tuple[int, s
         streams = [{"stream_id": t.stream_id, "server": t.server} for t in targets]
         await send(Response(request_id=request.request_id, result={"streams": streams}))
         # Only clients that say they answer pings get them (older labctl would choke).
-        keepalive = request.params.get("keepalive") is True
-        broken = await _relay_all(targets, parallel, send, session, keepalive=keepalive)
+        broken = await _relay_all(targets, parallel, send, session, keepalive=typed.keepalive)
         if broken is not None:
             raise broken
     except ProtocolError as exc:
@@ -207,36 +205,24 @@ async def _first_message(method: str) -> Request:
     raise _Closing(CloseCode.POLICY_VIOLATION, "no request in time")
 
 
-async def _targets(method: str, request: Request) -> tuple[list[Target], int]:
-    """Resolve the request's servers (names and/or a label selector) into streams 1..N."""
-    params = request.params
-    names = params.get("targets", [])
-    labels = params.get("labels") or {}
-    parallel = params.get("parallel", DEFAULT_PARALLEL)
-    if not isinstance(names, list) or not all(
-        isinstance(n, str) and n and not plain_text_problem(n) for n in names
-    ):
-        raise Invalid("targets must be a list of server names", details={"fields": ["targets"]})
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and not plain_text_problem(k + v)
-        for k, v in labels.items()
-    ):
-        raise Invalid("labels must map strings to strings", details={"fields": ["labels"]})
-    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
-        raise Invalid("parallel must be a positive integer", details={"fields": ["parallel"]})
-    start_type = "exec-start" if method == "exec" else "logs-start"
-    template = params.get("start")
-    if not isinstance(template, dict):
-        raise Invalid(f"start must be a {start_type} object", details={"fields": ["start"]})
+def _typed(method: str, request: Request) -> StreamRequest:
+    """The request's typed form; Invalid naming the fields when it is not one."""
     try:
-        start = decode(json.dumps({**template, "type": start_type, "v": 1, "stream_id": 0}))
+        typed = from_request(request)
     except ProtocolError as exc:
-        # The client's template, not the connection, is wrong: an error reply names the field.
-        fields = [f"start: {f}" for f in exc.details.get("fields", [exc.message])]
+        # The client's request, not the connection, is wrong: an error reply names the field.
+        fields = exc.details.get("fields", [exc.message])
         reason = text_reason(fields)
         details = {"fields": fields, **({"reason": reason} if reason else {})}
-        raise Invalid(f"start is not a valid {start_type}", details=details) from None
-    assert isinstance(start, ExecStart | LogsStart)
+        raise Invalid(f"not a valid {method} request", details=details) from None
+    return typed
+
+
+async def _targets(typed: StreamRequest) -> tuple[list[Target], int]:
+    """Resolve the request's servers (names and/or a label selector) into streams 1..N."""
+    method = typed.METHOD
+    names, labels, parallel = list(typed.targets), typed.labels, typed.parallel
+    start: ExecStart | LogsStart = typed.start
     if isinstance(start, ExecStart):
         cap = ctx().config.exec_output_cap
         if cap and (start.output_cap is None or start.output_cap > cap):
