@@ -223,6 +223,20 @@ def _token_of(tx: Tx, token_id: str) -> JoinToken:
     return token
 
 
+CONSUME_TOKEN = (
+    "UPDATE join_tokens SET uses = uses + 1"
+    " WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND ("
+    "  (reusable AND (max_uses IS NULL OR uses < max_uses))"
+    "  OR (NOT reusable AND uses = 0))"
+    f" RETURNING {JOIN_TOKENS_COLS}"
+)
+"""One use of a join token (parameters: id, time), the row after it; no row when the token is
+unknown, revoked, expired or used up. One conditional UPDATE is the whole decision, so two
+racing consumers (here, in another process on the same SQLite file, or on another replica)
+never both win a one-time token. ``reusable`` is a boolean in both (SQLite's 0/1 reads as one).
+Token consumption and agent enrollment (lab.store.enrollment) both use it."""
+
+
 class Tokens:
     def __init__(self, db: Runner) -> None:
         self._db = db
@@ -266,17 +280,7 @@ class Tokens:
 
     async def consume(self, token_id: str, *, at: datetime) -> JoinToken:
         def op(tx: Tx) -> JoinToken:
-            # One conditional UPDATE is the whole decision, so two racing consumers (here, in
-            # another process on the same SQLite file, or another replica) never both win a
-            # one-time token. ``reusable`` is a boolean in both (SQLite's 0/1 reads as one).
-            row = tx.one(
-                f"UPDATE join_tokens SET uses = uses + 1"
-                " WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND ("
-                "  (reusable AND (max_uses IS NULL OR uses < max_uses))"
-                "  OR (NOT reusable AND uses = 0))"
-                f" RETURNING {JOIN_TOKENS_COLS}",
-                (token_id, tx.dialect.codec.time(at)),
-            )
+            row = tx.one(CONSUME_TOKEN, (token_id, tx.dialect.codec.time(at)))
             if row is None:
                 # Read in the same transaction, for the message only.
                 raise token_refusal(_find_token(tx, token_id), at)

@@ -106,10 +106,6 @@ def _agent_of(tx: Tx, server_id: str) -> Agent:
     return tx.dialect.codec.agent(row)
 
 
-def _enroll(tx: Tx, plan: AgentEnrollment) -> EnrolledAgent:
-    return enroll_agent(tx.conn, plan, tx.dialect.codec, tx.dialect.placeholder)
-
-
 class Agents:
     """Agent identities; ``last_seen``/``replica`` of the records come from the lease."""
 
@@ -134,7 +130,7 @@ class Agents:
         return await self._db.write(op)
 
     async def enroll(self, plan: AgentEnrollment) -> EnrolledAgent:
-        return await self._db.write(_enroll, plan)
+        return await self._db.write(enroll_agent, plan)
 
     async def get_by_server(self, server_id: str) -> Agent:
         return await self._db.read(_agent_of, server_id)
