@@ -70,6 +70,11 @@ async def test_deep_json_is_a_400_naming_the_limit_and_audited(tmp_path: Path) -
             created = await _audit(labd, admin, "tokens:create")
             refused = [e for e in created if e["result"] != "success"]
             assert [e["details"]["status"] for e in refused] == [400]
+            # The entry keeps the error the client was answered with: code, message, reason.
+            (entry,) = refused
+            assert entry["details"]["error"] == "invalid", entry
+            assert entry["details"]["reason"] == "too_deep", entry
+            assert "32" in entry["details"]["message"], entry
             assert [e["details"]["status"] for e in await _audit(labd, admin, "auth:enroll")] == [
                 400
             ]

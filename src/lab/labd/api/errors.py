@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Response, jsonify
+from attrs import frozen
+from quart import Response, g, has_request_context, jsonify
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -26,7 +27,24 @@ _HTTP_CODES = {
 }
 
 
+@frozen
+class ErrorAnswer:
+    """The error a request was answered with, kept for the audit hook."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+def answered_error() -> ErrorAnswer | None:
+    """The error this request was answered with (None: no error envelope was sent)."""
+    answer: ErrorAnswer | None = g.get("lab_error")
+    return answer
+
+
 def error_response(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
+    if has_request_context():
+        g.lab_error = ErrorAnswer(code, message, details)
     resp = jsonify({"error": {"code": code, "message": message, "details": details}})
     resp.status_code = status
     return resp

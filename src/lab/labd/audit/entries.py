@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 from quart import Response, g, has_request_context, has_websocket_context, request
 
-from lab.labd.api.errors import error_response
+from lab.labd.api.errors import answered_error, error_response
 from lab.labd.context import ctx
 from lab.model import AuditEntry
 from lab.model.safejson import loads
@@ -214,20 +214,13 @@ async def _enroll_subject(rule: str) -> str:
     return f"{kind}/{value}"
 
 
-async def _error_of(response: Response) -> dict[str, Any]:
-    try:
-        body = await response.get_json()
-    except Exception:  # not our envelope: record the status alone
+def _error_details() -> dict[str, Any]:
+    """The answered error's code, message and reason, as the audit entry keeps them."""
+    error = answered_error()
+    if error is None:  # not our envelope: record the status alone
         return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return {}
-    out: dict[str, Any] = {"error": error.get("code")}
-    if isinstance(error.get("message"), str):
-        out["message"] = error["message"][:_MAX_MESSAGE]
-    reason = (
-        error.get("details", {}).get("reason") if isinstance(error.get("details"), dict) else None
-    )
+    out: dict[str, Any] = {"error": error.code, "message": error.message[:_MAX_MESSAGE]}
+    reason = error.details.get("reason")
     if isinstance(reason, str):
         out["reason"] = reason
     return out
@@ -269,7 +262,7 @@ async def audit_response(response: Response) -> Response:
     if rid is not None:
         details["request_id"] = rid
     if response.status_code >= 400:
-        details.update(await _error_of(response))
+        details.update(_error_details())
     resource = pending.resource
     rule = request.url_rule.rule if request.url_rule is not None else ""
     if rule in _ENROLL_SUBJECT and response.status_code != 413:
