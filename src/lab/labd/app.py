@@ -16,6 +16,7 @@ from lab.labd.api import (
     exec_ws,
     health,
     metrics,
+    power,
     replica_ws,
     roles,
     servers,
@@ -59,7 +60,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         app.register_blueprint(module.bp)
     for module in (users, roles, audit_routes):
         app.register_blueprint(module.bp)
-    for module in (agent_ws, metrics, bastion, replica_ws):
+    for module in (agent_ws, metrics, bastion, replica_ws, power):
         app.register_blueprint(module.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from attrs import frozen
+
 from lab.model import (
     Agent,
     AgentEnrollment,
@@ -225,6 +227,31 @@ class ReplicaRepository(Protocol):
         ...
 
 
+@frozen(kw_only=True)
+class PowerSetting:
+    """``target`` ("server/NAME" or "machine/NAME"), its driver, its settings without secrets,
+    and the sealed secret (empty when none)."""
+
+    target: str
+    driver: str
+    settings: dict[str, Any]
+    sealed: str = ""
+    updated_at: datetime | None = None
+
+
+class PowerRepository(Protocol):
+    """Each machine's or server's power driver; the BMC secret only sealed (docs/power.md)."""
+
+    async def set(self, setting: PowerSetting) -> PowerSetting:
+        """Insert or replace the driver of ``setting.target``."""
+        ...
+
+    async def get(self, target: str) -> PowerSetting: ...
+    async def delete(self, target: str) -> None:
+        """Drop the row (idempotent)."""
+        ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -239,6 +266,7 @@ class Store(Protocol):
     clusters: ClusterRepository
     settings: SettingsRepository
     replicas: ReplicaRepository
+    power: PowerRepository
 
     @property
     def url(self) -> str: ...

@@ -9,6 +9,7 @@ from lab.store.base import (
     CertificateRepository,
     ClusterRepository,
     MachineRepository,
+    PowerRepository,
     ReplicaRepository,
     RoleRepository,
     ServerRepository,
@@ -20,6 +21,7 @@ from lab.store.sql.audit import Audit
 from lab.store.sql.dialect import Runner
 from lab.store.sql.identity import Certificates, Roles, Tokens, Users
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
+from lab.store.sql.power import PowerDrivers
 from lab.store.sql.replicas import Replicas
 from lab.store.writeops import Writer
 
@@ -41,3 +43,4 @@ class SqlRepositories:
         self.clusters: ClusterRepository = Clusters(sql)
         self.settings: SettingsRepository = Settings(sql)
         self.replicas: ReplicaRepository = Replicas(sql)
+        self.power: PowerRepository = PowerDrivers(sql)
