@@ -47,6 +47,7 @@ from lab.pki.profiles import (
     issue_server_cert,
     issue_user_cert,
 )
+from lab.pki.sealing import SEAL_LABEL, seal, unseal
 from lab.pki.signing import Signer, derive_audit_secret, signature_holds
 from lab.pki.tls import ClientAuth, client_ssl_context, load_cert_chain, server_ssl_context
 
@@ -58,6 +59,7 @@ __all__ = [
     "PASSPHRASE_FILE",
     "PEER_KINDS",
     "REPLICA_LIFETIME",
+    "SEAL_LABEL",
     "SERVER_LIFETIME",
     "USER_LIFETIME",
     "CACert",
@@ -93,7 +95,9 @@ __all__ = [
     "make_csr",
     "parse_csr",
     "resolve_ca_passphrase",
+    "seal",
     "server_ssl_context",
     "signature_holds",
+    "unseal",
     "verify_peer",
 ]

@@ -20,10 +20,10 @@ from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
 from lab.model.safejson import loads
+from lab.pki import SEAL_LABEL, seal, unseal
 from lab.power import run_action
 from lab.power.base import PowerDriver
 from lab.power.drivers import build, check_settings
-from lab.power.sealed import SEAL_LABEL, seal, unseal
 from lab.store import PowerSetting
 
 bp = Blueprint("power", __name__)

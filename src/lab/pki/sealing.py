@@ -1,4 +1,5 @@
-"""Sealing a BMC password at rest: AES-256-GCM, bound to its target (the associated data).
+"""Sealing a secret at rest (the power drivers' BMC passwords): AES-256-GCM, bound to its
+target (the associated data).
 
 labd derives the key from its audit key (``AuditKey.derive(SEAL_LABEL)``), so every replica
 has it and the database alone never does. The clusters feature's secrets store will take
