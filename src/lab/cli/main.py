@@ -61,6 +61,11 @@ app.command(
     help="Show resources: servers, users, roles, tokens, certs, audit.\n\n"
     "Example: labctl get servers -l 'role=worker,zone!=a' -o wide",
 )
+app.command(
+    "lab.cli.power_cmd:power_app",
+    name="power",
+    help="Power control: status, on, off, cycle, reset; set a machine's driver.",
+)
 app.command(describe, name="describe")
 app.command(label, name="label")
 
