@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ async def test_labctl_power(tmp_path: Path) -> None:
                 "LABCTL_SERVER": labd.url,
             }
 
-            async def labctl(*args: str) -> trio.CompletedProcess[bytes]:
+            async def labctl(*args: str) -> subprocess.CompletedProcess[bytes]:
                 return await trio.run_process(
                     [sys.executable, "-m", "lab.cli.main", *args],
                     env=env, capture_stdout=True, capture_stderr=True, check=False,

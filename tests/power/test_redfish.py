@@ -98,3 +98,62 @@ async def test_hung_bmc_times_out_within_the_deadline() -> None:
         elapsed = trio.current_time() - start
     assert elapsed < 1.5 + 2.0
     assert "1.5s" in err.value.message and "\n" not in err.value.message
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bmc.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    tmp.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = tmp / "bmc.pem", tmp / "bmc.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_is_verified_by_default_and_a_ca_file_opens_it(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path / "tls")
+    with redfish_emulator(tmp_path / "redfish", tls=(cert, key)) as bmc:
+        assert bmc.url.startswith("https://")
+        with trio.fail_after(60):
+            strict = RedfishDriver(bmc.url, username=USER, password=PASSWORD, deadline=20)
+            with pytest.raises(Unavailable, match="TLS verification") as err:
+                await strict.status()
+            assert "\n" not in err.value.message
+            pinned = RedfishDriver(
+                bmc.url, username=USER, password=PASSWORD, ca_file=str(cert), deadline=20
+            )
+            assert await pinned.status() == "off"
+            loose = RedfishDriver(
+                bmc.url, username=USER, password=PASSWORD, verify=False, deadline=20
+            )
+            assert await loose.status() == "off"

@@ -96,6 +96,12 @@ class RedfishDriver:
                 raise Conflict(f"redfish: the BMC refused {what}: {_one_line(exc)}") from exc
             raise Unavailable(f"redfish: {what} failed: {_one_line(exc)}") from exc
         except exc_mod.ConnectionError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLError" in str(exc):
+                raise Unavailable(
+                    f"redfish: TLS verification of {self.url} failed "
+                    "(give the BMC's CA with ca_file, or insecure)",
+                    details={"hint": "labctl power set … --ca-file BMC-CA.pem"},
+                ) from exc
             raise Unavailable(
                 f"redfish: cannot reach {self.url} within {self.deadline:g}s",
                 details={"deadline": self.deadline},
