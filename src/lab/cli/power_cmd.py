@@ -218,7 +218,7 @@ async def reset(
 async def set_(
     target: str,
     *,
-    driver: Literal["wol", "redfish", "ipmi"],
+    driver: Literal["wol", "redfish", "ipmi", "agent"],
     url: str | None = None,
     system: str | None = None,
     host: str | None = None,
@@ -242,7 +242,7 @@ async def set_(
     target
         server/NAME or machine/NAME.
     driver
-        wol, redfish or ipmi.
+        wol, redfish, ipmi, or agent (servers only: the agent runs systemctl reboot/poweroff).
     url
         redfish: the BMC's base URL (https://bmc1).
     system

@@ -9,25 +9,33 @@ password.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import trio
 from attrs import Factory, frozen
 from quart import Blueprint, request
 
-from lab.errors import Invalid, LabError, NotFound
+from lab.errors import Conflict, Invalid, LabError, NotFound, Unavailable
 from lab.labd.access.auth import requires
 from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
+from lab.labd.relay.relay import current_hub
 from lab.model.safejson import loads
 from lab.pki import SEAL_LABEL, seal, unseal
 from lab.power import run_action
 from lab.power.base import PowerDriver
 from lab.power.drivers import build, check_settings
+from lab.proto import DataFrame
+from lab.proto.messages import Error, ExecExit, ExecStart
 from lab.store import PowerSetting
 
 bp = Blueprint("power", __name__)
 KINDS = ("server", "machine")
+# How long the agent driver waits for its command's exit (a reboot may never answer).
+AGENT_DEADLINE = 30.0
+AGENT_OUTPUT = 4096
 
 
 @frozen(kw_only=True)
@@ -61,7 +69,36 @@ async def _driver(target: str) -> PowerDriver:
             details={"resource": target},
         ) from exc
     password = unseal(_key(), target, setting.sealed)
-    return build(target, setting.driver, setting.settings, password)
+    if setting.driver != "agent":
+        return build(target, setting.driver, setting.settings, password)
+    context = ctx()
+    name = target.partition("/")[2]
+
+    async def online() -> bool:
+        return current_hub(context).is_online(name)
+
+    async def run(argv: Sequence[str]) -> tuple[int, str]:
+        return await _run_on_agent(context, name, argv)
+
+    return build(target, "agent", setting.settings, "", agent_run=run, agent_online=online)
+
+
+async def _run_on_agent(context: Any, name: str, argv: Sequence[str]) -> tuple[int, str]:
+    """Run ``argv`` on ``name``'s agent through the exec path; (exit code, first output)."""
+    out = bytearray()
+    with trio.move_on_after(AGENT_DEADLINE):
+        start = ExecStart(stream_id=1, argv=list(argv))
+        async with current_hub(context).agent_stream(name, start) as stream:
+            async for item in stream:
+                if isinstance(item, DataFrame):
+                    out += item.payload[: max(0, AGENT_OUTPUT - len(out))]
+                elif isinstance(item, ExecExit):
+                    code = item.code if item.code is not None else 128
+                    return code, out.decode("utf-8", errors="replace")
+                elif isinstance(item, Error):
+                    raise Conflict(f"agent: {name} could not run {argv[0]}: {item.message}")
+        raise Unavailable(f"agent: {name} disconnected while running {argv[0]}")
+    raise Unavailable(f"agent: {argv[0]} on {name} did not finish within {AGENT_DEADLINE:g}s")
 
 
 def _view(setting: PowerSetting) -> dict[str, Any]:
@@ -79,9 +116,9 @@ def _view(setting: PowerSetting) -> dict[str, Any]:
 async def set_driver(kind: str, name: str) -> dict[str, Any]:
     change = await body(SetDriver)
     settings = check_settings(change.driver, change.settings)
-    if change.driver == "agent":
+    if change.driver == "agent" and kind != "server":
         raise Invalid(
-            "the agent driver is not available through labd yet; use wol, redfish or ipmi",
+            "the agent driver needs an enrolled agent: only servers have one",
             details={"fields": ["body.driver"]},
         )
     target = await _target(kind, name)
