@@ -107,3 +107,41 @@ async def test_redfish_wrong_password_through_labd(tmp_path: Path) -> None:
         system = bmc.system()
         assert system["PowerState"] == "Off"
         assert system["Boot"]["BootSourceOverrideTarget"] != "Pxe"  # type: ignore[index]
+
+
+async def test_machine_target_by_mac_with_wol(tmp_path: Path) -> None:
+    """A bastion machine is a target by the name its driver was set under; WoL to a loopback
+    UDP socket of this test receives the magic packet."""
+    import socket
+
+    from lab.power.wol import magic_packet
+
+    mac = "52:54:00:aa:bb:cc"
+    with trio.fail_after(60), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        port = sink.getsockname()[1]
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            async with labd.client(admin) as http:
+                resp = await http.post(f"/api/power/machine/{mac}/on")
+                assert resp.status_code == 404 and "no power driver" in resp.text
+                resp = await http.put(
+                    "/api/power/machine/bad%20name",
+                    json={"driver": "wol", "settings": {"mac": mac}},
+                )
+                assert resp.status_code == 400
+                resp = await http.put(
+                    f"/api/power/machine/{mac}",
+                    json={
+                        "driver": "wol",
+                        "settings": {"mac": mac, "broadcast": "127.0.0.1", "port": port},
+                    },
+                )
+                assert resp.status_code == 200, resp.text
+                resp = await http.post(f"/api/power/machine/{mac}/on")
+                assert resp.status_code == 200, resp.text
+                assert resp.json()["power"] == "unknown"
+                resp = await http.post(f"/api/power/machine/{mac}/off")
+                assert resp.status_code == 409 and "wol can only power on" in resp.text
+        sink.settimeout(5)
+        assert sink.recv(200) == magic_packet(mac)
