@@ -207,11 +207,15 @@ def install(
     ssh_key: Annotated[tuple[str, ...], Parameter(consume_multiple=False)] = (),
     ssh_key_file: Path | None = None,
     local_boot: Literal["exit", "sanboot"] = "exit",
+    power_cycle: bool = False,
     output: OutputOpt = "",
     bastion: BastionOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
     """Queue an install: the machine's next PXE boot installs Fedora with the role's layout.
+
+    --power-cycle then has labd set the machine's next boot to PXE (once) and power-cycle it
+    through its power driver (labctl power set machine/MAC ...), so it installs on its own.
 
     Example: labctl provision install 52:54:00:12:34:56 node1 --role worker
     --ssh-key-file ~/.ssh/id_ed25519.pub
@@ -232,6 +236,9 @@ def install(
         A file of public keys, one per line.
     local_boot
         How an installed machine boots from its disk on PXE: exit (to the firmware) or sanboot.
+    power_cycle
+        Then set next boot PXE and power-cycle the machine through labd (machine/MAC, else
+        machine/HOSTNAME).
     """
     from lab.cli.output import check_format
     from lab.runtime.exits import handle
@@ -251,6 +258,8 @@ def install(
         }
         m = _Api(bastion, token_file).call("POST", "/api/install", json=body)
     emit(m, check_format(output), columns=COLUMNS, wide=WIDE)
+    if power_cycle:
+        _power_cycle(str(m.get("mac") or mac), hostname)
 
 
 @provision_app.command
@@ -258,6 +267,7 @@ def reprovision(
     mac: str,
     *,
     dry_run: bool = False,
+    power_cycle: bool = False,
     output: OutputOpt = "",
     bastion: BastionOpt = None,
     token_file: TokenFileOpt = None,
@@ -274,6 +284,8 @@ def reprovision(
         The machine's MAC address (any common spelling: aa:bb:.., AA-BB-.., aabb..).
     dry_run
         Print what would be kept and formatted; change nothing.
+    power_cycle
+        Then set next boot PXE and power-cycle the machine through labd (as for install).
     """
     from lab.cli.output import check_format
     from lab.runtime.exits import handle
@@ -292,6 +304,37 @@ def reprovision(
     print(f"{head} {m['hostname']} ({m['mac']}, role {plan['role']}) on {m['disk']}")
     print("keep (not formatted): " + " ".join(plan["keep"]))
     print("format:               " + " ".join(plan["format"]))
+    if power_cycle and not dry_run:
+        _power_cycle(str(m["mac"]), str(m.get("hostname") or ""))
+
+
+def _power_cycle(mac: str, hostname: str) -> None:
+    """Ask labd to set next boot PXE and power-cycle ``machine/MAC`` (else machine/HOSTNAME)."""
+    import trio
+
+    from lab.client.api import LabClient
+    from lab.errors import NotFound
+    from lab.runtime.exits import handle
+
+    async def cycle() -> dict[str, Any]:
+        async with LabClient.from_settings() as client:
+            names = [n for n in (mac, hostname) if n]
+            for i, name in enumerate(names):
+                try:
+                    answer: dict[str, Any] = await client.post(
+                        f"/api/power/machine/{name}/cycle", json={"next_boot": "pxe"}
+                    )
+                    return answer
+                except NotFound:
+                    if i == len(names) - 1:
+                        raise
+            raise NotFound("no machine name to power-cycle")
+
+    with handle():
+        answer = trio.run(cycle)
+    print(
+        f"{answer['target']}: next boot pxe, power cycled ({answer['driver']}: {answer['answer']})"
+    )
 
 
 @provision_app.command
