@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from attrs import frozen
 
@@ -44,18 +44,7 @@ Kind = Literal[
     "wrong_key",
     "bad_checkpoint",
 ]
-KINDS: tuple[Kind, ...] = (
-    "ok",
-    "edited",
-    "deleted",
-    "rechained",
-    "truncated",
-    "wiped",
-    "rewritten",
-    "start_missing",
-    "wrong_key",
-    "bad_checkpoint",
-)
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 @frozen(kw_only=True)
