@@ -49,27 +49,26 @@ _EXIT_BY_ERROR: tuple[tuple[type[LabError], int], ...] = (
 )
 
 
+def _first(exc: BaseException, match: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception in ``exc`` (which may be a nested exception group) that matches."""
+    if match(exc):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first(inner, match)
+            if found is not None:
+                return found
+    return None
+
+
 def first_lab_error(exc: BaseException) -> LabError | None:
     """The first LabError inside ``exc`` (which may be a nested exception group)."""
-    if isinstance(exc, LabError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = first_lab_error(inner)
-            if found is not None:
-                return found
-    return None
+    found = _first(exc, lambda e: isinstance(e, LabError))
+    return found if isinstance(found, LabError) else None
 
 
-def _first_address_in_use(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_address_in_use(inner)
-            if found is not None:
-                return found
-    return None
+def _first_address_in_use(exc: BaseException) -> BaseException | None:
+    return _first(exc, lambda e: isinstance(e, OSError) and e.errno == errno.EADDRINUSE)
 
 
 def exit_code(err: LabError) -> int:
