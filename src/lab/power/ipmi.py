@@ -62,7 +62,7 @@ class IpmiDriver:
                 port=self.port,
             )
         except pyghmi_exc.IpmiException as exc:
-            text = str(exc.args[0] if exc.args else "") if exc.args and exc.args[0] else ""
+            text = str(exc.args[0]) if exc.args and exc.args[0] else ""
             if any(word in text.lower() for word in _AUTH):
                 raise PermissionDenied(f"ipmi: {where} refused the credentials ({text})") from exc
             raise Unavailable(
