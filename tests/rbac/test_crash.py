@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -16,54 +12,12 @@ import pytest
 import trio
 
 from lab import pki
-from tests.e2e.procs import clean_env, free_port
+from tests.e2e.procs import free_port
 from tests.labd.harness import Credentials
+from tests.security.audit_rig import labd_process
 
 BURST_CLIENTS = 8
 KILL_AFTER = 60  # answered requests before the kill
-
-
-@asynccontextmanager
-async def labd_process(data: Path, port: int) -> AsyncIterator[trio.Process]:
-    """Start ``python -m lab.labd.main``; yield once it logged that it listens."""
-    env = clean_env(
-        LABD_DATA_DIR=str(data),
-        LABD_HOST="127.0.0.1",
-        LABD_PORT=str(port),
-        LABD_ENROLL_RATE="0",
-        LABD_RATE_GLOBAL="0",
-        LABD_RATE_TOKENS="0",
-    )
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "lab.labd.main"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        async with trio.open_nursery() as nursery:
-            listening = trio.Event()
-
-            async def drain() -> None:
-                # Keep reading so a chatty labd never blocks on a full pipe.
-                seen = b""
-                assert proc.stderr is not None
-                async for chunk in proc.stderr:
-                    if not listening.is_set():
-                        seen += chunk
-                        if b"labd listening on" in seen:
-                            listening.set()
-
-            nursery.start_soon(drain)
-            with trio.fail_after(30):
-                await listening.wait()
-            yield proc
-            nursery.cancel_scope.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 def client(data: Path, port: int, creds: Credentials | None = None) -> httpx.AsyncClient:

@@ -20,7 +20,7 @@ import trio
 from lab.model import AuditEntry
 from lab.store import open_store
 from lab.store.auditchain import chain
-from tests.e2e.procs import clean_env
+from tests.e2e.daemons import labd_env
 from tests.store.pg_server import (
     PgServer,
     PgUnavailable,
@@ -111,17 +111,13 @@ class Attacker:
 
 
 @asynccontextmanager
-async def labd_process(data: Path, port: int, database_url: str) -> AsyncIterator[trio.Process]:
-    """``python -m lab.labd.main`` as a real process; yields once it listens, killed on exit."""
-    env = clean_env(
-        LABD_DATA_DIR=str(data),
-        LABD_DATABASE_URL=database_url,
-        LABD_HOST="127.0.0.1",
-        LABD_PORT=str(port),
-        LABD_ENROLL_RATE="0",
-        LABD_RATE_GLOBAL="0",
-        LABD_RATE_TOKENS="0",
-    )
+async def labd_process(
+    data: Path, port: int, database_url: str | None = None
+) -> AsyncIterator[trio.Process]:
+    """``python -m lab.labd.main`` as a real process (its SQLite file in ``data`` unless
+    ``database_url`` names one); yields once it listens, killed on exit."""
+    extra = {"LABD_DATABASE_URL": database_url} if database_url else {}
+    env = labd_env(data, port, **extra)
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "lab.labd.main"],
         env=env,
