@@ -198,7 +198,7 @@ class Checkpointer:
     ) -> None:
         """Until ``shutdown``: checkpoint whenever ``every`` entries were added since the last.
         (The shutdown checkpoint is the caller's, once every request has been answered.)"""
-        last = self.log.last()
+        last = self.latest
         if last is not None and isinstance(last.get("seq"), int):
             self._last_seq, self._last_head = last["seq"], str(last.get("head", ""))
         task_status.started()
