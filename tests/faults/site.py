@@ -247,8 +247,12 @@ def start_site(tmp: Path, **labd_settings: str) -> Site:
             admin=admin,
             labd_settings=settings,
         )
-        site.start_agent()
-        wait_for("the agent's session", lambda: site.labd_sessions() and site.agent_sessions())
+        try:
+            site.start_agent()
+            wait_for("the agent's session", lambda: site.labd_sessions() and site.agent_sessions())
+        except BaseException:
+            site.stop()  # the agent runs in its own session: nothing else would end it
+            raise
         return site
     except BaseException:
         labd.stop()
