@@ -165,11 +165,7 @@ def set_setting(key: str, value: str, path: Path | None = None) -> Any:
     data = file_settings(path)
     data[name] = typed
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(data, fh, sort_keys=True)
-    os.replace(tmp, path)
+    _save(path, data)
     return typed
 
 
@@ -180,11 +176,14 @@ def unset_setting(key: str, path: Path | None = None) -> None:
     data = file_settings(path)
     if data.pop(name, None) is None:
         return
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(data, fh, sort_keys=True)
-    os.replace(tmp, path)
+    _save(path, data)
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    """Write the config file atomically, 0600."""
+    from lab.client.credentials import write_atomic
+
+    write_atomic(path, yaml.safe_dump(data, sort_keys=True).encode(), mode=0o600)
 
 
 def settings_sources(environ: Mapping[str, str] | None = None) -> list[tuple[str, Any, str]]:
