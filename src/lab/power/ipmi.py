@@ -18,18 +18,14 @@ _AUTH = ("password", "unauthorized name", "unauthorized", "invalid user", "privi
 _STATE = ("present state", "not supported", "invalid command", "cannot execute")
 
 
-def pyghmi_exceptions() -> Any:
-    from pyghmi import exceptions
-
-    return exceptions
-
-
-def _command_class() -> Any:
+def _pyghmi() -> tuple[Any, Any]:
+    """pyghmi's ``Command`` class and its exceptions module; Unavailable when it is missing."""
     try:
+        from pyghmi import exceptions
         from pyghmi.ipmi import command
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise Unavailable("the ipmi driver needs pyghmi: pip install 'labctl[power]'") from exc
-    return command.Command
+    return command.Command, exceptions
 
 
 class IpmiDriver:
@@ -51,11 +47,10 @@ class IpmiDriver:
         self.deadline = deadline
 
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        from pyghmi import exceptions as pyghmi_exc
-
+        command_class, pyghmi_exc = _pyghmi()
         where = f"{self.host}:{self.port}"
         try:
-            cmd = _command_class()(
+            cmd = command_class(
                 bmc=self.host,
                 userid=self.username,
                 password=self.password,
@@ -120,7 +115,7 @@ class IpmiDriver:
             # Chassis Control "power cycle" (0x02); pyghmi's set_power has no name for it.
             answer = cmd.raw_command(netfn=0x00, command=0x02, data=(0x02,))
             if answer.get("code"):
-                raise pyghmi_exceptions().IpmiException(answer.get("error") or "refused")
+                raise _pyghmi()[1].IpmiException(answer.get("error") or "refused")
             return "chassis power cycle: accepted"
 
         return await self._run("cycle", cycle)
