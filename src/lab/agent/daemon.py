@@ -50,6 +50,7 @@ from lab.proto.session import (
     SendHeartbeat,
     State,
 )
+from lab.runtime.renewal import retry_delay
 
 log = logging.getLogger("lab.agent")
 
@@ -86,7 +87,7 @@ class AgentSettings:
     # after a failed or lost connection the agent tries the next one. Empty: the enrolled URL.
     servers: tuple[str, ...] = ()
     # Seconds between fetches of labd's signed audit checkpoint, kept in the state dir as a
-    # witness (agent.yaml `audit_witness_interval`; lab.agent.witness); 0 disables.
+    # witness (agent.yaml `audit_witness_interval`; lab.runtime.witness); 0 disables.
     audit_witness_interval: float = 3600.0
 
 
@@ -229,7 +230,7 @@ class Agent:
         self._dispatcher: Dispatcher | None = None
         self._changed = trio.Event()
         self.connections = 0  # welcomed sessions so far
-        self.witnessed = 0  # audit checkpoints stored (lab.agent.witness)
+        self.witnessed = 0  # audit checkpoints stored (lab.runtime.witness)
         self._welcomed_id: str | None = None
         self._server_index = 0  # which of settings.servers the next connection tries
 
@@ -564,7 +565,7 @@ class Agent:
             delay = renewal_delay(identity.not_before, identity.not_after, self._rng)
             if failures:
                 # Overdue and failing: retry with backoff instead of hammering labd.
-                delay = max(delay, self._rng.uniform(0.5, 1.0) * min(3600.0, 30.0 * 2**failures))
+                delay = max(delay, retry_delay(failures, self._rng))
             await trio.sleep(delay)
             try:
                 renewed = await renew(self.settings.state_dir)
