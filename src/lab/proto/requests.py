@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from attrs import Factory, field, frozen
+from attrs import Factory, field, fields_dict, frozen
 
 from lab.model.text import Name
 from lab.proto.errors import ProtocolError
@@ -83,7 +83,8 @@ def from_request(request: Request) -> StreamRequest:
     cls = REQUEST_TYPES.get(request.method)
     if cls is None:
         raise ProtocolError(f"unknown request method {request.method!r}")
-    params = {k: v for k, v in request.params.items() if k in _FIELDS}
+    known = fields_dict(cls)
+    params = {k: v for k, v in request.params.items() if k in known}
     template = params.get("start")
     if isinstance(template, dict):
         params["start"] = {
@@ -91,6 +92,3 @@ def from_request(request: Request) -> StreamRequest:
             "stream_id": 0,
         }
     return structure(params, cls, request.method)
-
-
-_FIELDS = ("start", "targets", "labels", "parallel", "keepalive")
