@@ -35,6 +35,7 @@ from lab.model import (
     Server,
     User,
 )
+from lab.model.operations import ClusterOp
 from lab.store.auditchain import ChainStart
 
 
@@ -252,6 +253,29 @@ class PowerRepository(Protocol):
         ...
 
 
+class ClusterOpRepository(Protocol):
+    """Recorded cluster operations and their steps (lab.store.sql.cluster_ops)."""
+
+    async def create(self, op: ClusterOp) -> ClusterOp: ...
+    async def get(self, op_id: str) -> ClusterOp: ...
+    async def list(
+        self, *, cluster: str | None = None, limit: int = 20
+    ) -> builtins.list[ClusterOp]: ...
+    async def claim(
+        self, op_id: str, owner: str, *, now: datetime, lease_until: datetime
+    ) -> bool: ...
+    async def renew(self, op_id: str, owner: str, *, lease_until: datetime) -> bool: ...
+    async def step(
+        self, op_id: str, owner: str, seq: int, *, status: str, at: datetime, error: str = ""
+    ) -> None: ...
+    async def finish(
+        self, op_id: str, owner: str, *, status: str, at: datetime, error: str = ""
+    ) -> ClusterOp: ...
+    async def abandon(
+        self, *, now: datetime, owner: str | None = None
+    ) -> builtins.list[ClusterOp]: ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -267,6 +291,7 @@ class Store(Protocol):
     settings: SettingsRepository
     replicas: ReplicaRepository
     power: PowerRepository
+    cluster_ops: ClusterOpRepository
 
     @property
     def url(self) -> str: ...

@@ -7,6 +7,7 @@ from lab.store.base import (
     AgentRepository,
     AuditRepository,
     CertificateRepository,
+    ClusterOpRepository,
     ClusterRepository,
     MachineRepository,
     PowerRepository,
@@ -18,6 +19,7 @@ from lab.store.base import (
     UserRepository,
 )
 from lab.store.sql.audit import Audit
+from lab.store.sql.cluster_ops import ClusterOps
 from lab.store.sql.dialect import Runner
 from lab.store.sql.identity import Certificates, Roles, Tokens, Users
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
@@ -44,3 +46,4 @@ class SqlRepositories:
         self.settings: SettingsRepository = Settings(sql)
         self.replicas: ReplicaRepository = Replicas(sql)
         self.power: PowerRepository = PowerDrivers(sql)
+        self.cluster_ops: ClusterOpRepository = ClusterOps(sql)
