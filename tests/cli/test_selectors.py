@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -78,23 +79,7 @@ async def test_the_table_on_get_and_label_against_labd(tmp_path: Path) -> None:
                     "bad selector 'role in (a': '(' without ')'"
                 )
             env = login_env(labd, admin, tmp_path / "home")
-            for selectors, expected in TABLE:
-                flags = [arg for s in selectors for arg in ("-l", s)]
-                done = await labctl(env, "get", "servers", *flags, "-o", "name")
-                assert done.returncode == 0, done.stderr
-                assert names(done.stdout) == expected, selectors
-                # A name beside the selector joins its matches, as server/NAME or NAME.
-                for word in (EXTRA_NAME, f"server/{EXTRA_NAME}"):
-                    done = await labctl(env, "get", "servers", word, *flags, "-o", "name")
-                    assert names(done.stdout) == expected | {EXTRA_NAME}, (word, selectors)
-                done = await labctl(
-                    env, "label", f"server/{EXTRA_NAME}", *flags, "seen=yes", "-o", "json"
-                )
-                assert done.returncode == 0, done.stderr
-                labeled = {i["name"] for i in json.loads(done.stdout)}
-                assert labeled == expected | {EXTRA_NAME}, selectors
-                done = await labctl(env, "label", *flags, "seen-", "-o", "name")
-                assert names(done.stdout) == expected, selectors
+            await for_each_row(lambda selectors, expected: get_and_label(env, selectors, expected))
             # The same malformed selector fails the same way on get and label.
             for argv in (("get", "servers"), ("label", "role=x")):
                 done = await labctl(env, *argv, "-l", "role in (a")
@@ -106,6 +91,25 @@ async def test_the_table_on_get_and_label_against_labd(tmp_path: Path) -> None:
             for argv in (("get", "server/a1"), ("get", "servers", "a1"), ("get", "server", "a1")):
                 done = await labctl(env, *argv, "-o", "jsonpath={.name}")
                 assert (done.returncode, done.stdout) == (0, "a1\n"), done.stderr
+
+
+async def get_and_label(
+    env: dict[str, str], selectors: tuple[str, ...], expected: set[str]
+) -> None:
+    flags = [arg for s in selectors for arg in ("-l", s)]
+    done = await labctl(env, "get", "servers", *flags, "-o", "name")
+    assert done.returncode == 0, done.stderr
+    assert names(done.stdout) == expected, selectors
+    # A name beside the selector joins its matches, as server/NAME or NAME.
+    for word in (EXTRA_NAME, f"server/{EXTRA_NAME}"):
+        done = await labctl(env, "get", "servers", word, *flags, "-o", "name")
+        assert names(done.stdout) == expected | {EXTRA_NAME}, (word, selectors)
+    done = await labctl(env, "label", f"server/{EXTRA_NAME}", *flags, "seen=yes", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    labeled = {i["name"] for i in json.loads(done.stdout)}
+    assert labeled == expected | {EXTRA_NAME}, selectors
+    done = await labctl(env, "label", *flags, "seen-", "-o", "name")
+    assert names(done.stdout) == expected, selectors
 
 
 def listed_in_error(stderr: str) -> set[str]:
@@ -133,33 +137,7 @@ async def test_the_table_on_exec_and_logs(tmp_path: Path, monkeypatch: pytest.Mo
                             f"/api/servers/{name}/labels", json={"set": labels, "remove": []}
                         )
             env = login_env(labd, admin, tmp_path / "home")
-            for selectors, expected in TABLE:
-                flags = [arg for s in selectors for arg in ("-l", s)]
-                # exec: every match runs the command; a name before -- joins them.
-                done = await labctl(env, "exec", *flags, f"server/{EXTRA_NAME}", "--", "echo", "hi")
-                assert done.returncode == 0, done.stderr
-                ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
-                assert ran == expected | {EXTRA_NAME}, selectors
-                done = await labctl(env, "exec", *flags, "--", "echo", "hi")
-                ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
-                assert ran == expected, selectors
-                noun = "server" if len(expected) == 1 else "servers"
-                summary = f"{len(expected)} {noun}: {len(expected)} succeeded, 0 failed"
-                assert done.stderr.splitlines()[-1] == summary
-                # logs reads exactly one server: the same matches, or an error naming them.
-                done = await labctl(env, "logs", *flags, "--source", "app", "-n", "1")
-                if len(expected) == 1:
-                    assert (done.returncode, done.stdout) == (0, "last line\n"), done.stderr
-                else:
-                    assert done.returncode == 2, done.stderr
-                    assert listed_in_error(done.stderr) == expected, selectors
-                done = await labctl(
-                    env, "logs", f"server/{EXTRA_NAME}", *flags, "--source", "app", "-n", "1"
-                )
-                if expected <= {EXTRA_NAME}:
-                    assert done.returncode == 0, done.stderr
-                else:
-                    assert listed_in_error(done.stderr) == expected | {EXTRA_NAME}, selectors
+            await for_each_row(lambda selectors, expected: exec_and_logs(env, selectors, expected))
             # The malformed selector: the same line on exec and logs as on get and label.
             for argv in (("exec", "-l", "role in (a", "--", "true"), ("logs", "-l", "role in (a")):
                 done = await labctl(env, *argv)
@@ -175,3 +153,51 @@ async def test_the_table_on_exec_and_logs(tmp_path: Path, monkeypatch: pytest.Mo
             done = await labctl(env, "exec", "server/a1", "server/a2", "--", "server/x")
             assert done.stderr.splitlines()[-1] == "2 servers: 0 succeeded, 2 failed"
             assert done.stderr.count("'server/x'") == 2, done.stderr
+
+
+async def exec_and_logs(
+    env: dict[str, str], selectors: tuple[str, ...], expected: set[str]
+) -> None:
+    flags = [arg for s in selectors for arg in ("-l", s)]
+    # exec: every match runs the command; a name before -- joins them.
+    done = await labctl(env, "exec", *flags, f"server/{EXTRA_NAME}", "--", "echo", "hi")
+    assert done.returncode == 0, done.stderr
+    ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
+    assert ran == expected | {EXTRA_NAME}, selectors
+    done = await labctl(env, "exec", *flags, "--", "echo", "hi")
+    ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
+    assert ran == expected, selectors
+    noun = "server" if len(expected) == 1 else "servers"
+    summary = f"{len(expected)} {noun}: {len(expected)} succeeded, 0 failed"
+    assert done.stderr.splitlines()[-1] == summary
+    # logs reads exactly one server: the same matches, or an error naming them.
+    done = await labctl(env, "logs", *flags, "--source", "app", "-n", "1")
+    if len(expected) == 1:
+        assert (done.returncode, done.stdout) == (0, "last line\n"), done.stderr
+    else:
+        assert done.returncode == 2, done.stderr
+        assert listed_in_error(done.stderr) == expected, selectors
+    done = await labctl(env, "logs", f"server/{EXTRA_NAME}", *flags, "--source", "app", "-n", "1")
+    if expected <= {EXTRA_NAME}:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert listed_in_error(done.stderr) == expected | {EXTRA_NAME}, selectors
+
+
+# The rows are independent (no selector reads the label the label checks write), so they run a
+# few at a time: each labctl is a whole Python process, and one at a time cost over a minute.
+ROWS_AT_ONCE = 3
+
+
+async def for_each_row(
+    check: Callable[[tuple[str, ...], set[str]], Awaitable[None]],
+) -> None:
+    limiter = trio.CapacityLimiter(ROWS_AT_ONCE)
+
+    async def one(selectors: tuple[str, ...], expected: set[str]) -> None:
+        async with limiter:
+            await check(selectors, expected)
+
+    async with trio.open_nursery() as nursery:
+        for selectors, expected in TABLE:
+            nursery.start_soon(one, selectors, expected)
