@@ -2,9 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from lab.proto import Channel, CloseCode, ProtocolError, decode_data
+from lab.proto import Channel, CloseCode, DataFrame, ProtocolError, decode_data
+from lab.proto.frames import MAX_PAYLOAD
 from lab.proto.messages import Credit, ExecExit
-from lab.proto.streams import InputStream, OutputStream, ReceiveWindow, SendWindow
+from lab.proto.streams import (
+    InputStream,
+    OutputStream,
+    ReceiveWindow,
+    SendWindow,
+    StreamTable,
+)
 
 
 def test_sender_spends_only_granted_credit() -> None:
@@ -123,3 +130,80 @@ def test_grown_window_shares_a_budget_between_the_protocol_window_and_the_cap() 
     assert grown_window(2) == min(GROWN_WINDOW, WINDOW_BUDGET // 2)
     assert grown_window(10_000) == DEFAULT_WINDOW
     assert grown_window(0) == GROWN_WINDOW
+
+
+def test_chunk_frames_what_the_credit_allows_and_returns_the_rest() -> None:
+    out = OutputStream(4, (Channel.STDIN,), window=5)
+    frame, rest = out.chunk(Channel.STDIN, memoryview(b"abcdefgh"))
+    assert decode_data(frame) == DataFrame(
+        stream_id=4, channel=Channel.STDIN, seq=0, payload=b"abcde"
+    )
+    assert bytes(rest) == b"fgh" and out.window.available == 0
+    with pytest.raises(ProtocolError) as info:
+        out.chunk(Channel.STDIN, rest)
+    assert info.value.close_code == CloseCode.FLOW_CONTROL
+    out.grant(Credit(stream_id=4, bytes=10))
+    frame, rest = out.chunk(Channel.STDIN, rest)
+    assert decode_data(frame) == DataFrame(
+        stream_id=4, channel=Channel.STDIN, seq=1, payload=b"fgh"
+    )
+    assert len(rest) == 0 and out.window.available == 7
+
+
+def test_chunk_never_exceeds_the_largest_payload() -> None:
+    out = OutputStream(1, (Channel.STDIN,), window=3 * MAX_PAYLOAD)
+    frame, rest = out.chunk(Channel.STDIN, memoryview(bytes(MAX_PAYLOAD + 1)))
+    assert len(decode_data(frame).payload) == MAX_PAYLOAD and len(rest) == 1
+
+
+def test_stream_table_ids_ascend_and_are_never_reused() -> None:
+    table = StreamTable[str]()
+    assert table.next_id == 1 and len(table) == 0
+    assert table.open(table.next_id, "one") == "one"
+    assert table.next_id == 2
+    table.open(5, "five")  # a peer's numbering may skip
+    assert table.highest == 5 and table.next_id == 6
+    for used in (5, 3, 1, 0):
+        with pytest.raises(ProtocolError, match=f"stream {used} was already started") as info:
+            table.open(used, "again")
+        assert info.value.close_code == CloseCode.PROTOCOL_ERROR
+    assert table.values() == ["one", "five"] and list(table) == ["one", "five"]
+
+
+def test_stream_table_tells_an_ended_stream_from_one_never_opened() -> None:
+    table = StreamTable[str]()
+    table.open(1, "one")
+    table.open(2, "two")
+    assert table.get(1) == "one"
+    assert table.close(1) == "one"
+    assert table.close(1) is None
+    assert table.get(1) is None  # ended here: late items are dropped
+    assert table.get(2) == "two"
+    for never in (3, 4):
+        with pytest.raises(ProtocolError, match=f"stream {never} was never opened") as info:
+            table.get(never)
+        assert info.value.close_code == CloseCode.UNKNOWN_STREAM
+    assert len(table) == 1 and bool(table)
+    table.close(2)
+    assert len(table) == 0 and not table
+
+
+def test_stream_table_require_refuses_anything_not_open() -> None:
+    table = StreamTable[str]()
+    table.open(1, "one")
+    table.open(2, "two")
+    table.close(1)
+    assert table.require(2) == "two"
+    for stream_id in (1, 3, 0, None):
+        with pytest.raises(ProtocolError, match=f"no stream {stream_id}") as info:
+            table.require(stream_id)
+        assert info.value.close_code == CloseCode.UNKNOWN_STREAM
+
+
+def test_iterating_a_stream_table_allows_closing_while_iterating() -> None:
+    table = StreamTable[int]()
+    for i in (1, 2, 3):
+        table.open(i, i)
+    for entry in table:
+        table.close(entry)
+    assert len(table) == 0

@@ -37,7 +37,7 @@ from lab.proto.messages import (
     StdinClose,
     StreamCancel,
 )
-from lab.proto.streams import OutputStream, ReceiveWindow, SequenceCheck
+from lab.proto.streams import InputStream, OutputStream, StreamTable
 
 log = logging.getLogger("lab.agent")
 
@@ -81,8 +81,10 @@ class _Stream:
     scope: trio.CancelScope
     control: trio.MemorySendChannel[Control]
     stdin: trio.MemorySendChannel[bytes] | None = None
-    stdin_window: ReceiveWindow = attrs.field(factory=ReceiveWindow)
-    stdin_seq: SequenceCheck = attrs.field(factory=SequenceCheck)
+    # stdin from labd: its sequence and the credit the executor granted.
+    stdin_in: InputStream = attrs.field(
+        default=attrs.Factory(lambda self: InputStream(self.start.stream_id), takes_self=True)
+    )
 
 
 class Dispatcher:
@@ -100,8 +102,7 @@ class Dispatcher:
         self._send = send
         self._log_sources = dict(log_sources)
         self._kill_grace = kill_grace
-        self._streams: dict[int, _Stream] = {}
-        self._highest = 0  # labd numbers streams upwards; ids at or below this were used
+        self._streams = StreamTable[_Stream]()  # labd numbers them
 
     @property
     def running(self) -> int:
@@ -114,11 +115,11 @@ class Dispatcher:
         if isinstance(msg, ExecStart | LogsStart):
             self._start(msg)
         elif isinstance(msg, Credit | Signal | Resize | StdinClose):
-            stream = self._lookup(msg.stream_id)
+            stream = self._streams.get(msg.stream_id)
             if stream is not None:
                 await self._control(stream, msg)
         elif isinstance(msg, StreamCancel):
-            stream = self._lookup(msg.stream_id)
+            stream = self._streams.get(msg.stream_id)
             if stream is not None:
                 stream.scope.cancel()
         elif isinstance(msg, Request):
@@ -142,11 +143,10 @@ class Dispatcher:
                 f"labd may only send stdin, not {frame.channel.name}",
                 close_code=CloseCode.UNSUPPORTED_DATA,
             )
-        stream = self._lookup(frame.stream_id)
+        stream = self._streams.get(frame.stream_id)
         if stream is None:
-            return
-        stream.stdin_seq.check(frame)
-        stream.stdin_window.received(len(frame.payload))
+            return  # the stream ended here; labd's late stdin is dropped
+        payload = stream.stdin_in.received(frame)
         if stream.stdin is None:
             return  # started without stdin: nothing reads it
         # Never wait here: this is the connection's reader, and a process that does not read
@@ -154,29 +154,18 @@ class Dispatcher:
         # credit the executor granted (checked just above), whatever the frames' sizes.
         # A closed queue: the process closed its stdin or ended.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            stream.stdin.send_nowait(frame.payload)
+            stream.stdin.send_nowait(payload)
 
     def cancel_all(self) -> None:
-        for stream in self._streams.values():
+        for stream in self._streams:
             stream.scope.cancel()
 
     # --- internals ---
 
-    def _lookup(self, stream_id: int) -> _Stream | None:
-        stream = self._streams.get(stream_id)
-        if stream is None and stream_id > self._highest:
-            raise ProtocolError(
-                f"stream {stream_id} was never started", close_code=CloseCode.UNKNOWN_STREAM
-            )
-        return stream  # None: the stream ended here; labd's late messages are dropped
-
     def _start(self, start: ExecStart | LogsStart) -> None:
-        if start.stream_id in self._streams or start.stream_id <= self._highest:
-            raise ProtocolError(f"stream {start.stream_id} was already started")
-        self._highest = start.stream_id
         control_send, control_recv = trio.open_memory_channel[Control](CONTROL_QUEUE)
         stream = _Stream(start=start, scope=trio.CancelScope(), control=control_send)
-        self._streams[start.stream_id] = stream
+        self._streams.open(start.stream_id, stream)
         if isinstance(start, ExecStart):
             stdin_recv = None
             if start.stdin:
@@ -194,7 +183,7 @@ class Dispatcher:
     async def _send_tracked(self, stream: _Stream, item: Outgoing) -> None:
         # The executor grants stdin credit by sending it; mirror it in our own check.
         if isinstance(item, Credit):
-            stream.stdin_window.grant(item.bytes)
+            stream.stdin_in.grant(item.bytes)
         await self._send(item)
 
     async def _run_exec(
@@ -282,7 +271,7 @@ class Dispatcher:
             self._forget(stream)
 
     def _forget(self, stream: _Stream) -> None:
-        self._streams.pop(stream.start.stream_id, None)
+        self._streams.close(stream.start.stream_id)
         stream.control.close()
         if stream.stdin is not None:
             stream.stdin.close()

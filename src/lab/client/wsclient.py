@@ -26,7 +26,7 @@ import trio_websocket
 
 from lab import errors
 from lab.errors import LabError, Unauthenticated, Unavailable
-from lab.proto import Channel, CloseCode, decode, decode_data, encode
+from lab.proto import Channel, CloseCode, ProtocolError, decode, decode_data, encode
 from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
 from lab.proto.messages import (
     DEFAULT_WINDOW,
@@ -43,7 +43,7 @@ from lab.proto.messages import (
     RpcError,
 )
 from lab.proto.requests import StreamRequest, to_request
-from lab.proto.streams import InputStream, SendWindow, grown_window
+from lab.proto.streams import InputStream, OutputStream, StreamTable, grown_window
 
 CONNECT_TIMEOUT = 10.0
 DISCONNECT_TIMEOUT = 2.0
@@ -189,7 +189,7 @@ class StreamState:
     stream_id: int
     server: str
     input: InputStream
-    stdin_window: SendWindow
+    stdin: OutputStream  # stdin frames within the credit labd granted
     pid: int | None = None
     exit: ExecExit | None = None
     ended: bool = False  # logs-end
@@ -209,9 +209,8 @@ class StreamSession:
 
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.ws = ws
-        self.streams: dict[int, StreamState] = {}
+        self.streams = StreamTable[StreamState]()
         self._lock = trio.Lock()
-        self.stdin_seq: dict[int, int] = {}
 
     async def send(self, item: Message | bytes) -> None:
         data = item if isinstance(item, bytes) else encode(item)
@@ -243,12 +242,13 @@ class StreamSession:
         window = grown_window(len(entries))
         for entry in entries:
             sid = int(entry["stream_id"])
-            self.streams[sid] = StreamState(
+            state = StreamState(
                 stream_id=sid,
                 server=str(entry["server"]),
                 input=InputStream(sid, window=window),
-                stdin_window=SendWindow(),
+                stdin=OutputStream(sid, (Channel.STDIN,)),
             )
+            self.streams.open(sid, state)
             if window > DEFAULT_WINDOW:
                 await self.send(Credit(stream_id=sid, bytes=window - DEFAULT_WINDOW))
         return list(self.streams.values())
@@ -345,7 +345,7 @@ class StreamSession:
         if isinstance(msg, ExecStarted):
             state.pid = msg.pid
         elif isinstance(msg, Credit):
-            state.stdin_window.grant(msg.bytes)
+            state.stdin.grant(msg)
             state.credit_changed.set()
             state.credit_changed = trio.Event()
         elif isinstance(msg, ExecExit):
@@ -359,25 +359,19 @@ class StreamSession:
             raise Unavailable(f"labd sent an unexpected {msg.TYPE!r} message")
 
     def _stream(self, stream_id: int | None) -> StreamState:
-        state = self.streams.get(stream_id) if stream_id is not None else None
-        if state is None:
-            raise Unavailable(f"labd sent a message for unknown stream {stream_id}")
-        return state
+        try:
+            return self.streams.require(stream_id)
+        except ProtocolError:
+            raise Unavailable(f"labd sent a message for unknown stream {stream_id}") from None
 
     async def send_stdin(self, state: StreamState, chunk: bytes) -> None:
         """Send stdin within the credit labd granted; waits for more when it is spent."""
         view = memoryview(chunk)
         while view:
-            while state.stdin_window.available == 0:
+            while state.stdin.window.available == 0:
                 await state.credit_changed.wait()
-            n = min(len(view), state.stdin_window.available, MAX_PAYLOAD)
-            state.stdin_window.consume(n)
-            seq = self.stdin_seq.get(state.stream_id, 0)
-            self.stdin_seq[state.stream_id] = seq + 1
-            from lab.proto import encode_data
-
-            await self.send(encode_data(state.stream_id, Channel.STDIN, seq, bytes(view[:n])))
-            view = view[n:]
+            frame, view = state.stdin.chunk(Channel.STDIN, view)
+            await self.send(frame)
 
 
 def _from_rpc(error: RpcError) -> LabError:

@@ -4,14 +4,20 @@ A sender may put at most as many payload bytes on a stream as the receiver grant
 initial window plus every ``credit`` message). The receiver grants more as its consumer reads,
 so a slow reader backpressures the remote process instead of filling memory. Each channel of
 each stream numbers its frames 0, 1, 2, …; a gap or a repeat is a protocol error.
+
+:class:`StreamTable` is every connection's table of open streams (the agent's dispatcher,
+labd's agent session, labd's client connection, labctl's stream session): stream ids ascend and
+are never reused, which tells a stream that ended here (late items are dropped) from one that
+was never opened (a protocol error).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
 
 from lab.proto.errors import CloseCode, ProtocolError
-from lab.proto.frames import Channel, DataFrame, encode_data
+from lab.proto.frames import MAX_PAYLOAD, Channel, DataFrame, encode_data
 from lab.proto.messages import DEFAULT_WINDOW, Credit, ExecExit
 
 # No single grant may make the window exceed this; a larger total means a confused peer.
@@ -145,6 +151,17 @@ class OutputStream:
         self.bytes_out += len(payload)
         return encode_data(self.stream_id, channel, seq, payload)
 
+    def chunk(self, channel: Channel, view: memoryview) -> tuple[bytes, memoryview]:
+        """The frame of as much of ``view`` as the credit allows (at most ``MAX_PAYLOAD``
+        bytes), and the rest still to send. Call it only with credit available
+        (``window.available > 0``): a sender waits for a grant before the next chunk."""
+        size = min(len(view), self.window.available, MAX_PAYLOAD)
+        if size == 0:
+            raise ProtocolError(
+                f"no credit left on stream {self.stream_id}", close_code=CloseCode.FLOW_CONTROL
+            )
+        return self.data(channel, bytes(view[:size])), view[size:]
+
     def grant(self, credit: Credit) -> None:
         self.window.grant(credit.bytes)
 
@@ -229,3 +246,66 @@ class InputStream:
                 close_code=CloseCode.SEQUENCE,
             )
         self.exit = msg
+
+
+T = TypeVar("T")
+
+
+class StreamTable(Generic[T]):
+    """The open streams of one connection, by id; ids ascend and are never reused.
+
+    Whoever numbers the streams (labd towards an agent and towards labctl) opens each with
+    :attr:`next_id`; the peer that is told the ids (the agent) opens them as they come, and an
+    id that does not ascend is a protocol error. For an id above the highest one opened,
+    :meth:`get` raises ``UNKNOWN_STREAM``; for a lower one whose stream ended here it returns
+    ``None``, since the peer may still be sending what it wrote before it learnt of the end.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, T] = {}
+        self.highest = 0  # the highest id ever opened
+
+    @property
+    def next_id(self) -> int:
+        """The id of the next stream this side numbers."""
+        return self.highest + 1
+
+    def open(self, stream_id: int, entry: T) -> T:
+        """Add ``entry`` as stream ``stream_id``; ProtocolError when the id does not ascend."""
+        if stream_id <= self.highest:
+            raise ProtocolError(f"stream {stream_id} was already started")
+        self.highest = stream_id
+        self._open[stream_id] = entry
+        return entry
+
+    def get(self, stream_id: int) -> T | None:
+        """The open stream ``stream_id``; None when it ended here; ProtocolError
+        (``UNKNOWN_STREAM``) when it was never opened."""
+        entry = self._open.get(stream_id)
+        if entry is None and stream_id > self.highest:
+            raise ProtocolError(
+                f"stream {stream_id} was never opened", close_code=CloseCode.UNKNOWN_STREAM
+            )
+        return entry
+
+    def require(self, stream_id: int | None) -> T:
+        """The open stream ``stream_id``; ProtocolError (``UNKNOWN_STREAM``) for any other id
+        (for a connection on which no stream ends before the peer is done with it)."""
+        entry = self._open.get(stream_id) if stream_id is not None else None
+        if entry is None:
+            raise ProtocolError(f"no stream {stream_id}", close_code=CloseCode.UNKNOWN_STREAM)
+        return entry
+
+    def close(self, stream_id: int) -> T | None:
+        """Forget stream ``stream_id`` (it ended); its entry, or None if it was not open."""
+        return self._open.pop(stream_id, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._open.values()))
+
+    def values(self) -> list[T]:
+        """The open streams in the order they were opened."""
+        return list(self._open.values())

@@ -39,7 +39,7 @@ from lab.proto.messages import (
     StreamCancel,
 )
 from lab.proto.requests import StreamRequest, from_request
-from lab.proto.streams import grown_window
+from lab.proto.streams import StreamTable, grown_window
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +260,12 @@ async def _relay_all(
     source = websocket.remote_addr or ""
     # Bulk output wants a wide agent window; many concurrent streams share one budget.
     window = grown_window(min(parallel, len(targets)))
-    relays = {
-        t.stream_id: Relay(ctx(), who, t, send, source=source, agent_window=window, session=session)
-        for t in targets
-    }
+    relays = StreamTable[Relay]()
+    for t in targets:
+        relays.open(
+            t.stream_id,
+            Relay(ctx(), who, t, send, source=source, agent_window=window, session=session),
+        )
     limiter = trio.CapacityLimiter(parallel)
 
     async def run_one(relay: Relay) -> None:
@@ -285,7 +287,7 @@ async def _relay_all(
         if keepalive:
             outer.start_soon(_keep_alive, heard, send, session)
         async with trio.open_nursery() as inner:
-            for relay in relays.values():
+            for relay in relays:
                 inner.start_soon(run_one, relay)
         outer.cancel_scope.cancel()
     return broken[0] if broken else None
@@ -320,7 +322,7 @@ async def _keep_alive(heard: _Heard, send: SendFn, session: UserSession) -> None
         await trio.sleep_until(min(heard.at + timeout, max(heard.at + interval, next_ping)))
 
 
-async def _read_client(relays: dict[int, Relay], heard: _Heard) -> None:
+async def _read_client(relays: StreamTable[Relay], heard: _Heard) -> None:
     """Dispatch what the CLI sends (credit, stdin, signals) to the stream it names.
 
     Raises :class:`ProtocolError` for anything malformed or out of turn."""
@@ -331,7 +333,7 @@ async def _read_client(relays: dict[int, Relay], heard: _Heard) -> None:
             msg = decode(data)
             if isinstance(msg, Pong):
                 continue
-            relay = _relay_for(relays, getattr(msg, "stream_id", None))
+            relay = relays.require(getattr(msg, "stream_id", None))
             if isinstance(msg, Credit):
                 relay.grant(msg)
             elif isinstance(msg, Signal | Resize | StdinClose | StreamCancel):
@@ -340,11 +342,4 @@ async def _read_client(relays: dict[int, Relay], heard: _Heard) -> None:
                 raise ProtocolError(f"{msg.TYPE!r} is not a message a client may send here")
         else:
             frame = decode_data(data)
-            await _relay_for(relays, frame.stream_id).stdin(frame)
-
-
-def _relay_for(relays: dict[int, Relay], stream_id: int | None) -> Relay:
-    relay = relays.get(stream_id) if stream_id is not None else None
-    if relay is None:
-        raise ProtocolError(f"no stream {stream_id}", close_code=CloseCode.UNKNOWN_STREAM)
-    return relay
+            await relays.require(frame.stream_id).stdin(frame)

@@ -38,6 +38,7 @@ from lab.proto.messages import (
     StreamCancel,
     Welcome,
 )
+from lab.proto.streams import StreamTable
 
 if TYPE_CHECKING:
     from lab.labd.identity.identities import Revocations
@@ -107,10 +108,9 @@ class AgentConnection:
         self.facts: dict[str, Any] = {}
         self.labels: dict[str, str] = {}
         self.welcomed = False
-        self.streams: dict[int, HubStream] = {}
+        self.streams = StreamTable[HubStream]()  # labd numbers them
         self.close_code: CloseCode | None = None
         self.close_reason = ""
-        self._next_stream_id = 1
         self._scope = trio.CancelScope()
         self._last_received = trio.current_time()
         self._received = trio.Event()
@@ -174,7 +174,7 @@ class AgentConnection:
         self._scope.cancel()
 
     def abort_streams(self, code: str, message: str) -> None:
-        for stream in list(self.streams.values()):
+        for stream in self.streams:
             stream.abort(code, message)
 
     async def goodbye(self, retry_after: float, drain: float) -> None:
@@ -230,29 +230,18 @@ class AgentConnection:
         """A new entry in this session's stream table (the caller sends the start)."""
         if self.close_code is not None:
             raise Unavailable("agent not connected", details={"server": self.name})
-        stream_id = self._next_stream_id
-        self._next_stream_id += 1
-        stream = HubStream(self, start, stream_id, window=window)
-        self.streams[stream_id] = stream
-        return stream
+        stream_id = self.streams.next_id
+        return self.streams.open(stream_id, HubStream(self, start, stream_id, window=window))
 
     async def end_stream(self, stream: HubStream) -> None:
         """The caller left; cancel the remote side if it is still running (never waits)."""
-        self.streams.pop(stream.agent_stream_id, None)
+        self.streams.close(stream.agent_stream_id)
         self._streams_changed.set()
         self._streams_changed = trio.Event()
         stream.close_inbox()
         if stream.active and self.close_code is None:
             self._cancel_remote(stream.agent_stream_id)
         stream.abort("cancelled", "stream closed by labd")
-
-    def _stream(self, stream_id: int) -> HubStream | None:
-        stream = self.streams.get(stream_id)
-        if stream is None and stream_id >= self._next_stream_id:
-            raise ProtocolError(
-                f"stream {stream_id} was never opened", close_code=CloseCode.UNKNOWN_STREAM
-            )
-        return stream  # None: a stream the caller already left; late items are dropped
 
     # --- handshake, reader, watchdog ---
 
@@ -317,7 +306,7 @@ class AgentConnection:
         while True:
             item = await self._receive()
             if isinstance(item, DataFrame):
-                stream = self._stream(item.stream_id)
+                stream = self.streams.get(item.stream_id)
                 if stream is not None:
                     stream.deliver(stream.data(item))
             else:
@@ -328,11 +317,11 @@ class AgentConnection:
             isinstance(msg, Error) and msg.stream_id is not None
         ):
             assert msg.stream_id is not None
-            stream = self._stream(msg.stream_id)
+            stream = self.streams.get(msg.stream_id)
             if stream is not None:
                 stream.deliver(stream.message(msg))
         elif isinstance(msg, Credit):
-            stream = self._stream(msg.stream_id)
+            stream = self.streams.get(msg.stream_id)
             if stream is not None:
                 stream.stdin_credit(msg)
         elif isinstance(msg, Heartbeat):

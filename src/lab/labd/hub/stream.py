@@ -26,7 +26,7 @@ import trio
 
 from lab.errors import Invalid, Unavailable
 from lab.proto.errors import CloseCode, ProtocolError
-from lab.proto.frames import MAX_PAYLOAD, Channel, DataFrame, encode_data
+from lab.proto.frames import MAX_PAYLOAD, Channel, DataFrame
 from lab.proto.messages import (
     Credit,
     Error,
@@ -40,7 +40,7 @@ from lab.proto.messages import (
     Signal,
     StdinClose,
 )
-from lab.proto.streams import InputStream, SendWindow
+from lab.proto.streams import InputStream, OutputStream
 
 StreamItem = ExecStarted | DataFrame | ExecExit | LogsEnd | Error
 """What iterating a stream yields; ``ExecExit``, ``LogsEnd`` and ``Error`` are the last item."""
@@ -85,8 +85,7 @@ class HubStream:
         self.agent_stream_id = agent_stream_id
         self._conn = conn
         self._input = InputStream(agent_stream_id, window=window)
-        self._stdin_window = SendWindow(window)
-        self._stdin_seq = 0
+        self._stdin = OutputStream(agent_stream_id, (Channel.STDIN,), window=window)
         self._stdin_changed = trio.Event()
         self._inbox: deque[StreamItem | _Chunk] = deque()
         self._arrived = trio.Event()
@@ -185,7 +184,7 @@ class HubStream:
             raise Invalid("this stream was not started with stdin")
         view = memoryview(data)
         while view:
-            while self._stdin_window.available == 0:
+            while self._stdin.window.available == 0:
                 if not self.active:
                     break
                 await self._stdin_changed.wait()
@@ -193,12 +192,7 @@ class HubStream:
                 raise Unavailable(self._aborted.message)
             if self.finished:
                 return  # the process is gone; its stdin with it
-            size = min(len(view), self._stdin_window.available, MAX_PAYLOAD)
-            self._stdin_window.consume(size)
-            chunk = bytes(view[:size])
-            frame = encode_data(self.agent_stream_id, Channel.STDIN, self._stdin_seq, chunk)
-            self._stdin_seq += 1
-            view = view[size:]
+            frame, view = self._stdin.chunk(Channel.STDIN, view)
             await self._conn.enqueue(frame)
 
     def _notify(self) -> None:
@@ -233,7 +227,7 @@ class HubStream:
         return attrs.evolve(msg, stream_id=self.stream_id)
 
     def stdin_credit(self, credit: Credit) -> None:
-        self._stdin_window.grant(credit.bytes)
+        self._stdin.grant(credit)
         self._notify()
 
     def deliver(self, item: StreamItem) -> None:

@@ -37,7 +37,7 @@ from trio_websocket import (
 
 from lab.errors import Invalid, LabError, NotFound, PermissionDenied, Unavailable
 from lab.proto import ProtocolError, decode, decode_data, encode
-from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD, Channel, DataFrame, encode_data
+from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD, Channel, DataFrame
 from lab.proto.messages import (
     DEFAULT_WINDOW,
     Credit,
@@ -53,7 +53,7 @@ from lab.proto.messages import (
     Signal,
     StdinClose,
 )
-from lab.proto.streams import SendWindow
+from lab.proto.streams import OutputStream
 
 if TYPE_CHECKING:
     from lab.labd.cluster import ClusterMember
@@ -111,8 +111,7 @@ class ForwardedStream:
         self.stream_id = start.stream_id
         self.start = start
         self._ws = ws
-        self._stdin_window = SendWindow(window)
-        self._stdin_seq = 0
+        self._stdin = OutputStream(start.stream_id, (Channel.STDIN,), window=window)
         self._acked = trio.Event()
         self._done = False
         self._closed = False
@@ -133,16 +132,12 @@ class ForwardedStream:
     async def _send_stdin(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            while self._stdin_window.available == 0:
+            while self._stdin.window.available == 0:
                 if self._closed:
                     raise Unavailable("the replica holding the agent went away")
                 await self._acked.wait()
-            size = min(len(view), self._stdin_window.available, MAX_PAYLOAD)
-            self._stdin_window.consume(size)
-            chunk = bytes(view[:size])
-            view = view[size:]
-            await self._send(encode_data(self.stream_id, Channel.STDIN, self._stdin_seq, chunk))
-            self._stdin_seq += 1
+            frame, view = self._stdin.chunk(Channel.STDIN, view)
+            await self._send(frame)
 
     async def _send(self, data: str | bytes) -> None:
         try:
@@ -180,7 +175,7 @@ class ForwardedStream:
                 continue
             msg = decode(data)
             if isinstance(msg, Credit):
-                self._stdin_window.grant(msg.bytes)  # the holder accepted that much stdin
+                self._stdin.grant(msg)  # the holder accepted that much stdin
                 self._acked.set()
                 self._acked = trio.Event()
             elif isinstance(msg, ExecStarted | ExecExit | LogsEnd | Error):
