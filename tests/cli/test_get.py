@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import trio
 import yaml
@@ -121,3 +122,67 @@ async def test_get_servers_watch_prints_changes(tmp_path: Path) -> None:
                 proc.wait()
                 assert proc.stdout is not None
                 proc.stdout.close()
+
+
+async def test_watch_says_when_a_server_stops_matching(tmp_path: Path) -> None:
+    """Table: one line naming it; json: its last state marked gone (never a blank line)."""
+    with trio.fail_after(180):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            await labd.enroll_agent("web1", await labd.create_token(admin, "agent"))
+            env = login_env(labd, admin, tmp_path / "home")
+            async with labd.client(admin) as http:
+
+                async def label(body: dict[str, object]) -> None:
+                    response = await http.patch("/api/servers/web1/labels", json=body)
+                    assert response.status_code == 200, response.text
+
+                for fmt in ("table", "json"):
+                    await label({"set": {"role": "web"}, "remove": []})
+                    argv = ["get", "servers", "-l", "role=web", "--watch"]
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "lab.cli.main", *argv, "-o", fmt],
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                    try:
+                        assert proc.stdout is not None
+                        if fmt == "table":
+                            for _ in ("header", "web1"):
+                                await trio.to_thread.run_sync(proc.stdout.readline)
+                        else:
+                            first = await _read_json(proc.stdout)
+                            assert [i["name"] for i in first] == ["web1"]
+                        await label({"set": {}, "remove": ["role"]})
+                        if fmt == "table":
+                            line = await trio.to_thread.run_sync(proc.stdout.readline)
+                            assert line == "server/web1 no longer matches\n"
+                        else:
+                            gone = await _read_json(proc.stdout)
+                            assert [(i["name"], i["gone"]) for i in gone] == [("web1", True)]
+                            assert gone[0]["labels"] == {"role": "web"}  # its last state
+                    finally:
+                        proc.terminate()
+                        proc.wait()
+                        assert proc.stdout is not None and proc.stderr is not None
+                        proc.stdout.close()
+                        errors = proc.stderr.read()
+                        proc.stderr.close()
+                    assert "error" not in errors, errors
+
+
+async def _read_json(stream: IO[str]) -> list[dict[str, object]]:
+    """One JSON document printed by -o json (pretty-printed: read lines until it parses)."""
+    text = ""
+    while True:
+        line = await trio.to_thread.run_sync(stream.readline)
+        assert line, f"the watch ended; read {text!r}"
+        text += line
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        assert isinstance(value, list)
+        return value

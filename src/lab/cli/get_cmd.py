@@ -150,24 +150,33 @@ async def _watch(
     selector: Sequence[str],
     status: str | None,
 ) -> None:
-    """Print each server whose status, labels or version changed (or that came or went)."""
+    """Print each server whose status, labels or version changed, or that came or went.
+
+    A server that no longer matches (its labels or status changed, or it is gone from labd)
+    prints ``server/NAME no longer matches`` in a table, and its last state with
+    ``"gone": true`` in json/yaml.
+    """
     import trio
 
     from lab.cli.targets import fetch_servers
 
-    seen = {str(i.get("name")): _state(i) for i in first}
+    last = {str(i.get("name")): i for i in first}
     header = not first
     while True:
         await trio.sleep(WATCH_INTERVAL)
-        items = await fetch_servers(client, names, selector, status=status)
-        changed = [i for i in items if seen.get(str(i.get("name"))) != _state(i)]
-        gone = sorted(set(seen) - {str(i.get("name")) for i in items})
-        seen = {str(i.get("name")): _state(i) for i in items}
+        items = await fetch_servers(client, names, selector, status=status, missing_ok=True)
+        now = {str(i.get("name")): i for i in items}
+        changed = [i for n, i in now.items() if n not in last or _state(last[n]) != _state(i)]
+        gone = [last[n] for n in sorted(set(last) - set(now))]
+        last = now
         if changed:
             _print_servers(changed, fmt, header=header)
             header = False
-        for name in gone:
-            print(f"server/{name} deleted" if fmt in ("table", "wide") else "", flush=True)
+        if gone and fmt in ("table", "wide"):
+            for item in gone:
+                print(f"server/{item.get('name')} no longer matches")
+        elif gone:
+            _print_servers([{**item, "gone": True} for item in gone], fmt)
         sys.stdout.flush()
 
 

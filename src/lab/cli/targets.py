@@ -13,6 +13,8 @@ from urllib.parse import quote, urlencode
 
 from cyclopts import Parameter
 
+from lab.errors import NotFound
+
 if TYPE_CHECKING:
     from lab.client.api import LabClient
 
@@ -45,11 +47,13 @@ async def fetch_servers(
     *,
     status: str | None = None,
     everything: bool = True,
+    missing_ok: bool = False,
 ) -> list[dict[str, Any]]:
     """The servers named plus those the selectors match, sorted by name, without duplicates.
 
     With neither names nor selectors: every server when ``everything``, else none. A name
-    that does not exist raises :class:`lab.errors.NotFound` naming it.
+    that does not exist raises :class:`lab.errors.NotFound` naming it, unless ``missing_ok``
+    (then it is left out).
     """
     selector = check_selectors(selectors)
     found: dict[str, dict[str, Any]] = {}
@@ -64,7 +68,12 @@ async def fetch_servers(
     for name in names:
         if name in found:
             continue
-        item = await client.get(f"/api/servers/{quote(name, safe='')}")
+        try:
+            item = await client.get(f"/api/servers/{quote(name, safe='')}")
+        except NotFound:
+            if missing_ok:
+                continue
+            raise
         if status is None or item.get("status") == status:
             found[name] = item
     return [found[name] for name in sorted(found)]
