@@ -23,7 +23,18 @@ DAEMONS = ("labd", "agent", "bastion")
 # errors, model and proto import nothing else from lab but each other, in that order.
 FOUNDATION = {"errors": set(), "model": {"errors"}, "proto": {"errors", "model"}}
 # The layers every program shares: they never reach up into a program.
-SHARED = ("errors", "model", "proto", "pki", "power", "runtime", "store", "kube", "client")
+SHARED = (
+    "errors",
+    "model",
+    "proto",
+    "pki",
+    "power",
+    "runtime",
+    "store",
+    "kube",
+    "client",
+    "modules",
+)
 # Third-party modules only one package may import.
 OWNED = {
     "cryptography": "pki",  # stricter than DESIGN's cryptography.hazmat: x509 too

@@ -4,11 +4,11 @@
     python contrib/release/check_dist.py --tag vX.Y.Z SDIST WHEEL   # a release: tag = version
 
 Checks: both carry the same version; the wheel holds every file of the data folders
-(kickstart, schema, units, man when it exists) byte for byte under lab/_data/, the generated
-lab/_version.py and the four console scripts; the sdist holds every file git tracks under the
-folders the wheel is built from, CHANGELOG.md and PKG-INFO. With --tag the version must be the
-tag's, and CHANGELOG.md must have its section (contrib/release/changelog.py). Prints the
-version on the last line.
+(kickstart, schema, units, modules, man when it exists) byte for byte under lab/_data/, the
+generated lab/_version.py and the four console scripts; the sdist holds every file git tracks
+under the folders the wheel is built from, CHANGELOG.md and PKG-INFO. With --tag the version
+must be the tag's, and CHANGELOG.md must have its section (contrib/release/changelog.py).
+Prints the version on the last line.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from changelog import ChangelogError, release_notes, version_of_tag  # noqa: E402
 
-DATA_DIRS = ("kickstart", "schema", "units", "man")
+DATA_DIRS = ("kickstart", "schema", "units", "man", "modules")
 SCRIPTS = ("labctl", "labd", "lab-agent", "lab-bastion")
-SDIST_DIRS = ("src", "kickstart", "schema", "units", "contrib", "docs")
+SDIST_DIRS = ("src", "kickstart", "schema", "units", "modules", "contrib", "docs")
 SDIST_FILES = ("pyproject.toml", "README.md", "CHANGELOG.md", "noxfile.py")
 
 

@@ -127,10 +127,13 @@ def rewrite(wheel: Path, dest: Path, drop: str = "", change: str = "") -> Path:
 def test_wheel_check_lists_every_data_file(wheel: Path) -> None:
     version, data = check_dist.check_wheel(wheel)
     assert wheel.name.startswith(f"labctl-{version}-")
-    tracked = check_dist.tracked("kickstart") + check_dist.tracked("units")
+    tracked = [*check_dist.tracked("kickstart"), *check_dist.tracked("units")]
+    tracked += check_dist.tracked("modules")
     assert tracked
+    assert "modules/cockroachdb/module.yaml" in tracked
     assert {f"lab/_data/{name}" for name in tracked} <= set(data)
     assert "lab/_data/schema/openapi.yaml" in data
+    assert "lab/_data/schema/module.schema.json" in data
 
 
 @pytest.mark.parametrize(

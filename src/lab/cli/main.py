@@ -66,6 +66,11 @@ app.command(
     name="power",
     help="Power control: status, on, off, cycle, reset; set a machine's driver.",
 )
+app.command(
+    "lab.cli.modules_cmd:modules_app",
+    name="modules",
+    help="App modules: list the built-ins, show, lint and package a module.",
+)
 app.command(describe, name="describe")
 app.command(label, name="label")
 
