@@ -73,6 +73,10 @@ class LabdConfig:
     # Where other replicas reach this one for forwarded streams (LABD_ADVERTISE_URL); empty:
     # https://<host>:<port> (the host name when listening on every address).
     advertise_url: str = ""
+    # The secrets store's key-encryption key file, 0600, at least 32 bytes
+    # (LABD_SECRETS_KEY_FILE); empty: derived from the CA passphrase. Every replica needs the
+    # same (docs/clusters.md, "Secrets").
+    secrets_key_file: str = ""
 
     @property
     def data_path(self) -> Path:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lab.labd.hub.registry import AgentHub
     from lab.labd.identity.ca import CAService
     from lab.labd.identity.identities import Identities, Revocations
+    from lab.labd.secrets import SecretsStore
     from lab.store import Store
 
 
@@ -35,6 +36,8 @@ class LabdContext:
     # The audit key (MACs the chain, signs checkpoints) and the checkpoint writer.
     audit_keys: AuditKeys
     checkpointer: Checkpointer
+    # Sealed values (kubeconfigs, k3s tokens): lab.labd.secrets.
+    secrets: SecretsStore
     # This replica in the replica registry (cluster mode); None in tests that build no cluster.
     cluster: ClusterMember | None = None
     started_monotonic: float = field(factory=time.monotonic)

@@ -107,17 +107,21 @@ async def serve_labd(
     from lab.labd.hub.registry import AgentHub, default_replica
     from lab.labd.identity.ca import CAService
     from lab.labd.identity.identities import Identities, Revocations
+    from lab.labd.secrets import SecretsStore, key_encryption_key
     from lab.pki import resolve_ca_passphrase
 
     prepare_data_dir(config.data_path)
     passphrase = resolve_ca_passphrase(config.data_path)
     keys = await trio.to_thread.run_sync(audit_keys, passphrase)
+    kek = await trio.to_thread.run_sync(key_encryption_key, config.secrets_key_file, passphrase)
     async with open_database(config, keys.chain) as store:
         names = (*config.server_names, *advertised_names(config))
         ca = CAService(store, passphrase, server_names=names)
         await ca.load()
         # After the CA: a wrong CA passphrase is reported as such, not as a wrong audit key.
         await store.audit.start_chain()
+        secrets = SecretsStore(store.secrets, kek)
+        await secrets.check()
         revocations = Revocations(store)
         await revocations.load()
         replica_id = config.replica_id or default_replica()
@@ -145,6 +149,7 @@ async def serve_labd(
                 CheckpointLog(config.data_path, keys),
                 every=config.audit_checkpoint_every,
             ),
+            secrets=secrets,
         )
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
@@ -251,7 +256,7 @@ app = App(
     "LABD_* environment variables, and serves until SIGTERM or SIGINT. Exit codes: 0 stopped, "
     "1 start-up failure, 2 bad command line, 3 port in use, 4 data dir unusable, 5 database "
     "unreachable, 6 missing extra (docs/operations.md).\n\nExample: LABD_PORT=3100 labd",
-    usage="Usage: labd [--help | --version]",
+    usage="Usage: labd [--help | --version | secrets rotate]",
     version=f"labd {__version__}",
     version_flags=["--version", "-V"],
     help_flags=["--help", "-h"],
@@ -272,6 +277,43 @@ def serve() -> None:
         raise SystemExit(1) from None
     setup_logging(config.log_level, config.log_format)
     run_daemon("labd", _run, config)
+
+
+secrets_app = App(
+    name="secrets",
+    help="The secrets store (kubeconfigs, k3s tokens): see docs/clusters.md.",
+)
+app.command(secrets_app)
+
+
+@secrets_app.command
+def rotate(*, previous_key_file: Path | None = None) -> None:
+    """Re-seal every secret under a new data key wrapped by the current key-encryption key.
+
+    Run it on one replica (labd may keep serving). After changing LABD_SECRETS_KEY_FILE, give
+    the former key file (or former CA passphrase file) as --previous-key-file. Audited as
+    secrets:rotate.
+
+    Example: labd secrets rotate --previous-key-file /etc/lab/secrets.key.old
+
+    Parameters
+    ----------
+    previous_key_file
+        The key file (or CA passphrase file) the data keys were wrapped with until now.
+    """
+    from lab.labd.secrets.rotate import rotate_secrets
+
+    try:
+        config = load_labd_config()
+        done = trio.run(rotate_secrets, config, previous_key_file)
+    except LabError as exc:
+        hint = exc.details.get("hint")
+        report(exc.message, str(hint) if hint else None, program="labd")
+        raise SystemExit(1) from None
+    print(
+        f"secrets rotated: data key {done.key_id}, {done.resealed} values re-sealed, "
+        f"{done.dropped} old data keys dropped"
+    )
 
 
 def main() -> None:

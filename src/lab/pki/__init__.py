@@ -14,6 +14,16 @@ from lab.pki.ca import (
     load_ca_bundle,
 )
 from lab.pki.csr import CSRInfo, generate_key, make_csr, parse_csr
+from lab.pki.envelope import (
+    KeyEncryptionKey,
+    WrongSecretsKey,
+    derive_kek,
+    new_data_key,
+    open_value,
+    seal_value,
+    unwrap_data_key,
+    wrap_data_key,
+)
 from lab.pki.identity import (
     PEER_KINDS,
     CertInfo,
@@ -32,6 +42,7 @@ from lab.pki.keystore import (
     decrypt_private_key,
     encrypt_private_key,
     load_or_create_keyfile,
+    read_keyfile,
     resolve_ca_passphrase,
 )
 from lab.pki.profiles import (
@@ -68,10 +79,12 @@ __all__ = [
     "CertInfo",
     "ClientAuth",
     "IssuedCert",
+    "KeyEncryptionKey",
     "PeerIdentity",
     "PeerKind",
     "Signer",
     "WrongPassphrase",
+    "WrongSecretsKey",
     "build_crl",
     "ca_bundle_pem",
     "cert_info",
@@ -80,6 +93,7 @@ __all__ = [
     "crl_serials",
     "decrypt_private_key",
     "derive_audit_secret",
+    "derive_kek",
     "encrypt_private_key",
     "fingerprint_der",
     "generate_key",
@@ -93,11 +107,17 @@ __all__ = [
     "load_cert_chain",
     "load_or_create_keyfile",
     "make_csr",
+    "new_data_key",
+    "open_value",
     "parse_csr",
+    "read_keyfile",
     "resolve_ca_passphrase",
     "seal",
+    "seal_value",
     "server_ssl_context",
     "signature_holds",
     "unseal",
+    "unwrap_data_key",
     "verify_peer",
+    "wrap_data_key",
 ]

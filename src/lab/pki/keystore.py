@@ -112,6 +112,13 @@ def load_or_create_keyfile(path: Path | str) -> bytes:
             path.unlink(missing_ok=True)
             raise
         return secret
+    return read_keyfile(path)
+
+
+def read_keyfile(path: Path | str) -> bytes:
+    """The secret in an existing key file. Raises :class:`ConfigError` if the file cannot be
+    read, is shorter than 32 bytes, or is readable by group/others."""
+    path = Path(path)
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()

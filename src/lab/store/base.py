@@ -276,6 +276,58 @@ class ClusterOpRepository(Protocol):
     ) -> builtins.list[ClusterOp]: ...
 
 
+@frozen(kw_only=True)
+class SecretKeyRow:
+    """A data key of the secrets store, only as wrapped by the key-encryption ``kek_id``."""
+
+    id: str
+    kek_id: str
+    wrapped: str
+    created_at: datetime
+
+
+@frozen(kw_only=True)
+class SealedSecret:
+    """A secret as stored: ``sealed`` under the data key ``key_id`` (never the value)."""
+
+    name: str
+    key_id: str
+    sealed: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretRepository(Protocol):
+    """Sealed values and wrapped data keys (labd's secrets store, lab.labd.secrets).
+
+    The store never sees a value or a data key in clear: sealing happens above it.
+    """
+
+    async def keys(self) -> builtins.list[SecretKeyRow]:
+        """Every data key, newest first (the first is the one new values use)."""
+        ...
+
+    async def add_key(self, key: SecretKeyRow) -> None: ...
+    async def get(self, name: str) -> SealedSecret: ...
+    async def list(self, prefix: str = "") -> builtins.list[SealedSecret]: ...
+    async def put(self, name: str, key_id: str, sealed: str) -> SealedSecret:
+        """Insert or replace ``name``; ``Conflict`` when ``key_id`` is no longer stored (a
+        rotation retired it meanwhile)."""
+        ...
+
+    async def delete(self, name: str) -> bool:
+        """Drop ``name``; whether it existed."""
+        ...
+
+    async def rotate(
+        self, key: SecretKeyRow, resealed: Sequence[tuple[SealedSecret, SealedSecret]]
+    ) -> int:
+        """In one transaction: add ``key``, replace each (old, new) pair whose old row is
+        still current (``Conflict`` otherwise: a value changed meanwhile, retry), then drop
+        every data key no value uses but ``key``. Returns the number of keys dropped."""
+        ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -292,6 +344,7 @@ class Store(Protocol):
     replicas: ReplicaRepository
     power: PowerRepository
     cluster_ops: ClusterOpRepository
+    secrets: SecretRepository
 
     @property
     def url(self) -> str: ...

@@ -13,6 +13,7 @@ from lab.store.base import (
     PowerRepository,
     ReplicaRepository,
     RoleRepository,
+    SecretRepository,
     ServerRepository,
     SettingsRepository,
     TokenRepository,
@@ -25,6 +26,7 @@ from lab.store.sql.identity import Certificates, Roles, Tokens, Users
 from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Settings
 from lab.store.sql.power import PowerDrivers
 from lab.store.sql.replicas import Replicas
+from lab.store.sql.secrets import Secrets
 from lab.store.writeops import Writer
 
 
@@ -47,3 +49,4 @@ class SqlRepositories:
         self.replicas: ReplicaRepository = Replicas(sql)
         self.power: PowerRepository = PowerDrivers(sql)
         self.cluster_ops: ClusterOpRepository = ClusterOps(sql)
+        self.secrets: SecretRepository = Secrets(sql)
