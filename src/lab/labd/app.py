@@ -13,6 +13,7 @@ from lab.labd.api import (
     auth,
     bastion,
     certs,
+    cluster_ops,
     exec_ws,
     health,
     metrics,
@@ -62,6 +63,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         app.register_blueprint(module.bp)
     for module in (agent_ws, metrics, bastion, replica_ws, power):
         app.register_blueprint(module.bp)
+    app.register_blueprint(cluster_ops.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(
         context.config.rate_global, context.config.rate_tokens

@@ -77,6 +77,17 @@ class LabdConfig:
     # (LABD_SECRETS_KEY_FILE); empty: derived from the CA passphrase. Every replica needs the
     # same (docs/clusters.md, "Secrets").
     secrets_key_file: str = ""
+    # Cluster operations (docs/clusters.md): the PATH their commands get on a node
+    # (LABD_CLUSTER_EXEC_PATH; empty: the agent's fixed one) and the root under which k3s's
+    # files are written (LABD_CLUSTER_NODE_ROOT, "/" on real nodes; "{node}" is replaced by
+    # the node's name). Both exist so a test can run the real steps against stand-ins.
+    cluster_exec_path: str = ""
+    cluster_node_root: str = "/"
+    # Seconds an operation's lease lasts (LABD_CLUSTER_OP_LEASE): the replica running it renews
+    # it every third of that; once it ran out, any replica fails the operation.
+    cluster_op_lease: float = 15.0
+    # Seconds a node may take to become Ready (LABD_CLUSTER_READY_TIMEOUT).
+    cluster_ready_timeout: float = 300.0
 
     @property
     def data_path(self) -> Path:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from lab.labd.audit.checkpoints import Checkpointer
     from lab.labd.audit.keys import AuditKeys
     from lab.labd.cluster import ClusterMember
+    from lab.labd.clusterops.engine import OpEngine
     from lab.labd.config import LabdConfig
     from lab.labd.hub.registry import AgentHub
     from lab.labd.identity.ca import CAService
@@ -45,6 +46,8 @@ class LabdContext:
     metrics: LabdMetrics = field(factory=LabdMetrics)
     # Live /ws/exec and /ws/logs sessions; revocation and user disables end them.
     user_sessions: UserSessions = field(factory=UserSessions)
+    # Runs cluster operations (lab.labd.clusterops); None in tests that build no engine.
+    cluster_ops: OpEngine | None = None
 
     def connected_agents(self) -> int:
         """Agents with a live session on this replica."""

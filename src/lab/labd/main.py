@@ -103,6 +103,7 @@ async def serve_labd(
     from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
     from lab.labd.audit.keys import audit_keys
     from lab.labd.cluster import ClusterMember, advertised_names
+    from lab.labd.clusterops.engine import OpEngine
     from lab.labd.context import LabdContext
     from lab.labd.hub.registry import AgentHub, default_replica
     from lab.labd.identity.ca import CAService
@@ -151,6 +152,7 @@ async def serve_labd(
             ),
             secrets=secrets,
         )
+        context.cluster_ops = OpEngine(context, replica_id)
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
         if on_context is not None:
@@ -209,6 +211,8 @@ async def _serve(
         )
         log.info("labd listening on https://%s:%d (database %s)", host, port, context.store.url)
         await nursery.start(cluster.run, shutdown, advertise_url(config, host, port))
+        if context.cluster_ops is not None:
+            await nursery.start(context.cluster_ops.run, shutdown)
         if bootstrap is not None:
             announce_bootstrap(bootstrap, host, port, ca.fingerprint())
         task_status.started((host, port))

@@ -1,0 +1,467 @@
+"""The steps of cluster operations, each run on one node through its agent (or on the whole
+cluster), idempotent so that a resumed operation may run a step again.
+
+A step raises a :class:`lab.errors.LabError` whose message names the node and what failed;
+the engine records it on the step and stops the operation there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+import yaml
+from attrs import define, field
+
+from lab import pki
+from lab.errors import Invalid, LabError, NotFound, Unavailable
+from lab.kube import KubeClient, KubeConnection, load_kubeconfig
+from lab.labd.clusterops import deps
+from lab.labd.clusterops.node import NodeShell, StepFailed
+from lab.labd.clusterops.plan import ClusterSpec
+from lab.labd.clusterops.render import NodePaths, render_config, render_unit, unit_name
+from lab.labd.clusterops.token import JoinToken, ca_matches, make_token, parse_token
+
+if TYPE_CHECKING:
+    from lab.labd.context import LabdContext
+
+ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+ARCHES |= {"armv7l": "arm", "armhf": "arm", "s390x": "s390x"}
+KUBELET_PORT = 10250
+ETCD_PORTS = (2379, 2380)
+MIN_DISK_KIB = 2 * 1024 * 1024
+MAX_CLOCK_SKEW = 10.0
+K3S_ARTIFACT = "k3s"
+IMAGES_ARTIFACT = "k3s-airgap-images"
+
+
+@define(kw_only=True)
+class OpContext:
+    """What the steps of one running operation share."""
+
+    context: LabdContext
+    spec: ClusterSpec
+    params: dict[str, Any]
+    _kube: KubeConnection | None = field(default=None, alias="kube")
+
+    def shell(self, node: str) -> NodeShell:
+        config = self.context.config
+        root = config.cluster_node_root.replace("{node}", node) or "/"
+        exec_path = config.cluster_exec_path.replace("{node}", node)
+        return NodeShell(self.context, node, exec_path=exec_path, paths=NodePaths(root=root))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def token(self) -> JoinToken:
+        raw = await deps.secrets(self.context).get(deps.secret_name(self.name, "token"))
+        return parse_token(raw.decode())
+
+    async def ca(self) -> tuple[bytes, bytes]:
+        raw = await deps.secrets(self.context).get(deps.secret_name(self.name, "ca"))
+        data = json.loads(raw)
+        return data["cert"].encode(), data["key"].encode()
+
+    async def kube(self) -> KubeConnection:
+        if self._kube is None:
+            raw = await deps.secrets(self.context).get(deps.secret_name(self.name, "kubeconfig"))
+            self._kube = load_kubeconfig(raw.decode())
+        return self._kube
+
+
+Step = Callable[[OpContext, str], Coroutine[Any, Any, None]]
+
+
+# --- preflight -------------------------------------------------------------------------------
+
+
+async def preflight(op: OpContext, node: str) -> list[str]:
+    """Every problem that would stop k3s on ``node``; changes nothing there."""
+    sh = op.shell(node)
+    problems: list[str] = []
+    machine = (await sh.check(["uname", "-m"])).text.strip()
+    arch = ARCHES.get(machine, machine)
+    try:
+        await deps.artifacts(op.context).find(K3S_ARTIFACT, op.spec.version, arch)
+    except NotFound:
+        problems.append(
+            f"no k3s {op.spec.version} for {arch} (labctl artifacts add FILE --name k3s"
+            f" --version {op.spec.version} --arch {arch})"
+        )
+    route = await sh.run(["ip", "-o", "route", "show", "default"])
+    if route.code != 0 or not route.text.strip():
+        problems.append("no default route (k3s needs one, even air-gapped: add a dummy one)")
+    problems += await _ports(op, sh, node)
+    problems += await _selinux(sh)
+    remote = await sh.check(["date", "+%s"])
+    skew = abs(float(remote.text.strip() or 0) - datetime.now(UTC).timestamp())
+    if skew > MAX_CLOCK_SKEW:
+        problems.append(f"clock is {skew:.0f}s off labd's (etcd and TLS need synced clocks)")
+    df = await sh.run(["df", "-Pk", sh.paths.root])
+    try:
+        avail = int(df.text.splitlines()[-1].split()[3])
+    except (IndexError, ValueError):
+        problems.append(f"could not read free disk space under {sh.paths.root}")
+    else:
+        if avail < MIN_DISK_KIB:
+            problems.append(f"only {avail // 1024} MiB free under {sh.paths.root} (2 GiB needed)")
+    return [f"server/{node}: {p}" for p in problems]
+
+
+async def _ports(op: OpContext, sh: NodeShell, node: str) -> list[str]:
+    wanted = [KUBELET_PORT]
+    if op.spec.role(node) == "server":
+        wanted.append(op.spec.api_port)
+        if op.spec.datastore == "embedded-etcd":
+            wanted += ETCD_PORTS
+    listening = await sh.check(["ss", "-Hltn"])
+    used: set[int] = set()
+    for line in listening.text.splitlines():
+        cols = line.split()
+        if len(cols) >= 4:
+            port = cols[3].rpartition(":")[2]
+            if port.isdigit():
+                used.add(int(port))
+    return [f"port {p} is in use" for p in wanted if p in used]
+
+
+async def _selinux(sh: NodeShell) -> list[str]:
+    try:
+        mode = await sh.run(["getenforce"])
+    except StepFailed:
+        return []  # no SELinux tools: not an SELinux system
+    if mode.code != 0 or mode.text.strip() != "Enforcing":
+        return []
+    policy = await sh.run(["rpm", "-q", "k3s-selinux"])
+    if policy.code != 0:
+        return ["SELinux is enforcing but k3s-selinux is not installed"]
+    return []
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+async def credentials(op: OpContext, node: str) -> None:
+    """The cluster CA and the secure join token, made once by labd and kept sealed."""
+    store = deps.secrets(op.context)
+    try:
+        await op.token()
+        await op.ca()
+        return  # a resumed create keeps what it made
+    except NotFound:
+        pass
+    ca = pki.create_ca(f"k3s-server-ca@{op.name}")
+    cert, key = ca.cert_pem(), ca.key_pem()
+    await store.put(
+        deps.secret_name(op.name, "ca"),
+        json.dumps({"cert": cert.decode(), "key": key.decode()}).encode(),
+    )
+    await store.put(deps.secret_name(op.name, "token"), str(make_token(cert)).encode())
+
+
+# --- node steps ------------------------------------------------------------------------------
+
+
+async def _arch(sh: NodeShell) -> str:
+    machine = (await sh.check(["uname", "-m"])).text.strip()
+    return ARCHES.get(machine, machine)
+
+
+async def _sha256(sh: NodeShell, path: str) -> str:
+    ran = await sh.run(["sha256sum", path])
+    return ran.text.split()[0] if ran.code == 0 and ran.text.strip() else ""
+
+
+async def _stage_one(
+    sh: NodeShell, ref: deps.ArtifactRef, source: deps.ArtifactSource, path: str, mode: str
+) -> None:
+    if await _sha256(sh, path) == ref.sha256:
+        return
+    await sh.write_stream(path, source.chunks(ref), mode=mode)
+    got = await _sha256(sh, path)
+    if got != ref.sha256:
+        await sh.run(["rm", "-f", path])
+        raise StepFailed(
+            f"{ref.name} {ref.version} arrived corrupt on server/{sh.node}"
+            f" (sha256 {got[:12] or 'none'}, expected {ref.sha256[:12]})"
+        )
+
+
+async def stage(op: OpContext, node: str) -> None:
+    """The k3s binary (and the air-gap images, when added) for this version, checksum
+    verified on the node; the binary waits beside the live one until configure/restart."""
+    sh = op.shell(node)
+    source = deps.artifacts(op.context)
+    arch = await _arch(sh)
+    ref = await source.find(K3S_ARTIFACT, op.spec.version, arch)
+    if await _sha256(sh, sh.paths.binary) != ref.sha256:
+        await _stage_one(sh, ref, source, sh.paths.binary + ".staged", "0755")
+    try:
+        images = await source.find(IMAGES_ARTIFACT, op.spec.version, arch)
+    except NotFound:
+        return
+    target = f"{sh.paths.images_dir}/k3s-airgap-images-{arch}.tar"
+    await _stage_one(sh, images, source, target, "0644")
+
+
+async def _install_staged(sh: NodeShell) -> None:
+    staged = sh.paths.binary + ".staged"
+    if (await sh.run(["test", "-e", staged])).code == 0:
+        await sh.check(["mv", "-f", staged, sh.paths.binary])
+
+
+async def configure(op: OpContext, node: str) -> None:
+    """config.yaml from the one template, the first server's CA, the unit; enabled."""
+    sh = op.shell(node)
+    token = await op.token()
+    endpoint = ""
+    if op.spec.datastore == "external" and op.spec.role(node) == "server":
+        secret = deps.secret_name(op.name, "datastore")
+        endpoint = (await deps.secrets(op.context).get(secret)).decode()
+    if node == op.spec.first:
+        cert, key = await op.ca()
+        await sh.write_file(f"{sh.paths.tls_dir}/server-ca.crt", cert, mode="0644")
+        await sh.write_file(f"{sh.paths.tls_dir}/server-ca.key", key, mode="0600")
+    config = render_config(
+        op.spec, node, token=str(token), paths=sh.paths, datastore_endpoint=endpoint
+    )
+    await sh.write_file(sh.paths.config, config.encode(), mode="0600")
+    unit = unit_name(op.spec.role(node))
+    await sh.write_file(
+        sh.paths.unit_file(unit), render_unit(op.spec, node, paths=sh.paths).encode(), mode="0644"
+    )
+    await _install_staged(sh)
+    await sh.check(["systemctl", "daemon-reload"])
+    await sh.check(["systemctl", "enable", unit])
+
+
+async def start(op: OpContext, node: str) -> None:
+    sh = op.shell(node)
+    unit = unit_name(op.spec.role(node))
+    await sh.check(["systemctl", "start", unit], limit=300)
+    await sh.check(["systemctl", "is-active", unit])
+
+
+async def verify_ca(op: OpContext, node: str) -> None:
+    """The CA the first server serves is the one the token's hash names."""
+    sh = op.shell(node)
+    served = await sh.read_file(f"{sh.paths.tls_dir}/server-ca.crt", secret=False)
+    if not ca_matches(await op.token(), served):
+        raise StepFailed(
+            f"server/{node} serves a CA whose sha256 is not the cluster CA hash in the join"
+            " token: refusing to join nodes to it"
+        )
+
+
+_SERVER_LINE = re.compile(r"^(\s*server:\s*).*$", re.MULTILINE)
+
+
+async def kubeconfig(op: OpContext, node: str) -> None:
+    """k3s.yaml from the first server, for this cluster's CA, ``server:`` rewritten to the
+    reachable address, stored sealed."""
+    sh = op.shell(node)
+    text = ""
+    with trio.move_on_after(op.context.config.cluster_ready_timeout):
+        while True:
+            ran = await sh.run(["cat", sh.paths.kubeconfig])
+            if ran.code == 0 and ran.out.strip():
+                text = ran.text
+                break
+            await trio.sleep(0.5)
+    if not text:
+        raise StepFailed(f"server/{node} wrote no {sh.paths.kubeconfig}")
+    try:
+        doc = yaml.safe_load(text)
+        for entry in doc.get("clusters") or []:
+            entry["cluster"]["server"] = op.spec.api_url
+        rewritten = yaml.safe_dump(doc, sort_keys=False)
+        conn = load_kubeconfig(rewritten)
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError, Invalid) as exc:
+        raise StepFailed(f"server/{node} wrote a kubeconfig labd cannot read") from exc
+    if not conn.ca_pem or not ca_matches(await op.token(), conn.ca_pem):
+        raise StepFailed(
+            f"the kubeconfig on server/{node} is for another cluster (its CA is not this cluster's)"
+        )
+    secret = deps.secret_name(op.name, "kubeconfig")
+    await deps.secrets(op.context).put(secret, rewritten.encode())
+    op._kube = conn
+
+
+async def _node(client: KubeClient, node: str) -> dict[str, Any] | None:
+    try:
+        got: dict[str, Any] = await client.get(f"/api/v1/nodes/{node}")
+    except NotFound:
+        return None
+    return got
+
+
+def node_ready(obj: dict[str, Any] | None, version: str | None = None) -> bool:
+    if obj is None:
+        return False
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    if version is None:
+        return ready
+    info = (obj.get("status") or {}).get("nodeInfo") or {}
+    return ready and info.get("kubeletVersion") == version
+
+
+async def ready(op: OpContext, node: str) -> None:
+    """The node is Ready (and runs the cluster's version) through the API."""
+    conn = await op.kube()
+    last: dict[str, Any] | None = None
+    with trio.move_on_after(op.context.config.cluster_ready_timeout):
+        async with KubeClient(conn, timeout=10) as client:
+            while True:
+                try:
+                    last = await _node(client, node)
+                except Unavailable:
+                    last = None  # the API restarts with its server
+                if node_ready(last, op.spec.version):
+                    return
+                await trio.sleep(0.5)
+    seen = "not registered" if last is None else "not Ready at " + op.spec.version
+    raise StepFailed(f"server/{node} is {seen} after {op.context.config.cluster_ready_timeout:g}s")
+
+
+async def _cordon(op: OpContext, node: str, unschedulable: bool) -> None:
+    async with KubeClient(await op.kube(), timeout=30) as client:
+        try:
+            await client.request(
+                "PATCH",
+                f"/api/v1/nodes/{node}",
+                json={"spec": {"unschedulable": unschedulable}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        except NotFound:
+            return  # not registered (any more): nothing to cordon
+
+
+async def cordon(op: OpContext, node: str) -> None:
+    await _cordon(op, node, True)
+
+
+async def uncordon(op: OpContext, node: str) -> None:
+    await _cordon(op, node, False)
+
+
+def _evictable(pod: dict[str, Any], node: str) -> bool:
+    if (pod.get("spec") or {}).get("nodeName") != node:
+        return False
+    meta = pod.get("metadata") or {}
+    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+        return False
+    owners = meta.get("ownerReferences") or []
+    return not any(o.get("kind") == "DaemonSet" for o in owners)
+
+
+async def drain(op: OpContext, node: str) -> None:
+    """Evict every pod on the node but DaemonSet and mirror pods; wait until they are gone."""
+    async with KubeClient(await op.kube(), timeout=30) as client:
+        with trio.move_on_after(op.context.config.cluster_ready_timeout):
+            while True:
+                pods = (await client.get("/api/v1/pods")).get("items") or []
+                left = [p for p in pods if _evictable(p, node)]
+                if not left:
+                    return
+                for pod in left:
+                    meta = pod["metadata"]
+                    path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+                    body = {
+                        "apiVersion": "policy/v1",
+                        "kind": "Eviction",
+                        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                    }
+                    try:
+                        await client.request("POST", f"{path}/eviction", json=body)
+                    except NotFound:
+                        # an API without the eviction subresource: delete the pod
+                        with contextlib.suppress(NotFound):
+                            await client.request("DELETE", path)
+                await trio.sleep(0.5)
+    raise StepFailed(f"pods on server/{node} were not evicted in time")
+
+
+async def restart(op: OpContext, node: str) -> None:
+    """The staged binary replaces the live one; the unit restarts."""
+    sh = op.shell(node)
+    await _install_staged(sh)
+    await sh.check(["systemctl", "restart", unit_name(op.spec.role(node))], limit=300)
+
+
+async def uninstall(op: OpContext, node: str) -> None:
+    """Stop and remove k3s from the node (as k3s-uninstall.sh); its data too unless
+    ``keep_data``."""
+    sh = op.shell(node)
+    for unit in ("k3s", "k3s-agent"):
+        if (await sh.run(["test", "-e", sh.paths.unit_file(unit)])).code != 0:
+            continue
+        await sh.run(["systemctl", "stop", unit], limit=300)
+        await sh.run(["systemctl", "disable", unit])
+        await sh.check(["rm", "-f", sh.paths.unit_file(unit)])
+    await sh.run(["systemctl", "daemon-reload"])
+    await sh.check(["rm", "-f", sh.paths.binary, sh.paths.binary + ".staged"])
+    await sh.check(["rm", "-rf", sh.paths.config_dir])
+    if not op.params.get("keep_data"):
+        await sh.check(["rm", "-rf", sh.paths.data_dir])
+
+
+async def delete_node(op: OpContext, node: str) -> None:
+    async with KubeClient(await op.kube(), timeout=30) as client:
+        with contextlib.suppress(NotFound):
+            await client.request("DELETE", f"/api/v1/nodes/{node}")
+
+
+async def register(op: OpContext, node: str) -> None:
+    """The cluster joins labd's registry (its kubeconfig is already sealed)."""
+    registry = getattr(op.context, "clusters", None)
+    adopt = getattr(registry, "adopt", None)
+    if adopt is not None:
+        await adopt(op.name, api_server=op.spec.api_url, version=op.spec.version)
+
+
+async def unregister(op: OpContext, node: str) -> None:
+    """labd forgets the cluster: registry entry and every secret of it."""
+    registry = getattr(op.context, "clusters", None)
+    forget = getattr(registry, "forget", None)
+    if forget is not None:
+        with contextlib.suppress(NotFound):
+            await forget(op.name)
+    store = deps.secrets(op.context)
+    for what in ("kubeconfig", "token", "ca", "datastore"):
+        with contextlib.suppress(NotFound):  # idempotent in labd's store; not in every one
+            await store.delete(deps.secret_name(op.name, what))
+
+
+STEPS: dict[str, Step] = {
+    "credentials": credentials,
+    "stage": stage,
+    "configure": configure,
+    "start": start,
+    "verify-ca": verify_ca,
+    "kubeconfig": kubeconfig,
+    "ready": ready,
+    "register": register,
+    "cordon": cordon,
+    "drain": drain,
+    "restart": restart,
+    "uncordon": uncordon,
+    "uninstall": uninstall,
+    "delete-node": delete_node,
+    "unregister": unregister,
+}
+
+
+async def chunks_of(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def describe_error(exc: LabError) -> str:
+    return exc.message

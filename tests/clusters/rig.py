@@ -1,0 +1,176 @@
+"""A lab for cluster operations: a real labd, real lab-agent processes (one per node, all on
+this machine), and per node a root directory and a bin directory holding the stand-in
+``systemctl`` (first on the node's PATH through ``cluster_exec_path``). The stand-in k3s is
+an artifact, so the real stage step installs it.
+
+Secrets are labd's real store; until labd's artifacts store lands, the steps read artifacts
+through the double below (patched into lab.labd.clusterops.deps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from lab.agent.executor import BASE_PATH
+from lab.errors import NotFound
+from lab.labd.clusterops.deps import ArtifactRef
+from tests.e2e.daemons import Daemon, clean_env, start_daemon
+from tests.hub.hubtools import enroll_state
+from tests.labd.harness import Credentials, RunningLabd, running_labd
+
+ROOT = Path(__file__).parents[2]
+V1 = "v1.31.4+k3s1"
+V2 = "v1.32.1+k3s1"
+
+
+def k3s_program(version: str, record: Path) -> bytes:
+    return (
+        f"#!{sys.executable}\n"
+        f"# stand-in k3s {version} (tests/clusters/standin_k3s.py)\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.clusters.standin_k3s import main\n"
+        f"main(version={version!r}, record_to={str(record)!r})\n"
+    ).encode()
+
+
+def systemctl_program(root: Path, record: Path) -> str:
+    return (
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.clusters.standin_systemctl import main\n"
+        f"main(root={str(root)!r}, record_to={str(record)!r})\n"
+    )
+
+
+class MemoryArtifacts:
+    def __init__(self) -> None:
+        self.files: dict[tuple[str, str, str], bytes] = {}
+
+    def add(self, name: str, version: str, arch: str, data: bytes) -> None:
+        self.files[name, version, arch] = data
+
+    async def find(self, name: str, version: str, arch: str) -> ArtifactRef:
+        data = self.files.get((name, version, arch))
+        if data is None:
+            raise NotFound(f"artifact {name} {version} {arch} not found")
+        sha = hashlib.sha256(data).hexdigest()
+        return ArtifactRef(name=name, version=version, arch=arch, sha256=sha, size=len(data))
+
+    async def chunks(self, ref: ArtifactRef) -> AsyncIterator[bytes]:
+        data = self.files[ref.name, ref.version, ref.arch]
+        for i in range(0, len(data), 65536):
+            yield data[i : i + 65536]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@attrs.define
+class ClusterLab:
+    labd: RunningLabd
+    admin: Credentials
+    tmp: Path
+    record: Path
+    artifacts: MemoryArtifacts
+    agents: dict[str, Daemon] = attrs.Factory(dict)
+
+    def root(self, node: str) -> Path:
+        return self.tmp / "nodes" / node / "root"
+
+    async def secret(self, name: str) -> bytes:
+        assert self.labd.context is not None
+        return await self.labd.context.secrets.get(name)
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    async def http(self) -> httpx.AsyncClient:
+        return self.labd.client(self.admin)
+
+    async def wait_op(self, client: httpx.AsyncClient, cluster: str, op_id: str) -> dict[str, Any]:
+        """The operation once it ended (polled: the engine runs it in the background)."""
+        while True:
+            resp = await client.get(f"/api/clusters/{cluster}/operations/{op_id}")
+            assert resp.status_code == 200, resp.text
+            op: dict[str, Any] = resp.json()
+            if op["status"] in ("succeeded", "failed"):
+                return op
+            await trio.sleep(0.2)
+
+    def stop_k3s(self) -> None:
+        """Stop every stand-in k3s the stand-in systemctl started (also when a test fails)."""
+        for pidfile in (self.tmp / "nodes").glob("*/root/run/*.pid"):
+            with suppress(ProcessLookupError, ValueError):
+                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+
+
+@asynccontextmanager
+async def cluster_lab(
+    tmp_path: Path, monkeypatch: Any, nodes: list[str], **settings: Any
+) -> AsyncIterator[ClusterLab]:
+    from lab.labd.clusterops import deps
+
+    record = tmp_path / "calls.jsonl"
+    artifacts = MemoryArtifacts()
+    monkeypatch.setattr(deps, "artifacts", lambda context: artifacts)
+    for node in nodes:
+        bindir = tmp_path / "nodes" / node / "bin"
+        bindir.mkdir(parents=True)
+        (tmp_path / "nodes" / node / "root").mkdir()
+        stub = bindir / "systemctl"
+        stub.write_text(systemctl_program(tmp_path / "nodes" / node / "root", record))
+        stub.chmod(0o755)
+    settings.setdefault("cluster_exec_path", f"{tmp_path}/nodes/{{node}}/bin:{BASE_PATH}")
+    settings.setdefault("cluster_node_root", f"{tmp_path}/nodes/{{node}}/root")
+    settings.setdefault("cluster_ready_timeout", 60.0)
+    async with running_labd(tmp_path / "labd", **settings) as labd, trio.open_nursery() as nursery:
+        lab = ClusterLab(
+            labd=labd,
+            admin=await labd.admin(),
+            tmp=tmp_path,
+            record=record,
+            artifacts=artifacts,
+        )
+        try:
+            for node in nodes:
+                state = tmp_path / "agents" / node
+                await enroll_state(labd, lab.admin, node, state)
+                env = clean_env(LAB_AGENT_STATE_DIR=str(state))
+                argv = [sys.executable, "-m", "lab.agent.main", "run"]
+                lab.agents[node], _ = await start_daemon(
+                    nursery, f"agent-{node}", argv, env, tmp_path
+                )
+            async with lab.labd.client(lab.admin) as client:
+                for node in nodes:
+                    while (await client.get(f"/api/servers/{node}")).json().get(
+                        "status"
+                    ) != "online":
+                        await trio.sleep(0.1)
+            yield lab
+        finally:
+            with trio.CancelScope(shield=True):
+                lab.stop_k3s()
+                for daemon in lab.agents.values():
+                    await daemon.stop()
+            nursery.cancel_scope.cancel()
