@@ -11,6 +11,7 @@ from lab.store.audited import PendingAudit, audit_next_change
 from lab.store.auditverify import ChainVerifier, Checkpoint, Verdict
 from lab.store.base import (
     AgentRepository,
+    AppReleaseRepository,
     AuditRepository,
     CertificateRepository,
     ClusterOpRepository,
@@ -38,6 +39,7 @@ __all__ = [
     "SELF_SERVICE",
     "START_SETTING",
     "AgentRepository",
+    "AppReleaseRepository",
     "AuditKey",
     "AuditRepository",
     "CertificateRepository",

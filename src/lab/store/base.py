@@ -35,6 +35,7 @@ from lab.model import (
     Server,
     User,
 )
+from lab.model.apps import AppRevision, ExpiredLock, ObjectRef, ReleaseKey, ReleaseLock
 from lab.model.operations import ClusterOp
 from lab.store.auditchain import ChainStart
 
@@ -328,6 +329,51 @@ class SecretRepository(Protocol):
         ...
 
 
+class AppReleaseRepository(Protocol):
+    """App releases, their lock (a lease) and revisions (lab.store.sql.apps, docs/apps.md)."""
+
+    async def lock(
+        self,
+        key: ReleaseKey,
+        *,
+        owner: str,
+        operation: str,
+        who: str,
+        now: datetime,
+        lease_until: datetime,
+        history_max: int | None = None,
+    ) -> ReleaseLock:
+        """Take the release for one operation; Conflict naming the holder otherwise."""
+        ...
+
+    async def renew(self, key: ReleaseKey, owner: str, *, lease_until: datetime) -> bool: ...
+    async def unlock(self, key: ReleaseKey, owner: str) -> None: ...
+    async def holder(self, key: ReleaseKey) -> ReleaseLock | None: ...
+    async def expire(
+        self, *, now: datetime, owner: str | None = None
+    ) -> builtins.list[ExpiredLock]: ...
+    async def add(self, rev: AppRevision, owner: str) -> AppRevision: ...
+    async def next_revision(self, key: ReleaseKey) -> int: ...
+    async def set_status(
+        self,
+        key: ReleaseKey,
+        revision: int,
+        owner: str,
+        *,
+        status: str,
+        at: datetime,
+        description: str | None = None,
+        inventory: tuple[ObjectRef, ...] | None = None,
+    ) -> AppRevision: ...
+    async def get(self, key: ReleaseKey, revision: int | None = None) -> AppRevision: ...
+    async def history(self, key: ReleaseKey) -> builtins.list[AppRevision]: ...
+    async def releases(
+        self, *, cluster: str | None = None, namespace: str | None = None
+    ) -> builtins.list[AppRevision]: ...
+    async def trim(self, key: ReleaseKey, owner: str) -> builtins.list[AppRevision]: ...
+    async def delete(self, key: ReleaseKey, owner: str) -> builtins.list[AppRevision]: ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -345,6 +391,7 @@ class Store(Protocol):
     power: PowerRepository
     cluster_ops: ClusterOpRepository
     secrets: SecretRepository
+    apps: AppReleaseRepository
 
     @property
     def url(self) -> str: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
+    AppReleaseRepository,
     AuditRepository,
     CertificateRepository,
     ClusterOpRepository,
@@ -19,6 +20,7 @@ from lab.store.base import (
     TokenRepository,
     UserRepository,
 )
+from lab.store.sql.apps import AppReleases
 from lab.store.sql.audit import Audit
 from lab.store.sql.cluster_ops import ClusterOps
 from lab.store.sql.dialect import Runner
@@ -50,3 +52,4 @@ class SqlRepositories:
         self.power: PowerRepository = PowerDrivers(sql)
         self.cluster_ops: ClusterOpRepository = ClusterOps(sql)
         self.secrets: SecretRepository = Secrets(sql)
+        self.apps: AppReleaseRepository = AppReleases(sql)
