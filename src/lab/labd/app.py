@@ -25,7 +25,7 @@ from lab.labd.api import (
     users,
 )
 from lab.labd.api.errors import register_error_handlers
-from lab.labd.audit.entries import audit_response
+from lab.labd.audit.entries import audit_refused_handshake, audit_response
 from lab.labd.context import LabdContext
 from lab.runtime.httpclose import close_after_error
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request, current_request_id
@@ -71,5 +71,6 @@ def create_app(context: LabdContext) -> QuartTrio:
     app.before_request(authenticate)
     app.before_websocket(authenticate)
     app.after_request(audit_response)
+    app.after_websocket(audit_refused_handshake)
     register_error_handlers(app)
     return app

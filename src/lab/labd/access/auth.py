@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from attrs import define, evolve, field, frozen
+from attrs import evolve, frozen
 from quart import current_app, g, has_websocket_context, request, websocket
 from quart.wrappers import Request, Websocket
 
@@ -108,21 +108,13 @@ def peer_der() -> bytes | None:
 async def authenticate() -> None:
     """before_request / before_websocket hook: sets ``g.principal`` or raises.
 
-    Order: find the route's policy, mark the request for the audit hook, verify the client
+    Order: find the route's policy, mark the request for the audit hooks, verify the client
     certificate, apply the rate limits (per certificate serial, else per source address), then
-    RBAC. A refused WebSocket handshake is audited here (its handler never runs); refused REST
-    requests are audited by :func:`lab.labd.audit.entries.audit_response` like every other.
+    RBAC. A refusal is raised; the error handler answers it and the audit hooks of
+    :mod:`lab.labd.audit.entries` record it, for REST requests and WebSockets alike.
     """
-    if not has_websocket_context():
-        await _authenticate(request)
-        # Passed: the entry now commits with the first change the handler makes.
-        audit.commit_with_changes(ctx(), g.get("principal"))
-        return
-    try:
-        await _authenticate(websocket)
-    except LabError as exc:
-        await _audit_ws_refusal(exc)
-        raise
+    await _authenticate(websocket if has_websocket_context() else request)
+    audit.passed(ctx(), g.get("principal"))
 
 
 async def _authenticate(req: Request | Websocket) -> None:
@@ -182,68 +174,6 @@ def _limit(limits: Limits, key: str, blueprint: str | None) -> None:
     limits.general.check(key, now)
     if blueprint == "tokens":
         limits.tokens.check(key, now)
-
-
-REFUSAL_AUDIT_INTERVAL = 3600.0
-"""Seconds between two audit entries for refused handshakes of one identity and reason."""
-
-
-@define
-class RefusalLog:
-    """Which refused WebSocket handshakes to audit: the first of each (identity, reason) per
-    ``interval``. A revoked agent retrying for days then leaves one entry an hour, not one per
-    attempt; every refusal is still counted in ``labd_auth_refusals_total``. Pure: the caller
-    passes the time. At most ``limit`` keys are remembered (the oldest are forgotten)."""
-
-    interval: float = REFUSAL_AUDIT_INTERVAL
-    limit: int = 10_000
-    _last: dict[tuple[str, str], float] = field(factory=dict)
-
-    def should_audit(self, who: str, reason: str, now: float) -> bool:
-        key = (who, reason)
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            return False
-        self._last.pop(key, None)
-        self._last[key] = now
-        while len(self._last) > self.limit:
-            del self._last[next(iter(self._last))]
-        return True
-
-
-async def _audit_ws_refusal(exc: LabError) -> None:
-    """Record a refused WebSocket handshake; a failed write is logged (it is refused anyway).
-
-    Every refusal is counted by reason; repeats of one identity (or source address, when no
-    certificate was read) and reason are audited at most once per ``REFUSAL_AUDIT_INTERVAL``.
-    """
-    pending: audit.Pending | None = g.get("lab_audit")
-    if pending is None or exc.status == 429:
-        return
-    reason = exc.details.get("reason") if isinstance(exc.details.get("reason"), str) else None
-    ctx().metrics.auth_refusals.labels(reason=str(reason or exc.code)).inc()
-    who: Principal | None = g.get("principal")
-    key = who.subject if who is not None else f"addr/{websocket.remote_addr or '?'}"
-    refusals: RefusalLog = current_app.extensions.setdefault("lab.ws_refusals", RefusalLog())
-    if not refusals.should_audit(key, str(reason or exc.code), time.monotonic()):
-        return
-    details: dict[str, Any] = {"path": websocket.path, "status": exc.status, "error": exc.code}
-    details["message"] = exc.message
-    if isinstance(exc.details.get("reason"), str):
-        details["reason"] = exc.details["reason"]
-    try:
-        await audit.record(
-            ctx(),
-            action=pending.action,
-            resource=pending.resource,
-            result=audit.result_of(exc.status),
-            principal=g.get("principal"),
-            source=websocket.remote_addr or "",
-            duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
-            details=details,
-        )
-    except Exception:
-        log.exception("audit write failed for a refused WebSocket %s", websocket.path)
 
 
 def check(who: Principal, action: str, resource: str) -> rbac.Decision:

@@ -11,6 +11,7 @@ from quart import Blueprint, Response, request
 from lab import pki
 from lab.errors import Conflict
 from lab.labd.access.auth import principal, public, requires
+from lab.labd.api.answers import created
 from lab.labd.api.bodies import EnrollAgent, EnrollUser, FinishRotation, Renew, body
 from lab.labd.audit import entries as audit
 from lab.labd.audit.entries import set_resource
@@ -45,26 +46,28 @@ async def crl() -> Response:
 
 @bp.post("/api/auth/enroll")
 @public
-async def enroll_agent() -> tuple[dict[str, Any], int]:
+@created
+async def enroll_agent() -> dict[str, Any]:
     limit_enrollment()
     req = await body(EnrollAgent)
     set_resource(f"server/{req.hostname}")
     out = await ctx().identities.enroll_agent(
         token=req.token, csr=req.csr, hostname=req.hostname, facts=req.facts, note=audit.note
     )
-    return out, 201
+    return out
 
 
 @bp.post("/api/auth/user-enroll")
 @public
-async def enroll_user() -> tuple[dict[str, Any], int]:
+@created
+async def enroll_user() -> dict[str, Any]:
     limit_enrollment()
     req = await body(EnrollUser)
     out = await ctx().identities.enroll_user(
         token=req.token, csr=req.csr, username=req.username, note=audit.note
     )
     set_resource(f"user/{out['user']}")  # the body may not name the user
-    return out, 201
+    return out
 
 
 @bp.post("/api/auth/renew")

@@ -33,6 +33,7 @@ from quart import Blueprint
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
 from lab.labd.access import rbac
 from lab.labd.access.auth import principal, public, requires
+from lab.labd.api.answers import created
 from lab.labd.api.auth import limit_enrollment
 from lab.labd.api.bodies import CreateToken, body
 from lab.labd.audit import entries as audit
@@ -55,14 +56,15 @@ class EnrollBastion:
 
 @bp.post("/api/auth/bastion-enroll")
 @public
-async def enroll_bastion() -> tuple[dict[str, Any], int]:
+@created
+async def enroll_bastion() -> dict[str, Any]:
     limit_enrollment()
     req = await body(EnrollBastion)
     audit.set_resource(f"bastion/{req.name}")
     out = await ctx().identities.enroll_bastion(
         token=req.token, csr=req.csr, name=req.name, note=audit.note
     )
-    return out, 201
+    return out
 
 
 async def check_bastion_token(req: CreateToken) -> None:

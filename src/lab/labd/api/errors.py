@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from attrs import frozen
-from quart import Response, g, has_request_context, jsonify
+from quart import Response, g, has_request_context, has_websocket_context, jsonify
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -29,11 +29,14 @@ _HTTP_CODES = {
 
 @frozen
 class ErrorAnswer:
-    """The error a request was answered with, kept for the audit hook."""
+    """The error a request (or a refused WebSocket handshake) was answered with, kept as a
+    value for the audit hooks so they never read the JSON body back."""
 
     code: str
     message: str
     details: dict[str, Any]
+    # The LabError the answer was made from; None for an HTTP error or an unexpected one.
+    raised: LabError | None = None
 
 
 def answered_error() -> ErrorAnswer | None:
@@ -42,16 +45,18 @@ def answered_error() -> ErrorAnswer | None:
     return answer
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
-    if has_request_context():
-        g.lab_error = ErrorAnswer(code, message, details)
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any], raised: LabError | None = None
+) -> Response:
+    if has_request_context() or has_websocket_context():
+        g.lab_error = ErrorAnswer(code, message, details, raised)
     resp = jsonify({"error": {"code": code, "message": message, "details": details}})
     resp.status_code = status
     return resp
 
 
 async def _lab_error(exc: LabError) -> Response:
-    resp = error_response(exc.status, exc.code, exc.message, exc.details)
+    resp = error_response(exc.status, exc.code, exc.message, exc.details, exc)
     retry_after = exc.details.get("retry_after")
     if exc.status == 429 and retry_after is not None:
         resp.headers["Retry-After"] = str(max(1, round(float(retry_after))))

@@ -12,6 +12,7 @@ from quart import Blueprint, request
 from lab.errors import Conflict, Invalid, NotFound
 from lab.labd.access import rbac
 from lab.labd.access.auth import principal, requires
+from lab.labd.api.answers import created
 from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
@@ -125,7 +126,8 @@ async def get(name: str) -> dict[str, Any]:
 
 @bp.post("/api/roles")
 @requires("user", action="roles:create", resource="role/*")
-async def create() -> tuple[dict[str, Any], int]:
+@created
+async def create() -> dict[str, Any]:
     req = await body(CreateRole)
     if not _ROLE_NAME.fullmatch(req.name):
         raise Invalid(
@@ -150,7 +152,7 @@ async def create() -> tuple[dict[str, Any], int]:
     role = await store.roles.upsert(
         Role(name=req.name, description=req.description, permissions=perms)
     )
-    return role_view(role), 201
+    return role_view(role)
 
 
 @bp.delete("/api/roles/<name>")

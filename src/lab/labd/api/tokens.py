@@ -9,6 +9,7 @@ from quart import Blueprint
 
 from lab.errors import Invalid
 from lab.labd.access.auth import principal, requires
+from lab.labd.api.answers import created
 from lab.labd.api.bastion import check_bastion_revoke, check_bastion_token
 from lab.labd.api.bodies import CreateToken, body
 from lab.labd.context import ctx
@@ -26,7 +27,8 @@ def token_view(token: JoinToken) -> dict[str, Any]:
 
 @bp.post("/api/tokens")
 @requires("user", "bastion", action="tokens:create", resource="token/*")
-async def create() -> tuple[dict[str, Any], int]:
+@created
+async def create() -> dict[str, Any]:
     req = await body(CreateToken)
     if principal().kind == "bastion":
         await check_bastion_token(req)
@@ -49,7 +51,7 @@ async def create() -> tuple[dict[str, Any], int]:
         serial=req.serial,
         replace=req.replace,
     )
-    return {**token_view(record), "token": secret}, 201
+    return {**token_view(record), "token": secret}
 
 
 @bp.get("/api/tokens")

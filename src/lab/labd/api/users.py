@@ -11,6 +11,7 @@ from quart import Blueprint
 from lab.errors import Invalid, NotFound
 from lab.labd.access.auth import principal, requires
 from lab.labd.access.user_sessions import DISABLED
+from lab.labd.api.answers import created
 from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
@@ -48,7 +49,8 @@ async def list_() -> dict[str, Any]:
 
 @bp.post("/api/users")
 @requires("user", action="users:create", resource="user/*")
-async def create() -> tuple[dict[str, Any], int]:
+@created
+async def create() -> dict[str, Any]:
     """Create the user with its roles and a one-time user token carrying the same roles; the
     token's secret is in this answer only."""
     req = await body(CreateUser)
@@ -83,7 +85,7 @@ async def create() -> tuple[dict[str, Any], int]:
         "token": secret,
         "token_id": token.id,
         "token_expires_at": token.expires_at.isoformat(),
-    }, 201
+    }
 
 
 @bp.get("/api/users/<name>")

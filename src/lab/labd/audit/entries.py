@@ -1,17 +1,21 @@
 """Recording audited actions. labd writes the audit log itself (never the agent), and an
 action is acknowledged only after its entry is durable.
 
-REST requests are audited in one place. Once a request is authenticated,
-:func:`commit_with_changes` hands its entry to the store (:mod:`lab.store.audited`): the first
-write transaction the handler causes commits the entry with the change, so a crash never leaves
-a change without its entry. A request that changed nothing (a read, a refusal, a failure before
-any write) is recorded by :func:`audit_response` (an ``after_request`` hook), which awaits the
-group-committed entry before the response leaves and answers 503 instead when it cannot be
-written (fail closed); it also adds a follow-up entry when the answer differs from what the
-committed entry says (a failure after the change) or the handler annotated more afterwards.
-Handlers do not call :func:`record` for their own request; they add details with
-:func:`annotate` (before their first write, so the details commit with the change). WebSocket
-handlers (exec, logs, the agent channel) call :func:`record` themselves.
+There are two ways in, and only two. Requests (REST, and WebSocket handshakes) are audited by
+the hooks here; streams and agent events, which outlive their request, call :func:`record`.
+
+Once a REST request is authenticated (:func:`passed`), its entry is handed to the store
+(:mod:`lab.store.audited`): the first write transaction the handler causes commits the entry
+with the change, so a crash never leaves a change without its entry. A request that changed
+nothing (a read, a refusal, a failure before any write) is recorded by :func:`audit_response`
+(an ``after_request`` hook), which awaits the group-committed entry before the response leaves
+and answers 503 instead when it cannot be written (fail closed); it also adds a follow-up entry
+when the answer differs from what the committed entry says (a failure after the change) or the
+handler annotated more afterwards. Handlers add details with :func:`annotate` (before their
+first write, so the details commit with the change). A WebSocket refused by the access check is
+recorded by :func:`audit_refused_handshake` (an ``after_websocket`` hook); one that passed is
+left to its handler: the exec/logs relays and the agent channel call :func:`record`. The hooks
+read the answered error as a value (lab.labd.api.errors.answered_error), never from the body.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
-from quart import Response, g, has_request_context, has_websocket_context, request
+from quart import (
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    has_websocket_context,
+    request,
+    websocket,
+)
+from quart.typing import ResponseTypes
 
+from lab.labd.api.answers import success_status
 from lab.labd.api.errors import answered_error, error_response
 from lab.labd.context import ctx
 from lab.model import AuditEntry
@@ -54,18 +68,8 @@ _ENROLL_SUBJECT = {
     "/api/auth/bastion-enroll": ("name", "bastion"),
 }
 _MAX_MESSAGE = 500
-# Routes that answer 201 on success (POST); every other audited route answers 200. The entry a
-# change commits with records this status; a different answer adds a follow-up entry.
-_CREATED = frozenset(
-    {
-        "/api/auth/enroll",
-        "/api/auth/user-enroll",
-        "/api/auth/bastion-enroll",
-        "/api/roles",
-        "/api/users",
-        "/api/tokens",
-    }
-)
+REFUSAL_AUDIT_INTERVAL = 3600.0
+"""Seconds between two audit entries for refused handshakes of one identity and reason."""
 
 
 @define(kw_only=True)
@@ -109,21 +113,27 @@ def begin(action: str, resource: str) -> Pending:
     return pending
 
 
-def commit_with_changes(context: LabdContext, who: Principal | None) -> None:
-    """The current (REST) request passed authentication: its entry commits with the first
-    change it makes (see the module docstring). No-op when the audit log is off."""
+def passed(context: LabdContext, who: Principal | None) -> None:
+    """The current request passed the access check. A REST request's entry now commits with
+    the first change its handler makes (see the module docstring); a WebSocket's handler
+    records its own entries with :func:`record`, so the hook has nothing left to write."""
+    if has_websocket_context():
+        g.pop("lab_audit", None)
+        return
+    _commit_with_changes(context, who)
+
+
+def _commit_with_changes(context: LabdContext, who: Principal | None) -> None:
     pending: Pending | None = g.get("lab_audit")
     if pending is None or not context.config.audit_enabled:
         return
     pending.principal = who
     pending.source = request.remote_addr or ""
-    rule = request.url_rule.rule if request.url_rule is not None else ""
     pending.request = {"method": request.method, "path": request.path}
     rid = request_id()
     if rid is not None:
         pending.request["request_id"] = rid
-    if request.method == "POST" and rule in _CREATED:
-        pending.success_status = 201
+    pending.success_status = success_status(current_app.view_functions.get(request.endpoint or ""))
     pending.committed = audit_next_change(pending.entry)
 
 
@@ -175,10 +185,8 @@ async def record(
 ) -> AuditEntry | None:
     """Append one entry and return it once durable (group commit); None when the audit log is
     switched off (benchmarks only). Raises if the write fails, so a caller that cannot audit
-    refuses the action (fail closed). Called during a REST request, it replaces the entry the
-    hook would have written for that request. Cancelled, the entry may still be written."""
-    if has_request_context():
-        g.lab_audited = True
+    refuses the action (fail closed). For streams and agent events; a request's own entry is
+    the hooks' (see the module docstring). Cancelled, the entry may still be written."""
     if not context.config.audit_enabled:
         return None
     entry = AuditEntry(
@@ -229,13 +237,13 @@ def _error_details() -> dict[str, Any]:
 async def audit_response(response: Response) -> Response:
     """after_request hook: write the entry of an audited request before the answer leaves.
 
-    Skipped for requests that were not audited (no route, health/CA/CRL), answers 429 (the
-    request never reached the action), and requests whose handler called :func:`record`.
+    Skipped for requests that were not audited (no route, health/CA/CRL) and answers 429 (the
+    request never reached the action).
     If the write fails the client gets 503 instead of the handler's answer and the failure is
     logged: no action is acknowledged without its entry.
     """
     pending: Pending | None = g.get("lab_audit")
-    if pending is None or response.status_code == 429 or g.get("lab_audited", False):
+    if pending is None or response.status_code == 429:
         return response
     context = ctx()
     if not context.config.audit_enabled:
@@ -289,4 +297,68 @@ async def audit_response(response: Response) -> Response:
             "the audit log could not be written, so the request is refused",
             {"reason": "audit_unavailable", "hint": "check labd's database; then retry"},
         )
+    return response
+
+
+@define
+class RefusalLog:
+    """Which refused WebSocket handshakes to audit: the first of each (identity, reason) per
+    ``interval``. A revoked agent retrying for days then leaves one entry an hour, not one per
+    attempt; every refusal is still counted in ``labd_auth_refusals_total``. Pure: the caller
+    passes the time. At most ``limit`` keys are remembered (the oldest are forgotten)."""
+
+    interval: float = REFUSAL_AUDIT_INTERVAL
+    limit: int = 10_000
+    _last: dict[tuple[str, str], float] = field(factory=dict)
+
+    def should_audit(self, who: str, reason: str, now: float) -> bool:
+        key = (who, reason)
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last.pop(key, None)
+        self._last[key] = now
+        while len(self._last) > self.limit:
+            del self._last[next(iter(self._last))]
+        return True
+
+
+async def audit_refused_handshake(response: ResponseTypes | None) -> ResponseTypes | None:
+    """after_websocket hook: record a WebSocket handshake the access check refused (its
+    handler never ran); a failed write is logged (it is refused anyway).
+
+    Only refusals raised as a LabError count (not 429). Every one is counted by reason; repeats
+    of one identity (or source address, when no certificate was read) and reason are audited
+    at most once per ``REFUSAL_AUDIT_INTERVAL``.
+    """
+    pending: Pending | None = g.get("lab_audit")
+    answer = answered_error()
+    exc = answer.raised if answer is not None else None
+    if pending is None or exc is None or exc.status == 429:
+        return response
+    context = ctx()
+    reason = exc.details.get("reason") if isinstance(exc.details.get("reason"), str) else None
+    context.metrics.auth_refusals.labels(reason=str(reason or exc.code)).inc()
+    who: Principal | None = g.get("principal")
+    key = who.subject if who is not None else f"addr/{websocket.remote_addr or '?'}"
+    refusals: RefusalLog = current_app.extensions.setdefault("lab.ws_refusals", RefusalLog())
+    if not refusals.should_audit(key, str(reason or exc.code), time.monotonic()):
+        return response
+    details: dict[str, Any] = {"path": websocket.path, "status": exc.status, "error": exc.code}
+    details["message"] = exc.message
+    if reason is not None:
+        details["reason"] = reason
+    try:
+        await record(
+            context,
+            action=pending.action,
+            resource=pending.resource,
+            result=result_of(exc.status),
+            principal=who,
+            source=websocket.remote_addr or "",
+            duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
+            details=details,
+        )
+    except Exception:
+        log.exception("audit write failed for a refused WebSocket %s", websocket.path)
     return response
