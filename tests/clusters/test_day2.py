@@ -1,0 +1,67 @@
+"""Three servers: created one at a time after the first, upgraded one server at a time (the
+stand-in records the order), then deleted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.clusters.rig import V1, V2, cluster_lab, free_port, k3s_program
+
+
+async def test_three_servers_create_upgrade_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = ["s1", "s2", "s3"]
+    with trio.fail_after(240):
+        async with cluster_lab(tmp_path, monkeypatch, nodes) as lab:
+            lab.artifacts.add("k3s", V1, "amd64", k3s_program(V1, lab.record))
+            lab.artifacts.add("k3s", V2, "amd64", k3s_program(V2, lab.record))
+            async with await lab.http() as client:
+                body = {"servers": nodes[:2], "api_address": "127.0.0.1", "api_port": free_port()}
+                resp = await client.post("/api/clusters/c3/create", json=body)
+                assert resp.status_code == 400 and "allow-even" in resp.text
+                body["servers"] = nodes
+                resp = await client.post("/api/clusters/c3/create", json=body)
+                assert resp.status_code == 200, resp.text
+                op = await lab.wait_op(client, "c3", resp.json()["id"])
+                assert op["status"] == "succeeded", json.dumps(op, indent=1)
+                configs = [(lab.root(n) / "etc/rancher/k3s/config.yaml").read_text() for n in nodes]
+                flags = [
+                    [
+                        line
+                        for line in c.splitlines()
+                        if line.startswith(("cluster-cidr", "service-cidr", "secrets-"))
+                    ]
+                    for c in configs
+                ]
+                assert flags[0] == flags[1] == flags[2]
+
+                resp = await client.post("/api/clusters/c3/upgrade", json={"version": V2})
+                assert resp.status_code == 200, resp.text
+                op = await lab.wait_op(client, "c3", resp.json()["id"])
+                assert op["status"] == "succeeded", json.dumps(op, indent=1)
+                events = [c for c in lab.calls() if c.get("version") == V2 or "systemctl" in c]
+                # each server is stopped and back at V2 before the next one is touched
+                order = [
+                    c["node"]
+                    for c in lab.calls()
+                    if c.get("event") == "start" and c.get("version") == V2
+                ]
+                assert order == nodes
+                restarts = [c["root"] for c in events if c.get("systemctl", [""])[0] == "restart"]
+                assert [Path(r).parent.name for r in restarts] == nodes
+
+                resp = await client.post("/api/clusters/c3/delete", json={"keep_data": True})
+                assert resp.status_code == 200, resp.text
+                op = await lab.wait_op(client, "c3", resp.json()["id"])
+                assert op["status"] == "succeeded", json.dumps(op, indent=1)
+                for node in nodes:
+                    assert not (lab.root(node) / "usr/local/bin/k3s").exists()
+                    assert (lab.root(node) / "var/lib/rancher/k3s").exists()  # --keep-data
+                resp = await client.get("/api/clusters/c3/operations")
+                kinds = [o["kind"] for o in resp.json()["items"]]
+                assert kinds == ["delete", "upgrade", "create"]

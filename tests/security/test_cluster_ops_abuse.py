@@ -1,0 +1,66 @@
+"""Abuse cases of cluster operations: who may start one, and what a join token binds.
+
+- A viewer or operator (no clusters:create) starting a create gets 403 and nothing is
+  recorded; the refusal is audited.
+- A token made for one cluster does not verify another cluster's CA (a joining node, and
+  labd's verify-ca step, refuse a server whose CA hash is not the token's).
+- A token not in the secure K10 form is refused; the token never shows its secret in repr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from lab import pki
+from lab.errors import Invalid
+from lab.labd.clusterops.token import ca_matches, make_token, parse_token
+from tests.labd.harness import running_labd
+from tests.servers.seam import audit_entries
+
+
+async def test_a_viewer_cannot_start_a_create(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            for role in ("viewer", "operator"):
+                token = await labd.create_token(admin, "user", user=f"u-{role}", roles=[role])
+                who = await labd.enroll_user(f"u-{role}", token)
+                async with labd.client(who) as http:
+                    resp = await http.post(
+                        "/api/clusters/c1/create", json={"servers": ["server/x"]}
+                    )
+                    assert resp.status_code == 403, resp.text
+                    resp = await http.post("/api/clusters/c1/delete", json={})
+                    assert resp.status_code == 403, resp.text
+            assert labd.context is not None
+            assert await labd.context.store.cluster_ops.list(cluster="c1") == []
+            denied = await audit_entries(labd, "clusters:create")
+            assert denied and all(e.result == "denied" for e in denied)
+
+
+def test_a_token_binds_its_cluster_ca() -> None:
+    ca_a = pki.create_ca("k3s-server-ca@a").cert_pem()
+    ca_b = pki.create_ca("k3s-server-ca@b").cert_pem()
+    token_a = make_token(ca_a)
+    parsed = parse_token(str(token_a))
+    assert ca_matches(parsed, ca_a)
+    assert not ca_matches(parsed, ca_b)  # the other cluster's server is refused
+    assert make_token(ca_a).secret != token_a.secret  # a fresh secret per cluster
+    assert token_a.secret not in repr(token_a)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "K10abc::server:x",
+        "secret-only",
+        "K10" + "0" * 64 + "::server:",
+        "K10" + "g" * 64 + "::server:s",
+    ],
+)
+def test_non_secure_tokens_are_refused(text: str) -> None:
+    with pytest.raises(Invalid):
+        parse_token(text)
