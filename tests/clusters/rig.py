@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -25,6 +26,8 @@ import httpx
 import trio
 
 from lab.agent.executor import BASE_PATH
+from lab.client.credentials import Credentials as CliCredentials
+from lab.client.credentials import save_credentials
 from lab.errors import NotFound
 from lab.labd.clusterops.deps import ArtifactRef
 from tests.e2e.daemons import Daemon, clean_env, start_daemon
@@ -117,6 +120,29 @@ class ClusterLab:
             if op["status"] in ("succeeded", "failed"):
                 return op
             await trio.sleep(0.2)
+
+    async def labctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """Run labctl as the admin against this labd."""
+        home = self.tmp / "labctl-home"
+        if not home.exists():
+            save_credentials(
+                home,
+                CliCredentials(
+                    ca_pem=self.labd.ca_pem(),
+                    cert_pem=self.admin.cert_pem,
+                    key_pem=self.admin.key_pem,
+                ),
+            )
+        env = {
+            **clean_env(),
+            "LABCTL_HOME": str(home),
+            "LABCTL_CONFIG": str(home / "config.yaml"),
+            "LABCTL_SERVER": self.labd.url,
+        }
+        return await trio.run_process(
+            [sys.executable, "-m", "lab.cli.main", *args],
+            env=env, capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
 
     def stop_k3s(self) -> None:
         """Stop every stand-in k3s the stand-in systemctl started (also when a test fails)."""

@@ -74,7 +74,8 @@ async def describe(resource: str, /, *, output: OutputOpt = "") -> None:
     """Show one resource in detail: facts, labels, presence, certificate.
 
     For a server: status and the replica holding its connection, last heartbeat, agent
-    version, certificate serial and expiry, labels and every fact the agent reported.
+    version, certificate serial and expiry, labels and every fact the agent reported. For a
+    cluster: its record, nodes, last operation with every step, earlier operations.
 
     Example: labctl describe server/web1 -o yaml
 
@@ -91,9 +92,15 @@ async def describe(resource: str, /, *, output: OutputOpt = "") -> None:
     from lab.runtime.exits import handle
     from lab.runtime.output import emit, is_data
 
+    with handle():
+        kind, name = parse_resource(resource, allowed=("server", "cluster"))
+    if kind == "cluster":
+        from lab.cli.clusters_cmd import describe_cluster
+
+        await describe_cluster(name, output)
+        return
     fmt = check_format(output)
     with handle():
-        _, name = parse_resource(resource, allowed=("server",))
         async with LabClient.from_settings() as client:
             item = await client.get(f"/api/servers/{quote(name, safe='')}")
     if is_data(fmt):

@@ -71,6 +71,11 @@ app.command(
     name="modules",
     help="App modules: list the built-ins, show, lint and package a module.",
 )
+app.command(
+    "lab.cli.clusters_cmd:clusters_app",
+    name="clusters",
+    help="Kubernetes clusters: create k3s on enrolled servers, day-2 operations.",
+)
 app.command(describe, name="describe")
 app.command(label, name="label")
 

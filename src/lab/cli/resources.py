@@ -7,6 +7,7 @@ from lab.errors import Invalid
 # Canonical type -> the spellings accepted for it (kubectl accepts singular and plural).
 RESOURCE_TYPES: dict[str, tuple[str, ...]] = {
     "server": ("server", "servers"),
+    "cluster": ("cluster", "clusters"),
 }
 
 
