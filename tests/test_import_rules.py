@@ -42,6 +42,10 @@ OWNED = {
     "psycopg": "store",
     "psycopg_pool": "store",
 }
+# Packages with no function-level import: one usually hides a circle (move the shared piece
+# down instead). The exception is an optional dependency's edge, marked on its line.
+NO_LAZY_IMPORTS = ("labd",)
+OPTIONAL_EDGE = "# optional dependency"
 # cyclopts' lazy commands ("lab.cli.init_cmd:init_app") import their module when called.
 _LAZY_COMMAND = re.compile(r"lab(?:\.[a-z_][a-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -226,7 +230,47 @@ def test_owned_libraries_stay_in_their_package(imports: list[Import], library: s
     assert offenders == []
 
 
+def function_level_imports(path: Path) -> Iterator[str]:
+    """``path:line`` of every import written inside a function, except an optional
+    dependency's edge (its line carries ``# optional dependency`` and says which)."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    seen: set[int] = set()  # ast.walk is breadth first: the outermost function names it
+    for fn in ast.walk(ast.parse(text, filename=str(path))):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import | ast.ImportFrom) and node.lineno not in seen:
+                seen.add(node.lineno)
+                if OPTIONAL_EDGE not in lines[node.lineno - 1]:
+                    yield f"{path}:{node.lineno} (in {fn.name})"
+
+
+@pytest.mark.parametrize("package", NO_LAZY_IMPORTS)
+def test_no_function_level_imports(package: str) -> None:
+    found = [
+        hit
+        for path in sorted((SRC / package).rglob("*.py"))
+        for hit in function_level_imports(path)
+    ]
+    assert found == []
+
+
 # --- the scanner itself: it must see the imports that do exist, however they are written
+
+
+def test_function_level_imports_are_found_unless_marked_optional(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text(
+        "import os\n"
+        "def f():\n    from lab.labd.app import create_app\n"
+        "async def g():\n    def inner():\n        import json\n"
+        "def h():\n    import psycopg  # optional dependency: labctl[postgres]\n"
+    )
+    assert [hit.rpartition(":")[2] for hit in function_level_imports(path)] == [
+        "3 (in f)",
+        "6 (in g)",
+    ]
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -4,84 +4,40 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 from cyclopts import App
+from quart_trio import QuartTrio
 
 from lab import __version__
-from lab.errors import DatabaseUnreachable, LabError, Unavailable
+from lab.errors import LabError
+from lab.labd.access.ratelimit import RateLimiter
+from lab.labd.app import create_app
+from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
+from lab.labd.audit.keys import audit_keys
+from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
+from lab.labd.clusterops.engine import OpEngine
 from lab.labd.config import LabdConfig, load_labd_config
+from lab.labd.context import LabdContext
+from lab.labd.hub.registry import AgentHub, default_replica
+from lab.labd.identity.ca import CAService
+from lab.labd.identity.identities import Identities, Revocations
+from lab.labd.secrets import SecretsStore, key_encryption_key
+from lab.labd.secrets.rotate import rotate_secrets
+from lab.labd.storage import open_database, prepare_data_dir
+from lab.pki import resolve_ca_passphrase
+from lab.runtime import sdnotify
 from lab.runtime.commandline import report, run_app
-
-if TYPE_CHECKING:
-    from quart_trio import QuartTrio
-
-    from lab.labd.context import LabdContext
-    from lab.store import AuditKey, Store
+from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
+from lab.runtime.entry import run_daemon
+from lab.runtime.logs import setup_logging
+from lab.runtime.shutdown import watch_signals
+from lab.runtime.tls_server import serve_asgi
 
 log = logging.getLogger("labd")
-
-# The daemon's parts (quart, cryptography, the store) are imported inside the functions that
-# build them, so that `labd --help` and `labd --version` do not pay for them; the only lazy
-# imports in lab.labd (see docs/development.md, "Lazy imports").
-
-
-def prepare_data_dir(path: Path) -> None:
-    """Create the data dir (0700) and check it is writable; raise DataDirUnusable in one line."""
-    from lab.runtime.datadir import prepare_data_dir as prepare
-
-    prepare(path, setting="LABD_DATA_DIR (or data_dir in labd.yaml)")
-    warn_if_readable(path)
-
-
-@asynccontextmanager
-async def open_database(config: LabdConfig, audit_key: AuditKey) -> AsyncIterator[Store]:
-    """:func:`lab.store.open_store` for labd; a database that cannot be reached while opening
-    is :class:`DatabaseUnreachable` (its own exit code), later failures pass unchanged.
-    """
-    from lab.store import open_store
-
-    async with AsyncExitStack() as stack:
-        try:
-            store = await stack.enter_async_context(
-                open_store(
-                    config.effective_database_url,
-                    timeout=config.database_timeout,
-                    audit_key=audit_key,
-                )
-            )
-        except Unavailable as exc:
-            if isinstance(exc, DatabaseUnreachable):
-                raise
-            raise DatabaseUnreachable(
-                exc.message,
-                details={
-                    **exc.details,
-                    "hint": "check database_url (LABD_DATABASE_URL) and that the database runs",
-                },
-            ) from exc
-        yield store
-
-
-def warn_if_readable(path: Path) -> bool:
-    """Log a warning when the data dir is group- or world-readable (it holds the CA key, the
-    database and the bootstrap token); returns whether it warned. labd does not change the
-    mode of a directory it did not create: the operator may share it on purpose."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077 == 0:
-        return False
-    log.warning(
-        "data dir %s has mode %04o: other users may read or list it; run: chmod 700 %s",
-        path,
-        mode,
-        path,
-    )
-    return True
 
 
 async def serve_labd(
@@ -98,18 +54,6 @@ async def serve_labd(
 
     Raises LabError subclasses for unusable config (data dir, database, schema too new).
     """
-    from lab.labd.access.ratelimit import RateLimiter
-    from lab.labd.app import create_app
-    from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
-    from lab.labd.audit.keys import audit_keys
-    from lab.labd.cluster import ClusterMember, advertised_names
-    from lab.labd.clusterops.engine import OpEngine
-    from lab.labd.context import LabdContext
-    from lab.labd.hub.registry import AgentHub, default_replica
-    from lab.labd.identity.ca import CAService
-    from lab.labd.identity.identities import Identities, Revocations
-    from lab.labd.secrets import SecretsStore, key_encryption_key
-    from lab.pki import resolve_ca_passphrase
 
     prepare_data_dir(config.data_path)
     passphrase = resolve_ca_passphrase(config.data_path)
@@ -176,10 +120,6 @@ async def _serve(
     task_status: trio.TaskStatus[tuple[str, int]],
 ) -> None:
     """Open the nursery and start the services; returns once they all stopped."""
-    from lab.labd.cluster import advertise_url
-    from lab.runtime import sdnotify
-    from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
-    from lab.runtime.tls_server import serve_asgi
 
     config, ca, cluster = context.config, context.ca, context.cluster
     assert cluster is not None
@@ -240,8 +180,6 @@ def announce_bootstrap(path: Path, host: str, port: int, fingerprint: str) -> No
 
 
 async def _run(config: LabdConfig) -> None:
-    from lab.runtime import sdnotify
-    from lab.runtime.shutdown import watch_signals
 
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -270,8 +208,6 @@ app = App(
 @app.default
 def serve() -> None:
     """Serve until SIGTERM or SIGINT (the only thing labd does)."""
-    from lab.runtime.entry import run_daemon
-    from lab.runtime.logs import setup_logging
 
     try:
         config = load_labd_config()
@@ -305,7 +241,6 @@ def rotate(*, previous_key_file: Path | None = None) -> None:
     previous_key_file
         The key file (or CA passphrase file) the data keys were wrapped with until now.
     """
-    from lab.labd.secrets.rotate import rotate_secrets
 
     try:
         config = load_labd_config()

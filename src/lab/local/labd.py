@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lab.labd.config import load_labd_config
-from lab.labd.main import prepare_data_dir
+from lab.labd.storage import prepare_data_dir
 from lab.local.daemonize import Standalone, local_url, start_healthy
 
 

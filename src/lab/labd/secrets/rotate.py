@@ -10,9 +10,9 @@ import trio
 
 from lab.labd.audit.keys import audit_keys
 from lab.labd.config import LabdConfig
-from lab.labd.main import open_database
 from lab.labd.secrets.keys import key_encryption_key, previous_keys
 from lab.labd.secrets.store import Rotation, SecretsStore
+from lab.labd.storage import open_database
 from lab.model import AuditEntry
 from lab.pki import resolve_ca_passphrase
 
