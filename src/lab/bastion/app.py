@@ -24,13 +24,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 import trio
 from quart import Response, current_app, jsonify, request, send_from_directory
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from lab.bastion.fastpath import first_mac
 from lab.bastion.operators import Operators
 from lab.bastion.service import Bastion, public_view
 from lab.bastion.validate import normalize_mac
@@ -357,6 +357,7 @@ class DispatchFastPath:
     :meth:`Bastion.dispatch`; anything else (a missing or bad MAC, HEAD, another path) goes to
     the Quart app, which stays the one definition of the API and of its error responses. An
     error from the bastion itself is rendered by the app's own error handlers.
+    :meth:`answer` is also what the connection front (:mod:`lab.bastion.fastpath`) answers.
     """
 
     def __init__(self, app: QuartTrio, bastion: Bastion) -> None:
@@ -365,22 +366,23 @@ class DispatchFastPath:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/dispatch":
-            mac = _valid_mac(scope["query_string"])
+            mac = first_mac(scope["query_string"])
             if mac is not None:
-                await self._dispatch(scope, mac, send)
+                scope[ROUTE_KEY] = "/dispatch"
+                status, headers, body = await self.answer(mac)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
         await self.app(scope, receive, send)
 
-    async def _dispatch(self, scope: Any, mac: str, send: Any) -> None:
-        scope[ROUTE_KEY] = "/dispatch"
+    async def answer(self, mac: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """(status, headers, body) of ``/dispatch`` for a valid ``mac``: the script, or the
+        app's error envelope when the bastion fails."""
         try:
             body = (await self.bastion.dispatch(mac)).encode()
         except Exception as exc:
-            status, headers, body = await self._error(exc)
-        else:
-            status, headers = 200, [_IPXE_TYPE, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+            return await self._error(exc)
+        return 200, [_IPXE_TYPE, (b"content-length", str(len(body)).encode())], body
 
     async def _error(self, exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         async with self.app.app_context():
@@ -391,17 +393,6 @@ class DispatchFastPath:
 
 
 _IPXE_TYPE = (b"content-type", IPXE.encode())
-
-
-def _valid_mac(query: bytes) -> str | None:
-    """The normalised first ``mac`` of a query string (as ``request.args`` reads it), if valid."""
-    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if key == "mac":
-            try:
-                return normalize_mac(value)
-            except Invalid:
-                return None
-    return None
 
 
 def _listing(directory: Path) -> list[str]:

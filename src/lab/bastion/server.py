@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from lab.bastion import dnsmasq
 from lab.bastion.app import DispatchFastPath, Observed, create_app
 from lab.bastion.config import BastionConfig
+from lab.bastion.fastpath import DispatchFront
 from lab.bastion.labd_link import load_link, open_labd_link
 from lab.bastion.operators import Operators
 from lab.bastion.service import Bastion, EnrollmentCheck, JoinTokenSource, StaticTokenSource
@@ -136,14 +137,17 @@ async def serve_bastion(
             on_handshake_failure=metrics.connections.handshake_failed,
         )
         metrics.connections.watch(guard.unauthenticated)
+        fast = DispatchFastPath(app, bastion)
         host, port = await nursery.start(
             partial(
                 serve_asgi,
-                Observed(DispatchFastPath(app, bastion), metrics),
+                Observed(fast, metrics),
                 host=config.host,
                 port=config.port,
                 shutdown_event=shutdown,
                 guard=guard,
+                # /dispatch on the connection itself; the rest (and its errors) through Quart.
+                front=DispatchFront(fast.answer, metrics, idle_timeout=config.idle_timeout),
             )
         )
         # With port 0 (tests) the URL in the scripts is known only now.

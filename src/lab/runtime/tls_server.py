@@ -47,6 +47,7 @@ from hypercorn.typing import (
 )
 
 from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
+from lab.runtime.front import ConnectionFront
 from lab.runtime.ports import naming_the_port
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -171,9 +172,11 @@ class PeerCertTCPServer(TCPServer):
         stream: trio.SSLStream[trio.SocketStream],
         *,
         guard: ConnectionGuard | None = None,
+        front: ConnectionFront | None = None,
     ) -> None:
         super().__init__(app, config, context, state, stream)
         self.guard = guard or ConnectionGuard()
+        self.front = front
 
     async def run(self) -> None:
         address = _peer_address(self.stream)
@@ -182,6 +185,11 @@ class PeerCertTCPServer(TCPServer):
             return
         authenticated = False
         try:
+            if self.front is not None and isinstance(self.stream, trio.SocketStream):
+                handed = await self.front.serve(self.stream)
+                if handed is None:
+                    return
+                self.stream = handed  # a plain stream: hypercorn takes it as such
             if isinstance(self.stream, trio.SSLStream):
                 try:
                     with trio.fail_after(self.config.ssl_handshake_timeout):
@@ -243,6 +251,7 @@ async def serve_asgi(
     graceful_timeout: float = 5.0,
     limits: ConnectionLimits | None = None,
     guard: ConnectionGuard | None = None,
+    front: ConnectionFront | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ASGI ``app`` (HTTP/1.1, h2 over TLS, WebSocket) until ``shutdown_event`` is set.
@@ -256,6 +265,8 @@ async def serve_asgi(
     ``guard`` (or a fresh one over ``limits``, defaults when both are None) bounds every
     connection: the TLS handshake and the wait for each request are timed out, and a source
     address may hold only so many unauthenticated connections (see :mod:`lab.runtime.connguard`).
+    ``front`` (plain TCP only) reads each connection first and answers what it knows itself,
+    handing the rest to hypercorn (see :mod:`lab.runtime.front`).
 
     When ``shutdown_event`` is set, the listeners close at once; open connections get
     ``graceful_timeout`` seconds to finish (idle keep-alive connections close right away)
@@ -285,6 +296,7 @@ async def serve_asgi(
             ssl_context=ssl_context,
             shutdown_event=shutdown_event,
             guard=guard,
+            front=front if ssl_context is None else None,
             task_status=task_status,
         )
     finally:
@@ -302,6 +314,7 @@ async def _serve(
     ssl_context: ssl.SSLContext | None,
     shutdown_event: trio.Event,
     guard: ConnectionGuard,
+    front: ConnectionFront | None,
     task_status: trio.TaskStatus[tuple[str, int]],
 ) -> None:
     # Modelled on hypercorn.trio.run.worker_serve, with our TCPServer and our own sockets.
@@ -329,6 +342,7 @@ async def _serve(
                 context,
                 ConnectionState(lifespan_state.copy()),
                 guard=guard,
+                front=front,
             )
             bound = socket_listeners[0].socket.getsockname()
             try:
@@ -350,6 +364,8 @@ async def _serve(
                     accept_nursery.cancel_scope.cancel()
             finally:
                 # Tell idle keep-alive connections to close, then bound the drain.
+                if front is not None:
+                    front.close_idle()
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + graceful_timeout
 

@@ -1,0 +1,198 @@
+"""The /dispatch connection front: what it takes, what it hands to hypercorn, and how it ends."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from lab.bastion.fastpath import HAND_OFF, Dispatch, parse_head
+from tests.bastion.conftest import Running, start_bastion
+
+MAC = "52:54:00:ab:cd:ef"
+GET = f"GET /dispatch?mac={MAC} HTTP/1.1\r\nHost: b\r\n\r\n".encode()
+
+
+# --- the head parser, pure ----------------------------------------------------------------------
+
+
+def test_a_dispatch_head_is_taken_with_its_size_and_options() -> None:
+    assert parse_head(GET + b"GET /next") == Dispatch(MAC, len(GET), False, None)
+    head = (
+        b"GET /dispatch?x=1&mac=52-54-00-AB-CD-EF&mac=zz HTTP/1.1\r\nhost:b\r\n"
+        b"Connection: keep-alive, Close\r\nX-Request-Id:  pxe-7 \r\nUser-Agent: iPXE/1.0\r\n\r\n"
+    )
+    assert parse_head(head) == Dispatch(MAC, len(head), True, "pxe-7")
+
+
+@pytest.mark.parametrize("size", [0, 5, 14, 30, len(GET) - 1])
+def test_an_incomplete_head_asks_for_more(size: int) -> None:
+    assert parse_head(GET[:size]) is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"HEAD /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /dispatchx?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.0\r\nHost: b\r\n\r\n",
+        b"GET /dispatch?mac=zz HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /dispatch?mac=zz&mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /dispatch?other=1 HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nHost: c\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: x\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nExpect: 100-continue\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n folded\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nBad Name: b\r\nHost: b\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\x00\r\n\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\nHost: b\n\n",
+        b"\x16\x03\x01\x02\x00",
+    ],
+)
+def test_anything_else_goes_to_hypercorn(head: bytes) -> None:
+    assert parse_head(head) is HAND_OFF
+
+
+def test_an_endless_head_goes_to_hypercorn() -> None:
+    endless = GET[:-2] + b"X-Filler: " + b"a" * 9000
+    assert parse_head(endless) is HAND_OFF
+    assert parse_head(GET[:-2] + b"X-Filler: " + b"a" * 9000 + b"\r\n\r\n") is HAND_OFF
+
+
+# --- on a running bastion -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def quick(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Running]:
+    async for running in start_bastion(nursery, tmp_path, idle_timeout=1.0):
+        yield running
+
+
+async def _connect(bastion: Running) -> trio.SocketStream:
+    host, port = bastion.url.removeprefix("http://").rsplit(":", 1)
+    return await trio.open_tcp_stream(host, int(port))
+
+
+_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)\r\n", re.IGNORECASE)
+
+
+async def _responses(stream: trio.SocketStream, count: int) -> list[tuple[int, bytes, bytes]]:
+    """``count`` responses (status, head, body), read to their Content-Length."""
+    buf, out = b"", []
+    while len(out) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            found = _LENGTH.search(buf[: end + 2])
+            assert found is not None, buf[:end]
+            size = end + 4 + int(found.group(1))
+            if len(buf) >= size:
+                out.append((int(buf[9:12]), buf[:end], buf[end + 4 : size]))
+                buf = buf[size:]
+                continue
+        chunk = await stream.receive_some(65536)
+        assert chunk, f"closed after {len(out)} responses"
+        buf += chunk
+    assert buf == b""
+    return out
+
+
+async def _closed(stream: trio.SocketStream) -> bool:
+    try:
+        return await stream.receive_some(1) == b""
+    except trio.BrokenResourceError:
+        return True
+
+
+async def test_one_connection_mixes_fast_answers_and_quart_ones(bastion: Running) -> None:
+    """Pipelined in one write: two /dispatch, then a /healthz (the hand-off, with the bytes
+    already read), then a /dispatch hypercorn answers; all in order, nothing lost."""
+    stream = await _connect(bastion)
+    async with stream:
+        with trio.fail_after(20):
+            healthz = b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n"
+            await stream.send_all(GET + GET + healthz + GET)
+            got = await _responses(stream, 4)
+            assert [status for status, _, _ in got] == [200, 200, 200, 200]
+            # The front's answers are byte for byte what the app answers through hypercorn.
+            assert got[0][2] == got[1][2] == got[3][2]
+            assert f"mac={MAC}".encode() in got[0][2] and b"#!ipxe" in got[0][2]
+            assert got[2][2] == b'{"status":"ok"}\n'
+            # Only the front's answers lack hypercorn's server header.
+            assert [b"\r\nserver:" in head.lower() for _, head, _ in got] == [
+                False,
+                False,
+                True,
+                True,
+            ]
+            assert all(b"\r\nx-request-id: " in head.lower() for _, head, _ in got)
+            metrics = await bastion.client.get("/metrics", headers=bastion.admin)
+            count = re.search(
+                r'lab_bastion_http_request_duration_seconds_count\{method="GET",'
+                r'route="/dispatch",status="200"\} ([0-9.]+)',
+                metrics.text,
+            )
+            # The two fast answers are observed like the one hypercorn gave.
+            assert count is not None and float(count.group(1)) == 3
+
+
+async def test_a_request_arriving_in_pieces_is_answered(bastion: Running) -> None:
+    stream = await _connect(bastion)
+    async with stream:
+        with trio.fail_after(20):
+            for piece in (GET[:3], GET[3:20], GET[20:-1], GET[-1:]):
+                await stream.send_all(piece)
+            ((status, _, body),) = await _responses(stream, 1)
+            assert status == 200 and b"#!ipxe" in body
+
+
+async def test_connection_close_is_honoured(bastion: Running) -> None:
+    stream = await _connect(bastion)
+    async with stream:
+        with trio.fail_after(20):
+            await stream.send_all(GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            ((status, head, _),) = await _responses(stream, 1)
+            assert status == 200 and b"\r\nconnection: close" in head
+            assert await _closed(stream)
+
+
+async def test_a_bad_mac_gets_the_apps_400(bastion: Running) -> None:
+    stream = await _connect(bastion)
+    async with stream:
+        with trio.fail_after(20):
+            await stream.send_all(GET + GET.replace(MAC.encode(), b"zz"))
+            (ok, _, _), (bad, _, body) = await _responses(stream, 2)
+            assert (ok, bad) == (200, 400) and b"@ mac" in body
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(quick: Running) -> None:
+    silent, answered = await _connect(quick), await _connect(quick)
+    async with silent, answered:
+        with trio.fail_after(20):
+            await answered.send_all(GET)
+            await _responses(answered, 1)
+            start = trio.current_time()
+            assert await _closed(silent) and await _closed(answered)
+            assert trio.current_time() - start < 10
+
+
+async def test_shutdown_closes_idle_connections_at_once(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async for bastion in start_bastion(nursery, tmp_path, idle_timeout=60.0):
+        stream = await _connect(bastion)
+        async with stream:
+            with trio.fail_after(20):
+                await stream.send_all(GET)
+                await _responses(stream, 1)
+                bastion.shutdown.set()
+            # Well before both the 60 s idle timeout and the 5 s drain.
+            with trio.fail_after(4):
+                assert await _closed(stream)
