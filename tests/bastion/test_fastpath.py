@@ -86,7 +86,8 @@ _LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)\r\n", re.IGNORECASE)
 
 async def _responses(stream: trio.SocketStream, count: int) -> list[tuple[int, bytes, bytes]]:
     """``count`` responses (status, head, body), read to their Content-Length."""
-    buf, out = b"", []
+    buf = b""
+    out: list[tuple[int, bytes, bytes]] = []
     while len(out) < count:
         end = buf.find(b"\r\n\r\n")
         if end >= 0:
