@@ -62,6 +62,7 @@ def set_(key: str, value: str) -> None:
         Its new value, checked first: a URL, a format, seconds or a duration like 2m.
     """
     from lab.client import contexts
+    from lab.client.home import CONTEXT_KEYS
     from lab.client.settings import CliSettings, check_value, set_setting
     from lab.runtime.config import check_key
     from lab.runtime.exits import handle
@@ -69,7 +70,7 @@ def set_(key: str, value: str) -> None:
     with handle():
         name = check_key(CliSettings, key)
         current = contexts.selected()
-        if name in contexts.KEYS and current is not None:
+        if name in CONTEXT_KEYS and current is not None:
             contexts.write(current, **{name: str(check_value(name, value))})
         else:
             set_setting(key, value)
@@ -81,7 +82,7 @@ def path() -> None:
 
     Example: labctl config path
     """
-    from lab.client.settings import config_path
+    from lab.client.home import config_path
 
     print(config_path())
 
@@ -122,12 +123,13 @@ def use_context(name: str, /) -> None:
     name
         A context from labctl config get-contexts.
     """
-    from lab.client.contexts import read, use
+    from lab.client.contexts import use
+    from lab.client.home import read_context
     from lab.runtime.exits import handle
 
     with handle():
         use(name)
-        server = read(name).get("server", "?")
+        server = read_context(name).get("server", "?")
     print(f"switched to context {name} ({server})")
 
 

@@ -87,7 +87,8 @@ def _normal(fingerprint: str) -> str:
 def run_doctor() -> None:
     """Run every check, print one line each, exit 1 if any failed."""
     from lab.client.contexts import identity_dir
-    from lab.client.settings import config_path, load_settings
+    from lab.client.home import config_path
+    from lab.client.settings import load_settings
     from lab.errors import LabError
 
     report = Report()

@@ -52,7 +52,7 @@ async def login(
     and ``token`` for a certificate of the user the token was made for (``username``, when
     given, must be that user: labd refuses another name; the name is taken from labd's
     answer, never from the local login), writes ``key.pem`` (0600), ``cert.pem`` and
-    ``ca.pem`` into ``directory`` (default :func:`lab.client.settings.home`, 0700) and sets the
+    ``ca.pem`` into ``directory`` (default :func:`lab.client.home.home`, 0700) and sets the
     ``server`` and ``ca_fingerprint`` settings. Nothing is written unless enrollment succeeds.
 
     Raises :class:`Unauthenticated` (CA not trusted, token refused), :class:`Invalid`
@@ -96,13 +96,14 @@ def remembered_fingerprint(server: str, current: str, fingerprint: str) -> str |
     """The CA fingerprint labctl already trusts for ``server``: the current settings' when
     they are for it, else that of the context logged in to it before."""
     from lab.client import contexts
+    from lab.client.home import read_context
 
     wanted = server.strip().rstrip("/")
     if current.rstrip("/") == wanted and fingerprint:
         return fingerprint
     name, _ = contexts.login_target(server)
     if name is not None and name in contexts.names():
-        held = contexts.read(name)
+        held = read_context(name)
         if str(held.get("server") or "").rstrip("/") == wanted and held.get("ca_fingerprint"):
             return str(held["ca_fingerprint"])
     return None
@@ -224,7 +225,8 @@ def logout() -> None:
     """
     from lab.client import contexts
     from lab.client.credentials import CA_FILE, CERT_FILE, KEY_FILE
-    from lab.client.settings import home, load_settings
+    from lab.client.home import home
+    from lab.client.settings import load_settings
     from lab.runtime.exits import handle
 
     with handle():

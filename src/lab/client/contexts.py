@@ -20,30 +20,21 @@ from urllib.parse import urlsplit
 import yaml
 
 from lab.client.credentials import CA_FILE, CERT_FILE, KEY_FILE, ensure_private_dir, write_atomic
-from lab.errors import Invalid, NotFound
+from lab.client.home import (
+    CONTEXT_FILE,
+    CONTEXT_KEYS,
+    check_context_name,
+    config_path,
+    contexts_root,
+    home,
+    is_context_name,
+    read_context,
+)
+from lab.client.settings import file_settings, set_setting, unset_setting
+from lab.errors import NotFound
 
 ENV = "LABCTL_CONTEXT"
-CONTEXT_FILE = "context.yaml"
 IDENTITY_FILES = (KEY_FILE, CERT_FILE, CA_FILE)
-KEYS = ("server", "ca_fingerprint")
-"""The settings a context holds; the others stay global."""
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-
-
-def root() -> Path:
-    from lab.client.settings import home
-
-    return home() / "contexts"
-
-
-def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise Invalid(
-            f"context name {name!r} is not valid",
-            details={"hint": "up to 63 letters, digits, '.', '_' or '-'"},
-        )
-    return name
 
 
 def name_for(server: str) -> str:
@@ -55,34 +46,24 @@ def name_for(server: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:63]
 
 
-def read(name: str) -> dict[str, Any]:
-    """The settings ``context.yaml`` of ``name`` holds (``{}`` if none)."""
-    from lab.runtime.config import read_yaml_mapping
-
-    data = read_yaml_mapping(root() / check_name(name) / CONTEXT_FILE)
-    return {k: v for k, v in data.items() if k in KEYS}
-
-
 def write(name: str, **values: str) -> None:
     """Update settings of context ``name`` (created 0700 when new)."""
-    directory = ensure_private_dir(root() / check_name(name))
-    data = read(name) if (directory / CONTEXT_FILE).exists() else {}
+    directory = ensure_private_dir(contexts_root() / check_context_name(name))
+    data = read_context(name) if (directory / CONTEXT_FILE).exists() else {}
     data.update(values)
     text = yaml.safe_dump(data, sort_keys=True).encode()
     write_atomic(directory / CONTEXT_FILE, text, mode=0o600)
 
 
 def names() -> list[str]:
-    base = root()
+    base = contexts_root()
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and is_context_name(p.name))
 
 
 def selected(environ: dict[str, str] | None = None) -> str | None:
     """The context in use: ``LABCTL_CONTEXT`` (``--context``), else the ``context`` setting."""
-    from lab.client.settings import config_path, file_settings
-
     env = os.environ if environ is None else environ
     name = env.get(ENV) or str(file_settings(config_path(env)).get("context") or "")
     return name or None
@@ -93,13 +74,11 @@ def identity_dir() -> Path:
 
     Raises :class:`NotFound` for a selected context that does not exist.
     """
-    from lab.client.settings import home
-
     name = selected()
     if name is None:
         return home()
     migrate_legacy()
-    directory = root() / check_name(name)
+    directory = contexts_root() / check_context_name(name)
     if not directory.is_dir():
         raise NotFound(
             f"no context named {name!r}",
@@ -109,8 +88,6 @@ def identity_dir() -> Path:
 
 
 def legacy_identity() -> bool:
-    from lab.client.settings import home
-
     return (home() / CERT_FILE).is_file()
 
 
@@ -120,19 +97,17 @@ def migrate_legacy() -> str | None:
     Returns the new context's name (None when there was nothing to move). The ``context``
     setting points at it unless another context is already current.
     """
-    from lab.client.settings import config_path, file_settings, home, set_setting
-
     if not legacy_identity():
         return None
     settings = file_settings(config_path())
     server = str(settings.get("server") or os.environ.get("LABCTL_SERVER") or "")
     name = name_for(server) if server else "default"
-    directory = ensure_private_dir(root() / name)
+    directory = ensure_private_dir(contexts_root() / name)
     for file in IDENTITY_FILES:
         source = home() / file
         if source.exists():
             os.replace(source, directory / file)
-    values = {k: str(settings[k]) for k in KEYS if settings.get(k)}
+    values = {k: str(settings[k]) for k in CONTEXT_KEYS if settings.get(k)}
     if server:
         values["server"] = server
     write(name, **values)
@@ -146,16 +121,15 @@ def listing() -> list[dict[str, Any]]:
     migrate_legacy()
     current = selected()
     return [
-        {"current": "*" if name == current else "", "name": name, **read(name)} for name in names()
+        {"current": "*" if name == current else "", "name": name, **read_context(name)}
+        for name in names()
     ]
 
 
 def use(name: str) -> None:
     """Make ``name`` the current context; NotFound when there is no such context."""
-    from lab.client.settings import set_setting
-
     migrate_legacy()
-    if check_name(name) not in names():
+    if check_context_name(name) not in names():
         raise NotFound(
             f"no context named {name!r}",
             details={"hint": "labctl config get-contexts lists them; labctl login creates one"},
@@ -165,9 +139,7 @@ def use(name: str) -> None:
 
 def remove(name: str) -> None:
     """Delete context ``name`` (its identity included); unset it when it was current."""
-    from lab.client.settings import config_path, file_settings, unset_setting
-
-    directory = root() / check_name(name)
+    directory = contexts_root() / check_context_name(name)
     if directory.is_dir():
         shutil.rmtree(directory)
     if file_settings(config_path()).get("context") == name:
@@ -182,13 +154,11 @@ def login_target(server: str) -> tuple[str | None, Path]:
     one with the same URL, else one named after it). With neither, the single identity in
     the home, as before contexts.
     """
-    from lab.client.settings import config_path, file_settings, home
-
     wanted = server.strip().rstrip("/")
     explicit = os.environ.get(ENV)
     if explicit:
         migrate_legacy()
-        return check_name(explicit), root() / explicit
+        return check_context_name(explicit), contexts_root() / explicit
     if legacy_identity():
         held = str(file_settings(config_path()).get("server") or "").rstrip("/")
         if not held or held == wanted:
@@ -198,16 +168,14 @@ def login_target(server: str) -> tuple[str | None, Path]:
     if not existing:
         return None, home()
     for name in existing:
-        if str(read(name).get("server") or "").rstrip("/") == wanted:
-            return name, root() / name
-    return name_for(wanted), root() / name_for(wanted)
+        if str(read_context(name).get("server") or "").rstrip("/") == wanted:
+            return name, contexts_root() / name
+    return name_for(wanted), contexts_root() / name_for(wanted)
 
 
 def remember(context: str | None = None, **values: str) -> None:
     """Store ``server``/``ca_fingerprint`` for ``context`` (default: the selected one) and
     make it current; without any context, in the config file as before contexts."""
-    from lab.client.settings import set_setting
-
     name = context if context is not None else selected()
     if name is None:
         for key, value in values.items():

@@ -1,6 +1,6 @@
 """The identity a client keeps on disk: ``ca.pem``, ``cert.pem`` and ``key.pem`` in one directory.
 
-labctl keeps them in :func:`lab.client.settings.home` (``~/.labctl``), lab-agent in its state
+labctl keeps them in :func:`lab.client.home.home` (``~/.labctl``), lab-agent in its state
 directory. The directory is 0700 and the key 0600, created with that mode (never chmod-ed after
 the fact, so there is no moment where the key is readable by others). Every file is written to
 a temporary name and renamed over the old one, so a reader sees either the old or the new file.

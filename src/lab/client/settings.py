@@ -13,6 +13,16 @@ import attrs
 import yaml
 from attrs import frozen
 
+from lab.client.credentials import write_atomic
+from lab.client.durations import parse_duration
+from lab.client.home import (
+    CONTEXT_FILE,
+    CONTEXT_KEYS,
+    check_context_name,
+    config_path,
+    contexts_root,
+    read_context,
+)
 from lab.errors import ConfigError, Invalid
 from lab.runtime.config import check_key, coerce, field_names, load_config, read_yaml_mapping
 
@@ -36,19 +46,6 @@ class CliSettings:
     # The current context: a labd and an identity under contexts/NAME/ (LABCTL_CONTEXT,
     # --context NAME; set by login and config use-context).
     context: str = ""
-
-
-def home() -> Path:
-    return Path(os.environ.get("LABCTL_HOME") or Path.home() / ".labctl").expanduser()
-
-
-def config_path(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    return (
-        Path(env["LABCTL_CONFIG"]).expanduser()
-        if env.get("LABCTL_CONFIG")
-        else home() / "config.yaml"
-    )
 
 
 def _url(name: str, value: str) -> str:
@@ -75,8 +72,6 @@ def _output(name: str, value: str) -> str:
 
 
 def _timeout(name: str, value: str) -> float:
-    from lab.client.durations import parse_duration
-
     try:
         seconds = float(value)
     except ValueError:
@@ -87,9 +82,7 @@ def _timeout(name: str, value: str) -> float:
 
 
 def _context(name: str, value: str) -> str:
-    from lab.client.contexts import check_name
-
-    return check_name(value) if value else value
+    return check_context_name(value) if value else value
 
 
 def _fingerprint(name: str, value: str) -> str:
@@ -130,13 +123,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
     # both.
     context = env.get("LABCTL_CONTEXT") or settings.context
     if context:
-        from lab.client.contexts import read, root
-
         held: dict[str, Any] = {
-            k: str(v) for k, v in read(context).items() if not env.get(f"LABCTL_{k.upper()}")
+            k: str(v)
+            for k, v in read_context(context).items()
+            if not env.get(f"LABCTL_{k.upper()}")
         }
         settings = attrs.evolve(settings, **held)
-        sources.update({k: str(root() / context / "context.yaml") for k in held})
+        sources.update({k: str(contexts_root() / context / CONTEXT_FILE) for k in held})
     for name in _CHECKS:
         value = getattr(settings, name)
         var = f"LABCTL_{name.upper()}"
@@ -181,8 +174,6 @@ def unset_setting(key: str, path: Path | None = None) -> None:
 
 def _save(path: Path, data: dict[str, Any]) -> None:
     """Write the config file atomically, 0600."""
-    from lab.client.credentials import write_atomic
-
     write_atomic(path, yaml.safe_dump(data, sort_keys=True).encode(), mode=0o600)
 
 
@@ -198,7 +189,7 @@ def settings_sources(environ: Mapping[str, str] | None = None) -> list[tuple[str
         context = env.get("LABCTL_CONTEXT") or effective["context"]
         if env.get(var):
             source = var
-        elif context and name in ("server", "ca_fingerprint") and _in_context(context, name):
+        elif context and name in CONTEXT_KEYS and name in read_context(context):
             source = f"context {context}"
         elif name in in_file:
             source = str(path)
@@ -206,9 +197,3 @@ def settings_sources(environ: Mapping[str, str] | None = None) -> list[tuple[str
             source = "default"
         out.append((name, effective[name], source))
     return out
-
-
-def _in_context(context: str, name: str) -> bool:
-    from lab.client.contexts import read
-
-    return name in read(context)
