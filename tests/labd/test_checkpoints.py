@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import stat
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from lab.labd.audit.checkpoints import (
     CHECKPOINT_FILE,
     Checkpointer,
     CheckpointLog,
-    chain_start,
     make_checkpoint,
     parse_checkpoint,
     verify_log,
@@ -29,7 +28,7 @@ from lab.labd.audit.checkpoints import (
 from lab.labd.audit.keys import AuditKeys
 from lab.model import AuditEntry
 from lab.store import open_store
-from lab.store.auditchain import START_SETTING, AuditKey, ChainStart
+from lab.store.auditchain import START_SETTING, AuditKey
 from lab.store.auditverify import Checkpoint
 
 KEY = AuditKey(b"labctl checkpoint test key, 32 b")
@@ -159,17 +158,6 @@ def test_the_checkpoint_file(tmp_path: Path) -> None:
     with log.path.open("a") as f:
         f.write("{torn write\n")
     assert log.last() == forged
-
-
-async def test_chain_start_as_stored(tmp_path: Path) -> None:
-    async with open_store(f"sqlite:///{tmp_path / 'lab.db'}", audit_key=KEY) as store:
-        await store.settings.set(START_SETTING, "pending")
-        assert await chain_start(store) == "pending"
-        await store.settings.set(START_SETTING, "{not json")
-        assert await chain_start(store) is None
-        start = ChainStart.new(1, "", KEY, datetime(2026, 11, 1, tzinfo=UTC))
-        await store.settings.set(START_SETTING, start.to_json())
-        assert await chain_start(store) == start
 
 
 async def test_the_checkpointer_writes_only_a_new_head(

@@ -12,7 +12,14 @@ from audit_test_key import TEST_AUDIT_KEY
 from lab.errors import Invalid
 from lab.model import AuditEntry
 from lab.store import Store
-from lab.store.auditchain import START_SETTING, ChainStart, entry_hash, entry_mac, verify_chain
+from lab.store.auditchain import (
+    START_SETTING,
+    ChainStart,
+    entry_hash,
+    entry_mac,
+    read_start,
+    verify_chain,
+)
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -89,6 +96,24 @@ async def test_a_fresh_database_starts_the_keyed_chain_at_one(store: Store) -> N
     raw = await store.settings.get(START_SETTING)
     assert raw is not None
     start = ChainStart.from_json(raw)
+    assert await store.audit.chain_start() == start
     assert (start.from_seq, start.prev_hash, start.key_id) == (1, "", TEST_AUDIT_KEY.key_id)
     assert start.holds(TEST_AUDIT_KEY)
     assert await store.audit.head() == (0, "")
+
+
+async def test_the_chain_start_reads_as_stored(store: Store) -> None:
+    """``chain_start`` gives the record typed: parsed, "pending", or None when missing or
+    unreadable (what labd's checkpointer and verifier work from)."""
+    started = await store.audit.chain_start()
+    assert isinstance(started, ChainStart)
+    await store.settings.set(START_SETTING, "pending")
+    assert await store.audit.chain_start() == "pending"
+    await store.settings.set(START_SETTING, "{not json")
+    assert await store.audit.chain_start() is None
+    await store.settings.set(START_SETTING, started.to_json())
+    assert await store.audit.chain_start() == started
+
+
+def test_a_missing_chain_start_row_reads_as_none() -> None:
+    assert read_start(None) is None

@@ -6,7 +6,7 @@ of the builtin roles and of the store's refusals is re-exported here, so the mod
 can move. tests/store/test_public_surface.py holds labd, the CLI and the other daemons to it.
 """
 
-from lab.store.auditchain import START_SETTING, AuditKey, ChainStart, canonical_time
+from lab.store.auditchain import AuditKey, ChainStart, canonical_time
 from lab.store.audited import PendingAudit, audit_next_change
 from lab.store.auditverify import ChainVerifier, Checkpoint, Verdict
 from lab.store.base import (
@@ -37,7 +37,6 @@ from lab.store.seed import SELF_SERVICE
 
 __all__ = [
     "SELF_SERVICE",
-    "START_SETTING",
     "AgentRepository",
     "AppReleaseRepository",
     "AuditKey",

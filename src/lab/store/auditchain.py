@@ -21,7 +21,7 @@ import hmac
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from attrs import frozen
@@ -208,6 +208,19 @@ class AuditKeyMismatch(ConfigError):
     """The database's audit chain was started with another audit key."""
 
     code = "audit_key_mismatch"
+
+
+def read_start(stored: str | None) -> ChainStart | Literal["pending"] | None:
+    """The start record as stored: parsed, ``"pending"`` (left by the migration), or None
+    when the settings row is missing or unreadable."""
+    if stored is None:
+        return None
+    if stored == START_PENDING:
+        return "pending"
+    try:
+        return ChainStart.from_json(stored)
+    except ValueError:
+        return None
 
 
 def settle_start(

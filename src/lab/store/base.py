@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from attrs import frozen
 
@@ -162,6 +162,12 @@ class AuditRepository(Protocol):
     async def last_seq(self) -> int: ...
     async def head(self) -> tuple[int, str]:
         """(seq, hash) of the last entry; (0, "") when the log is empty."""
+        ...
+
+    async def chain_start(self) -> ChainStart | Literal["pending"] | None:
+        """The keyed chain's start record as stored: parsed, ``"pending"`` (left by the
+        migration, before labd first starts the chain), or None when missing or unreadable
+        (:meth:`start_chain` says which, and why)."""
         ...
 
     async def start_chain(self) -> ChainStart:

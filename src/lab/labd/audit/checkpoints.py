@@ -27,7 +27,6 @@ from lab import pki
 from lab.errors import Invalid
 from lab.labd.audit.keys import AuditKeys
 from lab.store import (
-    START_SETTING,
     ChainStart,
     ChainVerifier,
     Checkpoint,
@@ -142,17 +141,6 @@ class CheckpointLog:
         return None
 
 
-async def chain_start(store: Store) -> ChainStart | str | None:
-    """The stored start record: parsed, ``"pending"``, or None when missing or unreadable."""
-    raw = await store.settings.get(START_SETTING)
-    if raw is None or raw == "pending":
-        return raw
-    try:
-        return ChainStart.from_json(raw)
-    except ValueError:
-        return None
-
-
 class Checkpointer:
     """Writes a checkpoint every ``every`` entries (looking every ``POLL_SECONDS``) and at
     shutdown. ``every == 0`` writes only at shutdown."""
@@ -173,7 +161,7 @@ class Checkpointer:
         seq, head = await self.store.audit.head()
         if seq == self._last_seq and head == self._last_head:
             return None
-        start = await chain_start(self.store)
+        start = await self.store.audit.chain_start()
         if not isinstance(start, ChainStart):
             log.error("audit chain start record missing: no checkpoint written")
             return None
@@ -222,7 +210,7 @@ async def verify_log(
     returns the verdict and how many checkpoints it was checked against."""
     good, bad = await trio.to_thread.run_sync(checkpoints.read)
     everything = [*good, *witnesses]
-    start = await chain_start(store)
+    start = await store.audit.chain_start()
     if bad:
         return (
             Verdict(kind="bad_checkpoint", checked=0, last_seq=0, head="", reason=bad[0]),

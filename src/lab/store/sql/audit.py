@@ -4,11 +4,18 @@ chain's start record are direct."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from lab.errors import Unavailable
 from lab.model import AuditEntry
-from lab.store.auditchain import GENESIS, START_SETTING, AuditKey, ChainStart, settle_start
+from lab.store.auditchain import (
+    GENESIS,
+    START_SETTING,
+    AuditKey,
+    ChainStart,
+    read_start,
+    settle_start,
+)
 from lab.store.rules import audit_page
 from lab.store.sql.dialect import Runner, Tx
 from lab.store.writeops import Writer, append_audit
@@ -20,14 +27,18 @@ def chain_tail(conn: Any) -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
+def stored_start(tx: Tx) -> str | None:
+    """The settings value of the chain's start record (None when the row is missing)."""
+    row = tx.one("SELECT value FROM settings WHERE key = ?", (START_SETTING,))
+    return None if row is None else str(row[0])
+
+
 def start_chain(tx: Tx, key: AuditKey) -> ChainStart:
     """Check (or, on a migrated database, write) the keyed chain's start record, in the
     caller's transaction; see :func:`lab.store.auditchain.settle_start` for what it raises."""
-    row = tx.one("SELECT value FROM settings WHERE key = ?", (START_SETTING,))
+    stored = stored_start(tx)
     seq, head = chain_tail(tx.conn)
-    start, write = settle_start(
-        None if row is None else str(row[0]), seq, head, key, datetime.now(UTC)
-    )
+    start, write = settle_start(stored, seq, head, key, datetime.now(UTC))
     if write:
         tx.run("UPDATE settings SET value = ? WHERE key = ?", (start.to_json(), START_SETTING))
     return start
@@ -43,6 +54,9 @@ class Audit:
         if self._key is None:
             raise Unavailable("this store was opened without an audit key")
         return await self._db.write(start_chain, self._key)
+
+    async def chain_start(self) -> ChainStart | Literal["pending"] | None:
+        return read_start(await self._db.read(stored_start))
 
     async def append(self, entry: AuditEntry) -> AuditEntry:
         return await append_audit(self._writer, entry)
