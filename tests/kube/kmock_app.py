@@ -165,4 +165,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main, not this __main__ copy: a --handler subclass imports
+    # tests.kube.kmock_app, whose LabKubeAPI must be the class _handler_class checks against.
+    from tests.kube import kmock_app
+
+    kmock_app.main()
