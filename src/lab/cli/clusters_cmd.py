@@ -148,7 +148,7 @@ async def create(
     cni
         flannel (k3s's own), cilium (flannel off, kube-proxy off) or none.
     datastore
-        embedded-etcd, sqlite (one server) or an endpoint URL (postgres://…, kept sealed).
+        embedded-etcd, sqlite (one server) or an endpoint URL (postgres://..., kept sealed).
     allow_even
         Accept an even number of embedded-etcd servers.
     api_address
@@ -209,6 +209,8 @@ async def add_node(
 
     Parameters
     ----------
+    name
+        The cluster's name.
     node
         server/NAME.
     role
@@ -233,6 +235,8 @@ async def remove_node(
 
     Parameters
     ----------
+    name
+        The cluster's name.
     node
         server/NAME.
     """
@@ -279,6 +283,8 @@ async def upgrade(
 
     Parameters
     ----------
+    name
+        The cluster's name.
     version
         The k3s version to run; its artifact must exist.
     """
@@ -301,6 +307,8 @@ async def delete(
 
     Parameters
     ----------
+    name
+        The cluster's name.
     keep_data
         Leave /var/lib/rancher/k3s on the nodes.
     """
@@ -318,6 +326,11 @@ async def resume(name: str, /, *, no_wait: NoWait = False, output: OutputOpt = "
     """Run the cluster's failed operation again from its failed step.
 
     Example: labctl clusters resume lab1
+
+    Parameters
+    ----------
+    name
+        The cluster's name.
     """
     await _start(f"/api/clusters/{name}/resume", {}, no_wait=no_wait, output=output, verb="resume")
 
@@ -327,6 +340,11 @@ async def describe(name: str, /, *, output: OutputOpt = "") -> None:
     """Show the cluster's last operation with every step, and the operations before it.
 
     Example: labctl clusters describe lab1 -o json
+
+    Parameters
+    ----------
+    name
+        The cluster's name.
     """
     await describe_cluster(name, output)
 
