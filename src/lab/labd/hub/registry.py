@@ -29,6 +29,7 @@ from lab.errors import NotFound, Unavailable
 from lab.labd.hub.session import AgentConnection, AuditHook, Transport
 from lab.labd.hub.stream import HubStream, StartMessage
 from lab.proto import CloseCode
+from lab.proto.hub_session import STALE_HEARTBEATS, gives_way
 from lab.proto.messages import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["AdmissionBucket", "AgentHub", "HubStream", "SessionInfo", "Transport"]
 
 log = logging.getLogger("lab.labd.hub.registry")
-
-STALE_HEARTBEATS = 1.5
-"""A session silent for this many heartbeat intervals gives way to a new one of its server."""
 
 
 @frozen(kw_only=True)
@@ -285,18 +283,9 @@ class AgentHub:
         conn.close(CloseCode.DUPLICATE_SESSION, f"{conn.subject} already has a live session")
         return False
 
-    def _gives_way(
-        self, old: AgentConnection, new: AgentConnection, current_serial: str | None
-    ) -> bool:
-        if old.close_code is not None:
-            return True  # already closing
-        if old.idle_for() > STALE_HEARTBEATS * self.heartbeat_interval:
-            return True
-        return (
-            current_serial is not None
-            and new.serial == current_serial
-            and old.serial != current_serial
-        )
+    @staticmethod
+    def _gives_way(old: AgentConnection, new: AgentConnection, current_serial: str | None) -> bool:
+        return gives_way(old.core, new.serial, current_serial, trio.current_time())
 
     async def _forget(self, conn: AgentConnection) -> None:
         self._live.discard(conn)

@@ -1,10 +1,15 @@
-"""One agent's WebSocket session inside labd: handshake, reader, watchdog, writer, streams.
+"""One agent's WebSocket session inside labd: the trio driver of :class:`HubSession`.
+
+The protocol (handshake, heartbeat silence, the stream table, close codes) is the sans-IO
+:class:`lab.proto.hub_session.HubSession`; this driver feeds it what the agent sends and the
+time, and carries out its actions: store reads and writes, the registry's decisions, queueing
+messages, handing stream items to callers.
 
 The session is a nursery (DESIGN §3): a writer task owns the transport's send side (every
 message to the agent goes through one bounded outbox, in order), and an inner cancel scope runs
-the handshake, the reader and the heartbeat watchdog. Closing the session for any reason
-(protocol error, heartbeat timeout, replacement, revocation, shutdown) cancels that scope,
-flushes the outbox for a bounded time and closes the WebSocket with the reason's close code.
+the handshake, the reader and the timer. Closing the session for any reason (protocol error,
+heartbeat timeout, replacement, revocation, shutdown) cancels that scope, flushes the outbox
+for a bounded time and closes the WebSocket with the reason's close code.
 """
 
 from __future__ import annotations
@@ -21,23 +26,26 @@ import trio
 from lab.errors import LabError, NotFound, Unavailable
 from lab.labd.hub.stream import HubStream, StartMessage
 from lab.model import Agent
-from lab.proto import CloseCode, DataFrame, ProtocolError, decode, decode_data, encode
-from lab.proto.messages import (
-    Credit,
-    Error,
-    ExecExit,
-    ExecStarted,
-    Heartbeat,
-    Hello,
-    LogsEnd,
-    Message,
-    Ping,
-    Pong,
-    Response,
-    ServerShutdown,
-    StreamCancel,
-    Welcome,
+from lab.proto import CloseCode, ProtocolError, encode
+from lab.proto.hub_session import (
+    Action,
+    CancelRemote,
+    CheckRevoked,
+    Claim,
+    Close,
+    Deliver,
+    FindAgent,
+    FindServer,
+    HubSession,
+    RecordHeartbeat,
+    Register,
+    RenewLease,
+    Report,
+    Send,
+    StdinCredit,
+    WriteFacts,
 )
+from lab.proto.messages import Message, ServerShutdown, StreamCancel
 from lab.proto.streams import StreamTable
 
 if TYPE_CHECKING:
@@ -46,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lab.labd.hub.registry")
 
-HELLO_TIMEOUT = 10.0  # seconds an agent has to say hello after the upgrade
 FLUSH_TIMEOUT = 2.0  # seconds to flush queued messages before closing
 CLOSE_TIMEOUT = 2.0
 OUTBOX_SIZE = 64
@@ -96,34 +103,71 @@ class AgentConnection:
     ) -> None:
         self.hub = hub
         self.transport = transport
-        self.name = name
-        self.serial = serial
         self.source = source
         self.audit = audit
-        self.session_id = uuid.uuid4().hex
-        self.server_id = ""
+        self.core = HubSession[HubStream](
+            name=name,
+            serial=serial,
+            session_id=uuid.uuid4().hex,
+            heartbeat_interval=hub.heartbeat_interval,
+            facts_interval=hub.facts_interval,
+            now=trio.current_time(),
+        )
         self.connected_at = utcnow()
         self.last_heartbeat: datetime | None = None
-        self.version = ""
-        self.facts: dict[str, Any] = {}
-        self.labels: dict[str, str] = {}
-        self.welcomed = False
-        self.streams = StreamTable[HubStream]()  # labd numbers them
-        self.close_code: CloseCode | None = None
-        self.close_reason = ""
         self._scope = trio.CancelScope()
-        self._last_received = trio.current_time()
-        self._received = trio.Event()
-        self._facts_written = -float("inf")
+        self._changed = trio.Event()  # the core's deadline may have moved
         self._protocol_error: ProtocolError | None = None
         self._outbox_send, self._outbox = trio.open_memory_channel[str | bytes](OUTBOX_SIZE)
         self._flushed = trio.Event()
         self._cancels: list[str] = []  # stream-cancels that found the outbox full
         self._streams_changed = trio.Event()
 
+    # --- the core's state, for the registry and listings ---
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def serial(self) -> str:
+        return self.core.serial
+
+    @property
+    def session_id(self) -> str:
+        return self.core.session_id
+
     @property
     def subject(self) -> str:
-        return f"server/{self.name}"
+        return self.core.subject
+
+    @property
+    def server_id(self) -> str:
+        return self.core.server_id
+
+    @property
+    def version(self) -> str:
+        return self.core.version
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.core.facts
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.core.labels
+
+    @property
+    def streams(self) -> StreamTable[HubStream]:
+        return self.core.streams
+
+    @property
+    def close_code(self) -> CloseCode | None:
+        return self.core.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self.core.close_reason
 
     # --- lifecycle ---
 
@@ -132,10 +176,9 @@ class AgentConnection:
         async with trio.open_nursery() as outer:
             outer.start_soon(self._writer)
             with self._scope:
-                if await self._guard(self._handshake):
-                    async with trio.open_nursery() as inner:
-                        inner.start_soon(self._guard, self._reader)
-                        inner.start_soon(self._watchdog)
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(self._timer)
+                    inner.start_soon(self._guard, self._reader)
             self.abort_streams("unavailable", f"agent connection closed: {self.close_reason}")
             if self._protocol_error is not None:
                 await self._report_protocol_error(self._protocol_error)
@@ -147,30 +190,29 @@ class AgentConnection:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await self.transport.close(int(self.close_code), self.close_reason)
 
-    async def _guard(self, fn: Callable[[], Awaitable[None]]) -> bool:
-        """Run ``fn``; a protocol error closes the session with its code (False)."""
+    async def _guard(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn``; a store failure closes the session (1011): not the agent's fault, it
+        will retry."""
         try:
             await fn()
-        except ProtocolError as exc:
-            self._protocol_error = exc
-            self.close(exc.close_code, exc.message)
-            return False
         except LabError as exc:
-            # The store failed us (database down): not the agent's fault, it will retry.
             log.error("agent %s: %s", self.subject, exc.message)
             self.close(CloseCode.INTERNAL_ERROR, "labd cannot serve this session now")
-            return False
-        return self.close_code is None
 
     def idle_for(self) -> float:
         """Seconds since the last message from the agent."""
-        return trio.current_time() - self._last_received
+        return self.core.idle_for(trio.current_time())
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Ask the session to end with ``code`` (the first reason wins); returns at once."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
+        for action in self.core.close(code, reason):
+            assert isinstance(action, Close)
+            self._closed(action)
+        self._scope.cancel()
+
+    def _closed(self, action: Close) -> None:
+        if action.error is not None:
+            self._protocol_error = action.error
         self._scope.cancel()
 
     def abort_streams(self, code: str, message: str) -> None:
@@ -227,128 +269,105 @@ class AgentConnection:
     # --- streams ---
 
     def add_stream(self, start: StartMessage, *, window: int) -> HubStream:
-        """A new entry in this session's stream table (the caller sends the start)."""
-        if self.close_code is not None:
-            raise Unavailable("agent not connected", details={"server": self.name})
-        stream_id = self.streams.next_id
-        return self.streams.open(stream_id, HubStream(self, start, stream_id, window=window))
+        """A new entry in this session's stream table (the caller sends the start).
+
+        Raises :class:`Unavailable` once the session is closing."""
+        return self.core.open_stream(lambda sid: HubStream(self, start, sid, window=window))
 
     async def end_stream(self, stream: HubStream) -> None:
         """The caller left; cancel the remote side if it is still running (never waits)."""
-        self.streams.close(stream.agent_stream_id)
+        actions = self.core.end_stream(stream)
         self._streams_changed.set()
         self._streams_changed = trio.Event()
         stream.close_inbox()
-        if stream.active and self.close_code is None:
-            self._cancel_remote(stream.agent_stream_id)
+        for action in actions:
+            if isinstance(action, CancelRemote):
+                self._cancel_remote(action.stream_id)
         stream.abort("cancelled", "stream closed by labd")
 
-    # --- handshake, reader, watchdog ---
-
-    async def _receive(self) -> Message | DataFrame:
-        data = await self.transport.receive()
-        self._last_received = trio.current_time()
-        self._received.set()
-        self._received = trio.Event()
-        if isinstance(data, str):
-            return decode(data)
-        if isinstance(data, bytes | bytearray):
-            return decode_data(data)
-        raise ProtocolError("empty or unreadable frame")
-
-    async def _handshake(self) -> None:
-        with trio.move_on_after(HELLO_TIMEOUT) as timer:
-            first = await self._receive()
-        if timer.cancelled_caught:
-            raise ProtocolError("no hello in time", close_code=CloseCode.POLICY_VIOLATION)
-        if not isinstance(first, Hello):
-            kind = first.TYPE if not isinstance(first, DataFrame) else "data frame"
-            raise ProtocolError(f"expected hello, got {kind}")
-        try:
-            server = await self.hub.store.servers.get_by_name(self.name)
-        except NotFound:
-            raise ProtocolError(
-                f"server {self.name!r} is not registered", close_code=CloseCode.POLICY_VIOLATION
-            ) from None
-        self.server_id = server.id
-        self.version = first.version
-        self.labels = dict(first.labels)
-        self.facts = {**server.facts, **first.facts}
-        if await self.hub.revocations.is_revoked(self.serial):
-            self.close(CloseCode.REVOKED, "certificate revoked")
-            return
-        try:
-            agent: Agent | None = await self.hub.store.agents.get_by_server(server.id)
-        except NotFound:
-            agent = None
-        current = agent.cert_serial if agent is not None else None
-        if agent is not None and await self.hub.held_elsewhere(agent):
-            self.close(
-                CloseCode.DUPLICATE_SESSION,
-                f"{self.subject} has a live session on replica {agent.replica}",
-            )
-            return
-        # Refused before it touches the lease or the facts; register() decides again without
-        # an await in between, and only then does the session become visible (wait_online).
-        if not self.hub.admits(self, current_serial=current):
-            return  # a live session of this server exists; closed with DUPLICATE_SESSION
-        await self._renew_lease()
-        await self._write_facts()
-        if not self.hub.register(self, current_serial=current):
-            return  # a rival registered while the lease was written
-        self.welcomed = True
-        await self.enqueue(
-            Welcome(session_id=self.session_id, heartbeat_interval=self.hub.heartbeat_interval)
-        )
-        log.info("agent %s connected (session %s, %s)", self.subject, self.session_id, self.source)
+    # --- reader and timer: the core's events ---
 
     async def _reader(self) -> None:
         while True:
-            item = await self._receive()
-            if isinstance(item, DataFrame):
-                stream = self.streams.get(item.stream_id)
-                if stream is not None:
-                    stream.deliver(stream.data(item))
-            else:
-                await self._on_message(item)
+            data = await self.transport.receive()
+            await self._perform(self.core.received(data, trio.current_time()))
+            self._changed.set()
+            self._changed = trio.Event()
 
-    async def _on_message(self, msg: Message) -> None:
-        if isinstance(msg, ExecStarted | ExecExit | LogsEnd) or (
-            isinstance(msg, Error) and msg.stream_id is not None
-        ):
-            assert msg.stream_id is not None
-            stream = self.streams.get(msg.stream_id)
-            if stream is not None:
-                stream.deliver(stream.message(msg))
-        elif isinstance(msg, Credit):
-            stream = self.streams.get(msg.stream_id)
-            if stream is not None:
-                stream.stdin_credit(msg)
-        elif isinstance(msg, Heartbeat):
-            await self._on_heartbeat(msg)
-        elif isinstance(msg, Ping):
-            await self.enqueue(Pong(nonce=msg.nonce))
-        elif isinstance(msg, Pong | Response):
-            pass  # answers to nothing we asked for yet
-        elif isinstance(msg, Error):
-            log.warning("agent %s reports: %s (%s)", self.subject, msg.message, msg.code)
+    async def _timer(self) -> None:
+        """Call the core's timer at its deadlines (hello in time, heartbeat silence)."""
+        while True:
+            deadline = self.core.next_deadline()
+            changed = self._changed
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await changed.wait()
+            await self._perform(self.core.timer(trio.current_time()))
+
+    async def _perform(self, actions: list[Action[HubStream]]) -> None:
+        for action in actions:
+            follow = await self._do(action)
+            if follow:
+                await self._perform(follow)
+
+    async def _do(self, action: Action[HubStream]) -> list[Action[HubStream]]:
+        """Carry out one action; what the core answers to its outcome."""
+        if isinstance(action, Deliver):
+            action.stream.deliver(action.item)
+        elif isinstance(action, StdinCredit):
+            action.stream.stdin_credit()
+        elif isinstance(action, Send):
+            await self.enqueue(action.message)
+        elif isinstance(action, RecordHeartbeat):
+            self.last_heartbeat = utcnow()
+            await self._renew_lease()
+        elif isinstance(action, RenewLease):
+            await self._renew_lease()
+        elif isinstance(action, WriteFacts):
+            await self._write_facts(action.facts)
+        elif isinstance(action, Close):
+            self._closed(action)
+        elif isinstance(action, CancelRemote):
+            self._cancel_remote(action.stream_id)
+        elif isinstance(action, Report):
+            error = action.error
+            log.warning("agent %s reports: %s (%s)", self.subject, error.message, error.code)
         else:
-            raise ProtocolError(f"{msg.TYPE} is not a message an agent sends")
+            return await self._admit(action)
+        return []
 
-    async def _on_heartbeat(self, msg: Heartbeat) -> None:
-        self.last_heartbeat = utcnow()
-        if msg.version:
-            self.version = msg.version
-        self.facts.update(
-            load=list(msg.load),
-            uptime=msg.uptime,
-            memory_total=msg.memory_total,
-            memory_available=msg.memory_available,
-            agent_version=self.version,
-        )
-        await self._renew_lease()
-        if trio.current_time() - self._facts_written >= self.hub.facts_interval:
-            await self._write_facts()
+    async def _admit(
+        self, action: FindServer | CheckRevoked | FindAgent | Claim | Register
+    ) -> list[Action[HubStream]]:
+        """The handshake's lookups and the registry's decisions, answered to the core."""
+        core = self.core
+        if isinstance(action, FindServer):
+            try:
+                server = await self.hub.store.servers.get_by_name(self.name)
+            except NotFound:
+                return core.server_unknown()
+            return core.server_found(server.id, server.facts)
+        if isinstance(action, CheckRevoked):
+            return core.revocation(await self.hub.revocations.is_revoked(self.serial))
+        if isinstance(action, FindAgent):
+            return await self._find_agent()
+        # The registry closes this session when a live rival holds on (4006).
+        if isinstance(action, Claim):
+            admitted = self.hub.admits(self, current_serial=action.current_serial)
+            return core.claimed(trio.current_time()) if admitted else []
+        if not self.hub.register(self, current_serial=action.current_serial):
+            return []
+        log.info("agent %s connected (session %s, %s)", self.subject, self.session_id, self.source)
+        return core.registered()
+
+    async def _find_agent(self) -> list[Action[HubStream]]:
+        try:
+            agent: Agent | None = await self.hub.store.agents.get_by_server(self.server_id)
+        except NotFound:
+            agent = None
+        if agent is None:
+            return self.core.agent_found(None, None)
+        held_by = agent.replica if await self.hub.held_elsewhere(agent) else None
+        return self.core.agent_found(agent.cert_serial, held_by)
 
     async def _renew_lease(self) -> None:
         now = utcnow()
@@ -357,22 +376,10 @@ class AgentConnection:
             self.server_id, replica=self.hub.replica, seen=now, lease_until=now + lease
         )
 
-    async def _write_facts(self) -> None:
-        self._facts_written = trio.current_time()
+    async def _write_facts(self, facts: dict[str, Any]) -> None:
         # NotFound: the server was deleted while connected; its lease lapses on its own.
         with contextlib.suppress(NotFound):
-            await self.hub.store.servers.set_facts(self.server_id, dict(self.facts))
-
-    async def _watchdog(self) -> None:
-        """No message for three heartbeat intervals: the agent is gone or stuck."""
-        limit = 3 * self.hub.heartbeat_interval
-        while True:
-            deadline = self._last_received + limit
-            with trio.move_on_at(deadline):
-                await self._received.wait()
-            if trio.current_time() >= self._last_received + limit:
-                self.close(CloseCode.HEARTBEAT_TIMEOUT, f"no heartbeat for {limit:g}s")
-                return
+            await self.hub.store.servers.set_facts(self.server_id, facts)
 
     async def _report_protocol_error(self, exc: ProtocolError) -> None:
         log.warning(

@@ -25,40 +25,34 @@ import attrs
 import trio
 
 from lab.errors import Invalid, Unavailable
-from lab.proto.errors import CloseCode, ProtocolError
 from lab.proto.frames import MAX_PAYLOAD, Channel, DataFrame
+from lab.proto.hub_session import RelayedStream, StartMessage, StreamItem
 from lab.proto.messages import (
     Credit,
     Error,
     ExecExit,
     ExecStart,
-    ExecStarted,
     LogsEnd,
-    LogsStart,
     Message,
     Resize,
     Signal,
     StdinClose,
 )
-from lab.proto.streams import InputStream, OutputStream
 
-StreamItem = ExecStarted | DataFrame | ExecExit | LogsEnd | Error
-"""What iterating a stream yields; ``ExecExit``, ``LogsEnd`` and ``Error`` are the last item."""
+__all__ = ["HubStream", "Outgoing", "Session", "StartMessage", "StreamItem"]
 
 Outgoing = bytes | Credit | Signal | Resize | StdinClose
+"""What a caller may send: stdin bytes or a control message (its ``stream_id`` is replaced)."""
 
 
 class Session(Protocol):
     """The agent session a stream belongs to (:class:`AgentConnection` fits)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def enqueue(self, item: Message | bytes, /) -> None: ...
 
-
-"""What a caller may send: stdin bytes or a control message (its ``stream_id`` is replaced)."""
-
-StartMessage = ExecStart | LogsStart
 
 # Consecutive data frames of one channel are merged in the inbox up to this many bytes.
 MERGE_LIMIT = MAX_PAYLOAD
@@ -73,35 +67,23 @@ class _Chunk:
     payload: bytearray
 
 
-class HubStream:
-    """The caller's end of one stream on an agent connection. Create with ``hub.agent_stream``."""
+class HubStream(RelayedStream):
+    """The caller's end of one stream on an agent connection. Create with ``hub.agent_stream``.
+
+    The protocol checks (channels, sequence, credit, renumbering) are :class:`RelayedStream`'s;
+    this adds the inbox and the waiting."""
 
     def __init__(
         self, conn: Session, start: StartMessage, agent_stream_id: int, *, window: int
     ) -> None:
+        super().__init__(start, agent_stream_id, window=window)
         self.server_name = conn.name
-        self.start = start
-        self.stream_id = start.stream_id
-        self.agent_stream_id = agent_stream_id
         self._conn = conn
-        self._input = InputStream(agent_stream_id, window=window)
-        self._stdin = OutputStream(agent_stream_id, (Channel.STDIN,), window=window)
         self._stdin_changed = trio.Event()
         self._inbox: deque[StreamItem | _Chunk] = deque()
         self._arrived = trio.Event()
         self._closed = False  # nothing more will be queued (last item, abort, caller left)
-        self.finished = False  # the agent ended the stream (exit, logs-end or error)
-        self._aborted: Error | None = None  # labd ended it (agent gone, shutdown)
         self._done = False  # the caller has seen the last item
-
-    @property
-    def is_exec(self) -> bool:
-        return isinstance(self.start, ExecStart)
-
-    @property
-    def active(self) -> bool:
-        """Neither the agent nor labd has ended the stream yet."""
-        return not self.finished and self._aborted is None
 
     # --- the caller's API ---
 
@@ -119,8 +101,8 @@ class HubStream:
         while not self._inbox:
             if self._closed:
                 self._done = True
-                if self._aborted is not None:
-                    return self._aborted
+                if self.aborted is not None:
+                    return self.aborted
                 raise StopAsyncIteration
             await self._arrived.wait()
         item = self._inbox.popleft()
@@ -151,7 +133,7 @@ class HubStream:
             return
         if isinstance(item, Credit):
             try:
-                credit = self._input.grant(item.bytes)
+                credit = self.input.grant(item.bytes)
             except ValueError as exc:
                 raise Invalid(str(exc), details={"fields": ["credit.bytes"]}) from None
             await self._forward(credit)
@@ -165,15 +147,15 @@ class HubStream:
     async def consumed(self, n: int) -> None:
         """Tell the stream its consumer read ``n`` payload bytes; credit is granted to the
         agent in batches (every half window). Use this *or* ``send(Credit)``, not both."""
-        credit = self._input.consumed(n)
+        credit = self.input.consumed(n)
         if credit is not None:
             await self._forward(credit)
 
     # --- internals ---
 
     async def _forward(self, msg: Credit | Signal | Resize | StdinClose) -> None:
-        if self._aborted is not None:
-            raise Unavailable(self._aborted.message)
+        if self.aborted is not None:
+            raise Unavailable(self.aborted.message)
         if self.finished:
             return  # the remote side is gone; nothing left to steer
         await self._conn.enqueue(msg)
@@ -184,15 +166,15 @@ class HubStream:
             raise Invalid("this stream was not started with stdin")
         view = memoryview(data)
         while view:
-            while self._stdin.window.available == 0:
+            while self.stdin.window.available == 0:
                 if not self.active:
                     break
                 await self._stdin_changed.wait()
-            if self._aborted is not None:
-                raise Unavailable(self._aborted.message)
+            if self.aborted is not None:
+                raise Unavailable(self.aborted.message)
             if self.finished:
                 return  # the process is gone; its stdin with it
-            frame, view = self._stdin.chunk(Channel.STDIN, view)
+            frame, view = self.stdin.chunk(Channel.STDIN, view)
             await self._conn.enqueue(frame)
 
     def _notify(self) -> None:
@@ -201,33 +183,8 @@ class HubStream:
 
     # --- called by the agent connection's reader ---
 
-    def data(self, frame: DataFrame) -> DataFrame:
-        """Check an agent data frame (channel, sequence, credit) and renumber it."""
-        allowed = (Channel.STDOUT, Channel.STDERR) if self.is_exec else (Channel.LOG,)
-        if frame.channel not in allowed:
-            raise ProtocolError(
-                f"channel {frame.channel.name} is not an output of stream {frame.stream_id}",
-                close_code=CloseCode.UNSUPPORTED_DATA,
-            )
-        payload = self._input.received(frame)
-        return DataFrame(
-            stream_id=self.stream_id, channel=frame.channel, seq=frame.seq, payload=payload
-        )
-
-    def message(self, msg: ExecStarted | ExecExit | LogsEnd | Error) -> StreamItem:
-        """Check a stream message from the agent and renumber it for the caller."""
-        if self.finished:
-            raise ProtocolError(f"{msg.TYPE} on stream {msg.stream_id} after it ended")
-        if isinstance(msg, ExecStarted | ExecExit) and not self.is_exec:
-            raise ProtocolError(f"{msg.TYPE} on log stream {msg.stream_id}")
-        if isinstance(msg, LogsEnd) and self.is_exec:
-            raise ProtocolError(f"logs-end on exec stream {msg.stream_id}")
-        if isinstance(msg, ExecExit):
-            self._input.exited(msg)
-        return attrs.evolve(msg, stream_id=self.stream_id)
-
-    def stdin_credit(self, credit: Credit) -> None:
-        self._stdin.grant(credit)
+    def stdin_credit(self) -> None:
+        """The agent granted stdin credit (the session counted it): wake the writer."""
         self._notify()
 
     def deliver(self, item: StreamItem) -> None:
@@ -236,8 +193,6 @@ class HubStream:
         Items for a stream the caller left or labd ended are dropped.
         """
         last = isinstance(item, ExecExit | LogsEnd | Error)
-        if last:
-            self.finished = True
         if not self._closed:
             self._queue(item)
             self._arrived.set()
@@ -262,14 +217,14 @@ class HubStream:
         else:
             self._inbox.append(_Chunk(item.channel, item.seq, bytearray(item.payload)))
 
-    def abort(self, code: str, message: str) -> None:
+    def abort(self, code: str, message: str) -> bool:
         """End the stream from labd's side; the caller's last item is an ``Error``."""
-        if not self.active:
-            return
-        self._aborted = Error(stream_id=self.stream_id, code=code, message=message)
+        if not super().abort(code, message):
+            return False
         self._closed = True
         self._arrived.set()
         self._notify()
+        return True
 
     def close_inbox(self) -> None:
         """The caller left: drop whatever is still queued."""
