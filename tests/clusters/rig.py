@@ -39,14 +39,14 @@ V1 = "v1.31.4+k3s1"
 V2 = "v1.32.1+k3s1"
 
 
-def k3s_program(version: str, record: Path) -> bytes:
+def k3s_program(version: str, record: Path, *, rogue_ca: bool = False) -> bytes:
     return (
         f"#!{sys.executable}\n"
         f"# stand-in k3s {version} (tests/clusters/standin_k3s.py)\n"
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from tests.clusters.standin_k3s import main\n"
-        f"main(version={version!r}, record_to={str(record)!r})\n"
+        f"main(version={version!r}, record_to={str(record)!r}, rogue_ca={rogue_ca!r})\n"
     ).encode()
 
 
@@ -95,6 +95,7 @@ class ClusterLab:
     record: Path
     artifacts: MemoryArtifacts
     agents: dict[str, Daemon] = attrs.Factory(dict)
+    nursery: trio.Nursery | None = None
 
     def root(self, node: str) -> Path:
         return self.tmp / "nodes" / node / "root"
@@ -120,6 +121,22 @@ class ClusterLab:
             if op["status"] in ("succeeded", "failed"):
                 return op
             await trio.sleep(0.2)
+
+    async def start_agent(self, nursery: trio.Nursery, node: str) -> None:
+        """(Re)start ``node``'s lab-agent and wait until labd sees it online."""
+        env = clean_env(LAB_AGENT_STATE_DIR=str(self.tmp / "agents" / node))
+        argv = [sys.executable, "-m", "lab.agent.main", "run"]
+        self.agents[node], _ = await start_daemon(nursery, f"agent-{node}", argv, env, self.tmp)
+        async with self.labd.client(self.admin) as client:
+            while (await client.get(f"/api/servers/{node}")).json().get("status") != "online":
+                await trio.sleep(0.1)
+
+    async def kill_agent(self, node: str) -> None:
+        """SIGKILL ``node``'s lab-agent (its commands die with it) and reap it."""
+        daemon = self.agents[node]
+        with suppress(ProcessLookupError):
+            os.killpg(daemon.pid, signal.SIGKILL)
+        await daemon.stop()
 
     async def labctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         """Run labctl as the admin against this labd."""
@@ -179,20 +196,10 @@ async def cluster_lab(
             artifacts=artifacts,
         )
         try:
+            lab.nursery = nursery
             for node in nodes:
-                state = tmp_path / "agents" / node
-                await enroll_state(labd, lab.admin, node, state)
-                env = clean_env(LAB_AGENT_STATE_DIR=str(state))
-                argv = [sys.executable, "-m", "lab.agent.main", "run"]
-                lab.agents[node], _ = await start_daemon(
-                    nursery, f"agent-{node}", argv, env, tmp_path
-                )
-            async with lab.labd.client(lab.admin) as client:
-                for node in nodes:
-                    while (await client.get(f"/api/servers/{node}")).json().get(
-                        "status"
-                    ) != "online":
-                        await trio.sleep(0.1)
+                await enroll_state(labd, lab.admin, node, tmp_path / "agents" / node)
+                await lab.start_agent(nursery, node)
             yield lab
         finally:
             with trio.CancelScope(shield=True):

@@ -80,16 +80,26 @@ def split_token(token: str) -> tuple[str, str]:
     return ca_hash, secret
 
 
-def serve_first(config: dict[str, Any], version: str, data_dir: Path) -> None:
+def serve_first(config: dict[str, Any], version: str, data_dir: Path, *, rogue_ca: bool) -> None:
     from lab import pki
     from tests.clusters.k3s_api import K3sAPI
 
     tls = data_dir / "server" / "tls"
+    _, secret = split_token(config["token"])
+    # k3s keeps the token it was first started with in <data-dir>/server/token; a data dir
+    # left by another cluster refuses this one (k3s-io/k3s#4640).
+    kept = data_dir / "server" / "token"
+    if kept.exists() and kept.read_text().strip() != config["token"]:
+        fail("bootstrap data already found and encrypted with different token")
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(config["token"])
+    if rogue_ca:
+        # a server that is not the one labd set up: it serves a CA of its own
+        rogue = pki.create_ca("someone else's cluster")
+        (tls / "server-ca.crt").write_bytes(rogue.cert_pem())
+        (tls / "server-ca.key").write_bytes(rogue.key_pem())
     ca_pem = (tls / "server-ca.crt").read_bytes()
     ca = pki.CAMaterial.from_pem(ca_pem, (tls / "server-ca.key").read_bytes())
-    ca_hash, secret = split_token(config["token"])
-    if hashlib.sha256(ca_pem).hexdigest() != ca_hash:
-        fail("bootstrap data already found and encrypted with different token")
     key = pki.generate_key()
     cert, _ = pki.issue_server_cert(ca, pki.make_csr(key, "k3s"), ["localhost"], ["127.0.0.1"])
     admin_key = pki.generate_key()
@@ -193,7 +203,7 @@ def join(role: str, config: dict[str, Any], version: str, data_dir: Path) -> Non
         signal.pause()
 
 
-def main(*, version: str, record_to: str) -> None:
+def main(*, version: str, record_to: str, rogue_ca: bool = False) -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["--version"]:
         print(f"k3s version {version}")
@@ -207,7 +217,7 @@ def main(*, version: str, record_to: str) -> None:
            first=first)  # fmt: skip
     try:
         if role == "server" and "server" not in config:
-            serve_first(config, version, data_dir)
+            serve_first(config, version, data_dir, rogue_ca=rogue_ca)
         else:
             join(role, config, version, data_dir)
     finally:
