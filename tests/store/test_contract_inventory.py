@@ -174,6 +174,30 @@ async def test_clusters(store: Store) -> None:
         await store.clusters.delete("k3s-a")
 
 
+async def test_cluster_registry_columns_and_update(store: Store) -> None:
+    made = await store.clusters.create(
+        Cluster(
+            name="lab",
+            origin="imported",
+            api_server="https://10.0.0.1:6443",
+            version="v1.31.4+k3s1",
+            status="ready",
+            created_by="user/ann",
+        )
+    )
+    assert made.updated_at is None and made.created_by == "user/ann"
+    changed = await store.clusters.update("lab", status="failed", version="v1.32.0+k3s1")
+    assert (changed.status, changed.version, changed.api_server) == (
+        "failed",
+        "v1.32.0+k3s1",
+        "https://10.0.0.1:6443",
+    )
+    assert changed.updated_at is not None
+    assert await store.clusters.get("lab") == changed
+    with pytest.raises(NotFound):
+        await store.clusters.update("absent", status="ready")
+
+
 async def test_settings(store: Store) -> None:
     assert await store.settings.get("cluster_id") is None
     await store.settings.set("k", "1")

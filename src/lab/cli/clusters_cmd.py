@@ -1,12 +1,15 @@
-"""labctl clusters: k3s clusters labd creates and runs through the agents (docs/clusters.md).
+"""labctl clusters: k3s clusters labd creates and runs through the agents, and existing ones
+imported from a kubeconfig (docs/clusters.md).
 
-Every command but ``describe`` starts a recorded operation and, unless ``--no-wait``, follows
+``import`` records an existing cluster and ``kubeconfig`` reads its credentials back; every
+other command but ``describe`` starts a recorded operation and, unless ``--no-wait``, follows
 its steps until it ends; a failed operation prints the failed step and how to resume, exit 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cyclopts import App, Parameter
@@ -19,8 +22,42 @@ if TYPE_CHECKING:
 
 clusters_app = App(
     name="clusters",
-    help="Kubernetes clusters: create k3s on enrolled servers, day-2 operations.",
+    help="Kubernetes clusters: create k3s on enrolled servers, day-2 operations, import one.",
 )
+
+COLUMNS = ("name", "ready", "version", "nodes", "origin", "age")
+WIDE = ("status", "api_server", "created_by")
+
+
+def cluster_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows of ``labctl get clusters``: READY is the live answer of the API server."""
+    from datetime import UTC, datetime
+
+    from lab.client.durations import format_duration
+
+    now = datetime.now(UTC)
+    rows = []
+    for item in items:
+        health = item.get("health") or {}
+        created = item.get("created_at")
+        age = (now - datetime.fromisoformat(created)).total_seconds() if created else None
+        rows.append(
+            {
+                "name": item.get("name"),
+                "ready": health.get("state", "-"),
+                "version": health.get("version") or item.get("version") or "-",
+                "nodes": f"{health.get('nodes_ready', 0)}/{health.get('nodes', 0)}"
+                if health.get("nodes")
+                else "-",
+                "origin": item.get("origin"),
+                "age": format_duration(age) if age is not None else "-",
+                "status": item.get("status"),
+                "api_server": item.get("api_server"),
+                "created_by": item.get("created_by"),
+            }
+        )
+    return rows
+
 
 NoWait = Annotated[
     bool, Parameter(name="--no-wait", negative=(), help="Return once the operation is recorded.")
@@ -376,6 +413,21 @@ async def describe_cluster(name: str, output: str) -> None:
     print(render_cluster(name, record, ops))
 
 
+def health_lines(record: dict[str, Any]) -> list[str]:
+    """What the API server answers now (``GET /api/clusters/NAME``'s ``health``), who made it."""
+    health = record.get("health") or {}
+    lines = []
+    if health:
+        state = str(health.get("state", "-"))
+        if health.get("message"):
+            state += f" ({health['message']})"
+        lines.append(f"{'Ready:':<12}{state}")
+        if health.get("nodes"):
+            lines.append(f"{'Nodes:':<12}{health.get('nodes_ready', 0)} of {health['nodes']} Ready")
+    lines.append(f"{'Created:':<12}{record.get('created_at')} by {record.get('created_by') or '-'}")
+    return lines
+
+
 def render_cluster(name: str, record: dict[str, Any] | None, ops: Sequence[dict[str, Any]]) -> str:
     from lab.runtime.output import terminal_text
 
@@ -386,6 +438,7 @@ def render_cluster(name: str, record: dict[str, Any] | None, ops: Sequence[dict[
                 out.append(
                     terminal_text(f"{key.replace('_', ' ').capitalize() + ':':<12}{record[key]}")
                 )
+        out += [terminal_text(line) for line in health_lines(record)]
     if ops:
         spec = (ops[0].get("params") or {}).get("spec") or {}
         out.append(f"{'Servers:':<12}{', '.join(spec.get('servers') or []) or '-'}")
@@ -398,3 +451,97 @@ def render_cluster(name: str, record: dict[str, Any] | None, ops: Sequence[dict[
                 for o in ops[1:]
             ]
     return "\n".join(out)
+
+
+@clusters_app.command(name="import")
+async def import_cluster(
+    name: str,
+    /,
+    *,
+    kubeconfig: Annotated[Path, Parameter(help="The kubeconfig file to import.")],
+    context: Annotated[
+        str | None, Parameter(help="The context to import (default: its current-context).")
+    ] = None,
+    output: OutputOpt = "",
+) -> None:
+    """Import an existing cluster: labd checks its /version and keeps the kubeconfig sealed.
+
+    Only the chosen context is sent, with every file it names (CA, client certificate and
+    key, token file) read here and inlined; exec and auth-provider plugins are refused. Needs
+    clusters:import on cluster/NAME.
+
+    Example: labctl clusters import lab --kubeconfig ~/.kube/config --context lab-admin
+
+    Parameters
+    ----------
+    name
+        The cluster's name in labd (lowercase letters, digits, '-').
+    """
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.errors import Invalid
+    from lab.kube import flatten_kubeconfig
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
+
+    fmt = check_format(output)
+    with handle():
+        path = kubeconfig.expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            raise Invalid(
+                f"cannot read {path}: {reason}", details={"fields": ["kubeconfig"]}
+            ) from None
+        flat = flatten_kubeconfig(text, context, base_dir=path.parent, name=name)
+        async with LabClient.from_settings() as client:
+            item = await client.post(
+                "/api/clusters/import", json={"name": name, "kubeconfig": flat}
+            )
+    if is_data(fmt):
+        emit(item, fmt, kind="cluster")
+    else:
+        print(f"cluster/{item['name']} imported: {item['version']} at {item['api_server']}")
+
+
+@clusters_app.command
+async def kubeconfig(
+    name: str,
+    /,
+    *,
+    file: Annotated[
+        Path | None, Parameter(help="Write it to this file (mode 0600) instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the cluster's kubeconfig (its credentials): needs clusters:read-credentials.
+
+    labd audits every read. With --file the kubeconfig is written with mode 0600.
+
+    Example: labctl clusters kubeconfig lab --file ~/.kube/lab.yaml
+
+    Parameters
+    ----------
+    name
+        The cluster (NAME or cluster/NAME).
+    """
+    import os
+    from urllib.parse import quote
+
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+
+    name = name.removeprefix("cluster/")
+    with handle():
+        async with LabClient.from_settings() as client:
+            answer = await client.get(f"/api/clusters/{quote(name, safe='')}/kubeconfig")
+        text = str(answer["kubeconfig"])
+        if file is None:
+            print(text, end="")
+            return
+        target = file.expanduser()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(text)
+    print(f"wrote {target}")

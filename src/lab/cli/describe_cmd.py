@@ -71,7 +71,7 @@ def _fact(value: Any) -> str:
 
 
 async def describe(resource: str, /, *, output: OutputOpt = "") -> None:
-    """Show one resource in detail: facts, labels, presence, certificate.
+    """Show one resource in detail: a server or a cluster.
 
     For a server: status and the replica holding its connection, last heartbeat, agent
     version, certificate serial and expiry, labels and every fact the agent reported. For a
@@ -82,7 +82,7 @@ async def describe(resource: str, /, *, output: OutputOpt = "") -> None:
     Parameters
     ----------
     resource
-        TYPE/NAME, e.g. server/web1.
+        TYPE/NAME, e.g. server/web1 or cluster/lab.
     """
     from urllib.parse import quote
 

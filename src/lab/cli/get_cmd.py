@@ -21,7 +21,7 @@ from lab.cli.targets import SelectorOpt
 
 get_app = App(
     name="get",
-    help="Show resources: servers, users, roles, tokens, certs, audit.\n\n"
+    help="Show resources: servers, users, roles, tokens, certs, clusters, audit.\n\n"
     "labctl get TYPE lists them; labctl get TYPE NAME... or TYPE/NAME... shows the named "
     "ones.\n\nExample: labctl get servers -l 'role=worker,zone!=a' -o wide",
 )
@@ -228,12 +228,28 @@ CERTS = Kind(
     columns=("serial", "subject", "profile", "not_after", "revoked_at"),
     wide=("not_before",),
 )
+
+
+def _cluster_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from lab.cli.clusters_cmd import cluster_rows
+
+    return cluster_rows(items)
+
+
+CLUSTERS = Kind(
+    name="cluster",
+    path="/api/clusters",
+    columns=("name", "ready", "version", "nodes", "origin", "age"),
+    wide=("status", "api_server", "created_by"),
+    rows=_cluster_rows,
+)
 KINDS = {
     "server": None,
     "user": USERS,
     "role": ROLES,
     "token": TOKENS,
     "cert": CERTS,
+    "cluster": CLUSTERS,
     "audit": None,
 }
 ALIASES = {
@@ -249,6 +265,8 @@ ALIASES = {
     "certs": "cert",
     "certificate": "cert",
     "certificates": "cert",
+    "cluster": "cluster",
+    "clusters": "cluster",
     "audit": "audit",
 }
 
@@ -340,6 +358,24 @@ async def certs(*names: str, output: OutputOpt = "") -> None:
         Certificate serials to show (SERIAL or cert/SERIAL).
     """
     await show_kind(CERTS, names, output)
+
+
+@get_app.command(name=["clusters", "cluster"])
+async def clusters(*names: str, output: OutputOpt = "") -> None:
+    """List Kubernetes clusters; READY is what each API server answers now.
+
+    READY is Ready when /version answers and every node is Ready (NotReady, Refused or
+    Unreachable otherwise); NODES is Ready/total. -o wide adds STATUS API_SERVER CREATED_BY.
+    Never prints a kubeconfig (labctl clusters kubeconfig does, with clusters:read-credentials).
+
+    Example: labctl get clusters -o wide
+
+    Parameters
+    ----------
+    names
+        Clusters to show (NAME or cluster/NAME).
+    """
+    await show_kind(CLUSTERS, names, output)
 
 
 @get_app.default

@@ -74,7 +74,7 @@ app.command(
 app.command(
     "lab.cli.clusters_cmd:clusters_app",
     name="clusters",
-    help="Kubernetes clusters: create k3s on enrolled servers, day-2 operations.",
+    help="Kubernetes clusters: create k3s on enrolled servers, day-2 operations, import one.",
 )
 app.command(describe, name="describe")
 app.command(label, name="label")
@@ -138,16 +138,33 @@ def main() -> None:
         _quiet_exit_on_broken_pipe()
 
 
+# Commands whose own --context option names something else (a kubeconfig context): after
+# their words, --context belongs to them; labctl's context goes before (or LABCTL_CONTEXT).
+OWN_CONTEXT_OPTION = (("clusters", "import"),)
+
+
+def _own_context_from(argv: list[str]) -> int | None:
+    """The index where a command with its own ``--context`` starts, if ``argv`` runs one."""
+    words = [(i, w) for i, w in enumerate(argv) if not w.startswith("-")]
+    for path in OWN_CONTEXT_OPTION:
+        for start in range(len(words) - len(path) + 1):
+            if tuple(w for _, w in words[start : start + len(path)]) == path:
+                return words[start][0]
+    return None
+
+
 def take_context(argv: list[str]) -> list[str]:
     """``--context NAME`` (or ``--context=NAME``) anywhere before ``--`` selects the context
-    for this one command (``LABCTL_CONTEXT``); the rest of ``argv`` is returned."""
+    for this one command (``LABCTL_CONTEXT``); the rest of ``argv`` is returned. For the
+    commands of :data:`OWN_CONTEXT_OPTION` only a ``--context`` before the command counts."""
     import os
 
     rest: list[str] = []
+    own = _own_context_from(argv)
     i = 0
     while i < len(argv):
         word = argv[i]
-        if word == "--":
+        if word == "--" or (own is not None and i >= own):
             rest += argv[i:]
             break
         if word == "--context" and i + 1 < len(argv):

@@ -14,6 +14,7 @@ from lab.labd.api import (
     bastion,
     certs,
     cluster_ops,
+    clusters,
     exec_ws,
     health,
     metrics,
@@ -64,6 +65,7 @@ def create_app(context: LabdContext) -> QuartTrio:
     for module in (agent_ws, metrics, bastion, replica_ws, power):
         app.register_blueprint(module.bp)
     app.register_blueprint(cluster_ops.bp)
+    app.register_blueprint(clusters.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(
         context.config.rate_global, context.config.rate_tokens

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lab.labd.audit.keys import AuditKeys
     from lab.labd.cluster import ClusterMember
     from lab.labd.clusterops.engine import OpEngine
+    from lab.labd.clusters import ClusterRegistry
     from lab.labd.config import LabdConfig
     from lab.labd.hub.registry import AgentHub
     from lab.labd.identity.ca import CAService
@@ -39,6 +40,8 @@ class LabdContext:
     checkpointer: Checkpointer
     # Sealed values (kubeconfigs, k3s tokens): lab.labd.secrets.
     secrets: SecretsStore
+    # Kubernetes clusters: records and their sealed kubeconfigs (lab.labd.clusters).
+    clusters: ClusterRegistry
     # This replica in the replica registry (cluster mode); None in tests that build no cluster.
     cluster: ClusterMember | None = None
     started_monotonic: float = field(factory=time.monotonic)

@@ -20,6 +20,7 @@ from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
 from lab.labd.audit.keys import audit_keys
 from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
 from lab.labd.clusterops.engine import OpEngine
+from lab.labd.clusters import ClusterRegistry
 from lab.labd.config import LabdConfig, load_labd_config
 from lab.labd.context import LabdContext
 from lab.labd.hub.registry import AgentHub, default_replica
@@ -95,6 +96,7 @@ async def serve_labd(
                 every=config.audit_checkpoint_every,
             ),
             secrets=secrets,
+            clusters=ClusterRegistry(store, secrets),
         )
         context.cluster_ops = OpEngine(context, replica_id)
         # Revoked here or on another replica (cluster reload): the user's live streams end.

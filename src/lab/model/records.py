@@ -173,9 +173,22 @@ class Machine:
 
 @frozen(kw_only=True)
 class Cluster:
-    """A named group of servers (a k3s cluster, say)."""
+    """A Kubernetes cluster labd knows: imported from a kubeconfig or created by labd.
+
+    Its kubeconfig is a secret (``cluster/NAME/kubeconfig``), never a field here.
+    """
 
     id: str = Factory(new_id)
     name: str
     description: str = ""
     created_at: datetime = Factory(now)
+    origin: str = "imported"
+    """``imported`` (labctl clusters import) or ``created`` (labctl clusters create)."""
+    api_server: str = ""
+    """The API server URL from the kubeconfig."""
+    version: str = ""
+    """The API server's gitVersion when labd last asked."""
+    status: str = "unknown"
+    """The lifecycle state labd recorded (``ready``, ``creating``, ``failed``...)."""
+    created_by: str = ""
+    updated_at: datetime | None = None

@@ -191,6 +191,18 @@ class ClusterRepository(Protocol):
     async def create(self, cluster: Cluster) -> Cluster: ...
     async def get(self, name: str) -> Cluster: ...
     async def list(self) -> list[Cluster]: ...
+    async def update(
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        version: str | None = None,
+        api_server: str | None = None,
+        description: str | None = None,
+    ) -> Cluster:
+        """Change the given columns (and ``updated_at``); ``NotFound`` for an unknown name."""
+        ...
+
     async def delete(self, name: str) -> None: ...
 
 

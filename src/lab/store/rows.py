@@ -56,7 +56,9 @@ AGENT_SELECT = (
 MACHINE_COLS = (
     "mac, state, hostname, role, disk, inventory, settings, phase, message, updated_at, created_at"
 )
-CLUSTER_COLS = "id, name, description, created_at"
+CLUSTER_COLS = (
+    "id, name, description, created_at, origin, api_server, version, status, created_by, updated_at"
+)
 REPLICA_COLS = "id, url, started_at, seen, lease_until"
 AUDIT_COLS = (
     # "user" is quoted: a reserved word in PostgreSQL, an ordinary name in SQLite.
@@ -239,11 +241,24 @@ class RowCodec(ABC):
 
     def cluster(self, row: Row) -> Cluster:
         return Cluster(
-            id=row[0], name=row[1], description=row[2], created_at=self.parse_time(row[3])
+            id=row[0],
+            name=row[1],
+            description=row[2],
+            created_at=self.parse_time(row[3]),
+            origin=row[4],
+            api_server=row[5],
+            version=row[6],
+            status=row[7],
+            created_by=row[8],
+            updated_at=None if row[9] is None else self.parse_time(row[9]),
         )
 
     def cluster_params(self, c: Cluster) -> Params:
-        return (c.id, c.name, c.description, self.time(c.created_at))
+        return (
+            c.id, c.name, c.description, self.time(c.created_at), c.origin, c.api_server,
+            c.version, c.status, c.created_by,
+            None if c.updated_at is None else self.time(c.updated_at),
+        )  # fmt: skip
 
     def replica(self, row: Row) -> Replica:
         return Replica(

@@ -43,6 +43,10 @@ OPERATOR = Role(
         _allow("provision:*", "machine/*"),
         _allow("audit:read", "audit/*"),
         _allow("audit:verify", "audit/*"),
+        _allow("clusters:*", "cluster/*"),
+        _allow("artifacts:*", "artifact/*"),
+        # A cluster's kubeconfig holds its admin credentials: admins only.
+        _deny("clusters:read-credentials", "*"),
         _deny("users:*", "*"),
         _deny("roles:*", "*"),
         _deny("tokens:*", "*"),
@@ -61,6 +65,9 @@ VIEWER = Role(
         _allow("servers:list", "server/*"),
         _allow("provision:get", "machine/*"),
         _allow("provision:list", "machine/*"),
+        _allow("clusters:read", "cluster/*"),
+        _allow("artifacts:read", "artifact/*"),
+        _deny("clusters:read-credentials", "*"),
         _deny("exec:*", "*"),
         _deny("logs:*", "*"),
         # The same refusals under the servers: prefix, whichever spelling a route declares.

@@ -9,6 +9,7 @@ profile), loads the user's roles and asks RBAC.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from lab.labd.access.ratelimit import Limits
 from lab.labd.audit import entries as audit
 from lab.labd.context import ctx
 from lab.model import Role
+from lab.model.safejson import loads
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,38 @@ class Policy:
     public: bool = False
     kinds: frozenset[str] = frozenset()
     action: str | None = None
-    # Resource template filled from the route's view args, e.g. "token/{token_id}".
+    # Resource template filled from the route's view args, e.g. "token/{token_id}", and for a
+    # route whose target is named in its JSON body, from that body: "cluster/{body.name}".
     resource: str = "*"
+
+
+_BODY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+class _BodyFields:
+    """The top-level string fields of a JSON body for a resource template; anything that is
+    not a plain name (missing, another type, a '*' or '/') reads as "" so that no pattern
+    short of '*' allows it, and the handler's own validation answers the 400."""
+
+    def __init__(self, data: Any) -> None:
+        self._data = data if isinstance(data, dict) else {}
+
+    def __getattr__(self, key: str) -> str:
+        value = self._data.get(key)
+        return value if isinstance(value, str) and _BODY_NAME.fullmatch(value) else ""
+
+
+async def _resource_of(policy: Policy, req: Request | Websocket, *, read_body: bool) -> str:
+    args: dict[str, Any] = dict(req.view_args or {})
+    if "{body." in policy.resource:
+        data = None
+        if read_body and isinstance(req, Request):
+            try:
+                data = loads(await req.get_data(as_text=False))
+            except LabError:
+                data = None  # the handler's body() answers the 400 (or 413)
+        args["body"] = _BodyFields(data)
+    return policy.resource.format(**args)
 
 
 @frozen(kw_only=True)
@@ -134,7 +166,7 @@ async def _authenticate(req: Request | Websocket) -> None:
         if req.blueprint != "health":
             _limit(limits, address, req.blueprint)
         return
-    resource = policy.resource.format(**(req.view_args or {}))
+    resource = await _resource_of(policy, req, read_body=False)
     audit.begin(policy.action or f"api:{req.endpoint}", resource)
     der = peer_der()
     if der is None:
@@ -163,6 +195,10 @@ async def _authenticate(req: Request | Websocket) -> None:
         )
     if ident.kind == "user":
         g.principal = evolve(partial, roles=await c.identities.user_roles(ident.name))
+    if "{body." in policy.resource:
+        # Read only once the caller is known: the target named in the body, for the audit too.
+        resource = await _resource_of(policy, req, read_body=True)
+        audit.set_resource(resource)
     if policy.action is not None and ident.kind == "user":
         check(g.principal, policy.action, resource)
 

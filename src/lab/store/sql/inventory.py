@@ -6,7 +6,7 @@ settings."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lab.errors import NotFound
@@ -243,7 +243,7 @@ class Clusters:
         def op(tx: Tx) -> Cluster:
             try:
                 tx.run(
-                    f"INSERT INTO clusters ({CLUSTER_COLS}) VALUES (?, ?, ?, ?)",
+                    f"INSERT INTO clusters ({CLUSTER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     tx.dialect.codec.cluster_params(cluster),
                 )
             except tx.dialect.unique_violation as exc:
@@ -261,6 +261,33 @@ class Clusters:
             return [tx.dialect.codec.cluster(r) for r in rows]
 
         return await self._db.read(op)
+
+    async def update(
+        self,
+        name: str,
+        *,
+        status: str | None = None,
+        version: str | None = None,
+        api_server: str | None = None,
+        description: str | None = None,
+    ) -> Cluster:
+        changes = {
+            "status": status,
+            "version": version,
+            "api_server": api_server,
+            "description": description,
+        }
+        given = {k: v for k, v in changes.items() if v is not None}
+
+        def op(tx: Tx) -> Cluster:
+            sets = ", ".join(f"{column} = ?" for column in given)  # constant column names
+            params = (*given.values(), tx.dialect.codec.time(datetime.now(UTC)), name)
+            sql = f"UPDATE clusters SET {sets}{', ' if sets else ''}updated_at = ? WHERE name = ?"
+            if tx.run(sql, params) == 0:
+                raise not_found("cluster", name)
+            return _cluster_of(tx, name)
+
+        return await self._db.write(op)
 
     async def delete(self, name: str) -> None:
         def op(tx: Tx) -> None:
