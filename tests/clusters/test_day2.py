@@ -1,5 +1,6 @@
 """Three servers: created one at a time after the first, upgraded one server at a time (the
-stand-in records the order), then deleted."""
+stand-in records the order), then deleted with --keep-data; a new cluster on a node that
+kept another cluster's data fails at start with k3s's own words."""
 
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ async def test_three_servers_create_upgrade_delete(
                 resp = await client.get("/api/clusters/c3/operations")
                 kinds = [o["kind"] for o in resp.json()["items"]]
                 assert kinds == ["delete", "upgrade", "create"]
+
+                body = {"servers": ["s1"], "api_address": "127.0.0.1", "api_port": free_port()}
+                resp = await client.post("/api/clusters/new/create", json=body)
+                op = await lab.wait_op(client, "new", resp.json()["id"])
+            assert op["status"] == "failed"
+            failed = next(s for s in op["steps"] if s["status"] == "failed")
+            assert (failed["name"], failed["node"]) == ("start", "s1")
+            assert (
+                "bootstrap data already found and encrypted with different token"
+                in (failed["error"])
+            )
+            assert op["error"].endswith("labctl clusters resume new")

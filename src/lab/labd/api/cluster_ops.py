@@ -133,8 +133,7 @@ async def _start(
     )
     annotate(op=op.id, steps=len(steps))
     recorded = await ctx().store.cluster_ops.create(op)
-    await _engine().submit(recorded.id)
-    return op_view(recorded)
+    return op_view(await _engine().submit(recorded.id))
 
 
 @bp.post("/api/clusters/<name>/create")
@@ -244,8 +243,7 @@ async def resume(name: str) -> dict[str, Any]:
         )
     op = ops[0]
     annotate(op=op.id, kind=op.kind)
-    await _engine().submit(op.id)
-    return op_view(op)
+    return op_view(await _engine().submit(op.id))
 
 
 @bp.get("/api/clusters/<name>/operations")

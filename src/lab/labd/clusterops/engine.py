@@ -50,9 +50,18 @@ class OpEngine:
     def ops(self) -> Any:
         return self.context.store.cluster_ops
 
-    async def submit(self, op_id: str) -> None:
-        """Start ``op_id`` (already recorded) on this replica."""
+    async def submit(self, op_id: str) -> ClusterOp:
+        """Take ``op_id`` (recorded, pending or failed) and start it on this replica; the
+        operation as it now is (running). Conflict when another replica runs it or it
+        already succeeded."""
+        if not await self.ops.claim(op_id, self.owner, now=now(), lease_until=self._lease_end()):
+            raise Conflict(
+                f"cluster operation {op_id} is running elsewhere or already ended",
+                details={"op": op_id},
+            )
         await self._send.send(op_id)
+        claimed: ClusterOp = await self.ops.get(op_id)
+        return claimed
 
     async def run(
         self, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -109,8 +118,6 @@ class OpEngine:
 
     async def _run_one(self, op_id: str) -> None:
         ops = self.ops
-        if not await ops.claim(op_id, self.owner, now=now(), lease_until=self._lease_end()):
-            return
         op = await ops.get(op_id)
         spec = ClusterSpec.from_params(op.params["spec"])
         octx = steps.OpContext(context=self.context, spec=spec, params=op.params)
