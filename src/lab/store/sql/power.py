@@ -1,25 +1,29 @@
-"""The repository of power driver settings (one row per machine or server, see docs/power.md)."""
+"""The repository of power driver settings (one row per machine or server, see docs/power.md).
+
+Times and the settings go through the backend's row codec like every other table's: canonical
+text on SQLite, ``TIMESTAMPTZ`` and ``JSONB`` on PostgreSQL (migration 0010).
+"""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import Any
 
 from lab.store.base import PowerSetting
+from lab.store.rows import Row
 from lab.store.rules import not_found
 from lab.store.sql.dialect import Runner, Tx
 
 _COLS = "target, driver, settings, sealed, updated_at"
 
 
-def _setting(row: Any) -> PowerSetting:
+def _setting(tx: Tx, row: Row) -> PowerSetting:
+    codec = tx.dialect.codec
     return PowerSetting(
         target=row[0],
         driver=row[1],
-        settings=json.loads(row[2]),
+        settings=codec.parse_json(row[2]),
         sealed=row[3],
-        updated_at=datetime.fromisoformat(row[4]),
+        updated_at=codec.parse_time(row[4]),
     )
 
 
@@ -27,7 +31,7 @@ def _get(tx: Tx, target: str) -> PowerSetting:
     row = tx.one(f"SELECT {_COLS} FROM power_drivers WHERE target = ?", (target,))  # noqa: S608
     if row is None:
         raise not_found("power driver", target)
-    return _setting(row)
+    return _setting(tx, row)
 
 
 class PowerDrivers:
@@ -36,6 +40,7 @@ class PowerDrivers:
 
     async def set(self, setting: PowerSetting) -> PowerSetting:
         def op(tx: Tx) -> PowerSetting:
+            codec = tx.dialect.codec
             tx.run(
                 f"INSERT INTO power_drivers ({_COLS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608
                 " ON CONFLICT (target) DO UPDATE SET driver = excluded.driver,"
@@ -44,9 +49,9 @@ class PowerDrivers:
                 (
                     setting.target,
                     setting.driver,
-                    json.dumps(setting.settings, sort_keys=True),
+                    codec.json(setting.settings),
                     setting.sealed,
-                    datetime.now(UTC).isoformat(),
+                    codec.time(datetime.now(UTC)),
                 ),
             )
             return _get(tx, setting.target)

@@ -1,0 +1,3 @@
+-- PostgreSQL retypes power_drivers' settings (JSONB) and updated_at (TIMESTAMPTZ) here. SQLite
+-- keeps JSON and times as canonical text in every table (lab.store.rows), as 0005 made them:
+-- nothing to change, the version is recorded so both backends stay at the same number.
