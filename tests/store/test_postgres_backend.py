@@ -13,7 +13,7 @@ import trio
 from audit_test_key import TEST_AUDIT_KEY
 from pg_server import PgServer, PgUnavailable, running_postgres
 
-from lab.errors import SchemaTooNew, Unavailable
+from lab.errors import Invalid, SchemaTooNew, Unavailable
 from lab.model import AuditEntry, Server
 from lab.store.auditchain import verify_chain
 from lab.store.migrate import schema_files
@@ -301,3 +301,26 @@ async def test_call_deadline_cancels_the_query_server_side(postgres_url: str) ->
         stats = store.db.statistics()
         assert (stats.deadlines, stats.cancellations) == (1, 1)
         assert await store.ping() < 1  # the pool is still usable
+
+
+async def test_a_nul_in_an_audit_entry_fails_that_entry_alone(postgres_url: str) -> None:
+    """PostgreSQL text cannot hold NUL: the codec refuses it before the INSERT, so the batch's
+    other entries commit and the chain goes on."""
+    async with open_postgres(postgres_url, audit_key=TEST_AUDIT_KEY) as store:
+        await store.audit.start_chain()
+        results: dict[str, AuditEntry | Exception] = {}
+
+        async def append(name: str, entry: AuditEntry) -> None:
+            try:
+                results[name] = await store.audit.append(entry)
+            except Invalid as exc:
+                results[name] = exc
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(append, "bad", AuditEntry(user="a\x00b", action="x"))
+                nursery.start_soon(append, "good", AuditEntry(user="ab", action="x"))
+        assert isinstance(results["bad"], Invalid) and "NUL" in str(results["bad"])
+        good = results["good"]
+        assert isinstance(good, AuditEntry) and good.seq == 1
+        assert verify_chain(await store.audit.list(), key=TEST_AUDIT_KEY) is None

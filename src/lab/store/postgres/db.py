@@ -40,7 +40,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from lab.errors import ConfigError, Conflict, Invalid, LabError, Unavailable
 from lab.model import AuditEntry
 from lab.store.audited import PendingAudit, pending_audit
-from lab.store.rows import RowCodec
+from lab.store.rows import Params, RowCodec
 from lab.store.sql.dialect import Dialect, Tx
 
 P = ParamSpec("P")
@@ -142,6 +142,13 @@ class PgCodec(RowCodec):
 
     def parse_json(self, value: Any) -> Any:
         return value
+
+    def audit_params(self, e: AuditEntry) -> Params:
+        # PostgreSQL text cannot hold NUL: refused here (ValueError, the entry's own failure)
+        # rather than by the INSERT, which would abort the whole batch's transaction.
+        if any("\x00" in v for v in (e.user, e.session, e.action, e.resource, e.result, e.source)):
+            raise ValueError("text may not contain NUL characters")
+        return super().audit_params(e)
 
 
 CODEC = PgCodec()

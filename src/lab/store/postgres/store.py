@@ -12,7 +12,7 @@ import trio
 
 from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
-from lab.store.groupcommit import GroupCommitWriter, running
+from lab.store.groupcommit import running
 from lab.store.postgres import schema
 from lab.store.postgres.db import Conn, Database, PgOptions, PgRunner, open_pool
 from lab.store.postgres.writes import append_in_transaction, flush_batch
@@ -36,19 +36,12 @@ class PostgresStore(SqlRepositories):
         max_batch: int = 1000,
         audit_key: AuditKey | None = None,
     ) -> None:
-        self._url = url
         self.db = db
         self.audit_key = audit_key
         if audit_key is not None:
             # A change made on behalf of an audited request commits with its entry.
             db.audit_append = functools.partial(_append_now, key=audit_key)
-        super().__init__(
-            PgRunner(db), GroupCommitWriter(self._flush, max_batch=max_batch), audit_key
-        )
-
-    @property
-    def url(self) -> str:
-        return self._url
+        super().__init__(url, PgRunner(db), self._flush, max_batch=max_batch, audit_key=audit_key)
 
     async def _flush(self, ops: list[WriteOp]) -> list[Outcome | Exception]:
         # One thread hop and one transaction per batch (retried whole on conflicts).
@@ -64,10 +57,6 @@ class PostgresStore(SqlRepositories):
         started = time.perf_counter()
         await self.db.read(op)
         return time.perf_counter() - started
-
-    async def aclose(self) -> None:
-        """Stop accepting group-commit writes; queued ones still commit (see ``open_postgres``)."""
-        self.writer.close()
 
 
 @asynccontextmanager

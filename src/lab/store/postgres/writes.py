@@ -18,15 +18,12 @@ from datetime import datetime
 
 import psycopg.errors
 
-from lab.errors import Invalid, LabError, NotFound, Unavailable
+from lab.errors import Invalid, LabError, NotFound
 from lab.model import AuditEntry
-from lab.store.auditchain import (
-    AuditKey,
-    chain_keyed,
-)
+from lab.store.auditchain import AuditKey
 from lab.store.postgres.db import CODEC, Conn, RetryTransaction
 from lab.store.rows import AUDIT_COLS, Params
-from lab.store.sql.audit import chain_tail
+from lab.store.sql.audit import batch_row, chain_tail, change_row
 from lab.store.writeops import AuditAppend, Outcome, WriteOp
 
 _INSERT_AUDIT = (
@@ -52,19 +49,6 @@ def _check_time(*values: datetime) -> None:
         raise ValueError("times must carry a timezone")
 
 
-def _chain(
-    entry: AuditEntry, seq: int, prev_hash: str, key: AuditKey | None
-) -> tuple[AuditEntry, Params]:
-    """Chain one entry after (seq - 1, prev_hash) and build its row; pure Python, so a bad
-    entry fails here before anything touches the database."""
-    if key is None:
-        raise Unavailable("this store was opened without an audit key: it cannot append")
-    e = entry
-    _check_text(e.user, e.session, e.action, e.resource, e.result, e.source)
-    chained = chain_keyed(e, seq, prev_hash, key)
-    return chained, CODEC.audit_params(chained)
-
-
 def _insert(conn: Conn, rows: list[Params]) -> None:
     try:
         with conn.cursor() as cur:
@@ -80,15 +64,7 @@ def append_in_transaction(conn: Conn, key: AuditKey | None, entry: AuditEntry) -
     with it; a retry runs it again on the new tail). Raises ``Unavailable`` (reason
     ``audit_unavailable``) for an entry that cannot be chained, so the change is refused with
     it, and ``RetryTransaction`` when another writer took the seq."""
-    seq, prev_hash = chain_tail(conn)
-    try:
-        stored, row = _chain(entry, seq + 1, prev_hash, key)
-    except (ValueError, TypeError) as exc:
-        # Not the client's fault: the change is refused because its entry cannot be written.
-        raise Unavailable(
-            f"cannot store the audit entry of this change: {exc}",
-            details={"reason": "audit_unavailable"},
-        ) from exc
+    stored, row = change_row(CODEC, key, entry, chain_tail(conn))
     _insert(conn, [row])
     return stored
 
@@ -101,19 +77,17 @@ def flush_batch(conn: Conn, ops: list[WriteOp], key: AuditKey | None) -> list[Ou
     """
     outcomes: list[Outcome | Exception] = []
     audit_rows: list[Params] = []
-    seq, prev_hash = chain_tail(conn) if any(isinstance(op, AuditAppend) for op in ops) else (0, "")
+    tail = chain_tail(conn) if any(isinstance(op, AuditAppend) for op in ops) else (0, "")
     for op in ops:
         if isinstance(op, AuditAppend):
-            try:
-                entry, row = _chain(op.entry, seq + 1, prev_hash, key)
-            except (ValueError, TypeError) as exc:
-                outcomes.append(Invalid(f"cannot store this audit entry: {exc}"))
-            except LabError as exc:
-                outcomes.append(exc)
-            else:
-                seq, prev_hash = entry.seq, entry.hash
-                audit_rows.append(row)
-                outcomes.append(entry)
+            chained = batch_row(CODEC, key, op.entry, tail)
+            if isinstance(chained, LabError):
+                outcomes.append(chained)
+                continue
+            entry, row = chained
+            tail = entry.seq, entry.hash
+            audit_rows.append(row)
+            outcomes.append(entry)
             continue
         try:
             _check_text(op.server_id, op.replica)

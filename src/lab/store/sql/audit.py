@@ -6,16 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from lab.errors import Unavailable
+from lab.errors import Invalid, LabError, Unavailable
 from lab.model import AuditEntry
 from lab.store.auditchain import (
     GENESIS,
     START_SETTING,
     AuditKey,
     ChainStart,
+    chain_keyed,
     read_start,
     settle_start,
 )
+from lab.store.rows import Params, RowCodec
 from lab.store.rules import audit_page
 from lab.store.sql.dialect import Runner, Tx
 from lab.store.writeops import Writer, append_audit
@@ -25,6 +27,47 @@ def chain_tail(conn: Any) -> tuple[int, str]:
     """(seq, hash) of the last entry on a driver connection; (0, GENESIS) when empty."""
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+def chain_row(
+    codec: RowCodec, key: AuditKey | None, entry: AuditEntry, tail: tuple[int, str]
+) -> tuple[AuditEntry, Params]:
+    """``entry`` chained after ``tail`` (seq, hash) under ``key``, and its row. Pure Python, so
+    a bad entry (a naive time, details that are not JSON, text the database refuses) fails here
+    with ValueError or TypeError before anything touches the database; ``Unavailable`` for a
+    store opened without an audit key."""
+    if key is None:
+        raise Unavailable("this store was opened without an audit key: it cannot append")
+    chained = chain_keyed(entry, tail[0] + 1, tail[1], key)
+    return chained, codec.audit_params(chained)
+
+
+def change_row(
+    codec: RowCodec, key: AuditKey | None, entry: AuditEntry, tail: tuple[int, str]
+) -> tuple[AuditEntry, Params]:
+    """:func:`chain_row` for the entry a change commits with (each backend's
+    ``append_in_transaction``): an entry that cannot be chained refuses the change with
+    ``Unavailable`` (reason ``audit_unavailable``), since it is not the client's fault."""
+    try:
+        return chain_row(codec, key, entry, tail)
+    except (ValueError, TypeError) as exc:
+        raise Unavailable(
+            f"cannot store the audit entry of this change: {exc}",
+            details={"reason": "audit_unavailable"},
+        ) from exc
+
+
+def batch_row(
+    codec: RowCodec, key: AuditKey | None, entry: AuditEntry, tail: tuple[int, str]
+) -> tuple[AuditEntry, Params] | LabError:
+    """:func:`chain_row` for one entry of a group-commit batch: a failure is that entry's
+    outcome (``Invalid`` for a bad entry), so the rest of the batch still commits."""
+    try:
+        return chain_row(codec, key, entry, tail)
+    except (ValueError, TypeError) as exc:
+        return Invalid(f"cannot store this audit entry: {exc}")
+    except LabError as exc:
+        return exc
 
 
 def stored_start(tx: Tx) -> str | None:

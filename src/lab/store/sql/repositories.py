@@ -20,6 +20,7 @@ from lab.store.base import (
     TokenRepository,
     UserRepository,
 )
+from lab.store.groupcommit import Flush, GroupCommitWriter
 from lab.store.sql.apps import AppReleases
 from lab.store.sql.audit import Audit
 from lab.store.sql.cluster_ops import ClusterOps
@@ -29,14 +30,25 @@ from lab.store.sql.inventory import Agents, Clusters, Machines, Servers, Setting
 from lab.store.sql.power import PowerDrivers
 from lab.store.sql.replicas import Replicas
 from lab.store.sql.secrets import Secrets
-from lab.store.writeops import Writer
+from lab.store.writeops import Outcome, WriteOp, Writer
 
 
 class SqlRepositories:
-    """The repository attributes of :class:`lab.store.base.Store`; a backend's store class
-    derives from this and adds its connection, its writer's flush and its diagnostics."""
+    """The repository attributes of :class:`lab.store.base.Store` and its group-commit writer;
+    a backend's store class derives from this and adds its connection, the writer's ``flush``
+    (one batch, one transaction) and its diagnostics."""
 
-    def __init__(self, sql: Runner, writer: Writer, audit_key: AuditKey | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        sql: Runner,
+        flush: Flush[WriteOp, Outcome],
+        *,
+        max_batch: int,
+        audit_key: AuditKey | None,
+    ) -> None:
+        self._url = url
+        writer: Writer = GroupCommitWriter(flush, max_batch=max_batch)
         self.writer = writer
         self.servers: ServerRepository = Servers(sql)
         self.agents: AgentRepository = Agents(sql, writer)
@@ -53,3 +65,12 @@ class SqlRepositories:
         self.cluster_ops: ClusterOpRepository = ClusterOps(sql)
         self.secrets: SecretRepository = Secrets(sql)
         self.apps: AppReleaseRepository = AppReleases(sql)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def aclose(self) -> None:
+        """Stop accepting group-commit writes; queued ones still commit (see the backend's
+        ``open_*``, which drains and closes)."""
+        self.writer.close()

@@ -12,7 +12,7 @@ import trio
 
 from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
-from lab.store.groupcommit import GroupCommitWriter, running
+from lab.store.groupcommit import running
 from lab.store.seed import BUILTIN_ROLES
 from lab.store.sql.dialect import Tx
 from lab.store.sql.identity import seed_roles
@@ -65,7 +65,6 @@ class SqliteStore(SqlRepositories):
         max_batch: int = 1000,
         audit_key: AuditKey | None = None,
     ) -> None:
-        self._url = url
         self._db = db
         self._head = ChainHead(key=audit_key)
         if isinstance(db.conn, LabConnection) and audit_key is not None:
@@ -73,12 +72,8 @@ class SqliteStore(SqlRepositories):
             db.conn.audit_append = functools.partial(_append_now, head=self._head)
             db.conn.audit_rolled_back = self._head.forget
         super().__init__(
-            SqliteRunner(db), GroupCommitWriter(self._flush, max_batch=max_batch), audit_key
+            url, SqliteRunner(db), self._flush, max_batch=max_batch, audit_key=audit_key
         )
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     @property
     def path(self) -> str:
@@ -110,10 +105,6 @@ class SqliteStore(SqlRepositories):
             return {n: conn.execute(f"PRAGMA {n}").fetchone()[0] for n in names}
 
         return await self._db.run(op)
-
-    async def aclose(self) -> None:
-        """Stop accepting group-commit writes; queued ones still commit (see ``open_sqlite``)."""
-        self.writer.close()
 
 
 @asynccontextmanager

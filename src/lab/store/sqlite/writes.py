@@ -16,13 +16,9 @@ from attrs import define
 
 from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.model import AuditEntry
-from lab.store.auditchain import (
-    GENESIS,
-    AuditKey,
-    chain_keyed,
-)
+from lab.store.auditchain import GENESIS, AuditKey
 from lab.store.rows import AUDIT_COLS, Params
-from lab.store.sql.audit import chain_tail
+from lab.store.sql.audit import batch_row, chain_tail, change_row
 from lab.store.sqlite.db import CODEC, ts
 from lab.store.writeops import AuditAppend, Heartbeat, Outcome, WriteOp
 
@@ -46,6 +42,13 @@ class ChainHead:
         """Rows counted into the head were rolled back: re-read it before the next append."""
         self.loaded = False
 
+    @property
+    def tail(self) -> tuple[int, str]:
+        return self.seq, self.hash
+
+    def advance(self, entry: AuditEntry) -> None:
+        self.seq, self.hash = entry.seq, entry.hash
+
 
 def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
     try:
@@ -62,34 +65,16 @@ def _heartbeat(conn: sqlite3.Connection, op: Heartbeat) -> None:
 _INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-def _chain(entry: AuditEntry, head: ChainHead) -> tuple[AuditEntry, Params]:
-    """Chain one entry after ``head`` and build its row; pure Python, so a bad entry (a naive
-    time, details that are not JSON) fails here before anything touches the database."""
-    if head.key is None:
-        raise Unavailable("this store was opened without an audit key: it cannot append")
-    chained = chain_keyed(entry, head.seq + 1, head.hash, head.key)
-    row = CODEC.audit_params(chained)
-    head.seq, head.hash = chained.seq, chained.hash
-    return chained, row
-
-
 def append_in_transaction(
     conn: sqlite3.Connection, head: ChainHead, entry: AuditEntry
 ) -> AuditEntry:
     """Chain and insert ``entry`` inside the caller's open write transaction (the change it
-    records commits with it). The caller resets ``head.loaded`` if the transaction rolls back.
-    Raises ``Unavailable`` (reason ``audit_unavailable``) for an entry that cannot be chained,
-    so the change is refused with it."""
+    records commits with it), after the cached head. The caller resets ``head.loaded`` if the
+    transaction rolls back. Raises as :func:`lab.store.sql.audit.change_row`."""
     if not head.loaded:
         head.load(conn)
-    try:
-        stored, row = _chain(entry, head)
-    except (ValueError, TypeError) as exc:
-        # Not the client's fault: the change is refused because its entry cannot be written.
-        raise Unavailable(
-            f"cannot store the audit entry of this change: {exc}",
-            details={"reason": "audit_unavailable"},
-        ) from exc
+    stored, row = change_row(CODEC, head.key, entry, head.tail)
+    head.advance(stored)
     conn.execute(_INSERT_AUDIT, row)
     return stored
 
@@ -112,15 +97,14 @@ def flush_batch(
             head.load(conn)
         for op in ops:
             if isinstance(op, AuditAppend):
-                try:
-                    entry, row = _chain(op.entry, head)
-                except (ValueError, TypeError) as exc:
-                    outcomes.append(Invalid(f"cannot store this audit entry: {exc}"))
-                except LabError as exc:
-                    outcomes.append(exc)
-                else:
-                    audit_rows.append(row)
-                    outcomes.append(entry)
+                chained = batch_row(CODEC, head.key, op.entry, head.tail)
+                if isinstance(chained, LabError):
+                    outcomes.append(chained)
+                    continue
+                entry, row = chained
+                head.advance(entry)
+                audit_rows.append(row)
+                outcomes.append(entry)
                 continue
             conn.execute("SAVEPOINT item")
             try:
