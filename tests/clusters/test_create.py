@@ -78,3 +78,18 @@ async def test_one_server_two_agents(tmp_path: Path, monkeypatch: pytest.MonkeyP
             for secret in secrets:
                 for where in shown:
                     assert secret not in where
+
+            # day 2: a2 leaves (cordoned, drained, k3s removed, its Node deleted), then joins again
+            done = await lab.labctl("clusters", "remove-node", "c1", "server/a2")
+            assert done.returncode == 0, done.stderr
+            assert "drain server/a2: done" in done.stdout.decode()
+            assert not (lab.root("a2") / "usr/local/bin/k3s").exists()
+            async with KubeClient(conn) as kube:
+                items = (await kube.get("/api/v1/nodes"))["items"]
+            assert {n["metadata"]["name"] for n in items} == {"s1", "a1"}
+            done = await lab.labctl("clusters", "add-node", "c1", "server/a2", "--role", "agent")
+            assert done.returncode == 0, done.stderr
+            described = await lab.labctl("clusters", "describe", "c1", "-o", "json")
+            ops = json.loads(described.stdout)["operations"]
+            assert [o["kind"] for o in ops] == ["add-node", "remove-node", "create"]
+            assert ops[0]["params"]["spec"]["agents"] == ["a1", "a2"]

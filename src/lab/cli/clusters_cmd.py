@@ -440,7 +440,8 @@ def render_cluster(name: str, record: dict[str, Any] | None, ops: Sequence[dict[
                 )
         out += [terminal_text(line) for line in health_lines(record)]
     if ops:
-        spec = (ops[0].get("params") or {}).get("spec") or {}
+        params = ops[0].get("params") or {}
+        spec = params.get("after") or params.get("spec") or {}
         out.append(f"{'Servers:':<12}{', '.join(spec.get('servers') or []) or '-'}")
         out.append(f"{'Agents:':<12}{', '.join(spec.get('agents') or []) or '-'}")
         out.append(render_op(ops[0]))

@@ -105,7 +105,8 @@ async def current_spec(name: str, *, any_state: bool = False) -> plan.ClusterSpe
     ops = await ctx().store.cluster_ops.list(cluster=name, limit=200)
     for op in ops:
         if op.status == "succeeded" and op.kind != "delete":
-            return plan.ClusterSpec.from_params(op.params["spec"])
+            # a remove-node runs against the cluster as it was; "after" is what it left
+            return plan.ClusterSpec.from_params(op.params.get("after") or op.params["spec"])
         if op.status == "succeeded":
             break
     if any_state:
