@@ -119,17 +119,24 @@ async def test_success_returns_parsed_json_and_sends_json() -> None:
         assert await c.get("/api/certs", params={"subject": "user/ann"}) == {"items": [1, 2]}
         assert await c.post("/api/certs/revoke", {"target": "ab"}) == {"items": [1, 2]}
         assert await c.delete("/api/tokens/x") == {"items": [1, 2]}
+        assert await c.put("/api/power/server/w", {"driver": "wol"}) == {"items": [1, 2]}
+        assert await c.patch("/api/servers/w/labels", {"set": {}}) == {"items": [1, 2]}
     assert seen == [
         ("GET", "https://labd.test:3100/api/certs?subject=user%2Fann", None),
         ("POST", "https://labd.test:3100/api/certs/revoke", {"target": "ab"}),
         ("DELETE", "https://labd.test:3100/api/tokens/x", None),
+        ("PUT", "https://labd.test:3100/api/power/server/w", {"driver": "wol"}),
+        ("PATCH", "https://labd.test:3100/api/servers/w/labels", {"set": {}}),
     ]
 
 
-async def test_success_that_is_not_json_is_unavailable() -> None:
+@pytest.mark.parametrize("method", ["get", "put", "patch"])
+async def test_success_that_is_not_json_is_unavailable(method: str) -> None:
     async with client(lambda r: httpx.Response(200, text="hello")) as c:
-        with pytest.raises(Unavailable):
-            await c.get("/api/tokens")
+        call = getattr(c, method)
+        with pytest.raises(Unavailable, match="not JSON") as info:
+            await (call("/api/tokens") if method == "get" else call("/api/tokens", {}))
+    assert info.value.details["hint"] == "is the server URL really labd?"
 
 
 async def test_connection_refused_is_unavailable_with_doctor_hint() -> None:

@@ -97,12 +97,12 @@ async def label(*words: str, selector: SelectorOpt = (), output: OutputOpt = "")
             else:
                 targets = names
             for name in targets:
-                response = await client.request(
-                    "PATCH",
-                    f"/api/servers/{quote(name, safe='')}/labels",
-                    json={"set": set_, "remove": remove},
+                items.append(
+                    await client.patch(
+                        f"/api/servers/{quote(name, safe='')}/labels",
+                        json={"set": set_, "remove": remove},
+                    )
                 )
-                items.append(response.json())
     if is_data(fmt):
         emit(items[0] if len(items) == 1 and not selector else items, fmt, kind="server")
         return

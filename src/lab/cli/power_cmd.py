@@ -301,12 +301,10 @@ async def set_(
                     details={"fields": ["password_file"]},
                 ) from exc
         async with LabClient.from_settings() as client:
-            response = await client.request(
-                "PUT",
+            answer = await client.put(
                 f"/api/power/{kind}/{quote(name, safe='')}",
                 json={"driver": driver, "settings": settings, "password": password},
             )
-            answer = response.json()
     if is_data(fmt):
         emit(answer, fmt)
     else:

@@ -270,6 +270,12 @@ class LabClient:
     async def post(self, path: str, json: Any = None) -> Any:
         return await self._json("POST", path, json=json if json is not None else {})
 
+    async def put(self, path: str, json: Any) -> Any:
+        return await self._json("PUT", path, json=json)
+
+    async def patch(self, path: str, json: Any) -> Any:
+        return await self._json("PATCH", path, json=json)
+
     async def delete(self, path: str) -> Any:
         return await self._json("DELETE", path)
 
