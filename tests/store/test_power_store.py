@@ -12,7 +12,7 @@ import pytest
 from audit_test_key import TEST_AUDIT_KEY
 
 from lab.errors import ConfigError, NotFound
-from lab.pki import seal, unseal
+from lab.pki import SealedSecretUnreadable, seal, unseal
 from lab.store import PowerSetting, Store
 from lab.store.postgres import open_postgres
 
@@ -49,11 +49,28 @@ def test_sealing_is_bound_to_key_and_target() -> None:
     assert "hunter2" not in sealed and sealed.startswith("v1:")
     assert seal(key, "machine/a", "hunter2") != sealed  # a fresh nonce each time
     assert unseal(key, "machine/a", sealed) == "hunter2"
-    with pytest.raises(ConfigError, match="does not open"):
+    with pytest.raises(SealedSecretUnreadable, match="does not open"):
         unseal(key, "machine/b", sealed)
-    with pytest.raises(ConfigError, match="does not open"):
+    with pytest.raises(SealedSecretUnreadable, match="does not open"):
         unseal(os.urandom(32), "machine/a", sealed)
     assert seal(key, "machine/a", "") == "" and unseal(key, "machine/a", "") == ""
+
+
+@pytest.mark.parametrize(
+    ("damaged", "reason"),
+    [
+        ("v2:AAAA", "unknown_format"),
+        ("v1:not base64!", "damaged"),
+        ("v1:AAAA", "damaged"),  # 3 bytes: no room for a nonce and a tag
+        ("v1:" + "A" * 40, "wrong_key"),  # long enough, but nothing this key sealed
+    ],
+)
+def test_a_damaged_sealed_secret_is_named_not_a_raw_error(damaged: str, reason: str) -> None:
+    with pytest.raises(SealedSecretUnreadable) as info:
+        unseal(os.urandom(32), "machine/a", damaged)
+    assert isinstance(info.value, ConfigError) and info.value.code == "sealed_secret_unreadable"
+    assert info.value.details == {"target": "machine/a", "reason": reason}
+    assert "machine/a" in info.value.message
 
 
 @pytest.mark.postgres

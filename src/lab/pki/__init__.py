@@ -58,7 +58,7 @@ from lab.pki.profiles import (
     issue_server_cert,
     issue_user_cert,
 )
-from lab.pki.sealing import SEAL_LABEL, seal, unseal
+from lab.pki.sealing import SEAL_LABEL, SealedSecretUnreadable, seal, unseal
 from lab.pki.signing import Signer, derive_audit_secret, signature_holds
 from lab.pki.tls import ClientAuth, client_ssl_context, load_cert_chain, server_ssl_context
 
@@ -82,6 +82,7 @@ __all__ = [
     "KeyEncryptionKey",
     "PeerIdentity",
     "PeerKind",
+    "SealedSecretUnreadable",
     "Signer",
     "WrongPassphrase",
     "WrongSecretsKey",
