@@ -9,6 +9,7 @@ from lab.labd.access.auth import authenticate
 from lab.labd.access.ratelimit import Limits
 from lab.labd.api import (
     agent_ws,
+    apps,
     audit_routes,
     auth,
     bastion,
@@ -66,6 +67,7 @@ def create_app(context: LabdContext) -> QuartTrio:
         app.register_blueprint(module.bp)
     app.register_blueprint(cluster_ops.bp)
     app.register_blueprint(clusters.bp)
+    app.register_blueprint(apps.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(
         context.config.rate_global, context.config.rate_tokens

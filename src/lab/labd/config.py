@@ -88,6 +88,10 @@ class LabdConfig:
     cluster_op_lease: float = 15.0
     # Seconds a node may take to become Ready (LABD_CLUSTER_READY_TIMEOUT).
     cluster_ready_timeout: float = 300.0
+    # Seconds an app operation's lease on its release lasts (LABD_APP_LEASE, docs/apps.md):
+    # renewed every third of that; once it ran out, the operation is failed and the release
+    # freed.
+    app_lease: float = 15.0
 
     @property
     def data_path(self) -> Path:

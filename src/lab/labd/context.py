@@ -13,6 +13,7 @@ from lab.labd.access.user_sessions import UserSessions
 from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
+    from lab.labd.apps.engine import AppEngine
     from lab.labd.audit.checkpoints import Checkpointer
     from lab.labd.audit.keys import AuditKeys
     from lab.labd.cluster import ClusterMember
@@ -51,6 +52,8 @@ class LabdContext:
     user_sessions: UserSessions = field(factory=UserSessions)
     # Runs cluster operations (lab.labd.clusterops); None in tests that build no engine.
     cluster_ops: OpEngine | None = None
+    # Runs app operations and fails those whose lease ran out (lab.labd.apps).
+    apps: AppEngine | None = None
 
     def connected_agents(self) -> int:
         """Agents with a live session on this replica."""

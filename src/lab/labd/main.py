@@ -16,6 +16,7 @@ from lab import __version__
 from lab.errors import LabError
 from lab.labd.access.ratelimit import RateLimiter
 from lab.labd.app import create_app
+from lab.labd.apps.engine import AppEngine
 from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
 from lab.labd.audit.keys import audit_keys
 from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
@@ -99,6 +100,7 @@ async def serve_labd(
             clusters=ClusterRegistry(store, secrets),
         )
         context.cluster_ops = OpEngine(context, replica_id)
+        context.apps = AppEngine(context, replica_id)
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
         if on_context is not None:
@@ -155,6 +157,8 @@ async def _serve(
         await nursery.start(cluster.run, shutdown, advertise_url(config, host, port))
         if context.cluster_ops is not None:
             await nursery.start(context.cluster_ops.run, shutdown)
+        if context.apps is not None:
+            await nursery.start(context.apps.run, shutdown)
         if bootstrap is not None:
             announce_bootstrap(bootstrap, host, port, ca.fingerprint())
         task_status.started((host, port))

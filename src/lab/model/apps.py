@@ -45,12 +45,14 @@ class ReleaseKey:
 
 @frozen(kw_only=True)
 class ObjectRef:
-    """One applied object: what the inventory lists and prune deletes."""
+    """One applied object: what the inventory lists and prune deletes (never a ``data`` one
+    without --delete-data: the module said it holds data)."""
 
     api_version: str
     kind: str
     namespace: str
     name: str
+    data: bool = False
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> ObjectRef:
@@ -62,21 +64,30 @@ class ObjectRef:
             name=str(meta["name"]),
         )
 
-    def as_dict(self) -> dict[str, str]:
-        return {
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What makes two refs the same object (``data`` aside)."""
+        return (self.api_version, self.kind, self.namespace, self.name)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "apiVersion": self.api_version,
             "kind": self.kind,
             "namespace": self.namespace,
             "name": self.name,
         }
+        if self.data:
+            out["data"] = True
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, str]) -> ObjectRef:
+    def from_dict(cls, data: dict[str, Any]) -> ObjectRef:
         return cls(
             api_version=data["apiVersion"],
             kind=data["kind"],
             namespace=data.get("namespace", ""),
             name=data["name"],
+            data=bool(data.get("data", False)),
         )
 
     def __str__(self) -> str:

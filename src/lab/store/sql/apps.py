@@ -191,15 +191,22 @@ class AppReleases:
 
     async def expire(self, *, now: datetime, owner: str | None = None) -> list[ExpiredLock]:
         """Fail the pending revision of every release whose lease ran out by ``now`` (and, with
-        ``owner``, of every one that owner held: it restarted) and free those releases."""
+        ``owner``, of every one whose owner starts with it: that replica restarted) and free
+        those releases."""
 
         def tx_(tx: Tx) -> list[ExpiredLock]:
             t = tx.dialect.codec.time(now)
-            rows = tx.all(
+            select = (
                 "SELECT cluster, namespace, name, lock_owner, lock_op, lock_who FROM app_releases"
-                " WHERE lock_owner <> '' AND (lease_until < ? OR lock_owner = ?)",
-                (t, owner or ""),
+                " WHERE lock_owner <> '' AND "
             )
+            if owner:
+                rows = tx.all(
+                    select + "(lease_until < ? OR substr(lock_owner, 1, ?) = ?)",
+                    (t, len(owner), owner),
+                )
+            else:
+                rows = tx.all(select + "lease_until < ?", (t,))
             out: list[ExpiredLock] = []
             for cluster, namespace, name, holder, op, who in rows:
                 key = ReleaseKey(cluster=cluster, namespace=namespace, name=name)

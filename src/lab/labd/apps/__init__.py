@@ -1,0 +1,1 @@
+"""App releases on clusters: modules installed, upgraded, rolled back (docs/apps.md)."""

@@ -1,0 +1,699 @@
+"""App releases: install, upgrade, rollback and uninstall of modules on clusters (docs/apps.md).
+
+Each operation holds the release's lock, a lease renewed while it runs (a killed labd leaves a
+lease that runs out; the sweeper then fails the revision it left, audited, and the next
+command proceeds). A revision is recorded ``pending-*`` before anything is applied, then
+``deployed`` (the previous deployed one ``superseded``) or ``failed`` with the objects it got
+to apply as its inventory, so a later rollback or upgrade prunes them too.
+
+Secret values (fields marked ``secret: true``) are sealed in labd's secrets store under
+``app/CLUSTER/NAMESPACE/NAME/REVISION/values``; the manifest too (``.../manifest``) when the
+module has secret fields or renders a Secret. Neither reaches the database in clear, a log line
+or an audit detail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+import yaml
+
+from lab.errors import Conflict, LabError, NotFound, Unavailable
+from lab.kube import KubeClient, KubeConnection, load_kubeconfig
+from lab.kube.apply import (
+    Discovery,
+    apply,
+    delete,
+    fetch,
+    not_ready,
+    prunable,
+    readiness,
+    wait_ready,
+)
+from lab.labd.audit.entries import record
+from lab.model.apps import PENDING, AppRevision, ObjectRef, ReleaseKey
+from lab.modules import Cluster, Module, Release, check_values, render
+from lab.modules.values import join_secrets, merge, secret_paths, split_secrets
+from lab.store import AppReleaseRepository
+
+if TYPE_CHECKING:
+    from lab.labd.context import LabdContext
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY = 2.0
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen(kw_only=True)
+class Options:
+    """How an operation runs (the CLI's flags)."""
+
+    dry_run: bool = False
+    wait: bool = False
+    timeout: float = 300.0
+    rollback_on_failure: bool = False
+    history_max: int | None = None
+    who: str = ""
+    request_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """What an operation did: the revision it wrote (and the one it rolled back to)."""
+
+    revision: AppRevision | None
+    rendered: list[str] = attrs.Factory(list)
+    pruned: list[str] = attrs.Factory(list)
+    kept: list[str] = attrs.Factory(list)
+    rolled_back_to: int | None = None
+
+
+class ApplyFailed(LabError):
+    """Applying (or waiting for) the objects of a revision failed."""
+
+    status = 422
+    code = "apply_failed"
+
+    def __init__(self, message: str, applied: list[ObjectRef]) -> None:
+        super().__init__(message)
+        self.applied = applied
+
+
+def secret_prefix(key: ReleaseKey, revision: int) -> str:
+    return f"app/{key.cluster}/{key.namespace}/{key.name}/{revision}"
+
+
+def _has_secret_object(objects: Iterable[Mapping[str, Any]]) -> bool:
+    return any(o.get("kind") == "Secret" for o in objects)
+
+
+def redact_manifest(text: str) -> str:
+    """``text`` with every Secret's ``data``/``stringData`` values replaced (for diffs)."""
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        if doc.get("kind") == "Secret":
+            for field in ("data", "stringData"):
+                if isinstance(doc.get(field), dict):
+                    doc[field] = {k: "<sealed>" for k in doc[field]}
+    return yaml.safe_dump_all(docs, sort_keys=True)
+
+
+class AppEngine:
+    """Owned by labd's root nursery (:meth:`run` sweeps expired leases); the routes call the
+    operations, which run inside the request."""
+
+    def __init__(self, context: LabdContext, replica: str) -> None:
+        self.context = context
+        self.replica = replica
+
+    @property
+    def repo(self) -> AppReleaseRepository:
+        return self.context.store.apps
+
+    @property
+    def lease(self) -> float:
+        return float(self.context.config.app_lease)
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def run(
+        self, shutdown: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Fail what a previous run of this replica left pending, then every operation whose
+        lease ran out, every few seconds, until ``shutdown``."""
+        await self.expire(owner=f"{self.replica}/")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweep)
+            task_status.started()
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except LabError:
+                log.warning("could not check app releases' leases", exc_info=True)
+            await trio.sleep(SWEEP_EVERY)
+
+    async def expire(self, owner: str | None = None) -> None:
+        for gone in await self.repo.expire(now=now(), owner=owner):
+            log.warning(
+                "app %s: the %s by %s stopped (lease of %s ran out); revision %s failed",
+                gone.key,
+                gone.operation,
+                gone.who,
+                gone.owner,
+                gone.revision,
+            )
+            await record(
+                self.context,
+                action=f"apps:{gone.operation}",
+                resource=gone.key.resource,
+                result="error",
+                user=gone.who,
+                details={
+                    "revision": gone.revision,
+                    "status": "failed",
+                    "error": f"interrupted: the lease of {gone.owner} ran out",
+                },
+            )
+
+    @asynccontextmanager
+    async def _locked(self, key: ReleaseKey, operation: str, opts: Options) -> AsyncIterator[str]:
+        """Hold the release (renewing its lease) for the block; its owner id."""
+        await self.expire()
+        owner = f"{self.replica}/{uuid.uuid4().hex[:12]}"
+        await self.repo.lock(
+            key,
+            owner=owner,
+            operation=operation,
+            who=opts.who,
+            now=now(),
+            lease_until=now() + timedelta(seconds=self.lease),
+            history_max=opts.history_max,
+        )
+        finished = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew, key, owner, nursery.cancel_scope)
+                yield owner
+                finished = True
+                nursery.cancel_scope.cancel()
+            if not finished:
+                raise Conflict(f"app {key}: the operation lost its lease and was stopped")
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.repo.unlock(key, owner)
+
+    async def _renew(self, key: ReleaseKey, owner: str, scope: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(self.lease / 3)
+            if not await self.repo.renew(
+                key, owner, lease_until=now() + timedelta(seconds=self.lease)
+            ):
+                log.warning("app %s: lease lost; stopping the operation here", key)
+                scope.cancel()
+                return
+
+    # -- the cluster ----------------------------------------------------------------------------
+
+    async def connection(self, cluster: str) -> KubeConnection:
+        registry = getattr(self.context, "clusters", None)
+        if registry is not None:
+            conn: KubeConnection = await registry.connection(cluster)
+            return conn
+        try:
+            raw = await self.context.secrets.get(f"cluster/{cluster}/kubeconfig")
+        except NotFound as exc:
+            raise NotFound(
+                f"no cluster {cluster!r} (labctl clusters import {cluster} --kubeconfig FILE)",
+                details={"resource": f"cluster/{cluster}"},
+            ) from exc
+        return load_kubeconfig(raw.decode())
+
+    # -- sealing ---------------------------------------------------------------------------------
+
+    async def _seal(
+        self,
+        key: ReleaseKey,
+        revision: int,
+        module: Module,
+        values: dict[str, Any],
+        manifest: str,
+        objects: list[dict[str, Any]],
+    ) -> tuple[dict[str, Any], str, str]:
+        """(public values, secret_ref, manifest column) with the secrets sealed."""
+        public, secret = split_secrets(module.spec.parameters, values)
+        prefix = secret_prefix(key, revision)
+        sealed_manifest = bool(secret_paths(module.spec.parameters)) or _has_secret_object(objects)
+        if secret:
+            await self.context.secrets.put(f"{prefix}/values", json.dumps(secret).encode())
+        if sealed_manifest:
+            await self.context.secrets.put(f"{prefix}/manifest", manifest.encode())
+        ref = prefix if (secret or sealed_manifest) else ""
+        return public, ref, "" if sealed_manifest else manifest
+
+    async def values_of(self, rev: AppRevision) -> dict[str, Any]:
+        """The revision's values with its secrets unsealed (labd-internal use only)."""
+        if not rev.secret_ref:
+            return dict(rev.values)
+        try:
+            raw = await self.context.secrets.get(f"{rev.secret_ref}/values")
+        except NotFound:
+            return dict(rev.values)
+        return join_secrets(rev.values, json.loads(raw))
+
+    async def manifest_of(self, rev: AppRevision) -> str:
+        if rev.manifest or not rev.secret_ref:
+            return rev.manifest
+        return (await self.context.secrets.get(f"{rev.secret_ref}/manifest")).decode()
+
+    async def _forget(self, revisions: Iterable[AppRevision]) -> None:
+        for rev in revisions:
+            if rev.secret_ref:
+                for what in ("values", "manifest"):
+                    with contextlib.suppress(NotFound):
+                        await self.context.secrets.delete(f"{rev.secret_ref}/{what}")
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def install(
+        self,
+        key: ReleaseKey,
+        module: Module,
+        values: dict[str, Any],
+        opts: Options,
+        *,
+        upgrade: bool = False,
+        reuse_values: bool = False,
+    ) -> Outcome:
+        """Install (``upgrade=False``) or upgrade ``key`` to ``module`` with ``values``.
+
+        Install: Conflict when a revision is deployed (use upgrade); a failed or uninstalled
+        release is installed again. Upgrade: NotFound when nothing was ever deployed.
+        """
+        operation = "upgrade" if upgrade else "install"
+        async with self._locked(key, operation, opts) as owner:
+            history = await self.repo.history(key)
+            deployed = next((r for r in reversed(history) if r.status == "deployed"), None)
+            if not upgrade and deployed is not None:
+                raise Conflict(
+                    f"app {key} is installed (revision {deployed.revision}): use "
+                    f"labctl apps upgrade {key.name}",
+                    details={"revision": deployed.revision},
+                )
+            if upgrade and deployed is None:
+                raise NotFound(
+                    f"app {key} has no deployed revision to upgrade: install it",
+                    details={"resource": key.resource},
+                )
+            if reuse_values and deployed is not None:
+                values = merge(await self.values_of(deployed), values)
+            checked = check_values(module.spec.parameters, values)
+            latest = history[-1] if history else None
+            return await self._deploy(
+                key, owner, operation, module, checked, opts, deployed=deployed, latest=latest
+            )
+
+    async def _deploy(
+        self,
+        key: ReleaseKey,
+        owner: str,
+        operation: str,
+        module: Module,
+        values: dict[str, Any],
+        opts: Options,
+        *,
+        deployed: AppRevision | None,
+        latest: AppRevision | None,
+        manifest: str | None = None,
+    ) -> Outcome:
+        number = await self.repo.next_revision(key)
+        async with KubeClient(await self.connection(key.cluster)) as client:
+            version = str((await client.version()).get("gitVersion", ""))
+            if manifest is None:
+                rendered = render(
+                    module,
+                    values,
+                    release=Release(name=key.name, namespace=key.namespace, revision=number),
+                    cluster=Cluster(name=key.cluster, version=version),
+                )
+                objects, text, digest = list(rendered.objects), rendered.manifest, rendered.digest
+            else:
+                objects = [d for d in yaml.safe_load_all(manifest) if d]
+                text, digest = manifest, _digest(manifest)
+            refs = [
+                attrs.evolve(
+                    ObjectRef.of(o), data=module.spec.is_data(o["kind"], o["metadata"]["name"])
+                )
+                for o in objects
+            ]
+            found = Discovery(client)
+            if opts.dry_run:
+                for obj in objects:
+                    await apply(found, obj, dry_run=True)
+                return Outcome(revision=None, rendered=[str(r) for r in refs])
+            public, secret_ref, column = await self._seal(
+                key, number, module, values, text, objects
+            )
+            rev = await self.repo.add(
+                AppRevision(
+                    key=key,
+                    revision=number,
+                    module=module.spec.name,
+                    version=module.spec.version,
+                    module_digest=module.digest,
+                    values=public,
+                    secret_ref=secret_ref,
+                    manifest=column,
+                    manifest_digest=digest,
+                    status=PENDING[operation],
+                    operation=operation,  # type: ignore[arg-type]
+                    description=f"{operation} in progress",
+                    requested_by=opts.who,
+                    request_id=opts.request_id,
+                    created_at=now(),
+                ),
+                owner,
+            )
+            try:
+                pruned, kept = await self._apply_all(
+                    found, key, objects, refs, deployed, latest, opts
+                )
+            except ApplyFailed as exc:
+                failed = await self.repo.set_status(
+                    key,
+                    rev.revision,
+                    owner,
+                    status="failed",
+                    at=now(),
+                    description=exc.message,
+                    inventory=tuple(exc.applied),
+                )
+                if opts.rollback_on_failure:
+                    return await self._undo(found, key, owner, failed, deployed, opts, exc)
+                raise
+            done = await self.repo.set_status(
+                key,
+                rev.revision,
+                owner,
+                status="deployed",
+                at=now(),
+                description=f"{operation} complete",
+                inventory=tuple(refs),
+            )
+            await self._forget(await self.repo.trim(key, owner))
+            return Outcome(revision=done, rendered=[str(r) for r in refs], pruned=pruned, kept=kept)
+
+    async def _apply_all(
+        self,
+        found: Discovery,
+        key: ReleaseKey,
+        objects: list[dict[str, Any]],
+        refs: list[ObjectRef],
+        deployed: AppRevision | None,
+        latest: AppRevision | None,
+        opts: Options,
+    ) -> tuple[list[str], list[str]]:
+        """Apply every object, prune what the release had and no longer has, wait."""
+        applied: list[ObjectRef] = []
+        await self._namespace(found, key.namespace)
+        for obj, ref in zip(objects, refs, strict=True):
+            try:
+                await apply(found, obj)
+            except LabError as exc:
+                raise ApplyFailed(f"{ref}: {exc.message}", applied) from exc
+            applied.append(ref)
+        pruned, kept = await self._prune(found, refs, deployed, latest)
+        if opts.wait:
+            try:
+                with trio.fail_after(opts.timeout):
+                    await wait_ready(found, refs)
+            except trio.TooSlowError:
+                waiting = await not_ready(found, refs)
+                raise ApplyFailed(
+                    f"not ready after {opts.timeout:g}s: {'; '.join(waiting)}", applied
+                ) from None
+            except LabError as exc:
+                raise ApplyFailed(exc.message, applied) from exc
+        return pruned, kept
+
+    async def _namespace(self, found: Discovery, namespace: str) -> None:
+        try:
+            await apply(
+                found, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
+        except LabError as exc:
+            raise ApplyFailed(f"namespace {namespace}: {exc.message}", []) from exc
+
+    async def _prune(
+        self,
+        found: Discovery,
+        refs: list[ObjectRef],
+        *previous: AppRevision | None,
+        delete_data: bool = False,
+    ) -> tuple[list[str], list[str]]:
+        """Delete the objects of the ``previous`` revisions' inventories that ``refs`` lacks:
+        never a data object (unless ``delete_data``), never one another manager applied."""
+        wanted = {r.key for r in refs}
+        candidates: dict[tuple[str, str, str, str], ObjectRef] = {}
+        for rev in previous:
+            for ref in rev.inventory if rev is not None else ():
+                if ref.key not in wanted:
+                    candidates.setdefault(ref.key, ref)
+        pruned, kept = [], []
+        for ref in candidates.values():
+            if ref.data and not delete_data:
+                kept.append(f"{ref} (data)")
+                continue
+            live = await fetch(found, ref)
+            if live is None:
+                continue
+            ok, why = prunable(live)
+            if not ok:
+                kept.append(f"{ref} ({why})")
+                continue
+            await delete(found, ref)
+            pruned.append(str(ref))
+        return pruned, kept
+
+    async def _undo(
+        self,
+        found: Discovery,
+        key: ReleaseKey,
+        owner: str,
+        failed: AppRevision,
+        deployed: AppRevision | None,
+        opts: Options,
+        error: ApplyFailed,
+    ) -> Outcome:
+        """--rollback-on-failure: back to ``deployed`` (a new revision copying it), or, for a
+        first install, remove what was applied. Raises ApplyFailed naming both."""
+        if deployed is None:
+            await self._prune(found, [], failed)
+            raise ApplyFailed(
+                f"{error.message}; rolled back: the objects applied were removed", error.applied
+            )
+        target = await self._copy(key, owner, deployed, "rollback", opts)
+        try:
+            objects = [d for d in yaml.safe_load_all(await self.manifest_of(deployed)) if d]
+            await self._apply_refs(found, objects)
+            await self._prune(found, list(deployed.inventory), failed)
+        except LabError as exc:
+            await self.repo.set_status(
+                key,
+                target.revision,
+                owner,
+                status="failed",
+                at=now(),
+                description=f"rollback failed: {exc.message}",
+            )
+            raise ApplyFailed(
+                f"{error.message}; the rollback failed too: {exc.message}", error.applied
+            ) from exc
+        await self.repo.set_status(
+            key,
+            target.revision,
+            owner,
+            status="deployed",
+            at=now(),
+            description=f"rolled back to {deployed.revision} after: {error.message}",
+            inventory=deployed.inventory,
+        )
+        raise ApplyFailed(
+            f"{error.message}; rolled back to revision {deployed.revision} "
+            f"(now revision {target.revision})",
+            error.applied,
+        )
+
+    async def _apply_refs(self, found: Discovery, objects: list[dict[str, Any]]) -> None:
+        for obj in objects:
+            await apply(found, obj)
+
+    async def _copy(
+        self, key: ReleaseKey, owner: str, source: AppRevision, operation: str, opts: Options
+    ) -> AppRevision:
+        """A new pending revision with ``source``'s module, values and manifest (its secrets
+        sealed again under the new revision)."""
+        number = await self.repo.next_revision(key)
+        prefix, ref, manifest = secret_prefix(key, number), "", source.manifest
+        if source.secret_ref:
+            ref = prefix
+            for what in ("values", "manifest"):
+                try:
+                    value = await self.context.secrets.get(f"{source.secret_ref}/{what}")
+                except NotFound:
+                    continue
+                await self.context.secrets.put(f"{prefix}/{what}", value)
+        return await self.repo.add(
+            attrs.evolve(
+                source,
+                revision=number,
+                secret_ref=ref,
+                manifest=manifest,
+                status=PENDING[operation],
+                operation=operation,  # type: ignore[arg-type]
+                description=f"{operation} to {source.revision} in progress",
+                requested_by=opts.who,
+                request_id=opts.request_id,
+                created_at=now(),
+            ),
+            owner,
+        )
+
+    async def rollback(self, key: ReleaseKey, revision: int | None, opts: Options) -> Outcome:
+        """A new revision copying ``revision`` (default: the one before the newest deployed);
+        the objects the current state has and it lacks are pruned (those a failed upgrade
+        added included)."""
+        async with self._locked(key, "rollback", opts) as owner:
+            history = await self.repo.history(key)
+            if not history:
+                raise NotFound(f"app {key} has no revisions", details={"resource": key.resource})
+            deployed = next((r for r in reversed(history) if r.status == "deployed"), None)
+            if revision is None:
+                older = [r for r in history if deployed is None or r.revision < deployed.revision]
+                candidates = [r for r in older if r.status in ("superseded", "deployed")]
+                if not candidates:
+                    raise NotFound(f"app {key} has no earlier revision to roll back to")
+                target = candidates[-1]
+            else:
+                chosen = next((r for r in history if r.revision == revision), None)
+                if chosen is None:
+                    raise NotFound(
+                        f"app {key} has no revision {revision} (kept: "
+                        f"{', '.join(str(r.revision) for r in history)})"
+                    )
+                target = chosen
+            if opts.dry_run:
+                return Outcome(revision=target, rendered=[str(r) for r in target.inventory])
+            new = await self._copy(key, owner, target, "rollback", opts)
+            async with KubeClient(await self.connection(key.cluster)) as client:
+                found = Discovery(client)
+                objects = [d for d in yaml.safe_load_all(await self.manifest_of(target)) if d]
+                try:
+                    await self._namespace(found, key.namespace)
+                    applied: list[ObjectRef] = []
+                    for obj in objects:
+                        try:
+                            await apply(found, obj)
+                        except LabError as exc:
+                            raise ApplyFailed(
+                                f"{ObjectRef.of(obj)}: {exc.message}", applied
+                            ) from exc
+                        applied.append(ObjectRef.of(obj))
+                    pruned, kept = await self._prune(
+                        found, list(target.inventory), deployed, history[-1]
+                    )
+                    if opts.wait:
+                        with trio.fail_after(opts.timeout):
+                            await wait_ready(found, target.inventory)
+                except (LabError, trio.TooSlowError) as exc:
+                    message = exc.message if isinstance(exc, LabError) else "not ready in time"
+                    await self.repo.set_status(
+                        key, new.revision, owner, status="failed", at=now(), description=message
+                    )
+                    raise
+            done = await self.repo.set_status(
+                key,
+                new.revision,
+                owner,
+                status="deployed",
+                at=now(),
+                description=f"rollback to {target.revision} complete",
+                inventory=target.inventory,
+            )
+            await self._forget(await self.repo.trim(key, owner))
+            return Outcome(
+                revision=done,
+                rendered=[str(r) for r in target.inventory],
+                pruned=pruned,
+                kept=kept,
+                rolled_back_to=target.revision,
+            )
+
+    async def uninstall(
+        self, key: ReleaseKey, opts: Options, *, keep_history: bool, delete_data: bool
+    ) -> Outcome:
+        """Delete every object of the release (data objects only with ``delete_data``); the
+        history is forgotten unless ``keep_history`` (then the newest revision is
+        ``uninstalled``)."""
+        async with self._locked(key, "uninstall", opts) as owner:
+            history = await self.repo.history(key)
+            if not history:
+                raise NotFound(f"app {key} is not installed", details={"resource": key.resource})
+            live = [r for r in history if r.status in ("deployed", "failed")]
+            async with KubeClient(await self.connection(key.cluster)) as client:
+                pruned, kept = await self._prune(
+                    Discovery(client), [], *live, delete_data=delete_data
+                )
+            latest = history[-1]
+            if keep_history:
+                done = await self.repo.set_status(
+                    key,
+                    latest.revision,
+                    owner,
+                    status="uninstalled",
+                    at=now(),
+                    description="uninstalled" + (" (data kept)" if kept else ""),
+                )
+                return Outcome(revision=done, pruned=pruned, kept=kept)
+            await self._forget(await self.repo.delete(key, owner))
+            return Outcome(
+                revision=attrs.evolve(latest, status="uninstalled"), pruned=pruned, kept=kept
+            )
+
+    async def status(self, key: ReleaseKey) -> tuple[AppRevision, list[dict[str, Any]]]:
+        """The newest revision and each of its objects with its readiness."""
+        rev = await self.repo.get(key)
+        objects: list[dict[str, Any]] = []
+        try:
+            async with KubeClient(await self.connection(key.cluster)) as client:
+                found = Discovery(client)
+                for ref in rev.inventory:
+                    live = await fetch(found, ref)
+                    ok, why = readiness(live) if live is not None else (False, "missing")
+                    objects.append(
+                        {"object": str(ref), "ready": ok, "detail": why, "data": ref.data}
+                    )
+        except Unavailable as exc:
+            objects.append({"object": "", "ready": False, "detail": exc.message, "data": False})
+        return rev, objects
+
+    async def diff(
+        self, key: ReleaseKey, module: Module, values: dict[str, Any], *, reuse_values: bool
+    ) -> tuple[str, str]:
+        """(current manifest, new manifest) with Secret values redacted in both."""
+        rev = await self.repo.get(key)
+        if reuse_values:
+            values = merge(await self.values_of(rev), values)
+        checked = check_values(module.spec.parameters, values)
+        async with KubeClient(await self.connection(key.cluster)) as client:
+            version = str((await client.version()).get("gitVersion", ""))
+        new = render(
+            module,
+            checked,
+            release=Release(name=key.name, namespace=key.namespace, revision=rev.revision + 1),
+            cluster=Cluster(name=key.cluster, version=version),
+        )
+        return redact_manifest(await self.manifest_of(rev)), redact_manifest(new.manifest)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+__all__ = ["AppEngine", "ApplyFailed", "Options", "Outcome"]

@@ -1,0 +1,219 @@
+"""Releases end to end: a real labd (in process, real TLS, SQLite file) applying to the kmock
+cluster with server-side apply."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lab.kube import KubeClient
+from lab.kube.apply import Discovery, fetch
+from lab.model.apps import ObjectRef
+from tests.apps.rig import SECRET, Apps, import_cluster, module_body, write_module
+from tests.kube.kmock_server import KubeAPI
+from tests.labd.harness import running_labd
+
+
+def ref(kind: str, name: str, api: str = "v1") -> ObjectRef:
+    return ObjectRef(api_version=api, kind=kind, namespace="shop", name=name)
+
+
+async def live(api: KubeAPI) -> set[str]:
+    """The names of the release's objects that exist in the cluster."""
+    names = set()
+    async with KubeClient(api.connection()) as client:
+        found = Discovery(client)
+        for kind, name, version in [
+            ("ConfigMap", "web-legacy", "v1"),
+            ("ConfigMap", "web-extra", "v1"),
+            ("ConfigMap", "web-canary", "v1"),
+            ("ConfigMap", "web-bad", "v1"),
+            ("PersistentVolumeClaim", "web-data", "v1"),
+            ("Secret", "web-auth", "v1"),
+            ("Deployment", "web", "apps/v1"),
+        ]:
+            if await fetch(found, ref(kind, name, version)) is not None:
+                names.add(name)
+    return names
+
+
+async def test_install_upgrade_failed_upgrade_rollback(
+    tmp_path: Path, kube_ssa: KubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    module = write_module(tmp_path / "web")
+    base = {"password": SECRET}
+    with trio.fail_after(90):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            await import_cluster(labd, admin, "home", kube_ssa)
+            async with labd.client(admin) as http:
+                app = Apps(http, "home", "shop", "web")
+                # Values failing the schema: the field and the rule, nothing recorded.
+                bad = await app.post(
+                    "install", module=module_body(module), values={**base, "replicas": 0}
+                )
+                assert bad.status_code == 400, bad.text
+                assert bad.json()["error"]["message"].startswith(
+                    "values.replicas: 0 is less than the minimum of 1 (rule minimum)"
+                )
+                assert bad.json()["error"]["details"]["fields"] == ["values.replicas"]
+
+                first = await app.post(
+                    "install", module=module_body(module), values=base, wait=True, timeout=20
+                )
+                assert first.status_code == 201, first.text
+                assert first.json()["revision"] == 1
+                assert first.json()["values"]["password"] == "<sealed>"
+                assert await live(kube_ssa) == {"web-legacy", "web-data", "web-auth", "web"}
+                again = await app.post("install", module=module_body(module), values=base)
+                assert again.status_code == 409
+                assert "use labctl apps upgrade web" in again.json()["error"]["message"]
+
+                # Upgrade: one object added, one removed (pruned), the data PVC left out but kept.
+                up = await app.post(
+                    "upgrade",
+                    module=module_body(module),
+                    values={**base, "legacy": False, "extra": True, "keep_data": False},
+                )
+                assert up.status_code == 200, up.text
+                assert up.json()["pruned"] == ["ConfigMap/shop/web-legacy"]
+                assert up.json()["kept"] == ["PersistentVolumeClaim/shop/web-data (data)"]
+                assert await live(kube_ssa) == {"web-extra", "web-data", "web-auth", "web"}
+
+                # A failed upgrade that got to apply one new object before the rejected one.
+                failed = await app.post(
+                    "upgrade",
+                    module=module_body(module),
+                    reuse_values=True,
+                    values={"canary": True, "reject": True},
+                )
+                assert failed.status_code == 422, failed.text
+                message = failed.json()["error"]["message"]
+                assert "ConfigMap/shop/web-bad" in message and "the upstream refuses" in message
+                assert "web-canary" in await live(kube_ssa)
+
+                # Rollback to 1: what the failed upgrade added goes too (Helm #13346).
+                back = await app.post("rollback", revision=1)
+                assert back.status_code == 200, back.text
+                assert back.json()["revision"] == 4
+                assert back.json()["rolled_back_to"] == 1
+                assert await live(kube_ssa) == {"web-legacy", "web-data", "web-auth", "web"}
+
+                history = await app.history()
+                assert [(h["revision"], h["operation"], h["status"]) for h in history] == [
+                    (1, "install", "superseded"),
+                    (2, "upgrade", "superseded"),
+                    (3, "upgrade", "failed"),
+                    (4, "rollback", "deployed"),
+                ]
+                failed_names = {i["name"] for i in history[2]["inventory"]}
+                assert "web-canary" in failed_names and "web-bad" not in failed_names
+                status = await http.get("/api/apps/home/shop/web")
+                assert status.status_code == 200
+                assert all(o["ready"] for o in status.json()["objects"]), status.json()
+                listed = await http.get("/api/apps", params={"cluster": "home"})
+                assert [(a["name"], a["revision"]) for a in listed.json()["items"]] == [("web", 4)]
+                audit = await http.get("/api/audit", params={"limit": "1000"})
+                audit_text = audit.text
+                history_text = json.dumps(history)
+            db = (tmp_path / "labd" / "labd.db").read_bytes()
+            wal = tmp_path / "labd" / "labd.db-wal"
+            db += wal.read_bytes() if wal.exists() else b""
+    # The secret value is sealed: never in the database, the answers, the audit or the logs.
+    assert SECRET.encode() not in db
+    assert SECRET not in history_text
+    assert SECRET not in audit_text and "apps:upgrade" in audit_text
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+
+
+async def test_rollback_on_failure_and_concurrent_upgrades(
+    tmp_path: Path, kube_ssa: KubeAPI
+) -> None:
+    module = write_module(tmp_path / "web")
+    base: dict[str, Any] = {"password": SECRET, "legacy": False}
+    with trio.fail_after(90):
+        async with running_labd(tmp_path, app_lease=3.0) as labd:
+            admin = await labd.admin()
+            await import_cluster(labd, admin, "home", kube_ssa)
+            async with labd.client(admin) as http:
+                app = Apps(http, "home", "shop", "web")
+                assert (
+                    await app.post("install", module=module_body(module), values=base)
+                ).status_code == 201
+                atomic = await app.post(
+                    "upgrade",
+                    module=module_body(module),
+                    rollback_on_failure=True,
+                    values={**base, "extra": True, "reject": True},
+                )
+                assert atomic.status_code == 422, atomic.text
+                assert (
+                    "rolled back to revision 1 (now revision 3)"
+                    in atomic.json()["error"]["message"]
+                )
+                assert "web-extra" not in await live(kube_ssa)
+                statuses = [(h["revision"], h["status"]) for h in await app.history()]
+                assert statuses == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+
+                # Two upgrades at once: the second is refused, naming the first's holder.
+                slow_done = trio.Event()
+                answers: dict[str, Any] = {}
+
+                async def slow() -> None:
+                    answers["slow"] = await app.post(
+                        "upgrade",
+                        module=module_body(module),
+                        wait=True,
+                        timeout=4,
+                        values={**base, "never_ready": True},
+                    )
+                    slow_done.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(slow)
+                    # Wait until the slow one holds the release (its pending revision exists).
+                    while len(await app.history()) < 4:
+                        await trio.sleep(0.05)
+                    second = await app.post("upgrade", module=module_body(module), values=base)
+                    assert second.status_code == 409, second.text
+                    err = second.json()["error"]
+                    assert "another operation is running: upgrade by user/admin" in err["message"]
+                    assert err["details"]["owner"]
+                    await slow_done.wait()
+                assert answers["slow"].status_code == 422
+                assert (
+                    "not ready after 4s: Deployment/shop/web"
+                    in answers["slow"].json()["error"]["message"]
+                )
+                # The release is free again.
+                ok = await app.post("upgrade", module=module_body(module), values=base)
+                assert ok.status_code == 200, ok.text
+
+
+async def test_unknown_version_and_tampered_archive_are_refused(
+    tmp_path: Path, kube_ssa: KubeAPI
+) -> None:
+    module = write_module(tmp_path / "web")
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            await import_cluster(labd, admin, "home", kube_ssa)
+            async with labd.client(admin) as http:
+                app = Apps(http, "home", "db", "crdb")
+                unknown = await app.post(
+                    "install", module={"name": "cockroachdb", "version": "9.9.9"}, values={}
+                )
+                assert unknown.status_code == 404
+                assert "has no version 9.9.9" in unknown.json()["error"]["message"]
+                body = module_body(module)
+                tampered = {**body, "sha256": "0" * 64}
+                refused = await app.post("install", module=tampered, values={"password": SECRET})
+                assert refused.status_code == 400
+                assert "the archive was changed" in refused.json()["error"]["message"]
+                assert await app.history() == []
