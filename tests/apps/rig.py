@@ -129,11 +129,6 @@ async def import_cluster(labd: RunningLabd, admin: Credentials, name: str, api: 
         resp = await http.post(
             "/api/clusters/import", json={"name": name, "kubeconfig": api.kubeconfig}
         )
-    if resp.status_code in (404, 405):
-        # A labd without the cluster registry reads the sealed kubeconfig itself.
-        assert labd.context is not None
-        await labd.context.secrets.put(f"cluster/{name}/kubeconfig", api.kubeconfig.encode())
-        return
     assert resp.status_code in (200, 201), resp.text
 
 

@@ -29,7 +29,7 @@ import trio
 import yaml
 
 from lab.errors import Conflict, LabError, NotFound, Unavailable
-from lab.kube import KubeClient, KubeConnection, load_kubeconfig
+from lab.kube import KubeClient, KubeConnection
 from lab.kube.apply import (
     Discovery,
     apply,
@@ -212,18 +212,8 @@ class AppEngine:
     # -- the cluster ----------------------------------------------------------------------------
 
     async def connection(self, cluster: str) -> KubeConnection:
-        registry = getattr(self.context, "clusters", None)
-        if registry is not None:
-            conn: KubeConnection = await registry.connection(cluster)
-            return conn
-        try:
-            raw = await self.context.secrets.get(f"cluster/{cluster}/kubeconfig")
-        except NotFound as exc:
-            raise NotFound(
-                f"no cluster {cluster!r} (labctl clusters import {cluster} --kubeconfig FILE)",
-                details={"resource": f"cluster/{cluster}"},
-            ) from exc
-        return load_kubeconfig(raw.decode())
+        """The cluster's API server as labd reaches it; NotFound for an unknown cluster."""
+        return await self.context.clusters.connection(cluster)
 
     # -- sealing ---------------------------------------------------------------------------------
 
