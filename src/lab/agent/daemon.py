@@ -15,6 +15,7 @@ import random
 import ssl
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -33,7 +34,7 @@ from trio_websocket import (
 from lab import __version__
 from lab.agent.dispatch import ConnectionGone, Dispatcher, SendFn
 from lab.agent.executor import Outgoing
-from lab.agent.identity import AGENT_FILE, EnrolledIdentity, load_enrolled
+from lab.agent.identity import AGENT_FILE, EnrolledIdentity, load_enrolled, renew
 from lab.client.api import LabClient
 from lab.client.credentials import load_credentials
 from lab.errors import ConfigError, LabError
@@ -50,7 +51,7 @@ from lab.proto.session import (
     SendHeartbeat,
     State,
 )
-from lab.runtime.renewal import retry_delay
+from lab.runtime.renewal import keep_renewed
 
 log = logging.getLogger("lab.agent")
 
@@ -557,25 +558,16 @@ class Agent:
     # --- certificate renewal ---
 
     async def _renew_loop(self) -> None:
-        from lab.agent.identity import renew, renewal_delay
+        await keep_renewed(self._validity, self._renew, rng=self._rng, log=log, what="lab-agent")
 
-        failures = 0
-        while True:
-            identity = load_enrolled(self.settings.state_dir)
-            delay = renewal_delay(identity.not_before, identity.not_after, self._rng)
-            if failures:
-                # Overdue and failing: retry with backoff instead of hammering labd.
-                delay = max(delay, retry_delay(failures, self._rng))
-            await trio.sleep(delay)
-            try:
-                renewed = await renew(self.settings.state_dir)
-            except LabError as exc:
-                failures += 1
-                log.warning("certificate renewal failed: %s", exc.message)
-                continue
-            failures = 0
-            self.identity = renewed
-            log.info("certificate renewed, valid until %s", renewed.not_after.isoformat())
+    def _validity(self) -> tuple[datetime, datetime]:
+        identity = load_enrolled(self.settings.state_dir)
+        return identity.not_before, identity.not_after
+
+    async def _renew(self) -> None:
+        renewed = await renew(self.settings.state_dir)
+        self.identity = renewed
+        log.info("certificate renewed, valid until %s", renewed.not_after.isoformat())
 
 
 async def run_agent(

@@ -28,8 +28,8 @@ from attrs import frozen
 from lab.bastion.jointokens import AgentToken, TokenBinding
 from lab.client.api import LabClient, enroll_identity, renew_in_place
 from lab.client.credentials import load_credentials, write_atomic
-from lab.errors import ConfigError, LabError, NotFound, Unavailable
-from lab.runtime.renewal import renewal_delay, retry_delay
+from lab.errors import ConfigError, NotFound, Unavailable
+from lab.runtime.renewal import keep_renewed
 
 if TYPE_CHECKING:
     from lab.pki import CACert, CertInfo
@@ -244,28 +244,25 @@ class LabdTokenSource:
         A failure is logged and retried with backoff (30 s doubling to an hour); the bastion
         keeps serving with the certificate it has meanwhile.
         """
-        rng = rng or random.Random()
-        failures = 0
-        while True:
-            cert = self.certificate()
-            delay = renewal_delay(cert.not_before, cert.not_after, rng)
-            if failures:
-                delay = max(delay, retry_delay(failures, rng))
-            await trio.sleep(delay)
-            try:
-                renewed = await self.renew()
-            except LabError as exc:
-                failures += 1
-                log.warning(
-                    "renewal of bastion/%s's certificate failed: %s", self.name, exc.message
-                )
-                continue
-            failures = 0
-            log.info(
-                "certificate of bastion/%s renewed, valid until %s",
-                self.name,
-                renewed.not_after.isoformat(),
-            )
+        await keep_renewed(
+            self._validity,
+            self._renew_logged,
+            rng=rng or random.Random(),
+            log=log,
+            what=f"bastion/{self.name}",
+        )
+
+    def _validity(self) -> tuple[datetime, datetime]:
+        cert = self.certificate()
+        return cert.not_before, cert.not_after
+
+    async def _renew_logged(self) -> None:
+        renewed = await self.renew()
+        log.info(
+            "certificate of bastion/%s renewed, valid until %s",
+            self.name,
+            renewed.not_after.isoformat(),
+        )
 
     async def run_witness(
         self,

@@ -35,7 +35,7 @@ from attrs import define, field
 from lab import pki
 from lab.errors import ConfigError, LabError
 from lab.model import Replica
-from lab.runtime.renewal import renewal_delay, retry_delay
+from lab.runtime.renewal import keep_renewed
 
 if TYPE_CHECKING:
     from lab.labd.config import LabdConfig
@@ -140,25 +140,25 @@ class ClusterMember:
     async def _renew_certificates(self) -> None:
         """Issue this replica's certificate again at 2/3 of its life, and labd's server
         certificate with it; failures are logged and retried with backoff."""
-        failures = 0
-        while True:
-            if self._cert_valid is None:
-                raise RuntimeError("issue_certificate() has not run")
-            delay = renewal_delay(*self._cert_valid, self._rng)
-            wait = retry_delay(failures, self._rng) if failures else self.min_renew_interval
-            await trio.sleep(max(delay, wait))
-            try:
-                await self.issue_certificate()
-            except LabError as exc:
-                failures += 1
-                log.warning(
-                    "replica %s: certificate renewal failed: %s", self.replica_id, exc.message
-                )
-                continue
-            failures = 0
-            self.ca.renew_server_cert()
-            self._renewed.set()
-            self._renewed = trio.Event()
+        await keep_renewed(
+            self._validity,
+            self._renew_certificates_now,
+            rng=self._rng,
+            log=log,
+            what=f"replica {self.replica_id}",
+            min_interval=self.min_renew_interval,
+        )
+
+    def _validity(self) -> tuple[datetime, datetime]:
+        if self._cert_valid is None:
+            raise RuntimeError("issue_certificate() has not run")
+        return self._cert_valid
+
+    async def _renew_certificates_now(self) -> None:
+        await self.issue_certificate()
+        self.ca.renew_server_cert()
+        self._renewed.set()
+        self._renewed = trio.Event()
 
     async def wait_renewed(self) -> None:
         """Wait for the next renewal of this replica's certificate (tests synchronise on it)."""

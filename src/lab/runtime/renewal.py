@@ -1,12 +1,20 @@
 """When a certificate is renewed: at ⅔ of its life, with jitter (DESIGN §5).
 
-One rule for every long-lived identity: agents, a joined bastion's labd link, labd replicas.
+One rule, and one loop (:func:`keep_renewed`), for every long-lived identity: agents, a
+joined bastion's labd link, labd replicas.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import NoReturn
+
+import trio
+
+from lab.errors import LabError
 
 # Renew when this share of the certificate's lifetime has passed ...
 RENEW_AT = 2 / 3
@@ -43,4 +51,37 @@ def retry_delay(failures: int, rng: random.Random) -> float:
     return rng.uniform(0.5, 1.0) * cap
 
 
-__all__ = ["RENEW_AT", "RENEW_JITTER", "renewal_delay", "retry_delay"]
+async def keep_renewed(
+    validity: Callable[[], tuple[datetime, datetime]],
+    renew: Callable[[], Awaitable[object]],
+    *,
+    rng: random.Random,
+    log: logging.Logger,
+    what: str,
+    min_interval: float = 0.0,
+) -> NoReturn:
+    """Renew a certificate at ⅔ of its life (with jitter), for ever.
+
+    ``validity()`` gives the current certificate's ``(not_before, not_after)``, read again
+    before every wait; ``renew()`` renews it (and logs or announces the new one). A renewal
+    that raises a :class:`LabError` is logged as a warning on ``log`` naming ``what`` and
+    retried after :func:`retry_delay` (30 s doubling to an hour) while the old certificate
+    serves on; anything else propagates. ``min_interval`` is the shortest wait between two
+    renewals (a guard should the lifetime be tiny). Runs until cancelled; a renewal cancelled
+    midway may or may not have replaced the certificate.
+    """
+    failures = 0
+    while True:
+        delay = renewal_delay(*validity(), rng)
+        wait = retry_delay(failures, rng) if failures else min_interval
+        await trio.sleep(max(delay, wait))
+        try:
+            await renew()
+        except LabError as exc:
+            failures += 1
+            log.warning("%s: certificate renewal failed: %s", what, exc.message)
+            continue
+        failures = 0
+
+
+__all__ = ["RENEW_AT", "RENEW_JITTER", "keep_renewed", "renewal_delay", "retry_delay"]
