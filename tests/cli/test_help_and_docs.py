@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli.main import app
+from lab.client.settings import CliSettings
+from lab.runtime.config import field_names
 from tests.cli.commands import command_paths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +85,14 @@ def _daemon_paths() -> list[tuple[str, tuple[str, ...]]]:
 def test_every_daemon_command_is_documented(program: str, path: tuple[str, ...]) -> None:
     line = f"{program} {' '.join(path)}"
     assert line in docs_text(), f"`{line}` is not in the docs"
+
+
+@pytest.mark.parametrize("command", ["get", "set"])
+def test_config_get_and_set_name_every_setting(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        app(["config", command, "--help"], exit_on_error=False)
+    out = capsys.readouterr().out
+    missing = [key for key in field_names(CliSettings) if key not in out]
+    assert missing == [], f"labctl config {command} --help does not name {missing}"

@@ -35,7 +35,7 @@ def get(key: str) -> None:
     Parameters
     ----------
     key
-        The setting: server, output, timeout, bastion or ca_fingerprint.
+        The setting: server, output, timeout, bastion, ca_fingerprint or context.
     """
     from lab.client.settings import CliSettings, load_settings
     from lab.runtime.config import check_key
