@@ -104,6 +104,10 @@ class ClusterLab:
         assert self.labd.context is not None
         return await self.labd.context.secrets.get(name)
 
+    async def secret_names(self) -> list[str]:
+        assert self.labd.context is not None
+        return await self.labd.context.secrets.names()
+
     def calls(self) -> list[dict[str, Any]]:
         if not self.record.exists():
             return []

@@ -59,6 +59,16 @@ async def test_one_server_two_agents(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 items = (await kube.get("/api/v1/nodes"))["items"]
             assert {n["metadata"]["name"] for n in items} == set(nodes)
 
+            got = await lab.labctl("get", "clusters", "-o", "json")
+            assert got.returncode == 0, got.stderr
+            (cluster,) = json.loads(got.stdout)
+            assert (cluster["origin"], cluster["status"], cluster["version"]) == (
+                "created",
+                "ready",
+                V1,
+            )
+            assert cluster["api_server"] == f"https://127.0.0.1:{port}"
+
             token = (await lab.secret("cluster/c1/token")).decode()
             assert token.startswith("K10") and "::server:" in token
             entries = await audit_entries(lab.labd, "clusters:create")

@@ -55,6 +55,8 @@ async def test_three_servers_create_upgrade_delete(
                 assert order == nodes
                 restarts = [c["root"] for c in events if c.get("systemctl", [""])[0] == "restart"]
                 assert [Path(r).parent.name for r in restarts] == nodes
+                record = (await client.get("/api/clusters/c3", params={"live": "0"})).json()
+                assert (record["status"], record["version"]) == ("ready", V2)
 
                 resp = await client.post("/api/clusters/c3/delete", json={"keep_data": True})
                 assert resp.status_code == 200, resp.text
@@ -63,6 +65,8 @@ async def test_three_servers_create_upgrade_delete(
                 for node in nodes:
                     assert not (lab.root(node) / "usr/local/bin/k3s").exists()
                     assert (lab.root(node) / "var/lib/rancher/k3s").exists()  # --keep-data
+                assert (await client.get("/api/clusters/c3")).status_code == 404
+                assert not [n for n in await lab.secret_names() if n.startswith("cluster/c3/")]
                 resp = await client.get("/api/clusters/c3/operations")
                 kinds = [o["kind"] for o in resp.json()["items"]]
                 assert kinds == ["delete", "upgrade", "create"]

@@ -55,6 +55,8 @@ async def test_preflight_then_a_server_with_another_ca(
             assert (failed["name"], failed["node"]) == ("verify-ca", "s1"), op["error"]
             assert "not the cluster CA hash" in failed["error"]
             assert op["error"].endswith("labctl clusters resume c1")
+            got = await lab.labctl("get", "clusters", "-o", "json")
+            assert [c["status"] for c in json.loads(got.stdout)] == ["failed"]
             # the agent was never configured nor started
             assert not (lab.root("a1") / "etc/rancher/k3s/config.yaml").exists()
             assert [c["node"] for c in lab.calls() if c.get("event") == "start"] == ["s1"]

@@ -338,7 +338,9 @@ async def upgrade(
 async def delete(
     name: str, /, *, keep_data: bool = False, no_wait: NoWait = False, output: OutputOpt = ""
 ) -> None:
-    """Remove k3s from every node (agents first) and forget the cluster and its secrets.
+    """Delete a cluster labd created: k3s removed from every node (agents first), then the
+    cluster and its secrets forgotten. An imported cluster is only forgotten (its nodes are
+    not labd's to change).
 
     Example: labctl clusters delete lab1 --keep-data
 
@@ -349,6 +351,29 @@ async def delete(
     keep_data
         Leave /var/lib/rancher/k3s on the nodes.
     """
+    from urllib.parse import quote
+
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.errors import NotFound
+    from lab.runtime.exits import handle
+    from lab.runtime.output import emit, is_data
+
+    fmt = check_format(output)
+    with handle():
+        async with LabClient.from_settings() as client:
+            try:
+                path = f"/api/clusters/{quote(name, safe='')}"
+                record = dict(await client.get(path, params={"live": "0"}))
+            except NotFound:
+                record = {}
+            if record.get("origin") == "imported":
+                gone = dict(await client.delete(f"/api/clusters/{quote(name, safe='')}"))
+                if is_data(fmt):
+                    emit(gone, fmt)
+                else:
+                    print(f"cluster {name}: forgotten (imported: its nodes were not changed)")
+                return
     await _start(
         f"/api/clusters/{name}/delete",
         {"keep_data": keep_data},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from attrs import Factory, evolve, frozen
 from quart import Blueprint
 
@@ -163,28 +164,39 @@ async def create(name: str) -> dict[str, Any]:
             raise Invalid(
                 f"server/{node} is not enrolled", details={"fields": ["body.servers"]}
             ) from exc
-    registry = getattr(ctx(), "clusters", None)
-    if registry is not None:
-        try:
-            await registry.get(name)
-        except NotFound:
-            pass
-        else:
-            raise Conflict(
-                f"cluster {name} already exists", details={"resource": f"cluster/{name}"}
-            )
-    previous = await ctx().store.cluster_ops.list(cluster=name, limit=1)
-    if previous and not (previous[0].kind == "delete" and previous[0].status == "succeeded"):
+    try:
+        existing = await ctx().clusters.get(name)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.origin != deps.CREATED:
         raise Conflict(
-            f"cluster {name} already has operations ({previous[0].kind}, {previous[0].status});"
-            f" resume it (labctl clusters resume {name}) or delete it first",
+            f"cluster {name} exists (imported); pick another name",
+            details={"resource": f"cluster/{name}"},
+        )
+    previous = await ctx().store.cluster_ops.list(cluster=name, limit=1)
+    if existing is not None or (previous and previous[0].kind != "delete"):
+        raise Conflict(
+            f"cluster {name} already exists; resume its last operation"
+            f" (labctl clusters resume {name}) or delete it first",
             details={"resource": f"cluster/{name}"},
         )
     if spec.datastore == "external":
         # The endpoint holds a password: sealed, never in the operation's params.
         await deps.secrets(ctx()).put(deps.secret_name(name, "datastore"), req.datastore.encode())
     annotate(servers=list(spec.servers), agents=list(spec.agents), version=spec.version)
-    return await _start(name, "create", spec, plan.create_steps(spec))
+    await deps.record_created(
+        ctx(),
+        name,
+        api_server=spec.api_url,
+        version=spec.version,
+        created_by=principal().subject,
+    )
+    try:
+        return await _start(name, "create", spec, plan.create_steps(spec))
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await deps.forget_cluster(ctx(), name)
+        raise
 
 
 @bp.post("/api/clusters/<name>/nodes")

@@ -15,7 +15,7 @@ import trio
 
 from lab.errors import Conflict, LabError
 from lab.labd.audit.entries import record
-from lab.labd.clusterops import steps
+from lab.labd.clusterops import deps, steps
 from lab.labd.clusterops.plan import ClusterSpec, resume_hint
 from lab.model.operations import ClusterOp, OpStep
 
@@ -131,6 +131,7 @@ class OpEngine:
                     nursery.cancel_scope.cancel()
                 status = "failed" if error else "succeeded"
                 done = await ops.finish(op_id, self.owner, status=status, at=now(), error=error)
+                await self._registry(done, spec)
                 await self._audit(
                     done,
                     "error" if error else "success",
@@ -158,6 +159,13 @@ class OpEngine:
             await self._audit(done, "error", extra={"hint": resume_hint(done.cluster)})
         except LabError:
             log.warning("could not record cluster operation %s as failed", op_id, exc_info=True)
+
+    async def _registry(self, op: ClusterOp, spec: ClusterSpec) -> None:
+        """What the registry shows of a created cluster after an operation ended."""
+        if op.kind == "create" and op.status == "failed":
+            await deps.set_cluster(self.context, op.cluster, status="failed")
+        elif op.kind == "upgrade" and op.status == "succeeded":
+            await deps.set_cluster(self.context, op.cluster, version=spec.version)
 
     def _lease_end(self) -> datetime:
         return now() + timedelta(seconds=self.lease)

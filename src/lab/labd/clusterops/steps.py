@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
-import yaml
-from attrs import define, field
+from attrs import define, evolve, field
 
 from lab import pki
 from lab.errors import Invalid, LabError, NotFound, Unavailable
-from lab.kube import KubeClient, KubeConnection, load_kubeconfig
+from lab.kube import KubeClient, KubeConnection, dump_kubeconfig, load_kubeconfig
 from lab.labd.clusterops import deps
 from lab.labd.clusterops.node import NodeShell, StepFailed
 from lab.labd.clusterops.plan import ClusterSpec
@@ -259,9 +257,6 @@ async def verify_ca(op: OpContext, node: str) -> None:
         )
 
 
-_SERVER_LINE = re.compile(r"^(\s*server:\s*).*$", re.MULTILINE)
-
-
 async def kubeconfig(op: OpContext, node: str) -> None:
     """k3s.yaml from the first server, for this cluster's CA, ``server:`` rewritten to the
     reachable address, stored sealed."""
@@ -277,13 +272,10 @@ async def kubeconfig(op: OpContext, node: str) -> None:
     if not text:
         raise StepFailed(f"server/{node} wrote no {sh.paths.kubeconfig}")
     try:
-        doc = yaml.safe_load(text)
-        for entry in doc.get("clusters") or []:
-            entry["cluster"]["server"] = op.spec.api_url
-        rewritten = yaml.safe_dump(doc, sort_keys=False)
-        conn = load_kubeconfig(rewritten)
-    except (yaml.YAMLError, AttributeError, KeyError, TypeError, Invalid) as exc:
+        conn = evolve(load_kubeconfig(text), server=op.spec.api_url)
+    except Invalid as exc:
         raise StepFailed(f"server/{node} wrote a kubeconfig labd cannot read") from exc
+    rewritten = dump_kubeconfig(conn, op.name)
     if not conn.ca_pem or not ca_matches(await op.token(), conn.ca_pem):
         raise StepFailed(
             f"the kubeconfig on server/{node} is for another cluster (its CA is not this cluster's)"
@@ -419,20 +411,15 @@ async def delete_node(op: OpContext, node: str) -> None:
 
 
 async def register(op: OpContext, node: str) -> None:
-    """The cluster joins labd's registry (its kubeconfig is already sealed)."""
-    registry = getattr(op.context, "clusters", None)
-    adopt = getattr(registry, "adopt", None)
-    if adopt is not None:
-        await adopt(op.name, api_server=op.spec.api_url, version=op.spec.version)
+    """The cluster is ready in labd's registry (its kubeconfig is already sealed)."""
+    await deps.set_cluster(
+        op.context, op.name, status="ready", version=op.spec.version, api_server=op.spec.api_url
+    )
 
 
 async def unregister(op: OpContext, node: str) -> None:
-    """labd forgets the cluster: registry entry and every secret of it."""
-    registry = getattr(op.context, "clusters", None)
-    forget = getattr(registry, "forget", None)
-    if forget is not None:
-        with contextlib.suppress(NotFound):
-            await forget(op.name)
+    """labd forgets the cluster: its registry record and every secret of it."""
+    await deps.forget_cluster(op.context, op.name)
     store = deps.secrets(op.context)
     for what in ("kubeconfig", "token", "ca", "datastore"):
         with contextlib.suppress(NotFound):  # idempotent in labd's store; not in every one
