@@ -174,22 +174,24 @@ class ClusterLab:
 
 @asynccontextmanager
 async def cluster_lab(
-    tmp_path: Path, monkeypatch: Any, nodes: list[str], **settings: Any
+    tmp_path: Path, monkeypatch: Any, nodes: list[str], *, standins: bool = True, **settings: Any
 ) -> AsyncIterator[ClusterLab]:
+    """The lab; ``standins=False`` runs on this machine's own PATH and root (a real k3s)."""
     from lab.labd.clusterops import deps
 
     record = tmp_path / "calls.jsonl"
     artifacts = MemoryArtifacts()
     monkeypatch.setattr(deps, "artifacts", lambda context: artifacts)
-    for node in nodes:
+    for node in nodes if standins else []:
         bindir = tmp_path / "nodes" / node / "bin"
         bindir.mkdir(parents=True)
         (tmp_path / "nodes" / node / "root").mkdir()
         stub = bindir / "systemctl"
         stub.write_text(systemctl_program(tmp_path / "nodes" / node / "root", record))
         stub.chmod(0o755)
-    settings.setdefault("cluster_exec_path", f"{tmp_path}/nodes/{{node}}/bin:{BASE_PATH}")
-    settings.setdefault("cluster_node_root", f"{tmp_path}/nodes/{{node}}/root")
+    if standins:
+        settings.setdefault("cluster_exec_path", f"{tmp_path}/nodes/{{node}}/bin:{BASE_PATH}")
+        settings.setdefault("cluster_node_root", f"{tmp_path}/nodes/{{node}}/root")
     settings.setdefault("cluster_ready_timeout", 60.0)
     async with running_labd(tmp_path / "labd", **settings) as labd, trio.open_nursery() as nursery:
         lab = ClusterLab(
