@@ -6,6 +6,7 @@ kubeconfig in any answer, -o json output, audit detail or daemon log."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,10 @@ from tests.clusters.rig import V1, cluster_lab, free_port, k3s_program
 from tests.servers.seam import audit_entries
 
 
-async def test_one_server_two_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_one_server_two_agents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     nodes = ["s1", "a1", "a2"]
     with trio.fail_after(180):
         async with cluster_lab(tmp_path, monkeypatch, nodes) as lab:
@@ -85,6 +89,8 @@ async def test_one_server_two_agents(tmp_path: Path, monkeypatch: pytest.MonkeyP
             shown = [printed, done.stderr.decode(), text, as_json.stdout.decode()]
             shown += [json.dumps(e.details) for e in entries]
             shown += [p.read_text(errors="replace") for p in tmp_path.glob("*.log")]
+            shown.append(caplog.text)  # labd's own log records
+            assert "cluster" in caplog.text
             for secret in secrets:
                 for where in shown:
                     assert secret not in where

@@ -1,7 +1,9 @@
 """Abuse cases of cluster operations: who may start one, and what a join token binds.
 
-- A viewer or operator (no clusters:create) starting a create gets 403 and nothing is
+- A viewer (clusters:read only) starting a create or a delete gets 403 and nothing is
   recorded; the refusal is audited.
+- A datastore URL's password is sealed: never in an answer, an audit detail or a file of
+  labd's data dir.
 - A token made for one cluster does not verify another cluster's CA (a joining node, and
   labd's verify-ca step, refuse a server whose CA hash is not the token's).
 - A token not in the secure K10 form is refused; the token never shows its secret in repr.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,7 @@ async def test_a_viewer_cannot_start_a_create(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
-            for role in ("viewer", "operator"):
+            for role in ("viewer",):
                 token = await labd.create_token(admin, "user", user=f"u-{role}", roles=[role])
                 who = await labd.enroll_user(f"u-{role}", token)
                 async with labd.client(who) as http:
@@ -64,3 +67,36 @@ def test_a_token_binds_its_cluster_ca() -> None:
 def test_non_secure_tokens_are_refused(text: str) -> None:
     with pytest.raises(Invalid):
         parse_token(text)
+
+
+async def test_a_datastore_password_is_sealed_and_never_shown(tmp_path: Path) -> None:
+    password = "pg-Pa55word-that-must-not-leak"
+    url = f"postgres://k3s:{password}@db.lab:5432/k3s"
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            token = await labd.create_token(admin, "agent")
+            await labd.enroll_agent("s1", token, {"os": "linux"})
+            async with labd.client(admin) as http:
+                resp = await http.post(
+                    "/api/clusters/c1/create", json={"servers": ["server/s1"], "datastore": url}
+                )
+                assert resp.status_code == 200, resp.text
+                shown = [resp.text]
+                op_id = resp.json()["id"]
+                while (op := (await http.get(f"/api/clusters/c1/operations/{op_id}")).json())[
+                    "status"
+                ] == "running":
+                    await trio.sleep(0.1)
+                shown.append(json.dumps(op))
+                assert op["status"] == "failed"  # the node's agent is not connected
+                assert "not connected" in op["error"]
+            assert labd.context is not None
+            assert await labd.context.secrets.get("cluster/c1/datastore") == url.encode()
+            entries = await audit_entries(labd, "clusters:create")
+            shown += [json.dumps(e.details) for e in entries]
+            for text in shown:
+                assert password not in text
+            for path in (tmp_path / "labd").rglob("*"):
+                if path.is_file():
+                    assert password.encode() not in path.read_bytes(), path
