@@ -21,7 +21,7 @@ from lab.cli.targets import SelectorOpt
 
 get_app = App(
     name="get",
-    help="Show resources: servers, users, roles, tokens, certs, clusters, audit.\n\n"
+    help="Show resources: servers, users, roles, tokens, certs, clusters, apps, audit.\n\n"
     "labctl get TYPE lists them; labctl get TYPE NAME... or TYPE/NAME... shows the named "
     "ones.\n\nExample: labctl get servers -l 'role=worker,zone!=a' -o wide",
 )
@@ -376,6 +376,29 @@ async def clusters(*names: str, output: OutputOpt = "") -> None:
         Clusters to show (NAME or cluster/NAME).
     """
     await show_kind(CLUSTERS, names, output)
+
+
+@get_app.command(name=["apps", "app"])
+async def apps(
+    *names: str,
+    cluster: Annotated[str, Parameter(name=["--cluster", "-c"], help="Only this cluster.")] = "",
+    namespace: Annotated[
+        str, Parameter(name=["-n", "--namespace"], help="Only this namespace.")
+    ] = "",
+    output: OutputOpt = "",
+) -> None:
+    """List app releases (the newest revision of each) you may read: status, module, revision.
+
+    Example: labctl get apps --cluster home -o wide
+
+    Parameters
+    ----------
+    names
+        Releases to show (NAME or app/NAME).
+    """
+    from lab.cli.apps_cmd import get_apps
+
+    await get_apps(names, cluster, namespace, output)
 
 
 @get_app.default

@@ -67,6 +67,11 @@ app.command(
     help="Power control: status, on, off, cycle, reset; set a machine's driver.",
 )
 app.command(
+    "lab.cli.apps_cmd:apps_app",
+    name="apps",
+    help="App releases on clusters: install, upgrade, rollback, history, status, diff, uninstall.",
+)
+app.command(
     "lab.cli.modules_cmd:modules_app",
     name="modules",
     help="App modules: list the built-ins, show, lint and package a module.",

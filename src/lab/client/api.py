@@ -208,16 +208,26 @@ class LabClient:
 
     @classmethod
     def from_settings(
-        cls, *, directory: Path | None = None, transport: httpx.AsyncBaseTransport | None = None
+        cls,
+        *,
+        directory: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | None = None,
     ) -> LabClient:
-        """A client for the configured ``server`` with the identity stored by ``labctl login``.
+        """A client for the configured ``server`` with the identity stored by ``labctl login``;
+        ``timeout`` replaces the ``timeout`` setting (a request that waits on purpose).
 
         Raises :class:`Unauthenticated` when there is no identity, :class:`ConfigError` for
         unreadable settings or an unusable key.
         """
         settings = load_settings()
         ctx = load_identity(directory) if transport is None else None
-        return cls(settings.server, ssl_context=ctx, timeout=settings.timeout, transport=transport)
+        return cls(
+            settings.server,
+            ssl_context=ctx,
+            timeout=timeout if timeout is not None else settings.timeout,
+            transport=transport,
+        )
 
     async def __aenter__(self) -> LabClient:
         await self._http.__aenter__()

@@ -1,0 +1,120 @@
+"""labctl apps and get apps as a user runs them (real labctl processes, a real labd, kmock):
+the docs/apps.md walk with cockroachdb, and a module directory's diff, uninstall and history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+import yaml
+
+from tests.apps.rig import SECRET, write_module
+from tests.cluster_registry.test_import import labctl, labctl_env
+from tests.kube.kmock_server import KubeAPI
+from tests.labd.harness import running_labd
+from tests.modules.test_modules import SAMPLE_VALUES
+
+
+async def test_cockroachdb_install_upgrade_rollback(tmp_path: Path, kube_ssa: KubeAPI) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube_ssa.kubeconfig)
+    tls = tmp_path / "tls.yaml"
+    tls.write_text(yaml.safe_dump(SAMPLE_VALUES["cockroachdb"]))
+    where = ["--cluster", "home", "-n", "db"]
+    with trio.fail_after(120):
+        async with running_labd(tmp_path) as labd:
+            env = labctl_env(labd, await labd.admin(), tmp_path / "home")
+            done = await labctl(env, "clusters", "import", "home", "--kubeconfig", str(kubeconfig))
+            assert done.returncode == 0, done.stderr
+            installed = await labctl(
+                env, "apps", "install", "crdb", "--module", "cockroachdb", *where,
+                "-f", str(tls), "--wait", "--timeout", "30s",
+            )  # fmt: skip
+            assert installed.returncode == 0, installed.stderr
+            assert installed.stdout.startswith("crdb: revision 1 deployed (cockroachdb@1.0.0")
+            upgraded = await labctl(
+                env, "apps", "upgrade", "crdb", "--module", "cockroachdb@1.0.0", *where,
+                "--reuse-values", "--set", "replicas=5", "--wait",
+            )  # fmt: skip
+            assert upgraded.returncode == 0, upgraded.stderr
+            status = await labctl(env, "apps", "status", "crdb", *where, "-o", "json")
+            assert json.loads(status.stdout)["values"]["replicas"] == 5
+            assert json.loads(status.stdout)["values"]["tls"]["node_key"] == "<sealed>"
+            back = await labctl(env, "apps", "rollback", "crdb", "1", *where)
+            assert back.returncode == 0, back.stderr
+            assert "revision 3 deployed" in back.stdout and "rollback to 1" in back.stdout
+            history = await labctl(env, "apps", "history", "crdb", *where)
+            rows = [line.split()[:3] for line in history.stdout.splitlines()]
+            assert rows == [
+                ["REVISION", "STATUS", "OPERATION"],
+                ["1", "superseded", "install"],
+                ["2", "superseded", "upgrade"],
+                ["3", "deployed", "rollback"],
+            ]
+            listed = await labctl(env, "get", "apps", "-o", "name")
+            assert listed.stdout.split() == ["app/crdb"]
+            missing = await labctl(
+                env, "apps", "install", "x", "--module", "cockroachdb@9.9.9", *where
+            )
+            assert missing.returncode == 4
+            assert "module cockroachdb has no version 9.9.9" in missing.stderr
+
+
+async def test_module_dir_diff_uninstall_keep_history(tmp_path: Path, kube_ssa: KubeAPI) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube_ssa.kubeconfig)
+    source = tmp_path / "web"
+    write_module(source)
+    where = ["--cluster", "home", "-n", "shop"]
+    module = ["--module", str(source)]
+    with trio.fail_after(120):
+        async with running_labd(tmp_path) as labd:
+            env = labctl_env(labd, await labd.admin(), tmp_path / "home")
+            await labctl(env, "clusters", "import", "home", "--kubeconfig", str(kubeconfig))
+            bad = await labctl(
+                env,
+                "apps",
+                "install",
+                "web",
+                *module,
+                *where,
+                "--set",
+                "replicas=0",
+                "--set",
+                f"password={SECRET}",
+            )
+            assert bad.returncode == 2
+            assert bad.stderr.startswith("error: values.replicas: 0 is less than the minimum")
+            ok = await labctl(
+                env, "apps", "install", "web", *module, *where, "--set", f"password={SECRET}"
+            )
+            assert ok.returncode == 0, ok.stderr
+            diff = await labctl(
+                env,
+                "apps",
+                "diff",
+                "web",
+                *module,
+                *where,
+                "--reuse-values",
+                "--set",
+                "legacy=false",
+            )
+            assert diff.returncode == 1, diff.stderr
+            assert "-  name: web-legacy" in diff.stdout
+            assert SECRET not in diff.stdout and "<sealed>" in diff.stdout
+            same = await labctl(env, "apps", "diff", "web", *module, *where, "--reuse-values")
+            assert same.returncode == 0 and same.stdout == ""
+            gone = await labctl(env, "apps", "uninstall", "web", *where, "--keep-history")
+            assert gone.returncode == 0, gone.stderr
+            assert "kept PersistentVolumeClaim/shop/web-data (data)" in gone.stdout
+            history = await labctl(env, "apps", "history", "web", *where, "-o", "json")
+            items = json.loads(history.stdout)
+            assert [(i["revision"], i["status"]) for i in items] == [(1, "uninstalled")]
+            assert SECRET not in history.stdout
+            again = await labctl(
+                env, "apps", "install", "web", *module, *where, "--set", f"password={SECRET}"
+            )
+            assert again.returncode == 0, again.stderr
+            assert again.stdout.startswith("web: revision 2 deployed")
