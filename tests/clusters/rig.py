@@ -205,7 +205,9 @@ async def cluster_lab(
             lab.nursery = nursery
             for node in nodes:
                 await enroll_state(labd, lab.admin, node, tmp_path / "agents" / node)
-                await lab.start_agent(nursery, node)
+            async with trio.open_nursery() as starting:  # agents start side by side
+                for node in nodes:
+                    starting.start_soon(lab.start_agent, nursery, node)
             yield lab
         finally:
             with trio.CancelScope(shield=True):

@@ -63,14 +63,14 @@ async def test_one_server_two_agents(
                 items = (await kube.get("/api/v1/nodes"))["items"]
             assert {n["metadata"]["name"] for n in items} == set(nodes)
 
-            got = await lab.labctl("get", "clusters", "-o", "json")
-            assert got.returncode == 0, got.stderr
-            (cluster,) = json.loads(got.stdout)
+            async with await lab.http() as client:
+                cluster = (await client.get("/api/clusters/c1")).json()
             assert (cluster["origin"], cluster["status"], cluster["version"]) == (
                 "created",
                 "ready",
                 V1,
             )
+            assert cluster["health"]["state"] == "Ready"
             assert cluster["api_server"] == f"https://127.0.0.1:{port}"
 
             token = (await lab.secret("cluster/c1/token")).decode()
@@ -96,16 +96,25 @@ async def test_one_server_two_agents(
                     assert secret not in where
 
             # day 2: a2 leaves (cordoned, drained, k3s removed, its Node deleted), then joins again
-            done = await lab.labctl("clusters", "remove-node", "c1", "server/a2")
-            assert done.returncode == 0, done.stderr
-            assert "drain server/a2: done" in done.stdout.decode()
+            async with await lab.http() as client:
+                resp = await client.delete("/api/clusters/c1/nodes/a2")
+                assert resp.status_code == 200, resp.text
+                op = await lab.wait_op(client, "c1", resp.json()["id"])
+                assert op["status"] == "succeeded", json.dumps(op, indent=1)
+                assert [s["name"] for s in op["steps"]] == [
+                    "cordon",
+                    "drain",
+                    "uninstall",
+                    "delete-node",
+                ]
             assert not (lab.root("a2") / "usr/local/bin/k3s").exists()
             async with KubeClient(conn) as kube:
                 items = (await kube.get("/api/v1/nodes"))["items"]
             assert {n["metadata"]["name"] for n in items} == {"s1", "a1"}
             done = await lab.labctl("clusters", "add-node", "c1", "server/a2", "--role", "agent")
             assert done.returncode == 0, done.stderr
-            described = await lab.labctl("clusters", "describe", "c1", "-o", "json")
-            ops = json.loads(described.stdout)["operations"]
+            assert "ready server/a2: done" in done.stdout.decode()
+            async with await lab.http() as client:
+                ops = (await client.get("/api/clusters/c1/operations")).json()["items"]
             assert [o["kind"] for o in ops] == ["add-node", "remove-node", "create"]
             assert ops[0]["params"]["spec"]["agents"] == ["a1", "a2"]

@@ -21,6 +21,7 @@ from lab.model.operations import ClusterOp, OpStep
 
 if TYPE_CHECKING:
     from lab.labd.context import LabdContext
+    from lab.store import ClusterOpRepository
 
 log = logging.getLogger(__name__)
 PREFLIGHT_LIMIT = 8  # nodes preflighted at once
@@ -47,7 +48,7 @@ class OpEngine:
         self.idle = trio.Event()
 
     @property
-    def ops(self) -> Any:
+    def ops(self) -> ClusterOpRepository:
         return self.context.store.cluster_ops
 
     async def submit(self, op_id: str) -> ClusterOp:
@@ -117,45 +118,56 @@ class OpEngine:
         )
 
     async def _run_one(self, op_id: str) -> None:
+        """Run a claimed operation. Whatever goes wrong (the database, the audit log) ends it
+        failed and logged, never labd; a lease lost to another replica just stops it here."""
+        with trio.CancelScope() as scope:
+            self._running[op_id] = scope
+            try:
+                await self._run_claimed(op_id, scope)
+            except Exception as exc:
+                if _only(exc, Conflict):
+                    log.warning("cluster operation %s: lease lost; stopped here", op_id)
+                else:
+                    log.error("cluster operation %s: internal error", op_id, exc_info=True)
+                    with trio.CancelScope(shield=True):
+                        await self._fail(op_id, f"labd could not go on: {_first(exc)}")
+            finally:
+                self._running.pop(op_id, None)
+        if scope.cancelled_caught:
+            with trio.CancelScope(shield=True):
+                await self._fail(op_id, "labd shut down during this operation")
+
+    async def _run_claimed(self, op_id: str, scope: trio.CancelScope) -> None:
         ops = self.ops
         op = await ops.get(op_id)
         spec = ClusterSpec.from_params(op.params["spec"])
         octx = steps.OpContext(context=self.context, spec=spec, params=op.params)
         started = time.perf_counter()
-        with trio.CancelScope() as scope:
-            self._running[op_id] = scope
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._renew, op_id, scope)
-                    error = await self._steps(op, octx)
-                    nursery.cancel_scope.cancel()
-                status = "failed" if error else "succeeded"
-                done = await ops.finish(op_id, self.owner, status=status, at=now(), error=error)
-                await self._registry(done, spec)
-                await self._audit(
-                    done,
-                    "error" if error else "success",
-                    extra={"duration_ms": round((time.perf_counter() - started) * 1000)},
-                )
-            except Conflict:
-                log.warning("cluster operation %s: lease lost to another replica", op_id)
-            finally:
-                self._running.pop(op_id, None)
-        if scope.cancelled_caught:
-            with trio.CancelScope(shield=True):
-                await self._stopped(op_id)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._renew, op_id, scope)
+            error = await self._steps(op, octx)
+            nursery.cancel_scope.cancel()
+        status = "failed" if error else "succeeded"
+        done = await ops.finish(op_id, self.owner, status=status, at=now(), error=error)
+        await self._registry(done, spec)
+        await self._audit(
+            done,
+            "error" if error else "success",
+            extra={"duration_ms": round((time.perf_counter() - started) * 1000)},
+        )
 
-    async def _stopped(self, op_id: str) -> None:
-        """labd shut down mid-operation: fail it now rather than when the lease runs out."""
+    async def _fail(self, op_id: str, why: str) -> None:
+        """End ``op_id`` failed now (its running step too) rather than when its lease runs
+        out; best effort: the lease still ends it if the database is away."""
         try:
             current = await self.ops.get(op_id)
             running = next((s for s in current.steps if s.status == "running"), None)
-            why = "labd shut down during this operation"
             if running is not None:
                 await self.ops.step(
                     op_id, self.owner, running.seq, status="failed", at=now(), error=why
                 )
             done = await self.ops.finish(op_id, self.owner, status="failed", at=now(), error=why)
+            await self._registry(done, ClusterSpec.from_params(done.params["spec"]))
             await self._audit(done, "error", extra={"hint": resume_hint(done.cluster)})
         except LabError:
             log.warning("could not record cluster operation %s as failed", op_id, exc_info=True)
@@ -173,7 +185,14 @@ class OpEngine:
     async def _renew(self, op_id: str, scope: trio.CancelScope) -> None:
         while True:
             await trio.sleep(self.lease / 3)
-            if not await self.ops.renew(op_id, self.owner, lease_until=self._lease_end()):
+            try:
+                held = await self.ops.renew(op_id, self.owner, lease_until=self._lease_end())
+            except LabError:
+                # the database is away: try again; if the lease runs out meanwhile another
+                # replica fails the operation and the next renewal says so
+                log.warning("cluster operation %s: could not renew its lease", op_id)
+                continue
+            if not held:
                 log.warning("cluster operation %s: lease lost; stopping it here", op_id)
                 scope.cancel()
                 return
@@ -239,3 +258,16 @@ class OpEngine:
             for step in todo:
                 nursery.start_soon(one, step)
         return [p for seq in sorted(found) for p in found[seq]]
+
+
+def _only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is ``kind`` or a group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(e, kind) for e in exc.exceptions)
+    return isinstance(exc, kind)
+
+
+def _first(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc.message if isinstance(exc, LabError) else type(exc).__name__
