@@ -21,7 +21,8 @@ from lab.cli.targets import SelectorOpt
 
 get_app = App(
     name="get",
-    help="Show resources: servers, users, roles, tokens, certs, clusters, apps, audit.\n\n"
+    help="Show resources: servers, users, roles, tokens, certs, clusters, artifacts, apps, "
+    "audit.\n\n"
     "labctl get TYPE lists them; labctl get TYPE NAME... or TYPE/NAME... shows the named "
     "ones.\n\nExample: labctl get servers -l 'role=worker,zone!=a' -o wide",
 )
@@ -190,6 +191,8 @@ class Kind:
     columns: tuple[str, ...]
     wide: tuple[str, ...] = ()
     rows: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+    # Several items share one name (an artifact's versions and arches): a name shows them all.
+    grouped: bool = False
 
 
 def _token_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,6 +246,22 @@ CLUSTERS = Kind(
     wide=("status", "api_server", "created_by"),
     rows=_cluster_rows,
 )
+
+
+def _artifact_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from lab.cli.artifacts_cmd import artifact_rows
+
+    return artifact_rows(items)
+
+
+ARTIFACTS = Kind(
+    name="artifact",
+    path="/api/artifacts",
+    columns=("name", "version", "arch", "size", "sha256"),
+    wide=("filename", "created_by", "created_at"),
+    rows=_artifact_rows,
+    grouped=True,
+)
 KINDS = {
     "server": None,
     "user": USERS,
@@ -250,6 +269,7 @@ KINDS = {
     "token": TOKENS,
     "cert": CERTS,
     "cluster": CLUSTERS,
+    "artifact": ARTIFACTS,
     "audit": None,
 }
 ALIASES = {
@@ -267,6 +287,8 @@ ALIASES = {
     "certificates": "cert",
     "cluster": "cluster",
     "clusters": "cluster",
+    "artifact": "artifact",
+    "artifacts": "artifact",
     "audit": "audit",
 }
 
@@ -292,7 +314,10 @@ async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
                     f"{kind.name}/{missing[0]} not found",
                     details={"hint": f"labctl get {kind.name}s"},
                 )
-            items = [by_key[n] for n in dict.fromkeys(wanted)]
+            if kind.grouped:
+                items = [i for i in items if str(i.get(kind.key)) in wanted]
+            else:
+                items = [by_key[n] for n in dict.fromkeys(wanted)]
     if is_data(fmt):
         named = [{**i, "name": i.get(kind.key)} for i in items] if fmt == "name" else items
         emit(named, fmt, kind=kind.name)
@@ -399,6 +424,23 @@ async def apps(
     from lab.cli.apps_cmd import get_apps
 
     await get_apps(names, cluster, namespace, output)
+
+
+@get_app.command(name=["artifacts", "artifact"])
+async def artifacts(*names: str, output: OutputOpt = "") -> None:
+    """List artifacts (every version and arch of each), or those of the named ones.
+
+    The table shows NAME VERSION ARCH SIZE SHA256 (the first 12 digits; -o json has all);
+    -o wide adds FILENAME CREATED_BY CREATED_AT.
+
+    Example: labctl get artifacts k3s -o wide
+
+    Parameters
+    ----------
+    names
+        Artifact names to show (NAME or artifact/NAME).
+    """
+    await show_kind(ARTIFACTS, names, output)
 
 
 @get_app.default

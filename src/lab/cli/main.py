@@ -81,6 +81,11 @@ app.command(
     name="clusters",
     help="Kubernetes clusters: create k3s on enrolled servers, day-2 operations, import one.",
 )
+app.command(
+    "lab.cli.artifacts_cmd:artifacts_app",
+    name="artifacts",
+    help="Artifacts: files labd keeps for the agents, e.g. k3s binaries (docs/clusters.md).",
+)
 app.command(describe, name="describe")
 app.command(label, name="label")
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -288,6 +289,41 @@ class LabClient:
 
     async def delete(self, path: str) -> Any:
         return await self._json("DELETE", path)
+
+    async def put_stream(
+        self,
+        path: str,
+        content: AsyncIterator[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """PUT a streamed body (an artifact); the JSON answer or the mapped error."""
+        try:
+            response = await self._http.request(
+                "PUT", path, content=content, headers=dict(headers or {}), params=params
+            )
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, self.server) from exc
+        if not response.is_success:
+            raise error_from_response(response)
+        return response.json()
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed answer (its body not read yet) when its status is 2xx; otherwise the
+        mapped error (the body is read for the error envelope). A transport failure, also
+        one while the caller reads the body inside the block, raises :class:`Unavailable`."""
+        try:
+            async with self._http.stream(method, path, headers=dict(headers or {})) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_from_response(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, self.server) from exc
 
 
 def load_identity(directory: Path | None = None) -> ssl.SSLContext:

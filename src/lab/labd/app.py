@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 
 from lab.labd.access.auth import authenticate
 from lab.labd.access.ratelimit import Limits
 from lab.labd.api import (
     agent_ws,
     apps,
+    artifacts,
     audit_routes,
     auth,
     bastion,
@@ -46,9 +50,26 @@ async def _send_request_id(response: Response) -> Response:
     return response
 
 
+def _request_class(limits: dict[tuple[str, str], int]) -> type[TrioRequest]:
+    """A request class whose body limit is raised for the routes in ``limits`` (method and
+    path prefix), e.g. artifact uploads; every other body stays within MAX_CONTENT_LENGTH."""
+
+    class LabdRequest(TrioRequest):
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any):
+            for (verb, prefix), limit in limits.items():
+                if method == verb and path.startswith(prefix):
+                    kwargs["max_content_length"] = limit
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return LabdRequest
+
+
 def create_app(context: LabdContext) -> QuartTrio:
     # No static folder: every route must declare a policy, and labd serves no files.
     app = QuartTrio("labd", static_folder=None)
+    app.request_class = _request_class(
+        {("PUT", "/api/artifacts/"): context.config.artifacts_max_size}
+    )
     app.extensions["lab"] = context
     # First of all hooks, so that every log record of the request (the access check's too)
     # carries its id.
@@ -68,6 +89,7 @@ def create_app(context: LabdContext) -> QuartTrio:
     app.register_blueprint(cluster_ops.bp)
     app.register_blueprint(clusters.bp)
     app.register_blueprint(apps.bp)
+    app.register_blueprint(artifacts.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(
         context.config.rate_global, context.config.rate_tokens

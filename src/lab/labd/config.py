@@ -77,6 +77,11 @@ class LabdConfig:
     # (LABD_SECRETS_KEY_FILE); empty: derived from the CA passphrase. Every replica needs the
     # same (docs/clusters.md, "Secrets").
     secrets_key_file: str = ""
+    # Where artifacts' content files live (LABD_ARTIFACTS_DIR); empty: <data dir>/artifacts.
+    # In cluster mode every replica must see the same directory (docs/clusters.md).
+    artifacts_dir: str = ""
+    # The largest artifact labd accepts, in bytes (LABD_ARTIFACTS_MAX_SIZE).
+    artifacts_max_size: int = 4 * 1024**3
     # Cluster operations (docs/clusters.md): the PATH their commands get on a node
     # (LABD_CLUSTER_EXEC_PATH; empty: the agent's fixed one) and the root under which k3s's
     # files are written (LABD_CLUSTER_NODE_ROOT, "/" on real nodes; "{node}" is replaced by
@@ -96,6 +101,14 @@ class LabdConfig:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    @property
+    def artifacts_path(self) -> Path:
+        return (
+            Path(self.artifacts_dir).expanduser()
+            if self.artifacts_dir
+            else (self.data_path / "artifacts")
+        )
 
     @property
     def effective_database_url(self) -> str:

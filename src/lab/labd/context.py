@@ -14,6 +14,7 @@ from lab.runtime.metrics import LabdMetrics
 
 if TYPE_CHECKING:
     from lab.labd.apps.engine import AppEngine
+    from lab.labd.artifacts import ArtifactStore
     from lab.labd.audit.checkpoints import Checkpointer
     from lab.labd.audit.keys import AuditKeys
     from lab.labd.cluster import ClusterMember
@@ -43,6 +44,8 @@ class LabdContext:
     secrets: SecretsStore
     # Kubernetes clusters: records and their sealed kubeconfigs (lab.labd.clusters).
     clusters: ClusterRegistry
+    # Content-addressed files for the agents (lab.labd.artifacts).
+    artifacts: ArtifactStore
     # This replica in the replica registry (cluster mode); None in tests that build no cluster.
     cluster: ClusterMember | None = None
     started_monotonic: float = field(factory=time.monotonic)

@@ -17,6 +17,7 @@ from lab.errors import LabError
 from lab.labd.access.ratelimit import RateLimiter
 from lab.labd.app import create_app
 from lab.labd.apps.engine import AppEngine
+from lab.labd.artifacts import ArtifactStore
 from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
 from lab.labd.audit.keys import audit_keys
 from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
@@ -98,6 +99,9 @@ async def serve_labd(
             ),
             secrets=secrets,
             clusters=ClusterRegistry(store, secrets),
+            artifacts=ArtifactStore(
+                store.artifacts, config.artifacts_path, max_size=config.artifacts_max_size
+            ),
         )
         context.cluster_ops = OpEngine(context, replica_id)
         context.apps = AppEngine(context, replica_id)

@@ -4,6 +4,7 @@ from lab.model.converter import converter, structure, unstructure
 from lab.model.enrollment import AgentEnrollment, EnrolledAgent
 from lab.model.records import (
     Agent,
+    Artifact,
     AuditEntry,
     Certificate,
     Cluster,
@@ -23,6 +24,7 @@ from lab.model.replicas import Replica
 __all__ = [
     "Agent",
     "AgentEnrollment",
+    "Artifact",
     "AuditEntry",
     "Certificate",
     "Cluster",

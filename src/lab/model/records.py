@@ -172,6 +172,21 @@ class Machine:
 
 
 @frozen(kw_only=True)
+class Artifact:
+    """A file labd holds for agents (a k3s binary, an air-gap images tarball), named by
+    (name, version, arch) and stored once per content under its sha256."""
+
+    name: str
+    version: str
+    arch: str
+    sha256: str
+    size: int
+    filename: str = ""
+    created_by: str = ""
+    created_at: datetime = Factory(now)
+
+
+@frozen(kw_only=True)
 class Cluster:
     """A Kubernetes cluster labd knows: imported from a kubeconfig or created by labd.
 

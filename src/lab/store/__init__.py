@@ -12,6 +12,7 @@ from lab.store.auditverify import ChainVerifier, Checkpoint, Verdict
 from lab.store.base import (
     AgentRepository,
     AppReleaseRepository,
+    ArtifactRepository,
     AuditRepository,
     CertificateRepository,
     ClusterOpRepository,
@@ -39,6 +40,7 @@ __all__ = [
     "SELF_SERVICE",
     "AgentRepository",
     "AppReleaseRepository",
+    "ArtifactRepository",
     "AuditKey",
     "AuditRepository",
     "CertificateRepository",

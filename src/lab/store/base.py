@@ -22,6 +22,7 @@ from attrs import frozen
 from lab.model import (
     Agent,
     AgentEnrollment,
+    Artifact,
     AuditEntry,
     Certificate,
     Cluster,
@@ -392,6 +393,23 @@ class AppReleaseRepository(Protocol):
     async def delete(self, key: ReleaseKey, owner: str) -> builtins.list[AppRevision]: ...
 
 
+class ArtifactRepository(Protocol):
+    """Artifact metadata (lab.store.sql.artifacts); labd keeps the content in files."""
+
+    async def add(self, artifact: Artifact) -> tuple[Artifact, bool]:
+        """Insert; (the row, whether it is new). Same key and content: no change; same key,
+        other content: ``Conflict``."""
+        ...
+
+    async def get(self, name: str, version: str, arch: str) -> Artifact: ...
+    async def list(self, name: str | None = None) -> builtins.list[Artifact]: ...
+    async def delete(self, name: str, version: str, arch: str) -> tuple[Artifact, int]:
+        """Drop the row; (it, how many rows still name its content)."""
+        ...
+
+    async def references(self, sha256: str) -> int: ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -409,6 +427,7 @@ class Store(Protocol):
     power: PowerRepository
     cluster_ops: ClusterOpRepository
     secrets: SecretRepository
+    artifacts: ArtifactRepository
     apps: AppReleaseRepository
 
     @property

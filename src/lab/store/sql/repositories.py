@@ -6,6 +6,7 @@ from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
     AppReleaseRepository,
+    ArtifactRepository,
     AuditRepository,
     CertificateRepository,
     ClusterOpRepository,
@@ -22,6 +23,7 @@ from lab.store.base import (
 )
 from lab.store.groupcommit import Flush, GroupCommitWriter
 from lab.store.sql.apps import AppReleases
+from lab.store.sql.artifacts import Artifacts
 from lab.store.sql.audit import Audit
 from lab.store.sql.cluster_ops import ClusterOps
 from lab.store.sql.dialect import Runner
@@ -64,6 +66,7 @@ class SqlRepositories:
         self.power: PowerRepository = PowerDrivers(sql)
         self.cluster_ops: ClusterOpRepository = ClusterOps(sql)
         self.secrets: SecretRepository = Secrets(sql)
+        self.artifacts: ArtifactRepository = Artifacts(sql)
         self.apps: AppReleaseRepository = AppReleases(sql)
 
     @property
