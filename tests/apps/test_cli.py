@@ -1,5 +1,5 @@
 """labctl apps and get apps as a user runs them (real labctl processes, a real labd, kmock):
-the docs/apps.md walk with cockroachdb, and a module directory's diff, uninstall and history."""
+the docs/apps.md walk with cockroachdb, then a module directory's diff, uninstall and history."""
 
 from __future__ import annotations
 
@@ -16,17 +16,22 @@ from tests.labd.harness import running_labd
 from tests.modules.test_modules import SAMPLE_VALUES
 
 
-async def test_cockroachdb_install_upgrade_rollback(tmp_path: Path, kube_ssa: KubeAPI) -> None:
+async def test_apps_commands(tmp_path: Path, kube_ssa: KubeAPI) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kube_ssa.kubeconfig)
     tls = tmp_path / "tls.yaml"
     tls.write_text(yaml.safe_dump(SAMPLE_VALUES["cockroachdb"]))
+    source = tmp_path / "web"
+    write_module(source)
     where = ["--cluster", "home", "-n", "db"]
+    shop = ["--cluster", "home", "-n", "shop", "--module", str(source)]
     with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             env = labctl_env(labd, await labd.admin(), tmp_path / "home")
             done = await labctl(env, "clusters", "import", "home", "--kubeconfig", str(kubeconfig))
             assert done.returncode == 0, done.stderr
+
+            # docs/apps.md's walk: cockroachdb installed, upgraded, rolled back.
             installed = await labctl(
                 env, "apps", "install", "crdb", "--module", "cockroachdb", *where,
                 "-f", str(tls), "--wait", "--timeout", "30s",
@@ -52,69 +57,35 @@ async def test_cockroachdb_install_upgrade_rollback(tmp_path: Path, kube_ssa: Ku
                 ["2", "superseded", "upgrade"],
                 ["3", "deployed", "rollback"],
             ]
-            listed = await labctl(env, "get", "apps", "-o", "name")
-            assert listed.stdout.split() == ["app/crdb"]
             missing = await labctl(
                 env, "apps", "install", "x", "--module", "cockroachdb@9.9.9", *where
             )
             assert missing.returncode == 4
             assert "module cockroachdb has no version 9.9.9" in missing.stderr
 
-
-async def test_module_dir_diff_uninstall_keep_history(tmp_path: Path, kube_ssa: KubeAPI) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(kube_ssa.kubeconfig)
-    source = tmp_path / "web"
-    write_module(source)
-    where = ["--cluster", "home", "-n", "shop"]
-    module = ["--module", str(source)]
-    with trio.fail_after(120):
-        async with running_labd(tmp_path) as labd:
-            env = labctl_env(labd, await labd.admin(), tmp_path / "home")
-            await labctl(env, "clusters", "import", "home", "--kubeconfig", str(kubeconfig))
-            bad = await labctl(
-                env,
-                "apps",
-                "install",
-                "web",
-                *module,
-                *where,
-                "--set",
-                "replicas=0",
-                "--set",
-                f"password={SECRET}",
-            )
-            assert bad.returncode == 2
-            assert bad.stderr.startswith("error: values.replicas: 0 is less than the minimum")
-            ok = await labctl(
-                env, "apps", "install", "web", *module, *where, "--set", f"password={SECRET}"
-            )
+            # A module directory: diff (Secret values redacted), uninstall keeping history.
+            ok = await labctl(env, "apps", "install", "web", *shop, "--set", f"password={SECRET}")
             assert ok.returncode == 0, ok.stderr
+            listed = await labctl(env, "get", "apps", "-o", "name")
+            assert listed.stdout.split() == ["app/crdb", "app/web"]
             diff = await labctl(
-                env,
-                "apps",
-                "diff",
-                "web",
-                *module,
-                *where,
-                "--reuse-values",
-                "--set",
-                "legacy=false",
+                env, "apps", "diff", "web", *shop, "--reuse-values", "--set", "legacy=false"
             )
             assert diff.returncode == 1, diff.stderr
             assert "-  name: web-legacy" in diff.stdout
             assert SECRET not in diff.stdout and "<sealed>" in diff.stdout
-            same = await labctl(env, "apps", "diff", "web", *module, *where, "--reuse-values")
-            assert same.returncode == 0 and same.stdout == ""
-            gone = await labctl(env, "apps", "uninstall", "web", *where, "--keep-history")
+            gone = await labctl(env, "apps", "uninstall", "web", *shop[:4], "--keep-history")
             assert gone.returncode == 0, gone.stderr
             assert "kept PersistentVolumeClaim/shop/web-data (data)" in gone.stdout
-            history = await labctl(env, "apps", "history", "web", *where, "-o", "json")
-            items = json.loads(history.stdout)
-            assert [(i["revision"], i["status"]) for i in items] == [(1, "uninstalled")]
-            assert SECRET not in history.stdout
             again = await labctl(
-                env, "apps", "install", "web", *module, *where, "--set", f"password={SECRET}"
+                env, "apps", "install", "web", *shop, "--set", f"password={SECRET}"
             )
             assert again.returncode == 0, again.stderr
             assert again.stdout.startswith("web: revision 2 deployed")
+            history = await labctl(env, "apps", "history", "web", *shop[:4], "-o", "json")
+            items = json.loads(history.stdout)
+            assert [(i["revision"], i["status"]) for i in items] == [
+                (1, "uninstalled"),
+                (2, "deployed"),
+            ]
+            assert SECRET not in history.stdout

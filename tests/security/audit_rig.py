@@ -112,11 +112,13 @@ class Attacker:
 
 @asynccontextmanager
 async def labd_process(
-    data: Path, port: int, database_url: str | None = None
+    data: Path, port: int, database_url: str | None = None, **env: str
 ) -> AsyncIterator[trio.Process]:
     """``python -m lab.labd.main`` as a real process (its SQLite file in ``data`` unless
-    ``database_url`` names one); yields once it listens, killed on exit."""
+    ``database_url`` names one; ``env`` adds LABD_* settings); yields once it listens, killed
+    on exit."""
     extra = {"LABD_DATABASE_URL": database_url} if database_url else {}
+    extra |= env
     env = labd_env(data, port, **extra)
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "lab.labd.main"],

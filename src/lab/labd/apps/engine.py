@@ -6,20 +6,17 @@ command proceeds). A revision is recorded ``pending-*`` before anything is appli
 ``deployed`` (the previous deployed one ``superseded``) or ``failed`` with the objects it got
 to apply as its inventory, so a later rollback or upgrade prunes them too.
 
-Secret values (fields marked ``secret: true``) are sealed in labd's secrets store under
-``app/CLUSTER/NAMESPACE/NAME/REVISION/values``; the manifest too (``.../manifest``) when the
-module has secret fields or renders a Secret. Neither reaches the database in clear, a log line
-or an audit detail.
+Secret values and manifests that carry them are sealed in labd's secrets store
+(:mod:`lab.labd.apps.sealing`); neither reaches the database in clear, a log line or an audit
+detail. Applying, pruning and waiting are :mod:`lab.labd.apps.objects`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,20 +27,13 @@ import yaml
 
 from lab.errors import Conflict, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection
-from lab.kube.apply import (
-    Discovery,
-    apply,
-    delete,
-    fetch,
-    not_ready,
-    prunable,
-    readiness,
-    wait_ready,
-)
+from lab.kube.apply import Discovery, apply, fetch, readiness
+from lab.labd.apps.objects import ApplyFailed, apply_objects, ensure_namespace, prune, wait_for
+from lab.labd.apps.sealing import ReleaseSecrets, redact_manifest
 from lab.labd.audit.entries import record
 from lab.model.apps import PENDING, AppRevision, ObjectRef, ReleaseKey
 from lab.modules import Cluster, Module, Release, check_values, render
-from lab.modules.values import join_secrets, merge, secret_paths, split_secrets
+from lab.modules.values import merge
 from lab.store import AppReleaseRepository
 
 if TYPE_CHECKING:
@@ -81,36 +71,6 @@ class Outcome:
     rolled_back_to: int | None = None
 
 
-class ApplyFailed(LabError):
-    """Applying (or waiting for) the objects of a revision failed."""
-
-    status = 422
-    code = "apply_failed"
-
-    def __init__(self, message: str, applied: list[ObjectRef]) -> None:
-        super().__init__(message)
-        self.applied = applied
-
-
-def secret_prefix(key: ReleaseKey, revision: int) -> str:
-    return f"app/{key.cluster}/{key.namespace}/{key.name}/{revision}"
-
-
-def _has_secret_object(objects: Iterable[Mapping[str, Any]]) -> bool:
-    return any(o.get("kind") == "Secret" for o in objects)
-
-
-def redact_manifest(text: str) -> str:
-    """``text`` with every Secret's ``data``/``stringData`` values replaced (for diffs)."""
-    docs = [d for d in yaml.safe_load_all(text) if d]
-    for doc in docs:
-        if doc.get("kind") == "Secret":
-            for field in ("data", "stringData"):
-                if isinstance(doc.get(field), dict):
-                    doc[field] = {k: "<sealed>" for k in doc[field]}
-    return yaml.safe_dump_all(docs, sort_keys=True)
-
-
 class AppEngine:
     """Owned by labd's root nursery (:meth:`run` sweeps expired leases); the routes call the
     operations, which run inside the request."""
@@ -118,6 +78,7 @@ class AppEngine:
     def __init__(self, context: LabdContext, replica: str) -> None:
         self.context = context
         self.replica = replica
+        self.sealed = ReleaseSecrets(context.secrets)
 
     @property
     def repo(self) -> AppReleaseRepository:
@@ -215,50 +176,6 @@ class AppEngine:
         """The cluster's API server as labd reaches it; NotFound for an unknown cluster."""
         return await self.context.clusters.connection(cluster)
 
-    # -- sealing ---------------------------------------------------------------------------------
-
-    async def _seal(
-        self,
-        key: ReleaseKey,
-        revision: int,
-        module: Module,
-        values: dict[str, Any],
-        manifest: str,
-        objects: list[dict[str, Any]],
-    ) -> tuple[dict[str, Any], str, str]:
-        """(public values, secret_ref, manifest column) with the secrets sealed."""
-        public, secret = split_secrets(module.spec.parameters, values)
-        prefix = secret_prefix(key, revision)
-        sealed_manifest = bool(secret_paths(module.spec.parameters)) or _has_secret_object(objects)
-        if secret:
-            await self.context.secrets.put(f"{prefix}/values", json.dumps(secret).encode())
-        if sealed_manifest:
-            await self.context.secrets.put(f"{prefix}/manifest", manifest.encode())
-        ref = prefix if (secret or sealed_manifest) else ""
-        return public, ref, "" if sealed_manifest else manifest
-
-    async def values_of(self, rev: AppRevision) -> dict[str, Any]:
-        """The revision's values with its secrets unsealed (labd-internal use only)."""
-        if not rev.secret_ref:
-            return dict(rev.values)
-        try:
-            raw = await self.context.secrets.get(f"{rev.secret_ref}/values")
-        except NotFound:
-            return dict(rev.values)
-        return join_secrets(rev.values, json.loads(raw))
-
-    async def manifest_of(self, rev: AppRevision) -> str:
-        if rev.manifest or not rev.secret_ref:
-            return rev.manifest
-        return (await self.context.secrets.get(f"{rev.secret_ref}/manifest")).decode()
-
-    async def _forget(self, revisions: Iterable[AppRevision]) -> None:
-        for rev in revisions:
-            if rev.secret_ref:
-                for what in ("values", "manifest"):
-                    with contextlib.suppress(NotFound):
-                        await self.context.secrets.delete(f"{rev.secret_ref}/{what}")
-
     # -- operations -------------------------------------------------------------------------------
 
     async def install(
@@ -292,7 +209,7 @@ class AppEngine:
                     details={"resource": key.resource},
                 )
             if reuse_values and deployed is not None:
-                values = merge(await self.values_of(deployed), values)
+                values = merge(await self.sealed.values_of(deployed), values)
             checked = check_values(module.spec.parameters, values)
             latest = history[-1] if history else None
             return await self._deploy(
@@ -337,7 +254,7 @@ class AppEngine:
                 for obj in objects:
                     await apply(found, obj, dry_run=True)
                 return Outcome(revision=None, rendered=[str(r) for r in refs])
-            public, secret_ref, column = await self._seal(
+            public, secret_ref, column = await self.sealed.seal(
                 key, number, module, values, text, objects
             )
             rev = await self.repo.add(
@@ -361,9 +278,11 @@ class AppEngine:
                 owner,
             )
             try:
-                pruned, kept = await self._apply_all(
-                    found, key, objects, refs, deployed, latest, opts
-                )
+                await ensure_namespace(found, key.namespace)
+                await apply_objects(found, objects, refs)
+                pruned, kept = await prune(found, refs, deployed, latest)
+                if opts.wait:
+                    await wait_for(found, refs, opts.timeout)
             except ApplyFailed as exc:
                 failed = await self.repo.set_status(
                     key,
@@ -386,80 +305,8 @@ class AppEngine:
                 description=f"{operation} complete",
                 inventory=tuple(refs),
             )
-            await self._forget(await self.repo.trim(key, owner))
+            await self.sealed.forget(await self.repo.trim(key, owner))
             return Outcome(revision=done, rendered=[str(r) for r in refs], pruned=pruned, kept=kept)
-
-    async def _apply_all(
-        self,
-        found: Discovery,
-        key: ReleaseKey,
-        objects: list[dict[str, Any]],
-        refs: list[ObjectRef],
-        deployed: AppRevision | None,
-        latest: AppRevision | None,
-        opts: Options,
-    ) -> tuple[list[str], list[str]]:
-        """Apply every object, prune what the release had and no longer has, wait."""
-        applied: list[ObjectRef] = []
-        await self._namespace(found, key.namespace)
-        for obj, ref in zip(objects, refs, strict=True):
-            try:
-                await apply(found, obj)
-            except LabError as exc:
-                raise ApplyFailed(f"{ref}: {exc.message}", applied) from exc
-            applied.append(ref)
-        pruned, kept = await self._prune(found, refs, deployed, latest)
-        if opts.wait:
-            try:
-                with trio.fail_after(opts.timeout):
-                    await wait_ready(found, refs)
-            except trio.TooSlowError:
-                waiting = await not_ready(found, refs)
-                raise ApplyFailed(
-                    f"not ready after {opts.timeout:g}s: {'; '.join(waiting)}", applied
-                ) from None
-            except LabError as exc:
-                raise ApplyFailed(exc.message, applied) from exc
-        return pruned, kept
-
-    async def _namespace(self, found: Discovery, namespace: str) -> None:
-        try:
-            await apply(
-                found, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-            )
-        except LabError as exc:
-            raise ApplyFailed(f"namespace {namespace}: {exc.message}", []) from exc
-
-    async def _prune(
-        self,
-        found: Discovery,
-        refs: list[ObjectRef],
-        *previous: AppRevision | None,
-        delete_data: bool = False,
-    ) -> tuple[list[str], list[str]]:
-        """Delete the objects of the ``previous`` revisions' inventories that ``refs`` lacks:
-        never a data object (unless ``delete_data``), never one another manager applied."""
-        wanted = {r.key for r in refs}
-        candidates: dict[tuple[str, str, str, str], ObjectRef] = {}
-        for rev in previous:
-            for ref in rev.inventory if rev is not None else ():
-                if ref.key not in wanted:
-                    candidates.setdefault(ref.key, ref)
-        pruned, kept = [], []
-        for ref in candidates.values():
-            if ref.data and not delete_data:
-                kept.append(f"{ref} (data)")
-                continue
-            live = await fetch(found, ref)
-            if live is None:
-                continue
-            ok, why = prunable(live)
-            if not ok:
-                kept.append(f"{ref} ({why})")
-                continue
-            await delete(found, ref)
-            pruned.append(str(ref))
-        return pruned, kept
 
     async def _undo(
         self,
@@ -474,15 +321,15 @@ class AppEngine:
         """--rollback-on-failure: back to ``deployed`` (a new revision copying it), or, for a
         first install, remove what was applied. Raises ApplyFailed naming both."""
         if deployed is None:
-            await self._prune(found, [], failed)
+            await prune(found, [], failed)
             raise ApplyFailed(
                 f"{error.message}; rolled back: the objects applied were removed", error.applied
             )
         target = await self._copy(key, owner, deployed, "rollback", opts)
         try:
-            objects = [d for d in yaml.safe_load_all(await self.manifest_of(deployed)) if d]
-            await self._apply_refs(found, objects)
-            await self._prune(found, list(deployed.inventory), failed)
+            objects = [d for d in yaml.safe_load_all(await self.sealed.manifest_of(deployed)) if d]
+            await apply_objects(found, objects, [ObjectRef.of(o) for o in objects])
+            await prune(found, list(deployed.inventory), failed)
         except LabError as exc:
             await self.repo.set_status(
                 key,
@@ -510,31 +357,17 @@ class AppEngine:
             error.applied,
         )
 
-    async def _apply_refs(self, found: Discovery, objects: list[dict[str, Any]]) -> None:
-        for obj in objects:
-            await apply(found, obj)
-
     async def _copy(
         self, key: ReleaseKey, owner: str, source: AppRevision, operation: str, opts: Options
     ) -> AppRevision:
         """A new pending revision with ``source``'s module, values and manifest (its secrets
         sealed again under the new revision)."""
         number = await self.repo.next_revision(key)
-        prefix, ref, manifest = secret_prefix(key, number), "", source.manifest
-        if source.secret_ref:
-            ref = prefix
-            for what in ("values", "manifest"):
-                try:
-                    value = await self.context.secrets.get(f"{source.secret_ref}/{what}")
-                except NotFound:
-                    continue
-                await self.context.secrets.put(f"{prefix}/{what}", value)
         return await self.repo.add(
             attrs.evolve(
                 source,
                 revision=number,
-                secret_ref=ref,
-                manifest=manifest,
+                secret_ref=await self.sealed.copy(source, key, number),
                 status=PENDING[operation],
                 operation=operation,  # type: ignore[arg-type]
                 description=f"{operation} to {source.revision} in progress",
@@ -573,28 +406,18 @@ class AppEngine:
             new = await self._copy(key, owner, target, "rollback", opts)
             async with KubeClient(await self.connection(key.cluster)) as client:
                 found = Discovery(client)
-                objects = [d for d in yaml.safe_load_all(await self.manifest_of(target)) if d]
+                objects = [
+                    d for d in yaml.safe_load_all(await self.sealed.manifest_of(target)) if d
+                ]
                 try:
-                    await self._namespace(found, key.namespace)
-                    applied: list[ObjectRef] = []
-                    for obj in objects:
-                        try:
-                            await apply(found, obj)
-                        except LabError as exc:
-                            raise ApplyFailed(
-                                f"{ObjectRef.of(obj)}: {exc.message}", applied
-                            ) from exc
-                        applied.append(ObjectRef.of(obj))
-                    pruned, kept = await self._prune(
-                        found, list(target.inventory), deployed, history[-1]
-                    )
+                    await ensure_namespace(found, key.namespace)
+                    await apply_objects(found, objects, [ObjectRef.of(o) for o in objects])
+                    pruned, kept = await prune(found, list(target.inventory), deployed, history[-1])
                     if opts.wait:
-                        with trio.fail_after(opts.timeout):
-                            await wait_ready(found, target.inventory)
-                except (LabError, trio.TooSlowError) as exc:
-                    message = exc.message if isinstance(exc, LabError) else "not ready in time"
+                        await wait_for(found, list(target.inventory), opts.timeout)
+                except LabError as exc:
                     await self.repo.set_status(
-                        key, new.revision, owner, status="failed", at=now(), description=message
+                        key, new.revision, owner, status="failed", at=now(), description=exc.message
                     )
                     raise
             done = await self.repo.set_status(
@@ -606,7 +429,7 @@ class AppEngine:
                 description=f"rollback to {target.revision} complete",
                 inventory=target.inventory,
             )
-            await self._forget(await self.repo.trim(key, owner))
+            await self.sealed.forget(await self.repo.trim(key, owner))
             return Outcome(
                 revision=done,
                 rendered=[str(r) for r in target.inventory],
@@ -627,9 +450,7 @@ class AppEngine:
                 raise NotFound(f"app {key} is not installed", details={"resource": key.resource})
             live = [r for r in history if r.status in ("deployed", "failed")]
             async with KubeClient(await self.connection(key.cluster)) as client:
-                pruned, kept = await self._prune(
-                    Discovery(client), [], *live, delete_data=delete_data
-                )
+                pruned, kept = await prune(Discovery(client), [], *live, delete_data=delete_data)
             latest = history[-1]
             if keep_history:
                 done = await self.repo.set_status(
@@ -641,7 +462,7 @@ class AppEngine:
                     description="uninstalled" + (" (data kept)" if kept else ""),
                 )
                 return Outcome(revision=done, pruned=pruned, kept=kept)
-            await self._forget(await self.repo.delete(key, owner))
+            await self.sealed.forget(await self.repo.delete(key, owner))
             return Outcome(
                 revision=attrs.evolve(latest, status="uninstalled"), pruned=pruned, kept=kept
             )
@@ -669,7 +490,7 @@ class AppEngine:
         """(current manifest, new manifest) with Secret values redacted in both."""
         rev = await self.repo.get(key)
         if reuse_values:
-            values = merge(await self.values_of(rev), values)
+            values = merge(await self.sealed.values_of(rev), values)
         checked = check_values(module.spec.parameters, values)
         async with KubeClient(await self.connection(key.cluster)) as client:
             version = str((await client.version()).get("gitVersion", ""))
@@ -679,7 +500,7 @@ class AppEngine:
             release=Release(name=key.name, namespace=key.namespace, revision=rev.revision + 1),
             cluster=Cluster(name=key.cluster, version=version),
         )
-        return redact_manifest(await self.manifest_of(rev)), redact_manifest(new.manifest)
+        return redact_manifest(await self.sealed.manifest_of(rev)), redact_manifest(new.manifest)
 
 
 def _digest(text: str) -> str:
