@@ -8,9 +8,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
+from lab.pki import SEAL_LABEL, seal
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 from tests.power.bmcs import PASSWORD, USER, bmc_said, ipmi_simulator, redfish_emulator
 from tests.servers.seam import audit_entries
@@ -45,13 +47,26 @@ async def test_ipmi_through_labd_sealed_rbac_and_audited(tmp_path: Path) -> None
                 )
                 assert resp.status_code == 200, resp.text
                 assert resp.json()["password"] is True and "s3cret" not in resp.text
-                # stored sealed: the database never holds the password
+                # stored in the secrets store: the database never holds the password
                 (row,) = _power_rows(labd)
                 assert row[0] == "server/node1" and row[1] == "ipmi"
-                assert row[3].startswith("v1:") and PASSWORD not in json.dumps(row)
+                assert row[3] == "secrets" and PASSWORD not in json.dumps(row)
+                assert labd.context is not None
+                assert await labd.context.secrets.names("power/") == ["power/server/node1/password"]
+                raw = b"".join(p.read_bytes() for p in labd.data_dir.glob("labd.db*"))
+                assert PASSWORD.encode() not in raw
 
                 resp = await http.get("/api/power/server/node1")
                 assert resp.json() == {"target": "server/node1", "driver": "ipmi", "power": "off"}
+                # A row written before the secrets store (sealed in the row) still opens.
+                legacy = seal(
+                    labd.context.audit_keys.chain.derive(SEAL_LABEL), "server/node1", PASSWORD
+                )
+                stored = await labd.context.store.power.get("server/node1")
+                await labd.context.store.power.set(attrs.evolve(stored, sealed=legacy))
+                await labd.context.secrets.delete("power/server/node1/password")
+                resp = await http.get("/api/power/server/node1")
+                assert resp.json()["power"] == "off", resp.text
                 resp = await http.post("/api/power/server/node1/cycle", json={"next_boot": "pxe"})
                 assert resp.status_code == 200, resp.text
                 answer = resp.json()

@@ -1,6 +1,6 @@
 """Power control of servers and bastion machines (docs/power.md).
 
-``PUT /api/power/{kind}/{name}`` sets the driver (the password sealed at rest),
+``PUT /api/power/{kind}/{name}`` sets the driver (the password in labd's secrets store),
 ``GET /api/power/{kind}/{name}`` asks its power state, ``POST .../{action}`` runs one of
 on|off|cycle|reset (body ``{"next_boot": "pxe"}`` optional). RBAC is ``power:ACTION`` on
 ``{kind}/{name}``; every action is audited with the driver and the BMC's answer, never the
@@ -24,7 +24,7 @@ from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
 from lab.labd.relay.relay import current_hub
 from lab.model.safejson import loads
-from lab.pki import SEAL_LABEL, seal, unseal
+from lab.pki import SEAL_LABEL, unseal
 from lab.power import run_action
 from lab.power.base import PowerDriver
 from lab.power.drivers import build, check_settings
@@ -47,8 +47,24 @@ class SetDriver:
     password: str = ""
 
 
-def _key() -> bytes:
+# The power row's ``sealed`` column says where the password is: "" none, SECRET_MARK in the
+# secrets store under power/TARGET/password, "v1:..." sealed in the row itself (rows written
+# before the secrets store existed; read with the key derived from the audit key).
+SECRET_MARK = "secrets"  # noqa: S105 - a marker, not a secret
+
+
+def _legacy_key() -> bytes:
     return ctx().audit_keys.chain.derive(SEAL_LABEL)
+
+
+def _secret_name(target: str) -> str:
+    return f"power/{target}/password"
+
+
+async def _password(target: str, sealed: str) -> str:
+    if sealed == SECRET_MARK:
+        return (await ctx().secrets.get(_secret_name(target))).decode("utf-8")
+    return unseal(_legacy_key(), target, sealed)
 
 
 async def _target(kind: str, name: str) -> str:
@@ -74,7 +90,7 @@ async def _driver(target: str) -> PowerDriver:
             f"{target} has no power driver (labctl power set {target} --driver …)",
             details={"resource": target},
         ) from exc
-    password = unseal(_key(), target, setting.sealed)
+    password = await _password(target, setting.sealed)
     if setting.driver != "agent":
         return build(target, setting.driver, setting.settings, password)
     context = ctx()
@@ -129,11 +145,15 @@ async def set_driver(kind: str, name: str) -> dict[str, Any]:
         )
     target = await _target(kind, name)
     annotate(driver=change.driver, settings=settings, password=bool(change.password))
+    if change.password:
+        await ctx().secrets.put(_secret_name(target), change.password.encode("utf-8"))
+    else:
+        await ctx().secrets.delete(_secret_name(target))
     setting = PowerSetting(
         target=target,
         driver=change.driver,
         settings=settings,
-        sealed=seal(_key(), target, change.password),
+        sealed=SECRET_MARK if change.password else "",
     )
     return _view(await ctx().store.power.set(setting))
 

@@ -21,7 +21,8 @@ from lab.model.records import new_id
 from lab.store import SealedSecret, SecretKeyRow, SecretRepository
 
 MAX_VALUE = 1024 * 1024
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+# Path segments; ':' for MAC addresses (power/machine/52:54:00:12:34:56/password).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*(/[A-Za-z0-9][A-Za-z0-9._:-]*)*")
 MAX_NAME = 253
 _RETRIES = 3
 
@@ -31,7 +32,7 @@ def check_name(name: str) -> str:
     if len(name) > MAX_NAME or not NAME_RE.fullmatch(name):
         raise Invalid(
             f"secret name {name[:80]!r} is not valid: path segments of letters, digits, "
-            "'.', '_' and '-'",
+            "'.', '_', ':' and '-'",
             details={"fields": ["name"]},
         )
     return name
