@@ -32,9 +32,22 @@ parameters:
   required: [password]
 data:
   - {kind: PersistentVolumeClaim, name: "*-data"}
+hooks:
+  pre-upgrade: [templates/hooks/backup.yaml]
 """
 
 TEMPLATES = {
+    "hooks/backup.yaml": """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ release.name }}-backup-{{ release.revision }}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: backup, image: "busybox:1.36", command: [/bin/true]}]
+""",
     "auth.yaml": """\
 apiVersion: v1
 kind: Secret
@@ -115,6 +128,7 @@ def write_module(root: Path) -> Module:
     (root / "templates").mkdir(parents=True, exist_ok=True)
     (root / "module.yaml").write_text(MODULE_YAML)
     for name, text in TEMPLATES.items():
+        (root / "templates" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "templates" / name).write_text(text)
     return load_directory(root)
 

@@ -85,6 +85,11 @@ async def test_install_upgrade_failed_upgrade_rollback(
                 assert up.json()["pruned"] == ["ConfigMap/shop/web-legacy"]
                 assert up.json()["kept"] == ["PersistentVolumeClaim/shop/web-data (data)"]
                 assert await live(kube_ssa) == {"web-extra", "web-data", "web-auth", "web"}
+                # The pre-upgrade hook ran (a Job of revision 2), outside the inventory.
+                async with KubeClient(kube_ssa.connection()) as client:
+                    job = await fetch(Discovery(client), ref("Job", "web-backup-2", "batch/v1"))
+                assert job is not None and job["status"]["succeeded"] == 1
+                assert "web-backup-2" not in {i["name"] for i in up.json()["inventory"]}
 
                 # A failed upgrade that got to apply one new object before the rejected one.
                 failed = await app.post(
@@ -196,7 +201,7 @@ async def test_rollback_on_failure_and_concurrent_upgrades(
                 assert ok.status_code == 200, ok.text
 
 
-async def test_unknown_version_and_tampered_archive_are_refused(
+async def test_refusals_unknown_version_tampered_archive_rbac(
     tmp_path: Path, kube_ssa: KubeAPI
 ) -> None:
     module = write_module(tmp_path / "web")
@@ -217,3 +222,27 @@ async def test_unknown_version_and_tampered_archive_are_refused(
                 assert refused.status_code == 400
                 assert "the archive was changed" in refused.json()["error"]["message"]
                 assert await app.history() == []
+                role = {
+                    "name": "shop-reader",
+                    "permissions": [
+                        {
+                            "effect": "allow",
+                            "action": "apps:read",
+                            "resource": "cluster/home/namespace/shop/app/*",
+                        }
+                    ],
+                }
+                assert (await http.post("/api/roles", json=role)).status_code == 201
+                user = await http.post("/api/users", json={"name": "ann", "roles": ["shop-reader"]})
+                assert user.status_code == 201, user.text
+            ann = await labd.enroll_user("ann", user.json()["token"])
+            async with labd.client(ann) as http:
+                reads = await http.get("/api/apps/home/shop/web/history")
+                assert reads.status_code == 200 and reads.json() == {"items": []}
+                for path in ("/api/apps/home/db/crdb/history", "/api/apps/home/shop/web/install"):
+                    method = http.post if path.endswith("install") else http.get
+                    kwargs = {"json": {"module": {"name": "labd"}}} if method == http.post else {}
+                    denied = await method(path, **kwargs)
+                    assert denied.status_code == 403, (path, denied.text)
+                    action = "apps:install" if path.endswith("install") else "apps:read"
+                    assert f"user/ann may not {action} on cluster/home/namespace/" in denied.text

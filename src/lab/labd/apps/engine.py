@@ -13,7 +13,6 @@ detail. Applying, pruning and waiting are :mod:`lab.labd.apps.objects`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -28,7 +27,14 @@ import yaml
 from lab.errors import Conflict, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection
 from lab.kube.apply import Discovery, apply, fetch, readiness
-from lab.labd.apps.objects import ApplyFailed, apply_objects, ensure_namespace, prune, wait_for
+from lab.labd.apps.objects import (
+    ApplyFailed,
+    apply_objects,
+    ensure_namespace,
+    prune,
+    run_hooks,
+    wait_for,
+)
 from lab.labd.apps.sealing import ReleaseSecrets, redact_manifest
 from lab.labd.audit.entries import record
 from lab.model.apps import PENDING, AppRevision, ObjectRef, ReleaseKey
@@ -227,22 +233,18 @@ class AppEngine:
         *,
         deployed: AppRevision | None,
         latest: AppRevision | None,
-        manifest: str | None = None,
     ) -> Outcome:
         number = await self.repo.next_revision(key)
         async with KubeClient(await self.connection(key.cluster)) as client:
             version = str((await client.version()).get("gitVersion", ""))
-            if manifest is None:
-                rendered = render(
-                    module,
-                    values,
-                    release=Release(name=key.name, namespace=key.namespace, revision=number),
-                    cluster=Cluster(name=key.cluster, version=version),
-                )
-                objects, text, digest = list(rendered.objects), rendered.manifest, rendered.digest
-            else:
-                objects = [d for d in yaml.safe_load_all(manifest) if d]
-                text, digest = manifest, _digest(manifest)
+            rendered = render(
+                module,
+                values,
+                release=Release(name=key.name, namespace=key.namespace, revision=number),
+                cluster=Cluster(name=key.cluster, version=version),
+            )
+            objects, text, digest = list(rendered.objects), rendered.manifest, rendered.digest
+            hooks = rendered.hooks
             refs = [
                 attrs.evolve(
                     ObjectRef.of(o), data=module.spec.is_data(o["kind"], o["metadata"]["name"])
@@ -279,10 +281,12 @@ class AppEngine:
             )
             try:
                 await ensure_namespace(found, key.namespace)
+                await run_hooks(found, f"pre-{operation}", hooks, opts.timeout)
                 await apply_objects(found, objects, refs)
                 pruned, kept = await prune(found, refs, deployed, latest)
                 if opts.wait:
                     await wait_for(found, refs, opts.timeout)
+                await run_hooks(found, f"post-{operation}", hooks, opts.timeout)
             except ApplyFailed as exc:
                 failed = await self.repo.set_status(
                     key,
@@ -501,10 +505,6 @@ class AppEngine:
             cluster=Cluster(name=key.cluster, version=version),
         )
         return redact_manifest(await self.sealed.manifest_of(rev)), redact_manifest(new.manifest)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 __all__ = ["AppEngine", "ApplyFailed", "Options", "Outcome"]

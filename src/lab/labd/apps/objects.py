@@ -3,7 +3,7 @@ waiting for workloads (over :mod:`lab.kube.apply`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -60,6 +60,34 @@ async def wait_for(found: Discovery, refs: Sequence[ObjectRef], seconds: float) 
         ) from None
     except LabError as exc:
         raise ApplyFailed(exc.message, list(refs)) from exc
+
+
+async def run_hooks(
+    found: Discovery,
+    event: str,
+    hooks: Mapping[str, Sequence[dict[str, Any]]],
+    seconds: float,
+) -> None:
+    """Run the module's ``event`` hooks (e.g. ``pre-upgrade``): each object is deleted if it
+    exists (a Job runs anew; its spec is immutable), applied, and waited for. Hook objects are
+    outside the release's inventory. ApplyFailed names the hook."""
+    objects = list(hooks.get(event, ()))
+    if not objects:
+        return
+    refs = [ObjectRef.of(o) for o in objects]
+    try:
+        with trio.fail_after(seconds):
+            for ref in refs:
+                if await delete(found, ref):
+                    while await fetch(found, ref) is not None:  # noqa: ASYNC110 - polling the API server
+                        await trio.sleep(0.2)
+    except trio.TooSlowError:
+        raise ApplyFailed(f"hook {event}: the previous run is still being deleted", []) from None
+    try:
+        await apply_objects(found, objects, refs)
+        await wait_for(found, refs, seconds)
+    except ApplyFailed as exc:
+        raise ApplyFailed(f"hook {event}: {exc.message}", []) from exc
 
 
 async def prune(
