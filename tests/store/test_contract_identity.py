@@ -79,6 +79,19 @@ async def test_role_upsert_replaces_permissions_in_order(store: Store) -> None:
         await store.roles.get("ghost")
 
 
+async def test_role_kubernetes_groups_round_trip(store: Store) -> None:
+    role = await store.roles.upsert(
+        Role(name="kube-ops", kubernetes_groups=("lab:ops", "system:masters"))
+    )
+    assert role.kubernetes_groups == ("lab:ops", "system:masters")
+    assert (await store.roles.get("kube-ops")).kubernetes_groups == ("lab:ops", "system:masters")
+    cleared = await store.roles.upsert(Role(name="kube-ops"))
+    assert cleared.kubernetes_groups == ()
+    admin = await store.roles.get("admin")
+    assert admin.kubernetes_groups == ("system:masters",)
+    assert (await store.roles.get("viewer")).kubernetes_groups == ()
+
+
 async def test_role_add_remove_permission(store: Store) -> None:
     await store.roles.upsert(Role(name="r", permissions=(perm("allow", "a:b", "x/*"),)))
     added = await store.roles.add_permission("r", perm("deny", "c:d", "*"))

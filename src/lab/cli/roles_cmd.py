@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from cyclopts import App
+from cyclopts import App, Parameter
 
 from lab.cli.output import OutputOpt
 
@@ -39,6 +39,9 @@ def _print_role(role: dict[str, Any], fmt: str) -> None:
         return
     kind = "builtin" if role.get("builtin") else "custom"
     print(f"role {role.get('name')} ({kind}): {role.get('description') or '-'}")
+    groups = role.get("kubernetes_groups") or []
+    if groups:
+        print(f"kubernetes groups: {', '.join(groups)}")
     rules = role.get("permissions") or []
     if rules:
         emit(rules, fmt, columns=RULE_COLUMNS)
@@ -90,7 +93,16 @@ async def describe(name: str, /, *, output: OutputOpt = "") -> None:
 
 
 @roles_app.command
-async def create(name: str, /, *, description: str = "", output: OutputOpt = "") -> None:
+async def create(
+    name: str,
+    /,
+    *,
+    description: str = "",
+    kubernetes_group: Annotated[
+        list[str] | None, Parameter(name="--kubernetes-group", negative=())
+    ] = None,
+    output: OutputOpt = "",
+) -> None:
     """Create an empty role (it allows nothing until you add rules with roles allow).
 
     Example: labctl roles create web-ops --description "exec on web servers"
@@ -101,6 +113,36 @@ async def create(name: str, /, *, description: str = "", output: OutputOpt = "")
         The role's name: lowercase letters, digits, '_', '.', '-'.
     description
         Free text shown by roles list.
+    kubernetes_group
+        A Kubernetes group labd's /k8s proxy impersonates for holders of the role (repeat it
+        for several), e.g. system:masters.
+    """
+    from lab.cli.output import check_format
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+
+    fmt = check_format(output)
+    payload: dict[str, Any] = {"name": name, "description": description}
+    if kubernetes_group:
+        payload["kubernetes_groups"] = list(kubernetes_group)
+    with handle():
+        async with LabClient.from_settings() as client:
+            role = await client.post("/api/roles", payload)
+    _print_role(role, fmt)
+
+
+@roles_app.command(name="kubernetes-groups")
+async def kubernetes_groups(name: str, /, *groups: str, output: OutputOpt = "") -> None:
+    """Set the Kubernetes groups a role maps to through /k8s (none given: clear them).
+
+    Example: labctl roles kubernetes-groups web-ops lab:web-editors
+
+    Parameters
+    ----------
+    name
+        The role (a custom one: builtin roles are fixed).
+    groups
+        The groups, replacing the role's current ones.
     """
     from lab.cli.output import check_format
     from lab.client.api import LabClient
@@ -109,7 +151,7 @@ async def create(name: str, /, *, description: str = "", output: OutputOpt = "")
     fmt = check_format(output)
     with handle():
         async with LabClient.from_settings() as client:
-            role = await client.post("/api/roles", {"name": name, "description": description})
+            role = await client.post(_path(name, "kubernetes-groups"), {"groups": list(groups)})
     _print_role(role, fmt)
 
 

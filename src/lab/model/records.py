@@ -89,6 +89,8 @@ class Role:
     description: str = ""
     permissions: tuple[Permission, ...] = ()
     builtin: bool = False
+    # Groups the Kubernetes proxy impersonates for holders of this role (Impersonate-Group).
+    kubernetes_groups: tuple[str, ...] = ()
 
 
 @frozen(kw_only=True)

@@ -39,7 +39,7 @@ Row = tuple[Any, ...]
 Params = tuple[object, ...]
 
 USER_COLS = "id, name, disabled, created_at"
-ROLE_COLS = "name, description, builtin"
+ROLE_COLS = "name, description, builtin, kubernetes_groups"
 PERMISSION_COLS = "effect, action, resource"
 JOIN_TOKENS_COLS = (
     "id, kind, secret_hash, roles, reusable, max_uses, uses, expires_at, revoked_at,"
@@ -136,11 +136,12 @@ class RowCodec(ABC):
             description=row[1],
             builtin=bool(row[2]),
             permissions=tuple(permission(p) for p in permissions),
+            kubernetes_groups=tuple(self.parse_json(row[3])),
         )
 
     def role_params(self, role: Role) -> Params:
         """The ``roles`` row; permissions are rows of their own (:func:`permission_params`)."""
-        return (role.name, role.description, role.builtin)
+        return (role.name, role.description, role.builtin, self.json(list(role.kubernetes_groups)))
 
     def token(self, row: Row) -> JoinToken:
         return JoinToken(

@@ -28,6 +28,8 @@ ADMIN = Role(
     description="Everything, including users, roles, tokens and the CA.",
     builtin=True,
     permissions=(_allow("*:*", "*"),),
+    # Through labd's /k8s proxy an admin is a cluster admin too (Impersonate-Group).
+    kubernetes_groups=("system:masters",),
 )
 
 OPERATOR = Role(
@@ -47,6 +49,9 @@ OPERATOR = Role(
         _allow("artifacts:*", "artifact/*"),
         # A cluster's kubeconfig holds its admin credentials: admins only.
         _deny("clusters:read-credentials", "*"),
+        # Every verb through labd's /k8s proxy; the cluster's own RBAC still judges
+        # labd:USER (the role maps to no Kubernetes group).
+        _allow("kube:*", "cluster/*"),
         _deny("users:*", "*"),
         _deny("roles:*", "*"),
         _deny("tokens:*", "*"),
@@ -68,6 +73,10 @@ VIEWER = Role(
         _allow("clusters:read", "cluster/*"),
         _allow("artifacts:read", "artifact/*"),
         _deny("clusters:read-credentials", "*"),
+        _allow("kube:discover", "cluster/*"),
+        _allow("kube:get", "cluster/*"),
+        _allow("kube:list", "cluster/*"),
+        _allow("kube:watch", "cluster/*"),
         _deny("exec:*", "*"),
         _deny("logs:*", "*"),
         # The same refusals under the servers: prefix, whichever spelling a route declares.

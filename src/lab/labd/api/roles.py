@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from attrs import Factory, frozen
+from attrs import Factory, evolve, frozen
 from quart import Blueprint, request
 
 from lab.errors import Conflict, Invalid, NotFound
@@ -39,6 +39,31 @@ class CreateRole:
     name: Name
     description: Name = ""
     permissions: list[Rule] = Factory(list)
+    kubernetes_groups: list[Name] = Factory(list)
+
+
+@frozen(kw_only=True)
+class KubernetesGroups:
+    groups: list[Name]
+
+
+# Kubernetes group names as kube-apiserver takes them from Impersonate-Group; no spaces, no
+# commas (a comma would read as two groups to some proxies down the line).
+_KUBE_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._@/-]{0,252}")
+MAX_KUBE_GROUPS = 32
+
+
+def check_kube_groups(groups: list[str], field: str) -> tuple[str, ...]:
+    """Each group once, in the order given; Invalid naming the entry that is wrong."""
+    if len(groups) > MAX_KUBE_GROUPS:
+        raise Invalid(f"at most {MAX_KUBE_GROUPS} Kubernetes groups", details={"fields": [field]})
+    for i, group in enumerate(groups):
+        if not _KUBE_GROUP.fullmatch(group):
+            raise Invalid(
+                "a Kubernetes group is 1-253 letters, digits and ':._@/-'",
+                details={"fields": [f"{field}[{i}]"]},
+            )
+    return tuple(dict.fromkeys(groups))
 
 
 def check_pattern(value: str, field: str) -> str:
@@ -65,6 +90,7 @@ def role_view(role: Role) -> dict[str, Any]:
         "name": role.name,
         "description": role.description,
         "builtin": role.builtin,
+        "kubernetes_groups": list(role.kubernetes_groups),
         "permissions": [
             {"effect": p.effect.value, "action": p.action, "resource": p.resource}
             for p in role.permissions
@@ -137,6 +163,7 @@ async def create() -> dict[str, Any]:
     if len(req.permissions) > MAX_RULES:
         raise Invalid(f"at most {MAX_RULES} rules", details={"fields": ["body.permissions"]})
     perms = tuple(to_permission(r, f"body.permissions[{i}]") for i, r in enumerate(req.permissions))
+    groups = check_kube_groups(req.kubernetes_groups, "body.kubernetes_groups")
     # Whoever holds the role can ask who they are, renew their certificate and ask can-i;
     # written as a visible first rule, so explain shows it and an admin may remove it.
     if SELF_SERVICE not in perms:
@@ -150,9 +177,25 @@ async def create() -> dict[str, Any]:
         raise Conflict(f"role {req.name!r} already exists", details={"name": req.name})
     annotate(role=req.name)  # before the write: the details commit with the change
     role = await store.roles.upsert(
-        Role(name=req.name, description=req.description, permissions=perms)
+        Role(
+            name=req.name,
+            description=req.description,
+            permissions=perms,
+            kubernetes_groups=groups,
+        )
     )
     return role_view(role)
+
+
+@bp.post("/api/roles/<name>/kubernetes-groups")
+@requires("user", action="roles:update", resource="role/{name}")
+async def set_kubernetes_groups(name: str) -> dict[str, Any]:
+    """Replace the Kubernetes groups the /k8s proxy impersonates for holders of the role."""
+    groups = check_kube_groups((await body(KubernetesGroups)).groups, "body.groups")
+    role = await _mutable(name)
+    annotate(kubernetes_groups=list(groups))
+    updated = await ctx().store.roles.upsert(evolve(role, kubernetes_groups=groups))
+    return role_view(updated)
 
 
 @bp.delete("/api/roles/<name>")

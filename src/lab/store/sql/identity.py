@@ -140,9 +140,10 @@ def _write_permissions(tx: Tx, role: str, permissions: Iterable[Permission], sta
 def upsert_role(tx: Tx, role: Role) -> None:
     """Create or replace ``role`` with exactly its permissions, inside the caller's transaction."""
     tx.run(
-        f"INSERT INTO roles ({ROLE_COLS}) VALUES (?, ?, ?)"
+        f"INSERT INTO roles ({ROLE_COLS}) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET"
-        " description = excluded.description, builtin = excluded.builtin",
+        " description = excluded.description, builtin = excluded.builtin,"
+        " kubernetes_groups = excluded.kubernetes_groups",
         tx.dialect.codec.role_params(role),
     )
     tx.run("DELETE FROM role_permissions WHERE role = ?", (role.name,))
