@@ -118,8 +118,8 @@ async def run_kube_api(
         str(_write(workdir / "server-key.pem", server_key)),
         "--client-ca",
         str(_write(workdir / "ca.pem", ca.cert_pem())),
-        "--token",
-        token,
+        # One argument with '=': a token may start with '-' (token_urlsafe's alphabet has it).
+        f"--token={token}",
         "--version",
         version,
     ]
