@@ -33,6 +33,7 @@ from lab.labd.api import (
 from lab.labd.api.errors import register_error_handlers
 from lab.labd.audit.entries import audit_refused_handshake, audit_response
 from lab.labd.context import LabdContext
+from lab.labd.kubeproxy.proxy import KubeProxy, mount
 from lab.runtime.httpclose import close_after_error
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request, current_request_id
 
@@ -99,4 +100,7 @@ def create_app(context: LabdContext) -> QuartTrio:
     app.after_request(audit_response)
     app.after_websocket(audit_refused_handshake)
     register_error_handlers(app)
+    # /k8s/CLUSTER/…: the Kubernetes API proxy, in front of quart (bodies and upgrades stream).
+    proxy = KubeProxy(context)
+    app.asgi_app = mount(app.asgi_app, proxy)  # type: ignore[method-assign,assignment]
     return app

@@ -155,6 +155,7 @@ async def _serve(
                 ssl_context=ca.server_ssl_context(),
                 graceful_timeout=config.shutdown_grace,
                 guard=guard,
+                raw_upgrade_prefixes=("/k8s/",),
             )
         )
         log.info("labd listening on https://%s:%d (database %s)", host, port, context.store.url)

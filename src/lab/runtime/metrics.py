@@ -155,6 +155,26 @@ class LabdMetrics:
             registry=r,
         )
         self.connections = ConnectionCounters("labd", r)
+        self.kube_requests = Counter(
+            "kube_requests",
+            "Requests through the Kubernetes API proxy (/k8s), by verb and result (success,"
+            " denied, error); discovery requests are counted here and not audited one by one.",
+            ["verb", "result"],
+            namespace="labd",
+            registry=r,
+        )
+        self.kube_discovery_requests = Counter(
+            "kube_discovery_requests",
+            "API descriptions (/api, /apis, /openapi, /version) served through /k8s.",
+            namespace="labd",
+            registry=r,
+        )
+        self.kube_sessions_active = Gauge(
+            "kube_sessions_active",
+            "exec, attach and port-forward sessions open through /k8s on this replica.",
+            namespace="labd",
+            registry=r,
+        )
 
     @contextmanager
     def track_exec(self) -> Iterator[None]:

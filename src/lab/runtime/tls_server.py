@@ -27,13 +27,14 @@ import logging
 import math
 import ssl
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, Updated
 from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import (
@@ -45,10 +46,12 @@ from hypercorn.typing import (
     LifespanState,
     Scope,
 )
+from hypercorn.utils import parse_socket_addr
 
 from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
 from lab.runtime.front import ConnectionFront
 from lab.runtime.ports import naming_the_port
+from lab.runtime.rawupgrade import upgrade_protocol_wrapper
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
@@ -173,10 +176,12 @@ class PeerCertTCPServer(TCPServer):
         *,
         guard: ConnectionGuard | None = None,
         front: ConnectionFront | None = None,
+        raw_upgrade_prefixes: tuple[str, ...] = (),
     ) -> None:
         super().__init__(app, config, context, state, stream)
         self.guard = guard or ConnectionGuard()
         self.front = front
+        self.raw_upgrade_prefixes = raw_upgrade_prefixes
 
     async def run(self) -> None:
         address = _peer_address(self.stream)
@@ -216,11 +221,46 @@ class PeerCertTCPServer(TCPServer):
                     authenticated = True
                     self.guard.release(address)
                 self.app = _TLSScopeApp(self.app, tls)
-            # The parent's do_handshake() is a no-op on a stream that finished its handshake.
-            await super().run()
+            await self._run_protocol()
         finally:
             if not authenticated:
                 self.guard.release(address)
+
+    async def _run_protocol(self) -> None:
+        # hypercorn's TCPServer.run after the handshake (which is done), with our protocol
+        # wrapper: it tunnels upgrades under raw_upgrade_prefixes (lab.runtime.rawupgrade).
+        if isinstance(self.stream, trio.SSLStream):
+            alpn_protocol = self.stream.selected_alpn_protocol()
+            socket = self.stream.transport_stream.socket
+            ssl_on = True
+        else:
+            alpn_protocol = "http/1.1"
+            socket = cast(trio.SocketStream, self.stream).socket
+            ssl_on = False
+        try:
+            client = parse_socket_addr(socket.family, socket.getpeername())
+            server = parse_socket_addr(socket.family, socket.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = upgrade_protocol_wrapper(self.raw_upgrade_prefixes)(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    ssl_on,
+                    client,
+                    server,
+                    self.protocol_send,
+                    alpn_protocol,
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
 
     async def _read_data(self) -> None:
         await super()._read_data()
@@ -252,6 +292,7 @@ async def serve_asgi(
     limits: ConnectionLimits | None = None,
     guard: ConnectionGuard | None = None,
     front: ConnectionFront | None = None,
+    raw_upgrade_prefixes: tuple[str, ...] = (),
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ASGI ``app`` (HTTP/1.1, h2 over TLS, WebSocket) until ``shutdown_event`` is set.
@@ -275,6 +316,9 @@ async def serve_asgi(
     same event. Cancelling the caller's scope tears everything down immediately. Raises
     :class:`lab.errors.AddressInUse` naming the port when it is taken, ``OSError`` when the
     address cannot be bound otherwise, and whatever lifespan startup raises.
+
+    HTTP/1.1 upgrade requests to paths under ``raw_upgrade_prefixes`` are tunnelled by the app
+    byte for byte (WebSocket and SPDY alike; see :mod:`lab.runtime.rawupgrade`).
     """
     guard = guard or ConnectionGuard(limits or ConnectionLimits())
     config = Config()
@@ -297,6 +341,7 @@ async def serve_asgi(
             shutdown_event=shutdown_event,
             guard=guard,
             front=front if ssl_context is None else None,
+            raw_upgrade_prefixes=raw_upgrade_prefixes,
             task_status=task_status,
         )
     finally:
@@ -315,6 +360,7 @@ async def _serve(
     shutdown_event: trio.Event,
     guard: ConnectionGuard,
     front: ConnectionFront | None,
+    raw_upgrade_prefixes: tuple[str, ...],
     task_status: trio.TaskStatus[tuple[str, int]],
 ) -> None:
     # Modelled on hypercorn.trio.run.worker_serve, with our TCPServer and our own sockets.
@@ -343,6 +389,7 @@ async def _serve(
                 ConnectionState(lifespan_state.copy()),
                 guard=guard,
                 front=front,
+                raw_upgrade_prefixes=raw_upgrade_prefixes,
             )
             bound = socket_listeners[0].socket.getsockname()
             try:
