@@ -20,13 +20,10 @@ import kmock
 
 from tests.kube.kmock_app import LabKubeAPI
 
-
 _prepare = aiohttp.web.StreamResponse.prepare
 
 
-async def _prepare_watch(
-    self: aiohttp.web.StreamResponse, request: aiohttp.web.BaseRequest
-) -> Any:
+async def _prepare_watch(self: aiohttp.web.StreamResponse, request: aiohttp.web.BaseRequest) -> Any:
     # This process serves only the double: a streamed answer is a watch, and a watch is JSON.
     if request.query.get("watch") in ("true", "1") and self.content_type in (
         "application/octet-stream",

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from lab.labd.hub.registry import AgentHub
     from lab.labd.identity.ca import CAService
     from lab.labd.identity.identities import Identities, Revocations
-    from lab.labd.secrets import SecretsStore
     from lab.labd.kubeproxy.upstream import ClusterConnections
+    from lab.labd.secrets import SecretsStore
     from lab.store import Store
 
 

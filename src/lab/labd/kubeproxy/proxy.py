@@ -39,8 +39,9 @@ from attrs import define, evolve, field
 from lab import pki
 from lab.errors import LabError, PermissionDenied, Unauthenticated, Unavailable
 from lab.labd.access import rbac
-from lab.labd.access.auth import Principal, RefusalLog
+from lab.labd.access.auth import Principal
 from lab.labd.audit import entries as audit
+from lab.labd.audit.entries import RefusalLog
 from lab.labd.kubeproxy.channels import CHANNEL_PROTOCOLS, StatusScanner, exit_status
 from lab.labd.kubeproxy.classify import KubeRequest, classify
 from lab.labd.kubeproxy.headers import (
