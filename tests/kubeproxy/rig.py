@@ -16,24 +16,11 @@ import trio
 import yaml
 
 from lab.client.kubeconfig import proxy_kubeconfig
-from lab.errors import NotFound
 from lab.kube import KubeConnection
+from tests.kube.kmock_server import KubeAPI
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 
 KUBECTL = "/usr/bin/kubectl"
-
-
-@attrs.define
-class StaticClusters:
-    """A cluster registry of fixed connections (what ``ctx().clusters`` answers)."""
-
-    conns: dict[str, KubeConnection]
-
-    async def connection(self, name: str) -> KubeConnection:
-        try:
-            return self.conns[name]
-        except KeyError:
-            raise NotFound(f"no cluster named {name!r}") from None
 
 
 @attrs.define
@@ -114,18 +101,26 @@ class ProxyRig:
 
 @asynccontextmanager
 async def proxy_rig(
-    tmp_path: Path, clusters: Mapping[str, KubeConnection], **settings: Any
+    tmp_path: Path, clusters: Mapping[str, KubeAPI], **settings: Any
 ) -> AsyncIterator[ProxyRig]:
+    """labd with each of ``clusters`` imported under its name (POST /api/clusters/import:
+    the kubeconfig sealed in labd's store, where the proxy reads it)."""
     (tmp_path / "home").mkdir(exist_ok=True)
     async with running_labd(tmp_path, **settings) as labd:
-        assert labd.context is not None
-        labd.context.clusters = StaticClusters(dict(clusters))
         admin = await labd.admin()
+        async with labd.client(admin) as http:
+            for name, api in clusters.items():
+                resp = await http.post(
+                    "/api/clusters/import", json={"name": name, "kubeconfig": api.kubeconfig}
+                )
+                assert resp.status_code == 201, resp.text
         yield ProxyRig(labd=labd, admin=admin, tmp=tmp_path)
 
 
 async def upstream_requests(conn: KubeConnection) -> list[dict[str, Any]]:
-    """What the recording kmock saw (asked with the cluster's own credentials)."""
+    """What the recording kmock saw through the proxy (asked with the cluster's own
+    credentials); the requests labd's own cluster client made (User-Agent labctl: the
+    import's /version check, health) are left out."""
     from lab.labd.kubeproxy.upstream import ssl_context
 
     async with httpx.AsyncClient(verify=ssl_context(conn), timeout=15) as http:
@@ -134,7 +129,7 @@ async def upstream_requests(conn: KubeConnection) -> list[dict[str, Any]]:
         )
     assert resp.status_code == 200, resp.text
     seen: list[dict[str, Any]] = resp.json()
-    return seen
+    return [r for r in seen if ["User-Agent", "labctl"] not in r["headers"]]
 
 
 @attrs.frozen

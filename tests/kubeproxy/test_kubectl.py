@@ -61,7 +61,7 @@ async def watch_until(rig: ProxyRig, kubeconfig: Path, needle: bytes, ready: tri
 
 async def test_get_apply_watch_delete_as_admin(tmp_path: Path, recording_api: KubeAPI) -> None:
     with trio.fail_after(180):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             kc = rig.kubeconfig(rig.admin, namespace="default")
             empty = await rig.kubectl(kc, "get", "pods")
             assert empty.returncode == 0, empty.stderr
@@ -117,7 +117,7 @@ async def test_as_flags_are_stripped_and_judged_as_the_labd_user(
     tmp_path: Path, recording_api: KubeAPI
 ) -> None:
     with trio.fail_after(120):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             await rig.role(
                 "web-dev",
                 [("allow", "kube:*", "cluster/home/*")],
@@ -152,7 +152,7 @@ async def test_as_flags_are_stripped_and_judged_as_the_labd_user(
 
 async def test_a_discovery_storm_adds_no_audit_rows(tmp_path: Path, recording_api: KubeAPI) -> None:
     with trio.fail_after(180):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             kc = rig.kubeconfig(rig.admin, namespace="default")
             before = len(await rig.audit())
             for _ in range(3):

@@ -49,7 +49,7 @@ async def test_client_identity_headers_never_reach_the_api_server(
     recording_api: KubeAPI,  # noqa: F811
 ) -> None:
     with trio.fail_after(90):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             vic = await rig.user("vic", "viewer")
             answer = await raw_request(rig.labd, vic, "GET", PODS, FORGED)
             assert answer.status == 200, answer.body
@@ -80,7 +80,7 @@ async def test_agents_and_anonymous_clients_are_refused(
     recording_api: KubeAPI,  # noqa: F811
 ) -> None:
     with trio.fail_after(90):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             token = await rig.labd.create_token(rig.admin, "agent")
             agent = await rig.labd.enroll_agent("web1", token)
             refused = await raw_request(rig.labd, agent, "GET", PODS)
@@ -104,7 +104,7 @@ async def test_a_viewers_delete_is_refused_in_kubectls_format_and_audited(
     recording_api: KubeAPI,  # noqa: F811
 ) -> None:
     with trio.fail_after(120):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             vic = await rig.user("vic", "viewer")
             out = await rig.kubectl(rig.kubeconfig(vic), "delete", "pod", "web", "-n", "prod")
             assert out.returncode == 1
@@ -128,9 +128,7 @@ async def test_path_tricks_are_judged_on_the_resolved_path(
     recording_api: KubeAPI,  # noqa: F811
 ) -> None:
     with trio.fail_after(120):
-        async with proxy_rig(
-            tmp_path, {"home": recording_api.connection(), "lab": recording_api.connection()}
-        ) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api, "lab": recording_api}) as rig:
             await rig.role(
                 "dev-reader",
                 [
@@ -178,7 +176,7 @@ async def test_cluster_credentials_never_reach_the_client(
     recording_api: KubeAPI,  # noqa: F811
 ) -> None:
     with trio.fail_after(120):
-        async with proxy_rig(tmp_path, {"home": recording_api.connection()}) as rig:
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
             kc = rig.kubeconfig(rig.admin)
             secrets = [
                 recording_api.token.encode(),

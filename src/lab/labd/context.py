@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from lab.labd.hub.registry import AgentHub
     from lab.labd.identity.ca import CAService
     from lab.labd.identity.identities import Identities, Revocations
-    from lab.labd.kubeproxy.upstream import ClusterConnections
     from lab.labd.secrets import SecretsStore
     from lab.store import Store
 
@@ -49,8 +48,6 @@ class LabdContext:
     artifacts: ArtifactStore
     # This replica in the replica registry (cluster mode); None in tests that build no cluster.
     cluster: ClusterMember | None = None
-    # Kubernetes clusters (lab.labd.clusters): the /k8s proxy reads their connections here.
-    clusters: ClusterConnections | None = None
     started_monotonic: float = field(factory=time.monotonic)
     # This process's Prometheus metrics, in a registry of their own (see /metrics).
     metrics: LabdMetrics = field(factory=LabdMetrics)

@@ -355,30 +355,28 @@ class KubeProxy:
                 )
                 if not has_body:
                     body_send.close()
+                outgoing = up.client.build_request(
+                    call.method,
+                    url,
+                    headers=target_headers,
+                    content=body() if has_body else None,
+                )
+                answer: httpx.Response | None = None
                 try:
-                    async with up.client.stream(
-                        call.method,
-                        url,
-                        headers=target_headers,
-                        content=body() if has_body else None,
-                    ) as answer:
-                        status = answer.status_code
-                        await self._account(call, req, status)
-                        call.answered = True
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": status,
-                                "headers": client_response_headers(
-                                    answer.headers.raw, upgraded=False
-                                ),
-                            }
-                        )
-                        async for chunk in answer.aiter_raw():
-                            await send(
-                                {"type": "http.response.body", "body": chunk, "more_body": True}
-                            )
-                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    answer = await up.client.send(outgoing, stream=True)
+                    status = answer.status_code
+                    await self._account(call, req, status)
+                    call.answered = True
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": client_response_headers(answer.headers.raw, upgraded=False),
+                        }
+                    )
+                    async for chunk in answer.aiter_raw():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
                 except httpx.TransportError as exc:
                     raise Unavailable(
                         f"cluster {req.cluster}: the API server cannot be reached ({exc})",
@@ -386,6 +384,11 @@ class KubeProxy:
                     ) from exc
                 finally:
                     nursery.cancel_scope.cancel()
+                    if answer is not None:
+                        # Also when the client went away (a watch ends that way): a close
+                        # cancelled half-way would leave the upstream socket to the GC.
+                        with trio.CancelScope(shield=True), trio.move_on_after(5):
+                            await answer.aclose()
 
     async def _account(self, call: _Call, req: KubeRequest, status: int) -> None:
         """Count and audit an answer before its head reaches the client (fail closed)."""
