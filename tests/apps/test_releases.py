@@ -246,3 +246,49 @@ async def test_refusals_unknown_version_tampered_archive_rbac(
                     assert denied.status_code == 403, (path, denied.text)
                     action = "apps:install" if path.endswith("install") else "apps:read"
                     assert f"user/ann may not {action} on cluster/home/namespace/" in denied.text
+
+
+async def test_dry_run_then_uninstall_with_data_forgets_everything(
+    tmp_path: Path, kube_ssa: KubeAPI
+) -> None:
+    module = write_module(tmp_path / "web")
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            assert labd.context is not None
+            admin = await labd.admin()
+            await import_cluster(labd, admin, "home", kube_ssa)
+            async with labd.client(admin) as http:
+                app = Apps(http, "home", "shop", "web")
+                dry = await app.post(
+                    "install", module=module_body(module), values={"password": SECRET},
+                    dry_run=True,
+                )  # fmt: skip
+                assert dry.status_code == 201, dry.text
+                assert dry.json()["dry_run"] is True
+                assert "Deployment/shop/web" in dry.json()["objects"]
+                assert await app.history() == []
+                assert await live(kube_ssa) == set()
+                done = await app.post(
+                    "install",
+                    module=module_body(module),
+                    values={"password": SECRET, "history_max": 3},
+                )
+                assert done.status_code == 400  # not a parameter of the module
+                done = await app.post(
+                    "install",
+                    module=module_body(module),
+                    values={"password": SECRET},
+                    history_max=3,
+                )
+                assert done.status_code == 201, done.text
+                sealed = await labd.context.store.secrets.list("app/home/shop/web/")
+                assert {s.name for s in sealed} == {
+                    "app/home/shop/web/1/values",
+                    "app/home/shop/web/1/manifest",
+                }
+                gone = await app.post("uninstall", delete_data=True)
+                assert gone.status_code == 200, gone.text
+                assert "PersistentVolumeClaim/shop/web-data" in gone.json()["pruned"]
+                assert await live(kube_ssa) == set()
+                assert await app.history() == []
+                assert await labd.context.store.secrets.list("app/home/shop/web/") == []
