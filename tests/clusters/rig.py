@@ -3,13 +3,11 @@ this machine), and per node a root directory and a bin directory holding the sta
 ``systemctl`` (first on the node's PATH through ``cluster_exec_path``). The stand-in k3s is
 an artifact, so the real stage step installs it.
 
-Secrets are labd's real store; until labd's artifacts store lands, the steps read artifacts
-through the double below (patched into lab.labd.clusterops.deps).
+Secrets and artifacts are labd's own stores.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -28,8 +26,6 @@ import trio
 from lab.agent.executor import BASE_PATH
 from lab.client.credentials import Credentials as CliCredentials
 from lab.client.credentials import save_credentials
-from lab.errors import NotFound
-from lab.labd.clusterops.deps import ArtifactRef
 from tests.e2e.daemons import Daemon, clean_env, start_daemon
 from tests.hub.hubtools import enroll_state
 from tests.labd.harness import Credentials, RunningLabd, running_labd
@@ -60,26 +56,6 @@ def systemctl_program(root: Path, record: Path) -> str:
     )
 
 
-class MemoryArtifacts:
-    def __init__(self) -> None:
-        self.files: dict[tuple[str, str, str], bytes] = {}
-
-    def add(self, name: str, version: str, arch: str, data: bytes) -> None:
-        self.files[name, version, arch] = data
-
-    async def find(self, name: str, version: str, arch: str) -> ArtifactRef:
-        data = self.files.get((name, version, arch))
-        if data is None:
-            raise NotFound(f"artifact {name} {version} {arch} not found")
-        sha = hashlib.sha256(data).hexdigest()
-        return ArtifactRef(name=name, version=version, arch=arch, sha256=sha, size=len(data))
-
-    async def chunks(self, ref: ArtifactRef) -> AsyncIterator[bytes]:
-        data = self.files[ref.name, ref.version, ref.arch]
-        for i in range(0, len(data), 65536):
-            yield data[i : i + 65536]
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,7 +69,6 @@ class ClusterLab:
     admin: Credentials
     tmp: Path
     record: Path
-    artifacts: MemoryArtifacts
     agents: dict[str, Daemon] = attrs.Factory(dict)
     nursery: trio.Nursery | None = None
 
@@ -103,6 +78,16 @@ class ClusterLab:
     async def secret(self, name: str) -> bytes:
         assert self.labd.context is not None
         return await self.labd.context.secrets.get(name)
+
+    async def add_artifact(self, name: str, version: str, arch: str, data: bytes) -> None:
+        assert self.labd.context is not None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.labd.context.artifacts.add(
+            name, version, arch, chunks(), created_by=self.admin.subject
+        )
 
     async def secret_names(self) -> list[str]:
         assert self.labd.context is not None
@@ -174,14 +159,10 @@ class ClusterLab:
 
 @asynccontextmanager
 async def cluster_lab(
-    tmp_path: Path, monkeypatch: Any, nodes: list[str], *, standins: bool = True, **settings: Any
+    tmp_path: Path, nodes: list[str], *, standins: bool = True, **settings: Any
 ) -> AsyncIterator[ClusterLab]:
     """The lab; ``standins=False`` runs on this machine's own PATH and root (a real k3s)."""
-    from lab.labd.clusterops import deps
-
     record = tmp_path / "calls.jsonl"
-    artifacts = MemoryArtifacts()
-    monkeypatch.setattr(deps, "artifacts", lambda context: artifacts)
     for node in nodes if standins else []:
         bindir = tmp_path / "nodes" / node / "bin"
         bindir.mkdir(parents=True)
@@ -199,7 +180,6 @@ async def cluster_lab(
             admin=await labd.admin(),
             tmp=tmp_path,
             record=record,
-            artifacts=artifacts,
         )
         try:
             lab.nursery = nursery

@@ -17,14 +17,17 @@ from tests.clusters.rig import V1, cluster_lab, free_port, k3s_program
 from tests.servers.seam import audit_entries
 
 
-async def test_one_server_two_agents(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_one_server_two_agents(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     nodes = ["s1", "a1", "a2"]
     with trio.fail_after(180):
-        async with cluster_lab(tmp_path, monkeypatch, nodes) as lab:
-            lab.artifacts.add("k3s", V1, "amd64", k3s_program(V1, lab.record))
+        async with cluster_lab(tmp_path, nodes) as lab:
+            binary = tmp_path / "k3s"
+            binary.write_bytes(k3s_program(V1, lab.record))
+            added = await lab.labctl(
+                "artifacts", "add", str(binary), "--name", "k3s", "--version", V1, "--arch", "amd64"
+            )
+            assert added.returncode == 0, added.stderr
             port = free_port()
             done = await lab.labctl(
                 "clusters", "create", "c1", "--server", "server/s1", "--agent", "server/a1",

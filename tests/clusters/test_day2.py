@@ -7,20 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.clusters.rig import V1, V2, cluster_lab, free_port, k3s_program
 
 
-async def test_three_servers_create_upgrade_delete(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_three_servers_create_upgrade_delete(tmp_path: Path) -> None:
     nodes = ["s1", "s2", "s3"]
     with trio.fail_after(240):
-        async with cluster_lab(tmp_path, monkeypatch, nodes) as lab:
-            lab.artifacts.add("k3s", V1, "amd64", k3s_program(V1, lab.record))
-            lab.artifacts.add("k3s", V2, "amd64", k3s_program(V2, lab.record))
+        async with cluster_lab(tmp_path, nodes) as lab:
+            await lab.add_artifact("k3s", V1, "amd64", k3s_program(V1, lab.record))
+            await lab.add_artifact("k3s", V2, "amd64", k3s_program(V2, lab.record))
             async with await lab.http() as client:
                 body = {"servers": nodes[:2], "api_address": "127.0.0.1", "api_port": free_port()}
                 resp = await client.post("/api/clusters/c3/create", json=body)

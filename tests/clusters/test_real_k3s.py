@@ -34,19 +34,17 @@ def _version(binary: str) -> str:
     return match[0]
 
 
-async def test_create_upgrade_delete_against_real_k3s(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_create_upgrade_delete_against_real_k3s(tmp_path: Path) -> None:
     assert K3S is not None
     first = _version(K3S)
     nxt = os.environ.get("LAB_TEST_K3S_NEXT") or K3S
     second = _version(nxt)
     with trio.fail_after(900):
         async with cluster_lab(
-            tmp_path, monkeypatch, ["k3s-node"], standins=False, cluster_ready_timeout=600.0
+            tmp_path, ["k3s-node"], standins=False, cluster_ready_timeout=600.0
         ) as lab:
-            lab.artifacts.add("k3s", first, "amd64", Path(K3S).read_bytes())
-            lab.artifacts.add("k3s", second, "amd64", Path(nxt).read_bytes())
+            await lab.add_artifact("k3s", first, "amd64", Path(K3S).read_bytes())
+            await lab.add_artifact("k3s", second, "amd64", Path(nxt).read_bytes())
             done = await lab.labctl(
                 "clusters", "create", "real", "--server", "server/k3s-node", "--version", first,
                 "--api-address", "127.0.0.1",

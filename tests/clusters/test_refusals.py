@@ -14,17 +14,14 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
 import trio
 
 from tests.clusters.rig import V1, cluster_lab, free_port, k3s_program
 
 
-async def test_preflight_then_a_server_with_another_ca(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_preflight_then_a_server_with_another_ca(tmp_path: Path) -> None:
     with trio.fail_after(180):
-        async with cluster_lab(tmp_path, monkeypatch, ["s1", "a1"]) as lab:
+        async with cluster_lab(tmp_path, ["s1", "a1"]) as lab:
             with socket.socket() as busy:
                 busy.bind(("127.0.0.1", 0))
                 busy.listen()
@@ -46,7 +43,7 @@ async def test_preflight_then_a_server_with_another_ca(
             assert not [c for c in lab.calls() if "systemctl" in c]
 
             # fixed (the port is free again, the artifact added), but the server is not ours
-            lab.artifacts.add("k3s", V1, "amd64", k3s_program(V1, lab.record, rogue_ca=True))
+            await lab.add_artifact("k3s", V1, "amd64", k3s_program(V1, lab.record, rogue_ca=True))
             done = await lab.labctl("clusters", "resume", "c1", "-o", "json")
             assert done.returncode == 1
             op = json.loads(done.stdout)
@@ -71,12 +68,10 @@ exec /bin/uname "$@"
 """
 
 
-async def test_an_agent_killed_mid_step_then_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_agent_killed_mid_step_then_resume(tmp_path: Path) -> None:
     with trio.fail_after(240):
-        async with cluster_lab(tmp_path, monkeypatch, ["s1", "a1"]) as lab:
-            lab.artifacts.add("k3s", V1, "amd64", k3s_program(V1, lab.record))
+        async with cluster_lab(tmp_path, ["s1", "a1"]) as lab:
+            await lab.add_artifact("k3s", V1, "amd64", k3s_program(V1, lab.record))
             marker = tmp_path / "uname.blocked"
             uname = tmp_path / "nodes" / "a1" / "bin" / "uname"
             uname.write_text(BLOCKING_UNAME.format(marker=marker))

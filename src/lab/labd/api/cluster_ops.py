@@ -19,7 +19,7 @@ from lab.errors import Conflict, Invalid, NotFound, Unavailable
 from lab.labd.access.auth import principal, requires
 from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
-from lab.labd.clusterops import deps, plan
+from lab.labd.clusterops import plan, registry
 from lab.labd.clusterops.engine import new_op_id, now
 from lab.labd.context import ctx
 from lab.model.operations import ClusterOp, OpStep
@@ -168,7 +168,7 @@ async def create(name: str) -> dict[str, Any]:
         existing = await ctx().clusters.get(name)
     except NotFound:
         existing = None
-    if existing is not None and existing.origin != deps.CREATED:
+    if existing is not None and existing.origin != registry.CREATED:
         raise Conflict(
             f"cluster {name} exists (imported); pick another name",
             details={"resource": f"cluster/{name}"},
@@ -182,9 +182,9 @@ async def create(name: str) -> dict[str, Any]:
         )
     if spec.datastore == "external":
         # The endpoint holds a password: sealed, never in the operation's params.
-        await deps.secrets(ctx()).put(deps.secret_name(name, "datastore"), req.datastore.encode())
+        await ctx().secrets.put(registry.secret_name(name, "datastore"), req.datastore.encode())
     annotate(servers=list(spec.servers), agents=list(spec.agents), version=spec.version)
-    await deps.record_created(
+    await registry.record_created(
         ctx(),
         name,
         api_server=spec.api_url,
@@ -195,7 +195,7 @@ async def create(name: str) -> dict[str, Any]:
         return await _start(name, "create", spec, plan.create_steps(spec))
     except BaseException:
         with trio.CancelScope(shield=True):
-            await deps.forget_cluster(ctx(), name)
+            await registry.forget_cluster(ctx(), name)
         raise
 
 

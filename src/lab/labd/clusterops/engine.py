@@ -15,7 +15,7 @@ import trio
 
 from lab.errors import Conflict, LabError
 from lab.labd.audit.entries import record
-from lab.labd.clusterops import deps, steps
+from lab.labd.clusterops import registry, steps
 from lab.labd.clusterops.plan import ClusterSpec, resume_hint
 from lab.model.operations import ClusterOp, OpStep
 
@@ -175,9 +175,9 @@ class OpEngine:
     async def _registry(self, op: ClusterOp, spec: ClusterSpec) -> None:
         """What the registry shows of a created cluster after an operation ended."""
         if op.kind == "create" and op.status == "failed":
-            await deps.set_cluster(self.context, op.cluster, status="failed")
+            await registry.set_cluster(self.context, op.cluster, status="failed")
         elif op.kind == "upgrade" and op.status == "succeeded":
-            await deps.set_cluster(self.context, op.cluster, version=spec.version)
+            await registry.set_cluster(self.context, op.cluster, version=spec.version)
 
     def _lease_end(self) -> datetime:
         return now() + timedelta(seconds=self.lease)

@@ -19,13 +19,15 @@ from attrs import define, evolve, field
 from lab import pki
 from lab.errors import Invalid, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection, dump_kubeconfig, load_kubeconfig
-from lab.labd.clusterops import deps
+from lab.labd.clusterops import registry
 from lab.labd.clusterops.node import NodeShell, StepFailed
 from lab.labd.clusterops.plan import ClusterSpec
 from lab.labd.clusterops.render import NodePaths, render_config, render_unit, unit_name
 from lab.labd.clusterops.token import JoinToken, ca_matches, make_token, parse_token
+from lab.model import Artifact
 
 if TYPE_CHECKING:
+    from lab.labd.artifacts import ArtifactStore
     from lab.labd.context import LabdContext
 
 ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -58,17 +60,17 @@ class OpContext:
         return self.spec.name
 
     async def token(self) -> JoinToken:
-        raw = await deps.secrets(self.context).get(deps.secret_name(self.name, "token"))
+        raw = await self.context.secrets.get(registry.secret_name(self.name, "token"))
         return parse_token(raw.decode())
 
     async def ca(self) -> tuple[bytes, bytes]:
-        raw = await deps.secrets(self.context).get(deps.secret_name(self.name, "ca"))
+        raw = await self.context.secrets.get(registry.secret_name(self.name, "ca"))
         data = json.loads(raw)
         return data["cert"].encode(), data["key"].encode()
 
     async def kube(self) -> KubeConnection:
         if self._kube is None:
-            raw = await deps.secrets(self.context).get(deps.secret_name(self.name, "kubeconfig"))
+            raw = await self.context.secrets.get(registry.secret_name(self.name, "kubeconfig"))
             self._kube = load_kubeconfig(raw.decode())
         return self._kube
 
@@ -86,7 +88,7 @@ async def preflight(op: OpContext, node: str) -> list[str]:
     machine = (await sh.check(["uname", "-m"])).text.strip()
     arch = ARCHES.get(machine, machine)
     try:
-        await deps.artifacts(op.context).find(K3S_ARTIFACT, op.spec.version, arch)
+        await op.context.artifacts.find(K3S_ARTIFACT, op.spec.version, arch)
     except NotFound:
         problems.append(
             f"no k3s {op.spec.version} for {arch} (labctl artifacts add FILE --name k3s"
@@ -147,7 +149,7 @@ async def _selinux(sh: NodeShell) -> list[str]:
 
 async def credentials(op: OpContext, node: str) -> None:
     """The cluster CA and the secure join token, made once by labd and kept sealed."""
-    store = deps.secrets(op.context)
+    store = op.context.secrets
     try:
         await op.token()
         await op.ca()
@@ -157,10 +159,10 @@ async def credentials(op: OpContext, node: str) -> None:
     ca = pki.create_ca(f"k3s-server-ca@{op.name}")
     cert, key = ca.cert_pem(), ca.key_pem()
     await store.put(
-        deps.secret_name(op.name, "ca"),
+        registry.secret_name(op.name, "ca"),
         json.dumps({"cert": cert.decode(), "key": key.decode()}).encode(),
     )
-    await store.put(deps.secret_name(op.name, "token"), str(make_token(cert)).encode())
+    await store.put(registry.secret_name(op.name, "token"), str(make_token(cert)).encode())
 
 
 # --- node steps ------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ async def _sha256(sh: NodeShell, path: str) -> str:
 
 
 async def _stage_one(
-    sh: NodeShell, ref: deps.ArtifactRef, source: deps.ArtifactSource, path: str, mode: str
+    sh: NodeShell, ref: Artifact, source: ArtifactStore, path: str, mode: str
 ) -> None:
     if await _sha256(sh, path) == ref.sha256:
         return
@@ -195,7 +197,7 @@ async def stage(op: OpContext, node: str) -> None:
     """The k3s binary (and the air-gap images, when added) for this version, checksum
     verified on the node; the binary waits beside the live one until configure/restart."""
     sh = op.shell(node)
-    source = deps.artifacts(op.context)
+    source = op.context.artifacts
     arch = await _arch(sh)
     ref = await source.find(K3S_ARTIFACT, op.spec.version, arch)
     if await _sha256(sh, sh.paths.binary) != ref.sha256:
@@ -220,8 +222,8 @@ async def configure(op: OpContext, node: str) -> None:
     token = await op.token()
     endpoint = ""
     if op.spec.datastore == "external" and op.spec.role(node) == "server":
-        secret = deps.secret_name(op.name, "datastore")
-        endpoint = (await deps.secrets(op.context).get(secret)).decode()
+        secret = registry.secret_name(op.name, "datastore")
+        endpoint = (await op.context.secrets.get(secret)).decode()
     if node == op.spec.first:
         cert, key = await op.ca()
         await sh.write_file(f"{sh.paths.tls_dir}/server-ca.crt", cert, mode="0644")
@@ -280,8 +282,8 @@ async def kubeconfig(op: OpContext, node: str) -> None:
         raise StepFailed(
             f"the kubeconfig on server/{node} is for another cluster (its CA is not this cluster's)"
         )
-    secret = deps.secret_name(op.name, "kubeconfig")
-    await deps.secrets(op.context).put(secret, rewritten.encode())
+    secret = registry.secret_name(op.name, "kubeconfig")
+    await op.context.secrets.put(secret, rewritten.encode())
     op._kube = conn
 
 
@@ -412,18 +414,18 @@ async def delete_node(op: OpContext, node: str) -> None:
 
 async def register(op: OpContext, node: str) -> None:
     """The cluster is ready in labd's registry (its kubeconfig is already sealed)."""
-    await deps.set_cluster(
+    await registry.set_cluster(
         op.context, op.name, status="ready", version=op.spec.version, api_server=op.spec.api_url
     )
 
 
 async def unregister(op: OpContext, node: str) -> None:
     """labd forgets the cluster: its registry record and every secret of it."""
-    await deps.forget_cluster(op.context, op.name)
-    store = deps.secrets(op.context)
+    await registry.forget_cluster(op.context, op.name)
+    store = op.context.secrets
     for what in ("kubeconfig", "token", "ca", "datastore"):
         with contextlib.suppress(NotFound):  # idempotent in labd's store; not in every one
-            await store.delete(deps.secret_name(op.name, what))
+            await store.delete(registry.secret_name(op.name, what))
 
 
 STEPS: dict[str, Step] = {
