@@ -4,7 +4,6 @@ driven on trio's autojump clock with a scripted renew()."""
 from __future__ import annotations
 
 import logging
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,19 +12,9 @@ import trio.testing
 
 from lab.errors import Unavailable
 from lab.runtime.renewal import keep_renewed
+from tests.cli_identity.test_durations_and_renewal import Fixed
 
 log = logging.getLogger("tests.renewal")
-
-
-class Fixed(random.Random):
-    """uniform(a, b) gives the point ``value`` of the way from a to b."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.value
 
 
 async def test_failures_back_off_and_a_success_waits_for_two_thirds_of_the_new_life(

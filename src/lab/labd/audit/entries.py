@@ -203,6 +203,27 @@ async def record(
         return await context.store.audit.append(entry)
 
 
+async def _record_request(
+    context: LabdContext,
+    pending: Pending,
+    resource: str,
+    status: int,
+    source: str | None,
+    details: dict[str, Any],
+) -> None:
+    """The hooks' entry for the current request or handshake, timed from its start."""
+    await record(
+        context,
+        action=pending.action,
+        resource=resource,
+        result=result_of(status),
+        principal=g.get("principal"),
+        source=source or "",
+        duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
+        details=details,
+    )
+
+
 def request_id() -> str | None:
     """This request's id, as its log records and ``X-Request-Id`` answer show it: the client's
     ``X-Request-Id`` when it is a sane token, else one labd made (see lab.labd.app)."""
@@ -275,17 +296,9 @@ async def audit_response(response: Response) -> Response:
     rule = request.url_rule.rule if request.url_rule is not None else ""
     if rule in _ENROLL_SUBJECT and response.status_code != 413:
         resource = await _enroll_subject(rule) or resource
-    who: Principal | None = g.get("principal")
     try:
-        await record(
-            context,
-            action=pending.action,
-            resource=resource,
-            result=result_of(response.status_code),
-            principal=who,
-            source=request.remote_addr or "",
-            duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
-            details=details,
+        await _record_request(
+            context, pending, resource, response.status_code, request.remote_addr, details
         )
     except Exception:
         log.exception(
@@ -349,15 +362,8 @@ async def audit_refused_handshake(response: ResponseTypes | None) -> ResponseTyp
     if reason is not None:
         details["reason"] = reason
     try:
-        await record(
-            context,
-            action=pending.action,
-            resource=pending.resource,
-            result=result_of(exc.status),
-            principal=who,
-            source=websocket.remote_addr or "",
-            duration_ms=round((time.perf_counter() - pending.started) * 1000, 3),
-            details=details,
+        await _record_request(
+            context, pending, pending.resource, exc.status, websocket.remote_addr, details
         )
     except Exception:
         log.exception("audit write failed for a refused WebSocket %s", websocket.path)
