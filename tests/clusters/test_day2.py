@@ -42,15 +42,24 @@ async def test_three_servers_create_upgrade_delete(tmp_path: Path) -> None:
                 assert resp.status_code == 200, resp.text
                 op = await lab.wait_op(client, "c3", resp.json()["id"])
                 assert op["status"] == "succeeded", json.dumps(op, indent=1)
-                events = [c for c in lab.calls() if c.get("version") == V2 or "systemctl" in c]
                 # each server is stopped and back at V2 before the next one is touched
-                order = [
-                    c["node"]
-                    for c in lab.calls()
-                    if c.get("event") == "start" and c.get("version") == V2
+                # one server down at a time: each stops and is back at V2 before the next stops
+                upgrade_from = next(
+                    i for i, c in enumerate(lab.calls()) if c.get("systemctl", [""])[0] == "restart"
+                )
+                events = [
+                    (c["event"], c["node"], c["version"])
+                    for c in lab.calls()[upgrade_from:]
+                    if c.get("event") in ("start", "stop")
                 ]
-                assert order == nodes
-                restarts = [c["root"] for c in events if c.get("systemctl", [""])[0] == "restart"]
+                assert events == [
+                    (event, node, version)
+                    for node in nodes
+                    for event, version in (("stop", V1), ("start", V2))
+                ]
+                restarts = [
+                    c["root"] for c in lab.calls() if c.get("systemctl", [""])[0] == "restart"
+                ]
                 assert [Path(r).parent.name for r in restarts] == nodes
                 record = (await client.get("/api/clusters/c3", params={"live": "0"})).json()
                 assert (record["status"], record["version"]) == ("ready", V2)
