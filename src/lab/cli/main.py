@@ -86,6 +86,18 @@ app.command(
     name="artifacts",
     help="Artifacts: files labd keeps for the agents, e.g. k3s binaries (docs/clusters.md).",
 )
+app.command(
+    "lab.cli.kubeconfig_cmd:kubeconfig",
+    name="kubeconfig",
+    help="A kubeconfig reaching a cluster through labd as you (no cluster credentials).\n\n"
+    "Example: labctl kubeconfig home --namespace prod --merge",
+)
+app.command(
+    "lab.cli.kubeconfig_cmd:kubectl",
+    name="kubectl",
+    help="Run kubectl against a cluster through labd, as you.\n\n"
+    "Example: labctl kubectl home -- get pods -n prod",
+)
 app.command(describe, name="describe")
 app.command(label, name="label")
 

@@ -7,11 +7,24 @@ reach the operator's machine. Pure functions over plain mappings; the CLI reads 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lab.errors import Invalid
+
+_CLUSTER = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def check_cluster(name: str) -> str:
+    """A cluster name as labd's /k8s path takes it (an RFC 1123 label); Invalid otherwise."""
+    if not _CLUSTER.fullmatch(name):
+        raise Invalid(
+            f"{name!r} is not a cluster name (lowercase letters, digits and '-')",
+            details={"fields": ["cluster"]},
+        )
+    return name
 
 
 def context_name(cluster: str) -> str:
