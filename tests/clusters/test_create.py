@@ -29,9 +29,12 @@ async def test_one_server_two_agents(tmp_path: Path, caplog: pytest.LogCaptureFi
             )
             assert added.returncode == 0, added.stderr
             port = free_port()
+            async with await lab.http() as client:  # a2 joins through its label
+                resp = await client.patch("/api/servers/a2/labels", json={"set": {"role": "w"}})
+                assert resp.status_code == 200, resp.text
             done = await lab.labctl(
                 "clusters", "create", "c1", "--server", "server/s1", "--agent", "server/a1",
-                "--agent", "a2", "--version", V1, "--api-address", "127.0.0.1",
+                "-l", "role=w", "--version", V1, "--api-address", "127.0.0.1",
                 "--api-port", str(port),
             )  # fmt: skip
             printed = done.stdout.decode()

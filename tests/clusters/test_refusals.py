@@ -22,6 +22,11 @@ from tests.clusters.rig import V1, cluster_lab, free_port, k3s_program
 async def test_preflight_then_a_server_with_another_ca(tmp_path: Path) -> None:
     with trio.fail_after(180):
         async with cluster_lab(tmp_path, ["s1", "a1"]) as lab:
+            # a1 has every other problem preflight knows, told by stand-ins on its PATH
+            for tool, script in BROKEN_NODE.items():
+                stub = tmp_path / "nodes" / "a1" / "bin" / tool
+                stub.write_text(script)
+                stub.chmod(0o755)
             with socket.socket() as busy:
                 busy.bind(("127.0.0.1", 0))
                 busy.listen()
@@ -38,6 +43,12 @@ async def test_preflight_then_a_server_with_another_ca(tmp_path: Path) -> None:
             assert f"server/s1: port {port} is in use" in err
             assert f"server/s1: no k3s {V1} for amd64" in err
             assert f"server/a1: no k3s {V1} for amd64" in err
+            assert "server/a1: no default route" in err
+            assert "server/a1: SELinux is enforcing but k3s-selinux is not installed" in err
+            assert "server/a1: clock is" in err and "off labd's" in err
+            assert "server/a1: only 1 MiB free" in err
+            for stub in BROKEN_NODE:
+                (tmp_path / "nodes" / "a1" / "bin" / stub).unlink()
             for node in ("s1", "a1"):
                 assert list(lab.root(node).iterdir()) == []  # nothing written on any node
             assert not [c for c in lab.calls() if "systemctl" in c]
@@ -58,6 +69,15 @@ async def test_preflight_then_a_server_with_another_ca(tmp_path: Path) -> None:
             assert not (lab.root("a1") / "etc/rancher/k3s/config.yaml").exists()
             assert [c["node"] for c in lab.calls() if c.get("event") == "start"] == ["s1"]
 
+
+BROKEN_NODE = {
+    "ip": "#!/bin/sh\nexit 0\n",  # no default route
+    "getenforce": "#!/bin/sh\necho Enforcing\n",
+    "rpm": "#!/bin/sh\necho 'package k3s-selinux is not installed'\nexit 1\n",
+    "date": "#!/bin/sh\necho 1000000000\n",  # 2001: far off labd's clock
+    "df": "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
+    "echo '/dev/x 4096 3072 1024 75% /'\n",
+}
 
 BLOCKING_UNAME = """#!/bin/sh
 if [ ! -e "{marker}" ]; then
