@@ -3,24 +3,23 @@ the docs/apps.md walk with cockroachdb, then a module directory's diff, uninstal
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import trio
-import yaml
+from cryptography import x509
 
+from lab.kube import KubeClient
 from tests.apps.rig import SECRET, write_module
 from tests.cluster_registry.test_import import labctl, labctl_env
 from tests.kube.kmock_server import KubeAPI
 from tests.labd.harness import running_labd
-from tests.modules.test_modules import SAMPLE_VALUES
 
 
 async def test_apps_commands(tmp_path: Path, kube_ssa: KubeAPI) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kube_ssa.kubeconfig)
-    tls = tmp_path / "tls.yaml"
-    tls.write_text(yaml.safe_dump(SAMPLE_VALUES["cockroachdb"]))
     source = tmp_path / "web"
     write_module(source)
     where = ["--cluster", "home", "-n", "db"]
@@ -32,12 +31,27 @@ async def test_apps_commands(tmp_path: Path, kube_ssa: KubeAPI) -> None:
             assert done.returncode == 0, done.stderr
 
             # docs/apps.md's walk: cockroachdb installed, upgraded, rolled back.
+            # No TLS values: labd issues the node and root certificates from its CA.
             installed = await labctl(
                 env, "apps", "install", "crdb", "--module", "cockroachdb", *where,
-                "-f", str(tls), "--wait", "--timeout", "30s",
+                "--wait", "--timeout", "30s",
             )  # fmt: skip
             assert installed.returncode == 0, installed.stderr
             assert installed.stdout.startswith("crdb: revision 1 deployed (cockroachdb@1.0.0")
+            async with KubeClient(kube_ssa.connection()) as client:
+                secret = await client.get("/api/v1/namespaces/db/secrets/crdb-node-tls")
+            node = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["node.crt"]))
+            labd_ca = x509.load_pem_x509_certificate(labd.ca_pem())
+            assert node.issuer == labd_ca.subject
+            node.verify_directly_issued_by(labd_ca)
+            assert node.subject.rfc4514_string() == "CN=node"
+            sans = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert "*.crdb.db.svc.cluster.local" in sans.get_values_for_type(x509.DNSName)
+            assert labd.context is not None
+            recorded = await labd.context.store.certificates.list()
+            assert {"service/home/db/crdb/node", "service/home/db/crdb/root"} <= {
+                c.subject for c in recorded
+            }
             upgraded = await labctl(
                 env, "apps", "upgrade", "crdb", "--module", "cockroachdb@1.0.0", *where,
                 "--reuse-values", "--set", "replicas=5", "--wait",

@@ -105,11 +105,14 @@ def lint(
         The module's directory (module.yaml and templates/) or a .tar.gz.
     """
     from lab.modules import Cluster, Release, check_values, render, resolve, values_from
+    from lab.modules.spec import placeholder_certificates
     from lab.runtime.exits import handle
 
     with handle():
         module = resolve(str(directory))
         given = values_from([p.read_text(encoding="utf-8") for p in values], set_)
+        # What labd issues from its CA at install (x-labd-certificates), as placeholders.
+        given = {**placeholder_certificates(module.spec), **given}
         checked = check_values(module.spec.parameters, given)
         out = render(
             module,

@@ -194,3 +194,49 @@ def parse_spec(text: str, *, where: str = "module.yaml") -> ModuleSpec:
         data=tuple(DataSelector(**d) for d in doc.get("data") or ()),
         hooks={event: tuple(paths) for event, paths in (doc.get("hooks") or {}).items()},
     )
+
+
+CERTIFICATES = "x-labd-certificates"
+_CERT_KEYS = {"common_name", "hosts", "server", "client"}
+
+
+def certificate_requests(spec: ModuleSpec) -> dict[str, Mapping[str, Any]]:
+    """The parameters that ask labd for certificates (``x-labd-certificates``, docs/apps.md),
+    checked: ``{parameter: {entry: {common_name, hosts, server, client}}}``."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for field, schema in (spec.parameters.get("properties") or {}).items():
+        wanted = schema.get(CERTIFICATES) if isinstance(schema, Mapping) else None
+        if wanted is None:
+            continue
+        where = f"parameters.properties.{field}.{CERTIFICATES}"
+        if not isinstance(wanted, Mapping) or not wanted:
+            raise Invalid(f"{spec.ref}: {where} must map names to certificates")
+        for name, entry in wanted.items():
+            ok = (
+                isinstance(entry, Mapping)
+                and set(entry) <= _CERT_KEYS
+                and isinstance(entry.get("common_name"), str)
+                and isinstance(entry.get("hosts", []), list)
+                and all(isinstance(h, str) for h in entry.get("hosts", []))
+                and all(isinstance(entry.get(k, False), bool) for k in ("server", "client"))
+            )
+            if not ok:
+                raise Invalid(
+                    f"{spec.ref}: {where}.{name} needs common_name, and may have hosts "
+                    "(a list), server and client (booleans)",
+                    details={"fields": [f"{where}.{name}"]},
+                )
+        out[str(field)] = wanted
+    return out
+
+
+def placeholder_certificates(spec: ModuleSpec) -> dict[str, dict[str, str]]:
+    """What labd would issue, as placeholders (for ``labctl modules lint`` without labd)."""
+    cert = "-----BEGIN CERTIFICATE-----\nissued by labd at install\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\nissued by labd at install\n-----END PRIVATE KEY-----\n"
+    out: dict[str, dict[str, str]] = {}
+    for field, wanted in certificate_requests(spec).items():
+        out[field] = {"ca_crt": cert}
+        for name in wanted:
+            out[field] |= {f"{name}_crt": cert, f"{name}_key": key}
+    return out

@@ -56,6 +56,7 @@ from lab.pki.profiles import (
     issue_bastion_cert,
     issue_replica_cert,
     issue_server_cert,
+    issue_service_cert,
     issue_user_cert,
 )
 from lab.pki.sealing import SEAL_LABEL, SealedSecretUnreadable, seal, unseal
@@ -103,6 +104,7 @@ __all__ = [
     "issue_bastion_cert",
     "issue_replica_cert",
     "issue_server_cert",
+    "issue_service_cert",
     "issue_user_cert",
     "load_ca_bundle",
     "load_cert_chain",

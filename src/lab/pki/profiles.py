@@ -29,12 +29,16 @@ USER_LIFETIME = timedelta(days=90)
 SERVER_LIFETIME = timedelta(days=365)
 BASTION_LIFETIME = timedelta(days=365)
 REPLICA_LIFETIME = timedelta(days=90)
+SERVICE_LIFETIME = timedelta(days=365)
 
 DEFAULT_SERVER_HOSTNAMES = ("localhost",)
 DEFAULT_SERVER_IPS = ("127.0.0.1", "::1")
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _DNS_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# A service's CN has no "/": labd's identities are "kind/name", so a service certificate can
+# never authenticate to labd, whatever its usages.
+SERVICE_CN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -249,6 +253,50 @@ def issue_server_cert(
         usages=_SERVER,
         lifetime=lifetime,
         sans=sans,
+        now=now,
+    )
+
+
+def issue_service_cert(
+    ca: CAMaterial,
+    csr_pem: bytes,
+    common_name: str,
+    hostnames: Iterable[str] = (),
+    *,
+    server: bool = True,
+    client: bool = False,
+    lifetime: timedelta = SERVICE_LIFETIME,
+    now: datetime | None = None,
+) -> tuple[bytes, IssuedCert]:
+    """A certificate for a service an app runs (CockroachDB's ``node`` and ``root``, say):
+    ``CN=<common_name>`` (no ``/``, so never a labd identity), serverAuth and/or clientAuth,
+    DNS SANs from ``hostnames`` (a leading ``*.`` label is a wildcard)."""
+    if not SERVICE_CN_RE.fullmatch(common_name):
+        raise Invalid(
+            f"common name {common_name!r} must be letters, digits, '.', '_', '-' (no '/')",
+            details={"fields": ["common_name"], "reason": "bad_name"},
+        )
+    usages = (_SERVER if server else ()) + (_CLIENT if client else ())
+    if not usages:
+        raise Invalid("a certificate needs server or client usage", details={"fields": ["usage"]})
+    sans: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hostnames):
+        wildcard = host.startswith("*.")
+        checked = _check_hostname(host[2:] if wildcard else host)
+        sans.append(x509.DNSName(f"*.{checked}" if wildcard else checked))
+    if server and not sans:
+        raise Invalid(
+            "a server certificate needs at least one hostname",
+            details={"fields": ["hostnames"], "reason": "no_names"},
+        )
+    return _issue(
+        ca,
+        csr_pem,
+        common_name=common_name,
+        profile="service",
+        usages=usages,
+        lifetime=lifetime,
+        sans=sans or None,
         now=now,
     )
 

@@ -27,6 +27,7 @@ import yaml
 from lab.errors import Conflict, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection
 from lab.kube.apply import Discovery, apply, fetch, readiness
+from lab.labd.apps import certificates
 from lab.labd.apps.objects import (
     ApplyFailed,
     apply_objects,
@@ -216,6 +217,7 @@ class AppEngine:
                 )
             if reuse_values and deployed is not None:
                 values = merge(await self.sealed.values_of(deployed), values)
+            values = await certificates.fill(self.context, module, values, key)
             checked = check_values(module.spec.parameters, values)
             latest = history[-1] if history else None
             return await self._deploy(
@@ -495,6 +497,7 @@ class AppEngine:
         rev = await self.repo.get(key)
         if reuse_values:
             values = merge(await self.sealed.values_of(rev), values)
+        values = await certificates.fill(self.context, module, values, key)
         checked = check_values(module.spec.parameters, values)
         async with KubeClient(await self.connection(key.cluster)) as client:
             version = str((await client.version()).get("gitVersion", ""))
