@@ -34,6 +34,7 @@ SHARED = (
     "kube",
     "client",
     "modules",
+    "apply",
 )
 # Third-party modules only one package may import.
 OWNED = {

@@ -36,9 +36,11 @@ async def test_get_reads_every_type(tmp_path: Path) -> None:
             done = await labctl(env, "get", "user/ann", "-o", "jsonpath={.roles[*]}")
             assert done.stdout == "viewer\n"
 
+            # -o yaml is an apply document (docs/apply.md).
             done = await labctl(env, "get", "roles", "viewer", "-o", "yaml")
-            (role,) = yaml.safe_load(done.stdout)
-            assert role["name"] == "viewer" and role["permissions"]
+            (role,) = yaml.safe_load_all(done.stdout)
+            assert role["kind"] == "Role" and role["metadata"]["name"] == "viewer"
+            assert role["spec"]["rules"]
             done = await labctl(env, "get", "roles")
             assert done.stdout.splitlines()[0].split() == [
                 "NAME",

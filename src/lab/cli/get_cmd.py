@@ -107,7 +107,8 @@ async def servers(
     """List servers with their presence and labels, or the named ones.
 
     The table shows NAME STATUS LABELS AGE LAST-SEEN; -o wide adds VERSION REPLICA
-    CERT-EXPIRY; -o json/yaml print labd's items unchanged. Names given beside -l add to the
+    CERT-EXPIRY; -o json prints labd's items unchanged; -o yaml prints apply documents
+    (kind Server, the labels) that labctl apply -f takes unchanged. Names given beside -l add to the
     selector's matches. --watch keeps printing servers whose state changes (Ctrl-C ends it).
 
     Example: labctl get servers -l 'role=worker,zone in (a,b)' --status online -o wide
@@ -124,6 +125,9 @@ async def servers(
     from lab.runtime.output import is_data
 
     fmt = check_format(output)
+    if fmt == "yaml" and not watch:
+        await export_documents("servers", names, selector=selector, status=status)
+        return
     with handle():
         _check_status(status)
         wanted = server_names(names)
@@ -293,6 +297,39 @@ ALIASES = {
 }
 
 
+async def export_documents(
+    path_kind: str,
+    names: Sequence[str],
+    *,
+    selector: Sequence[str] = (),
+    status: str | None = None,
+) -> None:
+    """``-o yaml`` of servers, users and roles: apply documents (multi-document YAML) that
+    ``labctl apply -f`` takes unchanged, so export then apply changes nothing."""
+    from urllib.parse import quote
+
+    from lab.apply.documents import dump_documents
+    from lab.client.api import LabClient
+    from lab.runtime.exits import handle
+
+    with handle():
+        wanted = [n.partition("/")[2] if "/" in n else n for n in names]
+        async with LabClient.from_settings() as client:
+            if path_kind == "servers" and (selector or status):
+                from lab.cli.targets import fetch_servers
+
+                found = await fetch_servers(client, wanted, selector, status=status)
+                wanted = [str(i.get("name")) for i in found]
+            if wanted:
+                docs = [
+                    await client.get(f"/api/apply/objects/{path_kind}/{quote(n, safe='')}")
+                    for n in dict.fromkeys(wanted)
+                ]
+            else:
+                docs = (await client.get(f"/api/apply/objects/{path_kind}")).get("items", [])
+    sys.stdout.write(dump_documents(docs))
+
+
 async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
     """List ``kind`` (or the ``names`` of it, in that order) in ``output``."""
     from lab.cli.output import check_format
@@ -302,6 +339,9 @@ async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
     from lab.runtime.output import emit, is_data
 
     fmt = check_format(output)
+    if fmt == "yaml" and kind in (USERS, ROLES):
+        await export_documents(f"{kind.name}s", names)
+        return
     with handle():
         wanted = [n.partition("/")[2] if "/" in n else n for n in names]
         async with LabClient.from_settings() as client:
@@ -333,6 +373,8 @@ async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
 async def users(*names: str, output: OutputOpt = "") -> None:
     """List users with their roles and whether they are disabled, or the named ones.
 
+    -o yaml prints apply documents (kind User) that labctl apply -f takes unchanged.
+
     Example: labctl get users ann -o yaml
 
     Parameters
@@ -346,6 +388,8 @@ async def users(*names: str, output: OutputOpt = "") -> None:
 @get_app.command(name=["roles", "role"])
 async def roles(*names: str, output: OutputOpt = "") -> None:
     """List roles with their number of rules, or the named ones (-o yaml shows the rules).
+
+    -o yaml prints apply documents (kind Role) that labctl apply -f takes unchanged.
 
     Example: labctl get roles operator -o yaml
 

@@ -7,6 +7,7 @@ from typing import Literal
 from cyclopts import App
 
 from lab import __version__
+from lab.cli.apply_cmd import apply_command, delete_command, diff_command
 from lab.cli.describe_cmd import describe
 from lab.cli.exec_cmd import exec_command
 from lab.cli.label_cmd import label
@@ -98,6 +99,9 @@ app.command(
     help="Run kubectl against a cluster through labd, as you.\n\n"
     "Example: labctl kubectl home -- get pods -n prod",
 )
+app.command(apply_command, name="apply")
+app.command(diff_command, name="diff")
+app.command(delete_command, name="delete")
 app.command(describe, name="describe")
 app.command(label, name="label")
 

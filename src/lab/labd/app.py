@@ -12,6 +12,7 @@ from lab.labd.access.auth import authenticate
 from lab.labd.access.ratelimit import Limits
 from lab.labd.api import (
     agent_ws,
+    apply,
     apps,
     artifacts,
     audit_routes,
@@ -91,6 +92,7 @@ def create_app(context: LabdContext) -> QuartTrio:
     app.register_blueprint(clusters.bp)
     app.register_blueprint(apps.bp)
     app.register_blueprint(artifacts.bp)
+    app.register_blueprint(apply.bp)
     # Access control, rate limits and the audit log, in one place for every route.
     app.extensions["lab.limits"] = Limits.per_minute(
         context.config.rate_global, context.config.rate_tokens

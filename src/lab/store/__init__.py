@@ -11,6 +11,7 @@ from lab.store.audited import PendingAudit, audit_next_change
 from lab.store.auditverify import ChainVerifier, Checkpoint, Verdict
 from lab.store.base import (
     AgentRepository,
+    ApplyRepository,
     AppReleaseRepository,
     ArtifactRepository,
     AuditRepository,
@@ -40,6 +41,7 @@ __all__ = [
     "SELF_SERVICE",
     "AgentRepository",
     "AppReleaseRepository",
+    "ApplyRepository",
     "ArtifactRepository",
     "AuditKey",
     "AuditRepository",

@@ -13,7 +13,7 @@ The context travels with ``contextvars`` into the worker thread that runs the tr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 
 from attrs import define
@@ -28,6 +28,14 @@ class PendingAudit:
 
     build: Callable[[], AuditEntry]
     stored: AuditEntry | None = None
+    more: Callable[[AuditEntry], Sequence[AuditEntry]] | None = None
+    """Entries chained right after the request's own one, in the same transaction (one per
+    object an apply changes): given the built request entry, for its user, session and source."""
+
+    def entries(self) -> list[AuditEntry]:
+        """The request's entry and those that follow it, built now (in the worker thread)."""
+        first = self.build()
+        return [first, *(self.more(first) if self.more is not None else ())]
 
 
 _PENDING: ContextVar[PendingAudit | None] = ContextVar("lab_pending_audit", default=None)

@@ -37,6 +37,7 @@ from lab.model import (
     User,
 )
 from lab.model.apps import AppRevision, ExpiredLock, ObjectRef, ReleaseKey, ReleaseLock
+from lab.model.declared import Declared, InventoryRow, ObjectKey, Plan
 from lab.model.operations import ClusterOp
 from lab.store.auditchain import ChainStart
 
@@ -410,6 +411,32 @@ class ArtifactRepository(Protocol):
     async def references(self, sha256: str) -> int: ...
 
 
+class ApplyRepository(Protocol):
+    """labd's own objects in their declared form and apply's inventories (lab.store.sql.apply,
+    docs/apply.md)."""
+
+    async def current(self, keys: Sequence[ObjectKey]) -> dict[ObjectKey, Declared]:
+        """The objects of ``keys`` that exist, as declared now."""
+        ...
+
+    async def list(self, kind: str) -> builtins.list[Declared]: ...
+    async def inventory(
+        self, set_name: str | None, keys: Sequence[ObjectKey] = ()
+    ) -> builtins.list[InventoryRow]:
+        """The rows of set ``set_name`` and the rows (of any set) of ``keys``."""
+        ...
+
+    async def commit(self, plan: Plan) -> dict[str, str | None]:
+        """Write ``plan`` in one transaction, all or nothing; each changed object's new
+        ``resourceVersion`` (None: removed), by ``kind/name``.
+
+        Raises ``Conflict`` when an object moved since the plan read it or another set
+        recorded it meanwhile (unless ``plan.force``), for a builtin role, a role still held,
+        or a change that leaves no enabled admin; ``NotFound`` for a server or role that is
+        gone. Nothing is written then."""
+        ...
+
+
 class Store(Protocol):
     """Hands out the repositories of one database; opened by :func:`lab.store.open_store`."""
 
@@ -429,6 +456,7 @@ class Store(Protocol):
     secrets: SecretRepository
     artifacts: ArtifactRepository
     apps: AppReleaseRepository
+    apply: ApplyRepository
 
     @property
     def url(self) -> str: ...

@@ -73,3 +73,30 @@ def decide(roles: Iterable[Role], action: str, resource: str) -> Decision:
         matched=matched,
         decided_by=allow,
     )
+
+
+def _overlap(a: str, b: str) -> bool:
+    # Two patterns may match a common value when either matches the other as a value; this
+    # is conservative only where it errs towards refusing.
+    return matches(a, b) or matches(b, a)
+
+
+def covers(roles: Iterable[Role], permission: Permission) -> bool:
+    """Whether holders of ``roles`` may already do everything ``permission`` allows, so
+    writing it (into a role, or granting a role that has it) gives them nothing new.
+
+    A deny rule takes away only, so it is always covered. An allow rule is covered when its
+    patterns, read as values, are allowed and none of the holders' deny rules overlaps it.
+    """
+    if permission.effect == Effect.DENY:
+        return True
+    roles = tuple(roles)
+    if not decide(roles, permission.action, permission.resource).allowed:
+        return False
+    return not any(
+        p.effect == Effect.DENY
+        and _overlap(p.action, permission.action)
+        and _overlap(p.resource, permission.resource)
+        for role in roles
+        for p in role.permissions
+    )

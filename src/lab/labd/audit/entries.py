@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
@@ -153,6 +154,24 @@ def set_resource(resource: str) -> None:
     pending: Pending | None = g.get("lab_audit")
     if pending is not None:
         pending.resource = resource
+
+
+def set_action(action: str, resource: str) -> None:
+    """Name the action and resource of the current request's audit entry, for a route whose
+    policy checks each target itself (``per_target``); before its first change."""
+    pending: Pending | None = g.get("lab_audit")
+    if pending is not None:
+        pending.action = action
+        pending.resource = resource
+
+
+def also_record(build: Callable[[AuditEntry], Sequence[AuditEntry]]) -> None:
+    """Commit the entries ``build`` returns right after the current request's own entry, in
+    the same transaction as its first change (one entry per object an apply changes). ``build``
+    gets the request's entry (for its user, session and source) and runs in a worker thread."""
+    pending: Pending | None = g.get("lab_audit")
+    if pending is not None and pending.committed is not None:
+        pending.committed.more = build
 
 
 def note(*, subject: str | None = None, **details: Any) -> None:

@@ -392,7 +392,9 @@ class Database:
             ):
                 result = fn(conn)
                 if pending is not None and self.audit_append is not None:
-                    stored = self.audit_append(conn, pending.build())
+                    append = self.audit_append
+                    chained = [append(conn, entry) for entry in pending.entries()]
+                    stored = chained[0]
             if pending is not None and stored is not None:
                 pending.stored = stored
             return result

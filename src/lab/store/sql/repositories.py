@@ -5,6 +5,7 @@ from __future__ import annotations
 from lab.store.auditchain import AuditKey
 from lab.store.base import (
     AgentRepository,
+    ApplyRepository,
     AppReleaseRepository,
     ArtifactRepository,
     AuditRepository,
@@ -22,6 +23,7 @@ from lab.store.base import (
     UserRepository,
 )
 from lab.store.groupcommit import Flush, GroupCommitWriter
+from lab.store.sql.apply import Apply
 from lab.store.sql.apps import AppReleases
 from lab.store.sql.artifacts import Artifacts
 from lab.store.sql.audit import Audit
@@ -68,6 +70,7 @@ class SqlRepositories:
         self.secrets: SecretRepository = Secrets(sql)
         self.artifacts: ArtifactRepository = Artifacts(sql)
         self.apps: AppReleaseRepository = AppReleases(sql)
+        self.apply: ApplyRepository = Apply(sql)
 
     @property
     def url(self) -> str:

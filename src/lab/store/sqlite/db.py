@@ -104,7 +104,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
         if pending is not None and append is not None:
-            stored = append(conn, pending.build())
+            chained = [append(conn, entry) for entry in pending.entries()]
+            stored = chained[0]
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -1,0 +1,167 @@
+"""The kinds labctl applies after labd's own: Cluster (``labctl clusters import``'s request),
+Machine (the bastion's operator API, as ``labctl provision install``) and App. Each goes through
+the same operation as its own command, so there is one code path per kind.
+
+Secret values (a kubeconfig, an app's secret values) are read here from the file or the
+environment variable the document names; they travel only in the operation's request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from lab.errors import Conflict, Invalid, NotFound
+
+if TYPE_CHECKING:
+    from lab.apply.documents import Document
+    from lab.client.api import LabClient
+
+
+_QUIET: list[bool] = [False]
+"""While ``labctl diff`` runs, only changes print (as ``~ kind/name what``)."""
+
+
+def _say(kind: str, name: str, what: str, dry: bool) -> None:
+    if _QUIET[0]:
+        if not what.startswith(("unchanged", "absent")):
+            print(f"~ {kind.lower()}/{name} would be {what}")
+        return
+    print(f"{kind.lower()}/{name} {what}{' (dry run)' if dry else ''}")
+
+
+async def _cluster(client: LabClient, doc: Document, *, dry: bool, mode: str) -> int:
+    from lab.apply.documents import invalid, resolve_ref
+
+    path = f"/api/clusters/{quote(doc.name, safe='')}"
+    try:
+        await client.get(path, params={"live": "false"})
+        exists = True
+    except NotFound:
+        exists = False
+    if mode == "delete":
+        if not exists:
+            _say("Cluster", doc.name, "absent", dry)
+            return 0
+        if not dry:
+            await client.delete(path)
+        _say("Cluster", doc.name, "deleted", dry)
+        return 1
+    if exists:
+        _say("Cluster", doc.name, "unchanged", dry)
+        return 0
+    ref = doc.spec.get("kubeconfig")
+    if ref is None:
+        raise invalid(doc.source, "spec.kubeconfig", f"is required to import cluster {doc.name}")
+    kubeconfig = resolve_ref(ref, doc.base_dir, "spec.kubeconfig", doc.source)
+    if not dry:
+        body: dict[str, Any] = {"name": doc.name, "kubeconfig": kubeconfig}
+        if doc.spec.get("context"):
+            body["context"] = doc.spec["context"]
+        await client.post("/api/clusters/import", json=body)
+    _say("Cluster", doc.name, "created", dry)
+    return 1
+
+
+def _bastion() -> Any:
+    from lab.cli.provision import _Api
+
+    return _Api(None, None)
+
+
+def _machine(doc: Document, *, dry: bool, mode: str) -> int:
+    from lab.apply.documents import invalid
+
+    api = _bastion()
+    mac = str(doc.spec["mac"])
+    path = f"/api/machines/{quote(mac, safe='')}"
+    try:
+        found = api.call("GET", path)
+    except Exception as exc:
+        if getattr(exc, "code", "") != "not_found":
+            raise
+        if mode == "delete":
+            _say("Machine", doc.name, "absent", dry)
+            return 0
+        raise invalid(
+            doc.source,
+            "spec.mac",
+            f"the bastion has not discovered {mac} yet (the machine must PXE boot once)",
+        ) from exc
+    if mode == "delete":
+        if not dry:
+            api.call("DELETE", path)
+        _say("Machine", doc.name, "deleted", dry)
+        return 1
+    role = doc.spec.get("role", "worker")
+    if found.get("state") == "discovered":
+        if not doc.spec.get("install", False):
+            _say("Machine", doc.name, "unchanged (discovered, no install requested)", dry)
+            return 0
+        if not dry:
+            api.call("POST", "/api/install", json={"mac": mac, "hostname": doc.name, "role": role})
+        _say("Machine", doc.name, "install queued", dry)
+        return 1
+    wanted = (("hostname", doc.name), ("role", role))
+    moved = [f for f, want in wanted if found.get(f) not in (None, want)]
+    if moved:
+        raise Conflict(
+            f"{doc.source}: machine {mac} is {found.get('state')} as "
+            f"{found.get('hostname')}/{found.get('role')}: {', '.join(moved)} change only by "
+            "a reprovision (labctl provision reprovision)",
+            details={"object": f"machine/{doc.name}", "fields": [f"spec.{f}" for f in moved]},
+        )
+    _say("Machine", doc.name, "unchanged", dry)
+    return 0
+
+
+async def _app(client: LabClient, doc: Document, *, dry: bool, mode: str) -> int:
+    raise Invalid(
+        f"{doc.source}: App documents need labd's apps (labctl apps), which this labctl "
+        "cannot reach yet",
+        details={"object": f"app/{doc.name}"},
+    )
+
+
+async def apply_external(
+    client: LabClient, docs: list[Document], *, dry: bool, mode: str = "apply"
+) -> int:
+    """Apply (or delete) Machine, Cluster and App documents; the number of changes."""
+    changes = 0
+    for doc in docs:
+        if doc.kind == "Cluster":
+            changes += await _cluster(client, doc, dry=dry, mode=mode)
+        elif doc.kind == "Machine":
+            changes += _machine(doc, dry=dry, mode=mode)
+        else:
+            changes += await _app(client, doc, dry=dry, mode=mode)
+    return changes
+
+
+async def prune_external(client: LabClient, items: list[dict[str, Any]], *, dry: bool) -> int:
+    """Remove the Machine, Cluster and App objects a set recorded and the files dropped."""
+    from lab.apply.documents import Document, Source
+
+    changes = 0
+    for item in items:
+        doc = Document(
+            kind=item["kind"],
+            name=item["name"],
+            spec=dict(item.get("spec") or {}),
+            source=Source(file="labd", index=0),
+        )
+        changes += await apply_external(client, [doc], dry=dry, mode="delete")
+    return changes
+
+
+async def diff_external(
+    client: LabClient, docs: list[Document], pruned: list[dict[str, Any]]
+) -> bool:
+    """Print what applying the other kinds would do; whether anything would change."""
+    _QUIET[0] = True
+    try:
+        changes = await apply_external(client, docs, dry=True)
+        changes += await prune_external(client, pruned, dry=True)
+    finally:
+        _QUIET[0] = False
+    return changes > 0

