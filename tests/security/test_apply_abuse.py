@@ -85,6 +85,27 @@ async def test_an_apply_cannot_grant_its_caller_more_than_it_holds(tmp_path: Pat
                     user("desk", "desk-role", "root2"),
                 )
                 assert resp.status_code == 403, resp.text
+                # Mapping its own role to system:masters gives kube admin: refused too.
+                resp = await apply(
+                    http,
+                    {
+                        "kind": "Role",
+                        "name": "desk-role",
+                        "spec": {
+                            "rules": [
+                                {
+                                    "effect": r.effect.value,
+                                    "action": r.action,
+                                    "resource": r.resource,
+                                }
+                                for r in desk_rules[1:]
+                            ],
+                            "kubernetes_groups": ["system:masters"],
+                        },
+                    },
+                )
+                assert resp.status_code == 403, resp.text
+                assert "system:masters" in resp.json()["error"]["message"]
                 # What it does hold, it may hand out: a user with the desk role.
                 resp = await apply(http, user("dora", "desk-role"))
                 assert resp.status_code == 200, resp.text

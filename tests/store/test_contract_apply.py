@@ -16,7 +16,8 @@ ANN = ObjectKey(kind="User", name="ann")
 
 def _role(description: str = "ops people") -> Declared:
     rules = [{"effect": "allow", "action": "servers:*", "resource": "server/*"}]
-    return Declared(kind="Role", name="ops", spec={"description": description, "rules": rules})
+    spec = {"description": description, "rules": rules, "kubernetes_groups": []}
+    return Declared(kind="Role", name="ops", spec=spec)
 
 
 def _user(roles: list[str], disabled: bool = False) -> Declared:

@@ -189,7 +189,12 @@ def declared(doc: Document) -> Declared:
     """A labd-side document in canonical form (defaults filled in, sets sorted)."""
     if doc.kind == "Role":
         rules = [dict(r) for r in doc.spec.get("rules", [])]
-        spec: dict[str, Any] = {"description": doc.spec.get("description", ""), "rules": rules}
+        groups = list(dict.fromkeys(doc.spec.get("kubernetes_groups", [])))
+        spec: dict[str, Any] = {
+            "description": doc.spec.get("description", ""),
+            "rules": rules,
+            "kubernetes_groups": groups,
+        }
         return Declared(kind="Role", name=doc.name, spec=spec)
     if doc.kind == "User":
         spec = {

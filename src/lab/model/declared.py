@@ -79,7 +79,11 @@ def role_object(role: Role, *, self_service: Permission) -> Declared:
     return Declared(
         kind="Role",
         name=role.name,
-        spec={"description": role.description, "rules": [rule_view(p) for p in rules]},
+        spec={
+            "description": role.description,
+            "rules": [rule_view(p) for p in rules],
+            "kubernetes_groups": list(role.kubernetes_groups),
+        },
         builtin=role.builtin,
     )
 

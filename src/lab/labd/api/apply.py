@@ -118,11 +118,15 @@ def _wanted(doc: Document) -> Wanted:
     )
 
 
-async def _role_rules(name: str, outcome: Outcome) -> tuple[Permission, ...]:
+async def _role_rules(name: str, outcome: Outcome) -> tuple[tuple[Permission, ...], set[str]]:
+    """The rules and Kubernetes groups of role ``name`` as this apply leaves it."""
     for change in outcome.plan.changes:
         if change.key == ObjectKey(kind="Role", name=name) and change.after is not None:
-            return (*(_permission(r) for r in change.after.spec["rules"]), SELF_SERVICE)
-    return (await ctx().store.roles.get(name)).permissions
+            spec = change.after.spec
+            rules = (*(_permission(r) for r in spec["rules"]), SELF_SERVICE)
+            return rules, set(spec["kubernetes_groups"])
+    role = await ctx().store.roles.get(name)
+    return role.permissions, set(role.kubernetes_groups)
 
 
 def _permission(rule: dict[str, str]) -> Permission:
@@ -145,8 +149,24 @@ async def _authorize(who: Principal, outcome: Outcome) -> None:
                 f"into {role_key}: it allows more than {who.subject} holds",
                 details={"object": str(role_key), "reason": "escalation"},
             )
+    held_groups = {g for r in held for g in r.kubernetes_groups}
+    for role_key, group in outcome.groups:
+        if group not in held_groups:
+            raise PermissionDenied(
+                f"{who.subject} may not map {role_key} to Kubernetes group {group!r}: "
+                f"no role of {who.subject} maps to it",
+                details={"object": str(role_key), "reason": "escalation"},
+            )
     for user_key, role in outcome.grants:
-        for perm in await _role_rules(role, outcome):
+        perms, groups = await _role_rules(role, outcome)
+        if groups - held_groups:
+            raise PermissionDenied(
+                f"{who.subject} may not grant role {role!r} to {user_key}: it maps to "
+                f"Kubernetes group {sorted(groups - held_groups)[0]!r}, which "
+                f"{who.subject} does not hold",
+                details={"object": str(user_key), "reason": "escalation", "role": role},
+            )
+        for perm in perms:
             if not rbac.covers(held, perm):
                 raise PermissionDenied(
                     f"{who.subject} may not grant role {role!r} to {user_key}: it allows "

@@ -51,6 +51,8 @@ class Outcome:
     """(user, role) granted: the caller must hold every rule of the role (no escalation)."""
     rules: tuple[tuple[ObjectKey, Any], ...]
     """(role, rule) written: the caller must hold each allow rule it writes."""
+    groups: tuple[tuple[ObjectKey, str], ...]
+    """(role, Kubernetes group) added: the caller must hold a role mapping to it."""
     unchanged: tuple[ObjectKey, ...]
     prune_external: tuple[InventoryRow, ...]
     """Objects of the other kinds the set recorded that the files no longer hold."""
@@ -248,6 +250,7 @@ def plan_apply(
     ]
     grants: list[tuple[ObjectKey, str]] = []
     rules: list[tuple[ObjectKey, Any]] = []
+    groups: list[tuple[ObjectKey, str]] = []
     for change in changes:
         if change.after is None:
             continue
@@ -256,6 +259,10 @@ def plan_apply(
             grants += [(change.key, r) for r in change.after.spec["roles"] if r not in before]
         elif change.key.kind == "Role":
             rules += [(change.key, r) for r in change.after.spec["rules"]]
+            had = set(change.before.spec["kubernetes_groups"]) if change.before else set()
+            groups += [
+                (change.key, g) for g in change.after.spec["kubernetes_groups"] if g not in had
+            ]
     plan = Plan(
         set_name=set_name,
         changes=tuple(changes),
@@ -270,6 +277,7 @@ def plan_apply(
         checks=tuple(dict.fromkeys(checks)),
         grants=tuple(grants),
         rules=tuple(rules),
+        groups=tuple(groups),
         unchanged=tuple(unchanged),
         prune_external=tuple(external),
     )

@@ -105,8 +105,15 @@ def _write_role(tx: Tx, change: Change) -> None:
         )
     description = after.spec.get("description") or ""
     assert isinstance(description, str)
+    groups = tuple(str(g) for g in after.spec.get("kubernetes_groups") or ())
     upsert_role(
-        tx, Role(name=after.name, description=description, permissions=_permissions(after.spec))
+        tx,
+        Role(
+            name=after.name,
+            description=description,
+            permissions=_permissions(after.spec),
+            kubernetes_groups=groups,
+        ),
     )
 
 
