@@ -101,7 +101,7 @@ class ProxyRig:
 
 @asynccontextmanager
 async def proxy_rig(
-    tmp_path: Path, clusters: Mapping[str, KubeAPI], **settings: Any
+    tmp_path: Path, clusters: Mapping[str, KubeAPI | Any], **settings: Any
 ) -> AsyncIterator[ProxyRig]:
     """labd with each of ``clusters`` imported under its name (POST /api/clusters/import:
     the kubeconfig sealed in labd's store, where the proxy reads it)."""
