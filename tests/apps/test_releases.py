@@ -292,3 +292,14 @@ async def test_dry_run_then_uninstall_with_data_forgets_everything(
                 assert await live(kube_ssa) == set()
                 assert await app.history() == []
                 assert await labd.context.store.secrets.list("app/home/shop/web/") == []
+                # upgrade alone needs a deployed revision; upgrade --install installs.
+                body = {"module": module_body(module), "values": {"password": SECRET}}
+                missing = await app.post("upgrade", **body)
+                assert missing.status_code == 404
+                assert "upgrade --install" in missing.json()["error"]["message"]
+                installed = await app.post("upgrade", **body, install=True)
+                assert installed.status_code == 200, installed.text
+                assert (installed.json()["revision"], installed.json()["operation"]) == (
+                    1,
+                    "install",
+                )

@@ -145,6 +145,7 @@ async def _deploy(
     history_max: int,
     reuse_values: bool,
     output: str,
+    or_install: bool = False,
 ) -> None:
     from lab.cli.output import check_format
     from lab.client.durations import parse_duration
@@ -164,6 +165,7 @@ async def _deploy(
         }
         if verb == "upgrade":
             payload["reuse_values"] = reuse_values
+            payload["install"] = or_install
         answer = await _call(
             "POST", f"{base(cluster, namespace, name)}/{verb}", payload, within=seconds + 60
         )
@@ -227,6 +229,10 @@ async def upgrade(
     reuse_values: Annotated[
         bool, Parameter(negative=(), help="Start from the deployed revision's values.")
     ] = False,
+    or_install: Annotated[
+        bool,
+        Parameter(name=["--install"], negative=(), help="Install NAME when nothing is deployed."),
+    ] = False,
     sha256: Sha256Opt = "",
     dry_run: DryRunOpt = False,
     wait: WaitOpt = False,
@@ -261,6 +267,7 @@ async def upgrade(
         history_max=history_max,
         reuse_values=reuse_values,
         output=output,
+        or_install=or_install,
     )
 
 

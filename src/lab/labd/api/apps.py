@@ -50,6 +50,7 @@ class Deploy:
     module: ModuleSource
     values: dict[str, Any] = Factory(dict)
     reuse_values: bool = False
+    install: bool = False
     dry_run: bool = False
     wait: bool = False
     timeout: float = 300.0
@@ -181,7 +182,13 @@ async def _deploy(cluster: str, namespace: str, name: str, *, upgrade: bool) -> 
     )
     annotate(module=module.spec.ref, module_sha256=module.digest, dry_run=req.dry_run)
     out = await engine().install(
-        key, module, req.values, opts, upgrade=upgrade, reuse_values=req.reuse_values
+        key,
+        module,
+        req.values,
+        opts,
+        upgrade=upgrade,
+        reuse_values=req.reuse_values,
+        or_install=req.install,
     )
     if out.revision is not None:
         annotate(revision=out.revision.revision, status=out.revision.status, pruned=out.pruned)

@@ -194,11 +194,13 @@ class AppEngine:
         *,
         upgrade: bool = False,
         reuse_values: bool = False,
+        or_install: bool = False,
     ) -> Outcome:
         """Install (``upgrade=False``) or upgrade ``key`` to ``module`` with ``values``.
 
         Install: Conflict when a revision is deployed (use upgrade); a failed or uninstalled
-        release is installed again. Upgrade: NotFound when nothing was ever deployed.
+        release is installed again. Upgrade: NotFound when nothing is deployed, unless
+        ``or_install`` (``upgrade --install``: then it installs).
         """
         operation = "upgrade" if upgrade else "install"
         async with self._locked(key, operation, opts) as owner:
@@ -210,9 +212,12 @@ class AppEngine:
                     f"labctl apps upgrade {key.name}",
                     details={"revision": deployed.revision},
                 )
-            if upgrade and deployed is None:
+            if upgrade and deployed is None and or_install:
+                operation = "install"
+            elif upgrade and deployed is None:
                 raise NotFound(
-                    f"app {key} has no deployed revision to upgrade: install it",
+                    f"app {key} has no deployed revision to upgrade: install it "
+                    "(or upgrade --install)",
                     details={"resource": key.resource},
                 )
             if reuse_values and deployed is not None:
