@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ import trio
 from attrs import define, evolve, field
 
 from lab import pki
-from lab.errors import Invalid, LabError, NotFound, Unavailable
+from lab.errors import Invalid, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection, dump_kubeconfig, load_kubeconfig
 from lab.labd.clusterops import registry
 from lab.labd.clusterops.node import NodeShell, StepFailed
@@ -68,6 +68,10 @@ class OpContext:
         data = json.loads(raw)
         return data["cert"].encode(), data["key"].encode()
 
+    def remember(self, conn: KubeConnection) -> None:
+        """The cluster's connection, as just stored sealed (the kubeconfig step)."""
+        self._kube = conn
+
     async def kube(self) -> KubeConnection:
         if self._kube is None:
             raw = await self.context.secrets.get(registry.secret_name(self.name, "kubeconfig"))
@@ -99,10 +103,14 @@ async def preflight(op: OpContext, node: str) -> list[str]:
         problems.append("no default route (k3s needs one, even air-gapped: add a dummy one)")
     problems += await _ports(op, sh, node)
     problems += await _selinux(sh)
-    remote = await sh.check(["date", "+%s"])
-    skew = abs(float(remote.text.strip() or 0) - datetime.now(UTC).timestamp())
-    if skew > MAX_CLOCK_SKEW:
-        problems.append(f"clock is {skew:.0f}s off labd's (etcd and TLS need synced clocks)")
+    remote = await sh.run(["date", "+%s"])
+    try:
+        skew = abs(float(remote.text.strip()) - datetime.now(UTC).timestamp())
+    except ValueError:
+        problems.append("could not read its clock (date +%s)")
+    else:
+        if skew > MAX_CLOCK_SKEW:
+            problems.append(f"clock is {skew:.0f}s off labd's (etcd and TLS need synced clocks)")
     df = await sh.run(["df", "-Pk", sh.paths.root])
     try:
         avail = int(df.text.splitlines()[-1].split()[3])
@@ -445,12 +453,3 @@ STEPS: dict[str, Step] = {
     "delete-node": delete_node,
     "unregister": unregister,
 }
-
-
-async def chunks_of(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
-def describe_error(exc: LabError) -> str:
-    return exc.message
