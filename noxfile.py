@@ -60,6 +60,7 @@ BENCH_SMALL = {
     "exec_latency.py": ["--runs", "5", "--relay-runs", "50"],
     "exec_throughput.py": ["--mb", "200"],
     "fanout.py": ["--agents", "50"],
+    "kubeproxy.py": ["--runs", "10", "--seconds", "5"],
     "faults.py": ["--rounds", "1", "--head", "5", "--short", "50", "--mb", "20", "--stall", "5"],
 }
 

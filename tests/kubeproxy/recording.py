@@ -37,7 +37,30 @@ aiohttp.web.StreamResponse.prepare = _prepare_watch  # type: ignore[method-assig
 
 
 @attrs.define(kw_only=True)
-class RecordingKubeAPI(LabKubeAPI):
+class KubectlKubeAPI(LabKubeAPI):
+    """The double with what kubectl needs (see the module docstring)."""
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        answer = await super()._serve_version(request)
+        if isinstance(answer, dict):
+            answer["groupVersion"] = str(answer.get("groupVersion", "")).lstrip("/")
+        return answer
+
+    async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
+        answer = await super()._serve_list(request)
+        resource = request.resource
+        if isinstance(answer, dict) and resource is not None:
+            info = self._resources.get(resource)
+            kind = getattr(info, "kind", None) or str(resource.plural).capitalize()
+            group = f"{resource.group}/" if resource.group else ""
+            answer = {"apiVersion": f"{group}{resource.version}", "kind": f"{kind}List", **answer}
+        return answer
+
+
+@attrs.define(kw_only=True)
+class RecordingKubeAPI(KubectlKubeAPI):
+    """And every request remembered, for ``GET /_lab/requests``."""
+
     seen: list[dict[str, Any]] = attrs.field(factory=list)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -56,19 +79,3 @@ class RecordingKubeAPI(LabKubeAPI):
             }
         )
         return await super().__call__(raw_request)
-
-    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
-        answer = await super()._serve_version(request)
-        if isinstance(answer, dict):
-            answer["groupVersion"] = str(answer.get("groupVersion", "")).lstrip("/")
-        return answer
-
-    async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
-        answer = await super()._serve_list(request)
-        resource = request.resource
-        if isinstance(answer, dict) and resource is not None:
-            info = self._resources.get(resource)
-            kind = getattr(info, "kind", None) or str(resource.plural).capitalize()
-            group = f"{resource.group}/" if resource.group else ""
-            answer = {"apiVersion": f"{group}{resource.version}", "kind": f"{kind}List", **answer}
-        return answer

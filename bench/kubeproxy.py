@@ -1,0 +1,137 @@
+"""kubectl through labd's /k8s proxy vs straight to the API server.
+
+Run: ``python bench/kubeproxy.py [--runs 30] [--seconds 10] [--concurrency 32]``. Starts
+labd in this process (loopback, real TLS, SQLite, audit on) with kmock as the cluster's API
+server (its own process), then prints JSON lines:
+
+- ``kubeproxy_kubectl_get_p50`` / ``_p99``: wall time of ``kubectl get pods`` through labd, in
+  milliseconds; baseline the same command straight to kmock, ratio proxy/direct (goal ≤ 1.2);
+- ``kubeproxy_get_rate``: GETs per second of one pod list through labd from a separate load
+  process (``bench/_kube_load.py``), every one authenticated, judged and audited; baseline the
+  same load straight to kmock. ``errors`` counts answers other than 200 (goal: none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.kube.kmock_server import run_kube_api  # noqa: E402
+from tests.kubeproxy.rig import KUBECTL, proxy_rig  # noqa: E402
+
+LIST = "/api/v1/namespaces/default/pods"
+HANDLER = "tests.kubeproxy.recording:KubectlKubeAPI"
+
+
+def emit(bench: str, value: float, unit: str, baseline: float | None, **extra: object) -> None:
+    ratio = value / baseline if baseline else None
+    line = {
+        "bench": bench,
+        "value": round(value, 3),
+        "unit": unit,
+        "baseline": round(baseline, 3) if baseline else baseline,
+        "ratio": round(ratio, 3) if ratio else None,
+        **extra,
+    }
+    print(json.dumps(line), flush=True)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+async def kubectl_times(kubeconfig: Path, home: Path, runs: int) -> list[float]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    argv = [KUBECTL, "--kubeconfig", str(kubeconfig), "get", "pods", "-n", "default"]
+    times = []
+    for _ in range(runs + 2):  # two warm-ups fill kubectl's discovery cache
+        start = time.perf_counter()
+        done = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True)
+        assert done.returncode == 0, done.stderr
+        times.append((time.perf_counter() - start) * 1000)
+    return times[2:]
+
+
+async def load(
+    url: str, ca: Path, cert: str, key: str, seconds: float, conc: int, token: str = ""
+) -> dict[str, float]:
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "_kube_load.py"),
+        url,
+        str(ca),
+        cert,
+        key,
+        str(seconds),
+        str(conc),
+    ]
+    if token:
+        argv.append(token)
+    done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True)
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-kubeproxy-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with run_kube_api(tmp, handler=HANDLER) as api, proxy_rig(tmp, {"home": api}) as rig:
+            proxied = rig.kubeconfig(rig.admin, namespace="default")
+            direct = tmp / "direct.yaml"
+            direct.write_text(api.kubeconfig)
+            home = tmp / "home"
+            via = await kubectl_times(proxied, home, args.runs)
+            straight = await kubectl_times(direct, home, args.runs)
+            for pct in (50, 99):
+                emit(
+                    f"kubeproxy_kubectl_get_p{pct}",
+                    percentile(via, pct),
+                    "ms",
+                    percentile(straight, pct),
+                )
+            ident = proxied.parent
+            (tmp / "kmock-ca.pem").write_bytes(api.ca_pem)
+            through = await load(
+                f"{rig.labd.url}/k8s/home{LIST}",
+                ident / "ca.pem",
+                str(ident / "cert.pem"),
+                str(ident / "key.pem"),
+                args.seconds,
+                args.concurrency,
+            )
+            base = await load(
+                f"{api.url}{LIST}",
+                tmp / "kmock-ca.pem",
+                "-",
+                "-",
+                args.seconds,
+                args.concurrency,
+                api.token,
+            )
+            emit(
+                "kubeproxy_get_rate",
+                through["requests"] / through["seconds"],
+                "req/s",
+                base["requests"] / base["seconds"],
+                errors=through["errors"],
+                concurrency=args.concurrency,
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    trio.run(main, parser.parse_args())
