@@ -35,6 +35,9 @@ def test_wheel_lists_kickstart_schema_and_units(wheel: Path) -> None:
         assert repo_files, folder
         for p in repo_files:
             assert f"lab/_data/{folder}/{p.relative_to(ROOT / folder)}" in names
+    # templates kept beside the code that renders them
+    for template in ("k3s-config.yaml.j2", "k3s.service.j2"):
+        assert f"lab/labd/clusterops/templates/{template}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for script in ("labctl", "labd", "lab-bastion", "lab-agent"):
