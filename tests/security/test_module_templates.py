@@ -190,3 +190,10 @@ def test_an_archive_cannot_write_or_name_paths_outside(tmp_path: Path) -> None:
         data = archive(members)
         with pytest.raises(Invalid, match="not a plain file"):
             from_archive(data, hashlib.sha256(data).hexdigest(), source=name)
+
+
+def test_endless_output_stops_at_the_cap(tmp_path: Path) -> None:
+    loop = "{% for i in 'x' * 90000 %}{% for j in 'y' * 90000 %}0123456789{% endfor %}{% endfor %}"
+    root = module_with(tmp_path, configmap(f"  out: {loop}\n"))
+    with pytest.raises(Invalid, match="renders more than"):
+        rendered(root)

@@ -319,18 +319,22 @@ def render(
 
     def one(name: str) -> list[dict[str, Any]]:
         nonlocal size
+        parts: list[str] = []
         try:
-            text = env.get_template(name).render(context)
+            # Streamed, so a template that writes without end stops at the cap, not at OOM.
+            for chunk in env.get_template(name).generate(context):
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    raise Invalid(
+                        f"{spec.ref} renders more than {MAX_OUTPUT} bytes",
+                        details={"fields": [name]},
+                    )
+                parts.append(chunk)
         except jinja2.TemplateError as exc:
             raise Invalid(
                 f"{name}: {type(exc).__name__}: {exc}", details={"fields": [name]}
             ) from exc
-        size += len(text)
-        if size > MAX_OUTPUT:
-            raise Invalid(
-                f"{spec.ref} renders more than {MAX_OUTPUT} bytes", details={"fields": [name]}
-            )
-        return _objects_of(name, text, release)
+        return _objects_of(name, "".join(parts), release)
 
     objects: list[dict[str, Any]] = []
     for name in sorted(module.templates):

@@ -13,6 +13,7 @@ detail. Applying, pruning and waiting are :mod:`lab.labd.apps.objects`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ import attrs
 import trio
 import yaml
 
-from lab.errors import Conflict, LabError, NotFound, Unavailable
+from lab.errors import Conflict, Invalid, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection
 from lab.kube.apply import Discovery, apply, fetch, readiness
 from lab.labd.apps import certificates
@@ -39,7 +40,7 @@ from lab.labd.apps.objects import (
 from lab.labd.apps.sealing import ReleaseSecrets, redact_manifest
 from lab.labd.audit.entries import record
 from lab.model.apps import PENDING, AppRevision, ObjectRef, ReleaseKey
-from lab.modules import Cluster, Module, Release, check_values, render
+from lab.modules import Cluster, Module, Release, Rendered, check_values, render
 from lab.modules.values import merge
 from lab.store import AppReleaseRepository
 
@@ -48,6 +49,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 2.0
+RENDER_TIMEOUT = 20.0
+"""Seconds a module's templates may take to render."""
+
+
+async def render_off_loop(
+    module: Module, values: dict[str, Any], *, release: Release, cluster: Cluster
+) -> Rendered:
+    """:func:`lab.modules.render` in a worker thread, so that templates that loop for long do
+    not stall labd's event loop; Invalid after :data:`RENDER_TIMEOUT` (the thread is then
+    abandoned: Python cannot stop it, it ends with the loop)."""
+    job = functools.partial(render, module, values, release=release, cluster=cluster)
+    try:
+        with trio.fail_after(RENDER_TIMEOUT):
+            return await trio.to_thread.run_sync(job, abandon_on_cancel=True)
+    except trio.TooSlowError:
+        raise Invalid(
+            f"{module.spec.ref}: rendering took more than {RENDER_TIMEOUT:g}s",
+            details={"fields": ["module"]},
+        ) from None
 
 
 def now() -> datetime:
@@ -244,7 +264,7 @@ class AppEngine:
         number = await self.repo.next_revision(key)
         async with KubeClient(await self.connection(key.cluster)) as client:
             version = str((await client.version()).get("gitVersion", ""))
-            rendered = render(
+            rendered = await render_off_loop(
                 module,
                 values,
                 release=Release(name=key.name, namespace=key.namespace, revision=number),
@@ -506,7 +526,7 @@ class AppEngine:
         checked = check_values(module.spec.parameters, values)
         async with KubeClient(await self.connection(key.cluster)) as client:
             version = str((await client.version()).get("gitVersion", ""))
-        new = render(
+        new = await render_off_loop(
             module,
             checked,
             release=Release(name=key.name, namespace=key.namespace, revision=rev.revision + 1),
