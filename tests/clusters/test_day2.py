@@ -18,6 +18,8 @@ async def test_three_servers_create_upgrade_delete(tmp_path: Path) -> None:
         async with cluster_lab(tmp_path, nodes) as lab:
             await lab.add_artifact("k3s", V1, "amd64", k3s_program(V1, lab.record))
             await lab.add_artifact("k3s", V2, "amd64", k3s_program(V2, lab.record))
+            images = b"stand-in air-gap images " * 1000
+            await lab.add_artifact("k3s-airgap-images", V1, "amd64", images)
             async with await lab.http() as client:
                 body = {"servers": nodes[:2], "api_address": "127.0.0.1", "api_port": free_port()}
                 resp = await client.post("/api/clusters/c3/create", json=body)
@@ -37,6 +39,9 @@ async def test_three_servers_create_upgrade_delete(tmp_path: Path) -> None:
                     for c in configs
                 ]
                 assert flags[0] == flags[1] == flags[2]
+                for node in nodes:  # the air-gap images were staged beside k3s
+                    staged = lab.root(node) / "var/lib/rancher/k3s/agent/images"
+                    assert (staged / "k3s-airgap-images-amd64.tar").read_bytes() == images
 
                 resp = await client.post("/api/clusters/c3/upgrade", json={"version": V2})
                 assert resp.status_code == 200, resp.text
