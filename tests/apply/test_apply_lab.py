@@ -7,9 +7,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import trio
 import yaml
 
+from lab.errors import NotFound
+from lab.model.apps import ReleaseKey
 from lab.model.declared import ObjectKey
 from tests.bastion.conftest import INVENTORY, start_bastion
 from tests.kube.kmock_server import run_kube_api
@@ -18,6 +21,7 @@ from tests.servers.cli import labctl, login_env
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "lab"
 MACS = ("52:54:00:00:00:01", "52:54:00:00:00:02")
+SECRET = "hello-Pa55word-from-env"
 
 
 async def _discover(bastion_client: object, discovery_token: str, mac: str) -> None:
@@ -41,13 +45,13 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 async def test_the_example_lab_applies_as_documented(tmp_path: Path) -> None:
-    lab = tmp_path / "lab"
-    shutil.copytree(EXAMPLE, lab)
+    shutil.copytree(EXAMPLE.parent, tmp_path / "examples")  # the lab and its module
+    lab = tmp_path / "examples" / "lab"
     home = tmp_path / "home"
     with trio.fail_after(240):
         async with (
             running_labd(tmp_path) as labd,
-            run_kube_api(tmp_path) as kube,
+            run_kube_api(tmp_path, handler="tests.apps.kube_ssa:ApplyKubeAPI") as kube,
             trio.open_nursery() as nursery,
         ):
             admin = await labd.admin()
@@ -67,6 +71,7 @@ async def test_the_example_lab_applies_as_documented(tmp_path: Path) -> None:
                     HOME=str(home),
                     LABCTL_BASTION_URL=bastion.url,
                     LABCTL_BASTION_TOKEN_FILE=str(bastion.data_dir / "admin-token"),
+                    HELLO_PASSWORD=SECRET,
                 )
                 await _walk(labd, env, lab, bastion)
                 nursery.cancel_scope.cancel()
@@ -90,6 +95,7 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
         "machine/node1 install queued",
         "machine/node2 unchanged (discovered, no install requested)",
         "cluster/home created",
+        "app/hello installed",
     ):
         assert line in out, (line, out)
     assert (await store.servers.get_by_name("web2")).labels == {"role": "web", "zone": "b"}
@@ -101,6 +107,10 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
     )
     assert resp.json()["state"] == "queued" and resp.json()["hostname"] == "node1"
     assert (await labd.context.clusters.get("home")).name == "home"
+    release = await labd.context.store.apps.get(
+        ReleaseKey(cluster="home", namespace="web", name="hello")
+    )
+    assert release.status == "deployed" and release.values["password"] == "<sealed>"
 
     # Second apply: nothing to do; diff agrees.
     done = await labctl(env, "apply", "-f", str(lab), "--set", "lab")
@@ -120,7 +130,9 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
     ]
     assert done.stdout.count("--- a/") == 1 and "a/role/auditor" in done.stdout
 
-    # Prune: carol leaves the files; she is disabled, hank (made by hand) stays enabled.
+    # Prune: carol and the app leave the files; she is disabled and the app uninstalled,
+    # hank (made by hand) stays enabled.
+    (lab / "apps.yaml").unlink()
     text = (lab / "users.yaml").read_text()
     (lab / "users.yaml").write_text(
         text.split("---\napiVersion: lab/v1\nkind: User\nmetadata:\n  name: carol")[0]
@@ -129,12 +141,21 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
     assert done.returncode == 0, done.stderr
     assert "user/carol disabled (spec.disabled)" in done.stdout.splitlines()
     assert "role/auditor configured (spec.description)" in done.stdout.splitlines()
-    assert done.stdout.splitlines()[-1] == "2 changes"
+    assert "app/hello uninstalled" in done.stdout.splitlines()
+    assert done.stdout.splitlines()[-1] == "3 changes"
+    with pytest.raises(NotFound):  # uninstalled, its history forgotten
+        await labd.context.store.apps.get(ReleaseKey(cluster="home", namespace="web", name="hello"))
     assert (await store.users.get_by_name("carol")).disabled
     assert not (await store.users.get_by_name("hank")).disabled
     assert not (await store.users.get_by_name("ann")).disabled
     rows = await store.apply.inventory("lab")
     assert ObjectKey(kind="User", name="carol") not in {r.key for r in rows}
+
+    # The app's password came from the environment: sealed, never in clear in the database.
+    for path in labd.data_dir.glob("labd.db*"):
+        assert SECRET.encode() not in path.read_bytes(), path
+    entries = await store.audit.list(limit=10_000)
+    assert all(SECRET not in str(e.details) for e in entries)
 
     # Export of every labd kind applies unchanged.
     for kind, name in (("roles", "web-ops"), ("users", "ann"), ("servers", "web1")):
@@ -142,7 +163,7 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
         assert exported.returncode == 0, exported.stderr
         (doc,) = yaml.safe_load_all(exported.stdout)
         assert doc["metadata"]["resourceVersion"]
-        target = lab.parent / f"export-{kind}.yaml"
+        target = lab.parent / f"export-{kind}.yaml"  # beside the lab, not in it
         target.write_text(exported.stdout)
         done = await labctl(env, "apply", "-f", str(target))
         assert done.returncode == 0, done.stderr

@@ -8,6 +8,8 @@ environment variable the document names; they travel only in the operation's req
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -115,12 +117,79 @@ def _machine(doc: Document, *, dry: bool, mode: str) -> int:
     return 0
 
 
+def _module_ref(doc: Document) -> str:
+    """``spec.module`` (a built-in name, or a directory or archive relative to the document)
+    with ``spec.version``, as ``labctl apps --module`` takes it."""
+    word = str(doc.spec["module"])
+    if "/" in word or word.startswith(".") or word.endswith((".tar.gz", ".tgz")):
+        given = Path(word).expanduser()
+        word = str(given if given.is_absolute() else doc.base_dir / given)
+    version = doc.spec.get("version")
+    return f"{word}@{version}" if version else word
+
+
+def _values(doc: Document) -> dict[str, Any]:
+    """``spec.values`` with each ``spec.secretValues`` entry (a dotted path: a reference)
+    read now and set in place."""
+    from lab.apply.documents import resolve_ref
+
+    values: dict[str, Any] = json.loads(json.dumps(doc.spec.get("values") or {}))
+    for path, ref in (doc.spec.get("secretValues") or {}).items():
+        where = f"spec.secretValues.{path}"
+        value = resolve_ref(ref, doc.base_dir, where, doc.source).rstrip("\n")
+        node = values
+        *parents, leaf = str(path).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise Invalid(f"{doc.source}: {where}: {part} is not a mapping in spec.values")
+        node[leaf] = value
+    return values
+
+
 async def _app(client: LabClient, doc: Document, *, dry: bool, mode: str) -> int:
-    raise Invalid(
-        f"{doc.source}: App documents need labd's apps (labctl apps), which this labctl "
-        "cannot reach yet",
-        details={"object": f"app/{doc.name}"},
-    )
+    """An app release, through the routes ``labctl apps`` uses: installed when missing,
+    upgraded when labd's diff of the rendered objects (or the module) differs, uninstalled by
+    prune or delete."""
+    from lab.cli.apps_cmd import base, module_payload
+
+    path = base(str(doc.spec["cluster"]), str(doc.spec.get("namespace", "default")), doc.name)
+    try:
+        current: dict[str, Any] | None = await client.get(path)
+    except NotFound:
+        current = None
+    if current is not None and current.get("status") == "uninstalled":
+        current = None
+    if mode == "delete":
+        if current is None:
+            _say("App", doc.name, "absent", dry)
+            return 0
+        if not dry:
+            await client.post(f"{path}/uninstall", json={})
+        _say("App", doc.name, "uninstalled", dry)
+        return 1
+    module = module_payload(_module_ref(doc), str(doc.spec.get("sha256", "")))
+    values = _values(doc)
+    if current is None:
+        if not dry:
+            await client.post(f"{path}/install", json={"module": module, "values": values})
+        _say("App", doc.name, "installed", dry)
+        return 1
+    diff = await client.post(f"{path}/diff", json={"module": module, "values": values})
+    if "name" in module:
+        same_module = (current.get("module"), current.get("version")) == (
+            module["name"],
+            module["version"],
+        )
+    else:
+        same_module = current.get("module_sha256") == module["sha256"]
+    if not diff.get("diff") and same_module:
+        _say("App", doc.name, "unchanged", dry)
+        return 0
+    if not dry:
+        await client.post(f"{path}/upgrade", json={"module": module, "values": values})
+    _say("App", doc.name, "upgraded", dry)
+    return 1
 
 
 async def apply_external(
