@@ -7,21 +7,28 @@ server (its own process), then prints JSON lines:
 - ``kubeproxy_kubectl_get_p50`` / ``_p99``: wall time of ``kubectl get pods`` through labd, in
   milliseconds; baseline the same command straight to kmock, ratio proxy/direct (goal ≤ 1.2);
 - ``kubeproxy_get_rate``: GETs per second of one pod list through labd from a separate load
-  process (``bench/_kube_load.py``), every one authenticated, judged and audited; baseline the
-  same load straight to kmock. ``errors`` counts answers other than 200 (goal: none).
+  process (``bench/_kube_load.py``), every one authenticated, judged and audited, against a
+  fast stand-in API server (``bench/_static_api.py``: kmock itself serves a few dozen a
+  second here); baseline the same load straight to the stand-in. ``errors`` counts answers
+  other than 200 (goal: none).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,8 +36,11 @@ sys.path.insert(0, str(ROOT))
 from tests.kube.kmock_server import run_kube_api  # noqa: E402
 from tests.kubeproxy.rig import KUBECTL, proxy_rig  # noqa: E402
 
+from lab import pki  # noqa: E402
+
 LIST = "/api/v1/namespaces/default/pods"
 HANDLER = "tests.kubeproxy.recording:KubectlKubeAPI"
+TOKEN = "bench-token"
 
 
 def emit(bench: str, value: float, unit: str, baseline: float | None, **extra: object) -> None:
@@ -81,6 +91,48 @@ async def load(
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True)
     result: dict[str, float] = json.loads(done.stdout)
     return result
+
+
+@asynccontextmanager
+async def static_api(tmp: Path) -> AsyncIterator[tuple[str, Path]]:
+    """bench/_static_api.py as its own process: its kubeconfig text and CA file."""
+    ca = pki.create_ca("static API CA")
+    key = pki.generate_key()
+    cert, _ = pki.issue_server_cert(ca, pki.make_csr(key, "static"))
+    (tmp / "static.pem").write_bytes(cert)
+    (tmp / "static-key.pem").write_bytes(key)
+    (tmp / "static-ca.pem").write_bytes(ca.cert_pem())
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "_static_api.py"),
+        str(tmp / "static.pem"),
+        str(tmp / "static-key.pem"),
+        TOKEN,
+    ]
+    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        port = int((await proc.stdout.receive_some(100)).strip())
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "f",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{port}",
+                        "certificate-authority-data": base64.b64encode(ca.cert_pem()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "f", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "f", "context": {"cluster": "f", "user": "f"}}],
+            "current-context": "f",
+        }
+        yield yaml.safe_dump(doc), tmp / "static-ca.pem"
+    finally:
+        proc.kill()
+        await proc.wait()
 
 
 async def main(args: argparse.Namespace) -> None:
