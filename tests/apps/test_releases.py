@@ -303,3 +303,38 @@ async def test_dry_run_then_uninstall_with_data_forgets_everything(
                     1,
                     "install",
                 )
+
+
+async def test_an_unexpected_error_mid_operation_leaves_nothing_pending(
+    tmp_path: Path, kube_ssa: KubeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.errors import PermissionDenied
+    from lab.labd.apps import engine
+
+    module = write_module(tmp_path / "web")
+    body = {"module": module_body(module), "values": {"password": SECRET}}
+
+    async def refused(*args: object, **kwargs: object) -> tuple[list[str], list[str]]:
+        raise PermissionDenied("deleting is forbidden by the cluster")
+
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            admin = await labd.admin()
+            await import_cluster(labd, admin, "home", kube_ssa)
+            async with labd.client(admin) as http:
+                app = Apps(http, "home", "shop", "web")
+                assert (await app.post("install", **body)).status_code == 201
+                # A failure that is not an apply error, after the revision was written.
+                monkeypatch.setattr(engine, "prune", refused)
+                failed = await app.post("upgrade", **body)
+                assert failed.status_code == 403, failed.text
+                history = await app.history()
+                assert [(h["revision"], h["status"]) for h in history] == [
+                    (1, "deployed"),
+                    (2, "failed"),
+                ]
+                assert "deleting is forbidden" in history[1]["description"]
+                monkeypatch.undo()
+                again = await app.post("upgrade", **body)
+                assert again.status_code == 200, again.text
+                assert again.json()["revision"] == 3

@@ -137,32 +137,28 @@ class AppEngine:
                 log.warning("could not check app releases' leases", exc_info=True)
             await trio.sleep(SWEEP_EVERY)
 
-    async def expire(self, owner: str | None = None) -> None:
-        for gone in await self.repo.expire(now=now(), owner=owner):
-            log.warning(
-                "app %s: the %s by %s stopped (lease of %s ran out); revision %s failed",
-                gone.key,
-                gone.operation,
-                gone.who,
-                gone.owner,
-                gone.revision,
-            )
+    async def expire(self, owner: str | None = None, reason: str = "") -> None:
+        """Fail (and audit) the revisions that operations whose lease ran out left pending
+        (or, with ``owner``, those of that owner), and free their releases."""
+        for gone in await self.repo.expire(now=now(), owner=owner, reason=reason):
+            if gone.revision is None:
+                continue  # the operation stopped before it wrote a revision: nothing to fail
+            why = reason or f"interrupted: the lease of {gone.owner} ran out"
+            log.warning("app %s: revision %s failed: %s", gone.key, gone.revision, why)
             await record(
                 self.context,
                 action=f"apps:{gone.operation}",
                 resource=gone.key.resource,
                 result="error",
                 user=gone.who,
-                details={
-                    "revision": gone.revision,
-                    "status": "failed",
-                    "error": f"interrupted: the lease of {gone.owner} ran out",
-                },
+                details={"revision": gone.revision, "status": "failed", "error": why},
             )
 
     @asynccontextmanager
     async def _locked(self, key: ReleaseKey, operation: str, opts: Options) -> AsyncIterator[str]:
-        """Hold the release (renewing its lease) for the block; its owner id."""
+        """Hold the release (renewing its lease) for the block; its owner id. However the block
+        ends (an error, a cancellation, a lost lease), a revision it left pending is failed
+        before the release is freed: nothing stays pending."""
         await self.expire()
         owner = f"{self.replica}/{uuid.uuid4().hex[:12]}"
         await self.repo.lock(
@@ -175,6 +171,7 @@ class AppEngine:
             history_max=opts.history_max,
         )
         finished = False
+        reason = f"{operation} stopped before it finished"
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew, key, owner, nursery.cancel_scope)
@@ -182,9 +179,14 @@ class AppEngine:
                 finished = True
                 nursery.cancel_scope.cancel()
             if not finished:
+                reason = f"{operation} stopped: the operation lost its lease"
                 raise Conflict(f"app {key}: the operation lost its lease and was stopped")
+        except BaseException as exc:
+            reason = f"{operation} failed: {_message(exc)}"
+            raise
         finally:
             with trio.CancelScope(shield=True):
+                await self.expire(owner=owner, reason=reason)
                 await self.repo.unlock(key, owner)
 
     async def _renew(self, key: ReleaseKey, owner: str, scope: trio.CancelScope) -> None:
@@ -533,6 +535,14 @@ class AppEngine:
             cluster=Cluster(name=key.cluster, version=version),
         )
         return redact_manifest(await self.sealed.manifest_of(rev)), redact_manifest(new.manifest)
+
+
+def _message(exc: BaseException) -> str:
+    """The first LabError's message in ``exc`` (an exception group too), else its type."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            return _message(inner)
+    return exc.message if isinstance(exc, LabError) else type(exc).__name__
 
 
 __all__ = ["AppEngine", "ApplyFailed", "Options", "Outcome"]

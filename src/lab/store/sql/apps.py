@@ -189,10 +189,13 @@ class AppReleases:
 
         return await self._db.read(tx_)
 
-    async def expire(self, *, now: datetime, owner: str | None = None) -> list[ExpiredLock]:
+    async def expire(
+        self, *, now: datetime, owner: str | None = None, reason: str = ""
+    ) -> list[ExpiredLock]:
         """Fail the pending revision of every release whose lease ran out by ``now`` (and, with
-        ``owner``, of every one whose owner starts with it: that replica restarted) and free
-        those releases."""
+        ``owner``, of every one whose owner starts with it: that replica restarted, or that
+        operation ended without finishing its revision) and free those releases. ``reason``
+        replaces the revision's "lease ran out" description."""
 
         def tx_(tx: Tx) -> list[ExpiredLock]:
             t = tx.dialect.codec.time(now)
@@ -215,7 +218,8 @@ class AppReleases:
                     " ORDER BY revision DESC LIMIT 1",
                     (*_k(key), *_PENDING),
                 )
-                why = f"interrupted: the {op} of {who} stopped (lease of {holder} ran out)"
+                lapsed = f"interrupted: the {op} of {who} stopped (lease of {holder} ran out)"
+                why = reason or lapsed
                 tx.run(
                     "UPDATE app_revisions SET status = 'failed', description = ?, updated_at = ?"
                     f" WHERE {_KEY} AND status IN (?, ?, ?)",
