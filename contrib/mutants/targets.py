@@ -40,6 +40,7 @@ class Target:
 RBAC = "src/lab/labd/access/rbac.py"
 RATELIMIT = "src/lab/labd/access/ratelimit.py"
 STREAMS = "src/lab/proto/streams.py"
+HUB_SESSION = "src/lab/proto/hub_session.py"
 AUDITCHAIN = "src/lab/store/auditchain.py"
 AUDITVERIFY = "src/lab/store/auditverify.py"
 CHECKPOINTS = "src/lab/labd/audit/checkpoints.py"
@@ -88,6 +89,48 @@ _TARGETS = [
         name="proto_streams",
         tests=("tests/proto/test_streams.py", "tests/proto/test_stream_windows.py"),
         mutmut=(STREAMS,),
+        hand=(
+            # a property, which mutmut skips
+            HandMutant(STREAMS, "return self.highest + 1", "return self.highest", "an id reused"),
+        ),
+    ),
+    Target(
+        name="proto_hub_session",
+        tests=("tests/proto/test_hub_session.py",),
+        mutmut=(HUB_SESSION,),
+        hand=(
+            # properties, which mutmut skips
+            HandMutant(
+                HUB_SESSION,
+                "return not self.finished and self.aborted is None",
+                "return not self.finished",
+                "a stream labd aborted still counts as running (and is cancelled again)",
+            ),
+            HandMutant(
+                HUB_SESSION,
+                "return self.close_code is not None",
+                "return False",
+                "a closing session counts as open",
+            ),
+            HandMutant(
+                HUB_SESSION,
+                "return self.phase is Phase.OPEN",
+                "return self.phase is not Phase.HELLO",
+                "welcomed before the registry took the session",
+            ),
+            HandMutant(
+                HUB_SESSION,
+                "return isinstance(self.start, ExecStart)",
+                "return True",
+                "a log stream is taken for an exec",
+            ),
+            HandMutant(
+                HUB_SESSION,
+                'return f"server/{self.name}"',
+                "return self.name",
+                "subject unprefixed",
+            ),
+        ),
     ),
     Target(
         name="relay_credit",

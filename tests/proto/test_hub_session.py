@@ -95,6 +95,27 @@ def exec_stream(s: Session, start: ExecStart | LogsStart = EXEC) -> RelayedStrea
 # --- the handshake ---
 
 
+def test_a_new_session_knows_nothing_yet() -> None:
+    s = new_session(now=5.0)
+    assert s.phase is Phase.HELLO and not s.welcomed and not s.closing
+    assert (s.server_id, s.version, s.facts, s.labels) == ("", "", {}, {})
+    assert (s.close_code, s.close_reason) == (None, "")
+    assert s.idle_for(5.0) == 0.0 and len(s.streams) == 0
+
+
+def test_the_welcome_names_the_session_and_its_heartbeat_interval() -> None:
+    s = Session(
+        name="db1", serial="07", session_id="abc", heartbeat_interval=4.0, facts_interval=9.0, now=0
+    )
+    s.received(encode(Hello(version="2")), 1.0)
+    s.server_found("srv-2", {})
+    s.revocation(False)
+    s.agent_found(None, None)
+    s.claimed(1.0)
+    assert s.registered() == [Send(Welcome(session_id="abc", heartbeat_interval=4.0))]
+    assert s.next_deadline() == 13.0  # three intervals of 4 s after the hello
+
+
 def test_handshake_asks_one_thing_at_a_time_and_ends_in_welcome() -> None:
     s = admitted()
     assert (s.server_id, s.version, s.labels) == ("srv-1", "1.0", {"role": "web"})
@@ -118,6 +139,7 @@ def test_no_hello_in_time_is_a_policy_violation() -> None:
     close = closed_with(s.timer(110.0), CloseCode.POLICY_VIOLATION)
     assert close.reason == "no hello in time"
     assert close.error is not None and close.error.close_code == CloseCode.POLICY_VIOLATION
+    assert close.error.message == "no hello in time"  # what the audit entry says
     assert s.phase is Phase.CLOSED and s.next_deadline() is None and s.timer(200.0) == []
 
 
@@ -125,7 +147,11 @@ def test_no_hello_in_time_is_a_policy_violation() -> None:
     ("first", "code", "reason"),
     [
         (encode(Heartbeat()), CloseCode.PROTOCOL_ERROR, "expected hello, got heartbeat"),
-        (encode_data(1, Channel.STDOUT, 0, b"x"), CloseCode.PROTOCOL_ERROR, "data frame"),
+        (
+            encode_data(1, Channel.STDOUT, 0, b"x"),
+            CloseCode.PROTOCOL_ERROR,
+            "expected hello, got data frame",
+        ),
         ("not json", CloseCode.PROTOCOL_ERROR, "not a JSON message"),
         ('{"type": "launch-missiles", "v": 1}', CloseCode.UNSUPPORTED_DATA, "unknown message"),
         (b"\x00\x00", CloseCode.PROTOCOL_ERROR, "shorter than its header"),
@@ -153,6 +179,7 @@ def test_unknown_server_is_a_reported_policy_violation() -> None:
     close = closed_with(s.server_unknown(), CloseCode.POLICY_VIOLATION)
     assert close.reason == "server 'web1' is not registered"
     assert close.error is not None and close.error.close_code == CloseCode.POLICY_VIOLATION
+    assert close.error.message == close.reason
 
 
 def test_revoked_certificate_closes_with_4005_before_any_write() -> None:
@@ -234,6 +261,7 @@ def test_heartbeats_renew_the_lease_and_facts_at_most_every_interval() -> None:
     assert s.received(encode(beat), 59.0) == [RecordHeartbeat()]
     assert s.version == "1.1"
     assert s.facts["load"] == [0.5] and s.facts["agent_version"] == "1.1"
+    assert (s.facts["uptime"], s.facts["memory_total"], s.facts["memory_available"]) == (3.0, 8, 4)
     actions = s.received(encode(Heartbeat(uptime=4.0)), 60.0)
     assert actions[0] == RecordHeartbeat() and len(actions) == 2
     written = actions[1]
@@ -377,6 +405,15 @@ def test_stdin_credit_is_counted_and_wakes_the_writer() -> None:
     assert stream.stdin.window.available == 15
 
 
+def test_stdin_is_framed_with_the_agent_stream_id_within_its_credit() -> None:
+    s = admitted()
+    exec_stream(s)
+    stream = exec_stream(s)
+    frame, rest = stream.stdin.chunk(Channel.STDIN, memoryview(b"input"))
+    assert frame == encode_data(2, Channel.STDIN, 0, b"input") and not rest
+    assert stream.stdin.window.available == DEFAULT_WINDOW - 5
+
+
 def test_a_stream_the_caller_left_drops_late_items_and_is_cancelled_once() -> None:
     s = admitted()
     stream = exec_stream(s)
@@ -408,8 +445,9 @@ def test_a_closing_session_opens_no_stream_and_cancels_none() -> None:
     s = admitted()
     stream = exec_stream(s)
     s.close(CloseCode.GOING_AWAY, "labd is shutting down")
-    with pytest.raises(Unavailable, match="agent not connected") as info:
+    with pytest.raises(Unavailable) as info:
         exec_stream(s)
+    assert info.value.message == "agent not connected"
     assert info.value.details == {"server": "web1"}
     assert s.end_stream(stream) == []  # the agent kills every stream of the connection
 

@@ -139,7 +139,7 @@ def test_chunk_frames_what_the_credit_allows_and_returns_the_rest() -> None:
         stream_id=4, channel=Channel.STDIN, seq=0, payload=b"abcde"
     )
     assert bytes(rest) == b"fgh" and out.window.available == 0
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(ProtocolError, match="no credit left on stream 4") as info:
         out.chunk(Channel.STDIN, rest)
     assert info.value.close_code == CloseCode.FLOW_CONTROL
     out.grant(Credit(stream_id=4, bytes=10))
@@ -186,6 +186,7 @@ def test_stream_table_tells_an_ended_stream_from_one_never_opened() -> None:
     assert len(table) == 1 and bool(table)
     table.close(2)
     assert len(table) == 0 and not table
+    assert table.get(2) is None  # the highest id, ended: still not "never opened"
 
 
 def test_stream_table_require_refuses_anything_not_open() -> None:

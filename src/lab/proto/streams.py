@@ -155,7 +155,7 @@ class OutputStream:
         """The frame of as much of ``view`` as the credit allows (at most ``MAX_PAYLOAD``
         bytes), and the rest still to send. Call it only with credit available
         (``window.available > 0``): a sender waits for a grant before the next chunk."""
-        size = min(len(view), self.window.available, MAX_PAYLOAD)
+        size = min(self.window.available, MAX_PAYLOAD)  # a slice stops at the end anyway
         if size == 0:
             raise ProtocolError(
                 f"no credit left on stream {self.stream_id}", close_code=CloseCode.FLOW_CONTROL
