@@ -27,6 +27,10 @@ async def test_preflight_then_a_server_with_another_ca(tmp_path: Path) -> None:
                 stub = tmp_path / "nodes" / "a1" / "bin" / tool
                 stub.write_text(script)
                 stub.chmod(0o755)
+            # ... and already runs k3s for another cluster
+            foreign = lab.root("a1") / "etc/rancher/k3s/config.yaml"
+            foreign.parent.mkdir(parents=True)
+            foreign.write_text('token: "K10' + "f" * 64 + '::server:theirs"\n')
             with socket.socket() as busy:
                 busy.bind(("127.0.0.1", 0))
                 busy.listen()
@@ -47,10 +51,14 @@ async def test_preflight_then_a_server_with_another_ca(tmp_path: Path) -> None:
             assert "server/a1: SELinux is enforcing but k3s-selinux is not installed" in err
             assert "server/a1: clock is" in err and "off labd's" in err
             assert "server/a1: only 1 MiB free" in err
-            for stub in BROKEN_NODE:
-                (tmp_path / "nodes" / "a1" / "bin" / stub).unlink()
+            for tool in BROKEN_NODE:
+                (tmp_path / "nodes" / "a1" / "bin" / tool).unlink()
+            assert "server/a1: " + str(foreign) + " is another k3s cluster's" in err
+            assert "theirs" not in err  # the other cluster's token is not shown
+            assert foreign.read_text().endswith('::server:theirs"\n')  # left as it was
+            foreign.unlink()
             for node in ("s1", "a1"):
-                assert list(lab.root(node).iterdir()) == []  # nothing written on any node
+                assert [p.name for p in lab.root(node).rglob("*") if p.is_file()] == []
             assert not [c for c in lab.calls() if "systemctl" in c]
 
             # fixed (the port is free again, the artifact added), but the server is not ours

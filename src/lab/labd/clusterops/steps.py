@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
+import yaml
 from attrs import define, evolve, field
 
 from lab import pki
@@ -103,6 +104,7 @@ async def preflight(op: OpContext, node: str) -> list[str]:
         problems.append("no default route (k3s needs one, even air-gapped: add a dummy one)")
     problems += await _ports(op, sh, node)
     problems += await _selinux(sh)
+    problems += await _foreign(op, sh)
     remote = await sh.run(["date", "+%s"])
     try:
         skew = abs(float(remote.text.strip()) - datetime.now(UTC).timestamp())
@@ -137,6 +139,28 @@ async def _ports(op: OpContext, sh: NodeShell, node: str) -> list[str]:
             if port.isdigit():
                 used.add(int(port))
     return [f"port {p} is in use" for p in wanted if p in used]
+
+
+async def _foreign(op: OpContext, sh: NodeShell) -> list[str]:
+    """A node that already runs k3s for another cluster (its config holds a token for
+    another CA) is not taken over: its config would be overwritten."""
+    if (await sh.run(["test", "-e", sh.paths.config])).code != 0:
+        return []
+    ran = await sh.run(["cat", sh.paths.config])
+    try:
+        theirs = parse_token(str((yaml.safe_load(ran.out) or {}).get("token", "")))
+    except (yaml.YAMLError, AttributeError, Invalid):
+        theirs = None
+    try:
+        ours = await op.token()
+    except NotFound:
+        ours = None  # this cluster has no CA yet: any k3s config there is another's
+    if theirs is not None and ours is not None and theirs.ca_hash == ours.ca_hash:
+        return []
+    return [
+        f"{sh.paths.config} is another k3s cluster's: remove that cluster from the node"
+        " first (labctl clusters remove-node, or k3s-uninstall.sh)"
+    ]
 
 
 async def _selinux(sh: NodeShell) -> list[str]:
