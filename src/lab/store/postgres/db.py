@@ -41,7 +41,7 @@ from lab.errors import ConfigError, Conflict, Invalid, LabError, Unavailable
 from lab.model import AuditEntry
 from lab.store.audited import PendingAudit, pending_audit
 from lab.store.rows import Params, RowCodec
-from lab.store.sql.dialect import Dialect, Tx
+from lab.store.sql.dialect import Dialect, DriverRunner
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -470,29 +470,7 @@ def _why_not(url: str, settings: PgOptions) -> str:
     return f"no connection within {settings.connect_timeout:g} s"
 
 
-class PgRunner:
+def pg_runner(db: Database) -> DriverRunner:
     """The shared repositories' way in (lab.store.sql): writes through :meth:`Database.run`,
     reads through :meth:`Database.read` (a lost connection is retried once)."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    @property
-    def dialect(self) -> Dialect:
-        return POSTGRES
-
-    async def read(
-        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        def op(conn: Conn) -> R:
-            return fn(Tx(conn, POSTGRES), *args, **kwargs)
-
-        return await self._db.read(op)
-
-    async def write(
-        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        def op(conn: Conn) -> R:
-            return fn(Tx(conn, POSTGRES), *args, **kwargs)
-
-        return await self._db.run(op)
+    return DriverRunner(POSTGRES, read=db.read, write=db.run)

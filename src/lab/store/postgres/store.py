@@ -14,7 +14,7 @@ from lab.model import AuditEntry
 from lab.store.auditchain import AuditKey
 from lab.store.groupcommit import running
 from lab.store.postgres import schema
-from lab.store.postgres.db import Conn, Database, PgOptions, PgRunner, open_pool
+from lab.store.postgres.db import Conn, Database, PgOptions, open_pool, pg_runner
 from lab.store.postgres.writes import append_in_transaction, flush_batch
 from lab.store.sql.repositories import SqlRepositories
 from lab.store.writeops import CLOSE_DRAIN_SECONDS, Outcome, WriteOp
@@ -41,7 +41,7 @@ class PostgresStore(SqlRepositories):
         if audit_key is not None:
             # A change made on behalf of an audited request commits with its entry.
             db.audit_append = functools.partial(_append_now, key=audit_key)
-        super().__init__(url, PgRunner(db), self._flush, max_batch=max_batch, audit_key=audit_key)
+        super().__init__(url, pg_runner(db), self._flush, max_batch=max_batch, audit_key=audit_key)
 
     async def _flush(self, ops: list[WriteOp]) -> list[Outcome | Exception]:
         # One thread hop and one transaction per batch (retried whole on conflicts).

@@ -7,7 +7,7 @@ driver (``%s`` for psycopg). No statement of the store has a literal ``?`` or ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from attrs import field, frozen
@@ -109,3 +109,43 @@ class Runner(Protocol):
     async def write(
         self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R: ...
+
+
+class RunsOp(Protocol):
+    """How a backend runs ``op(conn)`` on a driver connection in its worker thread."""
+
+    def __call__(self, op: Callable[[Any], R], /) -> Awaitable[R]: ...
+
+
+class DriverRunner:
+    """The :class:`Runner` of a backend: ``fn`` gets a :class:`Tx` in the backend's dialect
+    and runs through the backend's ``read`` or ``write`` (which opens the transaction)."""
+
+    def __init__(self, dialect: Dialect, *, read: RunsOp, write: RunsOp) -> None:
+        self._dialect = dialect
+        self._read = read
+        self._write = write
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    async def read(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        return await self._read(self._in_tx(fn, *args, **kwargs))
+
+    async def write(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        return await self._write(self._in_tx(fn, *args, **kwargs))
+
+    def _in_tx(
+        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> Callable[[Any], R]:
+        dialect = self._dialect
+
+        def op(conn: Any) -> R:
+            return fn(Tx(conn, dialect), *args, **kwargs)
+
+        return op

@@ -24,7 +24,7 @@ from lab.model import AuditEntry
 from lab.store.audited import pending_audit
 from lab.store.migrate import Migration, pending, schema_files, split_statements
 from lab.store.rows import RowCodec, dumps, loads
-from lab.store.sql.dialect import Dialect, Tx
+from lab.store.sql.dialect import Dialect, DriverRunner
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -287,30 +287,15 @@ def path_from_url(url: str) -> Path:
     return Path(url[len(prefix) :]).expanduser()
 
 
-class SqliteRunner:
+def sqlite_runner(db: Database) -> DriverRunner:
     """The shared repositories' way in (lab.store.sql): every call under the one connection's
     limiter; a write is one ``BEGIN IMMEDIATE`` :func:`transaction`."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    @property
-    def dialect(self) -> Dialect:
-        return SQLITE
-
-    async def read(
-        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        def op(conn: sqlite3.Connection) -> R:
-            return fn(Tx(conn, SQLITE), *args, **kwargs)
-
-        return await self._db.run(op)
-
-    async def write(
-        self, fn: Callable[Concatenate[Tx, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        def op(conn: sqlite3.Connection) -> R:
+    async def write(op: Callable[[sqlite3.Connection], R]) -> R:
+        def in_transaction(conn: sqlite3.Connection) -> R:
             with transaction(conn):
-                return fn(Tx(conn, SQLITE), *args, **kwargs)
+                return op(conn)
 
-        return await self._db.run(op)
+        return await db.run(in_transaction)
+
+    return DriverRunner(SQLITE, read=db.run, write=write)

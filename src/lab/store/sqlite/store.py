@@ -22,10 +22,10 @@ from lab.store.sqlite.db import (
     SQLITE,
     Database,
     LabConnection,
-    SqliteRunner,
     connect,
     migrate,
     path_from_url,
+    sqlite_runner,
     transaction,
 )
 from lab.store.sqlite.writes import ChainHead, append_in_transaction, flush_batch
@@ -72,7 +72,7 @@ class SqliteStore(SqlRepositories):
             db.conn.audit_append = functools.partial(_append_now, head=self._head)
             db.conn.audit_rolled_back = self._head.forget
         super().__init__(
-            url, SqliteRunner(db), self._flush, max_batch=max_batch, audit_key=audit_key
+            url, sqlite_runner(db), self._flush, max_batch=max_batch, audit_key=audit_key
         )
 
     @property
