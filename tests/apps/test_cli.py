@@ -71,6 +71,17 @@ async def test_apps_commands(tmp_path: Path, kube_ssa: KubeAPI) -> None:
                 ["2", "superseded", "upgrade"],
                 ["3", "deployed", "rollback"],
             ]
+            # labd on that CockroachDB: its root client certificate comes from labd's CA too.
+            on_crdb = await labctl(
+                env, "apps", "install", "labd", "--module", "labd", "--cluster", "home",
+                "-n", "labctl", "--set", "ca_passphrase=" + "p" * 24,
+            )  # fmt: skip
+            assert on_crdb.returncode == 0, on_crdb.stderr
+            async with KubeClient(kube_ssa.connection()) as client:
+                db_tls = await client.get("/api/v1/namespaces/labctl/secrets/labd-db-tls")
+            root = x509.load_pem_x509_certificate(base64.b64decode(db_tls["data"]["client.crt"]))
+            root.verify_directly_issued_by(labd_ca)
+            assert root.subject.rfc4514_string() == "CN=root"
             missing = await labctl(
                 env, "apps", "install", "x", "--module", "cockroachdb@9.9.9", *where
             )
@@ -81,7 +92,7 @@ async def test_apps_commands(tmp_path: Path, kube_ssa: KubeAPI) -> None:
             ok = await labctl(env, "apps", "install", "web", *shop, "--set", f"password={SECRET}")
             assert ok.returncode == 0, ok.stderr
             listed = await labctl(env, "get", "apps", "-o", "name")
-            assert listed.stdout.split() == ["app/crdb", "app/web"]
+            assert listed.stdout.split() == ["app/crdb", "app/labd", "app/web"]
             diff = await labctl(
                 env, "apps", "diff", "web", *shop, "--reuse-values", "--set", "legacy=false"
             )

@@ -39,7 +39,7 @@ def test_lint_names_the_bad_value_and_package_then_show_the_tarball(tmp_path: Pa
     good = labctl(tmp_path, "modules", "lint", labd, "--set", "ca_passphrase=" + "p" * 20)
     assert good.returncode == 0, good.stderr
     assert "apps/v1/Deployment/default/labd" in good.stdout
-    assert good.stdout.splitlines()[-1].startswith("ok: labd@1.0.0, 6 objects")
+    assert good.stdout.splitlines()[-1].startswith("ok: labd@1.0.0, 7 objects")
     packed = labctl(tmp_path, "modules", "package", labd, "-d", str(tmp_path / "dist"))
     assert packed.returncode == 0, packed.stderr
     archive, digest_line = packed.stdout.splitlines()

@@ -30,7 +30,7 @@ from lab.modules import (
     satisfies,
     values_from,
 )
-from lab.modules.spec import schema_path
+from lab.modules.spec import placeholder_certificates, schema_path
 from lab.modules.values import join_secrets, split_secrets
 from tests.cluster.test_k8s_manifests import kubernetes, model_name, strict
 
@@ -55,7 +55,8 @@ CLUSTER = Cluster(name="home", version="v1.31.2+k3s1")
 
 def render_builtin(name: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     module = load_builtin(name)
-    checked = check_values(module.spec.parameters, values or SAMPLE_VALUES[name])
+    given = {**placeholder_certificates(module.spec), **(values or SAMPLE_VALUES[name])}
+    checked = check_values(module.spec.parameters, given)
     return list(render(module, checked, release=RELEASE, cluster=CLUSTER).objects)
 
 
@@ -109,6 +110,13 @@ def test_labd_module_sets_only_settings_labd_knows() -> None:
     names = {e["name"] for e in container["env"]} | set(by_kind(objects, "ConfigMap")["data"])
     assert {n for n in names if n.startswith("LABD_")} <= known
     assert deployment["spec"]["replicas"] == 3
+    url = by_kind(objects, "ConfigMap")["data"]["LABD_DATABASE_URL"]
+    assert url.startswith("postgresql://root@crdb-public.db:26257/labd?sslmode=verify-full&")
+    assert "sslkey=/etc/lab/db/client.key" in url
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["db-tls"] == "/etc/lab/db"
+    tls = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "db-db-tls"]
+    assert set(tls[0]["data"]) == {"ca.crt", "client.crt", "client.key"}
 
 
 def test_bastion_runs_on_the_host_network_with_its_dhcp_mode() -> None:
@@ -260,7 +268,8 @@ def test_versions_and_constraints() -> None:
 
 def test_an_old_cluster_is_refused() -> None:
     module = load_builtin("labd")
-    values = check_values(module.spec.parameters, SAMPLE_VALUES["labd"])
+    given = {**placeholder_certificates(module.spec), **SAMPLE_VALUES["labd"]}
+    values = check_values(module.spec.parameters, given)
     with pytest.raises(Invalid, match=r"requires Kubernetes >=1\.28; cluster old runs v1\.25\.0"):
         render(module, values, release=RELEASE, cluster=Cluster(name="old", version="v1.25.0"))
 
