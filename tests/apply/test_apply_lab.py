@@ -158,11 +158,14 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
     assert all(SECRET not in str(e.details) for e in entries)
 
     # Export of every labd kind applies unchanged.
-    for kind, name in (("roles", "web-ops"), ("users", "ann"), ("servers", "web1")):
+    exports = (("roles", "web-ops"), ("users", "ann"), ("servers", "web1"), ("clusters", "home"))
+    for kind, name in exports:
         exported = await labctl(env, "get", kind, name, "-o", "yaml")
         assert exported.returncode == 0, exported.stderr
         (doc,) = yaml.safe_load_all(exported.stdout)
-        assert doc["metadata"]["resourceVersion"]
+        assert doc["metadata"]["name"] == name
+        if kind != "clusters":  # labd's own objects carry their version
+            assert doc["metadata"]["resourceVersion"]
         target = lab.parent / f"export-{kind}.yaml"  # beside the lab, not in it
         target.write_text(exported.stdout)
         done = await labctl(env, "apply", "-f", str(target))

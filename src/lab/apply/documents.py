@@ -229,6 +229,18 @@ def document_of(obj: Declared, *, version: bool = True) -> dict[str, Any]:
     return out
 
 
+def cluster_document(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A cluster of ``GET /api/clusters`` as a Cluster document: applied to the cluster it
+    came from it changes nothing (labd keeps the kubeconfig; the document never holds it)."""
+    spec = {"api_server": item["api_server"]} if item.get("api_server") else {}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Cluster",
+        "metadata": {"name": item["name"]},
+        "spec": spec,
+    }
+
+
 def dump_documents(docs: Iterable[Mapping[str, Any]]) -> str:
     return yaml.safe_dump_all(
         [dict(d) for d in docs], sort_keys=False, default_flow_style=False, explicit_start=True

@@ -358,6 +358,11 @@ async def show_kind(kind: Kind, names: Sequence[str], output: str) -> None:
                 items = [i for i in items if str(i.get(kind.key)) in wanted]
             else:
                 items = [by_key[n] for n in dict.fromkeys(wanted)]
+    if fmt == "yaml" and kind is CLUSTERS:
+        from lab.apply.documents import cluster_document, dump_documents
+
+        sys.stdout.write(dump_documents([cluster_document(i) for i in items]))
+        return
     if is_data(fmt):
         named = [{**i, "name": i.get(kind.key)} for i in items] if fmt == "name" else items
         emit(named, fmt, kind=kind.name)
@@ -436,6 +441,7 @@ async def clusters(*names: str, output: OutputOpt = "") -> None:
     READY is Ready when /version answers and every node is Ready (NotReady, Refused or
     Unreachable otherwise); NODES is Ready/total. -o wide adds STATUS API_SERVER CREATED_BY.
     Never prints a kubeconfig (labctl clusters kubeconfig does, with clusters:read-credentials).
+    -o yaml prints apply documents (kind Cluster) that labctl apply -f takes unchanged.
 
     Example: labctl get clusters -o wide
 
