@@ -307,3 +307,63 @@ def test_context_builders_reject_bad_material(material: dict[str, bytes]) -> Non
     assert ctx.verify_mode == ssl.CERT_NONE
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert _server_ctx(material, "required").verify_mode == ssl.CERT_REQUIRED
+
+
+class Paced:
+    """A raw ASGI app: sends its response head, then waits for ``release`` to send the body."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+        self.head_sent = trio.Event()
+        self.release = trio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].removeprefix("lifespan.")
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        self.head_sent.set()
+        await self.release.wait()
+        await send({"type": "http.response.body", "body": b"hello", "more_body": False})
+
+
+async def test_a_fixed_length_head_leaves_with_its_body() -> None:
+    app = Paced([(b"content-length", b"5")])
+    with trio.fail_after(10):
+        async with running(app, None) as (_, url):
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                await app.head_sent.wait()
+                # The head waits for the body (one write, not two): nothing arrives meanwhile.
+                with trio.move_on_after(0.3):
+                    early = await stream.receive_some(65536)
+                    pytest.fail(f"the head left alone: {early!r}")
+                app.release.set()
+                got = b""
+                while not got.endswith(b"hello"):
+                    got += await stream.receive_some(65536)
+                assert got.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\nhello" in got
+
+
+async def test_a_streamed_head_leaves_before_its_body() -> None:
+    app = Paced([])  # no Content-Length: chunked, the head must not wait
+    with trio.fail_after(10):
+        async with running(app, None) as (_, url):
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive_some(65536)
+                assert not app.release.is_set()  # the body is not sent yet
+                assert b"transfer-encoding: chunked" in head.lower()
+                app.release.set()
+                rest = head.partition(b"\r\n\r\n")[2]
+                while not rest.endswith(b"0\r\n\r\n"):
+                    rest += await stream.receive_some(65536)
+                assert b"hello" in rest

@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lab.errors import Invalid
 from lab.model import Certificate
 from lab.pki.ca import CLOCK_SKEW, CAMaterial, fingerprint_der
-from lab.pki.csr import parse_csr
+from lab.pki.csr import CSRInfo, parse_csr
 
 AGENT_LIFETIME = timedelta(days=30)
 USER_LIFETIME = timedelta(days=90)
@@ -112,7 +112,7 @@ def _sans(hostnames: Iterable[str], ips: Iterable[IPLike]) -> list[x509.GeneralN
 
 def _issue(
     ca: CAMaterial,
-    csr_pem: bytes,
+    csr_pem: bytes | CSRInfo,
     *,
     common_name: str,
     profile: str,
@@ -126,7 +126,9 @@ def _issue(
             "certificate lifetime must be positive",
             details={"fields": ["lifetime"], "reason": "not_positive"},
         )
-    public_key = parse_csr(csr_pem).public_key
+    # A CSR the caller already vetted is not parsed and verified a second time.
+    info = csr_pem if isinstance(csr_pem, CSRInfo) else parse_csr(csr_pem)
+    public_key = info.public_key
     now = now or datetime.now(UTC)
     not_before = now - CLOCK_SKEW
     # A leaf must not outlive the CA that vouches for it.
@@ -188,7 +190,7 @@ _BOTH = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 
 def issue_agent_cert(
     ca: CAMaterial,
-    csr_pem: bytes,
+    csr_pem: bytes | CSRInfo,
     server_name: str,
     *,
     lifetime: timedelta = AGENT_LIFETIME,
@@ -210,7 +212,7 @@ def issue_agent_cert(
 
 def issue_user_cert(
     ca: CAMaterial,
-    csr_pem: bytes,
+    csr_pem: bytes | CSRInfo,
     username: str,
     *,
     lifetime: timedelta = USER_LIFETIME,
@@ -232,7 +234,7 @@ def issue_user_cert(
 
 def issue_server_cert(
     ca: CAMaterial,
-    csr_pem: bytes,
+    csr_pem: bytes | CSRInfo,
     hostnames: Iterable[str] = DEFAULT_SERVER_HOSTNAMES,
     ips: Iterable[IPLike] = DEFAULT_SERVER_IPS,
     *,
@@ -303,7 +305,7 @@ def issue_service_cert(
 
 def issue_bastion_cert(
     ca: CAMaterial,
-    csr_pem: bytes,
+    csr_pem: bytes | CSRInfo,
     bastion_name: str,
     hostnames: Iterable[str] = (),
     ips: Iterable[IPLike] = (),
@@ -331,7 +333,7 @@ def issue_bastion_cert(
 
 def issue_replica_cert(
     ca: CAMaterial,
-    csr_pem: bytes,
+    csr_pem: bytes | CSRInfo,
     replica_id: str,
     hostnames: Iterable[str] = DEFAULT_SERVER_HOSTNAMES,
     ips: Iterable[IPLike] = DEFAULT_SERVER_IPS,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import ssl
 from functools import partial
 from typing import Any, cast
@@ -32,7 +33,7 @@ from typing import Any, cast
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
-from hypercorn.events import Closed, Event, Updated
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
@@ -182,6 +183,9 @@ class PeerCertTCPServer(TCPServer):
         self.guard = guard or ConnectionGuard()
         self.front = front
         self.raw_upgrade_prefixes = raw_upgrade_prefixes
+        self._held: bytes | None = None
+        # After a 101 the bytes are another protocol's (a WebSocket, a tunnel): never held.
+        self._switched = False
 
     async def run(self) -> None:
         address = _peer_address(self.stream)
@@ -269,6 +273,10 @@ class PeerCertTCPServer(TCPServer):
         await self.idle_task.stop()
 
     async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            await self._send_raw(event)
+            return
+        await self._flush_held()
         # quart-trio cancels the app task once the response is sent, and hypercorn sends the
         # protocol's Updated(idle=True) (which arms the keep-alive timer) and Closed (after an
         # early error response) from that task: cancelled, the timer is never armed and the
@@ -279,6 +287,45 @@ class PeerCertTCPServer(TCPServer):
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.config.graceful_timeout + 1.0
             await super().protocol_send(event)
+
+    async def _send_raw(self, event: RawData) -> None:
+        """Send an HTTP/1.1 response head together with the body that follows it.
+
+        A profile of labd answering REST requests showed the two sends per response (head,
+        then body: two TLS records, two syscalls waking the peer) at a fifth of its CPU. A head
+        with a Content-Length is always followed at once by its body (or by the empty end of
+        message of a HEAD or empty answer), so it waits for it; a head without one (chunked
+        streams, 101 for a WebSocket) leaves at once, and after a 101 nothing is held again.
+        """
+        if self._held is not None:
+            event = RawData(data=self._held + event.data, address=event.address)
+            self._held = None
+        elif self._switched:
+            pass
+        elif event.data.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
+            self._switched = True
+        elif _fixed_length_head(event.data):
+            self._held = event.data
+            return
+        await super().protocol_send(event)
+
+    async def _flush_held(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            await super().protocol_send(RawData(data=held))
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:", re.IGNORECASE)
+
+
+def _fixed_length_head(data: bytes) -> bool:
+    """Whether ``data`` is a whole HTTP/1.x final response head with a Content-Length."""
+    return (
+        data.startswith(b"HTTP/1.")
+        and data.endswith(b"\r\n\r\n")
+        and data[9:10] != b"1"
+        and _CONTENT_LENGTH.search(data) is not None
+    )
 
 
 async def serve_asgi(

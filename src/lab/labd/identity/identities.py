@@ -387,7 +387,7 @@ class Identities:
         details the audit entry should carry (token id, creator, binding, mode).
         """
         name = check_hostname(hostname)
-        pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
+        vetted = pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
         record = await self.check_token(token, TokenKind.AGENT)
         note(**token_trace(record))
         check_agent_binding(record, name, facts)
@@ -399,7 +399,7 @@ class Identities:
             exists = True
         if exists and not record.replace:
             raise server_exists(name)  # checked again in the transaction; this saves a signature
-        cert_pem, issued = pki.issue_agent_cert(self.ca.signer, csr.encode(), name)
+        cert_pem, issued = pki.issue_agent_cert(self.ca.signer, vetted, name)
         # Before the write, so the audit entry commits with the enrollment: the certificates
         # the transaction will revoke are the server's valid ones now (a race shows up below).
         valid = (
@@ -457,7 +457,7 @@ class Identities:
         (PermissionDenied ``token_user_mismatch``, ``user_exists``, ``disabled``) leaves the
         token unused.
         """
-        pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
+        vetted = pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
         record = await self.check_token(token, TokenKind.USER)
         note(**token_trace(record))
         name = bound_username(record, username)
@@ -479,7 +479,7 @@ class Identities:
             user = await self.store.users.create(User(name=name))
             for role in record.roles:
                 await self.store.users.grant(user.id, role)
-        cert_pem, issued = pki.issue_user_cert(self.ca.signer, csr.encode(), name)
+        cert_pem, issued = pki.issue_user_cert(self.ca.signer, vetted, name)
         await self.store.certificates.record(issued.to_record())
         log.info("enrolled user/%s (serial %s, token %s)", name, issued.serial, record.id)
         return {
@@ -504,7 +504,7 @@ class Identities:
         bastion certificate is far less than (see lab.labd.api.bastion for what it may do).
         """
         bastion = check_hostname(name)
-        pki.parse_csr(csr.encode())
+        vetted = pki.parse_csr(csr.encode())
         record = await self.check_token(token, TokenKind.USER, role="admin")
         note(**token_trace(record))
         if record.user is not None and record.user != bastion:
@@ -513,7 +513,7 @@ class Identities:
                 details={"reason": "token_user_mismatch"},
             )
         await self.consume(record)
-        cert_pem, issued = pki.issue_bastion_cert(self.ca.signer, csr.encode(), bastion)
+        cert_pem, issued = pki.issue_bastion_cert(self.ca.signer, vetted, bastion)
         await self.store.certificates.record(issued.to_record())
         log.info("enrolled bastion/%s (serial %s)", bastion, issued.serial)
         return {
