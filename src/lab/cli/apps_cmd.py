@@ -399,7 +399,16 @@ async def diff(
         if module:
             source = module_payload(module, sha256)
         else:
+            from lab.errors import Invalid
+            from lab.modules import builtin_names
+
             current = await _call("GET", path, None)
+            if current["module"] not in builtin_names():
+                raise Invalid(
+                    f"{name} runs module {current['module']}, which is not a built-in: "
+                    "give it with --module",
+                    details={"hint": f"labctl apps diff {name} --module DIR ..."},
+                )
             source = {"name": current["module"], "version": current["version"]}
         answer = await _call(
             "POST",
