@@ -103,15 +103,17 @@ class ProxyRig:
 async def proxy_rig(
     tmp_path: Path, clusters: Mapping[str, KubeAPI | Any], **settings: Any
 ) -> AsyncIterator[ProxyRig]:
-    """labd with each of ``clusters`` imported under its name (POST /api/clusters/import:
-    the kubeconfig sealed in labd's store, where the proxy reads it)."""
+    """labd with each of ``clusters`` (an API double, or a kubeconfig text) imported under its
+    name (POST /api/clusters/import: the kubeconfig sealed in labd's store, where the proxy
+    reads it)."""
     (tmp_path / "home").mkdir(exist_ok=True)
     async with running_labd(tmp_path, **settings) as labd:
         admin = await labd.admin()
         async with labd.client(admin) as http:
             for name, api in clusters.items():
+                text = api if isinstance(api, str) else api.kubeconfig
                 resp = await http.post(
-                    "/api/clusters/import", json={"name": name, "kubeconfig": api.kubeconfig}
+                    "/api/clusters/import", json={"name": name, "kubeconfig": text}
                 )
                 assert resp.status_code == 201, resp.text
         yield ProxyRig(labd=labd, admin=admin, tmp=tmp_path)

@@ -168,3 +168,20 @@ async def test_a_discovery_storm_adds_no_audit_rows(tmp_path: Path, recording_ap
             metrics = rig.labd.context.metrics
             counted = metrics.kube_discovery_requests._value.get()
             assert counted >= 9
+
+
+async def test_a_cluster_with_client_certificate_credentials(
+    tmp_path: Path, recording_api: KubeAPI
+) -> None:
+    with trio.fail_after(120):
+        cert_auth = recording_api.kubeconfig_text(auth="cert")
+        async with proxy_rig(tmp_path, {"home": cert_auth}) as rig:
+            out = await rig.kubectl(rig.kubeconfig(rig.admin), "get", "pods", "-n", "default")
+            assert out.returncode == 0, out.stderr
+            seen = [
+                r
+                for r in await upstream_requests(recording_api.connection())
+                if r["path"].startswith("/api/v1/namespaces/default/pods")
+            ]
+            assert seen and all(r["client_cert"] for r in seen)
+            assert not [k for r in seen for k, _ in r["headers"] if k.lower() == "authorization"]

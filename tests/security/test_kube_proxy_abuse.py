@@ -202,3 +202,27 @@ async def test_cluster_credentials_never_reach_the_client(
             assert b"labd:admin" not in transcript  # not even the impersonation goes back
             entries = await rig.audit()
             assert not [e for e in entries if recording_api.token in str(e)]
+
+
+async def test_an_answer_whose_audit_entry_cannot_be_written_is_withheld(
+    tmp_path: Path,
+    recording_api: KubeAPI,  # noqa: F811
+) -> None:
+    import sqlite3
+
+    with trio.fail_after(90):
+        async with proxy_rig(tmp_path, {"home": recording_api}) as rig:
+            # Hold SQLite's write lock: reads go on (WAL), every audit write times out.
+            lock = sqlite3.connect(rig.labd.data_dir / "labd.db", isolation_level=None)
+            try:
+                lock.execute("BEGIN IMMEDIATE")
+                answer = await raw_request(rig.labd, rig.admin, "GET", PODS)
+            finally:
+                lock.rollback()
+                lock.close()
+            assert answer.status == 503
+            assert answer.json()["kind"] == "Status"
+            assert answer.json()["reason"] == "ServiceUnavailable"
+            assert b'"items"' not in answer.body
+            again = await raw_request(rig.labd, rig.admin, "GET", PODS)
+            assert again.status == 200

@@ -290,6 +290,8 @@ class KubeProxy:
         API descriptions at most once an hour per source and reason (a storm of either would
         otherwise fill the log)."""
         reason = str(exc.details.get("reason") or exc.code)
+        if reason == "audit_unavailable":
+            return False  # the log cannot be written: trying again would only wait again
         if call.principal is None:
             return self.refusals.should_audit(f"addr/{call.source}", reason, time.monotonic())
         if call.req is not None and call.req.discovery:
@@ -338,6 +340,7 @@ class KubeProxy:
         where = up.endpoint
         url = f"{where.scheme}://{where.host_header}{where.base_path}{req.upstream_target}"
         body_send, body_receive = trio.open_memory_channel[bytes](_BODY_CHANNEL)
+        failure: LabError | httpx.TransportError | None = None
 
         async def body() -> AsyncIterator[bytes]:
             async with body_receive:
@@ -363,7 +366,13 @@ class KubeProxy:
                 )
                 answer: httpx.Response | None = None
                 try:
-                    answer = await up.client.send(outgoing, stream=True)
+                    try:
+                        answer = await up.client.send(outgoing, stream=True)
+                    except httpx.TransportError as exc:
+                        raise Unavailable(
+                            f"cluster {req.cluster}: the API server cannot be reached ({exc})",
+                            details={"reason": "upstream_unreachable"},
+                        ) from exc
                     status = answer.status_code
                     await self._account(call, req, status)
                     call.answered = True
@@ -377,11 +386,10 @@ class KubeProxy:
                     async for chunk in answer.aiter_raw():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except httpx.TransportError as exc:
-                    raise Unavailable(
-                        f"cluster {req.cluster}: the API server cannot be reached ({exc})",
-                        details={"reason": "upstream_unreachable"},
-                    ) from exc
+                except (LabError, httpx.TransportError) as exc:
+                    # Raised out of the nursery it would come wrapped in an exception group:
+                    # keep it and raise it once the nursery is closed.
+                    failure = exc
                 finally:
                     nursery.cancel_scope.cancel()
                     if answer is not None:
@@ -389,6 +397,13 @@ class KubeProxy:
                         # cancelled half-way would leave the upstream socket to the GC.
                         with trio.CancelScope(shield=True), trio.move_on_after(5):
                             await answer.aclose()
+        if isinstance(failure, LabError):
+            raise failure
+        if failure is not None:
+            raise Unavailable(
+                f"cluster {req.cluster}: the API server went away ({failure})",
+                details={"reason": "upstream_unreachable"},
+            ) from failure
 
     async def _account(self, call: _Call, req: KubeRequest, status: int) -> None:
         """Count and audit an answer before its head reaches the client (fail closed)."""
