@@ -35,6 +35,7 @@ from lab import __version__
 from lab.agent.dispatch import ConnectionGone, Dispatcher, SendFn
 from lab.agent.executor import Outgoing
 from lab.agent.identity import AGENT_FILE, EnrolledIdentity, load_enrolled, renew
+from lab.agent.leftovers import Ledger
 from lab.client.api import LabClient
 from lab.client.credentials import load_credentials
 from lab.errors import ConfigError, LabError
@@ -229,6 +230,7 @@ class Agent:
         self.session: AgentSession | None = None
         self._ws: WebSocketConnection | None = None
         self._dispatcher: Dispatcher | None = None
+        self.ledger = Ledger(settings.state_dir)  # running commands, for the next agent
         self._changed = trio.Event()
         self.connections = 0  # welcomed sessions so far
         self.witnessed = 0  # audit checkpoints stored (lab.runtime.witness)
@@ -285,6 +287,7 @@ class Agent:
         identity = load_enrolled(self.settings.state_dir)
         endpoint(identity.server)
         self.identity = identity
+        self.ledger.kill_leftovers()
         hello = Hello(version=__version__, facts=gather_facts(), labels=self.settings.labels)
         self.session = AgentSession(
             hello,
@@ -435,6 +438,7 @@ class Agent:
                 send,
                 log_sources=self.settings.log_sources,
                 kill_grace=self.settings.kill_grace,
+                ledger=self.ledger,
             )
             self._dispatcher = dispatcher
             try:

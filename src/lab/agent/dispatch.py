@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from lab.agent.executor import Control, Outgoing, run_exec
+from lab.agent.leftovers import Ledger
 from lab.agent.logsource import stream_logs
 from lab.errors import LabError
 from lab.proto import Channel, CloseCode, DataFrame, ProtocolError
@@ -97,8 +98,10 @@ class Dispatcher:
         *,
         log_sources: Mapping[str, Path],
         kill_grace: float = 5.0,
+        ledger: Ledger | None = None,
     ) -> None:
         self._nursery = nursery
+        self._ledger = ledger
         self._send = send
         self._log_sources = dict(log_sources)
         self._kill_grace = kill_grace
@@ -203,6 +206,7 @@ class Dispatcher:
                         stdin=stdin,
                         control=control,
                         kill_grace=self._kill_grace,
+                        ledger=self._ledger,
                     )
                 except OSError as exc:
                     code, message = spawn_failure(start, exc)

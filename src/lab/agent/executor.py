@@ -2,16 +2,12 @@
 
 The exec pipe is a nursery (stdout pump, stderr pump, stdin pump, control handler, timer,
 waiter). The process runs in its own session and process group, so signals, the timeout and
-cancellation reach everything it started. The kernel kills it (SIGKILL, ``PR_SET_PDEATHSIG``)
-when the agent itself dies without cleaning up (kill -9, OOM killer): a command whose session
-is gone has nobody to deliver its output to. Under systemd, the unit's cgroup also takes any
-background children the command left in its group.
+cancellation reach everything it started.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -25,6 +21,7 @@ from typing import Any
 
 import trio
 
+from lab.agent.leftovers import Ledger
 from lab.proto.frames import Channel
 from lab.proto.messages import (
     Credit,
@@ -78,6 +75,7 @@ async def run_exec(
     control: trio.abc.ReceiveChannel[Control] | None = None,
     kill_grace: float = 5.0,
     window: int | None = None,
+    ledger: Ledger | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> ExecExit:
     """Run ``start.argv``; send ``exec-started``, data frames and finally ``exec-exit``.
@@ -93,10 +91,13 @@ async def run_exec(
 
     Cancellation: the whole process group is SIGKILLed and the process reaped before this
     returns (no orphans); no ``exec-exit`` is sent. Raises ``OSError`` when the process cannot
-    be started (no such program, bad cwd).
+    be started (no such program, bad cwd). ``ledger`` notes the running process, so that an
+    agent started after this one died can kill it (:mod:`lab.agent.leftovers`).
     """
     run = _Exec(start, send, kill_grace=kill_grace, window=window)
     await run.spawn()
+    if ledger is not None:
+        ledger.record(run.pid)
     try:
         task_status.started(run.pid)
         await send(ExecStarted(stream_id=start.stream_id, pid=run.pid))
@@ -104,6 +105,8 @@ async def run_exec(
     finally:
         with trio.CancelScope(shield=True):
             await run.cleanup()
+        if ledger is not None:
+            ledger.forget(run.pid)
 
 
 class _Credit:
@@ -151,17 +154,18 @@ class _Exec:
         start = self.start
         env = minimal_env(tty=start.tty) | start.env
         opts: dict[str, Any] = {"cwd": start.cwd, "env": env, "start_new_session": True}
-        parent = os.getpid()
         if start.tty:
             master, slave = os.openpty()
             try:
                 _set_winsize(slave, start.rows, start.cols)
+                # setsid() has run by the time preexec_fn does, so the pty becomes the
+                # controlling terminal of the new session (job control, ^C, SIGWINCH).
                 self.proc = await trio.lowlevel.open_process(
                     start.argv,
                     stdin=slave,
                     stdout=slave,
                     stderr=slave,
-                    preexec_fn=lambda: _die_with(parent, tty=True),
+                    preexec_fn=_take_controlling_tty,
                     **opts,
                 )
             except BaseException:
@@ -177,7 +181,6 @@ class _Exec:
                 stdin=subprocess.PIPE if start.stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                preexec_fn=lambda: _die_with(parent, tty=False),
                 **opts,
             )
             for pipe in (self.proc.stdout, self.proc.stderr):
@@ -380,22 +383,8 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
-
-
-def _die_with(parent: int, *, tty: bool) -> None:
-    """In the child, between fork and exec: be killed when the agent dies.
-
-    The check after ``prctl`` closes the race where the agent died before it ran (the child
-    was then already re-parented and would never get the signal).
-    """
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if tty:
-        # setsid() has run by now, so the pty becomes the controlling terminal of the new
-        # session (job control, ^C, SIGWINCH).
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _take_controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _signal_name(signum: int) -> str:
