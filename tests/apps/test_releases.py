@@ -216,6 +216,12 @@ async def test_refusals_unknown_version_tampered_archive_rbac(
                 )
                 assert unknown.status_code == 404
                 assert "has no version 9.9.9" in unknown.json()["error"]["message"]
+                # labd's module needs a deployed cockroachdb release on the cluster.
+                alone = await Apps(http, "home", "labctl", "labd").post(
+                    "install", module={"name": "labd"}, values={"ca_passphrase": "p" * 20}
+                )
+                assert alone.status_code == 400, alone.text
+                assert "needs module cockroachdb >=1.0 deployed on cluster home" in alone.text
                 body = module_body(module)
                 tampered = {**body, "sha256": "0" * 64}
                 refused = await app.post("install", module=tampered, values={"password": SECRET})

@@ -25,6 +25,7 @@ import attrs
 import trio
 import yaml
 
+from lab import __version__
 from lab.errors import Conflict, Invalid, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection
 from lab.kube.apply import Discovery, apply, fetch, readiness
@@ -40,7 +41,7 @@ from lab.labd.apps.objects import (
 from lab.labd.apps.sealing import ReleaseSecrets, redact_manifest
 from lab.labd.audit.entries import record
 from lab.model.apps import PENDING, AppRevision, ObjectRef, ReleaseKey
-from lab.modules import Cluster, Module, Release, Rendered, check_values, render
+from lab.modules import Cluster, Module, Release, Rendered, check_values, render, satisfies
 from lab.modules.values import merge
 from lab.store import AppReleaseRepository
 
@@ -244,12 +245,45 @@ class AppEngine:
                 )
             if reuse_values and deployed is not None:
                 values = merge(await self.sealed.values_of(deployed), values)
+            await self._check_requirements(key, module)
             values = await certificates.fill(self.context, module, values, key)
             checked = check_values(module.spec.parameters, values)
             latest = history[-1] if history else None
             return await self._deploy(
                 key, owner, operation, module, checked, opts, deployed=deployed, latest=latest
             )
+
+    async def _check_requirements(self, key: ReleaseKey, module: Module) -> None:
+        """Invalid unless this labd's version meets ``requires.labd`` (an untagged build,
+        0.0.x, always does) and every non-optional dependency has a deployed release of a
+        matching version on the cluster. ``requires.kubernetes`` is checked at render."""
+        spec = module.spec
+        wanted = spec.requires.get("labd")
+        if wanted and not __version__.startswith("0.0.") and not satisfies(__version__, wanted):
+            raise Invalid(
+                f"{spec.ref} requires labd {wanted}; this labd is {__version__}",
+                details={"fields": ["module"]},
+            )
+        needed = [d for d in spec.dependencies if not d.optional]
+        if not needed:
+            return
+        releases = await self.repo.releases(cluster=key.cluster)
+        for dep in needed:
+            if not any(
+                r.module == dep.module
+                and r.status == "deployed"
+                and (not dep.version or satisfies(r.version, dep.version))
+                for r in releases
+            ):
+                raise Invalid(
+                    f"{spec.ref} needs module {dep.module} {dep.version or ''}".rstrip()
+                    + f" deployed on cluster {key.cluster}: install it first",
+                    details={
+                        "fields": ["module"],
+                        "hint": f"labctl apps install NAME "
+                        f"--module {dep.module} --cluster {key.cluster}",
+                    },
+                )
 
     async def _deploy(
         self,
