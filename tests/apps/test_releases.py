@@ -175,7 +175,7 @@ async def test_rollback_on_failure_and_concurrent_upgrades(
                         "upgrade",
                         module=module_body(module),
                         wait=True,
-                        timeout=2,
+                        timeout=3,
                         values={**base, "never_ready": True},
                     )
                     slow_done.set()
@@ -193,7 +193,7 @@ async def test_rollback_on_failure_and_concurrent_upgrades(
                     await slow_done.wait()
                 assert answers["slow"].status_code == 422
                 assert (
-                    "not ready after 2s: Deployment/shop/web"
+                    "not ready after 3s: Deployment/shop/web"
                     in answers["slow"].json()["error"]["message"]
                 )
                 # The release is free again.
