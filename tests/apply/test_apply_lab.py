@@ -73,11 +73,13 @@ async def test_the_example_lab_applies_as_documented(tmp_path: Path) -> None:
                     LABCTL_BASTION_TOKEN_FILE=str(bastion.data_dir / "admin-token"),
                     HELLO_PASSWORD=SECRET,
                 )
-                await _walk(labd, env, lab, bastion)
+                await _walk(labd, env, lab, bastion, kube.token)
                 nursery.cancel_scope.cancel()
 
 
-async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: object) -> None:
+async def _walk(
+    labd: RunningLabd, env: dict[str, str], lab: Path, bastion: object, kube_token: str
+) -> None:
     assert labd.context is not None
     store = labd.context.store
 
@@ -137,6 +139,10 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
     (lab / "users.yaml").write_text(
         text.split("---\napiVersion: lab/v1\nkind: User\nmetadata:\n  name: carol")[0]
     )
+    preview = await labctl(env, "diff", "-f", str(lab), "--prune", "--set", "lab")
+    assert preview.returncode == 1, preview.stderr
+    assert "a/user/carol" in preview.stdout and "+  disabled: true" in preview.stdout
+    assert "~ app/hello would be uninstalled" in preview.stdout.splitlines()
     done = await labctl(env, "apply", "-f", str(lab), "--prune", "--set", "lab")
     assert done.returncode == 0, done.stderr
     assert "user/carol disabled (spec.disabled)" in done.stdout.splitlines()
@@ -154,6 +160,7 @@ async def _walk(labd: RunningLabd, env: dict[str, str], lab: Path, bastion: obje
     # The app's password came from the environment: sealed, never in clear in the database.
     for path in labd.data_dir.glob("labd.db*"):
         assert SECRET.encode() not in path.read_bytes(), path
+        assert kube_token.encode() not in path.read_bytes(), path
     entries = await store.audit.list(limit=10_000)
     assert all(SECRET not in str(e.details) for e in entries)
 

@@ -145,6 +145,41 @@ async def test_prune_never_removes_another_set_or_hand_made_objects(tmp_path: Pa
             }
 
 
+async def test_a_set_records_and_drops_only_what_its_caller_may_install_and_remove(
+    tmp_path: Path,
+) -> None:
+    """Apps, clusters and machines are applied by labctl with the caller's identity; labd asks
+    the same questions before it records one in a set or drops it from one, so an apply cannot
+    make a set forget an app its caller could not uninstall."""
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            assert labd.context is not None
+            admin = await labd.admin()
+            app = {
+                "kind": "App",
+                "name": "shop",
+                "spec": {"module": "web", "cluster": "home", "namespace": "prod"},
+            }
+            async with labd.client(admin) as http:
+                assert (await apply(http, app, set="lab")).status_code == 200
+            limited = await user_with_roles(
+                labd, admin, "lim", ("allow", "apply:run", "apply/*"), ("allow", "roles:*", "*")
+            )
+            async with labd.client(limited) as http:
+                resp = await apply(http, set="lab", prune=True)
+                assert resp.status_code == 403, resp.text
+                assert "apps:uninstall on cluster/home/namespace/prod/app/shop" in resp.text
+                other = {**app, "name": "mine"}
+                resp = await apply(http, other, set="own")
+                assert resp.status_code == 403, resp.text
+                assert "apps:install" in resp.text
+            rows = await labd.context.store.apply.inventory(
+                None, [ObjectKey(kind="App", name="shop")]
+            )
+            assert [r.set_name for r in rows] == ["lab"]
+            assert await labd.context.store.apply.inventory("own") == []
+
+
 async def test_pruning_the_last_admin_is_refused(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with running_labd(tmp_path) as labd:

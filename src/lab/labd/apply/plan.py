@@ -22,6 +22,7 @@ from lab.model.declared import (
     Plan,
     changed_fields,
 )
+from lab.model.mac import normalize_mac
 
 Mode = Literal["apply", "delete"]
 
@@ -130,6 +131,24 @@ def _checks_of(change: Change) -> list[tuple[str, str]]:
     return out
 
 
+def _external_checks(
+    key: ObjectKey, spec: Mapping[str, Any], *, remove: bool
+) -> list[tuple[str, str]]:
+    """What the operation of a Machine, Cluster or App asks (labctl runs it, with the caller's
+    identity): asked here too, so an apply cannot record or drop an object in a set's
+    inventory that its caller could not install or remove itself."""
+    if key.kind == "Cluster":
+        return [("clusters:delete" if remove else "clusters:import", f"cluster/{key.name}")]
+    if key.kind == "App":
+        where = f"cluster/{spec.get('cluster', '')}/namespace/{spec.get('namespace', 'default')}"
+        return [("apps:uninstall" if remove else "apps:install", f"{where}/app/{key.name}")]
+    try:
+        mac = normalize_mac(str(spec.get("mac", "")))
+    except Invalid:
+        mac = str(spec.get("mac", ""))
+    return [("provision:forget" if remove else "provision:install", f"machine/{mac}")]
+
+
 def _removal(
     key: ObjectKey, current: Declared | None, applied: Mapping[str, Any], action: Action
 ) -> Change | None:
@@ -166,6 +185,7 @@ def plan_apply(
     changes: list[Change] = []
     claims: list[Claim] = []
     unchanged: list[ObjectKey] = []
+    external_checks: list[tuple[str, str]] = []
     declared_roles = {w.key.name for w in wanted if w.key.kind == "Role" and mode == "apply"}
     for w in wanted:
         row = rows.get(w.key)
@@ -183,6 +203,9 @@ def plan_apply(
                 )
             )
         if w.obj is None:
+            external_checks += _external_checks(
+                w.key, w.applied.get("spec", {}), remove=mode == "delete"
+            )
             continue
         cur = current.get(w.key)
         moved = cur is None or cur.version != w.resource_version
@@ -235,6 +258,7 @@ def plan_apply(
             release.append(key)
             if key.kind not in APPLIED_BY_LABD:
                 external.append(row)
+                external_checks += _external_checks(key, row.applied.get("spec", {}), remove=True)
                 continue
             change = _removal(key, current.get(key), row.applied, "prune")
             if change is not None:
@@ -243,7 +267,7 @@ def plan_apply(
     # holders were disabled or changed).
     order = {"Role": 0, "User": 1, "Server": 2}
     changes.sort(key=lambda c: (c.after is None, order[c.key.kind]))
-    checks = [check for change in changes for check in _checks_of(change)]
+    checks = [check for change in changes for check in _checks_of(change)] + external_checks
     reads = {w.key for w in wanted if w.obj is not None} | {c.key for c in changes}
     checks += [
         (f"{_noun(k.kind)}:get", f"{k.kind.lower()}/{k.name}") for k in sorted(reads, key=str)
