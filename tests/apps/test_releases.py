@@ -216,6 +216,21 @@ async def test_refusals_unknown_version_tampered_archive_rbac(
                 )
                 assert unknown.status_code == 404
                 assert "has no version 9.9.9" in unknown.json()["error"]["message"]
+                # A failed first install is failed; the next install replaces it (and prunes
+                # what the failed attempt applied and the new one lacks).
+                first = Apps(http, "home", "shop", "first")
+                broken = {"password": SECRET, "canary": True, "reject": True}
+                failed = await first.post("install", module=module_body(module), values=broken)
+                assert failed.status_code == 422, failed.text
+                assert [(h["revision"], h["status"]) for h in await first.history()] == [
+                    (1, "failed")
+                ]
+                fixed = await first.post(
+                    "install", module=module_body(module), values={"password": SECRET}
+                )
+                assert fixed.status_code == 201, fixed.text
+                assert fixed.json()["revision"] == 2
+                assert fixed.json()["pruned"] == ["ConfigMap/shop/first-canary"]
                 # labd's module needs a deployed cockroachdb release on the cluster.
                 alone = await Apps(http, "home", "labctl", "labd").post(
                     "install", module={"name": "labd"}, values={"ca_passphrase": "p" * 20}
