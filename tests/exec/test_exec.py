@@ -287,3 +287,21 @@ async def test_fanout_prefixes_lines_and_summarises(lab: Lab) -> None:
     assert "alpha    exit 2" in err
     assert "offline  error: agent not connected" in err
     assert "3 servers: 0 succeeded, 3 failed" in err
+
+
+async def test_the_plain_form_runs_without_cyclopts(lab: Lab) -> None:
+    """`labctl exec server/NAME -- CMD` never builds the command tree (start-up time)."""
+    argv = lab.labctl("exec", "server/alpha", "--", "sh", "-c", "echo out; exit 4")
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [argv[0], "-X", "importtime", *argv[1:]],
+            env=lab.env(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert result.stdout == b"out\n"
+    imported = [line.rsplit(b"|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert b"lab.cli.exec_run" in imported
+    assert not [m for m in imported if m.startswith((b"cyclopts", b"lab.cli.commands"))]
