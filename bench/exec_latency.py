@@ -3,9 +3,12 @@
 Run: ``python bench/exec_latency.py [--runs 20] [--relay-runs 200]``. Starts labd and one
 lab-agent in this process (loopback, real TLS), then prints JSON lines:
 
-- ``exec_latency_cli``: median wall time of a `labctl exec` subprocess (includes Python
-  start-up and imports), baseline `ssh -p PORT 127.0.0.1 true` against a private sshd when
-  openssh-server is installed, else null;
+- ``exec_latency_cli``: median wall time of a fresh `labctl exec server/n1 -- true` process
+  (includes Python start-up and imports), baseline `ssh -p PORT 127.0.0.1 true` (no connection
+  sharing) against a private sshd when openssh-server is installed, else null; the two run
+  paired (labctl, ssh, labctl, ssh, ...) so a burst of load from elsewhere hits both;
+- ``exec_cli_cpu``: the median CPU time (user + system) of those labctl processes, baseline
+  the ssh client's of the same pairs;
 - ``exec_latency_relay_p50`` / ``_p99``: one exec of `true` over an open client connection
   (CLI session → labd relay → hub → agent → process → back), in milliseconds.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -113,19 +117,42 @@ async def exec_once(
     return session
 
 
+async def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall s, CPU s) of one child process run to its end (its own CPU only)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    await trio.run_process(argv, env=env, capture_stderr=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
+
+
 async def main(runs: int, relay_runs: int) -> None:
+    print("# load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
-        async with fleet(Path(tmpdir), 1) as (labd, admin, home):
-            walls = []
+        (Path(tmpdir) / "sshd").mkdir()
+        async with (
+            fleet(Path(tmpdir), 1) as (labd, admin, home),
+            private_sshd(Path(tmpdir) / "sshd") as ssh,
+        ):
+            labctl = [sys.executable, "-m", "lab.cli.main", "exec", "server/n1", "--", "true"]
+            env = cli_env(labd, home)
+            await timed(labctl, env)  # warm caches (bytecode, page cache) for both
+            if ssh is not None:
+                await timed([*ssh, "true"])  # and known_hosts
+            ours: list[tuple[float, float]] = []
+            theirs: list[tuple[float, float]] = []
             for _ in range(runs):
-                t0 = time.perf_counter()
-                await trio.run_process(
-                    [sys.executable, "-m", "lab.cli.main", "exec", "server/n1", "--", "true"],
-                    env=cli_env(labd, home),
-                )
-                walls.append(time.perf_counter() - t0)
-            baseline = await ssh_baseline(runs)
-            emit("exec_latency_cli", statistics.median(walls) * 1000, "ms", baseline)
+                ours.append(await timed(labctl, env))
+                if ssh is not None:
+                    theirs.append(await timed([*ssh, "true"]))
+            wall = statistics.median(w for w, _ in ours) * 1000
+            cpu = statistics.median(c for _, c in ours) * 1000
+            ssh_wall = round(statistics.median(w for w, _ in theirs) * 1000, 3) if theirs else None
+            ssh_cpu = round(statistics.median(c for _, c in theirs) * 1000, 3) if theirs else None
+            emit("exec_latency_cli", wall, "ms", ssh_wall)
+            emit("exec_cli_cpu", cpu, "ms", ssh_cpu)
             ctx = labd.running.ssl_context(admin, alpn=["http/1.1"])
             samples = []
             for _ in range(relay_runs):
@@ -142,21 +169,6 @@ async def main(runs: int, relay_runs: int) -> None:
             samples.sort()
             emit("exec_latency_relay_p50", samples[len(samples) // 2], "ms", None)
             emit("exec_latency_relay_p99", samples[int(len(samples) * 0.99) - 1], "ms", None)
-
-
-async def ssh_baseline(runs: int) -> float | None:
-    """Median ms of `ssh -p PORT 127.0.0.1 true` against a private sshd, if one can run."""
-    with tempfile.TemporaryDirectory() as d:
-        async with private_sshd(Path(d)) as ssh:
-            if ssh is None:
-                return None
-            await trio.run_process([*ssh, "true"], capture_stderr=True)  # known_hosts
-            walls = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                await trio.run_process([*ssh, "true"], capture_stderr=True)
-                walls.append(time.perf_counter() - t0)
-            return round(statistics.median(walls) * 1000, 3)
 
 
 if __name__ == "__main__":
