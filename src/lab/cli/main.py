@@ -18,6 +18,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+FILE_VERBS = ("apply", "diff", "delete")
+
+
+def stdin_files(argv: list[str]) -> list[str]:
+    """``-f -`` (standard input) of apply, diff and delete as ``-f=-``: the parser would take
+    a lone ``-`` for an option and report ``-f`` missing."""
+    if not argv or argv[0] not in FILE_VERBS:
+        return argv
+    out: list[str] = []
+    for word in argv:
+        if word == "-" and out and out[-1] in ("-f", "--filename"):
+            out[-1] = f"{out[-1]}=-"
+        else:
+            out.append(word)
+    return out
+
+
 # What a process killed by SIGPIPE reports to its shell (128 + 13), as coreutils do.
 EXIT_BROKEN_PIPE = 141
 
@@ -37,7 +54,7 @@ def main() -> None:
         from lab.cli.commands import app
         from lab.runtime.commandline import run_app
 
-        run_app(app, argv)
+        run_app(app, stdin_files(argv))
     except BaseException as exc:
         if not _only_broken_pipes(exc):
             raise
