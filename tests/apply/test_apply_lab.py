@@ -178,3 +178,19 @@ async def _walk(
         done = await labctl(env, "apply", "-f", str(target))
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == "0 changes", (kind, done.stdout)
+
+    # Someone changes the role by another path: the export is stale. apply refuses it naming
+    # the field that moved; diff exits above 1 (an error, not "changes").
+    exported_role = lab.parent / "export-roles.yaml"
+    _edit(exported_role, "Runs the web servers.", "Runs web.")
+    added = await labctl(env, "roles", "allow", "web-ops", "logs:*", "server/db*")
+    assert added.returncode == 0, added.stderr
+    done = await labctl(env, "apply", "-f", str(exported_role))
+    assert done.returncode == 1, done.stdout
+    assert "role/web-ops changed since resourceVersion" in done.stderr
+    assert "spec.rules moved" in done.stderr
+    done = await labctl(env, "diff", "-f", str(exported_role))
+    assert done.returncode > 1, done.stdout
+    done = await labctl(env, "apply", "-f", str(exported_role), "--force-conflicts")
+    assert done.returncode == 0, done.stderr
+    assert "role/web-ops configured (spec.description, spec.rules)" in done.stdout
