@@ -34,6 +34,8 @@ data:
   - {kind: PersistentVolumeClaim, name: "*-data"}
 hooks:
   pre-upgrade: [templates/hooks/backup.yaml]
+  pre-rollback: [templates/hooks/backup.yaml]
+  pre-uninstall: [templates/hooks/backup.yaml]
 """
 
 TEMPLATES = {

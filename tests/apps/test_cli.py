@@ -99,9 +99,12 @@ async def test_apps_commands(tmp_path: Path, kube_ssa: KubeAPI) -> None:
             assert diff.returncode == 1, diff.stderr
             assert "-  name: web-legacy" in diff.stdout
             assert SECRET not in diff.stdout and "<sealed>" in diff.stdout
-            nameless = await labctl(env, "apps", "diff", "web", *shop[:4])
-            assert nameless.returncode == 2
-            assert "runs module web, which is not a built-in" in nameless.stderr
+            # Without --module: the release's own module, which labd kept.
+            own = await labctl(
+                env, "apps", "diff", "web", *shop[:4], "--reuse-values", "--set", "extra=true"
+            )
+            assert own.returncode == 1, own.stderr
+            assert "+  name: web-extra" in own.stdout
             gone = await labctl(env, "apps", "uninstall", "web", *shop[:4], "--keep-history")
             assert gone.returncode == 0, gone.stderr
             assert "kept PersistentVolumeClaim/shop/web-data (data)" in gone.stdout

@@ -108,6 +108,10 @@ async def test_install_upgrade_failed_upgrade_rollback(
                 assert back.status_code == 200, back.text
                 assert back.json()["revision"] == 4
                 assert back.json()["rolled_back_to"] == 1
+                # The pre-rollback hook of revision 1's module (kept by labd) ran as revision 4.
+                async with KubeClient(kube_ssa.connection()) as client:
+                    hook = await fetch(Discovery(client), ref("Job", "web-backup-4", "batch/v1"))
+                assert hook is not None
                 assert await live(kube_ssa) == {"web-legacy", "web-data", "web-auth", "web"}
 
                 history = await app.history()
@@ -310,6 +314,9 @@ async def test_dry_run_then_uninstall_with_data_forgets_everything(
                 gone = await app.post("uninstall", delete_data=True)
                 assert gone.status_code == 200, gone.text
                 assert "PersistentVolumeClaim/shop/web-data" in gone.json()["pruned"]
+                async with KubeClient(kube_ssa.connection()) as client:
+                    hook = await fetch(Discovery(client), ref("Job", "web-backup-1", "batch/v1"))
+                assert hook is not None  # the pre-uninstall hook ran
                 assert await live(kube_ssa) == set()
                 assert await app.history() == []
                 assert await labd.context.store.secrets.list("app/home/shop/web/") == []

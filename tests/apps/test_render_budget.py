@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from lab.errors import Invalid
-from lab.labd.apps import engine
+from lab.labd.apps import rendering
 from lab.modules import Cluster, Release, load_directory
 
 
@@ -25,7 +25,7 @@ async def test_a_slow_template_is_refused_and_the_loop_keeps_running(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"
     )
     module = load_directory(root)
-    monkeypatch.setattr(engine, "RENDER_TIMEOUT", 0.3)
+    monkeypatch.setattr(rendering, "RENDER_TIMEOUT", 0.3)
     ticks = 0
 
     async def ticker() -> None:
@@ -38,7 +38,7 @@ async def test_a_slow_template_is_refused_and_the_loop_keeps_running(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
             with pytest.raises(Invalid, match=r"rendering took more than 0\.3s"):
-                await engine.render_off_loop(
+                await rendering.render_off_loop(
                     module,
                     {},
                     release=Release(name="a", namespace="b", revision=1),

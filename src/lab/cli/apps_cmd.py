@@ -373,7 +373,7 @@ async def diff(
     cluster: ClusterOpt,
     namespace: NamespaceOpt = "default",
     module: Annotated[
-        str, Parameter(help="The module to compare with (default: the release's, if built-in).")
+        str, Parameter(help="The module to compare with (default: the release's own).")
     ] = "",
     set_: SetOpt = (),
     values: ValuesOpt = (),
@@ -396,20 +396,8 @@ async def diff(
 
     with handle():
         path = base(cluster, namespace, name)
-        if module:
-            source = module_payload(module, sha256)
-        else:
-            from lab.errors import Invalid
-            from lab.modules import builtin_names
-
-            current = await _call("GET", path, None)
-            if current["module"] not in builtin_names():
-                raise Invalid(
-                    f"{name} runs module {current['module']}, which is not a built-in: "
-                    "give it with --module",
-                    details={"hint": f"labctl apps diff {name} --module DIR ..."},
-                )
-            source = {"name": current["module"], "version": current["version"]}
+        # Without --module labd renders the release's own module again (it keeps them).
+        source = module_payload(module, sha256) if module else None
         answer = await _call(
             "POST",
             f"{path}/diff",

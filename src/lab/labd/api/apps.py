@@ -74,7 +74,7 @@ class Uninstall:
 
 @frozen(kw_only=True)
 class Diff:
-    module: ModuleSource
+    module: ModuleSource | None = None
     values: dict[str, Any] = Factory(dict)
     reuse_values: bool = False
 
@@ -253,9 +253,8 @@ async def history(cluster: str, namespace: str, name: str) -> dict[str, Any]:
 async def diff(cluster: str, namespace: str, name: str) -> dict[str, Any]:
     key = release_key(cluster, namespace, name)
     req = await body(Diff)
-    old, new = await engine().diff(
-        key, module_of(req.module), req.values, reuse_values=req.reuse_values
-    )
+    module = module_of(req.module) if req.module is not None else None
+    old, new = await engine().diff(key, module, req.values, reuse_values=req.reuse_values)
     lines = difflib.unified_diff(
         old.splitlines(keepends=True),
         new.splitlines(keepends=True),

@@ -13,10 +13,9 @@ detail. Applying, pruning and waiting are :mod:`lab.labd.apps.objects`.
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,11 +24,10 @@ import attrs
 import trio
 import yaml
 
-from lab import __version__
-from lab.errors import Conflict, Invalid, LabError, NotFound, Unavailable
+from lab.errors import Conflict, LabError, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection
 from lab.kube.apply import Discovery, apply, fetch, readiness
-from lab.labd.apps import certificates
+from lab.labd.apps import archives, certificates
 from lab.labd.apps.objects import (
     ApplyFailed,
     apply_objects,
@@ -38,10 +36,11 @@ from lab.labd.apps.objects import (
     run_hooks,
     wait_for,
 )
+from lab.labd.apps.rendering import check_requirements, render_off_loop
 from lab.labd.apps.sealing import ReleaseSecrets, redact_manifest
 from lab.labd.audit.entries import record
 from lab.model.apps import PENDING, AppRevision, ObjectRef, ReleaseKey
-from lab.modules import Cluster, Module, Release, Rendered, check_values, render, satisfies
+from lab.modules import Cluster, Module, Release, check_values
 from lab.modules.values import merge
 from lab.store import AppReleaseRepository
 
@@ -50,25 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 2.0
-RENDER_TIMEOUT = 20.0
-"""Seconds a module's templates may take to render."""
-
-
-async def render_off_loop(
-    module: Module, values: dict[str, Any], *, release: Release, cluster: Cluster
-) -> Rendered:
-    """:func:`lab.modules.render` in a worker thread, so that templates that loop for long do
-    not stall labd's event loop; Invalid after :data:`RENDER_TIMEOUT` (the thread is then
-    abandoned: Python cannot stop it, it ends with the loop)."""
-    job = functools.partial(render, module, values, release=release, cluster=cluster)
-    try:
-        with trio.fail_after(RENDER_TIMEOUT):
-            return await trio.to_thread.run_sync(job, abandon_on_cancel=True)
-    except trio.TooSlowError:
-        raise Invalid(
-            f"{module.spec.ref}: rendering took more than {RENDER_TIMEOUT:g}s",
-            details={"fields": ["module"]},
-        ) from None
 
 
 def now() -> datetime:
@@ -245,45 +225,13 @@ class AppEngine:
                 )
             if reuse_values and deployed is not None:
                 values = merge(await self.sealed.values_of(deployed), values)
-            await self._check_requirements(key, module)
+            await check_requirements(self.repo, key, module)
             values = await certificates.fill(self.context, module, values, key)
             checked = check_values(module.spec.parameters, values)
             latest = history[-1] if history else None
             return await self._deploy(
                 key, owner, operation, module, checked, opts, deployed=deployed, latest=latest
             )
-
-    async def _check_requirements(self, key: ReleaseKey, module: Module) -> None:
-        """Invalid unless this labd's version meets ``requires.labd`` (an untagged build,
-        0.0.x, always does) and every non-optional dependency has a deployed release of a
-        matching version on the cluster. ``requires.kubernetes`` is checked at render."""
-        spec = module.spec
-        wanted = spec.requires.get("labd")
-        if wanted and not __version__.startswith("0.0.") and not satisfies(__version__, wanted):
-            raise Invalid(
-                f"{spec.ref} requires labd {wanted}; this labd is {__version__}",
-                details={"fields": ["module"]},
-            )
-        needed = [d for d in spec.dependencies if not d.optional]
-        if not needed:
-            return
-        releases = await self.repo.releases(cluster=key.cluster)
-        for dep in needed:
-            if not any(
-                r.module == dep.module
-                and r.status == "deployed"
-                and (not dep.version or satisfies(r.version, dep.version))
-                for r in releases
-            ):
-                raise Invalid(
-                    f"{spec.ref} needs module {dep.module} {dep.version or ''}".rstrip()
-                    + f" deployed on cluster {key.cluster}: install it first",
-                    details={
-                        "fields": ["module"],
-                        "hint": f"labctl apps install NAME "
-                        f"--module {dep.module} --cluster {key.cluster}",
-                    },
-                )
 
     async def _deploy(
         self,
@@ -319,6 +267,7 @@ class AppEngine:
                 for obj in objects:
                     await apply(found, obj, dry_run=True)
                 return Outcome(revision=None, rendered=[str(r) for r in refs])
+            await archives.keep(self.context, module, who=opts.who)
             public, secret_ref, column = await self.sealed.seal(
                 key, number, module, values, text, objects
             )
@@ -476,12 +425,15 @@ class AppEngine:
                 objects = [
                     d for d in yaml.safe_load_all(await self.sealed.manifest_of(target)) if d
                 ]
+                hooks = await self._hooks(client, key, target, new.revision)
                 try:
                     await ensure_namespace(found, key.namespace)
+                    await run_hooks(found, "pre-rollback", hooks, opts.timeout)
                     await apply_objects(found, objects, [ObjectRef.of(o) for o in objects])
                     pruned, kept = await prune(found, list(target.inventory), deployed, history[-1])
                     if opts.wait:
                         await wait_for(found, list(target.inventory), opts.timeout)
+                    await run_hooks(found, "post-rollback", hooks, opts.timeout)
                 except LabError as exc:
                     await self.repo.set_status(
                         key, new.revision, owner, status="failed", at=now(), description=exc.message
@@ -505,6 +457,27 @@ class AppEngine:
                 rolled_back_to=target.revision,
             )
 
+    async def _hooks(
+        self, client: KubeClient, key: ReleaseKey, rev: AppRevision, revision: int
+    ) -> Mapping[str, tuple[dict[str, Any], ...]]:
+        """The hooks of ``rev``'s module rendered with its values (as revision ``revision``);
+        none when the module is no longer kept (logged)."""
+        try:
+            module = await archives.module_of(self.context, rev)
+        except NotFound as exc:
+            log.warning("app %s: no hooks run: %s", key, exc.message)
+            return {}
+        if not module.spec.hooks:
+            return {}
+        version = str((await client.version()).get("gitVersion", ""))
+        rendered = await render_off_loop(
+            module,
+            await self.sealed.values_of(rev),
+            release=Release(name=key.name, namespace=key.namespace, revision=revision),
+            cluster=Cluster(name=key.cluster, version=version),
+        )
+        return rendered.hooks
+
     async def uninstall(
         self, key: ReleaseKey, opts: Options, *, keep_history: bool, delete_data: bool
     ) -> Outcome:
@@ -517,7 +490,11 @@ class AppEngine:
                 raise NotFound(f"app {key} is not installed", details={"resource": key.resource})
             live = [r for r in history if r.status in ("deployed", "failed")]
             async with KubeClient(await self.connection(key.cluster)) as client:
-                pruned, kept = await prune(Discovery(client), [], *live, delete_data=delete_data)
+                found = Discovery(client)
+                hooks = await self._hooks(client, key, live[-1], live[-1].revision) if live else {}
+                await run_hooks(found, "pre-uninstall", hooks, opts.timeout)
+                pruned, kept = await prune(found, [], *live, delete_data=delete_data)
+                await run_hooks(found, "post-uninstall", hooks, opts.timeout)
             latest = history[-1]
             if keep_history:
                 done = await self.repo.set_status(
@@ -552,10 +529,18 @@ class AppEngine:
         return rev, objects
 
     async def diff(
-        self, key: ReleaseKey, module: Module, values: dict[str, Any], *, reuse_values: bool
+        self,
+        key: ReleaseKey,
+        module: Module | None,
+        values: dict[str, Any],
+        *,
+        reuse_values: bool,
     ) -> tuple[str, str]:
-        """(current manifest, new manifest) with Secret values redacted in both."""
+        """(current manifest, new manifest) with Secret values redacted in both; without
+        ``module``, the release's own module."""
         rev = await self.repo.get(key)
+        if module is None:
+            module = await archives.module_of(self.context, rev)
         if reuse_values:
             values = merge(await self.sealed.values_of(rev), values)
         values = await certificates.fill(self.context, module, values, key)
