@@ -21,6 +21,7 @@ from lab.agent.artifacts import ChecksumMismatch, fetch_artifact
 from lab.client.api import LabClient
 from lab.client.credentials import Credentials as CliCredentials
 from lab.client.credentials import save_credentials
+from lab.errors import Unavailable
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 
 VERSION = "v1.31.4+k3s1"
@@ -235,3 +236,76 @@ async def test_corrupted_content_is_never_installed(tmp_path: Path) -> None:
                     client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
                 )
                 assert dest.read_bytes() == CONTENT
+
+
+async def cutting_proxy(
+    target_port: int,
+    cut_after: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A TCP proxy to labd that drops each connection once ``cut_after`` bytes went back to
+    the client: a download cut in the middle, TLS and all."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def handle(client: trio.SocketStream) -> None:
+        async with (
+            client,
+            await trio.open_tcp_stream("127.0.0.1", target_port) as upstream,
+            trio.open_nursery() as pipes,
+        ):
+
+            async def up() -> None:
+                async for data in client:
+                    await upstream.send_all(data)
+                pipes.cancel_scope.cancel()
+
+            async def down() -> None:
+                sent = 0
+                async for data in upstream:
+                    keep = data[: max(0, cut_after - sent)]
+                    if keep:
+                        await client.send_all(keep)
+                    sent += len(keep)
+                    if sent >= cut_after:
+                        break
+                pipes.cancel_scope.cancel()
+
+            pipes.start_soon(up)
+            pipes.start_soon(down)
+
+    await trio.serve_listeners(handle, listeners)
+
+
+# httpx leaves its response generators unclosed when the connection is cut under them.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_download_cut_in_transit_resumes(tmp_path: Path) -> None:
+    dest = tmp_path / "node" / "k3s"
+    dest.parent.mkdir()
+    part = dest.parent / "k3s.part"
+    with trio.fail_after(120):
+        async with running_labd(tmp_path) as labd, trio.open_nursery() as nursery:
+            admin = await labd.admin()
+            await added(labd, admin)
+            agent = await labd.enroll_agent("node1", await labd.create_token(admin, "agent"))
+            proxy = await nursery.start(cutting_proxy, labd.port, 1024 * 1024)
+            ctx = pki.client_ssl_context(
+                labd.ca_pem(), cert_pem=agent.cert_pem, key_pem=agent.key_pem
+            )
+            async with LabClient(f"https://127.0.0.1:{proxy}", ssl_context=ctx) as cut:
+                with pytest.raises(Unavailable):
+                    await fetch_artifact(
+                        cut, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
+                    )
+            have = part.read_bytes()
+            assert 0 < len(have) < len(CONTENT) and have == CONTENT[: len(have)]
+            assert not dest.exists()
+            async with agent_client(labd, agent) as client:
+                await fetch_artifact(
+                    client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
+                )
+            assert dest.read_bytes() == CONTENT and not part.exists()
+            reads = await content_reads(labd)
+            assert reads[-1]["status"] == 206 and reads[-1]["start"] == len(have)
+            nursery.cancel_scope.cancel()
