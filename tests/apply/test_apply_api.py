@@ -12,9 +12,9 @@ from tests.apply.rig import apply, role, user
 from tests.labd.harness import running_labd
 
 
-async def test_a_bad_object_fails_the_whole_apply(tmp_path: Path) -> None:
+async def test_a_bad_object_fails_the_whole_apply(tmp_path: Path, labd_database: str) -> None:
     with trio.fail_after(60):
-        async with running_labd(tmp_path) as labd:
+        async with running_labd(tmp_path, database_url=labd_database) as labd:
             assert labd.context is not None
             store = labd.context.store
             admin = await labd.admin()
@@ -44,10 +44,10 @@ async def test_a_bad_object_fails_the_whole_apply(tmp_path: Path) -> None:
 
 
 async def test_dry_run_writes_nothing_and_apply_writes_one_entry_per_change(
-    tmp_path: Path,
+    tmp_path: Path, labd_database: str
 ) -> None:
     with trio.fail_after(60):
-        async with running_labd(tmp_path) as labd:
+        async with running_labd(tmp_path, database_url=labd_database) as labd:
             assert labd.context is not None
             store = labd.context.store
             admin = await labd.admin()
@@ -71,9 +71,11 @@ async def test_dry_run_writes_nothing_and_apply_writes_one_entry_per_change(
             assert entries[2].details["fields"] == ["*"]
 
 
-async def test_concurrent_applies_of_conflicting_versions_one_409(tmp_path: Path) -> None:
+async def test_concurrent_applies_of_conflicting_versions_one_409(
+    tmp_path: Path, labd_database: str
+) -> None:
     with trio.fail_after(60):
-        async with running_labd(tmp_path) as labd:
+        async with running_labd(tmp_path, database_url=labd_database) as labd:
             assert labd.context is not None
             admin = await labd.admin()
             async with labd.client(admin) as http:
