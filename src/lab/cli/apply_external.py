@@ -37,24 +37,46 @@ async def _cluster(client: LabClient, doc: Document, *, dry: bool, mode: str) ->
 
     path = f"/api/clusters/{quote(doc.name, safe='')}"
     try:
-        await client.get(path, params={"live": "false"})
+        found: dict[str, Any] = await client.get(path, params={"live": "false"})
         exists = True
     except NotFound:
-        exists = False
+        found, exists = {}, False
     if mode == "delete":
         if not exists:
             _say("Cluster", doc.name, "absent", dry)
             return 0
-        if not dry:
-            await client.delete(path)
-        _say("Cluster", doc.name, "deleted", dry)
+        if found.get("origin") == "imported":
+            if not dry:
+                await client.delete(path)
+            _say("Cluster", doc.name, "deleted", dry)
+        else:
+            # A cluster labd created is taken down by its delete operation, keeping the
+            # servers' data directories (labctl clusters delete, without --keep-data, wipes).
+            if not dry:
+                await client.post(f"{path}/delete", json={"keep_data": True})
+            _say("Cluster", doc.name, "delete started (data kept)", dry)
         return 1
     if exists:
         _say("Cluster", doc.name, "unchanged", dry)
         return 0
+    if "create" in doc.spec:
+        create = dict(doc.spec["create"])
+        if isinstance(create.get("datastore"), dict):
+            where = "spec.create.datastore"
+            create["datastore"] = resolve_ref(create["datastore"], doc.base_dir, where, doc.source)
+        if not dry:
+            op = await client.post(f"{path}/create", json=create)
+            _say("Cluster", doc.name, f"create started (operation {op.get('id')})", dry)
+        else:
+            _say("Cluster", doc.name, "create started", dry)
+        return 1
     ref = doc.spec.get("kubeconfig")
     if ref is None:
-        raise invalid(doc.source, "spec.kubeconfig", f"is required to import cluster {doc.name}")
+        raise invalid(
+            doc.source,
+            "spec.kubeconfig",
+            f"is required to import cluster {doc.name} (or spec.create to create it)",
+        )
     kubeconfig = resolve_ref(ref, doc.base_dir, "spec.kubeconfig", doc.source)
     if not dry:
         body: dict[str, Any] = {"name": doc.name, "kubeconfig": kubeconfig}

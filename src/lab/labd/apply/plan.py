@@ -138,7 +138,8 @@ def _external_checks(
     identity): asked here too, so an apply cannot record or drop an object in a set's
     inventory that its caller could not install or remove itself."""
     if key.kind == "Cluster":
-        return [("clusters:delete" if remove else "clusters:import", f"cluster/{key.name}")]
+        verb = "delete" if remove else ("create" if "create" in spec else "import")
+        return [(f"clusters:{verb}", f"cluster/{key.name}")]
     if key.kind == "App":
         where = f"cluster/{spec.get('cluster', '')}/namespace/{spec.get('namespace', 'default')}"
         return [("apps:uninstall" if remove else "apps:install", f"{where}/app/{key.name}")]
