@@ -8,6 +8,8 @@
 - ``…/portforward`` with a WebSocket (``v4.channel.k8s.io`` or ``portforward.k8s.io``), and any
   path with ``Upgrade: SPDY/3.1``: after the 101 every byte is echoed back behind the prefix
   ``echo:`` (bytes both ways, no framing assumed);
+- ``GET …?watch=true``: a chunked watch sending one ``ADDED`` event, then nothing until the
+  client leaves (``&timeoutSeconds=0``: it ends the answer right after the event);
 - ``GET …/pods/NAME`` (a running pod with one container ``main``: kubectl exec reads it
   first) and ``/version`` (labd's import checks it); anything else: 404 as a ``Status``.
 
@@ -160,6 +162,24 @@ async def _echo_raw(stream: trio.abc.Stream, leftover: bytes) -> None:
         await stream.send_all(b"echo:" + data)
 
 
+async def _watch(stream: trio.abc.Stream, *, once: bool) -> None:
+    """A chunked watch: one ADDED event at once; then the end (``once``) or nothing more
+    until the client goes away."""
+    event = json.dumps({"type": "ADDED", "object": {"kind": "Pod", "metadata": {"name": "a"}}})
+    chunk = (event + "\n").encode()
+    await stream.send_all(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        + f"{len(chunk):x}\r\n".encode()
+        + chunk
+        + b"\r\n"
+    )
+    if once:
+        await stream.send_all(b"0\r\n\r\n")
+        return
+    while await stream.receive_some(65536):
+        pass
+
+
 async def _exec_ws(stream: trio.abc.Stream, leftover: bytes, command: str, protocol: str) -> None:
     ws = Connection(ConnectionType.SERVER, trailing_data=leftover)
 
@@ -249,6 +269,10 @@ async def _serve_one(up: StreamingUpstream, stream: trio.SSLStream[trio.SocketSt
                 await _exec_ws(stream, leftover, command, chosen)
             else:
                 await _echo_raw(stream, leftover)
+            how = "eof"
+            return
+        if parse_qs(target.query).get("watch") == ["true"]:
+            await _watch(stream, once=parse_qs(target.query).get("timeoutSeconds") == ["0"])
             how = "eof"
             return
         pod = target.path.startswith("/api/v1/namespaces/") and "/pods/" in target.path

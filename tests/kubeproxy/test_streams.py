@@ -15,7 +15,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage
 
-from tests.kubeproxy.rig import ProxyRig, proxy_rig
+from tests.kubeproxy.rig import ProxyRig, proxy_rig, raw_request
 from tests.kubeproxy.streaming_upstream import streaming_upstream
 from tests.labd.harness import Credentials
 
@@ -207,3 +207,25 @@ async def test_revoking_the_certificate_ends_a_session(tmp_path: Path) -> None:
             await up.wait_ended(2)
             start, end = sessions(await rig.audit(), "kube:attach")
             assert (start["details"]["phase"], end["details"]["ended_by"]) == ("start", "disabled")
+
+
+async def test_a_watch_streams_and_either_side_ends_it(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with streaming_upstream() as up, proxy_rig(tmp_path, {"s": up}) as rig:
+            watch = "/k8s/s/api/v1/namespaces/default/pods?watch=true"
+            ctx = rig.labd.ssl_context(rig.admin, alpn=["http/1.1"])
+            tcp = await trio.open_tcp_stream(rig.labd.host, rig.labd.port)
+            stream = trio.SSLStream(tcp, ctx, server_hostname=rig.labd.host)
+            async with stream:
+                await stream.send_all(f"GET {watch} HTTP/1.1\r\nHost: labd\r\n\r\n".encode())
+                # The first event arrives while the watch is still open: nothing waits for
+                # the end of the answer.
+                head = await read_until(stream, b"", b"ADDED")
+                assert head.startswith(b"HTTP/1.1 200")
+            # The client left: labd closed its side toward the API server.
+            await up.wait_ended(2)
+            assert up.ended[1] == "eof"
+            ended = await raw_request(rig.labd, rig.admin, "GET", watch + "&timeoutSeconds=0")
+            assert ended.status == 200 and b"ADDED" in ended.body
+            watches = [e for e in await rig.audit() if e["action"] == "kube:watch"]
+            assert len(watches) == 2
