@@ -13,9 +13,11 @@ from typing import Any
 
 import trio
 
+from lab import pki
 from tests.kube.kmock_server import KubeAPI
 from tests.kubeproxy.conftest import recording_api  # noqa: F401 - the fixture
 from tests.kubeproxy.rig import ProxyRig, proxy_rig, raw_request, upstream_requests
+from tests.labd.harness import Credentials
 
 PODS = "/k8s/home/api/v1/namespaces/default/pods"
 FORGED = [
@@ -88,6 +90,19 @@ async def test_agents_and_anonymous_clients_are_refused(
             assert refused.json()["kind"] == "Status"
             assert refused.json()["reason"] == "Forbidden"
             assert "server certificate cannot use" in refused.json()["message"]
+            # A bastion's certificate (issued by the same CA) is no better.
+            assert rig.labd.context is not None
+            bastion_key = pki.generate_key()
+            bastion_cert, issued = pki.issue_bastion_cert(
+                rig.labd.context.ca.signer, pki.make_csr(bastion_key, "bastion/pxe1"), "pxe1"
+            )
+            await rig.labd.context.store.certificates.record(issued.to_record())
+            bastion = Credentials(
+                key_pem=bastion_key, cert_pem=bastion_cert, subject="bastion/pxe1"
+            )
+            by_bastion = await raw_request(rig.labd, bastion, "GET", PODS)
+            assert by_bastion.status == 403
+            assert "bastion certificate cannot use" in by_bastion.json()["message"]
             anonymous = [await raw_request(rig.labd, None, "GET", PODS) for _ in range(3)]
             assert {a.status for a in anonymous} == {401}
             assert anonymous[0].json()["reason"] == "Unauthorized"
@@ -96,7 +111,11 @@ async def test_agents_and_anonymous_clients_are_refused(
             by_user = sorted((e["user"], e["result"]) for e in entries)
             # The agent's refusal names it; three anonymous ones leave one entry (a storm of
             # them would otherwise fill the log).
-            assert by_user == [("", "denied"), ("server/web1", "denied")]
+            assert by_user == [
+                ("", "denied"),
+                ("bastion/pxe1", "denied"),
+                ("server/web1", "denied"),
+            ]
 
 
 async def test_a_viewers_delete_is_refused_in_kubectls_format_and_audited(
