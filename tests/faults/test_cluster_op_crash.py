@@ -2,7 +2,10 @@
 operation is shown failed at the step it was in, with how to resume — never "running".
 
 The node's ``uname`` (first on its PATH through cluster_exec_path) blocks the first time it
-runs, so labd is killed while the preflight step runs on the node.
+runs, so labd is killed while the preflight step runs on the node. labd runs under a fixed
+replica id, so the labd started again knows the operation was its own and fails it at once
+(the lease is long: waiting for it would fail the test); a lease running out is what
+tests/cluster/test_cluster_ops.py shows with two replicas.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def test_labd_killed_mid_create_leaves_a_failed_operation(tmp_path: Path) -> Non
         tmp_path,
         LABD_CLUSTER_EXEC_PATH=f"{tmp_path}/nodes/{{node}}/bin:{BASE_PATH}",
         LABD_CLUSTER_NODE_ROOT=f"{tmp_path}/nodes/{{node}}/root",
-        LABD_CLUSTER_OP_LEASE="2",
+        LABD_REPLICA_ID="r1",
+        LABD_CLUSTER_OP_LEASE="600",
     )
     try:
         started = subprocess.run(
@@ -61,11 +65,9 @@ def test_labd_killed_mid_create_leaves_a_failed_operation(tmp_path: Path) -> Non
         site.labd.kill9()
 
         site.start_labd("labd-again")
-        failed = wait_for(
-            "the operation failed",
-            lambda: (o := _describe(site)) is not None and o["status"] == "failed" and o,
-        )
-        assert "stopped while running this operation" in failed["error"]
+        failed = _describe(site)  # failed before the new labd said it was ready
+        assert failed is not None and failed["status"] == "failed", failed
+        assert "replica r1) stopped while running this operation" in failed["error"]
         step = next(s for s in failed["steps"] if s["status"] == "failed")
         assert (step["name"], step["node"]) == ("preflight", AGENT)
         assert step["error"].startswith("interrupted")

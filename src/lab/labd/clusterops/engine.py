@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PREFLIGHT_LIMIT = 8  # nodes preflighted at once
-SWEEP_EVERY = 2.0
+# How often a replica looks for operations whose lease ran out: a third of the lease, within
+# these bounds.
+SWEEP_MIN, SWEEP_MAX = 0.2, 5.0
 
 
 def new_op_id() -> str:
@@ -90,7 +92,7 @@ class OpEngine:
                 await self._abandon(owner=None)
             except LabError:
                 log.warning("could not check cluster operations' leases", exc_info=True)
-            await trio.sleep(SWEEP_EVERY)
+            await trio.sleep(min(SWEEP_MAX, max(SWEEP_MIN, self.lease / 3)))
 
     async def _abandon(self, *, owner: str | None) -> None:
         for op in await self.ops.abandon(now=now(), owner=owner):

@@ -144,13 +144,14 @@ class NodeShell:
     async def write_stream(
         self, path: str, data: AsyncIterable[bytes], *, mode: str = "0600"
     ) -> None:
-        """:meth:`write_file` for content that arrives in chunks (an artifact)."""
-        directory = posixpath.dirname(path)
+        """:meth:`write_file` for content that arrives in chunks (an artifact).
+
+        GNU install creates the missing directories (``-D``) and the file owner-only until
+        it sets ``mode``, so a secret is never readable by others on the way.
+        """
         tmp = f"{path}.labctl-tmp"
-        await self.check(["mkdir", "-p", directory])
-        await self.check(["install", "-m", mode, "/dev/null", tmp])
         await self.check(
-            ["dd", f"of={tmp}", "bs=1M", "status=none"], stdin=data, secret=True, limit=3600
+            ["install", "-D", "-m", mode, "/dev/stdin", tmp], stdin=data, secret=True, limit=3600
         )
         await self.check(["mv", "-f", tmp, path])
 
