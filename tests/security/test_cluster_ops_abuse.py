@@ -42,6 +42,11 @@ async def test_a_viewer_cannot_start_a_create(tmp_path: Path) -> None:
             assert await labd.context.store.cluster_ops.list(cluster="c1") == []
             denied = await audit_entries(labd, "clusters:create")
             assert denied and all(e.result == "denied" for e in denied)
+            # an admin with a bad name is told which field
+            async with labd.client(admin) as http:
+                resp = await http.post("/api/clusters/Bad_Name/create", json={"servers": ["x"]})
+                assert resp.status_code == 400
+                assert resp.json()["error"]["details"]["fields"] == ["path.name"]
 
 
 def test_a_token_binds_its_cluster_ca() -> None:

@@ -21,6 +21,7 @@ from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.clusterops import plan, registry
 from lab.labd.clusterops.engine import new_op_id, now
+from lab.labd.clusters import check_cluster_name
 from lab.labd.context import ctx
 from lab.model.operations import ClusterOp, OpStep
 
@@ -141,6 +142,7 @@ async def _start(
 @bp.post("/api/clusters/<name>/create")
 @requires("user", action="clusters:create", resource="cluster/{name}")
 async def create(name: str) -> dict[str, Any]:
+    check_cluster_name(name, "path.name")
     req = await body(CreateCluster)
     spec = plan.check_create(
         name=name,
