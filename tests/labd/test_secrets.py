@@ -144,3 +144,31 @@ def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     loose = key_file(tmp_path / "loose.key", 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         key_encryption_key(str(loose), b"")
+
+
+async def test_labd_moves_power_passwords_sealed_in_their_rows_at_start(tmp_path: Path) -> None:
+    from lab.store import PowerSetting
+
+    with trio.fail_after(90):
+        async with running_labd(tmp_path) as labd:
+            assert labd.context is not None
+            key = labd.context.audit_keys.chain.derive(pki.SEAL_LABEL)
+            await labd.context.store.power.set(
+                PowerSetting(
+                    target="server/node1",
+                    driver="ipmi",
+                    settings={"host": "10.0.0.5"},
+                    sealed=pki.seal(key, "server/node1", "bmc-pass-77"),
+                )
+            )
+        async with running_labd(tmp_path) as labd:
+            assert labd.context is not None
+            row = await labd.context.store.power.get("server/node1")
+            assert row.sealed == "secrets"
+            secret = await labd.context.secrets.get("power/server/node1/password")
+            assert secret == b"bmc-pass-77"
+            entries = await labd.context.store.audit.list(action="secrets:move-power")
+            assert [(e.user, e.details["moved"]) for e in entries] == [("labd", 1)]
+            assert "bmc-pass-77" not in str(entries)
+        raw = database_bytes(labd.data_dir)
+    assert b"bmc-pass-77" not in raw

@@ -154,3 +154,35 @@ async def test_bad_names_are_refused(store: Store, name: str) -> None:
 async def test_values_are_bounded(store: Store) -> None:
     with pytest.raises(TooLarge):
         await SecretsStore(store.secrets, KEK).put("big", b"x" * (1024 * 1024 + 1))
+
+
+async def test_power_passwords_sealed_in_their_rows_move_to_the_secrets_store(
+    store: Store,
+) -> None:
+    from lab.labd.secrets.power import SECRET_MARK, move_power_passwords
+    from lab.store import PowerSetting
+
+    legacy_key = b"k" * 32
+    for target, key in (("machine/52:54:00:12:34:56", legacy_key), ("server/x", b"o" * 32)):
+        await store.power.set(
+            PowerSetting(
+                target=target,
+                driver="ipmi",
+                settings={"host": "10.0.0.5"},
+                sealed=pki.seal(key, target, f"pw-of-{target}"),
+            )
+        )
+    await store.power.set(PowerSetting(target="server/wol", driver="wol", settings={}))
+    secrets = SecretsStore(store.secrets, KEK)
+    assert await move_power_passwords(store, secrets, legacy_key) == 1
+    moved = await store.power.get("machine/52:54:00:12:34:56")
+    assert moved.sealed == SECRET_MARK
+    assert await secrets.get("power/machine/52:54:00:12:34:56/password") == (
+        b"pw-of-machine/52:54:00:12:34:56"
+    )
+    # The row sealed under another key stays as it was; the one without a password too.
+    assert (await store.power.get("server/x")).sealed.startswith("v1:")
+    assert (await store.power.get("server/wol")).sealed == ""
+    assert [s.target for s in await store.power.sealed_in_row()] == ["server/x"]
+    assert await move_power_passwords(store, secrets, legacy_key) == 0
+    assert not await store.power.replace_sealed("server/x", "v1:other", SECRET_MARK)

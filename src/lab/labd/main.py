@@ -19,6 +19,7 @@ from lab.labd.app import create_app
 from lab.labd.apps.engine import AppEngine
 from lab.labd.artifacts import ArtifactStore
 from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
+from lab.labd.audit.entries import record
 from lab.labd.audit.keys import audit_keys
 from lab.labd.cluster import ClusterMember, advertise_url, advertised_names
 from lab.labd.clusterops.engine import OpEngine
@@ -29,9 +30,10 @@ from lab.labd.hub.registry import AgentHub, default_replica
 from lab.labd.identity.ca import CAService
 from lab.labd.identity.identities import Identities, Revocations
 from lab.labd.secrets import SecretsStore, key_encryption_key
+from lab.labd.secrets.power import move_power_passwords
 from lab.labd.secrets.rotate import rotate_secrets
 from lab.labd.storage import open_database, prepare_data_dir
-from lab.pki import resolve_ca_passphrase
+from lab.pki import SEAL_LABEL, resolve_ca_passphrase
 from lab.runtime import sdnotify
 from lab.runtime.commandline import report, run_app
 from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
@@ -107,6 +109,7 @@ async def serve_labd(
         context.apps = AppEngine(context, replica_id)
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
+        await _move_power_passwords(context)
         if on_context is not None:
             on_context(context)
         ca.write_bundle(config.data_path)
@@ -118,6 +121,18 @@ async def serve_labd(
             # Every request has been answered (or we were cancelled): checkpoint the head.
             with trio.CancelScope(shield=True):
                 await _final_checkpoint(context)
+
+
+async def _move_power_passwords(context: LabdContext) -> None:
+    """BMC passwords an older labd sealed in their power rows go to the secrets store."""
+    legacy_key = context.audit_keys.chain.derive(SEAL_LABEL)
+    moved = await move_power_passwords(context.store, context.secrets, legacy_key)
+    if moved:
+        log.info("moved %d power passwords into the secrets store", moved)
+        await record(
+            context, action="secrets:move-power", resource="secrets", user="labd",
+            details={"moved": moved},
+        )  # fmt: skip
 
 
 async def _serve(

@@ -273,6 +273,14 @@ class PowerRepository(Protocol):
         """Drop the row (idempotent)."""
         ...
 
+    async def sealed_in_row(self) -> list[PowerSetting]:
+        """Rows whose password is sealed in the row itself (``v1:``, before the secrets store)."""
+        ...
+
+    async def replace_sealed(self, target: str, old: str, new: str) -> bool:
+        """Set ``sealed`` to ``new`` if it is still ``old``; whether it changed."""
+        ...
+
 
 class ClusterOpRepository(Protocol):
     """Recorded cluster operations and their steps (lab.store.sql.cluster_ops)."""

@@ -23,6 +23,7 @@ from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.context import ctx
 from lab.labd.relay.relay import current_hub
+from lab.labd.secrets.power import SECRET_MARK, power_secret_name
 from lab.model.safejson import loads
 from lab.pki import SEAL_LABEL, unseal
 from lab.power import run_action
@@ -48,23 +49,12 @@ class SetDriver:
 
 
 # The power row's ``sealed`` column says where the password is: "" none, SECRET_MARK in the
-# secrets store under power/TARGET/password, "v1:..." sealed in the row itself (rows written
-# before the secrets store existed; read with the key derived from the audit key).
-SECRET_MARK = "secrets"  # noqa: S105 - a marker, not a secret
-
-
-def _legacy_key() -> bytes:
-    return ctx().audit_keys.chain.derive(SEAL_LABEL)
-
-
-def _secret_name(target: str) -> str:
-    return f"power/{target}/password"
-
-
+# secrets store, "v1:..." sealed in the row itself (written before the secrets store; labd
+# moves those at start, lab.labd.secrets.power; one that did not open is read here).
 async def _password(target: str, sealed: str) -> str:
     if sealed == SECRET_MARK:
-        return (await ctx().secrets.get(_secret_name(target))).decode("utf-8")
-    return unseal(_legacy_key(), target, sealed)
+        return (await ctx().secrets.get(power_secret_name(target))).decode("utf-8")
+    return unseal(ctx().audit_keys.chain.derive(SEAL_LABEL), target, sealed)
 
 
 async def _target(kind: str, name: str) -> str:
@@ -146,9 +136,9 @@ async def set_driver(kind: str, name: str) -> dict[str, Any]:
     target = await _target(kind, name)
     annotate(driver=change.driver, settings=settings, password=bool(change.password))
     if change.password:
-        await ctx().secrets.put(_secret_name(target), change.password.encode("utf-8"))
+        await ctx().secrets.put(power_secret_name(target), change.password.encode("utf-8"))
     else:
-        await ctx().secrets.delete(_secret_name(target))
+        await ctx().secrets.delete(power_secret_name(target))
     setting = PowerSetting(
         target=target,
         driver=change.driver,

@@ -66,3 +66,24 @@ class PowerDrivers:
             tx.run("DELETE FROM power_drivers WHERE target = ?", (target,))
 
         await self._db.write(op)
+
+    async def sealed_in_row(self) -> list[PowerSetting]:
+        def op(tx: Tx) -> list[PowerSetting]:
+            # The pattern is a parameter: no statement of the store holds a literal '%'.
+            rows = tx.all(
+                f"SELECT {_COLS} FROM power_drivers WHERE sealed LIKE ? ORDER BY target",  # noqa: S608
+                ("v1:%",),
+            )
+            return [_setting(tx, r) for r in rows]
+
+        return await self._db.read(op)
+
+    async def replace_sealed(self, target: str, old: str, new: str) -> bool:
+        def op(tx: Tx) -> bool:
+            changed = tx.run(
+                "UPDATE power_drivers SET sealed = ? WHERE target = ? AND sealed = ?",
+                (new, target, old),
+            )
+            return changed == 1
+
+        return await self._db.write(op)
