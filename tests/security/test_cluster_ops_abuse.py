@@ -3,7 +3,7 @@
 - A viewer (clusters:read only) starting a create or a delete gets 403 and nothing is
   recorded; the refusal is audited.
 - A datastore URL's password is sealed: never in an answer, an audit detail or a file of
-  labd's data dir.
+  labd's data dir; a delete --force of a cluster whose node is gone forgets it all.
 - A token made for one cluster does not verify another cluster's CA (a joining node, and
   labd's verify-ca step, refuse a server whose CA hash is not the token's).
 - A token not in the secure K10 form is refused; the token never shows its secret in repr.
@@ -105,3 +105,25 @@ async def test_a_datastore_password_is_sealed_and_never_shown(tmp_path: Path) ->
             for path in (tmp_path / "labd").rglob("*"):
                 if path.is_file():
                     assert password.encode() not in path.read_bytes(), path
+
+            # the node never had an agent: a delete stops there, --force skips it and forgets
+            async with labd.client(admin) as http:
+
+                async def delete(**body: bool) -> dict[str, object]:
+                    resp = await http.post("/api/clusters/c1/delete", json=body)
+                    assert resp.status_code == 200, resp.text
+                    path = f"/api/clusters/c1/operations/{resp.json()['id']}"
+                    while (op := (await http.get(path)).json())["status"] == "running":
+                        await trio.sleep(0.1)
+                    return op  # type: ignore[no-any-return]
+
+                stopped = await delete()
+                assert stopped["status"] == "failed" and "not connected" in str(stopped["error"])
+                forced = await delete(force=True)
+                assert forced["status"] == "succeeded", forced
+                steps = forced["steps"]
+                assert isinstance(steps, list) and steps[0]["error"].startswith("skipped (--force)")
+                assert (await http.get("/api/clusters/c1")).status_code == 404
+            assert [
+                n for n in await labd.context.secrets.names() if n.startswith("cluster/c1/")
+            ] == []

@@ -336,7 +336,13 @@ async def upgrade(
 
 @clusters_app.command
 async def delete(
-    name: str, /, *, keep_data: bool = False, no_wait: NoWait = False, output: OutputOpt = ""
+    name: str,
+    /,
+    *,
+    keep_data: bool = False,
+    force: bool = False,
+    no_wait: NoWait = False,
+    output: OutputOpt = "",
 ) -> None:
     """Delete a cluster labd created: k3s removed from every node (agents first), then the
     cluster and its secrets forgotten. An imported cluster is only forgotten (its nodes are
@@ -350,6 +356,9 @@ async def delete(
         The cluster's name.
     keep_data
         Leave /var/lib/rancher/k3s on the nodes.
+    force
+        Skip nodes whose agent cannot be reached (a machine gone for good); labd still
+        forgets the cluster.
     """
     from urllib.parse import quote
 
@@ -376,7 +385,7 @@ async def delete(
                 return
     await _start(
         f"/api/clusters/{name}/delete",
-        {"keep_data": keep_data},
+        {"keep_data": keep_data, "force": force},
         no_wait=no_wait,
         output=output,
         verb="delete",

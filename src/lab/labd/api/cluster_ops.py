@@ -58,6 +58,7 @@ class Upgrade:
 @frozen(kw_only=True)
 class Delete:
     keep_data: bool = False
+    force: bool = False
 
 
 def _time(value: Any) -> str | None:
@@ -243,8 +244,15 @@ async def upgrade(name: str) -> dict[str, Any]:
 async def delete(name: str) -> dict[str, Any]:
     req = await body(Delete)
     spec = await current_spec(name, any_state=True)
-    annotate(keep_data=req.keep_data)
-    return await _start(name, "delete", spec, plan.delete_steps(spec), keep_data=req.keep_data)
+    annotate(keep_data=req.keep_data, force=req.force)
+    return await _start(
+        name,
+        "delete",
+        spec,
+        plan.delete_steps(spec),
+        keep_data=req.keep_data,
+        force=req.force,
+    )
 
 
 @bp.post("/api/clusters/<name>/resume")

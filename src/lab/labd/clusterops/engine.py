@@ -220,6 +220,11 @@ class OpEngine:
         await self.ops.step(op.id, self.owner, step.seq, status="running", at=now())
         try:
             await steps.STEPS[step.name](octx, step.node)
+        except steps.StepSkipped as skipped:
+            await self.ops.step(
+                op.id, self.owner, step.seq, status="done", at=now(), error=str(skipped)
+            )
+            return ""
         except Exception as exc:
             message = exc.message if isinstance(exc, LabError) else f"internal error: {exc!r}"
             if not isinstance(exc, LabError):

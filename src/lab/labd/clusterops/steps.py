@@ -421,9 +421,23 @@ async def restart(op: OpContext, node: str) -> None:
     await sh.check(["systemctl", "restart", unit_name(op.spec.role(node))], limit=300)
 
 
+class StepSkipped(Exception):
+    """The step did not run and the operation goes on; its text is kept on the step."""
+
+
 async def uninstall(op: OpContext, node: str) -> None:
     """Stop and remove k3s from the node (as k3s-uninstall.sh); its data too unless
-    ``keep_data``."""
+    ``keep_data``. With ``force``, a node whose agent cannot be reached is skipped (a
+    machine that is gone for good must not keep its cluster in labd forever)."""
+    try:
+        await _uninstall(op, node)
+    except Unavailable as exc:
+        if not op.params.get("force"):
+            raise
+        raise StepSkipped(f"skipped (--force): {exc.message}") from exc
+
+
+async def _uninstall(op: OpContext, node: str) -> None:
     sh = op.shell(node)
     for unit in ("k3s", "k3s-agent"):
         if (await sh.run(["test", "-e", sh.paths.unit_file(unit)])).code != 0:
