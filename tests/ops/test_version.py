@@ -145,7 +145,7 @@ def test_labd_answers_help_and_version_without_starting(tmp_path: Path) -> None:
         assert (proc.returncode, proc.stdout) == (0, f"labd {__version__}\n"), proc.stderr
     proc = subprocess.run([*argv, "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("Usage: labd [--help | --version]")
+    assert proc.stdout.startswith("Usage: labd [--help | --version | secrets rotate]")
     proc = subprocess.run([*argv, "--port", "80"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[0] == "labd: error: unknown option: --port", proc.stderr
@@ -157,7 +157,16 @@ def test_container_build_context_takes_the_version_from_the_build_arg(tmp_path: 
     # LABCTL_VERSION through SETUPTOOLS_SCM_PRETEND_VERSION, else the fallback 0.0.0.
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("pyproject.toml", "README.md", "src", "kickstart", "schema", "units", "man"):
+    for name in (
+        "pyproject.toml",
+        "README.md",
+        "src",
+        "kickstart",
+        "schema",
+        "units",
+        "man",
+        "modules",
+    ):
         if (ROOT / name).is_dir():
             shutil.copytree(
                 ROOT / name, context / name, ignore=shutil.ignore_patterns("_version.py")

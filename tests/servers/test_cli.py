@@ -26,6 +26,11 @@ def test_parse_resource() -> None:
             parse_resource(bad)
     with pytest.raises(Invalid, match="unknown resource type 'pod'") as info:
         parse_resource("pod/web1")
+    assert info.value.details["hint"] == "valid types: server/NAME, cluster/NAME"
+    assert parse_resource("clusters/home") == ("cluster", "home")
+    # A command narrows the types: describe's cluster is not a server.
+    with pytest.raises(Invalid, match="unknown resource type 'cluster'") as info:
+        parse_resource("cluster/home", allowed=("server",))
     assert info.value.details["hint"] == "valid types: server/NAME"
 
 
