@@ -112,15 +112,33 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; each prints JSON lines {bench, value, unit, baseline, ratio}.
 
     `nox -s bench` runs each with small sizes; `nox -s bench -- ARGS` passes ARGS to every
-    script instead. The ssh baselines need openssh-server (apt-get install openssh-server).
+    script instead. The ssh baselines need openssh-server (apt-get install openssh-server);
+    `nox -s bench -- --with-salt` also installs Salt into its own virtualenv (.nox/salt-peer)
+    and measures `labctl exec` against `salt minion1 cmd.run` (bench/exec_latency.py).
+    A first line names the machine and its load average: figures are only comparable with both.
     """
     session.install("-e", ".[test]")
+    import os
     import pathlib
+    import platform
 
+    posargs = list(session.posargs)
+    salt_bin: list[str] = []
+    if "--with-salt" in posargs:
+        posargs.remove("--with-salt")
+        venv = pathlib.Path(".nox") / "salt-peer"
+        if not (venv / "bin" / "salt-master").exists():
+            session.run("python", "-m", "venv", str(venv))
+            session.run(str(venv / "bin" / "pip"), "install", "-q", "salt", external=True)
+        salt_bin = ["--salt-bin", str((venv / "bin").resolve())]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    session.log(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load}")
     for script in sorted(pathlib.Path("bench").glob("*.py")):
         if script.name.startswith("_"):
             continue
-        args = session.posargs or BENCH_SMALL.get(script.name, [])
+        args = posargs or BENCH_SMALL.get(script.name, [])
+        if script.name == "exec_latency.py":
+            args = [*args, *salt_bin]
         session.run("python", str(script), *args)
 
 

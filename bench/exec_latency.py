@@ -9,6 +9,10 @@ lab-agent in this process (loopback, real TLS), then prints JSON lines:
   paired (labctl, ssh, labctl, ssh, ...) so a burst of load from elsewhere hits both;
 - ``exec_cli_cpu``: the median CPU time (user + system) of those labctl processes, baseline
   the ssh client's of the same pairs;
+- ``exec_latency_cli_vs_salt`` (with ``--salt-bin DIR``, Salt's bin directory: `nox -s bench
+  -- --with-salt` installs Salt into its own virtualenv): the same labctl wall time against
+  `salt minion1 cmd.run /bin/true` through a private master and minion (bench/_salt.py), run
+  in the same rounds;
 - ``exec_latency_relay_p50`` / ``_p99``: one exec of `true` over an open client connection
   (CLI session → labd relay → hub → agent → process → back), in milliseconds.
 
@@ -40,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from tests.hub.hubtools import Labd, enroll_state, labd_with_hub  # noqa: E402
 from tests.labd.harness import Credentials  # noqa: E402
 
+from _salt import private_salt  # noqa: E402
 from _sshd import private_sshd  # noqa: E402
 from lab.agent.daemon import run_agent  # noqa: E402
 from lab.client.credentials import Credentials as CliCredentials  # noqa: E402
@@ -128,13 +133,14 @@ async def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[flo
     return wall, cpu
 
 
-async def main(runs: int, relay_runs: int) -> None:
+async def main(runs: int, relay_runs: int, salt_bin: Path | None = None) -> None:
     print("# load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         (Path(tmpdir) / "sshd").mkdir()
         async with (
             fleet(Path(tmpdir), 1) as (labd, admin, home),
             private_sshd(Path(tmpdir) / "sshd") as ssh,
+            private_salt(Path(tmpdir) / "salt", salt_bin) as salt,
         ):
             labctl = [sys.executable, "-m", "lab.cli.main", "exec", "server/n1", "--", "true"]
             env = cli_env(labd, home)
@@ -143,16 +149,22 @@ async def main(runs: int, relay_runs: int) -> None:
                 await timed([*ssh, "true"])  # and known_hosts
             ours: list[tuple[float, float]] = []
             theirs: list[tuple[float, float]] = []
+            salts: list[float] = []
             for _ in range(runs):
                 ours.append(await timed(labctl, env))
                 if ssh is not None:
                     theirs.append(await timed([*ssh, "true"]))
+                if salt is not None:
+                    salts.append((await timed([*salt, "cmd.run", "/bin/true"]))[0])
             wall = statistics.median(w for w, _ in ours) * 1000
             cpu = statistics.median(c for _, c in ours) * 1000
             ssh_wall = round(statistics.median(w for w, _ in theirs) * 1000, 3) if theirs else None
             ssh_cpu = round(statistics.median(c for _, c in theirs) * 1000, 3) if theirs else None
             emit("exec_latency_cli", wall, "ms", ssh_wall)
             emit("exec_cli_cpu", cpu, "ms", ssh_cpu)
+            if salts:
+                salt_wall = round(statistics.median(salts) * 1000, 3)
+                emit("exec_latency_cli_vs_salt", wall, "ms", salt_wall)
             ctx = labd.running.ssl_context(admin, alpn=["http/1.1"])
             samples = []
             for _ in range(relay_runs):
@@ -175,5 +187,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--relay-runs", type=int, default=200)
+    parser.add_argument("--salt-bin", type=Path, default=None, help="Salt's bin directory")
     args = parser.parse_args()
-    trio.run(main, args.runs, args.relay_runs)
+    trio.run(main, args.runs, args.relay_runs, args.salt_bin)
