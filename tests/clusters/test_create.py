@@ -102,6 +102,19 @@ async def test_one_server_two_agents(tmp_path: Path, caplog: pytest.LogCaptureFi
                     assert secret not in where
 
             # day 2: a2 leaves (cordoned, drained, k3s removed, its Node deleted), then joins again
+            async with KubeClient(conn) as kube:
+                for pod, owners in (("web", []), ("ds-a2", [{"kind": "DaemonSet", "name": "ds"}])):
+                    body = {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": pod,
+                            "namespace": "default",
+                            "ownerReferences": owners,
+                        },
+                        "spec": {"nodeName": "a2", "containers": [{"name": "c", "image": "x"}]},
+                    }
+                    await kube.request("POST", "/api/v1/namespaces/default/pods", json=body)
             async with await lab.http() as client:
                 resp = await client.delete("/api/clusters/c1/nodes/a2")
                 assert resp.status_code == 200, resp.text
@@ -116,7 +129,10 @@ async def test_one_server_two_agents(tmp_path: Path, caplog: pytest.LogCaptureFi
             assert not (lab.root("a2") / "usr/local/bin/k3s").exists()
             async with KubeClient(conn) as kube:
                 items = (await kube.get("/api/v1/nodes"))["items"]
+                pods = (await kube.get("/api/v1/pods"))["items"]
             assert {n["metadata"]["name"] for n in items} == {"s1", "a1"}
+            # drained: the pod is evicted, the DaemonSet's pod is left to its controller
+            assert {p["metadata"]["name"] for p in pods} == {"ds-a2"}
             done = await lab.labctl("clusters", "add-node", "c1", "server/a2", "--role", "agent")
             assert done.returncode == 0, done.stderr
             assert "ready server/a2: done" in done.stdout.decode()
