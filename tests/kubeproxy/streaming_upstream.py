@@ -5,6 +5,9 @@
   every stdin (channel 0) line upper-cased on stdout, and on a line ``exit N`` (or stdin closed,
   v5's channel 255) sends the ``Status`` on channel 3 (exit code N, 0 when stdin closed) and
   closes — what kubectl exec -i needs;
+- ``…/pods/spdy/exec`` with ``Upgrade: SPDY/3.1``: the same exec, in SPDY/3 frames
+  (:mod:`tests.kubeproxy.spdy`), for kubectl with WebSockets turned off, and
+  ``…/pods/spdy/portforward``: each forwarded connection's bytes echoed back behind ``echo:``;
 - ``…/portforward`` with a WebSocket (``v4.channel.k8s.io`` or ``portforward.k8s.io``), and any
   path with ``Upgrade: SPDY/3.1``: after the 101 every byte is echoed back behind the prefix
   ``echo:`` (bytes both ways, no framing assumed);
@@ -35,6 +38,7 @@ from wsproto.utilities import generate_accept_token
 
 from lab import pki
 from lab.kube import KubeConnection
+from tests.kubeproxy.spdy import ExecSession, ForwardSession
 
 _VERBS = ["get", "list", "create", "delete"]
 _DISCOVERY: dict[str, Any] = {
@@ -69,7 +73,8 @@ _DISCOVERY: dict[str, Any] = {
         ],
     },
 }
-CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "portforward.k8s.io")
+TUNNELED_SPDY = "SPDY/3.1+portforward.k8s.io"  # kubectl >= 1.31's port-forward over WebSocket
+CHANNEL_PROTOCOLS = (TUNNELED_SPDY, "v5.channel.k8s.io", "v4.channel.k8s.io", "portforward.k8s.io")
 
 
 @attrs.define
@@ -162,6 +167,44 @@ async def _echo_raw(stream: trio.abc.Stream, leftover: bytes) -> None:
         await stream.send_all(b"echo:" + data)
 
 
+class WebSocketBytes(trio.abc.Stream):
+    """The byte stream carried in a WebSocket's binary messages (what kubectl's port-forward
+    tunnels SPDY in), as a trio stream."""
+
+    def __init__(self, stream: trio.abc.Stream, leftover: bytes) -> None:
+        self.stream = stream
+        self.ws = Connection(ConnectionType.SERVER, trailing_data=leftover)
+        self.pending: list[bytes] = []
+        self.closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        while not self.pending and not self.closed:
+            for event in self.ws.events():
+                if isinstance(event, Ping):
+                    await self.stream.send_all(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.closed = True
+                elif isinstance(event, BytesMessage) and event.data:
+                    self.pending.append(bytes(event.data))  # (kubectl sends empty ones too)
+            if self.pending or self.closed:
+                break
+            data = await self.stream.receive_some(65536)
+            if not data:
+                self.closed = True
+                break
+            self.ws.receive_data(data)
+        return self.pending.pop(0) if self.pending else b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(self.ws.send(BytesMessage(data=bytes(data))))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 async def _watch(stream: trio.abc.Stream, *, once: bool) -> None:
     """A chunked watch: one ADDED event at once; then the end (``once``) or nothing more
     until the client goes away."""
@@ -241,11 +284,23 @@ async def _serve_one(up: StreamingUpstream, stream: trio.SSLStream[trio.SocketSt
             return
         if upgrade == "spdy/3.1":
             answer = [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]
-            if "x-stream-protocol-version" in lowered:
-                first = lowered["x-stream-protocol-version"].split(",")[0].strip()
-                answer.append(("X-Stream-Protocol-Version", first))
+            offered = [
+                p.strip()
+                for k, v in headers
+                if k.lower() == "x-stream-protocol-version"
+                for p in v.split(",")
+            ]
+            if offered:
+                chosen = "v4.channel.k8s.io" if "v4.channel.k8s.io" in offered else offered[0]
+                answer.append(("X-Stream-Protocol-Version", chosen))
             await _send_101(stream, answer)
-            await _echo_raw(stream, leftover)
+            if target.path.endswith("/pods/spdy/exec"):
+                command = " ".join(parse_qs(target.query).get("command", []))
+                await ExecSession(stream, command).run(leftover)
+            elif target.path.endswith("/pods/spdy/portforward"):
+                await ForwardSession(stream).run(leftover)
+            else:
+                await _echo_raw(stream, leftover)
             how = "eof"
             return
         if upgrade == "websocket":
@@ -264,7 +319,9 @@ async def _serve_one(up: StreamingUpstream, stream: trio.SSLStream[trio.SocketSt
                     ("Sec-WebSocket-Protocol", chosen),
                 ],
             )
-            if target.path.endswith(("/exec", "/attach")):
+            if chosen == TUNNELED_SPDY:
+                await ForwardSession(WebSocketBytes(stream, leftover)).run(b"")
+            elif target.path.endswith(("/exec", "/attach")):
                 command = " ".join(parse_qs(target.query).get("command", []))
                 await _exec_ws(stream, leftover, command, chosen)
             else:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import h11
+import pytest
 import trio
 from wsproto import ConnectionType
 from wsproto.connection import Connection
@@ -229,3 +231,60 @@ async def test_a_watch_streams_and_either_side_ends_it(tmp_path: Path) -> None:
             assert ended.status == 200 and b"ADDED" in ended.body
             watches = [e for e in await rig.audit() if e["action"] == "kube:watch"]
             assert len(watches) == 2
+
+
+async def test_kubectl_exec_over_spdy(tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with streaming_upstream() as up, proxy_rig(tmp_path, {"s": up}) as rig:
+            kc = rig.kubeconfig(rig.admin, cluster="s", namespace="default")
+            out = await rig.kubectl(
+                kc, "exec", "-i", "spdy", "--", "cat",
+                stdin=b"over\nspdy\nexit 4\n",
+                env={"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"},
+            )  # fmt: skip
+            assert out.returncode == 4, out.stderr
+            assert out.stdout == b"ran: cat\nOVER\nSPDY\n"
+            (request,) = [r for r in up.seen if "/pods/spdy/exec" in r["target"]]
+            assert ("upgrade", "SPDY/3.1") in request["headers"]
+            start, end = sessions(await rig.audit(), "kube:exec")
+            assert start["details"]["protocol"] == "SPDY/3.1"
+            assert end["details"]["bytes_up"] > 0 and end["details"]["bytes_down"] > 0
+
+
+@pytest.mark.parametrize("websockets", ["false", "true"])
+async def test_kubectl_port_forward(tmp_path: Path, websockets: str) -> None:
+    """SPDY/3.1 upgrade, and (kubectl's default since 1.31) SPDY tunnelled in a WebSocket."""
+    with trio.fail_after(120):
+        async with streaming_upstream() as up, proxy_rig(tmp_path, {"s": up}) as rig:
+            kc = rig.kubeconfig(rig.admin, cluster="s", namespace="default")
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(rig.tmp / "home"),
+                "KUBECONFIG": str(kc),
+                "KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets,
+            }
+            argv = ["/usr/bin/kubectl", "port-forward", "pod/spdy", "0:8080"]
+            proc = await trio.lowlevel.open_process(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+            )
+            try:
+                assert proc.stdout is not None
+                said = b""
+                while b"Forwarding from 127.0.0.1:" not in said:
+                    chunk = await proc.stdout.receive_some(4096)
+                    assert chunk, said
+                    said += chunk
+                port = int(said.split(b"Forwarding from 127.0.0.1:")[1].split(b" ")[0])
+                for word in (b"first", b"second"):
+                    conn = await trio.open_tcp_stream("127.0.0.1", port)
+                    async with conn:
+                        await conn.send_all(word)
+                        assert await read_until(conn, b"", b"echo:" + word) == b"echo:" + word
+            finally:
+                proc.kill()
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+            await up.wait_ended(len(up.seen))
+            start, end = sessions(await rig.audit(), "kube:portforward")
+            assert start["resource"] == "cluster/s/namespace/default/pods/spdy"
+            assert end["details"]["bytes_up"] > len(b"firstsecond")
