@@ -20,6 +20,7 @@ from quart import Blueprint, request
 from lab.errors import Invalid, Unavailable
 from lab.labd.access import rbac
 from lab.labd.access.auth import principal, requires
+from lab.labd.api.answers import created
 from lab.labd.api.bodies import body
 from lab.labd.apps.engine import AppEngine, Options, Outcome
 from lab.labd.audit.entries import annotate
@@ -197,8 +198,9 @@ async def _deploy(cluster: str, namespace: str, name: str, *, upgrade: bool) -> 
 
 @bp.post(f"{BASE}/install")
 @requires("user", action="apps:install", resource=RESOURCE)
-async def install(cluster: str, namespace: str, name: str) -> tuple[dict[str, Any], int]:
-    return await _deploy(cluster, namespace, name, upgrade=False), 201
+@created
+async def install(cluster: str, namespace: str, name: str) -> dict[str, Any]:
+    return await _deploy(cluster, namespace, name, upgrade=False)
 
 
 @bp.post(f"{BASE}/upgrade")

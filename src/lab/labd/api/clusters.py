@@ -17,6 +17,7 @@ from attrs import frozen
 from quart import Blueprint, request
 
 from lab.labd.access.auth import principal, requires
+from lab.labd.api.answers import created
 from lab.labd.api.bodies import body
 from lab.labd.audit.entries import annotate
 from lab.labd.clusters import Health, check_cluster_name
@@ -58,7 +59,8 @@ def _live() -> bool:
 
 @bp.post("/api/clusters/import")
 @requires("user", action="clusters:import", resource="cluster/{body.name}")
-async def import_cluster() -> tuple[dict[str, Any], int]:
+@created
+async def import_cluster() -> dict[str, Any]:
     wanted = await body(ImportCluster)
     name = check_cluster_name(wanted.name, "body.name")
     who = principal()
@@ -66,7 +68,7 @@ async def import_cluster() -> tuple[dict[str, Any], int]:
     cluster = await ctx().clusters.import_cluster(
         name, wanted.kubeconfig, context=wanted.context, created_by=who.subject
     )
-    return cluster_view(cluster), 201
+    return cluster_view(cluster)
 
 
 @bp.get("/api/clusters")
