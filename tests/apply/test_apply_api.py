@@ -122,3 +122,26 @@ async def test_delete_removes_what_the_documents_declare(tmp_path: Path) -> None
             assert "ops" not in [r.name for r in await store.roles.list()]
             assert (await store.users.get_by_name("bo")).disabled
             assert (await store.servers.get_by_name("web1")).labels == {"os": "f", "by-hand": "yes"}
+
+
+async def test_prune_takes_off_only_the_labels_the_set_applied(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with running_labd(tmp_path) as labd:
+            assert labd.context is not None
+            store = labd.context.store
+            admin = await labd.admin()
+            await labd.enroll_agent("web1", await labd.create_token(admin, "agent"))
+            async with labd.client(admin) as http:
+                labels = {"kind": "Server", "name": "web1", "labels": {"zone": "a"}}
+                assert (await apply(http, labels, set="lab")).status_code == 200
+                # By hand, after the apply: kept by the prune (the set never applied it).
+                await store.servers.set_labels("web1", {"by-hand": "yes"}, ())
+                resp = await apply(http, set="lab", prune=True, dry_run=True)
+                assert [(r["name"], r["action"]) for r in resp.json()["results"]] == [
+                    ("web1", "pruned")
+                ]
+                assert (await store.servers.get_by_name("web1")).labels["zone"] == "a"
+                resp = await apply(http, set="lab", prune=True)
+                assert resp.status_code == 200, resp.text
+            assert (await store.servers.get_by_name("web1")).labels == {"by-hand": "yes"}
+            assert await store.apply.inventory("lab") == []

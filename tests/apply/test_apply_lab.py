@@ -194,3 +194,9 @@ async def _walk(
     done = await labctl(env, "apply", "-f", str(exported_role), "--force-conflicts")
     assert done.returncode == 0, done.stderr
     assert "role/web-ops configured (spec.description, spec.rules)" in done.stdout
+
+    # A machine already queued keeps its host name and role: changing them is a reprovision.
+    _edit(lab / "machines.yaml", "role: worker", "role: infra")
+    done = await labctl(env, "apply", "-f", str(lab / "machines.yaml"))
+    assert done.returncode == 1, done.stdout
+    assert "change only by a reprovision" in done.stderr
