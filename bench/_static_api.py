@@ -1,5 +1,6 @@
-"""A fast stand-in API server for bench/kubeproxy.py's GET rate: any GET answers one fixed,
-empty PodList (keep-alive, TLS, bearer token), so the rate measured is labd's, not kmock's.
+"""A fast stand-in API server for bench/kubeproxy.py's GET rate: ``/version`` answers a
+version (labd's import checks it), any other GET one fixed, empty PodList (keep-alive, TLS,
+bearer token), so the rate measured is labd's, not kmock's.
 
 Run: ``python bench/_static_api.py CERT KEY TOKEN``; prints ``PORT`` once listening, stops
 when stdin closes.
@@ -14,6 +15,7 @@ import sys
 import h11
 import trio
 
+VERSION = json.dumps({"major": "1", "minor": "31", "gitVersion": "v1.31.4"}).encode()
 BODY = json.dumps(
     {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}
 ).encode()
@@ -31,7 +33,10 @@ async def serve_one(stream: trio.SSLStream[trio.SocketStream], token: bytes) -> 
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 ok = dict(event.headers).get(b"authorization") == b"Bearer " + token
-                status, body = (200, BODY) if ok else (401, b"{}")
+                path = event.target.split(b"?", 1)[0]
+                status, body = (
+                    (200, VERSION if path == b"/version" else BODY) if ok else (401, b"{}")
+                )
                 headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
                 out = conn.send(h11.Response(status_code=status, headers=headers))
                 out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
