@@ -166,7 +166,8 @@ async def _walk(
 
     # Export of every labd kind applies unchanged.
     exports = (("roles", "web-ops"), ("users", "ann"), ("servers", "web1"), ("clusters", "home"))
-    for kind, name in exports:
+
+    async def round_trip(kind: str, name: str) -> None:
         exported = await labctl(env, "get", kind, name, "-o", "yaml")
         assert exported.returncode == 0, exported.stderr
         (doc,) = yaml.safe_load_all(exported.stdout)
@@ -178,6 +179,10 @@ async def _walk(
         done = await labctl(env, "apply", "-f", str(target))
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == "0 changes", (kind, done.stdout)
+
+    async with trio.open_nursery() as nursery:  # independent: side by side
+        for kind, name in exports:
+            nursery.start_soon(round_trip, kind, name)
 
     # Someone changes the role by another path: the export is stale. apply refuses it naming
     # the field that moved; diff exits above 1 (an error, not "changes").
