@@ -23,18 +23,16 @@ API server's.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import h11
 import httpx
 import trio
-from attrs import define, evolve, field
+from attrs import evolve
 
 from lab import pki
 from lab.errors import LabError, PermissionDenied, Unauthenticated, Unavailable
@@ -42,11 +40,23 @@ from lab.labd.access import rbac
 from lab.labd.access.auth import Principal
 from lab.labd.audit import entries as audit
 from lab.labd.audit.entries import RefusalLog
+from lab.labd.kubeproxy.calls import (
+    ASGIApp,
+    Call,
+    Receive,
+    Refused,
+    Scope,
+    Send,
+    groups_of,
+    raw_body,
+    read_client,
+    status_body,
+    then_cancel,
+)
 from lab.labd.kubeproxy.channels import CHANNEL_PROTOCOLS, StatusScanner, exit_status
 from lab.labd.kubeproxy.classify import KubeRequest, classify
 from lab.labd.kubeproxy.headers import (
     client_response_headers,
-    impersonated_user,
     upgrade_of,
     upstream_request_headers,
 )
@@ -56,92 +66,12 @@ from lab.runtime.rawupgrade import EXTENSION as RAW_UPGRADE
 
 if TYPE_CHECKING:
     from lab.labd.context import LabdContext
-    from lab.model import Role
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/k8s/"
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
-_REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    409: "Conflict",
-    429: "TooManyRequests",
-    503: "ServiceUnavailable",
-}
 _BODY_CHANNEL = 4  # chunks of request body in flight toward the API server
-
-
-def groups_of(roles: tuple[Role, ...]) -> list[str]:
-    """The Kubernetes groups a user's roles map to, each once, in role order."""
-    seen: dict[str, None] = {}
-    for role in roles:
-        for group in getattr(role, "kubernetes_groups", ()):
-            seen.setdefault(group, None)
-    return list(seen)
-
-
-def status_body(code: int, message: str, req: KubeRequest | None = None) -> bytes:
-    """A ``v1 Status`` (what kubectl prints as ``Error from server (Reason): message``)."""
-    doc: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": _REASONS.get(code, "InternalError"),
-        "code": code,
-    }
-    if req is not None and req.resource:
-        details: dict[str, Any] = {"kind": req.resource}
-        if req.name:
-            details["name"] = req.name
-        if req.group:
-            details["group"] = req.group
-        doc["details"] = details
-    return json.dumps(doc).encode()
-
-
-@define
-class _Call:
-    """What one request has revealed so far: for its audit entry and metrics."""
-
-    started: float
-    method: str
-    source: str
-    request_id: str
-    principal: Principal | None = None
-    req: KubeRequest | None = None
-    groups: list[str] = field(factory=list)
-    answered: bool = False
-
-    def duration_ms(self) -> float:
-        return round((time.perf_counter() - self.started) * 1000, 3)
-
-    def details(self, status: int, **more: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": status, "request_id": self.request_id}
-        req = self.req
-        if req is not None:
-            out |= {
-                "cluster": req.cluster,
-                "verb": req.verb,
-                "api_group": req.group,
-                "resource": req.resource,
-                "namespace": req.namespace,
-                "name": req.name,
-            }
-            if req.subresource:
-                out["subresource"] = req.subresource
-        if self.principal is not None:
-            out["impersonated_user"] = impersonated_user(self.principal.name)
-            out["impersonated_groups"] = list(self.groups)
-        return out | more
 
 
 class KubeProxy:
@@ -169,7 +99,7 @@ class KubeProxy:
             None,
         )
         client = scope.get("client")
-        call = _Call(
+        call = Call(
             started=time.perf_counter(),
             method=str(scope["method"]).upper(),
             source=str(client[0]) if client else "",
@@ -227,11 +157,11 @@ class KubeProxy:
             kind=ident.kind, name=ident.name, serial=ident.serial, not_after=ident.not_after
         )
         if await c.revocations.is_revoked(ident.serial):
-            raise _Refused(
+            raise Refused(
                 who, Unauthenticated("certificate has been revoked", details={"reason": "revoked"})
             )
         if ident.kind != "user":
-            raise _Refused(
+            raise Refused(
                 who,
                 PermissionDenied(
                     f"a {ident.kind} certificate cannot use the Kubernetes proxy",
@@ -241,7 +171,7 @@ class KubeProxy:
         try:
             roles = await c.identities.user_roles(ident.name)
         except LabError as exc:
-            raise _Refused(who, exc) from None
+            raise Refused(who, exc) from None
         return evolve(who, roles=roles)
 
     def _authorize(self, who: Principal, req: KubeRequest) -> None:
@@ -254,8 +184,8 @@ class KubeProxy:
                 details={"action": action, "resource": resource, "reason": decision.explain()},
             )
 
-    async def _refuse(self, call: _Call, exc: LabError, send: Send) -> None:
-        if isinstance(exc, _Refused):
+    async def _refuse(self, call: Call, exc: LabError, send: Send) -> None:
+        if isinstance(exc, Refused):
             call.principal, exc = exc.principal, exc.error
         status = exc.status
         result = audit.result_of(status)
@@ -285,7 +215,7 @@ class KubeProxy:
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def _audit_refusal(self, call: _Call, exc: LabError) -> bool:
+    def _audit_refusal(self, call: Call, exc: LabError) -> bool:
         """Refusals are audited; those naming nobody (no or a bad certificate) and refused
         API descriptions at most once an hour per source and reason (a storm of either would
         otherwise fill the log)."""
@@ -300,7 +230,7 @@ class KubeProxy:
         return True
 
     async def _record(
-        self, call: _Call, status: int, *, result: str | None = None, **more: Any
+        self, call: Call, status: int, *, result: str | None = None, **more: Any
     ) -> None:
         req = call.req
         if req is not None and req.discovery and status < 400:
@@ -323,7 +253,7 @@ class KubeProxy:
 
     async def _forward(
         self,
-        call: _Call,
+        call: Call,
         req: KubeRequest,
         who: Principal,
         up: Upstream,
@@ -354,7 +284,7 @@ class KubeProxy:
             async with trio.open_nursery() as nursery:
                 session.scope = nursery.cancel_scope
                 nursery.start_soon(
-                    _read_client, receive, body_send if has_body else None, nursery.cancel_scope
+                    read_client, receive, body_send if has_body else None, nursery.cancel_scope
                 )
                 if not has_body:
                     body_send.close()
@@ -405,7 +335,7 @@ class KubeProxy:
                 details={"reason": "upstream_unreachable"},
             ) from failure
 
-    async def _account(self, call: _Call, req: KubeRequest, status: int) -> None:
+    async def _account(self, call: Call, req: KubeRequest, status: int) -> None:
         """Count and audit an answer before its head reaches the client (fail closed)."""
         self.context.metrics.kube_requests.labels(
             verb=req.verb, result=audit.result_of(status)
@@ -423,7 +353,7 @@ class KubeProxy:
 
     async def _tunnel(
         self,
-        call: _Call,
+        call: Call,
         req: KubeRequest,
         who: Principal,
         up: Upstream,
@@ -443,7 +373,7 @@ class KubeProxy:
                         "headers": client_response_headers(answer.headers, upgraded=False),
                     }
                 )
-                async for chunk in _raw_body(answer.parser, answer.stream):
+                async for chunk in raw_body(answer.parser, answer.stream):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
@@ -455,7 +385,7 @@ class KubeProxy:
 
     async def _run_session(
         self,
-        call: _Call,
+        call: Call,
         req: KubeRequest,
         who: Principal,
         headers: list[tuple[bytes, bytes]],
@@ -534,8 +464,8 @@ class KubeProxy:
                 async with trio.open_nursery() as nursery:
                     session.scope = nursery.cancel_scope
                     # Either side ending ends the other.
-                    nursery.start_soon(_then_cancel, down, nursery.cancel_scope)
-                    nursery.start_soon(_then_cancel, up, nursery.cancel_scope)
+                    nursery.start_soon(then_cancel, down, nursery.cancel_scope)
+                    nursery.start_soon(then_cancel, up, nursery.cancel_scope)
                 if session.reason is not None:
                     ended_by = session.reason
         finally:
@@ -558,65 +488,6 @@ class KubeProxy:
                     log.exception("audit write failed for the end of kube session %s", session_id)
                 with trio.move_on_after(1):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class _Refused(LabError):
-    """A refusal after the certificate named someone: audited under that name."""
-
-    def __init__(self, principal: Principal, error: LabError) -> None:
-        super().__init__(error.message, details=error.details)
-        self.principal = principal
-        self.error = error
-        self.status = error.status
-        self.code = error.code
-
-
-async def _then_cancel(fn: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
-    try:
-        await fn()
-    finally:
-        scope.cancel()
-
-
-async def _read_client(
-    receive: Receive, body: trio.MemorySendChannel[bytes] | None, scope: trio.CancelScope
-) -> None:
-    """Pass the request body on (when there is one), then wait for the client to go away:
-    its going away cancels ``scope`` (the request toward the API server)."""
-    if body is not None:
-        async with body:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    scope.cancel()
-                    return
-                chunk = bytes(message.get("body", b""))
-                if chunk:
-                    await body.send(chunk)
-                if not message.get("more_body", False):
-                    break
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
-async def _raw_body(parser: h11.Connection, stream: trio.abc.Stream) -> AsyncIterator[bytes]:
-    """The body of a non-101 answer to an upgrade request, chunk by chunk."""
-    while True:
-        event = parser.next_event()
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            parser.receive_data(bytes(data))
-            continue
-        if isinstance(event, h11.Data):
-            yield bytes(event.data)
-            continue
-        return
 
 
 def mount(app: ASGIApp, proxy: KubeProxy) -> ASGIApp:
