@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from lab.errors import Conflict, NotFound
-from lab.model import Agent, Cluster, Machine, MachineState, Server
+from lab.model import Agent, Cluster, JoinToken, Machine, MachineState, Server, TokenKind
 from lab.store import Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -224,3 +224,13 @@ async def test_ping_and_schema_version(store: Store) -> None:
     latency = await store.ping()
     assert 0 <= latency < 5
     assert store.url
+
+
+async def test_enrollment_check_reads_the_token_and_the_name_in_one_call(store: Store) -> None:
+    made = await store.tokens.create(
+        JoinToken(kind=TokenKind.AGENT, secret_hash="h", expires_at=T0 + timedelta(hours=1))
+    )
+    assert await store.agents.enrollment_check(made.id, "web1") == (made, False)
+    await store.servers.create(Server(name="web1"))
+    assert await store.agents.enrollment_check(made.id, "web1") == (made, True)
+    assert await store.agents.enrollment_check("nope", "web2") == (None, False)

@@ -65,6 +65,11 @@ class AgentRepository(Protocol):
     async def get_by_server(self, server_id: str) -> Agent: ...
     async def list(self) -> list[Agent]: ...
 
+    async def enrollment_check(self, token_id: str, name: str) -> tuple[JoinToken | None, bool]:
+        """What an enrollment checks before signing, in one read: the join token
+        ``token_id`` (None when there is none) and whether a server is named ``name``."""
+        ...
+
     async def enroll(self, plan: AgentEnrollment) -> EnrolledAgent:
         """Enroll in one transaction: consume the token, create the server (or, with
         ``plan.replace``, take it over and revoke its other certificates), record the new

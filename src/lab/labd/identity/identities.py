@@ -200,6 +200,33 @@ def bound_username(record: JoinToken, username: str | None) -> str:
     return record.user
 
 
+def judge_token(
+    record: JoinToken | None, secret: str, kind: TokenKind, *, role: str | None = None
+) -> JoinToken:
+    """``record`` if ``secret`` is its secret and it is of ``kind``; uses nothing.
+
+    Unauthenticated (401, reason ``unknown``) for no record or a wrong secret; PermissionDenied
+    (403, ``wrong_kind`` / ``wrong_role``) otherwise; Unauthenticated (``expired``, ``revoked``,
+    ``used``) for a token that can no longer be used, which the consuming write decides again
+    atomically.
+    """
+    if record is None or not secret_matches(secret, record.secret_hash):
+        raise Unauthenticated("unknown join token", details={"reason": "unknown"})
+    if record.kind != kind:
+        raise PermissionDenied(
+            f"a {record.kind} token cannot enroll a {kind}", details={"reason": "wrong_kind"}
+        )
+    if role is not None and role not in record.roles:
+        raise PermissionDenied(
+            f"this token does not carry the {role} role", details={"reason": "wrong_role"}
+        )
+    at = now()
+    if not usable(record, at):
+        # Said before any binding is checked; the consuming write decides again atomically.
+        raise token_refusal(record, at)
+    return record
+
+
 @define
 class Revocations:
     """Revoked serials, kept in memory for the per-request check; listeners close sessions."""
@@ -337,22 +364,8 @@ class Identities:
         try:
             record = await self.store.tokens.get(token_id)
         except NotFound:
-            raise Unauthenticated("unknown join token", details={"reason": "unknown"}) from None
-        if not secret_matches(secret, record.secret_hash):
-            raise Unauthenticated("unknown join token", details={"reason": "unknown"})
-        if record.kind != kind:
-            raise PermissionDenied(
-                f"a {record.kind} token cannot enroll a {kind}", details={"reason": "wrong_kind"}
-            )
-        if role is not None and role not in record.roles:
-            raise PermissionDenied(
-                f"this token does not carry the {role} role", details={"reason": "wrong_role"}
-            )
-        at = now()
-        if not usable(record, at):
-            # Said before any binding is checked; consume() decides again atomically.
-            raise token_refusal(record, at)
-        return record
+            record = None
+        return judge_token(record, secret, kind, role=role)
 
     async def consume(self, record: JoinToken) -> JoinToken:
         """Count one use of a checked token (Unauthenticated: expired, revoked, used)."""
@@ -388,15 +401,12 @@ class Identities:
         """
         name = check_hostname(hostname)
         vetted = pki.parse_csr(csr.encode())  # a bad CSR is a 400 and must not use up the token
-        record = await self.check_token(token, TokenKind.AGENT)
+        token_id, secret = split_token(token)
+        # One read for both checks made before signing (the transaction makes them again).
+        found, exists = await self.store.agents.enrollment_check(token_id, name)
+        record = judge_token(found, secret, TokenKind.AGENT)
         note(**token_trace(record))
         check_agent_binding(record, name, facts)
-        try:
-            await self.store.servers.get_by_name(name)
-        except NotFound:
-            exists = False
-        else:
-            exists = True
         if exists and not record.replace:
             raise server_exists(name)  # checked again in the transaction; this saves a signature
         cert_pem, issued = pki.issue_agent_cert(self.ca.signer, vetted, name)

@@ -212,13 +212,13 @@ class Roles:
 # --- join tokens ----------------------------------------------------------------------------
 
 
-def _find_token(tx: Tx, token_id: str) -> JoinToken | None:
+def find_token(tx: Tx, token_id: str) -> JoinToken | None:
     row = tx.one(f"SELECT {JOIN_TOKENS_COLS} FROM join_tokens WHERE id = ?", (token_id,))
     return None if row is None else tx.dialect.codec.token(row)
 
 
 def _token_of(tx: Tx, token_id: str) -> JoinToken:
-    token = _find_token(tx, token_id)
+    token = find_token(tx, token_id)
     if token is None:
         raise not_found("token", token_id)
     return token
@@ -284,7 +284,7 @@ class Tokens:
             row = tx.one(CONSUME_TOKEN, (token_id, tx.dialect.codec.time(at)))
             if row is None:
                 # Read in the same transaction, for the message only.
-                raise token_refusal(_find_token(tx, token_id), at)
+                raise token_refusal(find_token(tx, token_id), at)
             return before_use(tx.dialect.codec.token(row))
 
         return await self._db.write(op)

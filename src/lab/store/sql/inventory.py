@@ -10,11 +10,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lab.errors import NotFound
-from lab.model import Agent, AgentEnrollment, Cluster, EnrolledAgent, Machine, MachineState, Server
+from lab.model import (
+    Agent,
+    AgentEnrollment,
+    Cluster,
+    EnrolledAgent,
+    JoinToken,
+    Machine,
+    MachineState,
+    Server,
+)
 from lab.store.enrollment import enroll_agent
 from lab.store.rows import AGENT_SELECT, CLUSTER_COLS, MACHINE_COLS, SERVER_COLS
 from lab.store.rules import already_exists, merge_labels, not_found
 from lab.store.sql.dialect import Runner, Tx
+from lab.store.sql.identity import find_token
 from lab.store.writeops import Heartbeat, Writer
 
 # --- servers -------------------------------------------------------------------------------
@@ -128,6 +138,13 @@ class Agents:
             return _agent_of(tx, agent.server_id)
 
         return await self._db.write(op)
+
+    async def enrollment_check(self, token_id: str, name: str) -> tuple[JoinToken | None, bool]:
+        def op(tx: Tx) -> tuple[JoinToken | None, bool]:
+            named = tx.one("SELECT 1 FROM servers WHERE name = ?", (name,))
+            return find_token(tx, token_id), named is not None
+
+        return await self._db.read(op)
 
     async def enroll(self, plan: AgentEnrollment) -> EnrolledAgent:
         return await self._db.write(enroll_agent, plan)
