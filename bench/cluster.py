@@ -5,7 +5,8 @@ replicas (A, B) and one lab-agent held by B, all real processes on loopback, the
 lines:
 
 - ``cluster_exec_forwarded_p50``: one exec of ``true`` (new client connection each time) sent
-  to A, which forwards it to B over mTLS; baseline: the same exec sent to B directly;
+  to A, which forwards it to B over mTLS; baseline: the same exec sent to B directly, the
+  two alternated run by run;
 - ``cluster_failover_seconds``: seconds from ``kill -9`` of B until A reports the agent online
   with A as its holder (no baseline).
 """
@@ -51,9 +52,18 @@ async def exec_ms(url: str, home: Path, server: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def latencies(url: str, home: Path, runs: int) -> list[float]:
-    await exec_ms(url, home, "n1")  # warm up (first forward also opens the pool, etc.)
-    return [await exec_ms(url, home, "n1") for _ in range(runs)]
+async def paired_latencies(
+    forwarding: str, holder: str, home: Path, runs: int
+) -> tuple[list[float], list[float]]:
+    """(forwarded, direct) ms, alternated run by run so load from elsewhere hits both."""
+    await exec_ms(forwarding, home, "n1")  # warm up (first forward also opens the pool, etc.)
+    await exec_ms(holder, home, "n1")
+    forwarded: list[float] = []
+    direct: list[float] = []
+    for _ in range(runs):
+        forwarded.append(await exec_ms(forwarding, home, "n1"))
+        direct.append(await exec_ms(holder, home, "n1"))
+    return forwarded, direct
 
 
 def failover_seconds(rig: ClusterRig) -> float:
@@ -86,8 +96,9 @@ def main(runs: int) -> None:
                 rig.login("a")
                 rig.start_agent("n1", rig.agent_token(), enroll_on="b", servers=["b", "a"])
                 rig.wait_held("n1", "b")
-                forwarded = trio.run(latencies, rig.urls["a"], rig.home, runs)
-                direct = trio.run(latencies, rig.urls["b"], rig.home, runs)
+                forwarded, direct = trio.run(
+                    paired_latencies, rig.urls["a"], rig.urls["b"], rig.home, runs
+                )
                 emit(
                     "cluster_exec_forwarded_p50",
                     statistics.median(forwarded),
