@@ -405,3 +405,34 @@ def test_refused_with_the_field_named(method: str, path: str, query: str, field:
     with pytest.raises(Invalid) as caught:
         c(method, path, query)
     assert caught.value.details["fields"] == [field]
+
+
+def test_what_is_forwarded_judges_the_same_as_what_came_in() -> None:
+    """Over many generated paths (dot segments, their encodings, empty segments, encoded
+    slashes): a classified request's forwarded path holds no dot segment, and classifying
+    that path again gives the same cluster, verb and RBAC resource."""
+    import random
+
+    rng = random.Random(17)
+    pieces = ["..", ".", "%2e%2e", "%2E.", ".%2e", "%2e", "", "k8s", "home", "prod", "api",
+              "apis", "apps", "v1", "namespaces", "pods", "web", "exec", "watch", "%2F", "%5c",
+              "p%6fds", "nodes"]  # fmt: skip
+    judged = 0
+    for _ in range(3000):
+        path = "/" + "/".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
+        if rng.random() < 0.7:
+            path = "/k8s/" + rng.choice(["home", "prod"]) + path
+        method = rng.choice(["GET", "POST", "DELETE", "PATCH"])
+        try:
+            req = c(method, path)
+        except Invalid:
+            continue
+        judged += 1
+        segments = req.path.split("/")
+        assert "." not in segments and ".." not in segments, path
+        assert req.rbac_resource.startswith(f"cluster/{req.cluster}/"), path
+        again = c(method, f"/k8s/{req.cluster}{req.path}")
+        assert (again.cluster, again.verb, again.rbac_resource, again.path) == (
+            req.cluster, req.verb, req.rbac_resource, req.path
+        ), path  # fmt: skip
+    assert judged > 500
