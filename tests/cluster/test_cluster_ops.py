@@ -37,7 +37,8 @@ def test_one_replica_runs_an_operation_and_its_death_fails_it(
     settings = {
         "LABD_CLUSTER_EXEC_PATH": f"{tmp_path}/nodes/{{node}}/bin:{BASE_PATH}",
         "LABD_CLUSTER_NODE_ROOT": f"{tmp_path}/nodes/{{node}}/root",
-        "LABD_CLUSTER_OP_LEASE": "3",
+        # long enough that a loaded machine still renews it in time, short for the test
+        "LABD_CLUSTER_OP_LEASE": "8",
     }
     rig.start_replica("a", **settings)
     rig.start_replica("b", **settings)
