@@ -118,11 +118,15 @@ def test_one_template_identical_server_flags(cni: str, flags: dict[str, object])
 
 
 def test_external_datastore_only_in_server_configs() -> None:
-    spec = plan.check_create(name="c1", servers=["s1"], agents=["w1"], datastore="postgres://x")
-    url = "postgres://k3s:pw@db:5432/k3s"
-    server = yaml.safe_load(
-        render_config(spec, "s1", token=TOKEN, paths=NodePaths(), datastore_endpoint=url)
+    spec = plan.check_create(
+        name="c1", servers=["s1", "s2"], agents=["w1"], datastore="postgres://x"
     )
-    assert server["datastore-endpoint"] == url and "cluster-init" not in server
+    url = "postgres://k3s:pw@db:5432/k3s"
+    for node in spec.servers:  # every server talks to the datastore; none joins another
+        server = yaml.safe_load(
+            render_config(spec, node, token=TOKEN, paths=NodePaths(), datastore_endpoint=url)
+        )
+        assert server["datastore-endpoint"] == url
+        assert "cluster-init" not in server and "server" not in server
     agent = render_config(spec, "w1", token=TOKEN, paths=NodePaths(), datastore_endpoint=url)
     assert url not in agent
