@@ -15,6 +15,7 @@ import importlib.resources
 import io
 import re
 import tarfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +29,8 @@ MAX_FILE = 1024 * 1024
 MAX_MODULE = 4 * 1024 * 1024
 """Bytes of a whole module (module.yaml and its templates, uncompressed)."""
 MAX_FILES = 512
+MAX_TAR = MAX_MODULE + MAX_FILES * 4096 + 64 * 1024
+"""Bytes of a module archive once decompressed: its files, their headers and padding."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TEMPLATE = re.compile(r"templates/[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
@@ -139,7 +142,13 @@ def from_archive(data: bytes, sha256: str, *, source: str) -> Module:
     files: dict[str, bytes] = {}
     total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        # Decompressed with a cap first: tarfile reads a long-name or pax header whole, so a
+        # small archive could otherwise make labd hold gigabytes before any check below.
+        with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as unpacked:
+            raw = unpacked.read(MAX_TAR + 1)
+        if len(raw) > MAX_TAR:
+            raise Invalid(f"{source}: decompresses to more than {MAX_TAR} bytes")
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts
                 if member.isdir():
@@ -154,7 +163,7 @@ def from_archive(data: bytes, sha256: str, *, source: str) -> Module:
                 handle = tar.extractfile(member)
                 assert handle is not None  # a regular file always has one
                 files["/".join(parts[1:])] = handle.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise Invalid(f"{source}: not a module archive: {exc}") from exc
     return from_files(files, source=source)
 
