@@ -140,8 +140,7 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
     rest = segments[2:]
     path = "/" + "/".join(quote(s, safe=_SAFE) for s in rest) if rest else "/"
     method = method.upper()
-    params = dict(parse_qsl(query_text, keep_blank_values=True))
-    watch_param = params.get("watch", "").lower() in ("1", "true")
+    watch_param = _watch_param(query_text)
     common: dict[str, Any] = {"cluster": cluster, "path": path, "query": query_text}
     if not rest or rest[0] not in ("api", "apis"):
         discovery = bool(rest) and rest[0] in _DISCOVERY_ROOTS
@@ -174,7 +173,8 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
     subresource = "/".join(parts[2:])
     if any(not p for p in (resource, *parts[1:3])):
         raise Invalid("an empty resource or name in the path", details=_path())
-    verb = _resource_verb(method, name=name, watch=watch_param or legacy_watch)
+    # As the API server: ?watch turns a get without a name into a watch, never a named get.
+    verb = _resource_verb(method, name=name, watch=legacy_watch or (watch_param and not name))
     base = subresource.split("/", 1)[0]
     if base in CONNECT_SUBRESOURCES:
         verb = base
@@ -189,6 +189,13 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
         namespace=namespace,
         name=name,
     )
+
+
+def _watch_param(query: str) -> bool:
+    """``watch`` as the API server reads it: its first value, false only when ``0`` or
+    ``false`` (any case), so ``?watch``, ``?watch=`` and ``?watch=yes`` are watches."""
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "watch"]
+    return bool(values) and values[0].lower() not in ("0", "false")
 
 
 def _plain_verb(method: str) -> str:
