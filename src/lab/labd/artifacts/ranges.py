@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from lab.errors import Invalid
+
+
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
+_HUGE = 10**18
 
 
 class RangeNotSatisfiable(Invalid):
@@ -16,28 +22,34 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(start, end)`` (end exclusive) of a single byte range, or None for the whole content
     (no header, another unit, several ranges: all may be answered with the whole content).
 
-    Raises :class:`RangeNotSatisfiable` for a range that lies beyond ``size`` and
-    :class:`Invalid` for a malformed one.
+    Raises :class:`RangeNotSatisfiable` for a range that lies beyond ``size`` (any range of
+    empty content) and :class:`Invalid` for a malformed one (digits are ASCII only).
     """
     if not header:
         return None
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()):
+    match = _SPEC.fullmatch(spec.strip())
+    if match is None or not (match[1] or match[2]):
         raise Invalid(f"Range {header[:60]!r} is malformed", details={"fields": ["Range"]})
-    if not first:  # bytes=-N: the last N bytes
-        if not last.isdigit() or int(last) == 0:
+    first, last = _number(match[1]), _number(match[2])
+    if first is None:  # bytes=-N: the last N bytes
+        if not last or not size:
             raise RangeNotSatisfiable(f"Range {header[:60]!r} selects nothing")
-        return max(0, size - int(last)), size
-    if not first.isdigit() or (last and not last.isdigit()):
-        raise Invalid(f"Range {header[:60]!r} is malformed", details={"fields": ["Range"]})
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if start >= size or (last and int(last) < start):
+        return max(0, size - last), size
+    if first >= size or (last is not None and last < first):
         raise RangeNotSatisfiable(
             f"Range {header[:60]!r} is beyond the content's {size} bytes",
             details={"size": size},
         )
-    return start, end
+    return first, size if last is None else min(last + 1, size)
+
+
+def _number(digits: str) -> int | None:
+    """The value of ASCII ``digits`` (None when empty); past 18 digits, a number larger than
+    any file (``int()`` refuses strings of thousands of digits)."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _HUGE
