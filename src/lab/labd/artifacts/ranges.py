@@ -6,7 +6,6 @@ import re
 
 from lab.errors import Invalid
 
-
 _SPEC = re.compile(r"([0-9]*)-([0-9]*)")
 _HUGE = 10**18
 
