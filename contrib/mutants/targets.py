@@ -50,6 +50,12 @@ SECRETS = "src/lab/labd/identity/secrets.py"
 IDENTITY = "src/lab/labd/identity/identities.py"
 RULES = "src/lab/store/rules.py"
 SQL_IDENTITY = "src/lab/store/sql/identity.py"
+FASTPATH = "src/lab/bastion/fastpath.py"
+CLASSIFY = "src/lab/labd/kubeproxy/classify.py"
+KUBECONFIG = "src/lab/kube/config.py"
+CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
+CLUSTER_TOKEN = "src/lab/labd/clusterops/token.py"
+CLUSTER_RENDER = "src/lab/labd/clusterops/render.py"
 
 
 def _functions(module: str, *names: str) -> tuple[str, ...]:
@@ -296,6 +302,60 @@ _TARGETS = [
             HandMutant(SQL_IDENTITY, "SET uses = uses + 1", "SET uses = uses", "uses not counted"),
             HandMutant(SQL_IDENTITY, "(reusable AND", "(TRUE AND", "a one-time token is reusable"),
         ),
+    ),
+]
+
+_TARGETS += [
+    Target(
+        name="bastion_fastpath",
+        tests=("tests/bastion/test_fastpath_head.py",),
+        mutmut=(FASTPATH,),
+        # the sans-IO head parser; DispatchFront is the trio driver (tests/bastion/test_fastpath.py)
+        only=_functions("lab.bastion.fastpath", "parse_head", "first_mac"),
+        hand=(
+            # the module's patterns and sets, which mutmut leaves alone
+            HandMutant(
+                FASTPATH,
+                '_PREFIX = b"GET /dispatch?"',
+                '_PREFIX = b"GET /dispatch"',
+                "another path is waited for instead of handed off",
+            ),
+            HandMutant(FASTPATH, r"\?([!-~]*) HTTP", r"\?([ -~]*) HTTP", "a space in the target"),
+            HandMutant(FASTPATH, r"HTTP/1\.1\r\n", r"HTTP/1.1\r\n", "HTTP/1x1 taken"),
+            HandMutant(FASTPATH, r"HTTP/1\.1\r\n", r"HTTP/1\.1\r?\n", "a bare LF ends the line"),
+            HandMutant(
+                FASTPATH,
+                "_REQUEST_LINE.match(buf)",
+                "_REQUEST_LINE.search(buf)",
+                "a request line found further in the head",
+            ),
+            HandMutant(FASTPATH, "~0-9A-Za-z-]+):", "~0-9A-Za-z -]+):", "a space in a name"),
+            HandMutant(FASTPATH, "):[ \\t]*(", "):[ ]*(", "a tab after the colon refused"),
+            HandMutant(FASTPATH, "\\x80-\\xff]*?)", "]*?)", "obs-text refused"),
+            HandMutant(FASTPATH, "\\x20-\\x7e", "\\x20-\\x7f", "DEL taken in a value"),
+            HandMutant(FASTPATH, "([\\t\\x20", "([\\x20", "a tab inside a value refused"),
+            HandMutant(FASTPATH, "\\xff]*?)", "\\xff]*)", "trailing whitespace kept in a value"),
+            HandMutant(FASTPATH, r'rb"(?<!\r)\n"', r'rb"\n"', "every incomplete head handed off"),
+            HandMutant(FASTPATH, 'b"content-length", ', "", "a body taken"),
+            HandMutant(FASTPATH, 'b"transfer-encoding", ', "", "a chunked body taken"),
+            HandMutant(FASTPATH, 'b"upgrade", ', "", "an Upgrade header taken"),
+            HandMutant(FASTPATH, ', b"expect"', "", "Expect: 100-continue taken"),
+        ),
+    ),
+    Target(
+        name="kube_classify",
+        tests=("tests/kubeproxy/test_classify.py",),
+        mutmut=(CLASSIFY,),
+    ),
+    Target(
+        name="kubeconfig",
+        tests=("tests/kube/test_kubeconfig.py",),
+        mutmut=(KUBECONFIG,),
+    ),
+    Target(
+        name="cluster_plan",
+        tests=("tests/clusters/test_plan.py",),
+        mutmut=(CLUSTER_PLAN, CLUSTER_TOKEN, CLUSTER_RENDER),
     ),
 ]
 

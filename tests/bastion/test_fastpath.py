@@ -9,62 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from lab.bastion.fastpath import HAND_OFF, Dispatch, parse_head
 from tests.bastion.conftest import Running, start_bastion
 
 MAC = "52:54:00:ab:cd:ef"
 GET = f"GET /dispatch?mac={MAC} HTTP/1.1\r\nHost: b\r\n\r\n".encode()
-
-
-# --- the head parser, pure ----------------------------------------------------------------------
-
-
-def test_a_dispatch_head_is_taken_with_its_size_and_options() -> None:
-    assert parse_head(GET + b"GET /next") == Dispatch(MAC, len(GET), False, None)
-    head = (
-        b"GET /dispatch?x=1&mac=52-54-00-AB-CD-EF&mac=zz HTTP/1.1\r\nhost:b\r\n"
-        b"Connection: keep-alive, Close\r\nX-Request-Id:  pxe-7 \r\nUser-Agent: iPXE/1.0\r\n\r\n"
-    )
-    assert parse_head(head) == Dispatch(MAC, len(head), True, "pxe-7")
-
-
-@pytest.mark.parametrize("size", [0, 5, 14, 30, len(GET) - 1])
-def test_an_incomplete_head_asks_for_more(size: int) -> None:
-    assert parse_head(GET[:size]) is None
-
-
-@pytest.mark.parametrize(
-    "head",
-    [
-        b"POST /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"HEAD /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"GET /dispatchx?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.0\r\nHost: b\r\n\r\n",
-        b"GET /dispatch?mac=zz HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"GET /dispatch?mac=zz&mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"GET /dispatch?other=1 HTTP/1.1\r\nHost: b\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nHost: c\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nabc",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: x\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\nExpect: 100-continue\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\r\n folded\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nBad Name: b\r\nHost: b\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\nHost: b\x00\r\n\r\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\nHost: b\n\n",
-        b"\x16\x03\x01\x02\x00",
-    ],
-)
-def test_anything_else_goes_to_hypercorn(head: bytes) -> None:
-    assert parse_head(head) is HAND_OFF
-
-
-def test_an_endless_head_goes_to_hypercorn() -> None:
-    endless = GET[:-2] + b"X-Filler: " + b"a" * 9000
-    assert parse_head(endless) is HAND_OFF
-    assert parse_head(GET[:-2] + b"X-Filler: " + b"a" * 9000 + b"\r\n\r\n") is HAND_OFF
 
 
 # --- on a running bastion -----------------------------------------------------------------------

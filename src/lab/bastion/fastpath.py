@@ -33,7 +33,8 @@ from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
 from lab.runtime.metrics import BastionMetrics
 
 MAX_HEAD = 8192
-"""A longer head goes to hypercorn (whose own limit then answers it)."""
+"""A longer head (its blank line included) goes to hypercorn (whose own limit then answers it),
+whether it arrives whole or in pieces."""
 
 Headers = list[tuple[bytes, bytes]]
 Answer = Callable[[str], Awaitable[tuple[int, Headers, bytes]]]
@@ -72,9 +73,10 @@ def parse_head(buf: bytes | bytearray) -> Dispatch | HandOff | None:
         return HAND_OFF
     end = buf.find(b"\r\n\r\n")
     if end < 0:
-        # A line ended by a bare LF (h11 takes those) would never end the head here.
-        return HAND_OFF if len(buf) > MAX_HEAD or _BARE_LF.search(buf) else None
-    if end > MAX_HEAD:
+        # A line ended by a bare LF (h11 takes those) would never end the head here; a head
+        # that has not ended within MAX_HEAD bytes will be longer.
+        return HAND_OFF if len(buf) >= MAX_HEAD or _BARE_LF.search(buf) else None
+    if end + 4 > MAX_HEAD:
         return HAND_OFF
     line = _REQUEST_LINE.match(buf)
     if line is None:
