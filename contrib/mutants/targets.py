@@ -54,7 +54,7 @@ FASTPATH = "src/lab/bastion/fastpath.py"
 CLASSIFY = "src/lab/labd/kubeproxy/classify.py"
 KUBECONFIG = "src/lab/kube/config.py"
 CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
-CLUSTER_TOKEN = "src/lab/labd/clusterops/token.py"
+CLUSTER_JOIN = "src/lab/labd/clusterops/token.py"
 CLUSTER_RENDER = "src/lab/labd/clusterops/render.py"
 
 
@@ -344,8 +344,87 @@ _TARGETS += [
     ),
     Target(
         name="kube_classify",
-        tests=("tests/kubeproxy/test_classify.py",),
+        tests=(
+            "tests/kubeproxy/test_classify.py",
+            "tests/kubeproxy/test_classify_edges.py",
+            "tests/security/test_kube_proxy_verbs.py",
+        ),
         mutmut=(CLASSIFY,),
+        hand=(
+            # properties, which mutmut skips
+            HandMutant(CLASSIFY, 'return f"kube:{self.verb}"', "return self.verb", "bare verb"),
+            HandMutant(
+                CLASSIFY,
+                'return f"{base}/discovery"',
+                'return f"{base}/path{self.path}"',
+                "API descriptions judged path by path",
+            ),
+            HandMutant(
+                CLASSIFY, 'return f"{base}/path{self.path}"', 'return f"{base}/path"', "any path"
+            ),
+            HandMutant(
+                CLASSIFY,
+                'if self.namespace and self.resource != "namespaces":',
+                "if self.namespace:",
+                "a namespace judged inside itself",
+            ),
+            HandMutant(
+                CLASSIFY,
+                "if self.name:\n",
+                "if False:\n",
+                "an object judged as its whole collection",
+            ),
+            HandMutant(
+                CLASSIFY,
+                "if self.subresource and self.subresource not in CONNECT_SUBRESOURCES:",
+                "if self.subresource:",
+                "exec judged on pods/x/exec rather than the pod",
+            ),
+            HandMutant(
+                CLASSIFY,
+                "if self.subresource and self.subresource not in CONNECT_SUBRESOURCES:",
+                "if False:",
+                "a subresource judged as its object",
+            ),
+            HandMutant(
+                CLASSIFY,
+                "return self.subresource in STREAM_SUBRESOURCES",
+                "return self.subresource in CONNECT_SUBRESOURCES",
+                "a proxy request audited as a session",
+            ),
+            HandMutant(
+                CLASSIFY,
+                '(f"?{self.query}" if self.query else "")',
+                'f"?{self.query}"',
+                "a bare '?' forwarded",
+            ),
+            # module constants and patterns, which mutmut leaves alone
+            HandMutant(
+                CLASSIFY,
+                '{"exec", "attach", "portforward"}',
+                '{"exec", "attach"}',
+                "port-forward not a stream verb",
+            ),
+            HandMutant(CLASSIFY, '| {"proxy"}', "| set()", "proxy judged as a subresource get"),
+            HandMutant(CLASSIFY, '"openapi", "version"}', '"openapi"}', "/version not discovery"),
+            HandMutant(
+                CLASSIFY,
+                'frozenset({"status", "finalize"})',
+                'frozenset({"finalize"})',
+                "namespaces/NS/status read as a resource 'status' in NS",
+            ),
+            HandMutant(CLASSIFY, "[a-z0-9-]{0,61}", "[a-z0-9-]{0,62}", "64-character names"),
+            HandMutant(CLASSIFY, "[a-z0-9-]{0,61}", "[a-z0-9.-]{0,61}", "dots in a name"),
+            HandMutant(CLASSIFY, "[a-z0-9]([a-z0-9-]", "[a-z0-9-]([a-z0-9-]", "a leading '-'"),
+            HandMutant(CLASSIFY, "[a-z0-9])?$", "[a-z0-9-])?$", "a trailing '-'"),
+            HandMutant(CLASSIFY, r'"[\x00-\x1f\x7f]"', r'"[\x00-\x1f]"', "DEL passes"),
+            HandMutant(
+                CLASSIFY,
+                '_SAFE = "-._~!$&\'()*+,;=:@"',
+                '_SAFE = "-._~"',
+                "sub-delims escaped on the way up",
+            ),
+        ),
     ),
     Target(
         name="kubeconfig",
@@ -355,7 +434,7 @@ _TARGETS += [
     Target(
         name="cluster_plan",
         tests=("tests/clusters/test_plan.py",),
-        mutmut=(CLUSTER_PLAN, CLUSTER_TOKEN, CLUSTER_RENDER),
+        mutmut=(CLUSTER_PLAN, CLUSTER_JOIN, CLUSTER_RENDER),
     ),
 ]
 

@@ -177,7 +177,8 @@ def test_the_first_mac_decides(query: bytes, taken: bool) -> None:
         b"GET /dispatch?mac=52:54:00:ab:cd:ef\xff HTTP/1.1\r\n",
         b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\r\n",
         b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\n",
-        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.0\r\nX: GET /dispatch?mac=1 HTTP/1.1\r\n",
+        b"GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.0\r\n"
+        b"X: GET /dispatch?mac=52:54:00:ab:cd:ef HTTP/1.1\r\n",
     ],
 )
 def test_a_request_line_off_the_strict_form_hands_off(line: bytes) -> None:

@@ -100,7 +100,7 @@ def resolve_segments(raw_path: bytes) -> list[str]:
         raise Invalid("the path must start with /", details=_path())
     out: list[str] = []
     pieces = text[1:].split("/")
-    for index, piece in enumerate(pieces):
+    for piece in pieces:
         try:
             segment = unquote_to_bytes(piece).decode("utf-8")
         except UnicodeDecodeError:
@@ -110,18 +110,11 @@ def resolve_segments(raw_path: bytes) -> list[str]:
                 "a path segment holds an encoded slash, backslash or control character",
                 details=_path(),
             )
-        last = index == len(pieces) - 1
-        if segment == ".":
-            continue
         if segment == "..":
             if out:
                 out.pop()
-            continue
-        if segment == "" and not last:
-            continue  # "//" is one separator, as the API server reads it
-        out.append(segment)
-    if out and out[-1] == "":
-        out.pop()
+        elif segment not in (".", ""):  # "//" is one separator, a trailing "/" none
+            out.append(segment)
     return out
 
 
