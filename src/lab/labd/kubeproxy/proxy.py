@@ -40,6 +40,7 @@ from lab.labd.access import rbac
 from lab.labd.access.auth import Principal
 from lab.labd.audit import entries as audit
 from lab.labd.audit.entries import RefusalLog
+from lab.labd.kubeproxy import upstream as kube_upstream
 from lab.labd.kubeproxy.calls import (
     ASGIApp,
     Call,
@@ -297,7 +298,10 @@ class KubeProxy:
                 answer: httpx.Response | None = None
                 try:
                     try:
-                        answer = await up.client.send(outgoing, stream=True)
+                        with trio.fail_after(kube_upstream.HEAD_TIMEOUT):
+                            answer = await up.client.send(outgoing, stream=True)
+                    except trio.TooSlowError:
+                        raise kube_upstream.no_answer(req.cluster) from None
                     except httpx.TransportError as exc:
                         raise Unavailable(
                             f"cluster {req.cluster}: the API server cannot be reached ({exc})",

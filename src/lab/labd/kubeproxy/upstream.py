@@ -24,6 +24,10 @@ from lab.errors import Invalid, Unavailable
 
 # An answer head larger than this from the API server is refused (it is only headers).
 MAX_HEAD = 64 * 1024
+HEAD_TIMEOUT = 70.0
+"""Seconds labd waits for the head of the API server's answer (connect included) before it
+answers 503: longer than the API server's own 60 s request timeout, so only an API server that
+hangs or never answers meets it. A watch's body, once its head is in, is not bounded."""
 CONNECTION_TTL = 5.0
 """Seconds a cluster's unsealed connection is reused before it is read from the store again
 (a re-imported kubeconfig reaches every replica within this time)."""
@@ -185,9 +189,27 @@ async def open_raw(
 ) -> RawAnswer:
     """Send an upgrade request over a new connection and read the answer's head.
 
-    Raises Unavailable when the API server cannot be reached or answers garbage. The caller
-    owns the returned stream (close it). Cancellation closes the connection.
+    Raises Unavailable when the API server cannot be reached, answers garbage or sends no
+    head within :data:`HEAD_TIMEOUT`. The caller owns the returned stream (close it).
+    Cancellation closes the connection.
     """
+    try:
+        with trio.fail_after(HEAD_TIMEOUT):
+            return await _open_raw(up, method, target, headers)
+    except trio.TooSlowError:
+        raise no_answer(up.name) from None
+
+
+def no_answer(cluster: str) -> Unavailable:
+    return Unavailable(
+        f"cluster {cluster}: the API server did not answer within {HEAD_TIMEOUT:g} s",
+        details={"reason": "upstream_timeout"},
+    )
+
+
+async def _open_raw(
+    up: Upstream, method: str, target: str, headers: list[tuple[bytes, bytes]]
+) -> RawAnswer:
     where = up.endpoint
     try:
         tcp = await trio.open_tcp_stream(where.host, where.port)
