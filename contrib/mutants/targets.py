@@ -53,6 +53,7 @@ SQL_IDENTITY = "src/lab/store/sql/identity.py"
 FASTPATH = "src/lab/bastion/fastpath.py"
 CLASSIFY = "src/lab/labd/kubeproxy/classify.py"
 KUBECONFIG = "src/lab/kube/config.py"
+KUBE_APPLY = "src/lab/kube/apply.py"
 CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
 CLUSTER_JOIN = "src/lab/labd/clusterops/token.py"
 CLUSTER_RENDER = "src/lab/labd/clusterops/render.py"
@@ -428,12 +429,20 @@ _TARGETS += [
     ),
     Target(
         name="kubeconfig",
-        tests=("tests/kube/test_kubeconfig.py",),
+        tests=("tests/kube/test_kubeconfig.py", "tests/kube/test_kubeconfig_edges.py"),
         mutmut=(KUBECONFIG,),
     ),
     Target(
+        name="kube_apply_rules",
+        tests=("tests/kube/test_apply_rules.py",),
+        mutmut=(KUBE_APPLY,),
+        # the pure rules; apply, fetch, delete and the waits run against the API double
+        # (tests/apps/test_apply.py)
+        only=_functions("lab.kube.apply", "managers", "prunable", "readiness"),
+    ),
+    Target(
         name="cluster_plan",
-        tests=("tests/clusters/test_plan.py",),
+        tests=("tests/clusters/test_plan.py", "tests/clusters/test_plan_edges.py"),
         mutmut=(CLUSTER_PLAN, CLUSTER_JOIN, CLUSTER_RENDER),
     ),
 ]

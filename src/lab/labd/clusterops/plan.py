@@ -59,7 +59,10 @@ class ClusterSpec:
 
     @property
     def api_url(self) -> str:
-        return f"https://{self.api_address or self.first}:{self.api_port}"
+        host = self.api_address or self.first
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return f"https://{host}:{self.api_port}"
 
     def to_params(self) -> dict[str, Any]:
         data = asdict(self)
