@@ -23,6 +23,7 @@ from attrs import Factory, frozen
 
 from lab.errors import ConfigError, Invalid
 from lab.model.declared import APPLIED_BY_LABD, Declared, ObjectKey
+from lab.model.jsonlike import json_problem
 
 API_VERSION = "lab/v1"
 KINDS = ("Role", "User", "Server", "ServerLabels", "Machine", "Cluster", "App")
@@ -138,10 +139,41 @@ def check_document(raw: Any, source: Source) -> Document:
     )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last,
+    silently overriding the one a reader saw first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping refuses it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_DEPTH = 64
+"""Levels of nesting in one document (labd accepts at most 32 in a request)."""
+
+
 def parse_text(text: str, file: str) -> list[Document]:
-    """Every document of a (multi-document) YAML or JSON text; empty documents are skipped."""
+    """Every document of a (multi-document) YAML or JSON text; empty documents are skipped.
+    A key given twice, aliases that expand past :data:`MAX_FILE`, nesting deeper than
+    :data:`MAX_DEPTH` and values JSON has not (``!!binary``, an unquoted date) are refused."""
     try:
-        raws = list(yaml.safe_load_all(text))
+        raws = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -149,11 +181,20 @@ def parse_text(text: str, file: str) -> list[Document]:
             f"{file}: not YAML{where}: {getattr(exc, 'problem', None) or exc}",
             details={"file": file},
         ) from exc
-    return [
-        check_document(raw, Source(file=file, index=i))
-        for i, raw in enumerate(raws)
-        if raw is not None
-    ]
+    except RecursionError:
+        raise Invalid(
+            f"{file}: nests deeper than {MAX_DEPTH} levels", details={"file": file}
+        ) from None
+    docs = []
+    for i, raw in enumerate(raws):
+        if raw is None:
+            continue
+        source = Source(file=file, index=i)
+        problem = json_problem(raw, max_size=2 * MAX_FILE, max_depth=MAX_DEPTH)
+        if problem is not None:
+            raise invalid(source, "(document)", problem)
+        docs.append(check_document(raw, source))
+    return docs
 
 
 def files_of(path: Path, *, recursive: bool) -> list[Path]:

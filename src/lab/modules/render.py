@@ -30,12 +30,15 @@ import yaml
 from jinja2.exceptions import SecurityError
 
 from lab.errors import Invalid
+from lab.model.jsonlike import json_problem
 from lab.modules.sources import Module
 from lab.modules.spec import satisfies
 
 MAX_OUTPUT = 4 * 1024 * 1024
 """Bytes of rendered YAML a module may produce (all templates together)."""
 MAX_SEQUENCE = 100_000
+MAX_DEPTH = 100
+"""Levels of nesting in a rendered object (a CRD's schema needs a few dozen)."""
 """Longest string or list a ``*`` may build in a template."""
 
 # Text YAML reads as one plain scalar wherever a template puts it (no space, quote, comment, flow
@@ -253,6 +256,15 @@ def _objects_of(name: str, text: str, release: Release) -> list[dict[str, Any]]:
         raise Invalid(
             f"{name}: renders to invalid YAML: {exc}", details={"fields": [name]}
         ) from exc
+    except RecursionError:
+        raise Invalid(
+            f"{name}: the rendered YAML nests deeper than {MAX_DEPTH} levels",
+            details={"fields": [name]},
+        ) from None
+    # Before anything encodes them: aliases could make a small output enormous or circular.
+    problem = json_problem(docs, max_size=2 * MAX_OUTPUT, max_depth=MAX_DEPTH)
+    if problem is not None:
+        raise Invalid(f"{name}: the rendered YAML {problem}", details={"fields": [name]})
     out: list[dict[str, Any]] = []
     for index, doc in enumerate(docs):
         if doc is None:
