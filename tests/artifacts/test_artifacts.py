@@ -1,6 +1,7 @@
 """Artifacts end to end: labctl artifacts add (bigger than labd's usual body limit), one file
-per content, get artifacts, conflicts and deletes; the agent-side fetch over the agent's mTLS
-certificate resumes a cut download with Range and refuses corrupted content."""
+per content, get artifacts, conflicts and deletes; the content read whole or from an offset
+(Range) with an agent's certificate. How staging on a node resumes and verifies is
+tests/clusters/test_staging.py."""
 
 from __future__ import annotations
 
@@ -16,12 +17,8 @@ import httpx
 import pytest
 import trio
 
-from lab import pki
-from lab.agent.artifacts import ChecksumMismatch, fetch_artifact
-from lab.client.api import LabClient
 from lab.client.credentials import Credentials as CliCredentials
 from lab.client.credentials import save_credentials
-from lab.errors import Unavailable
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 
 VERSION = "v1.31.4+k3s1"
@@ -139,11 +136,6 @@ async def test_uploads_that_do_not_match_or_are_too_big_leave_nothing(tmp_path: 
             assert not tmp.exists() or list(tmp.iterdir()) == []
 
 
-def agent_client(labd: RunningLabd, agent: Credentials) -> LabClient:
-    ctx = pki.client_ssl_context(labd.ca_pem(), cert_pem=agent.cert_pem, key_pem=agent.key_pem)
-    return LabClient(labd.url, ssl_context=ctx, timeout=30)
-
-
 async def added(labd: RunningLabd, admin: Credentials, content: bytes = CONTENT) -> None:
     async with labd.client(admin) as http:
         resp = await http.put(f"/api/artifacts/k3s/{VERSION}/amd64", content=content)
@@ -156,156 +148,33 @@ async def content_reads(labd: RunningLabd) -> list[dict[str, Any]]:
     return [e.details for e in entries if str(e.details.get("path", "")).endswith("/content")]
 
 
-async def test_an_agent_resumes_a_cut_download(tmp_path: Path) -> None:
-    dest = tmp_path / "node" / "k3s"
-    dest.parent.mkdir()
+async def test_content_is_read_whole_or_from_an_offset(tmp_path: Path) -> None:
     cut = 1024 * 1024 + 17
-    # What a download cut after `cut` bytes leaves behind.
-    (dest.parent / "k3s.part").write_bytes(CONTENT[:cut])
+    content = f"/api/artifacts/k3s/{VERSION}/amd64/content"
     with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
             await added(labd, admin)
             agent = await labd.enroll_agent("node1", await labd.create_token(admin, "agent"))
-            async with agent_client(labd, agent) as client:
-                got = await fetch_artifact(
-                    client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                )
-                assert got == dest and dest.read_bytes() == CONTENT
-                assert dest.stat().st_mode & 0o777 == 0o755
-                assert not (dest.parent / "k3s.part").exists()
-                # Installed already: nothing is fetched again.
-                await fetch_artifact(
-                    client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                )
-            reads = await content_reads(labd)
-            assert [(r["status"], r["start"], r["end"]) for r in reads] == [
-                (206, cut, len(CONTENT))
-            ]
-            # The answer to a Range request is the tail, with its Content-Range.
             async with labd.client(agent) as http:
-                tail = await http.get(
-                    f"/api/artifacts/k3s/{VERSION}/amd64/content", headers={"Range": "bytes=-10"}
-                )
+                whole = await http.get(content)
+                assert whole.status_code == 200 and whole.content == CONTENT
+                assert whole.headers["X-Content-SHA256"] == SHA
+                rest = await http.get(content, headers={"Range": f"bytes={cut}-"})
+                assert rest.status_code == 206 and rest.content == CONTENT[cut:]
+                size = len(CONTENT)
+                assert rest.headers["Content-Range"] == f"bytes {cut}-{size - 1}/{size}"
+                # The answer to a suffix Range is the tail, with its Content-Range.
+                tail = await http.get(content, headers={"Range": "bytes=-10"})
                 assert tail.status_code == 206
                 assert tail.content == CONTENT[-10:]
-                size = len(CONTENT)
                 assert tail.headers["Content-Range"] == f"bytes {size - 10}-{size - 1}/{size}"
-                past = await http.get(
-                    f"/api/artifacts/k3s/{VERSION}/amd64/content",
-                    headers={"Range": f"bytes={size}-"},
-                )
+                past = await http.get(content, headers={"Range": f"bytes={size}-"})
                 assert past.status_code == 416
-
-
-async def test_corrupted_content_is_never_installed(tmp_path: Path) -> None:
-    dest = tmp_path / "node" / "k3s"
-    dest.parent.mkdir()
-    with trio.fail_after(120):
-        async with running_labd(tmp_path) as labd:
-            admin = await labd.admin()
-            await added(labd, admin)
-            agent = await labd.enroll_agent("node1", await labd.create_token(admin, "agent"))
-            # The file on labd's disk rots (same size, one byte changed).
-            blob = labd.data_dir / "artifacts" / "sha256" / SHA
-            rotten = bytearray(CONTENT)
-            rotten[12345] ^= 0xFF
-            blob.write_bytes(bytes(rotten))
-            async with agent_client(labd, agent) as client:
-                with pytest.raises(ChecksumMismatch, match="not installed"):
-                    await fetch_artifact(
-                        client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                    )
-                assert not dest.exists() and not (dest.parent / "k3s.part").exists()
-                # A part that was corrupted on the node is refused the same way.
-                blob.write_bytes(CONTENT)
-                (dest.parent / "k3s.part").write_bytes(b"garbage" + CONTENT[7:1000])
-                with pytest.raises(ChecksumMismatch):
-                    await fetch_artifact(
-                        client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                    )
-                assert not dest.exists()
-                # The caller expects other content than labd has: refused before downloading.
-                with pytest.raises(ChecksumMismatch, match="is " + SHA):
-                    await fetch_artifact(
-                        client, name="k3s", version=VERSION, arch="amd64", sha256="0" * 64,
-                        dest=dest,
-                    )  # fmt: skip
-                # And the next call with a clean slate installs it.
-                await fetch_artifact(
-                    client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                )
-                assert dest.read_bytes() == CONTENT
-
-
-async def cutting_proxy(
-    target_port: int,
-    cut_after: int,
-    *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """A TCP proxy to labd that drops each connection once ``cut_after`` bytes went back to
-    the client: a download cut in the middle, TLS and all."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
-
-    async def handle(client: trio.SocketStream) -> None:
-        async with (
-            client,
-            await trio.open_tcp_stream("127.0.0.1", target_port) as upstream,
-            trio.open_nursery() as pipes,
-        ):
-
-            async def up() -> None:
-                async for data in client:
-                    await upstream.send_all(data)
-                pipes.cancel_scope.cancel()
-
-            async def down() -> None:
-                sent = 0
-                async for data in upstream:
-                    keep = data[: max(0, cut_after - sent)]
-                    if keep:
-                        await client.send_all(keep)
-                    sent += len(keep)
-                    if sent >= cut_after:
-                        break
-                pipes.cancel_scope.cancel()
-
-            pipes.start_soon(up)
-            pipes.start_soon(down)
-
-    await trio.serve_listeners(handle, listeners)
-
-
-# httpx leaves its response generators unclosed when the connection is cut under them.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-async def test_a_download_cut_in_transit_resumes(tmp_path: Path) -> None:
-    dest = tmp_path / "node" / "k3s"
-    dest.parent.mkdir()
-    part = dest.parent / "k3s.part"
-    with trio.fail_after(120):
-        async with running_labd(tmp_path) as labd, trio.open_nursery() as nursery:
-            admin = await labd.admin()
-            await added(labd, admin)
-            agent = await labd.enroll_agent("node1", await labd.create_token(admin, "agent"))
-            proxy = await nursery.start(cutting_proxy, labd.port, 1024 * 1024)
-            ctx = pki.client_ssl_context(
-                labd.ca_pem(), cert_pem=agent.cert_pem, key_pem=agent.key_pem
-            )
-            async with LabClient(f"https://127.0.0.1:{proxy}", ssl_context=ctx) as cut:
-                with pytest.raises(Unavailable):
-                    await fetch_artifact(
-                        cut, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                    )
-            have = part.read_bytes()
-            assert 0 < len(have) < len(CONTENT) and have == CONTENT[: len(have)]
-            assert not dest.exists()
-            async with agent_client(labd, agent) as client:
-                await fetch_artifact(
-                    client, name="k3s", version=VERSION, arch="amd64", sha256=SHA, dest=dest
-                )
-            assert dest.read_bytes() == CONTENT and not part.exists()
             reads = await content_reads(labd)
-            assert reads[-1]["status"] == 206 and reads[-1]["start"] == len(have)
-            nursery.cancel_scope.cancel()
+            assert [(r["status"], r.get("start"), r.get("end")) for r in reads] == [
+                (200, 0, size),
+                (206, cut, size),
+                (206, size - 10, size),
+                (416, None, None),
+            ]

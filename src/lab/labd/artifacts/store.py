@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import trio
@@ -150,7 +150,7 @@ class ArtifactStore:
 
     async def chunks(
         self, artifact: Artifact, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The content from ``start`` to ``end`` (exclusive; default: the end)."""
         stop = self.size_on_disk(artifact) if end is None else end
         async with await trio.open_file(self.path_of(artifact.sha256), "rb") as src:

@@ -143,7 +143,9 @@ class OpEngine:
         ops = self.ops
         op = await ops.get(op_id)
         spec = ClusterSpec.from_params(op.params["spec"])
-        octx = steps.OpContext(context=self.context, spec=spec, params=op.params)
+        octx = steps.OpContext(
+            context=self.context, spec=spec, params=op.params, requested_by=op.requested_by
+        )
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._renew, op_id, scope)

@@ -20,15 +20,15 @@ from attrs import define, evolve, field
 from lab import pki
 from lab.errors import Invalid, NotFound, Unavailable
 from lab.kube import KubeClient, KubeConnection, dump_kubeconfig, load_kubeconfig
+from lab.labd.audit.entries import record
 from lab.labd.clusterops import registry
 from lab.labd.clusterops.node import NodeShell, StepFailed
 from lab.labd.clusterops.plan import ClusterSpec
 from lab.labd.clusterops.render import NodePaths, render_config, render_unit, unit_name
 from lab.labd.clusterops.token import JoinToken, ca_matches, make_token, parse_token
-from lab.model import Artifact
+from lab.labd.clusterops.transfer import Sent, file_sha256, stage_artifact
 
 if TYPE_CHECKING:
-    from lab.labd.artifacts import ArtifactStore
     from lab.labd.context import LabdContext
 
 ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
@@ -48,6 +48,7 @@ class OpContext:
     context: LabdContext
     spec: ClusterSpec
     params: dict[str, Any]
+    requested_by: str = ""
     _kube: KubeConnection | None = field(default=None, alias="kube")
 
     def shell(self, node: str) -> NodeShell:
@@ -205,41 +206,50 @@ async def _arch(sh: NodeShell) -> str:
     return ARCHES.get(machine, machine)
 
 
-async def _sha256(sh: NodeShell, path: str) -> str:
-    ran = await sh.run(["sha256sum", path])
-    return ran.text.split()[0] if ran.code == 0 and ran.text.strip() else ""
-
-
-async def _stage_one(
-    sh: NodeShell, ref: Artifact, source: ArtifactStore, path: str, mode: str
-) -> None:
-    if await _sha256(sh, path) == ref.sha256:
-        return
-    await sh.write_stream(path, source.chunks(ref), mode=mode)
-    got = await _sha256(sh, path)
-    if got != ref.sha256:
-        await sh.run(["rm", "-f", path])
-        raise StepFailed(
-            f"{ref.name} {ref.version} arrived corrupt on server/{sh.node}"
-            f" (sha256 {got[:12] or 'none'}, expected {ref.sha256[:12]})"
-        )
+async def _audit_sent(op: OpContext, sent: Sent) -> None:
+    """What labd sent of an artifact to a node: from which offset, how many bytes."""
+    ref = sent.artifact
+    await record(
+        op.context,
+        action="artifacts:read",
+        resource=f"artifact/{ref.name}",
+        result="success" if sent.ok else "error",
+        user=op.requested_by,
+        details={
+            "cluster": op.name,
+            "node": sent.node,
+            "version": ref.version,
+            "arch": ref.arch,
+            "sha256": ref.sha256,
+            "file": sent.path,
+            "start": sent.start,
+            "sent": sent.sent,
+            "size": ref.size,
+        },
+    )
 
 
 async def stage(op: OpContext, node: str) -> None:
     """The k3s binary (and the air-gap images, when added) for this version, checksum
-    verified on the node; the binary waits beside the live one until configure/restart."""
+    verified on the node; the binary waits beside the live one until configure/restart.
+    A transfer cut by a dropped agent resumes where it stopped (:mod:`.transfer`)."""
     sh = op.shell(node)
     source = op.context.artifacts
     arch = await _arch(sh)
     ref = await source.find(K3S_ARTIFACT, op.spec.version, arch)
-    if await _sha256(sh, sh.paths.binary) != ref.sha256:
-        await _stage_one(sh, ref, source, sh.paths.binary + ".staged", "0755")
+
+    async def report(sent: Sent) -> None:
+        await _audit_sent(op, sent)
+
+    if await file_sha256(sh, sh.paths.binary) != ref.sha256:
+        staged = sh.paths.binary + ".staged"
+        await stage_artifact(sh, ref, source, staged, mode="0755", report=report)
     try:
         images = await source.find(IMAGES_ARTIFACT, op.spec.version, arch)
     except NotFound:
         return
     target = f"{sh.paths.images_dir}/k3s-airgap-images-{arch}.tar"
-    await _stage_one(sh, images, source, target, "0644")
+    await stage_artifact(sh, images, source, target, mode="0644", report=report)
 
 
 async def _install_staged(sh: NodeShell) -> None:
@@ -446,7 +456,8 @@ async def _uninstall(op: OpContext, node: str) -> None:
         await sh.run(["systemctl", "disable", unit])
         await sh.check(["rm", "-f", sh.paths.unit_file(unit)])
     await sh.run(["systemctl", "daemon-reload"])
-    await sh.check(["rm", "-f", sh.paths.binary, sh.paths.binary + ".staged"])
+    staged = sh.paths.binary + ".staged"
+    await sh.check(["rm", "-f", sh.paths.binary, staged, staged + ".part"])
     await sh.check(["rm", "-rf", sh.paths.config_dir])
     if not op.params.get("keep_data"):
         await sh.check(["rm", "-rf", sh.paths.data_dir])
