@@ -54,6 +54,7 @@ FASTPATH = "src/lab/bastion/fastpath.py"
 CLASSIFY = "src/lab/labd/kubeproxy/classify.py"
 KUBECONFIG = "src/lab/kube/config.py"
 KUBE_APPLY = "src/lab/kube/apply.py"
+MODULE_VALUES = "src/lab/modules/values.py"
 CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
 CLUSTER_JOIN = "src/lab/labd/clusterops/token.py"
 CLUSTER_RENDER = "src/lab/labd/clusterops/render.py"
@@ -439,6 +440,25 @@ _TARGETS += [
         # the pure rules; apply, fetch, delete and the waits run against the API double
         # (tests/apps/test_apply.py)
         only=_functions("lab.kube.apply", "managers", "prunable", "readiness"),
+    ),
+    Target(
+        name="module_values",
+        tests=("tests/modules/test_values.py",),
+        mutmut=(MODULE_VALUES,),
+        hand=(
+            HandMutant(
+                MODULE_VALUES,
+                '_NAMES_ONLY = frozenset({"required", "additionalProperties"})',
+                '_NAMES_ONLY = frozenset({"required"})',
+                "an unexpected-property message hidden beside a secret",
+            ),
+            HandMutant(
+                MODULE_VALUES,
+                '_NAMES_ONLY = frozenset({"required", "additionalProperties"})',
+                '_NAMES_ONLY = frozenset({"required", "additionalProperties", "not"})',
+                "a rule that quotes the mapping lets its secret through",
+            ),
+        ),
     ),
     Target(
         name="cluster_plan",

@@ -184,6 +184,12 @@ def parse_spec(text: str, *, where: str = "module.yaml") -> ModuleSpec:
         raise Invalid(
             f"{where}: {field} is not a JSON Schema: {exc.message}", details={"fields": [field]}
         ) from exc
+    stray = _stray_secret(parameters, "parameters")
+    if stray is not None:
+        raise Invalid(
+            f"{where}: {stray}: labd seals only fields reached through properties",
+            details={"fields": [stray]},
+        )
     return ModuleSpec(
         name=doc["name"],
         version=doc["version"],
@@ -194,6 +200,36 @@ def parse_spec(text: str, *, where: str = "module.yaml") -> ModuleSpec:
         data=tuple(DataSelector(**d) for d in doc.get("data") or ()),
         hooks={event: tuple(paths) for event, paths in (doc.get("hooks") or {}).items()},
     )
+
+
+# Keywords whose values are data, not schemas.
+_DATA_KEYWORDS = frozenset({"default", "examples", "const", "enum"})
+
+
+def _stray_secret(schema: Any, field: str, honoured: bool = True) -> str | None:
+    """The first ``secret: true`` that labd would not honour (under ``items``, ``anyOf``,
+    ``additionalProperties``...: its value would be stored and shown in the clear)."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            found = _stray_secret(item, f"{field}.{index}", False)
+            if found is not None:
+                return found
+        return None
+    if not isinstance(schema, Mapping):
+        return None
+    if schema.get("secret") is True and not honoured:
+        return f"{field}.secret"
+    for key, sub in schema.items():
+        if key == "properties" and isinstance(sub, Mapping):
+            for name, prop in sub.items():
+                found = _stray_secret(prop, f"{field}.properties.{name}", honoured)
+                if found is not None:
+                    return found
+        elif key not in _DATA_KEYWORDS:
+            found = _stray_secret(sub, f"{field}.{key}", False)
+            if found is not None:
+                return found
+    return None
 
 
 CERTIFICATES = "x-labd-certificates"

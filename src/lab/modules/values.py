@@ -33,9 +33,19 @@ def secret_paths(schema: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
     return found
 
 
-def _under(path: Sequence[Any], secrets: Iterable[Path]) -> bool:
+# Rules whose messages name properties, never quote a value.
+_NAMES_ONLY = frozenset({"required", "additionalProperties"})
+
+
+def _under(path: Sequence[Any], secrets: Iterable[Path], rule: str = "") -> bool:
+    """Whether an error at ``path`` must not quote its value: the value is a secret or inside
+    one, or it holds one (``maxProperties``, ``not``, ``anyOf``... quote the whole mapping)
+    and ``rule`` is not one whose message names properties only."""
     strings = tuple(str(p) for p in path)
-    return any(strings[: len(s)] == s for s in secrets)
+    return any(
+        strings[: len(s)] == s or (s[: len(strings)] == strings and rule not in _NAMES_ONLY)
+        for s in secrets
+    )
 
 
 def fill_defaults(schema: Mapping[str, Any], values: Any) -> Any:
@@ -89,7 +99,7 @@ def check_values(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
             {
                 "field": field,
                 "rule": str(error.validator),
-                "message": _message(error, _under(path, secrets)),
+                "message": _message(error, _under(path, secrets, str(error.validator))),
             }
         )
     if errors:
