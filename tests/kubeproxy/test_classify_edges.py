@@ -150,8 +150,9 @@ def test_cluster_names_are_dns_labels(name: str, taken: bool) -> None:
     if taken:
         assert c("GET", f"/k8s/{name}/api/v1/pods").cluster == name
     else:
-        with pytest.raises(Invalid, match="is not a cluster name") as caught:
+        with pytest.raises(Invalid) as caught:
             c("GET", f"/k8s/{name}/api/v1/pods")
+        assert str(caught.value) == f"{name!r} is not a cluster name"
         assert caught.value.details["fields"] == ["path"]
 
 
@@ -168,14 +169,44 @@ def test_cluster_names_are_dns_labels(name: str, taken: bool) -> None:
             "path",
             "a path segment holds an encoded slash, backslash or control character",
         ),
-        ("GET", "/k8s/home/api/v1/pods/a%09b", "", "path", "encoded slash, backslash or control"),
+        (
+            "GET",
+            "/k8s/home/api/v1/pods/a%09b",
+            "",
+            "path",
+            "a path segment holds an encoded slash, backslash or control character",
+        ),
         ("GET", "/k8s", "", "path", "the path must be /k8s/CLUSTER/…"),
         ("GET", "/api/home", "", "path", "the path must be /k8s/CLUSTER/…"),
         ("GET", "/k8s/home/api/v1/watch", "", "path", "a watch path names a resource"),
-        ("GET", "/k8s/home/api/v1/pods", "a= b", "query", "the query string holds a control"),
-        ("GET", "/k8s/home/api/v1/pods", "a=\x7f", "query", "the query string holds a control"),
-        ("TRACE", "/k8s/home/healthz", "", "method", "method TRACE is not part of the"),
-        ("TRACE", "/k8s/home/api/v1/pods", "", "method", "method TRACE is not part of the"),
+        (
+            "GET",
+            "/k8s/home/api/v1/pods",
+            "a= b",
+            "query",
+            "the query string holds a control character",
+        ),
+        (
+            "GET",
+            "/k8s/home/api/v1/pods",
+            "a=\x7f",
+            "query",
+            "the query string holds a control character",
+        ),
+        (
+            "TRACE",
+            "/k8s/home/healthz",
+            "",
+            "method",
+            "method TRACE is not part of the Kubernetes API",
+        ),
+        (
+            "TRACE",
+            "/k8s/home/api/v1/pods",
+            "",
+            "method",
+            "method TRACE is not part of the Kubernetes API",
+        ),
     ],
 )
 def test_each_refusal_names_its_field_and_says_why(
@@ -183,7 +214,7 @@ def test_each_refusal_names_its_field_and_says_why(
 ) -> None:
     with pytest.raises(Invalid) as caught:
         classify(method, path.encode("utf-8"), query.encode())
-    assert message in str(caught.value)
+    assert str(caught.value) == message
     assert caught.value.details["fields"] == [field]
 
 

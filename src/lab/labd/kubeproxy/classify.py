@@ -90,8 +90,8 @@ class KubeRequest:
 
 
 def resolve_segments(raw_path: bytes) -> list[str]:
-    """The decoded segments of ``raw_path`` with dot segments removed; Invalid for a segment
-    that decodes to a slash, a backslash, a control character or bytes that are not UTF-8."""
+    """The decoded segments of ``raw_path``, none empty, dot segments removed; Invalid for a
+    segment that decodes to a slash, a backslash, a control character or bytes not UTF-8."""
     try:
         text = raw_path.decode("ascii")
     except UnicodeDecodeError:
@@ -131,7 +131,7 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
     if _CONTROL.search(query_text) or " " in query_text:
         raise Invalid("the query string holds a control character", details=_field("query"))
     rest = segments[2:]
-    path = "/" + "/".join(quote(s, safe=_SAFE) for s in rest) if rest else "/"
+    path = "/" + "/".join(quote(s, safe=_SAFE) for s in rest)
     method = method.upper()
     watch_param = _watch_param(query_text)
     common: dict[str, Any] = {"cluster": cluster, "path": path, "query": query_text}
@@ -164,8 +164,6 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
     resource = parts[0]
     name = parts[1] if len(parts) > 1 else ""
     subresource = "/".join(parts[2:])
-    if any(not p for p in (resource, *parts[1:3])):
-        raise Invalid("an empty resource or name in the path", details=_path())
     # As the API server: ?watch turns a get without a name into a watch, never a named get.
     verb = _resource_verb(method, name=name, watch=legacy_watch or (watch_param and not name))
     base = subresource.split("/", 1)[0]
