@@ -55,6 +55,8 @@ CLASSIFY = "src/lab/labd/kubeproxy/classify.py"
 KUBECONFIG = "src/lab/kube/config.py"
 KUBE_APPLY = "src/lab/kube/apply.py"
 MODULE_VALUES = "src/lab/modules/values.py"
+ENVELOPE = "src/lab/pki/envelope.py"
+SECRETS_KEYS = "src/lab/labd/secrets/keys.py"
 CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
 CLUSTER_JOIN = "src/lab/labd/clusterops/token.py"
 CLUSTER_RENDER = "src/lab/labd/clusterops/render.py"
@@ -457,6 +459,32 @@ _TARGETS += [
                 '_NAMES_ONLY = frozenset({"required", "additionalProperties"})',
                 '_NAMES_ONLY = frozenset({"required", "additionalProperties", "not"})',
                 "a rule that quotes the mapping lets its secret through",
+            ),
+        ),
+    ),
+    Target(
+        name="secrets_envelope",
+        tests=("tests/pki/test_envelope.py",),
+        mutmut=(ENVELOPE, SECRETS_KEYS),
+        hand=(
+            # module constants and a property, which mutmut leaves alone
+            HandMutant(ENVELOPE, "_NONCE = 12", "_NONCE = 16", "another nonce length"),
+            HandMutant(ENVELOPE, '_PREFIX = "v1:"', '_PREFIX = "v2:"', "another format tag"),
+            HandMutant(
+                ENVELOPE,
+                '_KEK_SALT = b"labctl secrets key-encryption key v1"',
+                '_KEK_SALT = b"labctl secrets key-encryption key v2"',
+                "the KEK changes across versions",
+            ),
+            HandMutant(ENVELOPE, "hexdigest()[:16]", "hexdigest()[:12]", "a shorter kek id"),
+            HandMutant(
+                ENVELOPE, "self.secret, _KEK_ID_LABEL,", "self.secret, b'',", "kek id unlabelled"
+            ),
+            HandMutant(
+                SECRETS_KEYS,
+                '_FROM_FILE = b"labctl-secrets-key-file\\x00"',
+                '_FROM_FILE = b"labctl-secrets\\x00"',
+                "a key file and a passphrase of the same bytes give one KEK",
             ),
         ),
     ),
