@@ -75,10 +75,44 @@ def decide(roles: Iterable[Role], action: str, resource: str) -> Decision:
     )
 
 
+@lru_cache(maxsize=4096)
 def _overlap(a: str, b: str) -> bool:
-    # Two patterns may match a common value when either matches the other as a value; this
-    # is conservative only where it errs towards refusing.
-    return matches(a, b) or matches(b, a)
+    """Whether some value matches both patterns (``server/web-*`` and ``server/*-prod`` do,
+    though neither matches the other read as a value): both patterns are walked side by side,
+    a literal read by the other's literal (the same one) or star; O(len(a) * len(b))."""
+    start = [(i, j) for i in _skip_stars(a, 0) for j in _skip_stars(b, 0)]
+    seen, todo = set(start), start
+    while todo:
+        i, j = todo.pop()
+        if i == len(a) and j == len(b):
+            return True
+        if i == len(a) or j == len(b):
+            continue
+        x, y = a[i], b[j]
+        if x == "*" and y == "*":
+            continue  # a character both stars read could as well not be there
+        if x == "*":
+            ni, nj = i, j + 1
+        elif y == "*":
+            ni, nj = i + 1, j
+        elif x == y:
+            ni, nj = i + 1, j + 1
+        else:
+            continue
+        for pair in [(p, q) for p in _skip_stars(a, ni) for q in _skip_stars(b, nj)]:
+            if pair not in seen:
+                seen.add(pair)
+                todo.append(pair)
+    return False
+
+
+def _skip_stars(pattern: str, i: int) -> list[int]:
+    """Positions reachable from ``i`` by letting stars match nothing."""
+    out = [i]
+    while i < len(pattern) and pattern[i] == "*":
+        i += 1
+        out.append(i)
+    return out
 
 
 def covers(roles: Iterable[Role], permission: Permission) -> bool:
