@@ -56,6 +56,7 @@ KUBECONFIG = "src/lab/kube/config.py"
 KUBE_APPLY = "src/lab/kube/apply.py"
 MODULE_VALUES = "src/lab/modules/values.py"
 ENVELOPE = "src/lab/pki/envelope.py"
+APPLY_PLAN = "src/lab/labd/apply/plan.py"
 SECRETS_KEYS = "src/lab/labd/secrets/keys.py"
 CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
 CLUSTER_JOIN = "src/lab/labd/clusterops/token.py"
@@ -487,6 +488,11 @@ _TARGETS += [
                 "a key file and a passphrase of the same bytes give one KEK",
             ),
         ),
+    ),
+    Target(
+        name="apply_plan",
+        tests=("tests/apply/test_plan.py",),
+        mutmut=(APPLY_PLAN,),
     ),
     Target(
         name="cluster_plan",
