@@ -316,15 +316,20 @@ class PeerCertTCPServer(TCPServer):
 
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection:[^\r]*close", re.IGNORECASE)
 
 
 def _fixed_length_head(data: bytes) -> bool:
-    """Whether ``data`` is a whole HTTP/1.x final response head with a Content-Length."""
+    """Whether ``data`` is a whole HTTP/1.x final response head with a Content-Length that
+    keeps the connection open. An answer that closes it (an early error while the client may
+    still be sending its body) leaves as before: head first, so the client's upload is more
+    likely to stop before the close turns into a reset."""
     return (
         data.startswith(b"HTTP/1.")
         and data.endswith(b"\r\n\r\n")
         and data[9:10] != b"1"
         and _CONTENT_LENGTH.search(data) is not None
+        and _CLOSE.search(data) is None
     )
 
 
