@@ -46,3 +46,20 @@ def test_a_named_get_with_a_watch_parameter_is_a_get(query: str) -> None:
 def test_the_legacy_watch_path_is_a_watch_even_with_a_name() -> None:
     req = classify("GET", b"/k8s/home/api/v1/watch/namespaces/prod/pods/web-0", "")
     assert req.verb == "watch"
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        (b"/namespaces/prod/services/vault:8200/proxy/v1/secret", "namespace/prod/services/vault"),
+        (b"/namespaces/prod/services/https:vault:8200/proxy/", "namespace/prod/services/vault"),
+        (b"/namespaces/prod/services/https:vault:/proxy", "namespace/prod/services/vault"),
+        (b"/namespaces/prod/pods/web-0:8080/proxy/metrics", "namespace/prod/pods/web-0"),
+        (b"/nodes/n1:10250/proxy/configz", "nodes/n1"),
+        (b"/namespaces/prod/services/vault/proxy/", "namespace/prod/services/vault"),
+    ],
+)
+def test_a_proxy_is_judged_on_the_object_not_its_scheme_or_port(path: bytes, resource: str) -> None:
+    """``services/vault:8200/proxy`` reaches Service vault: a rule naming vault must see it."""
+    req = classify("GET", b"/k8s/home/api/v1" + path, "")
+    assert (req.verb, req.rbac_resource) == ("proxy", f"cluster/home/{resource}")

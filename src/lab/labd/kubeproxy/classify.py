@@ -170,6 +170,8 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
     if base in CONNECT_SUBRESOURCES:
         verb = base
         subresource = base
+    if base == "proxy":
+        name = _proxied_name(name)
     return KubeRequest(
         **common,
         verb=verb,
@@ -180,6 +182,15 @@ def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
         namespace=namespace,
         name=name,
     )
+
+
+def _proxied_name(name: str) -> str:
+    """The object a ``…/NAME/proxy`` reaches: ``[SCHEME:]NAME[:PORT]`` names ``NAME`` (so
+    ``services/vault:8200/proxy`` is judged on Service ``vault``, as a rule naming it means)."""
+    parts = name.split(":")
+    if len(parts) == 3:
+        return parts[1]
+    return parts[0]
 
 
 def _watch_param(query: str) -> bool:
