@@ -62,42 +62,85 @@ def test_taken_requests(changes: dict[str, Any]) -> None:
     assert spec.disable == tuple(changes.get("disable", ()))
 
 
+DNS_LABEL = "must be a DNS label (a-z, 0-9, '-', at most 63 characters)"
+ODD = "embedded etcd needs an odd number for quorum (add or drop one, or pass --allow-even)"
+DATASTORE = "datastore must be embedded-etcd, sqlite or an endpoint URL (postgres://…)"
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "reason"),
     [
-        ({"name": "a" * 64}, "body.name", "must be a DNS label"),
-        ({"name": "-a"}, "body.name", "must be a DNS label"),
-        ({"name": "a-"}, "body.name", "must be a DNS label"),
-        ({"name": ""}, "body.name", "must be a DNS label"),
-        ({"servers": ["a" * 254]}, "body.servers", "is not a server name (server/NAME)"),
-        ({"servers": ["-a"]}, "body.servers", "is not a server name"),
-        ({"servers": ["a."]}, "body.servers", "is not a server name"),
-        ({"agents": ["w 1"]}, "body.agents", "'w 1' is not a server name"),
-        ({"servers": ["s1", "server/s1"], "allow_even": True}, "body.servers", "named twice"),
+        ({"name": "a" * 64}, "body.name", f"name '{'a' * 64}' {DNS_LABEL}"),
+        ({"name": "-a"}, "body.name", f"name '-a' {DNS_LABEL}"),
+        ({"name": "a-"}, "body.name", f"name 'a-' {DNS_LABEL}"),
+        ({"name": ""}, "body.name", f"name '' {DNS_LABEL}"),
+        (
+            {"servers": ["a" * 254]},
+            "body.servers",
+            f"'{'a' * 254}' is not a server name (server/NAME)",
+        ),
+        ({"servers": ["-a"]}, "body.servers", "'-a' is not a server name (server/NAME)"),
+        ({"servers": ["a."]}, "body.servers", "'a.' is not a server name (server/NAME)"),
+        ({"agents": ["w 1"]}, "body.agents", "'w 1' is not a server name (server/NAME)"),
+        (
+            {"servers": ["s1", "server/s1"], "allow_even": True},
+            "body.servers",
+            "server/s1 is named twice",
+        ),
         ({"agents": ["w", "w"]}, "body.agents", "server/w is named twice"),
         ({"agents": ["server/s1"]}, "body.agents", "server/s1 is named twice"),
-        ({"servers": []}, "body.servers", "at least one server"),
-        ({"version": "v1.31.4+k3s"}, "body.version", "must look like v1.31.4+k3s1"),
-        ({"version": "1.31.4"}, "body.version", "must look like"),
-        ({"version": "v1.31.4 "}, "body.version", "must look like"),
+        (
+            {"servers": []},
+            "body.servers",
+            "a cluster needs at least one server (--server server/NAME)",
+        ),
+        (
+            {"version": "v1.31.4+k3s"},
+            "body.version",
+            "version 'v1.31.4+k3s' must look like v1.31.4+k3s1",
+        ),
+        ({"version": "1.31.4"}, "body.version", "version '1.31.4' must look like v1.31.4+k3s1"),
+        ({"version": "v1.31.4 "}, "body.version", "version 'v1.31.4 ' must look like v1.31.4+k3s1"),
         ({"cni": "Flannel"}, "body.cni", "cni must be one of flannel, cilium, none"),
-        ({"datastore": "sqlite", "servers": ["a", "b", "c"]}, "body.datastore", "exactly one"),
-        ({"datastore": "http://db"}, "body.datastore", "an endpoint URL"),
-        ({"datastore": "etcd"}, "body.datastore", "an endpoint URL"),
-        ({"servers": ["a", "b"]}, "body.servers", "2 servers: embedded etcd needs an odd number"),
-        ({"servers": ["a", "b", "c", "d"]}, "body.servers", "4 servers"),
-        ({"cluster_cidr": "10.42.0.1/16"}, "body.cluster_cidr", "cluster_cidr '10.42.0.1/16'"),
-        ({"service_cidr": "nope"}, "body.service_cidr", "service_cidr 'nope' is not a network"),
-        ({"api_address": "a b"}, "body.api_address", "is not a host name or address"),
+        (
+            {"datastore": "sqlite", "servers": ["a", "b", "c"]},
+            "body.datastore",
+            "the sqlite datastore takes exactly one server",
+        ),
+        ({"datastore": "http://db"}, "body.datastore", DATASTORE),
+        ({"datastore": "etcd"}, "body.datastore", DATASTORE),
+        ({"servers": ["a", "b"]}, "body.servers", f"2 servers: {ODD}"),
+        ({"servers": ["a", "b", "c", "d"]}, "body.servers", f"4 servers: {ODD}"),
+        (
+            {"cluster_cidr": "10.42.0.1/16"},
+            "body.cluster_cidr",
+            "cluster_cidr '10.42.0.1/16' is not a network: 10.42.0.1/16 has host bits set",
+        ),
+        (
+            {"service_cidr": "nope"},
+            "body.service_cidr",
+            "service_cidr 'nope' is not a network:"
+            " 'nope' does not appear to be an IPv4 or IPv6 network",
+        ),
+        (
+            {"api_address": "a b"},
+            "body.api_address",
+            "api_address 'a b' is not a host name or address",
+        ),
         ({"api_port": 65536}, "body.api_port", "api_port must be 1 to 65535"),
         ({"api_port": -1}, "body.api_port", "api_port must be 1 to 65535"),
-        ({"disable": ["traefik", "dns"]}, "body.disable", "'dns' is not one of traefik"),
+        (
+            {"disable": ["traefik", "dns"]},
+            "body.disable",
+            "disable: 'dns' is not one of"
+            " traefik, servicelb, local-storage, metrics-server, coredns",
+        ),
     ],
 )
 def test_refused_requests(changes: dict[str, Any], field: str, reason: str) -> None:
     fields, message = refusal(**changes)
     assert fields == [field]
-    assert reason in message
+    assert message == reason
 
 
 def test_the_spec_keeps_what_was_asked_and_round_trips_through_params() -> None:
@@ -137,6 +180,7 @@ def test_the_spec_keeps_what_was_asked_and_round_trips_through_params() -> None:
     assert plan.ClusterSpec.from_params({"name": "c", "servers": ["a"]}) == plan.ClusterSpec(
         name="c", servers=("a",)
     )
+    assert plan.ClusterSpec.from_params({"name": "c"}) == plan.ClusterSpec(name="c", servers=())
     assert (spec.first, spec.nodes) == ("s1", ("s1", "s2", "s3", "w1"))
     assert [spec.role(n) for n in spec.nodes] == ["server", "server", "server", "agent"]
     assert spec.api_url == "https://10.0.0.10:7443"
@@ -209,17 +253,18 @@ def test_adding_a_node() -> None:
     assert plan.with_node(spec, "w2", "agent").servers == ("s1",)
     for node, role, field, reason in [
         ("w1", "agent", "body.node", "server/w1 is already a node of cluster c1"),
-        ("server/s1", "server", "body.node", "already a node"),
-        ("w 2", "agent", "body.node", "is not a server name"),
+        ("server/s1", "server", "body.node", "server/s1 is already a node of cluster c1"),
+        ("w 2", "agent", "body.node", "'w 2' is not a server name (server/NAME)"),
         ("w2", "master", "body.role", "role must be server or agent"),
     ]:
         with pytest.raises(Invalid) as info:
             plan.with_node(spec, node, role)
-        assert info.value.details["fields"] == [field] and reason in str(info.value)
+        assert info.value.details["fields"] == [field] and str(info.value) == reason
     lite = create(datastore="sqlite")
     assert plan.with_node(lite, "w2", "agent").agents == ("w2",)
-    with pytest.raises(Invalid, match="takes no second server") as info:
+    with pytest.raises(Invalid) as info:
         plan.with_node(lite, "s2", "server")
+    assert str(info.value) == "a sqlite-datastore cluster takes no second server"
     assert info.value.details["fields"] == ["body.role"]
 
 
@@ -235,7 +280,7 @@ def test_removing_a_node() -> None:
     ]:
         with pytest.raises(Invalid) as info:
             plan.without_node(spec, node)
-        assert info.value.details["fields"] == ["body.node"] and reason in str(info.value)
+        assert info.value.details["fields"] == ["body.node"] and str(info.value) == reason
 
 
 def test_the_resume_hint_names_the_command() -> None:
@@ -275,8 +320,9 @@ def test_a_token_is_made_for_its_ca_and_parses_back() -> None:
     ],
 )
 def test_a_token_off_the_secure_form_is_refused(text: str) -> None:
-    with pytest.raises(Invalid, match=r"not a secure k3s token \(K10<ca hash>::server:<secret>\)"):
+    with pytest.raises(Invalid) as info:
         parse_token(text)
+    assert str(info.value) == "not a secure k3s token (K10<ca hash>::server:<secret>)"
 
 
 def test_a_parsed_token_keeps_its_parts() -> None:
@@ -289,7 +335,7 @@ def test_a_parsed_token_keeps_its_parts() -> None:
 
 
 def test_node_paths_under_a_root() -> None:
-    paths = NodePaths(root="/srv/n1/")
+    paths = NodePaths(root="/srv/nX/")
     assert (
         paths.binary,
         paths.config_dir,
@@ -301,15 +347,15 @@ def test_node_paths_under_a_root() -> None:
         paths.unit_dir,
         paths.unit_file("k3s"),
     ) == (
-        "/srv/n1/usr/local/bin/k3s",
-        "/srv/n1/etc/rancher/k3s",
-        "/srv/n1/etc/rancher/k3s/config.yaml",
-        "/srv/n1/etc/rancher/k3s/k3s.yaml",
-        "/srv/n1/var/lib/rancher/k3s",
-        "/srv/n1/var/lib/rancher/k3s/agent/images",
-        "/srv/n1/var/lib/rancher/k3s/server/tls",
-        "/srv/n1/etc/systemd/system",
-        "/srv/n1/etc/systemd/system/k3s.service",
+        "/srv/nX/usr/local/bin/k3s",
+        "/srv/nX/etc/rancher/k3s",
+        "/srv/nX/etc/rancher/k3s/config.yaml",
+        "/srv/nX/etc/rancher/k3s/k3s.yaml",
+        "/srv/nX/var/lib/rancher/k3s",
+        "/srv/nX/var/lib/rancher/k3s/agent/images",
+        "/srv/nX/var/lib/rancher/k3s/server/tls",
+        "/srv/nX/etc/systemd/system",
+        "/srv/nX/etc/systemd/system/k3s.service",
     )
     assert NodePaths().config == "/etc/rancher/k3s/config.yaml"
     assert (unit_name("server"), unit_name("agent")) == ("k3s", "k3s-agent")
