@@ -51,6 +51,7 @@ def emit(bench: str, value: float, unit: str, baseline: float | None, **extra: o
         "unit": unit,
         "baseline": round(baseline, 3) if baseline else baseline,
         "ratio": round(ratio, 3) if ratio else None,
+        "load_average": round(os.getloadavg()[0], 2),
         **extra,
     }
     print(json.dumps(line), flush=True)
@@ -153,24 +154,30 @@ async def main(args: argparse.Namespace) -> None:
                     percentile(straight, pct),
                 )
             ident = proxied.parent
-            (tmp / "kmock-ca.pem").write_bytes(api.ca_pem)
-            through = await load(
-                f"{rig.labd.url}/k8s/home{LIST}",
-                ident / "ca.pem",
-                str(ident / "cert.pem"),
-                str(ident / "key.pem"),
-                args.seconds,
-                args.concurrency,
-            )
-            base = await load(
-                f"{api.url}{LIST}",
-                tmp / "kmock-ca.pem",
-                "-",
-                "-",
-                args.seconds,
-                args.concurrency,
-                api.token,
-            )
+            async with static_api(tmp) as (fast_kubeconfig, fast_ca):
+                async with rig.labd.client(rig.admin) as http:
+                    resp = await http.post(
+                        "/api/clusters/import", json={"name": "fast", "kubeconfig": fast_kubeconfig}
+                    )
+                    assert resp.status_code == 201, resp.text
+                fast_url = yaml.safe_load(fast_kubeconfig)["clusters"][0]["cluster"]["server"]
+                through = await load(
+                    f"{rig.labd.url}/k8s/fast{LIST}",
+                    ident / "ca.pem",
+                    str(ident / "cert.pem"),
+                    str(ident / "key.pem"),
+                    args.seconds,
+                    args.concurrency,
+                )
+                base = await load(
+                    f"{fast_url}{LIST}",
+                    fast_ca,
+                    "-",
+                    "-",
+                    args.seconds,
+                    args.concurrency,
+                    TOKEN,
+                )
             emit(
                 "kubeproxy_get_rate",
                 through["requests"] / through["seconds"],
