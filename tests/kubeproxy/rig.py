@@ -174,7 +174,7 @@ async def raw_request(
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
+                conn.receive_data(bytes(await stream.receive_some(65536)))
             elif isinstance(event, h11.Response):
                 status, answer_headers = event.status_code, list(event.headers.raw_items())
             elif isinstance(event, h11.Data):

@@ -109,6 +109,8 @@ async def serve_labd(
         context.apps = AppEngine(context, replica_id)
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
+        # Users or roles changed on another replica: read roles afresh.
+        cluster.subscribe(context.identities.role_cache.forget)
         await _move_power_passwords(context)
         if on_context is not None:
             on_context(context)

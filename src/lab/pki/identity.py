@@ -125,6 +125,14 @@ def verify_peer(
     (no clientAuth extended key usage). Revocation is not checked here: it is a database
     lookup by serial, done by the caller.
     """
+    return _verify_peer(der, trusted_cas, at)[0]
+
+
+def _verify_peer(
+    der: bytes, trusted_cas: Sequence[CAMaterial | CACert], at: datetime
+) -> tuple[PeerIdentity, datetime, datetime]:
+    """:func:`verify_peer`, and the times between which the answer holds (both the client's
+    and its CA's validity)."""
     if at.tzinfo is None:
         raise ValueError("verify_peer needs a timezone-aware time")
     cert = _load_der(der)
@@ -144,7 +152,39 @@ def verify_peer(
         raise _unauthenticated("malformed", "client certificate has broken extensions") from exc
     if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
         raise _unauthenticated("wrong_usage", "certificate is not for client authentication")
-    return _identity(cert, issuer.fingerprint())
+    start = max(cert.not_valid_before_utc, issuer.cert.not_valid_before_utc)
+    end = min(cert.not_valid_after_utc, issuer.cert.not_valid_after_utc)
+    return _identity(cert, issuer.fingerprint()), start, end
+
+
+class PeerVerifier:
+    """:func:`verify_peer` that remembers what it proved: a certificate seen before is not
+    parsed and its signature not checked again while the trusted CAs are the very same objects
+    (a CA rotation or its finish changes them) and ``at`` lies within both validity windows;
+    anything else is verified afresh (and refused with the same reasons). Revocation stays
+    the caller's check, at every request. At most ``size`` certificates are remembered."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._seen: dict[bytes, tuple[tuple[object, ...], PeerIdentity, datetime, datetime]] = {}
+
+    def verify(
+        self, der: bytes, trusted_cas: Sequence[CAMaterial | CACert], *, at: datetime
+    ) -> PeerIdentity:
+        hit = self._seen.get(der)
+        if hit is not None:
+            cas, ident, start, end = hit
+            same = len(cas) == len(trusted_cas) and all(
+                a is b for a, b in zip(cas, trusted_cas, strict=True)
+            )
+            if same and start <= at <= end:
+                return ident
+        ident, start, end = _verify_peer(der, trusted_cas, at)
+        self._seen.pop(der, None)
+        self._seen[der] = (tuple(trusted_cas), ident, start, end)
+        while len(self._seen) > self.size:
+            del self._seen[next(iter(self._seen))]
+        return ident
 
 
 def cert_info(cert_pem: bytes) -> CertInfo:

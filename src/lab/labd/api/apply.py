@@ -217,6 +217,8 @@ async def _after_commit(changes: tuple[Change, ...]) -> None:
     """What disabling a user does beyond the row (as ``users disable``): its certificates are
     revoked and its sessions closed; role changes reach the other replicas' sessions."""
     c = ctx()
+    if any(ch.key.kind in ("User", "Role") for ch in changes):
+        c.identities.role_cache.forget()  # before anything below can fail
     for change in changes:
         if change.key.kind != "User" or change.after is None:
             continue

@@ -7,8 +7,9 @@ with a ``response`` and relay the agent protocol's frames both ways (see
 :mod:`lab.labd.relay.forwarding` for the flow control). The caller already checked RBAC and writes
 the audit entries; a replica certificate can use no other route.
 
-This module also registers the app-wide hook that bumps the cluster change counter after user
-and role changes succeed, so the other replicas reload within a poll.
+This module also registers the app-wide hook that, after user and role changes, empties this
+replica's role cache and bumps the cluster change counter, so the other replicas reload (and
+empty theirs) within a poll.
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ _IDENTITY_BLUEPRINTS = frozenset({"users", "roles"})
 
 @bp.after_app_request
 async def bump_on_identity_change(response: Response) -> Response:
-    """After a successful user or role change, tell the other replicas (change counter)."""
-    if (
-        request.blueprint in _IDENTITY_BLUEPRINTS
-        and request.method not in ("GET", "HEAD", "OPTIONS")
-        and response.status_code < 400
+    """After a user or role change, before it is answered: forget the roles this replica keeps
+    (lab.labd.identity.rolecache; on any answer, as a failed change may have written part) and,
+    when it succeeded, tell the other replicas (change counter)."""
+    if request.blueprint in _IDENTITY_BLUEPRINTS and request.method not in (
+        "GET",
+        "HEAD",
+        "OPTIONS",
     ):
-        cluster = ctx().cluster
-        if cluster is not None:
-            await cluster.note_change()
+        c = ctx()
+        c.identities.role_cache.forget()
+        if response.status_code < 400 and c.cluster is not None:
+            await c.cluster.note_change()
     return response
 
 

@@ -20,6 +20,7 @@ from lab import pki
 from lab.errors import Invalid, NotFound, PermissionDenied, Unauthenticated
 from lab.labd.audit.entries import annotate
 from lab.labd.identity.ca import CAService
+from lab.labd.identity.rolecache import RoleCache
 from lab.labd.identity.secrets import new_token, secret_matches, split_token
 from lab.model import AgentEnrollment, Certificate, JoinToken, Role, TokenKind, User
 from lab.store import Store, server_exists, token_refusal
@@ -280,6 +281,12 @@ class Identities:
     store: Store
     ca: CAService
     revocations: Revocations
+    # The per-request roles of the Kubernetes proxy; see lab.labd.identity.rolecache for how
+    # changes empty it.
+    role_cache: RoleCache = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.role_cache = RoleCache(self.user_roles)
 
     # -- tokens ----------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class KubeProxy:
         # Read at each cache miss: the registry is the context's (set when labd starts).
         self.upstreams = Upstreams(lambda: context.clusters)
         self.refusals = RefusalLog()
+        self.peers = pki.PeerVerifier()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,7 +154,7 @@ class KubeProxy:
                 "a client certificate is required", details={"reason": "no_certificate"}
             )
         c = self.context
-        ident = pki.verify_peer(der, c.ca.trusted, at=datetime.now(UTC))
+        ident = self.peers.verify(der, c.ca.trusted, at=datetime.now(UTC))
         who = Principal(
             kind=ident.kind, name=ident.name, serial=ident.serial, not_after=ident.not_after
         )
@@ -170,7 +171,7 @@ class KubeProxy:
                 ),
             )
         try:
-            roles = await c.identities.user_roles(ident.name)
+            roles = await c.identities.role_cache.roles(ident.name)
         except LabError as exc:
             raise Refused(who, exc) from None
         return evolve(who, roles=roles)
