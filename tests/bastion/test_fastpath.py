@@ -145,3 +145,24 @@ async def test_shutdown_closes_idle_connections_at_once(
             # Well before both the 60 s idle timeout and the 5 s drain.
             with trio.fail_after(4):
                 assert await _closed(stream)
+
+
+async def test_a_trickled_head_is_cut_at_the_idle_timeout(quick: Running) -> None:
+    """One byte at a time, each well inside the 1 s idle timeout, still ends at it."""
+    stream = await _connect(quick)
+    async with stream:
+        with trio.fail_after(20):
+            start = trio.current_time()
+            closed = False
+            for byte in GET[:-1]:
+                try:
+                    await stream.send_all(bytes([byte]))
+                except trio.BrokenResourceError:
+                    closed = True
+                    break
+                with trio.move_on_after(0.3):
+                    closed = await _closed(stream)
+                if closed:
+                    break
+            assert closed
+            assert trio.current_time() - start < 5

@@ -152,8 +152,8 @@ class DispatchFront:
     request id and a latency observation like :class:`lab.bastion.app.Observed`, and hands any
     other request's connection to hypercorn.
 
-    ``idle_timeout`` bounds the wait for each request's head (0: no limit), as hypercorn's
-    keep-alive timeout does.
+    ``idle_timeout`` bounds the wait for each request's whole head (0: no limit), from the end
+    of the previous answer (or the connection's start), as hypercorn's keep-alive timeout does.
     """
 
     def __init__(self, answer: Answer, metrics: BastionMetrics, *, idle_timeout: float) -> None:
@@ -192,11 +192,13 @@ class DispatchFront:
         buf = bytearray()
         while True:
             request = parse_head(buf)
+            # The whole head must arrive within the idle timeout, however it trickles in.
+            deadline = trio.current_time() + self.idle_timeout
             while request is None:
                 if self._closing and not buf:
                     return None
                 conn.idle = not buf
-                with trio.move_on_after(self.idle_timeout) as timer:
+                with trio.move_on_at(deadline) as timer:
                     data = await stream.receive_some(65536)
                 conn.idle = False
                 if timer.cancelled_caught or not data:
