@@ -57,6 +57,8 @@ KUBE_APPLY = "src/lab/kube/apply.py"
 MODULE_VALUES = "src/lab/modules/values.py"
 ENVELOPE = "src/lab/pki/envelope.py"
 APPLY_PLAN = "src/lab/labd/apply/plan.py"
+APPLY_DOCUMENTS = "src/lab/apply/documents.py"
+APPLY_DIFFS = "src/lab/apply/diffs.py"
 SECRETS_KEYS = "src/lab/labd/secrets/keys.py"
 CLUSTER_PLAN = "src/lab/labd/clusterops/plan.py"
 CLUSTER_JOIN = "src/lab/labd/clusterops/token.py"
@@ -493,6 +495,12 @@ _TARGETS += [
         name="apply_plan",
         tests=("tests/apply/test_plan.py",),
         mutmut=(APPLY_PLAN,),
+    ),
+    Target(
+        name="apply_documents",
+        tests=("tests/apply/test_documents.py", "tests/apply/test_documents_edges.py"),
+        mutmut=(APPLY_DOCUMENTS, APPLY_DIFFS),
+        # validator and schema_dir find the shipped schemas (cached, a decorator mutmut skips)
     ),
     Target(
         name="cluster_plan",
