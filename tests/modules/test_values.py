@@ -264,3 +264,60 @@ def test_values_files_in_order_then_sets() -> None:
         with pytest.raises(Invalid, match=message) as caught:
             values_from(files, [])
         assert caught.value.details["fields"] == ["values"]
+
+
+def test_each_missing_property_is_named_once() -> None:
+    schema = {
+        "type": "object",
+        "required": ["a", "b"],
+        "properties": {"c": {"type": "object", "required": ["x", "y"]}},
+        "allOf": [{"required": ["b", "z"]}],
+    }
+    error = refused(schema, {"c": {}, "b": 1})
+    assert error.details["fields"] == ["values.a", "values.z", "values.c.x", "values.c.y"]
+    assert [e["message"] for e in error.details["errors"]][:2] == [
+        "'a' is a required property",
+        "'z' is a required property",
+    ]
+    assert str(error) == "values.a: 'a' is a required property (rule required) (and 3 more)"
+
+
+def test_two_errors_say_one_more() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}
+    error = refused(schema, {"a": "x", "b": "y"})
+    assert str(error) == "values.a: 'x' is not of type 'integer' (rule type) (and 1 more)"
+    with pytest.raises(Invalid) as caught:
+        check_values(schema, "text")  # type: ignore[arg-type]
+    assert str(caught.value) == "values must be a mapping"
+
+
+def test_defaults_and_merges_never_share_nested_values() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "odd": "not a schema",
+            "opts": {"default": {"list": [1]}},
+            "tls": {
+                "type": "object",
+                "properties": {"port": {"default": 443}, "on": {"default": 1}},
+            },
+        },
+    }
+    first = fill_defaults(schema, {"tls": {"port": 8443}})
+    assert first == {"opts": {"list": [1]}, "tls": {"port": 8443, "on": 1}}
+    first["opts"]["list"].append(2)
+    assert fill_defaults(schema, {})["opts"] == {"list": [1]}
+    over: dict[str, Any] = {"x": {"y": {"z": [1]}}}
+    merged = merge({}, over)
+    merged["x"]["y"]["z"].append(2)
+    assert over == {"x": {"y": {"z": [1]}}}
+    public = {"db": {"password": REDACTED, "user": "u"}}
+    joined = join_secrets(public, {"db.password": SECRET})
+    assert joined["db"]["password"] == SECRET and public["db"]["password"] == REDACTED
+
+
+def test_redact_passes_over_a_value_where_a_mapping_was_expected() -> None:
+    schema = {"properties": {"a": {"properties": {"b": {"properties": {"c": {"secret": True}}}}}}}
+    assert redact(schema, {"a": "flat"}) == {"a": "flat"}
+    assert redact(schema, {"a": {"b": "flat"}}) == {"a": {"b": "flat"}}
+    assert redact(schema, {"a": {"b": {"c": 1}}}) == {"a": {"b": {"c": REDACTED}}}

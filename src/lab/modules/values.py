@@ -37,7 +37,7 @@ def secret_paths(schema: Mapping[str, Any], prefix: Path = ()) -> list[Path]:
 _NAMES_ONLY = frozenset({"required", "additionalProperties"})
 
 
-def _under(path: Sequence[Any], secrets: Iterable[Path], rule: str = "") -> bool:
+def _under(path: Sequence[Any], secrets: Iterable[Path], rule: str) -> bool:
     """Whether an error at ``path`` must not quote its value: the value is a secret or inside
     one, or it holds one (``maxProperties``, ``not``, ``anyOf``... quote the whole mapping)
     and ``rule`` is not one whose message names properties only."""
@@ -89,11 +89,16 @@ def check_values(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[s
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     errors: list[dict[str, str]] = []
+    # "required" fails once per missing property, in the order it lists them: the n-th failure
+    # of one "required" at one path names its n-th missing property.
+    nth: dict[tuple[Any, ...], int] = {}
     for error in sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path)):
         path = [str(p) for p in error.absolute_path]
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [r for r in error.validator_value if r not in error.instance]
-            path += missing[:1]
+            seen = (*path, tuple(error.validator_value))
+            index = nth[seen] = nth.get(seen, -1) + 1
+            path += missing[index : index + 1]
         field = ".".join(["values", *path])
         errors.append(
             {
