@@ -318,3 +318,88 @@ def test_checks_are_asked_once_each_in_order() -> None:
     twice = plan([want(user("ann", "ops", "dev"))], [user("ann"), role("ops"), role("dev")])
     assert twice.checks.count(("users:grant", "user/ann")) == 1
     assert twice.grants == ((key("User", "ann"), "ops"), (key("User", "ann"), "dev"))
+
+
+def test_a_server_stale_against_the_labels_the_set_applied() -> None:
+    old = server("s1", zone="a")
+    now = server("s1", zone="a", rack="1")
+    row = InventoryRow(key=old.key, set_name="lab", applied={"labels": {"zone": "a"}})
+    with pytest.raises(Conflict) as caught:
+        plan([want(server("s1", zone="b"), old.version)], [now], [row])
+    assert caught.value.details["fields"] == ["metadata.labels.rack"]
+    # a role's record has no labels, a server's no spec: neither is needed
+    ops, ops_now = role("ops", "a"), role("ops", "b")
+    role_row = InventoryRow(key=ops.key, set_name="lab", applied={"spec": ops.spec})
+    with pytest.raises(Conflict) as caught:
+        plan([want(role("ops", "c"), ops.version)], [ops_now], [role_row])
+    assert caught.value.details["fields"] == ["spec.rules"]
+
+
+def test_reads_and_messages_of_each_kind() -> None:
+    s1 = server("s1")
+    out = plan([want(server("s1", zone="a")), want(role("r")), want(user("u", "r"))], [s1])
+    assert out.checks[-3:] == (
+        ("roles:get", "role/r"),
+        ("servers:get", "server/s1"),
+        ("users:get", "user/u"),
+    )
+    with pytest.raises(NotFound) as nf:
+        plan([want(server("s9"))])
+    assert str(nf.value) == (
+        "server 's9' is not enrolled: a Server document only labels an enrolled server"
+    )
+    admin = role("admin", "*", builtin=True)
+    with pytest.raises(Conflict) as builtin:
+        plan([want(role("admin", "x"), where="f#1")], [admin])
+    assert str(builtin.value) == "f#1: role 'admin' is builtin: labd restores it at every start"
+    assert builtin.value.details == {
+        "object": "role/admin",
+        "fields": ["spec.rules"],
+        "reason": "builtin",
+    }
+
+
+def test_an_unchanged_object_does_not_end_the_plan() -> None:
+    ops = role("ops", "a")
+    out = plan([want(ops), want(role("dev", "b"))], [ops])
+    assert out.unchanged == (ops.key,) and changes(out) == [("create", "role/dev", ("*",))]
+
+
+def test_only_roles_count_as_declared_roles() -> None:
+    with pytest.raises(Invalid, match="unknown role 'bob'"):
+        plan([want(user("ann", "bob")), want(user("bob"))])
+
+
+def test_every_role_and_group_written_is_asked_for() -> None:
+    a_before = role("a", "x", groups=("g1",))
+    out = plan(
+        [want(role("a", "x", groups=("g1", "g2"))), want(role("b", "y", groups=("g3",)))],
+        [a_before],
+    )
+    assert [(str(k), r["action"]) for k, r in out.rules] == [("role/a", "x"), ("role/b", "y")]
+    assert [(str(k), g) for k, g in out.groups] == [("role/a", "g2"), ("role/b", "g3")]
+
+
+def test_machines_and_their_prune() -> None:
+    def machine(name: str, applied: dict[str, Any]) -> Wanted:
+        return Wanted(key=key("Machine", name), obj=None, applied=applied)
+
+    out = plan([machine("m0", {}), machine("m1", {"spec": {}})])
+    assert out.checks == (("provision:install", "machine/"),)  # asked once
+    inventory = [
+        InventoryRow(key=key("Machine", "m2"), set_name="lab", applied={"spec": {"mac": "bad"}}),
+        InventoryRow(key=key("Cluster", "c"), set_name="lab", applied={}),
+        InventoryRow(key=key("Server", "s1"), set_name="lab", applied={}),
+    ]
+    pruned = plan(
+        [machine("m1", {"spec": {"mac": "52:54:00:00:00:01"}})],
+        [server("s1", a="1")],
+        inventory,
+        prune=True,
+    )
+    assert pruned.checks == (
+        ("provision:install", "machine/52:54:00:00:00:01"),
+        ("clusters:delete", "cluster/c"),
+        ("provision:forget", "machine/bad"),
+    )
+    assert pruned.plan.changes == ()  # the set declared no label of s1
