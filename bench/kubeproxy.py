@@ -10,7 +10,8 @@ server (its own process), then prints JSON lines:
   process (``bench/_kube_load.py``), every one authenticated, judged and audited, against a
   fast stand-in API server (``bench/_static_api.py``: kmock itself serves a few dozen a
   second here); baseline the same load straight to the stand-in. ``errors`` counts answers
-  other than 200 (goal: none).
+  other than 200 (goal: none); ``labd_cpu_ms_per_request`` is labd's CPU time per proxied
+  GET (steadier than the rate on a shared, loaded box). Every line has the load average.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ async def main(args: argparse.Namespace) -> None:
                     )
                     assert resp.status_code == 201, resp.text
                 fast_url = yaml.safe_load(fast_kubeconfig)["clusters"][0]["cluster"]["server"]
+                cpu = time.process_time()  # labd runs in this process; the load does not
                 through = await load(
                     f"{rig.labd.url}/k8s/fast{LIST}",
                     ident / "ca.pem",
@@ -169,6 +171,7 @@ async def main(args: argparse.Namespace) -> None:
                     args.seconds,
                     args.concurrency,
                 )
+                cpu = time.process_time() - cpu
                 base = await load(
                     f"{fast_url}{LIST}",
                     fast_ca,
@@ -184,6 +187,7 @@ async def main(args: argparse.Namespace) -> None:
                 "req/s",
                 base["requests"] / base["seconds"],
                 errors=through["errors"],
+                labd_cpu_ms_per_request=round(cpu * 1000 / max(1, through["requests"]), 3),
                 concurrency=args.concurrency,
             )
 

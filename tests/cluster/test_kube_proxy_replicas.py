@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +83,32 @@ def test_a_cluster_imported_on_one_replica_is_served_by_the_other(
     assert [e["resource"] for e in entries] == ["cluster/home/namespace/default/pods"]
     verify = rig.labctl_json("audit", "verify", on="b")
     assert verify["ok"], verify
+
+
+def test_a_role_change_on_one_replica_reaches_the_proxy_of_the_other(
+    rig: ClusterRig, tmp_path: Path
+) -> None:
+    """The roles each replica keeps for the proxy last an hour here: only the change counter
+    (polled every second) can make replica b see a deny rule given to the user on replica a."""
+    kubeconfig = tmp_path / "home.kubeconfig"
+    kubeconfig.write_text(start_kmock(rig, tmp_path))
+    for name in ("a", "b"):
+        rig.start_replica(name, LABD_ROLE_CACHE_TTL="3600")
+    rig.login("a")
+    rig.labctl("clusters", "import", "home", "--kubeconfig", str(kubeconfig), on="a")
+
+    def kubectl_on_b() -> subprocess.CompletedProcess[str]:
+        argv = [*LABCTL, "kubectl", "home", "--", "get", "pods", "-n", "default", "-o", "name"]
+        return rig.run(argv, rig.env("b"), expect=None)
+
+    assert kubectl_on_b().returncode == 0  # b now keeps the admin's roles
+    rig.labctl("roles", "create", "nokube", on="a")
+    rig.labctl("roles", "deny", "nokube", "kube:list", "cluster/home/*", on="a")
+    rig.labctl("users", "grant", "admin", "--role", "nokube", on="a")
+
+    def refused() -> str | None:
+        done = kubectl_on_b()
+        return done.stderr if done.returncode != 0 else None
+
+    message = rig.wait_for("replica b to refuse the list", refused, timeout=60)
+    assert "Forbidden" in message and "kube:list" in message, message

@@ -57,6 +57,10 @@ class LabdConfig:
     # handshakes in progress count too); more are closed at accept
     # (LABD_MAX_UNAUTHENTICATED_PER_ADDRESS); 0 disables.
     max_unauthenticated_per_address: int = 64
+    # Seconds the Kubernetes proxy reuses a user's roles before reading them again
+    # (LABD_ROLE_CACHE_TTL); changes made through labd empty the cache at once, on other
+    # replicas within a poll: this bounds only changes made around labd. 0 reads every time.
+    role_cache_ttl: float = 5.0
     # Seconds a graceful shutdown waits for open requests and sessions (LABD_SHUTDOWN_GRACE).
     shutdown_grace: float = 5.0
     # Output bytes one exec stream may deliver before the rest is dropped and counted

@@ -110,6 +110,7 @@ async def serve_labd(
         # Revoked here or on another replica (cluster reload): the user's live streams end.
         revocations.subscribe(context.user_sessions.revoked)
         # Users or roles changed on another replica: read roles afresh.
+        context.identities.role_cache.ttl = config.role_cache_ttl
         cluster.subscribe(context.identities.role_cache.forget)
         await _move_power_passwords(context)
         if on_context is not None:

@@ -9,7 +9,8 @@ How long a stale answer can live:
   Role documents) empties the cache before the change is answered: the next request reads it;
 - a change made through another replica reaches this one with the cluster change counter, read
   every ``lab.labd.cluster.POLL_INTERVAL`` (1 s): within that poll;
-- anything else (a database edited by hand) within :data:`ROLE_CACHE_TTL` seconds.
+- anything else (a database edited by hand) within ``role_cache_ttl`` seconds
+  (``LABD_ROLE_CACHE_TTL``, default :data:`ROLE_CACHE_TTL`; 0 reads at every request).
 
 A read that started before an emptying is not kept (generation check), so a slow read cannot put
 the old roles back. Refusals (an unknown or disabled user) are never kept. Revocation does not
