@@ -7,6 +7,9 @@ connection drivers in a separate load process (bench/_agent_load.py). Prints:
 
 - ``agents_online_N``: seconds from starting the load process until all N are welcomed;
 - ``agents_labd_rss_N``: labd's RSS in MB with N agents connected (goal: 10,000 in ≤ 1 GB);
+- ``agents_labd_kb_per_session_N``: labd's RSS growth from enrolled-but-idle to N agents
+  connected, per agent session, in KB; ``agents_labd_rss_projected_10000``: labd's idle RSS
+  plus 10,000 such sessions;
 - ``agents_labd_cpu_N``: labd's CPU at steady state (heartbeats only) in % of one core,
   measured over ``--steady`` seconds;
 - ``agents_restart_N``: seconds from SIGTERM to labd until all N agents are welcomed again by
@@ -46,6 +49,7 @@ from lab.labd.config import LabdConfig
 
 ENROLL_CONCURRENCY = 16
 ONLINE_TIMEOUT = 600.0
+PROJECTED = 10_000
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -118,6 +122,7 @@ async def main(n: int, steady: float, admit_rate: float) -> None:
             load: trio.Process | None = None
             try:
                 await enroll_all(running, tmp / "agents", n)
+                rss_idle, _ = proc_rss_mb(labd.pid)
                 events: dict[int, tuple[float, trio.Event]] = {}
                 t0 = time.monotonic()
                 loader = str(Path(__file__).parent / "_agent_load.py")
@@ -136,6 +141,14 @@ async def main(n: int, steady: float, admit_rate: float) -> None:
                 cpu = (proc_cpu_seconds(labd.pid) - cpu0) / (time.monotonic() - w0) * 100
                 rss, _ = proc_rss_mb(labd.pid)
                 emit(f"agents_labd_rss_{n}", rss, "MB", None)
+                per_session = (rss - rss_idle) * 1024 / n
+                emit(f"agents_labd_kb_per_session_{n}", per_session, "KB", None)
+                emit(
+                    f"agents_labd_rss_projected_{PROJECTED}",
+                    rss_idle + per_session * PROJECTED / 1024,
+                    "MB",
+                    None,
+                )
                 emit(f"agents_labd_cpu_{n}", cpu, "%", None)
 
                 t_term = time.monotonic()

@@ -109,6 +109,38 @@ async def test_silent_agent_is_closed_after_three_intervals(
     assert not hub.is_online("web1")
 
 
+async def test_silent_agent_is_closed_on_time_while_a_lease_write_hangs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The reader also keeps the core's deadlines: a heartbeat whose lease write never
+    returns (a stuck store) must not keep a silent session open."""
+    hub, store = make_hub("web1")
+    transport = MemoryTransport()
+    hanging = trio.Event()
+    written = store.agents.heartbeat
+
+    async def stuck_heartbeat(
+        server_id: str, *, replica: str, seen: datetime, lease_until: datetime
+    ) -> None:
+        if hanging.is_set():
+            await trio.sleep_forever()
+        await written(server_id, replica=replica, seen=seen, lease_until=lease_until)
+
+    store.agents.heartbeat = stuck_heartbeat  # type: ignore[method-assign]
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: hub.serve(transport, name="web1", serial="01"))
+            await transport.to_server.send(encode(Hello(version="1")))
+            assert isinstance(decode(await transport.from_server.receive()), Welcome)
+            hanging.set()
+            await transport.to_server.send(encode(Heartbeat(version="1")))
+            started = trio.current_time()
+            await transport.closed_event.wait()
+    assert transport.closed is not None and transport.closed[0] == 4000
+    assert trio.current_time() - started == pytest.approx(30, abs=0.5)
+    assert not hub.is_online("web1")
+
+
 async def test_facts_are_written_at_most_once_a_minute(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

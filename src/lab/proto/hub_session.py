@@ -94,6 +94,16 @@ class RelayedStream:
     (``input``); stdin is numbered and spent against the agent's stdin credit (``stdin``).
     """
 
+    __slots__ = (
+        "aborted",
+        "agent_stream_id",
+        "finished",
+        "input",
+        "start",
+        "stdin",
+        "stream_id",
+    )
+
     def __init__(self, start: StartMessage, agent_stream_id: int, *, window: int) -> None:
         self.start = start
         self.stream_id = start.stream_id
@@ -295,6 +305,28 @@ def gives_way(
 class HubSession(Generic[S]):
     """labd's side of one agent connection, from the upgrade to the close."""
 
+    # One per connected agent, 10,000 per labd: no instance dict.
+    __slots__ = (
+        "_current_serial",
+        "_facts_written",
+        "_hello",
+        "_hello_deadline",
+        "close_code",
+        "close_reason",
+        "facts",
+        "facts_interval",
+        "heartbeat_interval",
+        "labels",
+        "last_received",
+        "name",
+        "phase",
+        "serial",
+        "server_id",
+        "session_id",
+        "streams",
+        "version",
+    )
+
     def __init__(
         self,
         *,
@@ -474,6 +506,7 @@ class HubSession(Generic[S]):
             return []
         self._require(Phase.ADMITTING)
         self.phase = Phase.OPEN
+        self._hello = None  # its facts and labels were copied; not kept for the session's life
         welcome = Welcome(session_id=self.session_id, heartbeat_interval=self.heartbeat_interval)
         return [Send(welcome)]
 

@@ -23,6 +23,8 @@ TRY_AGAIN_LATER = 1013
 class _QuartTransport:
     """quart's websocket object as a :class:`lab.labd.hub.session.Transport`."""
 
+    __slots__ = ("_ws",)
+
     def __init__(self) -> None:
         # The real object, not the context-local proxy: the hub's tasks use it too.
         self._ws = websocket._get_current_object()  # type: ignore[attr-defined]

@@ -6,16 +6,19 @@ time, and carries out its actions: store reads and writes, the registry's decisi
 messages, handing stream items to callers.
 
 The session is a nursery (DESIGN §3): a writer task owns the transport's send side (every
-message to the agent goes through one bounded outbox, in order), and an inner cancel scope runs
-the handshake, the reader and the timer. Closing the session for any reason (protocol error,
-heartbeat timeout, replacement, revocation, shutdown) cancels that scope, flushes the outbox
-for a bounded time and closes the WebSocket with the reason's close code.
+message to the agent goes through one bounded outbox, in order), and the session's own task
+runs the reader under a cancel scope: the handshake, what the agent sends and the core's
+deadlines (one task for both keeps a session small: 10,000 of them share one labd). Closing
+the session for any reason (protocol error, heartbeat timeout, replacement, revocation,
+shutdown) cancels that scope, flushes the outbox for a bounded time and closes the WebSocket
+with the reason's close code.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -91,6 +94,24 @@ def utcnow() -> datetime:
 class AgentConnection:
     """One live agent session; created and run by :meth:`AgentHub.serve`."""
 
+    # One per connected agent, 10,000 per labd: no instance dict.
+    __slots__ = (
+        "_cancels",
+        "_flushed",
+        "_outbox",
+        "_outbox_send",
+        "_protocol_error",
+        "_scope",
+        "_streams_changed",
+        "audit",
+        "connected_at",
+        "core",
+        "hub",
+        "last_heartbeat",
+        "source",
+        "transport",
+    )
+
     def __init__(
         self,
         hub: Host,
@@ -116,7 +137,6 @@ class AgentConnection:
         self.connected_at = utcnow()
         self.last_heartbeat: datetime | None = None
         self._scope = trio.CancelScope()
-        self._changed = trio.Event()  # the core's deadline may have moved
         self._protocol_error: ProtocolError | None = None
         self._outbox_send, self._outbox = trio.open_memory_channel[str | bytes](OUTBOX_SIZE)
         self._flushed = trio.Event()
@@ -176,9 +196,7 @@ class AgentConnection:
         async with trio.open_nursery() as outer:
             outer.start_soon(self._writer)
             with self._scope:
-                async with trio.open_nursery() as inner:
-                    inner.start_soon(self._timer)
-                    inner.start_soon(self._guard, self._reader)
+                await self._guard(self._reader)
             self.abort_streams("unavailable", f"agent connection closed: {self.close_reason}")
             if self._protocol_error is not None:
                 await self._report_protocol_error(self._protocol_error)
@@ -288,20 +306,25 @@ class AgentConnection:
     # --- reader and timer: the core's events ---
 
     async def _reader(self) -> None:
+        """Feed the core what the agent sends, and its timer at its deadlines (hello in time,
+        heartbeat silence): one task for both. Carrying out what a message asks for (a lease
+        write, a full outbox) is bounded by the deadline the message left, so a blocked reader
+        still closes a silent session on time; the handshake's lookups (no deadline) are not
+        bounded. A receive or an action cut short by the deadline loses nothing the core
+        would look at: the timer closes the session then."""
         while True:
-            data = await self.transport.receive()
-            await self._perform(self.core.received(data, trio.current_time()))
-            self._changed.set()
-            self._changed = trio.Event()
+            with trio.move_on_at(self._deadline()) as waiting:
+                data = await self.transport.receive()
+            if waiting.cancelled_caught:
+                await self._perform(self.core.timer(trio.current_time()))
+                continue
+            actions = self.core.received(data, trio.current_time())
+            with trio.move_on_at(self._deadline()):
+                await self._perform(actions)
 
-    async def _timer(self) -> None:
-        """Call the core's timer at its deadlines (hello in time, heartbeat silence)."""
-        while True:
-            deadline = self.core.next_deadline()
-            changed = self._changed
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                await changed.wait()
-            await self._perform(self.core.timer(trio.current_time()))
+    def _deadline(self) -> float:
+        deadline = self.core.next_deadline()
+        return math.inf if deadline is None else deadline
 
     async def _perform(self, actions: list[Action[HubStream]]) -> None:
         for action in actions:
