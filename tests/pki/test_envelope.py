@@ -64,8 +64,9 @@ def test_the_kek_derivation_and_its_id_are_pinned() -> None:
     assert repr(kek) == f"KeyEncryptionKey(kek_id={kek.kek_id})"
     assert kek.secret.hex() not in repr(kek)
     assert derive_kek(b"other").kek_id != kek.kek_id
-    with pytest.raises(ConfigError, match="must not be empty"):
+    with pytest.raises(ConfigError) as caught:
         derive_kek(b"")
+    assert str(caught.value) == "the secrets key material must not be empty"
 
 
 def test_each_seal_has_its_own_nonce_and_data_keys_are_random() -> None:
@@ -177,3 +178,12 @@ def test_previous_keys_refuse_an_unreadable_or_shared_file(tmp_path: Path) -> No
 
 def test_kek_equality_is_by_secret() -> None:
     assert KeyEncryptionKey(KEY) == KeyEncryptionKey(bytes(KEY))
+
+
+def test_previous_keys_strip_only_the_line_ending(tmp_path: Path) -> None:
+    for data, stripped in [
+        (b"p" * 32 + b" \n", b"p" * 32 + b" "),
+        (b"q" * 32 + b"X\r\n", b"q" * 32 + b"X"),
+    ]:
+        keys = previous_keys(_key_file(tmp_path / "k", data))
+        assert derive_kek(b"labctl-secrets\0" + stripped) in keys
