@@ -290,7 +290,8 @@ class KubeProxy:
                 )
                 if not has_body:
                     body_send.close()
-                outgoing = up.client.build_request(
+                client = up.client
+                outgoing = client.build_request(
                     call.method,
                     url,
                     headers=target_headers,
@@ -300,7 +301,7 @@ class KubeProxy:
                 try:
                     try:
                         with trio.fail_after(kube_upstream.HEAD_TIMEOUT):
-                            answer = await up.client.send(outgoing, stream=True)
+                            answer = await client.send(outgoing, stream=True)
                     except trio.TooSlowError:
                         raise kube_upstream.no_answer(req.cluster) from None
                     except httpx.TransportError as exc:

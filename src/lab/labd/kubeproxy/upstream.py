@@ -28,6 +28,11 @@ HEAD_TIMEOUT = 70.0
 """Seconds labd waits for the head of the API server's answer (connect included) before it
 answers 503: longer than the API server's own 60 s request timeout, so only an API server that
 hangs or never answers meets it. A watch's body, once its head is in, is not bounded."""
+POOL_SHARDS = 8
+"""HTTP clients per cluster, each with its own connection pool, taken in turn: httpcore's
+pool walks every connection it holds (and polls each idle one) twice per request, and at
+32 concurrent requests that walk was a third of the proxy's time. Eight pools of a few
+connections each walk a few."""
 CONNECTION_TTL = 5.0
 """Seconds a cluster's unsealed connection is reused before it is read from the store again
 (a re-imported kubeconfig reaches every replica within this time)."""
@@ -108,14 +113,22 @@ def endpoint(server: str) -> Endpoint:
 
 @define
 class Upstream:
-    """One cluster's connection as last read, with its pooled client and TLS context."""
+    """One cluster's connection as last read, with its pooled clients and TLS context."""
 
     name: str
     conn: KubeConnectionLike
     endpoint: Endpoint
     tls: ssl.SSLContext | None
-    client: httpx.AsyncClient
+    clients: list[httpx.AsyncClient]
     loaded: float = field(factory=time.monotonic)
+    _turn: int = 0
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The next of :data:`POOL_SHARDS` clients (one TLS context for all of them); use the
+        one you got for the whole request."""
+        self._turn = (self._turn + 1) % len(self.clients)
+        return self.clients[self._turn]
 
 
 class Upstreams:
@@ -150,22 +163,28 @@ class Upstreams:
             return cached
         where = endpoint(conn.server)
         tls = ssl_context(conn) if where.scheme == "https" else None
-        client = httpx.AsyncClient(
-            verify=tls if tls is not None else True,
-            timeout=httpx.Timeout(30.0, read=None),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        clients = [
+            httpx.AsyncClient(
+                verify=tls if tls is not None else True,
+                timeout=httpx.Timeout(30.0, read=None),
+                limits=httpx.Limits(
+                    max_connections=256 // POOL_SHARDS,
+                    max_keepalive_connections=64 // POOL_SHARDS,
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            for _ in range(POOL_SHARDS)
+        ]
         if cached is not None:
-            # A request may still stream through the old client: close it with the rest.
-            self._retired.append(cached.client)
-        fresh = Upstream(name=name, conn=conn, endpoint=where, tls=tls, client=client)
+            # A request may still stream through the old clients: close them with the rest.
+            self._retired += cached.clients
+        fresh = Upstream(name=name, conn=conn, endpoint=where, tls=tls, clients=clients)
         self._cache[name] = fresh
         return fresh
 
     async def aclose(self) -> None:
-        clients = [u.client for u in self._cache.values()] + self._retired
+        clients = [c for u in self._cache.values() for c in u.clients] + self._retired
         self._cache.clear()
         self._retired.clear()
         for client in clients:
