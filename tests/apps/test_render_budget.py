@@ -19,9 +19,10 @@ async def test_a_slow_template_is_refused_and_the_loop_keeps_running(
     root = tmp_path / "slow"
     (root / "templates").mkdir(parents=True)
     (root / "module.yaml").write_text("name: slow\nversion: 0.1.0\n")
-    # Silent nested loops: no output (the size cap never trips), millions of iterations.
+    # A silent loop: no output (the size cap never trips), slow work in each of its steps,
+    # fewer steps than the render's step budget (lab.modules.render.MAX_STEPS).
     (root / "templates" / "cm.yaml").write_text(
-        "{% for i in 'x' * 4000 %}{% for j in 'y' * 4000 %}{% endfor %}{% endfor %}"
+        "{% for i in 'x' * 50000 %}{% set s = ('x' * 90000)|replace('x', 'yy') %}{% endfor %}"
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"
     )
     module = load_directory(root)

@@ -37,9 +37,16 @@ from lab.modules.spec import satisfies
 MAX_OUTPUT = 4 * 1024 * 1024
 """Bytes of rendered YAML a module may produce (all templates together)."""
 MAX_SEQUENCE = 100_000
+"""Longest string or list a ``*`` may build in a template."""
 MAX_DEPTH = 100
 """Levels of nesting in a rendered object (a CRD's schema needs a few dozen)."""
-"""Longest string or list a ``*`` may build in a template."""
+MAX_STEPS = 1_000_000
+"""Loop iterations and calls one render may take (a loop with an empty body writes nothing,
+so the output cap alone would let it run for hours in its abandoned worker thread)."""
+MAX_INT_BITS = 14_000
+"""Largest integer a template may compute (Python writes at most 4300 digits anyway)."""
+_COUNTED = "lab_counted"
+_FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|[0-9]*)(?:\.(\*|[0-9]*))?")
 
 # Text YAML reads as one plain scalar wherever a template puts it (no space, quote, comment, flow
 # or block indicator; an indicator that only matters first is allowed after the first character).
@@ -147,8 +154,42 @@ def yaml_scalar(value: Any) -> str:
             return value
         return json.dumps(value)
     if isinstance(value, (Mapping, list, tuple)):
+        _check_size(value)
         return json.dumps(value, sort_keys=True, default=_refuse)
     return str(_refuse(value))
+
+
+def _check_size(value: Any, limit: int = MAX_OUTPUT) -> None:
+    """SecurityError when ``value`` written out would pass ``limit`` characters: a template
+    may hold many references to one large string (``[s] * 1000``), cheap until written."""
+    size = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, Mapping):
+            size += 2 + 2 * len(item)
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple)):
+            size += 2 + len(item)
+            stack += item
+        elif isinstance(item, int) and not isinstance(item, bool):
+            size += item.bit_length() // 3 + 1
+        else:
+            size += 8
+        if size > limit or len(stack) > limit:
+            raise SecurityError("result too large")
+
+
+def _check_format(template: str, args: Any) -> None:
+    """A ``%`` format may not ask for a width or precision past MAX_SEQUENCE (``'%0999999d'``)
+    nor take one from its arguments (``'%*d'``)."""
+    for width, precision in _FORMAT_SPEC.findall(template):
+        for number in (width, precision):
+            if number == "*" or (number and int(number) > MAX_SEQUENCE):
+                raise SecurityError("result too large: a % format width or precision")
+    _check_size(args)
 
 
 def _refuse(value: Any) -> Any:
@@ -156,6 +197,7 @@ def _refuse(value: Any) -> Any:
 
 
 def _b64encode(value: Any) -> str:
+    _check_size(value, MAX_OUTPUT * 3 // 4)
     text = value if isinstance(value, str) else json.dumps(value)
     return base64.b64encode(text.encode()).decode()
 
@@ -163,11 +205,91 @@ def _b64encode(value: Any) -> str:
 def _indent(value: Any, width: int = 2) -> str:
     """A block of text indented by ``width`` spaces after the first line (width at most 32)."""
     width = max(0, min(int(width), 32))
-    return str(value).replace("\n", "\n" + " " * width)
+    text = str(value)
+    if len(text) + text.count("\n") * width > MAX_OUTPUT:
+        raise SecurityError("result too large")
+    return text.replace("\n", "\n" + " " * width)
+
+
+def _string(value: Any) -> str:
+    """jinja's ``string``, refused when its result would pass MAX_OUTPUT."""
+    _check_size(value)
+    return str(value)
+
+
+def _replace(value: Any, old: Any, new: Any, count: int | None = None) -> str:
+    """jinja's ``replace``, refused when its result would pass MAX_OUTPUT."""
+    text, old, new = str(value), str(old), str(new)
+    hits = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        hits = min(hits, count)
+    if len(text) + hits * (len(new) - len(old)) > MAX_OUTPUT:
+        raise SecurityError("result too large")
+    return text.replace(old, new, -1 if count is None else count)
+
+
+@jinja2.pass_environment
+def _join(
+    env: jinja2.Environment, value: Any, d: Any = "", attribute: str | int | None = None
+) -> str:
+    """jinja's ``join``, refused when its result would pass MAX_OUTPUT."""
+    items = list(value)
+    if attribute is not None:
+        getter = jinja2.filters.make_attrgetter(env, attribute)
+        items = [getter(item) for item in items]
+    separator = str(d)
+    _check_size(items, MAX_OUTPUT - len(separator) * max(len(items) - 1, 0))
+    return separator.join(str(item) for item in items)
+
+
+@jinja2.pass_environment
+def _counted(env: _Sandbox, iterable: Any) -> Any:
+    """What every ``{% for %}`` iterates: its items, each one step of the render's budget."""
+    for item in iterable:
+        env.step()
+        yield item
+
+
+class _CodeGenerator(jinja2.compiler.CodeGenerator):
+    """``a ~ b`` through :meth:`_Sandbox.checked_concat`, so a chain of doublings is bounded
+    too, and every loop through :func:`_counted`."""
+
+    def visit_Template(
+        self, node: jinja2.nodes.Template, frame: jinja2.compiler.Frame | None = None
+    ) -> None:
+        for loop in node.find_all(jinja2.nodes.For):
+            loop.iter = jinja2.nodes.Filter(
+                loop.iter, _COUNTED, [], [], None, None, lineno=loop.lineno
+            )
+        super().visit_Template(node, frame)
+
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _CodeGenerator
+    steps_left = MAX_STEPS
+
+    def step(self) -> None:
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            raise SecurityError(f"the templates take more than {MAX_STEPS} loop steps and calls")
+
+    def call(self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        self.step()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def checked_concat(self, items: tuple[Any, ...]) -> str:
+        _check_size(items)
+        text = "".join(str(item) for item in items)
+        _check_size(text)
+        return text
 
     def wrap_str_format(self, value: Any) -> None:
         return None  # str.format is not on the short list of methods (is_safe_attribute)
@@ -180,16 +302,35 @@ class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
     def call_binop(
         self, context: jinja2.runtime.Context, operator_: str, left: Any, right: Any
     ) -> Any:
+        ints = isinstance(left, int) and isinstance(right, int)
         if operator_ == "**":
             if isinstance(right, (int, float)) and abs(right) > 64:
                 raise SecurityError("exponent too large")
+            if ints and left.bit_length() * right > MAX_INT_BITS:
+                raise SecurityError("result too large")
             return operator.pow(left, right)
         if operator_ == "*":
             for seq, times in ((left, right), (right, left)):
                 sized = isinstance(seq, (str, list, tuple)) and isinstance(times, int)
                 if sized and len(seq) * times > MAX_SEQUENCE:
                     raise SecurityError("result too large")
+            if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise SecurityError("result too large")
             return operator.mul(left, right)
+        if operator_ == "%":
+            if isinstance(left, str):
+                _check_format(left, right)
+            return operator.mod(left, right)
+        if operator_ == "+":
+            sequences = (
+                (str, MAX_OUTPUT),
+                ((list, tuple), MAX_SEQUENCE),
+            )
+            for kind, limit in sequences:
+                both = isinstance(left, kind) and isinstance(right, kind)
+                if both and len(left) + len(right) > limit:
+                    raise SecurityError("result too large")
+            return operator.add(left, right)
         return super().call_binop(context, operator_, left, right)
 
 
@@ -208,6 +349,10 @@ def _environment(templates: Mapping[str, str]) -> _Sandbox:
     env.filters = {name: env.filters[name] for name in _FILTERS}
     env.filters["b64encode"] = _b64encode
     env.filters["indent"] = _indent
+    env.filters["replace"] = _replace
+    env.filters["join"] = _join
+    env.filters["string"] = _string
+    env.filters[_COUNTED] = _counted
     return env
 
 
@@ -342,7 +487,8 @@ def render(
                         details={"fields": [name]},
                     )
                 parts.append(chunk)
-        except jinja2.TemplateError as exc:
+        except (jinja2.TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
+            # A Python error inside a template (1 / 0, int('x')) is the template's fault.
             raise Invalid(
                 f"{name}: {type(exc).__name__}: {exc}", details={"fields": [name]}
             ) from exc
