@@ -82,7 +82,15 @@ def test_ordinary_uses_still_render(tmp_path: Path, expression: str, value: obje
     assert obj["data"]["x"] == value
 
 
-@pytest.mark.parametrize("expression", ["{{ 1 / 0 }}", "{{ 'a' - 1 }}", "{{ '%d' % 'x' }}"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "{{ 1 / 0 }}",
+        "{{ 'a' - 1 }}",
+        "{{ '%d' % 'x' }}",
+        "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    ],
+)
 def test_a_python_error_in_a_template_is_a_400(tmp_path: Path, expression: str) -> None:
     with pytest.raises(Invalid) as caught:
         render_expression(tmp_path, expression)

@@ -487,7 +487,14 @@ def render(
                         details={"fields": [name]},
                     )
                 parts.append(chunk)
-        except (jinja2.TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as exc:
+        except (
+            jinja2.TemplateError,
+            ArithmeticError,
+            ValueError,
+            TypeError,
+            LookupError,
+            RecursionError,
+        ) as exc:
             # A Python error inside a template (1 / 0, int('x')) is the template's fault.
             raise Invalid(
                 f"{name}: {type(exc).__name__}: {exc}", details={"fields": [name]}
