@@ -500,7 +500,30 @@ _TARGETS += [
         name="apply_documents",
         tests=("tests/apply/test_documents.py", "tests/apply/test_documents_edges.py"),
         mutmut=(APPLY_DOCUMENTS, APPLY_DIFFS),
-        # validator and schema_dir find the shipped schemas (cached, a decorator mutmut skips)
+        # not schema_dir: it runs once, under validator's cache, before any mutant does
+        only=(
+            *_functions(
+                "lab.apply.documents",
+                "Source.__str__",
+                "field_path",
+                "_problem",
+                "invalid",
+                "check_document",
+                "_StrictLoader.construct_mapping",
+                "parse_text",
+                "files_of",
+                "read_documents",
+                "declared",
+                "from_document",
+                "is_labd_kind",
+                "document_of",
+                "cluster_document",
+                "dump_documents",
+                "resolve_ref",
+                "iter_labd",
+            ),
+            "lab.apply.diffs.*",
+        ),
     ),
     Target(
         name="cluster_plan",

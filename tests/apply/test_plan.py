@@ -389,6 +389,7 @@ def test_machines_and_their_prune() -> None:
     inventory = [
         InventoryRow(key=key("Machine", "m2"), set_name="lab", applied={"spec": {"mac": "bad"}}),
         InventoryRow(key=key("Cluster", "c"), set_name="lab", applied={}),
+        InventoryRow(key=key("App", "a"), set_name="lab", applied={}),
         InventoryRow(key=key("Server", "s1"), set_name="lab", applied={}),
     ]
     pruned = plan(
@@ -399,6 +400,7 @@ def test_machines_and_their_prune() -> None:
     )
     assert pruned.checks == (
         ("provision:install", "machine/52:54:00:00:00:01"),
+        ("apps:uninstall", "cluster//namespace/default/app/a"),
         ("clusters:delete", "cluster/c"),
         ("provision:forget", "machine/bad"),
     )
