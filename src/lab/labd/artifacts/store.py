@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}")
 ARCH = re.compile(r"[a-z0-9_]{1,16}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 256 * 1024
+STALE_UPLOAD = 86400.0
+"""Seconds after its last write a temporary upload file counts as abandoned (its labd died)."""
 
 
 def check_key(name: str, version: str, arch: str) -> None:
@@ -79,6 +82,7 @@ class ArtifactStore:
             )
         tmp_dir = self.root / "tmp"
         await trio.to_thread.run_sync(_make_dirs, tmp_dir, self.root / "sha256")
+        await trio.to_thread.run_sync(_sweep_stale, tmp_dir)
         tmp = tmp_dir / f"upload-{secrets.token_hex(8)}"
         digest = hashlib.sha256()
         size = 0
@@ -170,6 +174,18 @@ class ArtifactStore:
         if left == 0:
             self.path_of(gone.sha256).unlink(missing_ok=True)
         return gone
+
+
+def _sweep_stale(tmp_dir: Path) -> None:
+    """Remove ``upload-*`` files not written to for :data:`STALE_UPLOAD` seconds: left by a
+    labd that died mid-upload (a live upload, on any replica, writes far more often)."""
+    cutoff = time.time() - STALE_UPLOAD
+    for entry in tmp_dir.glob("upload-*"):
+        try:
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink(missing_ok=True)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: the next upload tries again
 
 
 def _make_dirs(*paths: Path) -> None:
