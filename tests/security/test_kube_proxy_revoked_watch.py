@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.kubeproxy.rig import proxy_rig
+from tests.kubeproxy.rig import proxy_rig, raw_request
 from tests.kubeproxy.streaming_upstream import streaming_upstream
 from tests.kubeproxy.test_streams import read_until
 
@@ -48,3 +48,6 @@ async def test_revoking_or_disabling_ends_an_open_watch(
             await up.wait_ended(1)
             watches = [e for e in await rig.audit(user="user/ann") if e["action"] == "kube:watch"]
             assert len(watches) == 1
+            # Nor does a new request get through on a certificate or roles labd kept.
+            again = await raw_request(rig.labd, ann, "GET", WATCH.split("?")[0])
+            assert again.status in (401, 403), again.status
