@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.apply.diffs import unified
 from lab.apply.documents import (
     MAX_FILE,
     Source,
@@ -21,6 +22,7 @@ from lab.apply.documents import (
     field_path,
     from_document,
     is_labd_kind,
+    iter_labd,
     parse_text,
     read_documents,
     resolve_ref,
@@ -219,3 +221,68 @@ def test_a_file_reference_is_relative_to_the_document(tmp_path: Path) -> None:
     (tmp_path / "sub" / "v").write_text("value")
     assert resolve_ref({"file": "sub/v"}, tmp_path, "spec.x", SRC) == "value"
     assert resolve_ref({"file": str(tmp_path / "sub" / "v")}, Path("/nowhere"), "x", SRC) == "value"
+
+
+def test_a_server_document_takes_no_spec_fields() -> None:
+    text, details = refusal(doc("Server", spec={"x": 1}))
+    assert details["fields"] == ["spec.x"] and text.endswith("spec.x: is not a known field")
+    assert check_document(doc("Server", spec={}), SRC).spec == {}
+
+
+def test_unified_diffs_of_each_kind() -> None:
+    before = Declared(kind="User", name="ann", spec={"roles": ["a"], "disabled": False})
+    after = Declared(kind="User", name="ann", spec={"roles": ["a"], "disabled": True})
+    assert unified(before, after, "user/ann") == (
+        "--- a/user/ann\n+++ b/user/ann\n@@ -1,6 +1,6 @@\n kind: User\n name: ann\n"
+        " spec:\n-  disabled: false\n+  disabled: true\n   roles:\n   - a\n"
+    )
+    created = unified(None, after, "user/ann")
+    assert created.startswith("--- /dev/null\n+++ b/user/ann\n@@ -0,0 +1,6 @@\n+kind: User\n")
+    removed = unified(before, None, "user/ann")
+    assert removed.startswith("--- a/user/ann\n+++ /dev/null\n")
+    assert unified(None, None, "x") == ""
+    s1 = Declared(kind="Server", name="s1", labels={"zone": "a"}, spec={"ignored": 1})
+    s2 = Declared(kind="Server", name="s1", labels={"zone": "b"}, spec={"ignored": 2})
+    assert unified(s1, s2, "server/s1") == (
+        "--- a/server/s1\n+++ b/server/s1\n@@ -1,5 +1,5 @@\n kind: Server\n metadata:\n"
+        "   labels:\n-    zone: a\n+    zone: b\n name: s1\n"
+    )
+    labelled = Declared(kind="Role", name="r", labels={"x": "y"}, spec={"rules": []})
+    assert "labels" not in unified(None, labelled, "role/r")
+    assert "metadata" not in unified(None, labelled, "role/r")
+
+
+def test_exported_documents_dump_as_block_yaml() -> None:
+    user = Declared(kind="User", name="ann", spec={"roles": ["a"], "disabled": False})
+    text = dump_documents([document_of(user, version=False)])
+    assert text == (
+        "---\napiVersion: lab/v1\nkind: User\nmetadata:\n  name: ann\n"
+        "spec:\n  roles:\n  - a\n  disabled: false\n"
+    )
+
+
+def test_a_bad_export_names_labd_as_its_source() -> None:
+    with pytest.raises(Invalid) as caught:
+        from_document({"apiVersion": "lab/v1", "kind": "User", "metadata": {"name": "a"}, "x": 1})
+    assert str(caught.value) == "labd: document 0: x: is not a known field"
+    assert caught.value.details == {"file": "labd", "document": 0, "fields": ["x"]}
+
+
+def test_only_labd_kinds_are_iterated() -> None:
+    docs = parse_text(
+        yaml.safe_dump_all(
+            [doc("Role", "r"), doc("Machine", "m", spec={"mac": "52:54:00:00:00:01"})]
+        ),
+        "t",
+    )
+    assert [d.kind for d in iter_labd(docs)] == ["Role"]
+
+
+def test_a_reference_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(Invalid) as caught:
+        resolve_ref({"file": "gone"}, tmp_path, "spec.kubeconfig", SRC)
+    assert str(caught.value) == (
+        f"f.yaml: document 3: spec.kubeconfig: cannot read {tmp_path / 'gone'}:"
+        " No such file or directory"
+    )
+    assert caught.value.details["fields"] == ["spec.kubeconfig"]
