@@ -14,7 +14,10 @@ import yaml
 
 from lab import pki
 from tests.cluster.rig import ClusterRig
+from tests.kubeproxy.rig import requires_kubectl
 from tests.smoke.smoke import LABCTL, clean_env
+
+pytestmark = requires_kubectl
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -3,7 +3,9 @@ and real kubectl pointed at it with a user's own labd identity."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 import yaml
 
@@ -20,7 +23,31 @@ from lab.kube import KubeConnection
 from tests.kube.kmock_server import KubeAPI
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 
-KUBECTL = "/usr/bin/kubectl"
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+
+def _kubectl_minor() -> int | None:
+    """The client's minor version (``kubectl version --client -o json``), None without one."""
+    try:
+        done = subprocess.run(
+            [KUBECTL, "version", "--client", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        minor = json.loads(done.stdout)["clientVersion"]["minor"]
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        return None
+    digits = "".join(c for c in str(minor) if c.isdigit())
+    return int(digits) if digits else None
+
+
+KUBECTL_MINOR = _kubectl_minor()
+requires_kubectl = pytest.mark.skipif(
+    KUBECTL_MINOR is None or KUBECTL_MINOR < 31,
+    reason=f"needs kubectl >= 1.31 (WebSocket exec and port-forward); found "
+    f"{'none' if KUBECTL_MINOR is None else f'1.{KUBECTL_MINOR}'} at {KUBECTL}",
+)
 
 
 @attrs.define

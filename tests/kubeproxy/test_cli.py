@@ -10,7 +10,7 @@ import trio
 import yaml
 
 from tests.kube.kmock_server import KubeAPI
-from tests.kubeproxy.rig import proxy_rig
+from tests.kubeproxy.rig import proxy_rig, requires_kubectl
 from tests.rbac.test_cli import login
 
 
@@ -28,6 +28,7 @@ async def labctl(*args: str, home: Path, env: dict[str, str] | None = None) -> t
     return done
 
 
+@requires_kubectl
 async def test_kubeconfig_and_kubectl_reach_the_cluster_as_the_user(
     tmp_path: Path, recording_api: KubeAPI
 ) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 import trio
 
 from tests.kube.kmock_server import KubeAPI
-from tests.kubeproxy.rig import KUBECTL, ProxyRig, proxy_rig, upstream_requests
+from tests.kubeproxy.rig import KUBECTL, ProxyRig, proxy_rig, requires_kubectl, upstream_requests
+
+pytestmark = requires_kubectl
 
 POD = """\
 apiVersion: v1

@@ -17,7 +17,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage
 
-from tests.kubeproxy.rig import ProxyRig, proxy_rig, raw_request
+from tests.kubeproxy.rig import KUBECTL, ProxyRig, proxy_rig, raw_request, requires_kubectl
 from tests.kubeproxy.streaming_upstream import streaming_upstream
 from tests.labd.harness import Credentials
 
@@ -64,6 +64,7 @@ async def read_until(stream: trio.abc.Stream, buffer: bytes, needle: bytes) -> b
     return buffer
 
 
+@requires_kubectl
 async def test_kubectl_exec_over_websocket(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with streaming_upstream() as up, proxy_rig(tmp_path, {"s": up}) as rig:
@@ -233,6 +234,7 @@ async def test_a_watch_streams_and_either_side_ends_it(tmp_path: Path) -> None:
             assert len(watches) == 2
 
 
+@requires_kubectl
 async def test_kubectl_exec_over_spdy(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with streaming_upstream() as up, proxy_rig(tmp_path, {"s": up}) as rig:
@@ -252,6 +254,7 @@ async def test_kubectl_exec_over_spdy(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("websockets", ["false", "true"])
+@requires_kubectl
 async def test_kubectl_port_forward(tmp_path: Path, websockets: str) -> None:
     """SPDY/3.1 upgrade, and (kubectl's default since 1.31) SPDY tunnelled in a WebSocket."""
     with trio.fail_after(120):
@@ -263,7 +266,7 @@ async def test_kubectl_port_forward(tmp_path: Path, websockets: str) -> None:
                 "KUBECONFIG": str(kc),
                 "KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets,
             }
-            argv = ["/usr/bin/kubectl", "port-forward", "pod/spdy", "0:8080"]
+            argv = [KUBECTL, "port-forward", "pod/spdy", "0:8080"]
             proc = await trio.lowlevel.open_process(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
             )

@@ -16,7 +16,13 @@ import trio
 from lab import pki
 from tests.kube.kmock_server import KubeAPI
 from tests.kubeproxy.conftest import recording_api  # noqa: F401 - the fixture
-from tests.kubeproxy.rig import ProxyRig, proxy_rig, raw_request, upstream_requests
+from tests.kubeproxy.rig import (
+    ProxyRig,
+    proxy_rig,
+    raw_request,
+    requires_kubectl,
+    upstream_requests,
+)
 from tests.labd.harness import Credentials
 
 PODS = "/k8s/home/api/v1/namespaces/default/pods"
@@ -118,6 +124,7 @@ async def test_agents_and_anonymous_clients_are_refused(
             ]
 
 
+@requires_kubectl
 async def test_a_viewers_delete_is_refused_in_kubectls_format_and_audited(
     tmp_path: Path,
     recording_api: KubeAPI,  # noqa: F811
@@ -190,6 +197,7 @@ async def test_path_tricks_are_judged_on_the_resolved_path(
             }
 
 
+@requires_kubectl
 async def test_cluster_credentials_never_reach_the_client(
     tmp_path: Path,
     recording_api: KubeAPI,  # noqa: F811
