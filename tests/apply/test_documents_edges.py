@@ -286,3 +286,51 @@ def test_a_reference_that_cannot_be_read_is_named(tmp_path: Path) -> None:
         " No such file or directory"
     )
     assert caught.value.details["fields"] == ["spec.kubeconfig"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "a: [\n",
+            "t.yaml: not YAML (line 2): expected the node content, but found '<stream end>'",
+        ),
+        ("a: \x00\n", "t.yaml: not YAML: unacceptable character #x0000: special characters"),
+        ("[" * 3000 + "]" * 3000, "t.yaml: nests deeper than 64 levels"),
+        (
+            "apiVersion: lab/v1\nkind: Role\nmetadata: {name: 2026-01-01}\n",
+            "t.yaml: document 0: (document): holds a date, which JSON has not (quote it)",
+        ),
+    ],
+)
+def test_unreadable_texts_say_where_and_why(text: str, message: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        parse_text(text, "t.yaml")
+    assert str(caught.value).startswith(message)
+    assert caught.value.details["file"] == "t.yaml"
+
+
+def test_a_mapping_where_a_list_belongs_is_named_at_its_field() -> None:
+    text, details = refusal(doc("Role", spec={"rules": {"a": 1}}))
+    assert text == "f.yaml: document 3: spec.rules: {'a': 1} is not of type 'array'"
+    assert details["fields"] == ["spec.rules"]
+
+
+def test_a_role_keeps_its_description() -> None:
+    role = declared(check_document(doc("Role", spec={"description": "d"}), SRC))
+    assert role.spec["description"] == "d"
+
+
+def test_standard_input_then_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    path = tmp_path / "u.yaml"
+    path.write_text(yaml.safe_dump(doc("User", "file")))
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(doc("User", "piped"))))
+    docs = read_documents(["-", str(path)])
+    assert [(d.name, d.source.file) for d in docs] == [("piped", "-"), ("file", str(path))]
+    big = tmp_path / "big.yaml"
+    big.write_text("#" * (MAX_FILE + 1))
+    with pytest.raises(Invalid) as caught:
+        read_documents([str(big)])
+    assert caught.value.details == {"file": str(big)}
