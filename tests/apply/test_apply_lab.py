@@ -5,6 +5,8 @@ nothing failure, a conflict between two applies, and export round trips."""
 from __future__ import annotations
 
 import shutil
+import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from lab.errors import NotFound
 from lab.model.apps import ReleaseKey
 from lab.model.declared import ObjectKey
 from tests.bastion.conftest import INVENTORY, start_bastion
+from tests.e2e.daemons import Daemon, clean_env, start_daemon
+from tests.hub.hubtools import enroll_state
 from tests.kube.kmock_server import run_kube_api
 from tests.labd.harness import Credentials, RunningLabd, running_labd
 from tests.servers.cli import labctl, login_env
@@ -38,6 +42,11 @@ async def _hand_made_user(labd: RunningLabd, admin: Credentials) -> None:
     assert resp.status_code == 201, resp.text
 
 
+async def _stop(daemon: Daemon) -> None:
+    with trio.CancelScope(shield=True):
+        await daemon.stop()
+
+
 def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -53,10 +62,16 @@ async def test_the_example_lab_applies_as_documented(tmp_path: Path) -> None:
             running_labd(tmp_path) as labd,
             run_kube_api(tmp_path, handler="tests.apps.kube_ssa:ApplyKubeAPI") as kube,
             trio.open_nursery() as nursery,
+            AsyncExitStack() as agents,
         ):
             admin = await labd.admin()
-            for name in ("web1", "web2"):
-                await labd.enroll_agent(name, await labd.create_token(admin, "agent"))
+            for name in ("web1", "web2"):  # real lab-agents, stopped first on the way out
+                state = tmp_path / name
+                await enroll_state(labd, admin, name, state)
+                argv = [sys.executable, "-m", "lab.agent.main", "run"]
+                env = clean_env(LAB_AGENT_STATE_DIR=str(state))
+                agent, _ = await start_daemon(nursery, name, argv, env, tmp_path)
+                agents.push_async_callback(_stop, agent)
             await _hand_made_user(labd, admin)
             async for bastion in start_bastion(nursery, tmp_path / "bastion"):
                 token = await bastion.discovery_token()
