@@ -70,3 +70,12 @@ def test_start_time_reads_past_a_name_with_parentheses(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert start_time(proc.pid) is None
+
+
+def test_a_state_dir_that_cannot_be_written_does_not_fail_the_command(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "running").write_text("a file where the folder belongs")
+    Ledger(tmp_path).record(sleeper.pid)  # logs, does not raise
+    assert "cannot note running command" in caplog.text
+    assert sleeper.poll() is None

@@ -96,9 +96,9 @@ async def run_exec(
     """
     run = _Exec(start, send, kill_grace=kill_grace, window=window)
     await run.spawn()
-    if ledger is not None:
-        ledger.record(run.pid)
     try:
+        if ledger is not None:
+            ledger.record(run.pid)
         task_status.started(run.pid)
         await send(ExecStarted(stream_id=start.stream_id, pid=run.pid))
         return await run.run(stdin, control)

@@ -38,14 +38,21 @@ class Ledger:
 
     def __init__(self, state_dir: Path) -> None:
         self.folder = state_dir / RUNNING_DIR
+        self._made = False  # the folder exists (made once, not once per command)
 
     def record(self, pid: int) -> None:
         """Note a started command (its process group leader)."""
         started = start_time(pid)
         if started is None:
             return  # already gone: nothing to leave behind
-        self.folder.mkdir(mode=0o700, exist_ok=True)
-        (self.folder / str(pid)).write_text(started)
+        try:
+            if not self._made:
+                self.folder.mkdir(mode=0o700, exist_ok=True)
+                self._made = True
+            (self.folder / str(pid)).write_text(started)
+        except OSError as exc:  # a full or read-only state dir must not fail the command
+            self._made = False
+            log.warning("cannot note running command %d in %s: %s", pid, self.folder, exc)
 
     def forget(self, pid: int) -> None:
         (self.folder / str(pid)).unlink(missing_ok=True)
