@@ -22,6 +22,7 @@ from tests.smoke.smoke import LAB_AGENT, LABCTL, LABD, Daemons, clean_env, port_
 
 PASSPHRASE = "cluster-test-passphrase"
 COMMAND_TIMEOUT = 60.0
+POLL_PAUSE = 0.1  # seconds between two tries of a check (see ClusterRig.wait_for)
 
 T = TypeVar("T")
 
@@ -101,7 +102,8 @@ class ClusterRig:
         if expect is not None and done.returncode != expect:
             raise RigFailed(
                 f"{argv[2:]} exited {done.returncode} (expected {expect}):\n"
-                f"{done.stderr.strip() or done.stdout.strip()}\n{self.logs()}"
+                f"{done.stderr.strip() or done.stdout.strip()}\n{self.logs()}\n"
+                f"=> {argv[2:]} exited {done.returncode} (expected {expect})"
             )
         return done
 
@@ -150,16 +152,21 @@ class ClusterRig:
     def wait_for(self, what: str, check: Callable[[], T | None], timeout: float) -> T:
         """Poll ``check`` (which asks labd through labctl) until it returns a value.
 
-        An agent's presence is only visible through labd's answers, so this polls; each round
-        trip is a labctl process (~0.5 s), so no extra pause is needed between tries.
+        An agent's presence is only visible through labd's answers, so this polls. A check
+        that asks labd costs a labctl process (~0.5 s); a check of a local file costs nothing,
+        so tries are at least POLL_PAUSE apart: a spinning check would take a core from the
+        daemons it waits for.
         """
         deadline = time.monotonic() + timeout
         while True:
+            tried = time.monotonic()
             found = check()
             if found is not None:
                 return found
             if time.monotonic() > deadline:
-                raise RigFailed(f"{what}: not within {timeout:g} s\n{self.logs()}")
+                # what was awaited also goes last: a long log tail must not hide it
+                raise RigFailed(f"{what}: not within {timeout:g} s\n{self.logs()}\n=> {what}")
+            time.sleep(max(0.0, POLL_PAUSE - (time.monotonic() - tried)))
 
     def wait_held(self, agent: str, replica: str, timeout: float = 30.0) -> float:
         """Seconds until ``agent`` is online with its lease naming ``replica``."""

@@ -48,7 +48,7 @@ def test_one_replica_runs_an_operation_and_its_death_fails_it(
 
     started = rig.labctl_json("clusters", "create", "c1", "--server", "server/n1", "--no-wait")
     assert (started["status"], started["owner"]) == ("running", "a")
-    rig.wait_for("the node's command (forwarded A -> B)", lambda: marker.exists() or None, 30)
+    rig.wait_for("the node's command (forwarded A -> B)", lambda: marker.exists() or None, 60)
 
     # B may not take an operation A holds
     refused = rig.run([*LABCTL, "clusters", "resume", "c1"], rig.env("b"), expect=1).stderr
@@ -60,7 +60,7 @@ def test_one_replica_runs_an_operation_and_its_death_fails_it(
         op = _last_op(rig, "b")
         return op if op is not None and op["status"] == "failed" else None
 
-    op = rig.wait_for("B fails the operation A left", failed, 30)
+    op = rig.wait_for("B fails the operation A left", failed, 60)
     assert "replica a" in op["error"] and "during step preflight on n1" in op["error"]
     step = next(s for s in op["steps"] if s["status"] == "failed")
     assert (step["name"], step["node"]) == ("preflight", "n1")
