@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, MutableMapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 from attrs import evolve
 
@@ -61,6 +60,7 @@ from lab.labd.kubeproxy.headers import (
     upgrade_of,
     upstream_request_headers,
 )
+from lab.labd.kubeproxy.pool import Answer
 from lab.labd.kubeproxy.upstream import Upstream, Upstreams, open_raw
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
 from lab.runtime.rawupgrade import EXTENSION as RAW_UPGRADE
@@ -128,9 +128,6 @@ class KubeProxy:
             token=up.conn.token,
             request_id=call.request_id,
         )
-        if not any(n == b"accept-encoding" for n, _ in target_headers):
-            # Do not let the HTTP client ask for a compression the caller never asked for.
-            target_headers.append((b"accept-encoding", b"identity"))
         raw = RAW_UPGRADE in (scope.get("extensions") or {}) and upgrade_of(headers) is not None
         try:
             if raw:
@@ -264,15 +261,17 @@ class KubeProxy:
         receive: Receive,
         send: Send,
     ) -> None:
-        has_body = any(
-            n.lower() == b"transfer-encoding"
-            or (n.lower() == b"content-length" and v.strip() != b"0")
-            for n, v in client_headers
+        chunked = any(n.lower() == b"transfer-encoding" for n, _ in client_headers)
+        has_body = chunked or any(
+            n.lower() == b"content-length" and v.strip() != b"0" for n, v in client_headers
         )
-        where = up.endpoint
-        url = f"{where.scheme}://{where.host_header}{where.base_path}{req.upstream_target}"
+        if chunked:
+            # Framed by its chunks (which the server has decoded): a Content-Length beside
+            # them says nothing, and is not passed on; the pool chunks the body again.
+            target_headers = [(n, v) for n, v in target_headers if n != b"content-length"]
+        target = up.endpoint.base_path + req.upstream_target
         body_send, body_receive = trio.open_memory_channel[bytes](_BODY_CHANNEL)
-        failure: LabError | httpx.TransportError | None = None
+        failure: LabError | None = None
 
         async def body() -> AsyncIterator[bytes]:
             async with body_receive:
@@ -290,56 +289,40 @@ class KubeProxy:
                 )
                 if not has_body:
                     body_send.close()
-                client = up.client
-                outgoing = client.build_request(
-                    call.method,
-                    url,
-                    headers=target_headers,
-                    content=body() if has_body else None,
-                )
-                answer: httpx.Response | None = None
+                answer: Answer | None = None
                 try:
                     try:
                         with trio.fail_after(kube_upstream.HEAD_TIMEOUT):
-                            answer = await client.send(outgoing, stream=True)
+                            answer = await up.pool.send(
+                                call.method, target, target_headers, body() if has_body else None
+                            )
                     except trio.TooSlowError:
                         raise kube_upstream.no_answer(req.cluster) from None
-                    except httpx.TransportError as exc:
-                        raise Unavailable(
-                            f"cluster {req.cluster}: the API server cannot be reached ({exc})",
-                            details={"reason": "upstream_unreachable"},
-                        ) from exc
-                    status = answer.status_code
+                    status = answer.status
                     await self._account(call, req, status)
                     call.answered = True
                     await send(
                         {
                             "type": "http.response.start",
                             "status": status,
-                            "headers": client_response_headers(answer.headers.raw, upgraded=False),
+                            "headers": client_response_headers(answer.headers, upgraded=False),
                         }
                     )
-                    async for chunk in answer.aiter_raw():
+                    while chunk := await answer.read():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except (LabError, httpx.TransportError) as exc:
+                except LabError as exc:
                     # Raised out of the nursery it would come wrapped in an exception group:
                     # keep it and raise it once the nursery is closed.
                     failure = exc
                 finally:
                     nursery.cancel_scope.cancel()
                     if answer is not None:
-                        # Also when the client went away (a watch ends that way): a close
-                        # cancelled half-way would leave the upstream socket to the GC.
-                        with trio.CancelScope(shield=True), trio.move_on_after(5):
-                            await answer.aclose()
-        if isinstance(failure, LabError):
-            raise failure
+                        # Also when the client went away (a watch ends that way): the
+                        # connection goes back to the pool only after a whole answer.
+                        await answer.aclose()
         if failure is not None:
-            raise Unavailable(
-                f"cluster {req.cluster}: the API server went away ({failure})",
-                details={"reason": "upstream_unreachable"},
-            ) from failure
+            raise failure
 
     async def _account(self, call: Call, req: KubeRequest, status: int) -> None:
         """Count and audit an answer before its head reaches the client (fail closed)."""

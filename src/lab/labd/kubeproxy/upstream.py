@@ -1,5 +1,6 @@
-"""The API server end of the proxy: TLS from the cluster's kubeconfig, pooled HTTP clients for
-ordinary requests, and raw HTTP/1.1 connections for upgrades (exec, attach, port-forward).
+"""The API server end of the proxy: TLS from the cluster's kubeconfig, a pool of kept-alive
+HTTP/1.1 connections for ordinary requests (:mod:`lab.labd.kubeproxy.pool`), and raw HTTP/1.1
+connections for upgrades (exec, attach, port-forward).
 
 The cluster's credentials stay here: the client certificate goes into the TLS context, the
 bearer token into :func:`lab.labd.kubeproxy.headers.upstream_request_headers`; neither is ever
@@ -15,12 +16,12 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import h11
-import httpx
 import trio
 from attrs import define, field, frozen
 
 from lab import pki
 from lab.errors import Invalid, Unavailable
+from lab.labd.kubeproxy.pool import Pool
 
 # An answer head larger than this from the API server is refused (it is only headers).
 MAX_HEAD = 64 * 1024
@@ -28,11 +29,10 @@ HEAD_TIMEOUT = 70.0
 """Seconds labd waits for the head of the API server's answer (connect included) before it
 answers 503: longer than the API server's own 60 s request timeout, so only an API server that
 hangs or never answers meets it. A watch's body, once its head is in, is not bounded."""
-POOL_SHARDS = 8
-"""HTTP clients per cluster, each with its own connection pool, taken in turn: httpcore's
-pool walks every connection it holds (and polls each idle one) twice per request, and at
-32 concurrent requests that walk was a third of the proxy's time. Eight pools of a few
-connections each walk a few."""
+POOL_SIZE = 256
+"""Connections open at once to one cluster's API server (a watch holds one while it runs)."""
+POOL_KEEP = 64
+"""Idle connections kept per cluster for the next requests."""
 CONNECTION_TTL = 5.0
 """Seconds a cluster's unsealed connection is reused before it is read from the store again
 (a re-imported kubeconfig reaches every replica within this time)."""
@@ -113,29 +113,21 @@ def endpoint(server: str) -> Endpoint:
 
 @define
 class Upstream:
-    """One cluster's connection as last read, with its pooled clients and TLS context."""
+    """One cluster's connection as last read, with its connection pool and TLS context."""
 
     name: str
     conn: KubeConnectionLike
     endpoint: Endpoint
     tls: ssl.SSLContext | None
-    clients: list[httpx.AsyncClient]
+    pool: Pool
     loaded: float = field(factory=time.monotonic)
-    _turn: int = 0
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        """The next of :data:`POOL_SHARDS` clients (one TLS context for all of them); use the
-        one you got for the whole request."""
-        self._turn = (self._turn + 1) % len(self.clients)
-        return self.clients[self._turn]
 
 
 class Upstreams:
     """Connections per cluster, read through ``clusters`` and reused for ``ttl`` seconds.
 
     Any replica can serve any cluster: the kubeconfig comes from the shared store. Call
-    :meth:`aclose` when the app stops (closes the pooled clients).
+    :meth:`aclose` when the app stops (closes the idle pooled connections).
     """
 
     def __init__(
@@ -144,7 +136,6 @@ class Upstreams:
         self.clusters = clusters
         self.ttl = ttl
         self._cache: dict[str, Upstream] = {}
-        self._retired: list[httpx.AsyncClient] = []
 
     async def get(self, name: str) -> Upstream:
         """NotFound for an unknown cluster (from the registry); Unavailable when labd has no
@@ -163,32 +154,18 @@ class Upstreams:
             return cached
         where = endpoint(conn.server)
         tls = ssl_context(conn) if where.scheme == "https" else None
-        clients = [
-            httpx.AsyncClient(
-                verify=tls if tls is not None else True,
-                timeout=httpx.Timeout(30.0, read=None),
-                limits=httpx.Limits(
-                    max_connections=256 // POOL_SHARDS,
-                    max_keepalive_connections=64 // POOL_SHARDS,
-                ),
-                follow_redirects=False,
-                trust_env=False,
-            )
-            for _ in range(POOL_SHARDS)
-        ]
+        pool = Pool(name, where.host, where.port, tls, size=POOL_SIZE, keep=POOL_KEEP)
         if cached is not None:
-            # A request may still stream through the old clients: close them with the rest.
-            self._retired += cached.clients
-        fresh = Upstream(name=name, conn=conn, endpoint=where, tls=tls, clients=clients)
+            # Requests may still run over the old pool: their connections close when they end.
+            cached.pool.close()
+        fresh = Upstream(name=name, conn=conn, endpoint=where, tls=tls, pool=pool)
         self._cache[name] = fresh
         return fresh
 
     async def aclose(self) -> None:
-        clients = [c for u in self._cache.values() for c in u.clients] + self._retired
+        for cached in self._cache.values():
+            cached.pool.close()
         self._cache.clear()
-        self._retired.clear()
-        for client in clients:
-            await client.aclose()
 
 
 @define
