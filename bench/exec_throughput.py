@@ -16,7 +16,11 @@ Prints:
   hashed the same way, or null without openssh-server;
 - ``exec_throughput_labd_rss_growth``: growth of labd's peak RSS (VmHWM) during the transfer,
   in MB (processes mode), which the credit windows bound whatever the size;
-- ``exec_throughput_rss_growth_inprocess``: the same for the shared process (inprocess mode).
+- ``exec_throughput_rss_growth_inprocess``: the same for the shared process (inprocess mode);
+- ``exec_throughput_cpu_labd`` / ``_agent`` / ``_client`` (processes mode): CPU milliseconds
+  (user + system) per MB transferred of labd, of the lab-agent and of the client (this
+  process), steadier than the rate on a shared machine (a loaded CPU slows the transfer, not
+  the work per byte).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import proc_rss_mb, process_fleet, reset_peak_rss
+from _procs import proc_cpu_seconds, proc_rss_mb, process_fleet, reset_peak_rss
 from _sshd import private_sshd
 from exec_latency import emit, exec_once, fleet
 from lab.proto import Channel
@@ -102,7 +106,12 @@ async def main(mb: int, mode: str) -> None:
             async with process_fleet(Path(tmpdir), 1) as procs:
                 reset_peak_rss(procs.labd.pid)
                 rss0, _ = proc_rss_mb(procs.labd.pid)
+                pids = {"labd": procs.labd.pid, "agent": procs.agents[0].pid}
+                cpu0 = {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
+                own0 = time.process_time()
                 elapsed, digest, code = await through_exec(procs, procs.admin, n)
+                cpu = {name: proc_cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+                cpu["client"] = time.process_time() - own0
                 _, peak = proc_rss_mb(procs.labd.pid)
             growth_bench, suffix = "exec_throughput_labd_rss_growth", ""
         else:
@@ -111,9 +120,12 @@ async def main(mb: int, mode: str) -> None:
                 elapsed, digest, code = await through_exec(labd, admin, n)
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             growth_bench, suffix = "exec_throughput_rss_growth_inprocess", "_inprocess"
+            cpu: dict[str, float] = {}
     assert code == 0 and digest == expected, "output is not byte-exact"
     emit(f"exec_throughput{suffix}", n / elapsed / 1e6, "MB/s", baseline)
     emit(growth_bench, max(0.0, peak - rss0), "MB", None)
+    for name, seconds in cpu.items():
+        emit(f"exec_throughput_cpu_{name}", seconds * 1000 / (n / 1e6), "ms/MB", None)
 
 
 if __name__ == "__main__":

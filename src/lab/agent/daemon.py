@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import trio
@@ -53,6 +53,7 @@ from lab.proto.session import (
     State,
 )
 from lab.runtime.renewal import keep_renewed
+from lab.runtime.tlsread import BULK_READ, RecordReadingStream
 
 log = logging.getLogger("lab.agent")
 
@@ -187,8 +188,15 @@ async def connect(
             stream = await trio.open_ssl_over_tcp_stream(
                 host, port, ssl_context=context, https_compatible=True
             )
+            # Whole buffers per read rather than one TLS record (lab.runtime.tlsread);
+            # trio-websocket only sends, receives and closes, though it names the stream types.
             ws = await wrap_client_stream(
-                nursery, stream, host, resource, max_message_size=HEADER_SIZE + MAX_PAYLOAD
+                nursery,
+                cast(Any, RecordReadingStream(stream)),
+                host,
+                resource,
+                max_message_size=HEADER_SIZE + MAX_PAYLOAD,
+                receive_buffer_size=BULK_READ,
             )
     except BaseException as exc:
         if stream is not None:

@@ -44,6 +44,7 @@ from lab.proto.messages import (
 )
 from lab.proto.requests import StreamRequest, to_request
 from lab.proto.streams import InputStream, OutputStream, StreamTable, grown_window
+from lab.runtime.tlsread import BULK_READ, RecordReadingStream
 
 CONNECT_TIMEOUT = 10.0
 DISCONNECT_TIMEOUT = 2.0
@@ -129,8 +130,12 @@ async def connect(
             connect_timeout=connect_timeout,
             disconnect_timeout=DISCONNECT_TIMEOUT,
             max_message_size=MAX_PAYLOAD + HEADER_SIZE,
-            receive_buffer_size=256 * 1024,
+            receive_buffer_size=BULK_READ,
         ) as ws:
+            # Whole buffers per read rather than one TLS record (lab.runtime.tlsread); the
+            # reader task's next receive uses it.
+            if isinstance(ws._stream, trio.SSLStream):
+                ws._stream = RecordReadingStream(ws._stream)
             try:
                 yield ws
             finally:

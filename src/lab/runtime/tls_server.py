@@ -53,6 +53,7 @@ from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
 from lab.runtime.front import ConnectionFront
 from lab.runtime.ports import naming_the_port
 from lab.runtime.rawupgrade import upgrade_protocol_wrapper
+from lab.runtime.tlsread import BULK_READ, receive_records
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
@@ -267,7 +268,23 @@ class PeerCertTCPServer(TCPServer):
             await self._close()
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        # hypercorn's loop (TCPServer._read_data), reading TLS whole buffers at a time: its
+        # receive_some returns one 16 KiB record, and each call runs h11 or wsproto and the
+        # app's queue once (see lab.runtime.tlsread).
+        stream = self.stream
+        while True:
+            try:
+                with trio.fail_after(self.config.read_timeout or math.inf):
+                    if isinstance(stream, trio.SSLStream):
+                        data: bytes | bytearray = await receive_records(stream, BULK_READ)
+                    else:
+                        data = await stream.receive_some(BULK_READ)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if not data:
+                break
+        await self.protocol.handle(Closed())
         # The peer is gone: hypercorn would keep the connection (and its socket) until the
         # keep-alive timer armed after the last request fired. Stop that timer now.
         await self.idle_task.stop()
