@@ -257,6 +257,63 @@ def test_no_function_level_imports(package: str) -> None:
     assert found == []
 
 
+# --- the fast `labctl exec` (lab.cli.exec_fast): what it imports costs every run of it
+
+# Each of these costs more to import than the whole exec round trip takes (DESIGN §10).
+NOT_ON_THE_EXEC_PATH = (
+    "trio",
+    "trio_websocket",
+    "wsproto",
+    "h11",
+    "attr",
+    "attrs",
+    "cattrs",
+    "cyclopts",
+    "httpx",
+    "yaml",
+    "cryptography",
+    "lab.proto",
+    "lab.model",
+    "lab.cli.commands",
+)
+_EXEC_PATH = """
+import os, sys
+from pathlib import Path
+from lab.cli.main import take_context
+from lab.cli.fastpath import plain_exec
+from lab.cli import exec_fast, exec_io
+from lab.client.quicksettings import quick_target
+from lab.runtime.exits import handle
+home = Path(sys.argv[1])
+(home / "config.yaml").write_text("server: https://lab.example:3100\\ntimeout: 5\\n")
+os.environ["LABCTL_HOME"] = str(home)
+assert plain_exec(take_context(["exec", "server/a", "--", "true"])) is not None
+assert quick_target() == ("https://lab.example:3100", home)
+exec_fast.quick_decode(b'{"type":"exec-exit","v":1,"stream_id":1,"code":0}')
+exec_fast.exec_request("a", ["true"], stdin=False, tty=False, rows=24, cols=80)
+print("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_the_fast_exec_path_imports_none_of_the_heavy_stack(tmp_path: Path) -> None:
+    """Importing and running the pieces of the plain `labctl exec` in a fresh interpreter
+    loads none of :data:`NOT_ON_THE_EXEC_PATH` (tests/exec/test_exec_fast_path.py checks a
+    real run against labd the same way)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _EXEC_PATH, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert "lab.cli.exec_fast" in out
+    heavy = [m for m in out if any(m == h or m.startswith(h + ".") for h in NOT_ON_THE_EXEC_PATH)]
+    assert heavy == []
+
+
 # --- the scanner itself: it must see the imports that do exist, however they are written
 
 

@@ -113,7 +113,7 @@ async def run_exec(
     fanout = bool(selector) or len(names) > 1
     if fanout and (stdin or tty):
         raise Invalid("-i and -t need exactly one server", details={"fields": ["stdin"]})
-    rows, cols = _window_size() if tty else (24, 80)
+    rows, cols = window_size() if tty else (24, 80)
     start = ExecStart(
         stream_id=0,
         argv=argv,
@@ -143,7 +143,7 @@ async def _single(session: StreamSession, state: StreamState, *, stdin: bool, tt
     async def sink(_: StreamState, channel: Channel, payload: bytes) -> None:
         await write_out(2 if channel == Channel.STDERR else 1, payload)
 
-    restore = _raw_terminal() if tty else None
+    restore = raw_terminal() if tty else None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_forward_signals, session, [state], tty)
@@ -184,17 +184,22 @@ def _exit_code(state: StreamState) -> int:
     exit_msg = state.exit
     if exit_msg is None:
         return 1
-    if exit_msg.bytes_dropped:
+    return exit_status(exit_msg.code, exit_msg.signal, exit_msg.bytes_dropped)
+
+
+def exit_status(code: int | None, signal_name: str | None, bytes_dropped: int) -> int:
+    """labctl's exit code for a remote command that ended so (``exec-exit``'s fields)."""
+    if bytes_dropped:
         print(
-            f"labctl: {exit_msg.bytes_dropped} bytes of output dropped past labd's output cap",
+            f"labctl: {bytes_dropped} bytes of output dropped past labd's output cap",
             file=sys.stderr,
         )
-    if exit_msg.signal is not None:
+    if signal_name is not None:
         try:
-            return 128 + int(signal.Signals[f"SIG{exit_msg.signal}"])
+            return 128 + int(signal.Signals[f"SIG{signal_name}"])
         except KeyError:
-            return 128 + int(exit_msg.signal) if exit_msg.signal.isdigit() else 1
-    return exit_msg.code if exit_msg.code is not None else 1
+            return 128 + int(signal_name) if signal_name.isdigit() else 1
+    return code if code is not None else 1
 
 
 async def _pump_stdin(session: StreamSession, state: StreamState) -> None:
@@ -225,7 +230,7 @@ async def _forward_signals(session: StreamSession, streams: list[StreamState], t
     with trio.open_signal_receiver(*wanted) as received:
         async for signum in received:
             if signum == signal.SIGWINCH:
-                rows, cols = _window_size()
+                rows, cols = window_size()
                 for state in streams:
                     await session.send(Resize(stream_id=state.stream_id, rows=rows, cols=cols))
                 continue
@@ -328,7 +333,7 @@ def _summary(streams: list[StreamState], width: int) -> int:
     return 1 if failed else 0
 
 
-def _window_size() -> tuple[int, int]:
+def window_size() -> tuple[int, int]:
     try:
         size = os.get_terminal_size(sys.stdout.fileno())
     except OSError:
@@ -336,7 +341,7 @@ def _window_size() -> tuple[int, int]:
     return max(1, min(size.lines, 65535)), max(1, min(size.columns, 65535))
 
 
-def _raw_terminal() -> Any:
+def raw_terminal() -> Any:
     """Put a terminal stdin in raw mode (keys go to the remote pty); returns the undo."""
     if not os.isatty(0):
         return None

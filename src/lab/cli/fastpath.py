@@ -18,37 +18,56 @@ class PlainExec:
     """A recognised ``labctl exec`` command line: its words (targets, then the command) and
     its two flags."""
 
-    __slots__ = ("stdin", "tty", "words")
+    __slots__ = ("command", "stdin", "tty", "words")
 
-    def __init__(self, words: list[str], *, stdin: bool, tty: bool) -> None:
+    def __init__(self, words: list[str], *, stdin: bool, tty: bool, command: int) -> None:
         self.words = words
+        self.command = words[len(words) - command :]
         self.stdin = stdin
         self.tty = tty
 
     def run(self) -> None:
-        """Run it as ``labctl exec`` does; raises SystemExit with the exit code."""
+        """Run it as ``labctl exec`` does; raises SystemExit with the exit code.
+
+        One server: :func:`lab.cli.exec_fast.run_fast` on blocking stdlib sockets (no trio,
+        attrs or cattrs to import). Several: :func:`lab.cli.exec_run.run_exec` on trio."""
+        from lab.runtime.exits import handle
+
+        targets = [w for w in self.words[: -len(self.command)] if w.startswith("server/")]
+        with handle():
+            if len(targets) == 1:
+                from lab.cli.exec_fast import run_fast
+
+                code = run_fast(
+                    targets[0].removeprefix("server/"),
+                    self.command,
+                    stdin=self.stdin,
+                    tty=self.tty,
+                )
+            else:
+                code = self._run_trio()
+        raise SystemExit(code)
+
+    def _run_trio(self) -> int:
         from functools import partial
 
         import trio
 
         from lab.cli.exec_run import run_exec
-        from lab.runtime.exits import handle
 
-        with handle():
-            code = trio.run(
-                partial(
-                    run_exec,
-                    self.words,
-                    stdin=self.stdin,
-                    tty=self.tty,
-                    kill_after=None,
-                    env=[],
-                    cwd=None,
-                    selector=(),
-                    parallel=32,
-                )
+        return trio.run(
+            partial(
+                run_exec,
+                self.words,
+                stdin=self.stdin,
+                tty=self.tty,
+                kill_after=None,
+                env=[],
+                cwd=None,
+                selector=(),
+                parallel=32,
             )
-        raise SystemExit(code)
+        )
 
 
 def plain_exec(argv: list[str]) -> PlainExec | None:
@@ -69,7 +88,9 @@ def plain_exec(argv: list[str]) -> PlainExec | None:
             return None
     if not targets or not command:
         return None
-    return PlainExec([*targets, *command], stdin=flags["stdin"], tty=flags["tty"])
+    return PlainExec(
+        [*targets, *command], stdin=flags["stdin"], tty=flags["tty"], command=len(command)
+    )
 
 
 __all__ = ["PlainExec", "plain_exec"]

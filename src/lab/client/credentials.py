@@ -14,15 +14,20 @@ from pathlib import Path
 
 from attrs import frozen
 
-from lab.errors import ConfigError, Unauthenticated
+from lab.client.wserrors import CA_FILE, CERT_FILE, KEY_FILE, LOGIN_HINT, identity_paths
 
-# What to do about a missing user identity (here, not in lab.client.api, so that commands which
-# never speak HTTP need not import httpx to say it).
-LOGIN_HINT = "run `labctl login --server URL --token TOKEN`"
-
-CA_FILE = "ca.pem"
-CERT_FILE = "cert.pem"
-KEY_FILE = "key.pem"
+__all__ = [
+    "CA_FILE",
+    "CERT_FILE",
+    "KEY_FILE",
+    "LOGIN_HINT",
+    "Credentials",
+    "ensure_private_dir",
+    "load_credentials",
+    "save_certificate",
+    "save_credentials",
+    "write_atomic",
+]
 
 
 @frozen(kw_only=True)
@@ -82,21 +87,5 @@ def load_credentials(directory: Path, *, hint: str) -> Credentials:
     Raises :class:`Unauthenticated` (with ``hint``) when any is missing, and
     :class:`ConfigError` when the key is readable by group or others.
     """
-    paths = {name: directory / name for name in (CA_FILE, CERT_FILE, KEY_FILE)}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise Unauthenticated(
-            f"no identity in {directory} (missing {', '.join(missing)})",
-            details={"reason": "no_identity", "hint": hint},
-        )
-    key_path = paths[KEY_FILE]
-    if stat.S_IMODE(key_path.stat().st_mode) & 0o077:
-        raise ConfigError(
-            f"{key_path} is readable by other users",
-            details={"hint": f"chmod 600 {key_path}"},
-        )
-    return Credentials(
-        ca_pem=paths[CA_FILE].read_bytes(),
-        cert_pem=paths[CERT_FILE].read_bytes(),
-        key_pem=key_path.read_bytes(),
-    )
+    ca, cert, key = identity_paths(directory, hint=hint)
+    return Credentials(ca_pem=ca.read_bytes(), cert_pem=cert.read_bytes(), key_pem=key.read_bytes())

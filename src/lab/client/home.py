@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import Invalid
-from lab.runtime.config import read_yaml_mapping
 
 CONTEXT_FILE = "context.yaml"
 CONTEXT_KEYS = ("server", "ca_fingerprint")
@@ -56,5 +55,9 @@ def check_context_name(name: str) -> str:
 
 def read_context(name: str) -> dict[str, Any]:
     """The settings ``context.yaml`` of context ``name`` holds (``{}`` if none)."""
+    # Here, not at the top: the fast `labctl exec` reads this module and never YAML
+    # (lab.client.quicksettings); yaml and attrs cost it more than its TLS handshake.
+    from lab.runtime.config import read_yaml_mapping
+
     data = read_yaml_mapping(contexts_root() / check_context_name(name) / CONTEXT_FILE)
     return {k: v for k, v in data.items() if k in CONTEXT_KEYS}

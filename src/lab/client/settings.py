@@ -3,35 +3,30 @@
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import yaml
 from attrs import frozen
 
 from lab.client.credentials import write_atomic
-from lab.client.durations import parse_duration
 from lab.client.home import (
     CONTEXT_FILE,
     CONTEXT_KEYS,
-    check_context_name,
     config_path,
     contexts_root,
     read_context,
 )
+from lab.client.quicksettings import CHECKS, OUTPUTS, check_value
 from lab.errors import ConfigError, Invalid
 from lab.runtime.config import check_key, coerce, field_names, load_config, read_yaml_mapping
-
-OUTPUTS = ("table", "wide", "json", "yaml", "name")
-"""What the ``output`` setting may be (``-o`` also takes ``jsonpath=EXPR``)."""
 
 
 @frozen(kw_only=True)
 class CliSettings:
+    # The defaults are lab.client.quicksettings.DEFAULTS too (a test keeps them equal).
     # labd's URL, e.g. https://lab.example:3100 (LABCTL_SERVER).
     server: str = "https://127.0.0.1:3100"
     # Default output format: table, wide, json, yaml or name (LABCTL_OUTPUT).
@@ -48,67 +43,6 @@ class CliSettings:
     context: str = ""
 
 
-def _url(name: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Invalid(
-            f"{name} {value!r} is not a URL",
-            details={"fields": [name], "hint": f"like https://lab.example:3100 ({name})"},
-        )
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-    except ValueError as exc:
-        raise Invalid(f"{name} {value!r} has a bad port", details={"fields": [name]}) from exc
-    return value.rstrip("/")
-
-
-def _output(name: str, value: str) -> str:
-    if value not in OUTPUTS:
-        raise Invalid(
-            f"{name} {value!r} is not an output format",
-            details={"fields": [name], "hint": "use one of: " + ", ".join(OUTPUTS)},
-        )
-    return value
-
-
-def _timeout(name: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        return float(parse_duration(value, field=name))
-    if not seconds > 0 or seconds == float("inf"):
-        raise Invalid(f"{name} {value!r} must be longer than zero", details={"fields": [name]})
-    return seconds
-
-
-def _context(name: str, value: str) -> str:
-    return check_context_name(value) if value else value
-
-
-def _fingerprint(name: str, value: str) -> str:
-    if value and not re.fullmatch(r"SHA256:[0-9a-f]{64}", value):
-        raise Invalid(
-            f"{name} {value!r} is not a CA fingerprint",
-            details={"fields": [name], "hint": "SHA256: and 64 hex digits (labctl ca show)"},
-        )
-    return value
-
-
-_CHECKS: dict[str, Callable[[str, str], Any]] = {
-    "server": _url,
-    "bastion": _url,
-    "output": _output,
-    "timeout": _timeout,
-    "ca_fingerprint": _fingerprint,
-    "context": _context,
-}
-
-
-def check_value(name: str, value: str) -> Any:
-    """``value`` (as typed) checked for setting ``name`` and converted; Invalid naming both."""
-    return _CHECKS[name](name, value.strip())
-
-
 def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
     """The effective settings; a bad value in the file or environment is a ConfigError."""
     env = os.environ if environ is None else environ
@@ -118,7 +52,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
     if raw_timeout and not raw_timeout.replace(".", "", 1).isdigit():
         env = {**env, "LABCTL_TIMEOUT": str(_checked("timeout", raw_timeout, "LABCTL_TIMEOUT"))}
     settings = load_config(CliSettings, file=path, env_prefix="LABCTL_", environ=env)
-    sources = {name: str(path) for name in _CHECKS}
+    sources = {name: str(path) for name in CHECKS}
     # The context's own server and fingerprint win over the file; the environment wins over
     # both.
     context = env.get("LABCTL_CONTEXT") or settings.context
@@ -130,11 +64,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> CliSettings:
         }
         settings = attrs.evolve(settings, **held)
         sources.update({k: str(contexts_root() / context / CONTEXT_FILE) for k in held})
-    for name in _CHECKS:
+    for name in CHECKS:
         value = getattr(settings, name)
         var = f"LABCTL_{name.upper()}"
         _checked(name, str(value), var if env.get(var) else sources[name])
     return settings
+
+
+__all__ = [
+    "OUTPUTS",
+    "CliSettings",
+    "check_value",
+    "file_settings",
+    "load_settings",
+    "set_setting",
+    "settings_sources",
+    "unset_setting",
+]
 
 
 def _checked(name: str, value: str, source: str) -> Any:

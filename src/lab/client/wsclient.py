@@ -12,7 +12,6 @@ byte counts), grants output credit as the sink consumed, and tracks stdin credit
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,9 +23,19 @@ import attrs
 import trio
 import trio_websocket
 
-from lab import errors
-from lab.errors import LabError, Unauthenticated, Unavailable
-from lab.proto import Channel, CloseCode, ProtocolError, decode, decode_data, encode
+from lab.client.wserrors import (
+    closed,
+    handshake_failed,
+    identity_ssl_context,
+    lab_error,
+    rejected,
+    timed_out,
+    tls_failed,
+    unreachable,
+    ws_url,
+)
+from lab.errors import LabError, Unavailable
+from lab.proto import Channel, ProtocolError, decode, decode_data, encode
 from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
 from lab.proto.messages import (
     DEFAULT_WINDOW,
@@ -49,65 +58,13 @@ from lab.runtime.tlsread import BULK_READ, RecordReadingStream
 CONNECT_TIMEOUT = 10.0
 DISCONNECT_TIMEOUT = 2.0
 
-_BY_CODE: dict[str, type[LabError]] = {
-    cls.code: cls
-    for cls in (
-        errors.Invalid,
-        errors.Unauthenticated,
-        errors.PermissionDenied,
-        errors.NotFound,
-        errors.Conflict,
-        errors.TooLarge,
-        errors.Unavailable,
-    )
-}
-_BY_STATUS: dict[int, type[LabError]] = {cls.status: cls for cls in _BY_CODE.values()}
-
-
-def lab_error(code: str, message: str, details: dict[str, Any] | None = None) -> LabError:
-    """The :class:`LabError` for an error ``code`` labd sent (unknown codes: plain LabError)."""
-    cls = _BY_CODE.get(code)
-    if cls is None:
-        err = LabError(message, details=details)
-        err.code = code
-        return err
-    return cls(message, details=details)
-
-
-def ws_url(server: str, path: str) -> str:
-    if server.startswith("https://"):
-        return "wss://" + server.removeprefix("https://").rstrip("/") + path
-    raise errors.Invalid(
-        f"server URL {server!r} must be https://HOST[:PORT]", details={"fields": ["server"]}
-    )
-
 
 def identity_context(directory: Path | None = None) -> ssl.SSLContext:
     """The user's mTLS context (the current context's identity) with ALPN http/1.1 for
-    WebSockets.
-
-    Built with the stdlib only, straight from the identity files (lab.pki would import
-    cryptography and httpx's client module httpx: most of `labctl exec`'s start-up otherwise).
-    Raises :class:`Unauthenticated` for a missing identity, :class:`ConfigError` for an unusable
-    one (as :func:`lab.pki.client_ssl_context` does).
-    """
+    WebSockets (:func:`lab.client.wserrors.identity_ssl_context`)."""
     from lab.client.contexts import identity_dir
-    from lab.client.credentials import CERT_FILE, KEY_FILE, LOGIN_HINT, load_credentials
 
-    where = directory or identity_dir()
-    creds = load_credentials(where, hint=LOGIN_HINT)  # checks presence and the key's mode
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_verify_locations(cadata=creds.ca_pem.decode("ascii"))
-    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
-        raise errors.ConfigError(f"CA bundle cannot be loaded: {exc}") from exc
-    try:
-        ctx.load_cert_chain(where / CERT_FILE, where / KEY_FILE)
-    except (ssl.SSLError, OSError) as exc:
-        raise errors.ConfigError(f"certificate and key cannot be used for TLS: {exc}") from exc
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
+    return identity_ssl_context(directory or identity_dir())
 
 
 @asynccontextmanager
@@ -145,46 +102,27 @@ async def connect(
                 # bug by owning the stream).
                 await trio.aclose_forcefully(ws._stream)
     except trio_websocket.ConnectionRejected as exc:
-        raise _rejected(exc) from None
+        raise rejected(exc.status_code, exc.body) from None
     except trio_websocket.ConnectionTimeout:
-        raise Unavailable(
-            f"labd at {server} did not answer within {connect_timeout:g} s",
-            details={"hint": "is labd running? labctl doctor"},
-        ) from None
+        raise timed_out(server, connect_timeout) from None
     except trio_websocket.HandshakeError as exc:
-        raise Unavailable(f"WebSocket handshake with {server} failed: {exc}") from None
-    except ssl.SSLCertVerificationError as exc:
-        raise Unauthenticated(
-            f"labd at {server} presented a certificate our CA bundle does not trust "
-            f"({exc.verify_message})",
-            details={"hint": "check the server URL, or log in again to refresh ca.pem"},
-        ) from None
-    except ssl.SSLError as exc:
-        raise Unauthenticated(
-            f"TLS handshake with labd at {server} failed ({exc.reason or exc})",
-            details={"hint": "your certificate may be expired or revoked; run `labctl login`"},
-        ) from None
-    except OSError as exc:
-        raise Unavailable(
-            f"cannot reach labd at {server}: {exc.strerror or exc}",
-            details={"hint": "is labd running? labctl doctor"},
-        ) from None
+        # trio-websocket 0.12 raises every OSError of the connect (TCP, TLS) as a
+        # HandshakeError from it: say what it was, as the fast exec does.
+        raise _connect_error(server, exc.__cause__ or exc) from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise _connect_error(server, exc) from None
 
 
-def _rejected(exc: trio_websocket.ConnectionRejected) -> LabError:
-    status = exc.status_code
-    message = f"labd refused the connection ({status})"
-    details: dict[str, Any] = {}
-    try:
-        body = json.loads(exc.body or b"")
-        error = body["error"]
-        message, details = str(error["message"]), dict(error.get("details") or {})
-    except (ValueError, KeyError, TypeError):
-        pass
-    if status == 401:
-        details.setdefault("hint", "run `labctl login --server URL --token TOKEN`")
-    cls = _BY_STATUS.get(status, LabError)
-    return cls(message, details=details)
+def _connect_error(server: str, exc: BaseException) -> LabError:
+    """The LabError for a connection that failed with ``exc`` (trio wraps TLS errors in
+    BrokenResourceError)."""
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        exc = exc.__cause__
+    if isinstance(exc, ssl.SSLError):
+        return tls_failed(server, exc)
+    if isinstance(exc, OSError):
+        return unreachable(server, exc)
+    return handshake_failed(server, exc if isinstance(exc, Exception) else Exception(exc))
 
 
 @attrs.define
@@ -385,12 +323,6 @@ def _from_rpc(error: RpcError) -> LabError:
 
 def _closed(exc: trio_websocket.ConnectionClosed) -> LabError:
     reason = exc.reason
-    code = reason.code if reason is not None else None
-    text = (reason.reason if reason is not None else None) or "connection closed"
-    if code == CloseCode.REVOKED:
-        # labd ended the session: the certificate was revoked or the user disabled.
-        return Unauthenticated(
-            f"labd ended the session: {text}",
-            details={"hint": "ask an admin for a new token, then run `labctl login`"},
-        )
-    return Unavailable(f"labd closed the stream ({code}: {text})")
+    if reason is None:
+        return closed(None, None)
+    return closed(reason.code, reason.reason)

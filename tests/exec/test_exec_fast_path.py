@@ -1,0 +1,274 @@
+"""The plain `labctl exec server/NAME -- CMD` runs on blocking stdlib sockets (lab.cli.exec_fast):
+it imports none of the trio stack, and it answers exactly as the full CLI (cyclopts, then the
+trio client) does: exit code, stdout and stderr byte for byte, for commands that succeed and for
+every error on the way (no identity, a bad URL, labd down, denied, unknown, offline)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.exec.conftest import Lab, pid_alive
+
+# What the fast path must never import: each costs more than the whole exec round trip.
+HEAVY = (
+    b"trio",
+    b"trio_websocket",
+    b"wsproto",
+    b"h11",
+    b"attr",
+    b"attrs",
+    b"cattrs",
+    b"cyclopts",
+    b"httpx",
+    b"yaml",
+    b"cryptography",
+    b"lab.proto",
+    b"lab.model",
+)
+# The full CLI with no fast path: cyclopts' `exec` command, then lab.cli.exec_run on trio.
+FULL_CLI = (
+    "import sys; from lab.cli.commands import app; from lab.runtime.commandline import run_app;"
+    " from lab.runtime.exits import handle\n"
+    "run_app(app, sys.argv[1:])"
+)
+
+
+async def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(60):
+        return await trio.run_process(
+            argv, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+
+
+async def test_a_plain_exec_imports_none_of_the_trio_stack(lab: Lab) -> None:
+    argv = lab.labctl("exec", "server/alpha", "--", "sh", "-c", "echo out; echo err >&2; exit 4")
+    result = await run([argv[0], "-X", "importtime", *argv[1:]], lab.env())
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert result.stdout == b"out\n"
+    lines = result.stderr.splitlines()
+    assert b"err" in lines
+    imported = {line.rsplit(b"|", 1)[-1].strip() for line in lines if b"import time:" in line}
+    assert b"lab.cli.exec_fast" in imported
+    heavy = sorted(m for m in imported if m.split(b".")[0] in HEAVY or m.startswith(HEAVY[-2:]))
+    assert not heavy
+
+
+def full(lab: Lab, *args: str) -> list[str]:
+    return [sys.executable, "-c", FULL_CLI, *args]
+
+
+async def both(lab: Lab, env: dict[str, str], *args: str) -> None:
+    """The fast path and the full CLI answer ``labctl ARGS`` the same way."""
+    fast = await run(lab.labctl(*args), env)
+    slow = await run(full(lab, *args), env)
+    assert (fast.returncode, fast.stdout, fast.stderr.decode()) == (
+        slow.returncode,
+        slow.stdout,
+        slow.stderr.decode(),
+    ), f"fast: {fast.stderr.decode()}\nfull: {slow.stderr.decode()}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sh", "-c", "printf 'a\\0b'; printf 'to err' >&2; exit 3"],
+        ["sh", "-c", "kill -TERM $$"],
+        ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"],  # past a credit grant
+        ["no-such-program"],
+        ["true"],
+    ],
+)
+async def test_commands_end_as_with_the_full_cli(lab: Lab, command: list[str]) -> None:
+    await both(lab, lab.env(), "exec", "server/alpha", "--", *command)
+
+
+@pytest.mark.parametrize("server", ["nosuch", "offline"])
+async def test_unknown_and_offline_servers_as_with_the_full_cli(lab: Lab, server: str) -> None:
+    await both(lab, lab.env(), "exec", f"server/{server}", "--", "true")
+
+
+async def test_denied_as_with_the_full_cli(lab: Lab) -> None:
+    home, _ = await lab.user_home("vera", ["viewer"])
+    await both(lab, lab.env(home), "exec", "server/alpha", "--", "true")
+
+
+async def test_connection_failures_as_with_the_full_cli(lab: Lab, tmp_path: Path) -> None:
+    exec_true = ("exec", "server/alpha", "--", "true")
+    # No identity at all.
+    await both(lab, lab.env(tmp_path / "empty"), *exec_true)
+    # A server URL that is not https.
+    await both(lab, {**lab.env(), "LABCTL_SERVER": "http://127.0.0.1:1"}, *exec_true)
+    # Nothing listening.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    await both(lab, {**lab.env(), "LABCTL_SERVER": f"https://127.0.0.1:{closed}"}, *exec_true)
+    # A key others may read.
+    loose = tmp_path / "loose"
+    shutil.copytree(lab.home, loose)
+    (loose / "key.pem").chmod(0o644)
+    await both(lab, lab.env(loose), *exec_true)
+
+
+async def test_an_untrusted_labd_is_said_at_once(lab: Lab, tmp_path: Path) -> None:
+    """A CA bundle that does not sign labd's certificate: the TLS error, exit 3, at once
+    (the trio client waits out its 10 s connect timeout there: trio-websocket loses the
+    handshake's error in its reader task)."""
+    stranger = tmp_path / "stranger"
+    shutil.copytree(lab.home, stranger)
+    (stranger / "ca.pem").write_bytes((stranger / "cert.pem").read_bytes())
+    with trio.fail_after(8):
+        result = await run(lab.labctl("exec", "server/alpha", "--", "true"), lab.env(stranger))
+    assert result.returncode == 3
+    assert result.stderr.decode().startswith(
+        f"error: labd at {lab.labd.url} presented a certificate our CA bundle does not trust ("
+    )
+    assert result.stderr.decode().endswith(
+        "hint: check the server URL, or log in again to refresh ca.pem\n"
+    )
+
+
+async def test_settings_the_quick_reader_declines_still_work(lab: Lab) -> None:
+    """A config file only YAML reads (quoted, commented) goes through the full loader."""
+    (lab.home / "config.yaml").write_text(f"server: '{lab.labd.url}'  # quoted\n")
+    env = lab.env()
+    del env["LABCTL_SERVER"]
+    result = await run(lab.labctl("exec", "server/alpha", "--", "echo", "ok"), env)
+    assert (result.returncode, result.stdout) == (0, b"ok\n"), result.stderr
+    (lab.home / "config.yaml").write_text("server: [not, a, url]\n")
+    await both(lab, env, "exec", "server/alpha", "--", "true")
+
+
+async def test_sigterm_and_sighup_reach_the_remote_command(lab: Lab) -> None:
+    for signum, name in ((signal.SIGTERM, "TERM"), (signal.SIGHUP, "HUP")):
+        script = f'trap "echo got {name}; exit 9" {name}; echo ready; while :; do sleep 1; done'
+        with trio.fail_after(30):
+            proc = await trio.lowlevel.open_process(
+                lab.labctl("exec", "server/alpha", "--", "sh", "-c", script),
+                env=lab.env(),
+                stdout=subprocess.PIPE,
+            )
+            try:
+                assert proc.stdout is not None
+                out = b""
+                while b"ready\n" not in out:
+                    out += await proc.stdout.receive_some(64)
+                proc.send_signal(signum)
+                while chunk := await proc.stdout.receive_some(64):
+                    out += chunk
+                code = await proc.wait()
+            finally:
+                proc.kill()
+                await proc.wait()
+                if proc.stdout is not None:
+                    await proc.stdout.aclose()
+        assert (out, code) == (f"ready\ngot {name}\n".encode(), 9)
+
+
+async def test_a_second_ctrl_c_kills(lab: Lab) -> None:
+    script = 'trap "echo once" INT; echo ready; while :; do sleep 1; done'
+    with trio.fail_after(30):
+        proc = await trio.lowlevel.open_process(
+            lab.labctl("exec", "server/alpha", "--", "sh", "-c", script),
+            env=lab.env(),
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            out = b""
+            while b"ready\n" not in out:
+                out += await proc.stdout.receive_some(64)
+            proc.send_signal(signal.SIGINT)
+            while b"once\n" not in out:
+                out += await proc.stdout.receive_some(64)
+            proc.send_signal(signal.SIGINT)
+            code = await proc.wait()
+        finally:
+            proc.kill()
+            await proc.wait()
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+    assert code == 128 + signal.SIGKILL
+
+
+async def test_stdin_larger_than_the_first_credit(lab: Lab) -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB: several stdin credits from labd
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            lab.labctl("exec", "-i", "server/alpha", "--", "sha256sum"),
+            env=lab.env(),
+            stdin=data,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    import hashlib
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_stdout_nobody_reads_keeps_the_stream(lab: Lab) -> None:
+    """Output beyond what the pipe holds waits in labctl's writer thread; labd's pings are
+    answered meanwhile and everything arrives once the reader reads."""
+    size = 3_000_000
+    with trio.fail_after(60):
+        proc = await trio.lowlevel.open_process(
+            lab.labctl("exec", "server/alpha", "--", "head", "-c", str(size), "/dev/zero"),
+            env=lab.env(),
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            got = await proc.stdout.receive_some(1)  # then nothing read for a while
+            await trio.sleep(1.0)
+            while chunk := await proc.stdout.receive_some(65536):
+                got += chunk
+            code = await proc.wait()
+        finally:
+            proc.kill()
+            await proc.wait()
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+    assert code == 0
+    assert got == b"\0" * size
+
+
+async def test_a_closed_stdout_cancels_the_remote_command(lab: Lab) -> None:
+    """`labctl exec server/x -- sh -c 'echo $$; exec yes' | head -1`: labctl exits 141 without
+    a word, and labd cancels the command (its process is gone)."""
+    with trio.fail_after(30):
+        proc = await trio.lowlevel.open_process(
+            lab.labctl("exec", "server/alpha", "--", "sh", "-c", "echo $$; exec yes"),
+            env=lab.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = b""
+            while b"\n" not in line:
+                line += await proc.stdout.receive_some(64)
+            pid = int(line.split(b"\n")[0])
+            closed = lab.hub.closed
+            await proc.stdout.aclose()  # the reader is gone
+            err = b""
+            while chunk := await proc.stderr.receive_some(4096):
+                err += chunk
+            code = await proc.wait()
+            await closed.wait()
+        finally:
+            proc.kill()
+            await proc.wait()
+            if proc.stderr is not None:
+                await proc.stderr.aclose()
+    assert (code, err) == (141, b"")
+    assert not pid_alive(pid)
