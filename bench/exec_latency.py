@@ -92,13 +92,24 @@ async def fleet(tmp: Path, agents: int) -> AsyncIterator[tuple[Labd, Credentials
                 shutdown.set()
 
 
-def cli_env(labd: Labd, home: Path) -> dict[str, str]:
-    return {
+def cli_env(labd: Labd, home: Path, src: Path | None = None) -> dict[str, str]:
+    """labctl's environment: this labd, the admin's identity in ``home``; labctl from the
+    source tree ``src`` (its ``src`` directory) when given.
+
+    Without PYTHONDONTWRITEBYTECODE: labctl starts from compiled bytecode, as an installed
+    labctl does (pip compiles at install), once the warm-up run wrote it; a checkout run with
+    that variable set would recompile labctl's modules on every start (~45 ms of CPU here).
+    """
+    env = {
         **os.environ,
         "LABCTL_HOME": str(home),
         "LABCTL_CONFIG": str(home / "config.yaml"),
         "LABCTL_SERVER": labd.running.url,
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src / "src")
+    return env
 
 
 async def exec_once(
@@ -133,7 +144,9 @@ async def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[flo
     return wall, cpu
 
 
-async def main(runs: int, relay_runs: int, salt_bin: Path | None = None) -> None:
+async def main(
+    runs: int, relay_runs: int, salt_bin: Path | None = None, baseline_src: Path | None = None
+) -> None:
     print("# load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         (Path(tmpdir) / "sshd").mkdir()
@@ -147,8 +160,12 @@ async def main(runs: int, relay_runs: int, salt_bin: Path | None = None) -> None
             await timed(labctl, env)  # warm caches (bytecode, page cache) for both
             if ssh is not None:
                 await timed([*ssh, "true"])  # and known_hosts
+            other = cli_env(labd, home, baseline_src) if baseline_src else None
+            if other is not None:
+                await timed(labctl, other)
             ours: list[tuple[float, float]] = []
             theirs: list[tuple[float, float]] = []
+            before: list[tuple[float, float]] = []
             salts: list[float] = []
             for _ in range(runs):
                 ours.append(await timed(labctl, env))
@@ -156,6 +173,8 @@ async def main(runs: int, relay_runs: int, salt_bin: Path | None = None) -> None
                     theirs.append(await timed([*ssh, "true"]))
                 if salt is not None:
                     salts.append((await timed([*salt, "cmd.run", "/bin/true"]))[0])
+                if other is not None:
+                    before.append(await timed(labctl, other))
             wall = statistics.median(w for w, _ in ours) * 1000
             cpu = statistics.median(c for _, c in ours) * 1000
             ssh_wall = round(statistics.median(w for w, _ in theirs) * 1000, 3) if theirs else None
@@ -165,6 +184,11 @@ async def main(runs: int, relay_runs: int, salt_bin: Path | None = None) -> None
             if salts:
                 salt_wall = round(statistics.median(salts) * 1000, 3)
                 emit("exec_latency_cli_vs_salt", wall, "ms", salt_wall)
+            if before:
+                old_wall = round(statistics.median(w for w, _ in before) * 1000, 3)
+                old_cpu = round(statistics.median(c for _, c in before) * 1000, 3)
+                emit("exec_latency_cli_vs_baseline_src", wall, "ms", old_wall)
+                emit("exec_cli_cpu_vs_baseline_src", cpu, "ms", old_cpu)
             ctx = labd.running.ssl_context(admin, alpn=["http/1.1"])
             samples = []
             for _ in range(relay_runs):
@@ -188,5 +212,11 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--relay-runs", type=int, default=200)
     parser.add_argument("--salt-bin", type=Path, default=None, help="Salt's bin directory")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="another source tree (e.g. an older commit's): its labctl runs in the same rounds",
+    )
     args = parser.parse_args()
-    trio.run(main, args.runs, args.relay_runs, args.salt_bin)
+    trio.run(main, args.runs, args.relay_runs, args.salt_bin, args.baseline_src)
