@@ -38,6 +38,9 @@ from lab.labd.kubeproxy.proxy import KubeProxy, mount
 from lab.runtime.httpclose import close_after_error
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request, current_request_id
 
+KUBE_PROXY = "lab.kubeproxy"
+"""The app's :class:`KubeProxy`, in ``app.extensions``."""
+
 
 async def _begin_request() -> None:
     """This request's id: the client's sane ``X-Request-Id`` or a new one (logs, audit)."""
@@ -105,4 +108,6 @@ def create_app(context: LabdContext) -> QuartTrio:
     # /k8s/CLUSTER/…: the Kubernetes API proxy, in front of quart (bodies and upgrades stream).
     proxy = KubeProxy(context)
     app.asgi_app = mount(app.asgi_app, proxy)  # type: ignore[method-assign,assignment]
+    # HTTP/1.1 GETs of /k8s are answered before hypercorn (lab.labd.kubeproxy.front).
+    app.extensions[KUBE_PROXY] = proxy
     return app

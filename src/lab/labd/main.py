@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 from lab import __version__
 from lab.errors import LabError
 from lab.labd.access.ratelimit import RateLimiter
-from lab.labd.app import create_app
+from lab.labd.app import KUBE_PROXY, create_app
 from lab.labd.apps.engine import AppEngine
 from lab.labd.artifacts import ArtifactStore
 from lab.labd.audit.checkpoints import Checkpointer, CheckpointLog
@@ -29,6 +29,7 @@ from lab.labd.context import LabdContext
 from lab.labd.hub.registry import AgentHub, default_replica
 from lab.labd.identity.ca import CAService
 from lab.labd.identity.identities import Identities, Revocations
+from lab.labd.kubeproxy.front import KubeFront
 from lab.labd.secrets import SecretsStore, key_encryption_key
 from lab.labd.secrets.power import move_power_passwords
 from lab.labd.secrets.rotate import rotate_secrets
@@ -173,6 +174,7 @@ async def _serve(
                 ssl_context=ca.server_ssl_context(),
                 graceful_timeout=config.shutdown_grace,
                 guard=guard,
+                tls_front=KubeFront(app.extensions[KUBE_PROXY], idle_timeout=config.idle_timeout),
                 raw_upgrade_prefixes=("/k8s/",),
             )
         )

@@ -11,7 +11,7 @@ its error answers included.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -24,6 +24,25 @@ class ConnectionFront(Protocol):
     def close_idle(self) -> None:
         """The server is shutting down: close connections waiting for a request now, and
         the others once their answer is sent."""
+
+
+class TLSConnectionFront(Protocol):
+    """A front for TLS connections: it reads each HTTP/1.1 connection first, once the
+    handshake (and the client certificate's check) is done."""
+
+    async def serve(
+        self,
+        stream: trio.SSLStream[Any],
+        tls: dict[str, Any],
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+    ) -> trio.abc.Stream | None:
+        """Serve ``stream`` (``tls`` is its ASGI ``tls`` extension, ``client`` and ``server``
+        the scope's addresses): ``None`` when served to its end (and closed), else the stream
+        hypercorn continues from (a :class:`PushedBackTLS`)."""
+
+    def close_idle(self) -> None:
+        """As :meth:`ConnectionFront.close_idle`."""
 
 
 class PushedBack(trio.abc.Stream):
@@ -59,4 +78,33 @@ class PushedBack(trio.abc.Stream):
         await self.stream.aclose()
 
 
-__all__ = ["ConnectionFront", "PushedBack"]
+class PushedBackTLS(trio.abc.Stream):
+    """A TLS stream with bytes already read put back in front of what it receives next.
+
+    ``tls_stream`` is the stream itself (hypercorn reads its ALPN protocol and socket there);
+    it has no ``send_eof`` (hypercorn then treats it as the TLS stream it is).
+    """
+
+    def __init__(self, stream: trio.SSLStream[Any], data: bytes) -> None:
+        self.tls_stream = stream
+        self._data = memoryview(data)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self._data:
+            return await self.tls_stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(self._data) if max_bytes is None else max_bytes
+        data, self._data = bytes(self._data[:size]), self._data[size:]
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.tls_stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.tls_stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.tls_stream.aclose()
+
+
+__all__ = ["ConnectionFront", "PushedBack", "PushedBackTLS", "TLSConnectionFront"]

@@ -50,7 +50,7 @@ from hypercorn.typing import (
 from hypercorn.utils import parse_socket_addr
 
 from lab.runtime.connguard import ConnectionGuard, ConnectionLimits
-from lab.runtime.front import ConnectionFront
+from lab.runtime.front import ConnectionFront, PushedBackTLS, TLSConnectionFront
 from lab.runtime.ports import naming_the_port
 from lab.runtime.rawupgrade import upgrade_protocol_wrapper
 from lab.runtime.tlsread import BULK_READ, receive_records
@@ -160,6 +160,19 @@ def _peer_address(stream: trio.abc.Stream) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
+def _scope_addresses(
+    sock: trio.socket.SocketType,
+) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """The ASGI scope's ``client`` and ``server`` for a connection (as hypercorn gives them)."""
+    try:
+        return (
+            parse_socket_addr(sock.family, sock.getpeername()),
+            parse_socket_addr(sock.family, sock.getsockname()),
+        )
+    except OSError:
+        return None, None
+
+
 class PeerCertTCPServer(TCPServer):
     """hypercorn's trio ``TCPServer`` that exposes the client certificate in the scope.
 
@@ -178,11 +191,13 @@ class PeerCertTCPServer(TCPServer):
         *,
         guard: ConnectionGuard | None = None,
         front: ConnectionFront | None = None,
+        tls_front: TLSConnectionFront | None = None,
         raw_upgrade_prefixes: tuple[str, ...] = (),
     ) -> None:
         super().__init__(app, config, context, state, stream)
         self.guard = guard or ConnectionGuard()
         self.front = front
+        self.tls_front = tls_front
         self.raw_upgrade_prefixes = raw_upgrade_prefixes
         self._held: bytes | None = None
         # After a 101 the bytes are another protocol's (a WebSocket, a tunnel): never held.
@@ -225,6 +240,13 @@ class PeerCertTCPServer(TCPServer):
                 if tls["client_cert_der"] is not None:
                     authenticated = True
                     self.guard.release(address)
+                if self.tls_front is not None and self.stream.selected_alpn_protocol() != "h2":
+                    handed = await self.tls_front.serve(
+                        self.stream, tls, *_scope_addresses(self.stream.transport_stream.socket)
+                    )
+                    if handed is None:
+                        return
+                    self.stream = handed  # type: ignore[assignment]  # hypercorn reads it
                 self.app = _TLSScopeApp(self.app, tls)
             await self._run_protocol()
         finally:
@@ -234,9 +256,12 @@ class PeerCertTCPServer(TCPServer):
     async def _run_protocol(self) -> None:
         # hypercorn's TCPServer.run after the handshake (which is done), with our protocol
         # wrapper: it tunnels upgrades under raw_upgrade_prefixes (lab.runtime.rawupgrade).
-        if isinstance(self.stream, trio.SSLStream):
-            alpn_protocol = self.stream.selected_alpn_protocol()
-            socket = self.stream.transport_stream.socket
+        tls_stream: Any = self.stream
+        if isinstance(tls_stream, PushedBackTLS):
+            tls_stream = tls_stream.tls_stream
+        if isinstance(tls_stream, trio.SSLStream):
+            alpn_protocol = tls_stream.selected_alpn_protocol()
+            socket = tls_stream.transport_stream.socket
             ssl_on = True
         else:
             alpn_protocol = "http/1.1"
@@ -361,6 +386,7 @@ async def serve_asgi(
     limits: ConnectionLimits | None = None,
     guard: ConnectionGuard | None = None,
     front: ConnectionFront | None = None,
+    tls_front: TLSConnectionFront | None = None,
     raw_upgrade_prefixes: tuple[str, ...] = (),
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -376,7 +402,8 @@ async def serve_asgi(
     connection: the TLS handshake and the wait for each request are timed out, and a source
     address may hold only so many unauthenticated connections (see :mod:`lab.runtime.connguard`).
     ``front`` (plain TCP only) reads each connection first and answers what it knows itself,
-    handing the rest to hypercorn (see :mod:`lab.runtime.front`).
+    handing the rest to hypercorn (see :mod:`lab.runtime.front`); ``tls_front`` (TLS only)
+    does the same for HTTP/1.1 connections once their handshake is done.
 
     When ``shutdown_event`` is set, the listeners close at once; open connections get
     ``graceful_timeout`` seconds to finish (idle keep-alive connections close right away)
@@ -410,6 +437,7 @@ async def serve_asgi(
             shutdown_event=shutdown_event,
             guard=guard,
             front=front if ssl_context is None else None,
+            tls_front=tls_front if ssl_context is not None else None,
             raw_upgrade_prefixes=raw_upgrade_prefixes,
             task_status=task_status,
         )
@@ -429,6 +457,7 @@ async def _serve(
     shutdown_event: trio.Event,
     guard: ConnectionGuard,
     front: ConnectionFront | None,
+    tls_front: TLSConnectionFront | None,
     raw_upgrade_prefixes: tuple[str, ...],
     task_status: trio.TaskStatus[tuple[str, int]],
 ) -> None:
@@ -458,6 +487,7 @@ async def _serve(
                 ConnectionState(lifespan_state.copy()),
                 guard=guard,
                 front=front,
+                tls_front=tls_front,
                 raw_upgrade_prefixes=raw_upgrade_prefixes,
             )
             bound = socket_listeners[0].socket.getsockname()
@@ -482,6 +512,8 @@ async def _serve(
                 # Tell idle keep-alive connections to close, then bound the drain.
                 if front is not None:
                     front.close_idle()
+                if tls_front is not None:
+                    tls_front.close_idle()
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + graceful_timeout
 
