@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import trio
 
+from lab.runtime.tlsread import BULK_READ, receive_records
+
 
 class ConnectionFront(Protocol):
     async def serve(self, stream: trio.SocketStream) -> trio.abc.Stream | None:
@@ -91,7 +93,8 @@ class PushedBackTLS(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if not self._data:
-            return await self.tls_stream.receive_some(max_bytes)
+            # Whole buffers, as hypercorn reads an SSLStream (lab.runtime.tlsread).
+            return await receive_records(self.tls_stream, max_bytes or BULK_READ)
         await trio.lowlevel.checkpoint()
         size = len(self._data) if max_bytes is None else max_bytes
         data, self._data = bytes(self._data[:size]), self._data[size:]
