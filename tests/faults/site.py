@@ -35,7 +35,8 @@ from tests.labd.harness import Credentials, RunningLabd
 AGENT = "f1"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-TAG_VAR = "LAB_FAULT"
+# One name per pytest-xdist worker, so a worker never counts the other's processes as its own.
+TAG_VAR = "LAB_FAULT" + os.environ.get("PYTEST_XDIST_WORKER", "").upper().replace("GW", "_GW")
 LABD_SESSION = re.compile(rf"agent server/{AGENT} connected \(session (\w+)")
 AGENT_SESSION = re.compile(r"connected to labd \(session (\w+)\)")
 
