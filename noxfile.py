@@ -21,13 +21,18 @@ class _NoUvNotice(logging.Filter):
 logging.getLogger("nox").addFilter(_NoUvNotice())
 
 PYTHON = "3.11"
+# Most tests wait on daemons they start (labd, agents, labctl processes): two workers keep both
+# cores busy. Each worker starts its own PostgreSQL.
+XDIST = ["-n", "2", "--dist", "loadfile"]
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The default suite: unit, integration and end-to-end tests (SQLite and PostgreSQL)."""
+    """The default suite: unit, integration and end-to-end tests (SQLite and PostgreSQL), in
+    two pytest-xdist workers (a test file stays on one worker); ``nox -s tests -- -n 0`` runs
+    it in one process."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "-p", "no:cacheprovider", *XDIST, *session.posargs)
 
 
 @nox.session(python=PYTHON)
