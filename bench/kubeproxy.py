@@ -11,7 +11,8 @@ server (its own process), then prints JSON lines:
   fast stand-in API server (``bench/_static_api.py``: kmock itself serves a few dozen a
   second here); baseline the same load straight to the stand-in. ``errors`` counts answers
   other than 200 (goal: none); ``labd_cpu_ms_per_request`` is labd's CPU time per proxied
-  GET (steadier than the rate on a shared, loaded box). Every line has the load average.
+  GET (steadier than the rate on a shared, loaded box), ``load_cpu_ms_per_request`` the load
+  process's. Every line has the load average.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ async def main(args: argparse.Namespace) -> None:
                 base["requests"] / base["seconds"],
                 errors=through["errors"],
                 labd_cpu_ms_per_request=round(cpu * 1000 / max(1, through["requests"]), 3),
+                load_cpu_ms_per_request=through["cpu_ms_per_request"],
                 concurrency=args.concurrency,
             )
 
