@@ -40,6 +40,9 @@ def test_two_replicas_forward_propagate_and_fail_over(rig: ClusterRig) -> None:
         "exec", "server/n2", "--", "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"
     )
     assert len(big) == 3_000_000 and set(big) == {"x"}
+    # Those three streams ended cleanly one after the other: A kept its link to B for the next.
+    links = rig.daemons.logs["labd-b"].read_text().count("forwarding link from replica/a opened")
+    assert links == 1, rig.logs()
     # stdin crosses both hops, and the reverse direction (B forwarding to A) works too.
     piped = rig.run(
         [*_labctl(), "exec", "-i", "server/n1", "--", "wc", "-c"],

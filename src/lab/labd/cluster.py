@@ -34,6 +34,7 @@ from attrs import define, field
 
 from lab import pki
 from lab.errors import ConfigError, LabError
+from lab.labd.relay.links import LinkPool
 from lab.model import Replica
 from lab.runtime.renewal import keep_renewed
 
@@ -114,6 +115,8 @@ class ClusterMember:
     _renewed: trio.Event = field(factory=trio.Event)
     _next_full_reload: float = -1.0
     _rng: random.Random = field(factory=random.Random)
+    # Links to the other replicas for forwarded streams, kept between streams.
+    links: LinkPool = field(factory=LinkPool)
 
     # --- identity of this replica -----------------------------------------------------------
 
@@ -214,9 +217,10 @@ class ClusterMember:
         self.url = url
         await self._register()
         await self._poll()
-        task_status.started()
-        log.info("replica %s registered as %s", self.replica_id, url)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.links.run)
+            task_status.started()
+            log.info("replica %s registered as %s", self.replica_id, url)
             nursery.start_soon(self._tick, self.renew_interval, self._register)
             nursery.start_soon(self._tick, self.poll_interval, self._poll)
             if self._cert_valid is not None:

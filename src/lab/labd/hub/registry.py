@@ -116,6 +116,7 @@ class AgentHub:
         self._live: set[AgentConnection] = set()
         self._changed = trio.Event()
         self.closing = False
+        self.stopping = trio.Event()  # set with closing: wakes what waits for labd's shutdown
 
     # --- presence ---
 
@@ -335,6 +336,7 @@ class AgentHub:
 
     async def shutdown(self) -> None:
         self.closing = True
+        self.stopping.set()
         conns = sorted(self._live, key=lambda c: c.name)
         if not conns:
             return

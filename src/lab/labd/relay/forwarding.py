@@ -18,6 +18,7 @@ The link carries the agent protocol's own frames, so flow control is end to end:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
@@ -25,19 +26,14 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    HandshakeError,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from lab.errors import Invalid, LabError, NotFound, PermissionDenied, Unavailable
+from lab.labd.relay.links import FORWARD_PATH, IDLE_REASON, Link, LinkPool
 from lab.proto import ProtocolError, decode, decode_data, encode
-from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD, Channel, DataFrame
+from lab.proto.frames import Channel, DataFrame
 from lab.proto.messages import (
     DEFAULT_WINDOW,
     Credit,
@@ -62,10 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lab.labd.relay.forwarding")
 
-FORWARD_PATH = "/ws/replica/stream"
 FORWARD_METHOD = "forward"
 CONNECT_TIMEOUT = 5.0  # TCP + TLS + WebSocket handshake + the holder's answer
-CLOSE_TIMEOUT = 2.0
 
 _ERRORS: dict[str, type[LabError]] = {
     "not_found": NotFound,
@@ -146,6 +140,11 @@ class ForwardedStream:
             self._closed = True
             raise Unavailable("the replica holding the agent went away") from None
 
+    @property
+    def ended_cleanly(self) -> bool:
+        """The holder sent the stream's last item and the link is still up."""
+        return self._done and not self._closed
+
     def __aiter__(self) -> AsyncIterator[Incoming]:
         return self._items()
 
@@ -185,26 +184,6 @@ class ForwardedStream:
                 raise ProtocolError(f"{msg.TYPE} is not a message a holding replica sends")
 
 
-async def _connect(
-    nursery: trio.Nursery, url: str, context: ssl.SSLContext
-) -> tuple[WebSocketConnection, trio.SSLStream[trio.SocketStream]]:
-    """TLS and the WebSocket to a peer's forwarding route; we own (and close) the TLS stream,
-    since trio-websocket leaves a client's TCP connection open when the server closes first."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 443
-    stream = await trio.open_ssl_over_tcp_stream(
-        host, port, ssl_context=context, https_compatible=True
-    )
-    try:
-        ws = await wrap_client_stream(
-            nursery, stream, host, FORWARD_PATH, max_message_size=HEADER_SIZE + MAX_PAYLOAD
-        )
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return ws, stream
-
-
 @asynccontextmanager
 async def forward_stream(
     url: str,
@@ -213,47 +192,88 @@ async def forward_stream(
     start: ExecStart | LogsStart,
     *,
     window: int = DEFAULT_WINDOW,
+    pool: LinkPool | None = None,
 ) -> AsyncIterator[ForwardedStream]:
     """Open ``start`` on ``server``'s agent through the replica at ``url``.
 
-    Raises Unavailable when the replica cannot be reached or refuses (its agent left), NotFound
-    when it does not know the server. Leaving the block closes the link; the holder then leaves
-    its hub stream, which cancels the remote process.
+    The link comes from ``pool`` (a private one, closed on the way out, when None) and goes
+    back to it when the stream ended cleanly; leaving the block early closes the link, and the
+    holder then leaves its hub stream, which cancels the remote process. Raises Unavailable
+    when the replica cannot be reached or refuses (its agent left), NotFound when it does not
+    know the server.
     """
-    stream: trio.SSLStream[trio.SocketStream] | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack:
+            if pool is None or not pool.running:
+                pool = LinkPool()
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                await nursery.start(pool.run)
+                stack.callback(nursery.cancel_scope.cancel)
+            link = await _open(pool, url, context, server, start)
+            forwarded = ForwardedStream(link.ws, start, window=window)
+            clean = False
             try:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    ws, stream = await _connect(nursery, url, context)
-                    request = forward_request(server, start)
-                    await ws.send_message(encode(request))
-                    answer = decode(await ws.get_message())
-            except (OSError, trio.TooSlowError, HandshakeError, ConnectionClosed) as exc:
-                raise Unavailable(
-                    f"cannot reach the replica holding {server}: {exc!r}",
-                    details={"server": server, "replica_url": url},
-                ) from None
-            if not isinstance(answer, Response) or answer.request_id != request.request_id:
-                raise Unavailable("the holding replica answered out of turn")
-            if answer.error is not None:
-                raise error_from(answer.error.code, answer.error.message)
-            try:
-                yield ForwardedStream(ws, start, window=window)
+                yield forwarded
+                clean = forwarded.ended_cleanly
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
+                if clean:
+                    pool.give_back(link)
+                else:
+                    link.close()
     except BaseExceptionGroup as group:
-        # The link's nursery wraps whatever ends it (the caller's block raising, or the
-        # reader task failing when the peer dies) in a group; callers expect the one error.
+        # A private pool's nursery wraps whatever ends the block in a group; callers expect
+        # the one error.
         leaf = _single(group)
         if leaf is None:
             raise
         raise leaf from None
-    finally:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
+
+
+async def _open(
+    pool: LinkPool, url: str, context: ssl.SSLContext, server: str, start: ExecStart | LogsStart
+) -> Link:
+    """A link on which the holder accepted ``start``. A pooled link the holder closed as idle
+    before it read the request is replaced by a new one (the request was never seen); any
+    other failure is Unavailable, as the holder may have started the process."""
+    for _ in range(2):
+        request = forward_request(server, start)
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                link, reused = await pool.take(url, context)
+                try:
+                    await link.ws.send_message(encode(request))
+                    answer = decode(await link.ws.get_message())
+                except BaseException:
+                    link.close()
+                    raise
+        except ConnectionClosed as exc:
+            if reused and exc.reason is not None and exc.reason.reason == IDLE_REASON:
+                continue
+            raise _unreachable(server, url, exc) from None
+        except (OSError, trio.TooSlowError, HandshakeError) as exc:
+            raise _unreachable(server, url, exc) from None
+        except BaseExceptionGroup as group:
+            leaf = _single(group)
+            if isinstance(leaf, OSError | HandshakeError):
+                raise _unreachable(server, url, leaf) from None
+            raise
+        if not isinstance(answer, Response) or answer.request_id != request.request_id:
+            link.close()
+            raise Unavailable("the holding replica answered out of turn")
+        if answer.error is not None:
+            link.close()
+            raise error_from(answer.error.code, answer.error.message)
+        result = answer.result if isinstance(answer.result, dict) else {}
+        link.reusable = bool(result.get("reuse"))
+        return link
+    raise Unavailable(f"cannot reach the replica holding {server}: links closed as idle")
+
+
+def _unreachable(server: str, url: str, exc: BaseException) -> Unavailable:
+    return Unavailable(
+        f"cannot reach the replica holding {server}: {exc!r}",
+        details={"server": server, "replica_url": url},
+    )
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -291,7 +311,9 @@ class ForwardingHub:
             return self.hub.agent_stream(server_name, start)  # NotFound / Unavailable
         url = self.cluster.peers[replica]
         log.debug("forwarding a stream of %s to replica %s (%s)", server_name, replica, url)
-        return forward_stream(url, self.cluster.client_ssl_context(), server_name, start)
+        return forward_stream(
+            url, self.cluster.client_ssl_context(), server_name, start, pool=self.cluster.links
+        )
 
 
 __all__ = [
