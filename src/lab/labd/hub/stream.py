@@ -60,11 +60,13 @@ MERGE_LIMIT = MAX_PAYLOAD
 
 @attrs.define
 class _Chunk:
-    """Payload of consecutive data frames of one channel, waiting for the caller."""
+    """Payload of consecutive data frames of one channel, waiting for the caller: the first
+    frame's bytes as they arrived (a bulk transfer's usual case: handed on without a copy),
+    copied into a bytearray only when a second frame is merged in."""
 
     channel: Channel
     seq: int  # of the first frame merged in
-    payload: bytearray
+    payload: bytes | bytearray
 
 
 class HubStream(RelayedStream):
@@ -107,11 +109,12 @@ class HubStream(RelayedStream):
             await self._arrived.wait()
         item = self._inbox.popleft()
         if isinstance(item, _Chunk):
+            payload = item.payload
             return DataFrame(
                 stream_id=self.stream_id,
                 channel=item.channel,
                 seq=item.seq,
-                payload=bytes(item.payload),
+                payload=payload if isinstance(payload, bytes) else bytes(payload),
             )
         if isinstance(item, ExecExit | LogsEnd | Error):
             self._done = True
@@ -213,9 +216,11 @@ class HubStream(RelayedStream):
             and tail.channel == item.channel
             and len(tail.payload) + len(item.payload) <= MERGE_LIMIT
         ):
+            if isinstance(tail.payload, bytes):
+                tail.payload = bytearray(tail.payload)
             tail.payload += item.payload
         else:
-            self._inbox.append(_Chunk(item.channel, item.seq, bytearray(item.payload)))
+            self._inbox.append(_Chunk(item.channel, item.seq, item.payload))
 
     def abort(self, code: str, message: str) -> bool:
         """End the stream from labd's side; the caller's last item is an ``Error``."""
