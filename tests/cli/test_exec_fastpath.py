@@ -34,12 +34,41 @@ def test_the_plain_form_is_taken() -> None:
         ["exec", "web1", "--", "true"],
         ["exec", "server/a", "-i", "--", "cat"],  # a flag after a target
         ["exec", "-it", "server/a", "--", "sh"],
-        ["exec", "--timeout", "5s", "server/a", "--", "true"],
         ["exec", "-l", "role=db", "--", "true"],
-        ["exec", "--cwd", "/tmp", "server/a", "--", "pwd"],
-        ["exec", "-e", "A=1", "server/a", "--", "env"],
         ["exec", "--parallel", "2", "server/a", "--", "true"],
+        ["exec", "--timeout", "--", "true"],  # no value
+        ["exec", "server/a", "--timeout", "5s", "--", "true"],  # an option after a target
+        ["exec", "--timeout", "5s", "--timeout", "6s", "server/a", "--", "true"],  # twice
+        ["exec", "--cwd", "", "server/a", "--", "pwd"],  # an empty value
+        ["exec", "--cwd", "-i", "server/a", "--", "pwd"],  # a value like an option
+        ["exec", "-e=A=1", "server/a", "--", "env"],  # = after a short name
+        ["exec", "--timeout", "5s", "--", "true"],  # no target
     ],
 )
 def test_anything_else_is_left_to_cyclopts(argv: list[str]) -> None:
     assert plain_exec(argv) is None
+
+
+def test_options_before_the_targets_are_taken() -> None:
+    argv = [
+        "exec",
+        "--timeout",
+        "5s",
+        "-e",
+        "A=1",
+        "--env=B=2=3",
+        "--cwd=/srv",
+        "-i",
+        "server/a",
+        "--",
+        "env",
+    ]
+    plain = plain_exec(argv)
+    assert plain is not None
+    assert (plain.timeout, plain.env, plain.cwd, plain.stdin) == (
+        "5s",
+        ["A=1", "B=2=3"],
+        "/srv",
+        True,
+    )
+    assert (plain.words, plain.command) == (["server/a", "env"], ["env"])

@@ -90,6 +90,22 @@ async def test_commands_end_as_with_the_full_cli(lab: Lab, command: list[str]) -
     await both(lab, lab.env(), "exec", "server/alpha", "--", *command)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--timeout", "1s", "-e", "A=one two", "--env=B=2", "--cwd=/tmp"],
+        ["--timeout=1s"],
+        ["-e", "NOEQUALS"],  # not K=V
+        ["--timeout", "5x"],  # not a duration
+        ["--cwd", "/no/such/dir"],
+        ["-e", "NOEQUALS", "--timeout", "5x"],  # two errors: the same one is said
+    ],
+)
+async def test_options_as_with_the_full_cli(lab: Lab, options: list[str]) -> None:
+    script = 'echo "$A|$B|$(pwd)"; sleep 5'
+    await both(lab, lab.env(), "exec", *options, "server/alpha", "--", "sh", "-c", script)
+
+
 @pytest.mark.parametrize("server", ["nosuch", "offline"])
 async def test_unknown_and_offline_servers_as_with_the_full_cli(lab: Lab, server: str) -> None:
     await both(lab, lab.env(), "exec", f"server/{server}", "--", "true")

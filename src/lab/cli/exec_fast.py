@@ -24,7 +24,7 @@ import struct
 from typing import Any
 
 from lab.cli.exec_io import Closed, Connection, Output, Signals, wait_readable
-from lab.cli.exec_run import READ_SIZE, exit_status, raw_terminal, window_size
+from lab.cli.exec_run import READ_SIZE, exit_status, parse_env, raw_terminal, window_size
 from lab.client import wscore
 from lab.client.wserrors import closed, identity_ssl_context, lab_error, ws_url
 from lab.errors import LabError, Unavailable
@@ -48,31 +48,45 @@ _FLOW_CONTROL = 4002
 _SEQUENCE = 4003
 
 
-def run_fast(target: str, argv: list[str], *, stdin: bool, tty: bool) -> int:
+def run_fast(
+    target: str,
+    argv: list[str],
+    *,
+    stdin: bool,
+    tty: bool,
+    timeout: str | None = None,
+    env: list[str] | None = None,
+    cwd: str | None = None,
+) -> int:
     """Run ``argv`` on server ``target`` as ``labctl exec`` does; returns labctl's exit code.
 
-    Raises the LabError to print (missing identity, labd's refusal, a closed stream) and
-    BrokenPipeError once stdout is gone (the remote command is cancelled first).
+    Raises the LabError to print (a bad option, missing identity, labd's refusal, a closed
+    stream) and BrokenPipeError once stdout is gone (the remote command is cancelled first).
     """
+    from lab.client.durations import parse_duration
     from lab.client.quicksettings import quick_target
 
+    # In lab.cli.exec_run.run_exec's order, so that the first error is the same.
+    environment = parse_env(env or [])
+    rows, cols = window_size() if tty else (24, 80)
+    seconds = float(parse_duration(timeout, field="timeout")) if timeout else None
+    request = exec_request(target, argv, stdin=stdin, tty=tty, rows=rows, cols=cols)
+    request["params"]["start"].update(env=environment, cwd=cwd, timeout=seconds)
     found = quick_target()
     if found is None:  # only the full settings loader can tell (and may say what is wrong)
         from lab.client.contexts import identity_dir
         from lab.client.settings import load_settings
 
-        server, where = load_settings().server, identity_dir()
+        server = load_settings().server
+        context = identity_ssl_context(identity_dir())
     else:
         server, where = found
-    rows, cols = window_size() if tty else (24, 80)
-    request = exec_request(target, argv, stdin=stdin, tty=tty, rows=rows, cols=cols)
-    url = ws_url(server, "/ws/exec")
-    context = identity_ssl_context(where)
-    conn = Connection.open(server, url, context)
+        context = identity_ssl_context(where)
+    conn = Connection.open(server, ws_url(server, "/ws/exec"), context)
     try:
         return ExecSession(conn, stdin=stdin, tty=tty).run(request)
     finally:
-        conn.close()
+        conn.close(1000)
 
 
 def exec_request(

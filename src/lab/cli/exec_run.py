@@ -73,6 +73,19 @@ def split_words(words: list[str], *, selector: Sequence[str] = ()) -> tuple[list
     return names, rest
 
 
+def parse_env(items: Sequence[str]) -> dict[str, str]:
+    """``--env K=V`` options as a mapping; Invalid naming ``env`` for one that is not K=V."""
+    from lab.errors import Invalid
+
+    environment: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Invalid(f"--env {item!r} is not K=V", details={"fields": ["env"]})
+        environment[key] = value
+    return environment
+
+
 async def run_exec(
     words: list[str],
     *,
@@ -98,12 +111,7 @@ async def run_exec(
 
         check_selectors(selector)
     names, argv = split_words(words, selector=selector)
-    environment: dict[str, str] = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Invalid(f"--env {item!r} is not K=V", details={"fields": ["env"]})
-        environment[key] = value
+    environment = parse_env(env)
     if parallel < 1:
         raise Invalid("--parallel must be at least 1", details={"fields": ["parallel"]})
     if selector:

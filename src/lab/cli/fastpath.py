@@ -3,28 +3,45 @@
 ``labctl exec server/NAME -- CMD`` is the verb scripts call in loops, and a profile of one
 showed building the cyclopts command tree (importing cyclopts and the command modules) at a
 third of the client's start-up. :func:`plain_exec` recognises only the plain form,
-``exec [-i|--stdin] [-t|--tty] server/NAME... -- CMD...``; any other word (an option it does not
-list, ``--help``, no ``--``, no target, no command) leaves the command line to cyclopts, which
-stays the one definition of ``labctl exec`` and of its errors. Both run
-:func:`lab.cli.exec_run.run_exec` the same way.
+``exec [-i|--stdin] [-t|--tty] [--timeout D] [-e|--env K=V]... [--cwd DIR] server/NAME... --
+CMD...`` (options before the targets, each once but ``--env``, a value in the next word or after
+``=`` in a long name's); any other word (an option it does not list, ``--help``, no ``--``, no
+target, no command, an empty value or one starting with ``-``) leaves the command line to
+cyclopts, which stays the one definition of ``labctl exec`` and of its errors. One server runs
+on :func:`lab.cli.exec_fast.run_fast`, several on :func:`lab.cli.exec_run.run_exec`, as
+cyclopts' command would.
 """
 
 from __future__ import annotations
 
 _FLAGS = {"-i": "stdin", "--stdin": "stdin", "-t": "tty", "--tty": "tty"}
+_VALUED = {"--timeout": "timeout", "-e": "env", "--env": "env", "--cwd": "cwd"}
 
 
 class PlainExec:
-    """A recognised ``labctl exec`` command line: its words (targets, then the command) and
-    its two flags."""
+    """A recognised ``labctl exec`` command line: its words (targets, then the command), its
+    flags and options."""
 
-    __slots__ = ("command", "stdin", "tty", "words")
+    __slots__ = ("command", "cwd", "env", "stdin", "timeout", "tty", "words")
 
-    def __init__(self, words: list[str], *, stdin: bool, tty: bool, command: int) -> None:
+    def __init__(
+        self,
+        words: list[str],
+        *,
+        stdin: bool,
+        tty: bool,
+        command: int,
+        timeout: str | None = None,
+        env: list[str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         self.words = words
         self.command = words[len(words) - command :]
         self.stdin = stdin
         self.tty = tty
+        self.timeout = timeout
+        self.env = env or []
+        self.cwd = cwd
 
     def run(self) -> None:
         """Run it as ``labctl exec`` does; raises SystemExit with the exit code.
@@ -33,7 +50,7 @@ class PlainExec:
         attrs or cattrs to import). Several: :func:`lab.cli.exec_run.run_exec` on trio."""
         from lab.runtime.exits import handle
 
-        targets = [w for w in self.words[: -len(self.command)] if w.startswith("server/")]
+        targets = self.words[: len(self.words) - len(self.command)]
         with handle():
             if len(targets) == 1:
                 from lab.cli.exec_fast import run_fast
@@ -43,6 +60,9 @@ class PlainExec:
                     self.command,
                     stdin=self.stdin,
                     tty=self.tty,
+                    timeout=self.timeout,
+                    env=self.env,
+                    cwd=self.cwd,
                 )
             else:
                 code = self._run_trio()
@@ -61,9 +81,9 @@ class PlainExec:
                 self.words,
                 stdin=self.stdin,
                 tty=self.tty,
-                kill_after=None,
-                env=[],
-                cwd=None,
+                kill_after=self.timeout,
+                env=self.env,
+                cwd=self.cwd,
                 selector=(),
                 parallel=32,
             )
@@ -78,18 +98,51 @@ def plain_exec(argv: list[str]) -> PlainExec | None:
     cut = argv.index("--")
     command = argv[cut + 1 :]
     flags = {"stdin": False, "tty": False}
+    options: dict[str, str] = {}
+    env: list[str] = []
     targets: list[str] = []
-    for word in argv[1:cut]:
-        if word in _FLAGS and not targets:
-            flags[_FLAGS[word]] = True
+    words = argv[1:cut]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        name, eq, inline = word.partition("=")
+        if targets:
+            if not word.startswith("server/") or len(word) == len("server/"):
+                return None
+            targets.append(word)
         elif word.startswith("server/") and len(word) > len("server/"):
             targets.append(word)
+        elif word in _FLAGS:
+            flags[_FLAGS[word]] = True
+        elif name in _VALUED and (not eq or name.startswith("--")):
+            if eq:
+                value = inline
+            elif i < len(words):
+                value, i = words[i], i + 1
+            else:
+                return None
+            if not value or value.startswith("-"):
+                return None
+            key = _VALUED[name]
+            if key == "env":
+                env.append(value)
+            elif key in options:
+                return None  # given twice: cyclopts decides
+            else:
+                options[key] = value
         else:
             return None
     if not targets or not command:
         return None
     return PlainExec(
-        [*targets, *command], stdin=flags["stdin"], tty=flags["tty"], command=len(command)
+        [*targets, *command],
+        stdin=flags["stdin"],
+        tty=flags["tty"],
+        command=len(command),
+        timeout=options.get("timeout"),
+        env=env,
+        cwd=options.get("cwd"),
     )
 
 
