@@ -16,6 +16,7 @@ segment of the resolved path.
 from __future__ import annotations
 
 import re
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
@@ -55,11 +56,11 @@ class KubeRequest:
     discovery: bool = False
     """An API description (``/api``, ``/apis…``, ``/openapi…``, ``/version``)."""
 
-    @property
+    @cached_property
     def action(self) -> str:
         return f"kube:{self.verb}"
 
-    @property
+    @cached_property
     def rbac_resource(self) -> str:
         """``cluster/C/namespace/NS/RESOURCE/OBJECT[/SUB]``; without the namespace part for
         cluster-scoped objects and lists across namespaces; ``cluster/C/discovery`` for API
@@ -118,9 +119,13 @@ def resolve_segments(raw_path: bytes) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=4096)
 def classify(method: str, raw_path: bytes, query: bytes | str) -> KubeRequest:
     """Classify a request to labd's ``/k8s/CLUSTER/…``; Invalid (400) naming ``path``,
-    ``method`` or ``query`` for what cannot be a Kubernetes API request."""
+    ``method`` or ``query`` for what cannot be a Kubernetes API request.
+
+    Pure, so the answers to the last requests are kept (a controller asks the same few
+    things over and over); refusals are not kept."""
     segments = resolve_segments(raw_path)
     if len(segments) < 2 or segments[0] != PREFIX:
         raise Invalid("the path must be /k8s/CLUSTER/…", details=_path())

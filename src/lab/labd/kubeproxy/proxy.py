@@ -67,12 +67,14 @@ from lab.runtime.rawupgrade import EXTENSION as RAW_UPGRADE
 
 if TYPE_CHECKING:
     from lab.labd.context import LabdContext
+    from lab.model import Role
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/k8s/"
 
 _BODY_CHANNEL = 4  # chunks of request body in flight toward the API server
+_DECISIONS = 4096  # RBAC decisions kept (user, action, resource), all forgotten when full
 
 
 class KubeProxy:
@@ -84,6 +86,7 @@ class KubeProxy:
         self.upstreams = Upstreams(lambda: context.clusters)
         self.refusals = RefusalLog()
         self.peers = pki.PeerVerifier()
+        self._decisions: dict[tuple[str, str, str], tuple[tuple[Role, ...], rbac.Decision]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,7 +179,17 @@ class KubeProxy:
     def _authorize(self, who: Principal, req: KubeRequest) -> None:
         action = "kube:discover" if req.discovery else req.action
         resource = req.rbac_resource
-        decision = rbac.decide(who.roles, action, resource)
+        # A decision holds as long as the role cache hands out the same roles (the very same
+        # tuple: any change, expiry or emptying of the cache gives a new one).
+        key = (who.name, action, resource)
+        kept = self._decisions.get(key)
+        if kept is not None and kept[0] is who.roles:
+            decision = kept[1]
+        else:
+            decision = rbac.decide(who.roles, action, resource)
+            if len(self._decisions) >= _DECISIONS:
+                self._decisions.clear()
+            self._decisions[key] = (who.roles, decision)
         if not decision.allowed:
             raise PermissionDenied(
                 f'user "{who.name}" may not {action} on {resource} ({decision.explain()})',
@@ -270,13 +283,12 @@ class KubeProxy:
             # them says nothing, and is not passed on; the pool chunks the body again.
             target_headers = [(n, v) for n, v in target_headers if n != b"content-length"]
         target = up.endpoint.base_path + req.upstream_target
-        body_send, body_receive = trio.open_memory_channel[bytes](_BODY_CHANNEL)
         failure: LabError | None = None
-
-        async def body() -> AsyncIterator[bytes]:
-            async with body_receive:
-                async for chunk in body_receive:
-                    yield chunk
+        body_send: trio.MemorySendChannel[bytes] | None = None
+        body: AsyncIterator[bytes] | None = None
+        if has_body:
+            body_send, body_receive = trio.open_memory_channel[bytes](_BODY_CHANNEL)
+            body = _pieces(body_receive)
 
         with self.context.user_sessions.session(
             serial=who.serial, user=who.name, scope=trio.CancelScope()
@@ -284,18 +296,12 @@ class KubeProxy:
             # A watch can run for hours: revoking the certificate ends it like an exec.
             async with trio.open_nursery() as nursery:
                 session.scope = nursery.cancel_scope
-                nursery.start_soon(
-                    read_client, receive, body_send if has_body else None, nursery.cancel_scope
-                )
-                if not has_body:
-                    body_send.close()
+                nursery.start_soon(read_client, receive, body_send, nursery.cancel_scope)
                 answer: Answer | None = None
                 try:
                     try:
                         with trio.fail_after(kube_upstream.HEAD_TIMEOUT):
-                            answer = await up.pool.send(
-                                call.method, target, target_headers, body() if has_body else None
-                            )
+                            answer = await up.pool.send(call.method, target, target_headers, body)
                     except trio.TooSlowError:
                         raise kube_upstream.no_answer(req.cluster) from None
                     status = answer.status
@@ -477,6 +483,13 @@ class KubeProxy:
                     log.exception("audit write failed for the end of kube session %s", session_id)
                 with trio.move_on_after(1):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _pieces(channel: trio.MemoryReceiveChannel[bytes]) -> AsyncIterator[bytes]:
+    """A request body's pieces as the client sends them."""
+    async with channel:
+        async for piece in channel:
+            yield piece
 
 
 def mount(app: ASGIApp, proxy: KubeProxy) -> ASGIApp:
