@@ -10,12 +10,18 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.exec.conftest import Lab, pid_alive
+from lab.client.credentials import Credentials as CliCredentials
+from lab.client.credentials import save_credentials
+from lab.labd.relay import relay as streams
+from tests.exec.conftest import ONLINE, Lab, pid_alive
+from tests.exec.fakehub import FakeHub
+from tests.labd.harness import running_labd
 
 # What the fast path must never import: each costs more than the whole exec round trip.
 HEAVY = (
@@ -232,30 +238,51 @@ async def test_stdin_larger_than_the_first_credit(lab: Lab) -> None:
     assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
 
 
-async def test_a_stdout_nobody_reads_keeps_the_stream(lab: Lab) -> None:
-    """Output beyond what the pipe holds waits in labctl's writer thread; labd's pings are
-    answered meanwhile and everything arrives once the reader reads."""
-    size = 3_000_000
+@pytest.fixture
+async def pinging_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Lab]:
+    """The ``lab`` of conftest with labd pinging its clients every 0.2 s and ending a client's
+    streams after 1 s without an answer."""
+    hub = FakeHub(online=ONLINE, sources={})
+    monkeypatch.setattr(streams, "current_hub", lambda context: hub)
+    async with running_labd(tmp_path, client_ping_interval=0.2, client_ping_timeout=1.0) as labd:
+        admin = await labd.admin()
+        home = tmp_path / "home"
+        save_credentials(
+            home,
+            CliCredentials(ca_pem=labd.ca_pem(), cert_pem=admin.cert_pem, key_pem=admin.key_pem),
+        )
+        yield Lab(labd=labd, hub=hub, admin=admin, home=home, tmp=tmp_path)
+
+
+async def test_a_stdout_nobody_reads_keeps_the_stream(pinging_lab: Lab) -> None:
+    """More output than labd's window while nobody reads labctl's stdout for three ping
+    timeouts: it waits in labctl's writer thread, labd's pings are answered meanwhile, and
+    everything arrives once the reader reads."""
+    lab = pinging_lab
+    size = 10_000_000
     with trio.fail_after(60):
         proc = await trio.lowlevel.open_process(
             lab.labctl("exec", "server/alpha", "--", "head", "-c", str(size), "/dev/zero"),
             env=lab.env(),
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         try:
-            assert proc.stdout is not None
-            got = await proc.stdout.receive_some(1)  # then nothing read for a while
-            await trio.sleep(1.0)
-            while chunk := await proc.stdout.receive_some(65536):
+            assert proc.stdout is not None and proc.stderr is not None
+            got = await proc.stdout.receive_some(1)
+            await trio.sleep(3.0)  # the condition under test: nothing read for 3 s
+            while chunk := await proc.stdout.receive_some(1 << 20):
                 got += chunk
+            err = await proc.stderr.receive_some(4096)
             code = await proc.wait()
         finally:
             proc.kill()
             await proc.wait()
-            if proc.stdout is not None:
-                await proc.stdout.aclose()
-    assert code == 0
-    assert got == b"\0" * size
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+    assert (code, err) == (0, b"")
+    assert len(got) == size and got == b"\0" * size
 
 
 async def test_a_closed_stdout_cancels_the_remote_command(lab: Lab) -> None:

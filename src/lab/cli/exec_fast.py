@@ -216,6 +216,8 @@ class ExecSession:
         self.outstanding = GROWN_WINDOW
         self._send("credit", stream_id=self.stream_id, bytes=GROWN_WINDOW - DEFAULT_WINDOW)
         for opcode, payload in items[1:]:
+            if self.done:
+                break  # as in the loop: nothing is read past the end
             self._handle(opcode, payload)
 
     def _loop(self, signals: Signals) -> None:

@@ -102,9 +102,11 @@ class Connection:
         while view:
             try:
                 view = view[self.sock.send(view) :]
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError) as exc:
+                # Wait for what TLS wants; not both, or incoming data would make this spin.
+                want = select.POLLIN if isinstance(exc, ssl.SSLWantReadError) else select.POLLOUT
                 poller = select.poll()
-                poller.register(self.sock, select.POLLOUT | select.POLLIN)
+                poller.register(self.sock, want)
                 poller.poll()
 
     def send_text(self, data: bytes) -> None:
