@@ -250,3 +250,21 @@ async def test_an_idle_connection_is_closed(tmp_path: Path, recording_api: KubeA
             await client.stream.send_all(get(PODS))
             assert (await client.answer())[0] == 200
             assert await client.closed()
+
+
+async def test_shutdown_closes_an_idle_connection_at_once(
+    tmp_path: Path, recording_api: KubeAPI
+) -> None:
+    with trio.fail_after(CAP):
+        async with (
+            proxy_rig(
+                tmp_path, {"home": recording_api}, shutdown_grace=90.0, idle_timeout=300.0
+            ) as rig,
+            connect(rig, rig.admin) as client,
+        ):
+            await client.stream.send_all(get(PODS))
+            assert (await client.answer())[0] == 200
+            rig.labd.shutdown.set()
+            # Not after the 90 s grace: the front closes connections waiting for a request.
+            with trio.fail_after(30):
+                assert await client.closed()

@@ -225,7 +225,8 @@ class _Exchange:
         for name, value in headers:
             lowered = name.lower()
             if lowered == b"content-length":
-                length = int(value)
+                # As read and checked by the upstream client: digits, repeats agreeing.
+                length = int(value.split(b",")[0])
                 continue
             if lowered == b"connection":
                 self.close = self.close or b"close" in value.lower()
