@@ -229,65 +229,74 @@ class Output:
     since the last call (the credit to give back)."""
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[int, bytes]] = deque()
         self._written = 0
-        self._error: BaseException | None = None
-        self._thread: Any = None
-        self._wake_r, self._wake_w = -1, -1
-        self._lock: Any = None
-        self._more: Any = None
+        # Made on the first write that may block: most runs need neither it nor threading.
+        self._writer: _Writer | None = None
 
     def write(self, fd: int, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._thread is None and len(data) <= select.PIPE_BUF and _has_room(fd):
-            write_all(fd, data)  # room for PIPE_BUF bytes: this write cannot block
-            self._written += len(data)
-            return
-        self._start()
-        with self._lock:
-            self._queue.append((fd, data))
-            self._more.notify()
+        if self._writer is None:
+            if len(data) <= select.PIPE_BUF and _has_room(fd):
+                write_all(fd, data)  # room for PIPE_BUF bytes: this write cannot block
+                self._written += len(data)
+                return
+            self._writer = _Writer()
+        self._writer.put(fd, data)
 
     @property
     def wakeup_fd(self) -> int:
         """Readable when the thread wrote something (-1: no thread)."""
-        return self._wake_r
+        return self._writer.wake_r if self._writer is not None else -1
 
     @property
     def pending(self) -> bool:
-        if self._lock is None:
-            return False
-        with self._lock:
-            return bool(self._queue) or self._busy
+        return self._writer is not None and self._writer.pending
 
     def done(self) -> int:
         """Bytes written since the last call; raises what a write raised (BrokenPipeError)."""
-        if self._wake_r >= 0:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 4096)
-        if self._lock is not None:
-            with self._lock:
-                written, self._written = self._written, 0
-        else:
-            written, self._written = self._written, 0
-        if self._error is not None:
-            raise self._error
+        written, self._written = self._written, 0
+        if self._writer is not None:
+            written += self._writer.take()
         return written
 
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
+
+class _Writer:
+    """The thread that writes what may block, in order; it counts what it wrote and wakes
+    the main loop through a pipe after each write."""
+
+    def __init__(self) -> None:
         import threading
 
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._written = 0
+        self._busy = False
+        self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._more = threading.Condition(self._lock)
-        self._busy = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self.wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._run, name="labctl-stdout", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="labctl-stdout", daemon=True).start()
+
+    def put(self, fd: int, data: bytes) -> None:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            self._queue.append((fd, data))
+            self._more.notify()
+
+    @property
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._queue) or self._busy
+
+    def take(self) -> int:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake_r, 4096)
+        with self._lock:
+            written, self._written = self._written, 0
+            if self._error is not None:
+                raise self._error
+        return written
 
     def _run(self) -> None:
         while True:
@@ -296,19 +305,22 @@ class Output:
                     self._more.wait()
                 fd, data = self._queue.popleft()
                 self._busy = True
+            error: BaseException | None = None
             try:
                 write_all(fd, data)
             except BaseException as exc:  # handed to the main thread, which raises it
-                self._error = exc
-                self._queue.clear()
+                error = exc
             with self._lock:
                 self._busy = False
-                if self._error is None:
+                if error is None:
                     self._written += len(data)
+                else:
+                    self._error = error
+                    self._queue.clear()
             # A full pipe: the main thread has wake-ups to read already.
             with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_w, b".")
-            if self._error is not None:
+            if error is not None:
                 return
 
 
