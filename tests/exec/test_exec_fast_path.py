@@ -90,10 +90,13 @@ async def both(lab: Lab, env: dict[str, str], *args: str) -> None:
         ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"],  # past a credit grant
         ["no-such-program"],
         ["true"],
+        ["-i", "server/alpha", "--", "sh", "-c", "cat; echo stdin closed"],
     ],
 )
 async def test_commands_end_as_with_the_full_cli(lab: Lab, command: list[str]) -> None:
-    await both(lab, lab.env(), "exec", "server/alpha", "--", *command)
+    if "--" not in command:
+        command = ["server/alpha", "--", *command]
+    await both(lab, lab.env(), "exec", *command)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +113,19 @@ async def test_commands_end_as_with_the_full_cli(lab: Lab, command: list[str]) -
 async def test_options_as_with_the_full_cli(lab: Lab, options: list[str]) -> None:
     script = 'echo "$A|$B|$(pwd)"; sleep 5'
     await both(lab, lab.env(), "exec", *options, "server/alpha", "--", "sh", "-c", script)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["-t"],  # a pseudo-terminal of 24x80 (labctl's stdout is not a terminal)
+        ["--tty"],
+        ["-i", "-t"],  # stdin at its end at once
+    ],
+)
+async def test_a_tty_as_with_the_full_cli(lab: Lab, flags: list[str]) -> None:
+    script = "tty >/dev/null && echo on a tty; stty size; echo err >&2; exit 3"
+    await both(lab, lab.env(), "exec", *flags, "server/alpha", "--", "sh", "-c", script)
 
 
 @pytest.mark.parametrize("server", ["nosuch", "offline"])
