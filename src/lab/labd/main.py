@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from lab import __version__
 from lab.errors import LabError
 from lab.labd.access.ratelimit import RateLimiter
+from lab.labd.api.agent_front import AgentFront
 from lab.labd.app import KUBE_PROXY, create_app
 from lab.labd.apps.engine import AppEngine
 from lab.labd.artifacts import ArtifactStore
@@ -174,7 +175,13 @@ async def _serve(
                 ssl_context=ca.server_ssl_context(),
                 graceful_timeout=config.shutdown_grace,
                 guard=guard,
-                tls_front=KubeFront(app.extensions[KUBE_PROXY], idle_timeout=config.idle_timeout),
+                # /ws/agent, then GET /k8s/…, below hypercorn and quart.
+                tls_front=AgentFront(
+                    context,
+                    app.extensions["lab.limits"],
+                    idle_timeout=config.idle_timeout,
+                    then=KubeFront(app.extensions[KUBE_PROXY], idle_timeout=config.idle_timeout),
+                ),
                 raw_upgrade_prefixes=("/k8s/",),
             )
         )

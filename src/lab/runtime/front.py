@@ -87,9 +87,17 @@ class PushedBackTLS(trio.abc.Stream):
     it has no ``send_eof`` (hypercorn then treats it as the TLS stream it is).
     """
 
-    def __init__(self, stream: trio.SSLStream[Any], data: bytes) -> None:
-        self.tls_stream = stream
-        self._data = memoryview(data)
+    def __init__(self, stream: trio.SSLStream[Any] | PushedBackTLS, data: bytes) -> None:
+        self.tls_stream: trio.SSLStream[Any]
+        self._data: memoryview
+        if isinstance(stream, PushedBackTLS):
+            # A front handing on what another front pushed back: one layer, the bytes read
+            # first, then what the first front had not given out yet.
+            self.tls_stream = stream.tls_stream
+            self._data = memoryview(data + bytes(stream._data))
+        else:
+            self.tls_stream = stream
+            self._data = memoryview(data)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if not self._data:

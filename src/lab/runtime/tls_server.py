@@ -37,7 +37,7 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
 from hypercorn.typing import (
     AppWrapper,
     ASGIFramework,
@@ -194,7 +194,14 @@ class PeerCertTCPServer(TCPServer):
         tls_front: TLSConnectionFront | None = None,
         raw_upgrade_prefixes: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(app, config, context, state, stream)
+        # TCPServer.__init__ without its send lock and idle task: they are made when hypercorn
+        # takes the connection (_run_protocol), so a connection a TLS front serves to its end
+        # (an agent's WebSocket, 10,000 per labd) does not carry them.
+        self.app = app
+        self.config = config
+        self.context = context
+        self.stream = stream
+        self.state = state
         self.guard = guard or ConnectionGuard()
         self.front = front
         self.tls_front = tls_front
@@ -267,6 +274,8 @@ class PeerCertTCPServer(TCPServer):
             alpn_protocol = "http/1.1"
             socket = cast(trio.SocketStream, self.stream).socket
             ssl_on = False
+        self.send_lock = trio.Lock()
+        self.idle_task = TrioSingleTask()
         try:
             client = parse_socket_addr(socket.family, socket.getpeername())
             server = parse_socket_addr(socket.family, socket.getsockname())
