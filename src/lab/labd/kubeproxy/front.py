@@ -178,6 +178,11 @@ class _Exchange:
         conn = self.conn
         while len(conn.buf) < MAX_HEAD:
             try:
+                # Most answers end before the client sends anything, and this wait is then
+                # cancelled: waiting on the socket itself skips the TLS read's failed attempts
+                # (two exceptions raised and unwound). Records already buffered by the TLS
+                # stream are not news here: the next request is read after this answer.
+                await trio.lowlevel.wait_readable(self.stream.transport_stream.socket)
                 data = await self.stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""

@@ -144,6 +144,12 @@ class Pool:
                 while True:
                     event = reader.next_event()
                     if event is h1.NEED_DATA:
+                        if not received:
+                            # The answer cannot be here yet: wait on the socket itself, not
+                            # through the TLS read's failed attempts (two exceptions raised and
+                            # unwound per request). Anything the TLS stream buffered before the
+                            # request was sent is no part of the answer and fails it below.
+                            await trio.lowlevel.wait_readable(conn.socket)
                         data = await stream.receive_some(READ_SIZE)
                         received = received or bool(data)
                         reader.feed(data)
