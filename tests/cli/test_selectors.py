@@ -170,8 +170,9 @@ async def exec_and_logs(
     ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
     assert ran == expected | {EXTRA_NAME}, selectors
     done = await labctl(env, "exec", *flags, "--", "echo", "hi")
+    assert done.returncode == 0, (selectors, done.stderr)
     ran = {line.split(" | ")[0].strip() for line in done.stdout.splitlines()}
-    assert ran == expected, selectors
+    assert ran == expected, (selectors, done.stderr)
     noun = "server" if len(expected) == 1 else "servers"
     summary = f"{len(expected)} {noun}: {len(expected)} succeeded, 0 failed"
     assert done.stderr.splitlines()[-1] == summary
