@@ -141,14 +141,21 @@ class _Exchange:
         "done",
         "left",
         "pending",
+        "socket",
         "stream",
         "wrote",
     )
 
     def __init__(
-        self, stream: trio.SSLStream[Any], conn: _Connection, date: bytes, close: bool
+        self,
+        stream: trio.SSLStream[Any] | PushedBackTLS,
+        socket: trio.socket.SocketType,
+        conn: _Connection,
+        date: bytes,
+        close: bool,
     ) -> None:
         self.stream = stream
+        self.socket = socket
         self.conn = conn
         self.date = date
         self.close = close
@@ -182,7 +189,7 @@ class _Exchange:
                 # cancelled: waiting on the socket itself skips the TLS read's failed attempts
                 # (two exceptions raised and unwound). Records already buffered by the TLS
                 # stream are not news here: the next request is read after this answer.
-                await trio.lowlevel.wait_readable(self.stream.transport_stream.socket)
+                await trio.lowlevel.wait_readable(self.socket)
                 data = await self.stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
@@ -277,7 +284,7 @@ class KubeFront:
 
     async def serve(
         self,
-        stream: trio.SSLStream[Any],
+        stream: trio.SSLStream[Any] | PushedBackTLS,
         tls: dict[str, Any],
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
@@ -301,13 +308,16 @@ class KubeFront:
 
     async def _serve(
         self,
-        stream: trio.SSLStream[Any],
+        stream: trio.SSLStream[Any] | PushedBackTLS,
         conn: _Connection,
         tls: dict[str, Any],
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
     ) -> trio.abc.Stream | None:
         buf = conn.buf
+        # A front before this one (the agents') may hand on what it read as a PushedBackTLS.
+        tls_stream = stream.tls_stream if isinstance(stream, PushedBackTLS) else stream
+        socket = tls_stream.transport_stream.socket
         while True:
             request = parse_head(buf)
             # The whole head must arrive within the idle timeout, however it trickles in.
@@ -326,7 +336,9 @@ class KubeFront:
             if isinstance(request, HandOff):
                 return PushedBackTLS(stream, bytes(buf))
             del buf[: request.size]
-            exchange = _Exchange(stream, conn, self._date.now(), request.close or self._closing)
+            exchange = _Exchange(
+                stream, socket, conn, self._date.now(), request.close or self._closing
+            )
             path, _, query = request.target.partition(b"?")
             scope = {
                 "type": "http",
