@@ -17,7 +17,8 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -78,39 +79,99 @@ async def connect(
     """Open ``path`` on labd; raises Unavailable, Unauthenticated or the rejection's LabError.
 
     Cancellation closes the connection (labd then cancels every stream it carried).
+
+    We own the TLS stream and finish its handshake before trio-websocket sees it: its reader
+    task sends the upgrade request, and a TLS error there (an untrusted labd, a revoked
+    certificate) was lost in that task, so the caller waited out ``connect_timeout`` and was
+    told labd did not answer. Owning it also closes the TCP connection trio-websocket 0.12
+    keeps open when labd hangs up right after the close handshake.
     """
     url = ws_url(server, path)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    opened = False  # from here on, an exception is the caller's own: raised as it is
+    deadline = trio.current_time() + connect_timeout
     try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            ssl_context=ssl_context,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=DISCONNECT_TIMEOUT,
-            max_message_size=MAX_PAYLOAD + HEADER_SIZE,
-            receive_buffer_size=BULK_READ,
-        ) as ws:
-            # Whole buffers per read rather than one TLS record (lab.runtime.tlsread); the
-            # reader task's next receive uses it.
-            if isinstance(ws._stream, trio.SSLStream):
-                ws._stream = RecordReadingStream(ws._stream)
+        async with trio.open_nursery() as nursery:
+            with trio.fail_at(deadline):
+                stream = await _open_tls(host, port, ssl_context)
+            try:
+                with trio.fail_at(deadline):
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        # Whole buffers per read rather than one TLS record (lab.runtime.tlsread);
+                        # trio-websocket only sends, receives and closes, whatever it names.
+                        cast(Any, RecordReadingStream(stream)),
+                        host if port in (80, 443) else f"{host}:{port}",
+                        resource,
+                        max_message_size=MAX_PAYLOAD + HEADER_SIZE,
+                        receive_buffer_size=BULK_READ,
+                    )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            opened = True
             try:
                 yield ws
             finally:
-                # trio-websocket 0.12 keeps the client's TCP stream open when labd hangs up
-                # right after the close handshake (it reads EOF and stops); close it here so
-                # no socket outlives the connection (lab.agent.daemon.connect avoids the same
-                # bug by owning the stream).
-                await trio.aclose_forcefully(ws._stream)
-    except trio_websocket.ConnectionRejected as exc:
-        raise rejected(exc.status_code, exc.body) from None
-    except trio_websocket.ConnectionTimeout:
-        raise timed_out(server, connect_timeout) from None
-    except trio_websocket.HandshakeError as exc:
-        # trio-websocket 0.12 raises every OSError of the connect (TCP, TLS) as a
-        # HandshakeError from it: say what it was, as the fast exec does.
-        raise _connect_error(server, exc.__cause__ or exc) from None
-    except (OSError, trio.BrokenResourceError) as exc:
-        raise _connect_error(server, exc) from None
+                with trio.move_on_after(DISCONNECT_TIMEOUT):
+                    await ws.aclose()
+                await trio.aclose_forcefully(stream)
+                nursery.cancel_scope.cancel()  # the reader task, if the close did not end it
+    except BaseExceptionGroup as group:
+        exc = _single(group)
+        if opened or exc is group:
+            raise exc from None
+        raise _connect_failure(server, connect_timeout, exc) from None
+    except BaseException as exc:
+        if opened:
+            raise
+        raise _connect_failure(server, connect_timeout, exc) from None
+
+
+async def _open_tls(
+    host: str, port: int, context: ssl.SSLContext
+) -> trio.SSLStream[trio.SocketStream]:
+    """TCP and a finished TLS handshake to labd."""
+    stream = await trio.open_ssl_over_tcp_stream(
+        host, port, ssl_context=context, https_compatible=True
+    )
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception of a nursery's group (the caller's own, or the reader task's); the
+    group itself when it holds several."""
+    leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+    if len(leaves) == 1:
+        return leaves[0]
+    return group
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _connect_failure(server: str, timeout: float, exc: BaseException) -> BaseException:
+    """What ``connect`` raises for ``exc``, a failure to open the connection: a LabError
+    (anything else, a cancellation say, as it is)."""
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return rejected(exc.status_code, exc.body)
+    if isinstance(exc, trio.TooSlowError | trio_websocket.ConnectionTimeout):
+        return timed_out(server, timeout)
+    if isinstance(exc, trio_websocket.HandshakeError):
+        return _connect_error(server, exc.__cause__ or exc)
+    if isinstance(exc, OSError | trio.BrokenResourceError) and not isinstance(exc, BrokenPipeError):
+        return _connect_error(server, exc)
+    return exc
 
 
 def _connect_error(server: str, exc: BaseException) -> LabError:
