@@ -214,7 +214,9 @@ class ExecSession:
         # One stream: the whole grown window (lab.proto.streams.grown_window(1)).
         self.window = GROWN_WINDOW
         self.outstanding = GROWN_WINDOW
-        self._send("credit", stream_id=self.stream_id, bytes=GROWN_WINDOW - DEFAULT_WINDOW)
+        # labd may have ended the stream and closed already: the next read reports that.
+        with contextlib.suppress(OSError):
+            self._send("credit", stream_id=self.stream_id, bytes=GROWN_WINDOW - DEFAULT_WINDOW)
         for opcode, payload in items[1:]:
             if self.done:
                 break  # as in the loop: nothing is read past the end

@@ -254,7 +254,10 @@ class StreamSession:
             )
             self.streams.open(sid, state)
             if window > DEFAULT_WINDOW:
-                await self.send(Credit(stream_id=sid, bytes=window - DEFAULT_WINDOW))
+                # labd may have ended every stream and closed already (denied, offline): the
+                # reader reports that close; the grant is then moot.
+                with contextlib.suppress(trio_websocket.ConnectionClosed):
+                    await self.send(Credit(stream_id=sid, bytes=window - DEFAULT_WINDOW))
         return list(self.streams.values())
 
     async def _receive_message(self) -> Message:
