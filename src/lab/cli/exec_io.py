@@ -30,6 +30,7 @@ CONNECT_TIMEOUT = 10.0  # lab.client.wsclient.CONNECT_TIMEOUT
 DISCONNECT_TIMEOUT = 2.0
 # The largest message labd sends: a data frame's header and lab.proto's MAX_PAYLOAD.
 MAX_MESSAGE = 1024 * 1024 + 13
+RECEIVE_BATCH = 1024 * 1024  # bytes one receive() takes off the socket at most
 _PROTOCOL_ERROR = 1002
 _TOO_BIG = 1009
 
@@ -97,7 +98,11 @@ class Connection:
             raise
 
     def send(self, opcode: int, payload: bytes) -> None:
-        """Send one frame, waiting while the socket cannot take more."""
+        """Send one frame, waiting while the socket cannot take more. Once labd's end of
+        the connection was read (a close, EOF), nothing sent can reach it: nothing is sent
+        (the TLS layer would raise once it saw the EOF)."""
+        if self.eof:
+            return
         view = memoryview(wscore.frame(opcode, payload))
         while view:
             try:
@@ -118,14 +123,16 @@ class Connection:
         if self.eof:
             raise Closed(ABNORMAL, None)
         try:
-            while True:
+            # recv returns one TLS record (16 KiB) at most: take every record already here
+            # (up to RECEIVE_BATCH) in this call, not one per trip through the caller's loop.
+            taken = 0
+            while taken < RECEIVE_BATCH:
                 data = self.sock.recv(262144)
                 if not data:
                     self.eof = True
                     break
                 self.reader.feed(data)
-                if not self.sock.pending():
-                    break
+                taken += len(data)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             pass
         except OSError:
