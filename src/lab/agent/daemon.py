@@ -17,30 +17,24 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 import yaml
 from attrs import Factory, frozen
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionTimeout,
-    HandshakeError,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from lab import __version__
 from lab.agent.dispatch import ConnectionGone, Dispatcher, SendFn
 from lab.agent.executor import Outgoing
 from lab.agent.identity import AGENT_FILE, EnrolledIdentity, load_enrolled, renew
 from lab.agent.leftovers import Ledger
+from lab.agent.wsconnect import connect as connect  # re-exported: tests open raw agent connections
 from lab.client.api import LabClient
 from lab.client.credentials import load_credentials
 from lab.errors import ConfigError, LabError
 from lab.proto import ProtocolError, decode, decode_data, encode
-from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
 from lab.proto.messages import Heartbeat, Hello
 from lab.proto.session import (
     AgentSession,
@@ -53,14 +47,12 @@ from lab.proto.session import (
     State,
 )
 from lab.runtime.renewal import keep_renewed
-from lab.runtime.tlsread import BULK_READ, RecordReadingStream
 
 log = logging.getLogger("lab.agent")
 
 LOG_SOURCES_ENV = "LAB_AGENT_LOG_SOURCES"
 SERVERS_ENV = "LAB_AGENT_SERVERS"
 PID_FILE = "lab-agent.pid"
-WS_PATH = "/ws/agent"
 CLOSE_TIMEOUT = 2.0
 # Messages and data frames queued for the writer (frames are at most MAX_PAYLOAD each).
 OUTBOX_SIZE = 32
@@ -164,49 +156,6 @@ def heartbeat() -> Heartbeat:
         memory_available=memory.get("MemAvailable", 0),
         version=__version__,
     )
-
-
-async def connect(
-    nursery: trio.Nursery,
-    host: str,
-    port: int,
-    context: ssl.SSLContext,
-    *,
-    connect_timeout: float,
-    resource: str = WS_PATH,
-) -> tuple[WebSocketConnection, trio.SSLStream[trio.SocketStream]]:
-    """Open TLS to labd and the WebSocket on it; the caller closes both.
-
-    We own the TLS stream rather than using ``open_websocket``: trio-websocket 0.12 never
-    closes the TCP connection of a client whose server closed the WebSocket first. Raises
-    :class:`HandshakeError` (``ConnectionTimeout`` after ``connect_timeout``,
-    ``ConnectionRejected`` when labd answers with an HTTP error).
-    """
-    stream = None
-    try:
-        with trio.fail_after(connect_timeout):
-            stream = await trio.open_ssl_over_tcp_stream(
-                host, port, ssl_context=context, https_compatible=True
-            )
-            # Whole buffers per read rather than one TLS record (lab.runtime.tlsread);
-            # trio-websocket only sends, receives and closes, though it names the stream types.
-            ws = await wrap_client_stream(
-                nursery,
-                cast(Any, RecordReadingStream(stream)),
-                host,
-                resource,
-                max_message_size=HEADER_SIZE + MAX_PAYLOAD,
-                receive_buffer_size=BULK_READ,
-            )
-    except BaseException as exc:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-        if isinstance(exc, trio.TooSlowError):
-            raise ConnectionTimeout from None
-        if isinstance(exc, OSError | trio.BrokenResourceError):
-            raise HandshakeError(str(exc)) from exc
-        raise
-    return ws, stream
 
 
 E = TypeVar("E", bound=BaseException)
@@ -394,8 +343,8 @@ class Agent:
         except* HandshakeError as group:
             exc = _first(group)
             status = getattr(exc, "status_code", None)
-            cause = exc.__cause__ or exc
-            why = f"refused with HTTP {status}" if status else str(cause) or repr(cause)
+            # connect says why in the message (lab.agent.wsconnect.connect_failure).
+            why = f"refused with HTTP {status}" if status else str(exc) or repr(exc)
             refused = status in (401, 403)
             if refused:
                 log.error(
