@@ -205,6 +205,18 @@ def test_an_idle_reader_holds_no_buffer() -> None:
     assert reader._buf is None
 
 
+def test_unmasking_is_rfc_6455s_at_every_length_and_offset() -> None:
+    # RFC 6455 5.7: "Hello" masked with 37 fa 21 3d.
+    assert unmask(bytes.fromhex("7f9f4d5158"), bytes.fromhex("37fa213d")) == b"Hello"
+    key = bytes((0x00, 0x01, 0x80, 0xFF))  # a zero byte leaves its quarter as it is
+    for size in (1, 2, 3, 4, 5, 255, 256 * 1024 + 3):
+        payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        expected = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        assert unmask(payload, key) == expected
+        assert unmask(memoryview(bytearray(payload)), bytearray(key)) == expected
+    assert unmask(b"", key) == b""
+
+
 # --- frames to the client ---
 
 
