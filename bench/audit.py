@@ -24,7 +24,7 @@ import trio
 from lab import pki
 from lab.labd.audit.keys import audit_keys
 from lab.labd.config import LabdConfig
-from lab.labd.main import serve_labd
+from lab.labd.server import serve_labd
 from lab.store import open_store
 from lab.store.auditchain import verify_chain
 

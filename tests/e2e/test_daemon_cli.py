@@ -70,6 +70,30 @@ def test_help_version_and_bad_arguments_touch_no_file(program: str, tmp_path: Pa
     assert not (tmp_path / "home").exists()
 
 
+# What labd --help and --version must not import: the server stack costs most of a second.
+SERVER_STACK = ("quart", "quart_trio", "hypercorn", "lab.labd.server", "lab.labd.app")
+_MODULES_AFTER = """
+import runpy, sys
+sys.argv = ["labd", sys.argv[1]]
+try:
+    runpy.run_module("lab.labd.main", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("\\n".join(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_labd_help_and_version_load_no_server_stack(flag: str, tmp_path: Path) -> None:
+    res = run([sys.executable, "-c", _MODULES_AFTER, flag], daemon_env(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Usage: labd" if flag == "--help" else "labd "), res.stdout
+    loaded = res.stderr.split()
+    assert "lab.labd" in loaded and "cyclopts" in loaded
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in SERVER_STACK)]
+    assert heavy == []
+
+
 @pytest.mark.parametrize("program", ["labd", "lab-bastion"])
 def test_port_in_use_is_one_line_naming_port_and_holder(program: str, tmp_path: Path) -> None:
     module, _ = DAEMONS[program]

@@ -18,7 +18,7 @@ from lab.agent.identity import enroll
 from lab.labd.config import LabdConfig
 from lab.labd.context import LabdContext
 from lab.labd.hub.registry import AgentHub
-from lab.labd.main import serve_labd
+from lab.labd.server import serve_labd
 from lab.proto import decode, encode
 from lab.proto.messages import Hello, Message
 from tests.labd.harness import Credentials, RunningLabd

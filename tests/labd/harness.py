@@ -24,7 +24,7 @@ import trio
 from lab import pki
 from lab.labd.config import LabdConfig
 from lab.labd.context import LabdContext
-from lab.labd.main import serve_labd
+from lab.labd.server import serve_labd
 
 
 @attrs.frozen

@@ -27,7 +27,7 @@ from lab.bastion.labd_link import join, open_labd_link
 from lab.cli.audit_cmd import read_witnesses
 from lab.labd.config import LabdConfig
 from lab.labd.context import LabdContext
-from lab.labd.main import serve_labd
+from lab.labd.server import serve_labd
 from lab.model import AuditEntry
 from lab.runtime.witness import WITNESS_FILE, keep
 from lab.store import open_store
