@@ -41,7 +41,8 @@ class TLSConnectionFront(Protocol):
     ) -> trio.abc.Stream | None:
         """Serve ``stream`` (``tls`` is its ASGI ``tls`` extension, ``client`` and ``server``
         the scope's addresses): ``None`` when served to its end (and closed), else the stream
-        hypercorn continues from (a :class:`PushedBackTLS`)."""
+        hypercorn continues from (a :class:`PushedBackTLS`). A front that serves the
+        connection to its end may empty ``tls`` (no one reads it after)."""
 
     def close_idle(self) -> None:
         """As :meth:`ConnectionFront.close_idle`."""
