@@ -151,6 +151,9 @@ async def test_connection_refused_is_unavailable_with_doctor_hint() -> None:
                 await c.get("/api/auth/whoami")
     assert info.value.details["hint"] == DOCTOR_HINT
     assert f"127.0.0.1:{port}" in info.value.message
+    # The reason, not only trio's "all attempts to connect ... failed" (the bastion's labd
+    # link logs this message too).
+    assert "Connection refused" in info.value.message
 
 
 async def test_timeout_is_unavailable() -> None:

@@ -17,6 +17,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from lab.client.wserrors import os_reason
 from lab.proto.frames import HEADER_SIZE, MAX_PAYLOAD
 from lab.runtime.tlsread import BULK_READ, RecordReadingStream
 
@@ -85,11 +86,6 @@ def connect_failure(exc: BaseException) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return str(exc.reason or exc)
-    if isinstance(exc, OSError) and isinstance(exc.__cause__, BaseExceptionGroup):
-        # trio's failed TCP connect: one error per address tried.
-        causes = [e for e in exc.__cause__.exceptions if isinstance(e, OSError)]
-        if causes:
-            return "; ".join(dict.fromkeys(_reason(e) for e in causes))
     if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or repr(exc)
+        return os_reason(exc)
     return str(exc) or repr(exc)

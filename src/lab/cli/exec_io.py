@@ -213,6 +213,7 @@ def _left(deadline: float) -> float:
 def _tcp(host: str, port: int, deadline: float) -> socket.socket:
     """A connected TCP socket to ``host``, trying each address (trio's words when all fail)."""
     addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    errors: list[OSError] = []
     for family, kind, proto, _, address in addresses:
         sock = socket.socket(family, kind, proto)
         try:
@@ -223,10 +224,12 @@ def _tcp(host: str, port: int, deadline: float) -> socket.socket:
         except TimeoutError:
             sock.close()
             raise
-        except OSError:
+        except OSError as exc:
             sock.close()
+            errors.append(exc)
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    raise OSError(f"all attempts to connect to {shown} failed")
+    message = f"all attempts to connect to {shown} failed"
+    raise OSError(message) from ExceptionGroup(message, errors) if errors else None
 
 
 class Output:

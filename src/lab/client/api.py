@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from attrs import frozen
@@ -34,6 +34,7 @@ from lab.client.credentials import (
     save_credentials,
 )
 from lab.client.settings import load_settings
+from lab.client.wserrors import os_reason
 from lab.errors import (
     Conflict,
     Invalid,
@@ -102,11 +103,16 @@ def _retry_after(response: httpx.Response, details: dict[str, Any]) -> float:
     return 1.0
 
 
-def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+E = TypeVar("E", bound=BaseException)
+
+
+def _in_chain(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc``'s chain of causes (httpx and httpcore wrap the socket's
+    and TLS's errors in their own)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -115,7 +121,7 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
 
 def error_from_transport(exc: httpx.TransportError, server: str) -> LabError:
     """The :class:`LabError` for a request that got no HTTP answer."""
-    tls = _ssl_error(exc)
+    tls = _in_chain(exc, ssl.SSLError)
     if isinstance(tls, ssl.SSLCertVerificationError):
         return Unauthenticated(
             f"labd at {server} presented a certificate our CA bundle does not trust "
@@ -139,9 +145,13 @@ def error_from_transport(exc: httpx.TransportError, server: str) -> LabError:
             f"server URL {server!r} is not an http(s) URL",
             details={"fields": ["server"], "hint": "labctl config set server https://HOST:3100"},
         )
-    what = (
-        "timed out" if isinstance(exc, httpx.TimeoutException) else (str(exc) or type(exc).__name__)
-    )
+    os_error = _in_chain(exc, OSError)  # the connect's, below httpx's and httpcore's ConnectError
+    if isinstance(exc, httpx.TimeoutException):
+        what = "timed out"
+    elif os_error is not None:
+        what = os_reason(os_error)
+    else:
+        what = str(exc) or type(exc).__name__
     return Unavailable(f"cannot reach labd at {server}: {what}", details={"hint": DOCTOR_HINT})
 
 

@@ -113,9 +113,23 @@ def tls_failed(server: str, exc: ssl.SSLError) -> LabError:
 
 def unreachable(server: str, exc: OSError) -> LabError:
     return Unavailable(
-        f"cannot reach labd at {server}: {exc.strerror or exc}",
+        f"cannot reach labd at {server}: {os_reason(exc)}",
         details={"hint": "is labd running? labctl doctor"},
     )
+
+
+def os_reason(exc: OSError) -> str:
+    """What a failed connect's OSError says: trio's (``all attempts to connect ... failed``,
+    and lab.cli.exec_io's alike) carries the error of each address tried as its cause, and
+    those name the reason (``Connection refused``)."""
+    group = exc.__cause__
+    if isinstance(group, BaseExceptionGroup):
+        causes = [e for e in group.exceptions if isinstance(e, OSError)]
+        if causes:
+            return "; ".join(
+                dict.fromkeys(os.strerror(e.errno) if e.errno else str(e) for e in causes)
+            )
+    return exc.strerror or str(exc) or repr(exc)
 
 
 def identity_paths(directory: Path, *, hint: str) -> tuple[Path, Path, Path]:
