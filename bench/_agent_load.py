@@ -1,11 +1,12 @@
 """Load process for bench/agents.py: many real lab-agent connection drivers in one process.
 
-Run: ``python bench/_agent_load.py STATE_ROOT N``, where ``STATE_ROOT/a1 … aN`` are enrolled
-agent state dirs. Each simulated agent is :class:`lab.agent.daemon.Agent` (the same hello,
-heartbeats, backoff with full jitter and ``retry_after`` honouring as ``lab-agent run``),
-without running commands. Prints ``online G SECONDS`` once all N agents completed their G-th
-welcomed session (1: first connect, 2: back after a labd restart, …), SECONDS on the monotonic
-clock, and stops on SIGTERM or when stdin closes.
+Run: ``python bench/_agent_load.py STATE_ROOT N [FIRST]``, where ``STATE_ROOT/aFIRST …`` (N of
+them, FIRST 1 by default) are enrolled agent state dirs. Each simulated agent is
+:class:`lab.agent.daemon.Agent` (the same hello, heartbeats, backoff with full jitter and
+``retry_after`` honouring as ``lab-agent run``), without running commands. Prints
+``online G SECONDS`` once all N agents completed their G-th welcomed session (1: first
+connect, 2: back after a labd restart, …), SECONDS on the monotonic clock, and stops on
+SIGTERM or when stdin closes.
 """
 
 from __future__ import annotations
@@ -65,13 +66,13 @@ async def wait_stop() -> None:
             waiters.start_soon(on_stdin)
 
 
-async def main(root: Path, n: int) -> None:
+async def main(root: Path, n: int, first: int = 1) -> None:
     reached: Counter[int] = Counter()
     shutdown = trio.Event()
     async with trio.open_nursery() as watchers:
         with trio.CancelScope() as stopping:
             async with trio.open_nursery() as agents:
-                for i in range(1, n + 1):
+                for i in range(first, first + n):
                     settings = AgentSettings(
                         state_dir=root / f"a{i}", renew=False, connect_timeout=30.0
                     )
@@ -90,4 +91,4 @@ if __name__ == "__main__":
     # N agents' reconnect warnings during the restart would drown the bench's output.
     logging.basicConfig(level=logging.ERROR)
     raise_fd_limit()
-    trio.run(main, Path(sys.argv[1]), int(sys.argv[2]))
+    trio.run(main, Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if sys.argv[3:] else 1)

@@ -1,9 +1,11 @@
 """Many agents on one labd: memory and CPU at steady state, and coming back after a restart.
 
-Run: ``python bench/agents.py [--agents 1000] [--steady 20] [--admit-rate 200]``
-(``--agents 10000`` for the large case). labd runs as its own process; N agents, each with its
-own enrolled identity (one reusable join token with ``max_uses N``), run as real lab-agent
-connection drivers in a separate load process (bench/_agent_load.py). Prints:
+Run: ``python bench/agents.py [--agents 1000] [--steady 20] [--admit-rate 200] [--load-procs 1]``
+(``--agents 10000 --load-procs 4`` for the large case: one Python process cannot drive 10,000
+agents' TLS handshakes within their timeouts). labd runs as its own process; N agents, each
+with its own enrolled identity (one reusable join token with ``max_uses N``), run as real
+lab-agent connection drivers in separate load processes (bench/_agent_load.py), the agents
+split evenly between them. Prints:
 
 - ``agents_online_N``: seconds from starting the load process until all N are welcomed;
 - ``agents_labd_rss_N``: labd's RSS in MB with N agents connected (goal: 10,000 in ≤ 1 GB);
@@ -83,8 +85,26 @@ async def enroll_all(running: RunningLabd, root: Path, n: int) -> None:
             nursery.start_soon(one, i)
 
 
-async def read_online(proc: trio.Process, events: dict[int, tuple[float, trio.Event]]) -> None:
-    """Parse the load process's ``online G SECONDS`` lines into ``events[G]``."""
+class Online:
+    """When every load process had all its agents welcomed for the G-th time (the last one)."""
+
+    def __init__(self, procs: int) -> None:
+        self.procs = procs
+        self.seen: dict[int, list[float]] = {}
+        self.events: dict[int, trio.Event] = {}
+
+    def event(self, generation: int) -> trio.Event:
+        return self.events.setdefault(generation, trio.Event())
+
+    def reached(self, generation: int, seconds: float) -> None:
+        seen = self.seen.setdefault(generation, [])
+        seen.append(seconds)
+        if len(seen) == self.procs:
+            self.event(generation).set()
+
+
+async def read_online(proc: trio.Process, online: Online) -> None:
+    """Parse a load process's ``online G SECONDS`` lines."""
     assert proc.stdout is not None
     buffered = b""
     async for chunk in proc.stdout:
@@ -93,19 +113,16 @@ async def read_online(proc: trio.Process, events: dict[int, tuple[float, trio.Ev
         for line in lines:
             word, generation, seconds = line.decode().split()
             assert word == "online"
-            event = events.setdefault(int(generation), (0.0, trio.Event()))[1]
-            events[int(generation)] = (float(seconds), event)
-            event.set()
+            online.reached(int(generation), float(seconds))
 
 
-async def wait_online(events: dict[int, tuple[float, trio.Event]], generation: int) -> float:
-    entry = events.setdefault(generation, (0.0, trio.Event()))
+async def wait_online(online: Online, generation: int) -> float:
     with trio.fail_after(ONLINE_TIMEOUT):
-        await entry[1].wait()
-    return events[generation][0]
+        await online.event(generation).wait()
+    return max(online.seen[generation])
 
 
-async def main(n: int, steady: float, admit_rate: float) -> None:
+async def main(n: int, steady: float, admit_rate: float, procs: int) -> None:
     raise_fd_limit(n + 1000)
     py = sys.executable
     with tempfile.TemporaryDirectory() as d:
@@ -119,20 +136,22 @@ async def main(n: int, steady: float, admit_rate: float) -> None:
             port = port_of(status)
             config = LabdConfig(host="127.0.0.1", port=port, data_dir=str(data))
             running = RunningLabd(config=config, host="127.0.0.1", port=port, shutdown=trio.Event())
-            load: trio.Process | None = None
+            loads: list[trio.Process] = []
             try:
                 await enroll_all(running, tmp / "agents", n)
                 rss_idle, _ = proc_rss_mb(labd.pid)
-                events: dict[int, tuple[float, trio.Event]] = {}
+                events = Online(procs)
                 t0 = time.monotonic()
                 loader = str(Path(__file__).parent / "_agent_load.py")
-                load = await trio.lowlevel.open_process(
-                    [py, loader, str(tmp / "agents"), str(n)],
-                    env=clean_env(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
-                nursery.start_soon(read_online, load, events)
+                for first, count in split(n, procs):
+                    load = await trio.lowlevel.open_process(
+                        [py, loader, str(tmp / "agents"), str(count), str(first)],
+                        env=clean_env(),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                    )
+                    loads.append(load)
+                    nursery.start_soon(read_online, load, events)
                 online = await wait_online(events, 1) - t0
                 emit(f"agents_online_{n}", online, "s", None)
 
@@ -166,8 +185,9 @@ async def main(n: int, steady: float, admit_rate: float) -> None:
                 emit(f"agents_restart_after_ready_{n}", back - t_ready, "s", None)
             finally:
                 with trio.CancelScope(shield=True):
-                    if load is not None:
+                    for load in loads:
                         load.terminate()
+                    for load in loads:
                         with trio.move_on_after(30):
                             await load.wait()
                         load.kill()
@@ -176,10 +196,19 @@ async def main(n: int, steady: float, admit_rate: float) -> None:
                 nursery.cancel_scope.cancel()
 
 
+def split(n: int, procs: int) -> list[tuple[int, int]]:
+    """(first agent, count) for each load process: ``n`` agents split evenly."""
+    procs = max(1, min(procs, n))
+    sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    starts = [1 + sum(sizes[:i]) for i in range(procs)]
+    return list(zip(starts, sizes, strict=True))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--steady", type=float, default=20.0)
     parser.add_argument("--admit-rate", type=float, default=200.0)
+    parser.add_argument("--load-procs", type=int, default=1)
     args = parser.parse_args()
-    trio.run(main, args.agents, args.steady, args.admit_rate)
+    trio.run(main, args.agents, args.steady, args.admit_rate, args.load_procs)
