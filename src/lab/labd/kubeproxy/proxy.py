@@ -463,6 +463,10 @@ class KubeProxy:
                     nursery.start_soon(then_cancel, up, nursery.cancel_scope)
                 if session.reason is not None:
                     ended_by = session.reason
+                elif scanner is not None and scanner.status is not None:
+                    # The API server sent the exit status, which ends a channel session; the
+                    # client hanging up on reading it may be seen before the server's close.
+                    ended_by = "upstream"
         finally:
             self.context.metrics.kube_sessions_active.dec()
             code, message = exit_status(scanner.status if scanner is not None else None)
