@@ -52,7 +52,7 @@ def _invalid(resp: httpx.Response, field: str, reason: str | None = None) -> dic
 
 
 async def test_deep_json_is_a_400_naming_the_limit_and_audited(tmp_path: Path) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
             headers = {"Content-Type": "application/json"}
@@ -83,7 +83,7 @@ async def test_deep_json_is_a_400_naming_the_limit_and_audited(tmp_path: Path) -
 async def test_lone_surrogates_and_control_characters_in_names_are_400_and_audited(
     tmp_path: Path,
 ) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
             async with labd.client(admin) as http:
@@ -127,7 +127,7 @@ async def test_lone_surrogates_and_control_characters_in_names_are_400_and_audit
 
 
 async def test_label_values_with_control_characters_are_refused(tmp_path: Path) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
             token = await labd.create_token(admin, "agent")
@@ -144,7 +144,7 @@ async def test_label_values_with_control_characters_are_refused(tmp_path: Path) 
 async def test_exec_argv_with_a_surrogate_gets_an_error_and_an_audit_entry(
     tmp_path: Path,
 ) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
             ctx = labd.ssl_context(admin, alpn=["http/1.1"])
@@ -163,7 +163,7 @@ async def test_exec_argv_with_a_surrogate_gets_an_error_and_an_audit_entry(
 async def test_deep_json_on_websocket_messages_closes_that_connection_only(
     tmp_path: Path,
 ) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         async with running_labd(tmp_path) as labd:
             admin = await labd.admin()
             ctx = labd.ssl_context(admin, alpn=["http/1.1"])
@@ -184,7 +184,7 @@ async def test_deep_json_on_websocket_messages_closes_that_connection_only(
 async def test_bastion_json_routes_refuse_deep_json_and_surrogates(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(120):
         gen = cast(AsyncGenerator[Running, None], start_bastion(nursery, tmp_path))
         async with aclosing(gen) as running:
             async for bastion in running:
