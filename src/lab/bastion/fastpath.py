@@ -15,12 +15,9 @@ byte of the request it did not take. :class:`DispatchFront` is the trio driver.
 
 from __future__ import annotations
 
-import enum
 import re
 import time
 from collections.abc import Awaitable, Callable
-from email.utils import formatdate
-from typing import Final
 from urllib.parse import parse_qsl
 
 import trio
@@ -29,6 +26,7 @@ from attrs import frozen
 from lab.bastion.validate import normalize_mac
 from lab.errors import Invalid
 from lab.runtime.front import PushedBack
+from lab.runtime.httphead import HAND_OFF, HandOff, HttpDate
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
 from lab.runtime.metrics import BastionMetrics
 
@@ -39,13 +37,6 @@ whether it arrives whole or in pieces."""
 Headers = list[tuple[bytes, bytes]]
 Answer = Callable[[str], Awaitable[tuple[int, Headers, bytes]]]
 """``answer(mac) -> (status, headers, body)``: what the app would answer to ``/dispatch``."""
-
-
-class HandOff(enum.Enum):
-    HAND_OFF = enum.auto()
-
-
-HAND_OFF: Final = HandOff.HAND_OFF
 
 
 @frozen
@@ -120,21 +111,6 @@ def first_mac(query: bytes) -> str | None:
     return None
 
 
-class _Date:
-    """The ``date`` header's value, formatted once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def now(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._value = formatdate(second, usegmt=True).encode()
-        return self._value
-
-
 _RID = REQUEST_ID_HEADER.lower().encode()
 
 
@@ -162,7 +138,7 @@ class DispatchFront:
         self.idle_timeout = idle_timeout or float("inf")
         self._connections: set[_Connection] = set()
         self._closing = False
-        self._date = _Date()
+        self._date = HttpDate()
 
     def close_idle(self) -> None:
         self._closing = True

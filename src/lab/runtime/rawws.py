@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import functools
 import hashlib
 import re
 import struct
-from typing import Final, NoReturn
+from typing import NoReturn
 
 import trio
 from attrs import frozen
+
+from lab.runtime.httphead import HAND_OFF, HandOff
 
 MAX_HEAD = 8192
 """A longer request head goes to hypercorn, whose own limit then answers it."""
@@ -50,13 +51,6 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _OPCODES = frozenset({CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG})
-
-
-class HandOff(enum.Enum):
-    HAND_OFF = enum.auto()
-
-
-HAND_OFF: Final = HandOff.HAND_OFF
 
 
 @frozen

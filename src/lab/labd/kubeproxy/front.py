@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any
 from urllib.parse import unquote
 
 import trio
@@ -35,6 +33,7 @@ from attrs import frozen
 
 from lab.labd.kubeproxy.calls import ASGIApp
 from lab.runtime.front import PushedBackTLS
+from lab.runtime.httphead import HAND_OFF, HandOff, HttpDate
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +47,6 @@ _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xf
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _REFUSED = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-class HandOff:
-    """The request is hypercorn's (see :data:`HAND_OFF`)."""
-
-
-HAND_OFF: Final = HandOff()
 
 
 @frozen
@@ -103,21 +95,6 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     if hosts != 1:
         return HAND_OFF
     return Head(target=line.group(1), headers=headers, size=end + 4, close=close)
-
-
-class _Date:
-    """The ``date`` header's value, formatted once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def now(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._value = formatdate(second, usegmt=True).encode()
-        return self._value
 
 
 class _Connection:
@@ -272,7 +249,7 @@ class KubeFront:
         self.idle_timeout = idle_timeout or float("inf")
         self._connections: set[_Connection] = set()
         self._closing = False
-        self._date = _Date()
+        self._date = HttpDate()
 
     def close_idle(self) -> None:
         """The server is shutting down: close connections waiting for a request now, and the
