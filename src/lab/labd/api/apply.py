@@ -27,7 +27,7 @@ from lab.apply.documents import (
     is_labd_kind,
 )
 from lab.errors import Invalid, NotFound, PermissionDenied
-from lab.labd.access import rbac
+from lab.labd.access import escalation, rbac
 from lab.labd.access.auth import Principal, check, principal, requires
 from lab.labd.access.user_sessions import DISABLED
 from lab.labd.api.bodies import body
@@ -149,9 +149,8 @@ async def _authorize(who: Principal, outcome: Outcome) -> None:
                 f"into {role_key}: it allows more than {who.subject} holds",
                 details={"object": str(role_key), "reason": "escalation"},
             )
-    held_groups = {g for r in held for g in r.kubernetes_groups}
     for role_key, group in outcome.groups:
-        if group not in held_groups:
+        if escalation.missing_groups(who, [group]):
             raise PermissionDenied(
                 f"{who.subject} may not map {role_key} to Kubernetes group {group!r}: "
                 f"no role of {who.subject} maps to it",
@@ -159,10 +158,10 @@ async def _authorize(who: Principal, outcome: Outcome) -> None:
             )
     for user_key, role in outcome.grants:
         perms, groups = await _role_rules(role, outcome)
-        if groups - held_groups:
+        if missing := escalation.missing_groups(who, groups):
             raise PermissionDenied(
                 f"{who.subject} may not grant role {role!r} to {user_key}: it maps to "
-                f"Kubernetes group {sorted(groups - held_groups)[0]!r}, which "
+                f"Kubernetes group {missing[0]!r}, which "
                 f"{who.subject} does not hold",
                 details={"object": str(user_key), "reason": "escalation", "role": role},
             )

@@ -10,7 +10,7 @@ from attrs import Factory, evolve, frozen
 from quart import Blueprint, request
 
 from lab.errors import Conflict, Invalid, NotFound
-from lab.labd.access import rbac
+from lab.labd.access import escalation, rbac
 from lab.labd.access.auth import principal, requires
 from lab.labd.api.answers import created
 from lab.labd.api.bodies import body
@@ -164,6 +164,10 @@ async def create() -> dict[str, Any]:
         raise Invalid(f"at most {MAX_RULES} rules", details={"fields": ["body.permissions"]})
     perms = tuple(to_permission(r, f"body.permissions[{i}]") for i, r in enumerate(req.permissions))
     groups = check_kube_groups(req.kubernetes_groups, "body.kubernetes_groups")
+    who, target = principal(), f"role/{req.name}"
+    for perm in perms:
+        escalation.check_rule(who, target, perm)
+    escalation.check_groups(who, target, groups)
     # Whoever holds the role can ask who they are, renew their certificate and ask can-i;
     # written as a visible first rule, so explain shows it and an admin may remove it.
     if SELF_SERVICE not in perms:
@@ -193,6 +197,8 @@ async def set_kubernetes_groups(name: str) -> dict[str, Any]:
     """Replace the Kubernetes groups the /k8s proxy impersonates for holders of the role."""
     groups = check_kube_groups((await body(KubernetesGroups)).groups, "body.groups")
     role = await _mutable(name)
+    # Groups the role already maps to may stay; a new one must be the caller's own.
+    escalation.check_groups(principal(), f"role/{name}", set(groups) - set(role.kubernetes_groups))
     annotate(kubernetes_groups=list(groups))
     updated = await ctx().store.roles.upsert(evolve(role, kubernetes_groups=groups))
     return role_view(updated)
@@ -211,6 +217,7 @@ async def add_rule(name: str) -> dict[str, Any]:
     """Append an allow or deny rule (a rule the role already has stays where it is)."""
     perm = to_permission(await body(Rule), "body")
     await _mutable(name)
+    escalation.check_rule(principal(), f"role/{name}", perm)
     annotate(effect=perm.effect.value, rule_action=perm.action, rule_resource=perm.resource)
     return role_view(await ctx().store.roles.add_permission(name, perm))
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from quart import Blueprint
 
-from lab.errors import Invalid
+from lab.errors import Invalid, NotFound
+from lab.labd.access import escalation
 from lab.labd.access.auth import principal, requires
 from lab.labd.api.answers import created
 from lab.labd.api.bastion import check_bastion_revoke, check_bastion_token
@@ -32,6 +33,13 @@ async def create() -> dict[str, Any]:
     req = await body(CreateToken)
     if principal().kind == "bastion":
         await check_bastion_token(req)
+    # A user token's roles become a new user's: handing them out is a grant.
+    for name in dict.fromkeys(req.roles):
+        try:
+            role = await ctx().store.roles.get(name)
+        except NotFound:
+            continue  # create_token names the unknown role
+        escalation.check_handout(principal(), f"token for user/{req.user or '*'}", role)
     if not 0 < req.ttl_seconds <= MAX_TOKEN_TTL.total_seconds():
         # Checked before building a timedelta, which overflows on absurd values.
         raise Invalid(

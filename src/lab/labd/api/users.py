@@ -9,6 +9,7 @@ from attrs import Factory, frozen
 from quart import Blueprint
 
 from lab.errors import Invalid, NotFound
+from lab.labd.access import escalation
 from lab.labd.access.auth import principal, requires
 from lab.labd.access.user_sessions import DISABLED
 from lab.labd.api.answers import created
@@ -59,9 +60,10 @@ async def create() -> dict[str, Any]:
     roles = list(dict.fromkeys(req.roles))
     for role in roles:
         try:
-            await store.roles.get(role)
+            found = await store.roles.get(role)
         except NotFound:
             raise Invalid(f"unknown role {role!r}", details={"fields": ["body.roles"]}) from None
+        escalation.check_handout(principal(), f"user/{name}", found)
     if not 0 < req.token_ttl_seconds <= 365 * 24 * 3600:
         raise Invalid(
             "token_ttl_seconds must be between 1 second and 365 days",
@@ -124,9 +126,11 @@ async def _change_roles(name: str, *, grant: bool) -> dict[str, Any]:
         raise Invalid("give at least one role", details={"fields": ["body.roles"]})
     for role in req.roles:
         try:
-            await store.roles.get(role)
+            found = await store.roles.get(role)
         except NotFound:
             raise Invalid(f"unknown role {role!r}", details={"fields": ["body.roles"]}) from None
+        if grant:
+            escalation.check_handout(principal(), f"user/{name}", found)
     annotate(roles=req.roles)  # before the writes: the details commit with the change
     for role in req.roles:
         if grant:
