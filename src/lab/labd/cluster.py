@@ -187,6 +187,13 @@ class ClusterMember:
             return None
         return replica
 
+    async def refresh_holders(self) -> None:
+        """Read the live replicas and the agents' leases now, not at the next poll: an agent
+        may have connected to another replica since the last one."""
+        at = now()
+        self.peers = {r.id: r.url for r in await self.store.replicas.list(alive_at=at)}
+        self.holders = await self.store.replicas.holders(at=at)
+
     async def wait_polled(self) -> None:
         """Wait for the end of the next poll (tests and benchmarks synchronise on it)."""
         await self._polled.wait()

@@ -87,6 +87,17 @@ class Hub(Protocol):
     ) -> AbstractAsyncContextManager[AgentStream]: ...
 
 
+async def _held_elsewhere_now(context: LabdContext, name: str) -> bool:
+    """Whether another replica holds ``name``'s agent, by its lease read now. This replica's
+    view of the leases is up to a poll old, so an agent that has just connected elsewhere
+    would otherwise be "not connected" for up to a second; only a miss pays the read."""
+    cluster = getattr(context, "cluster", None)
+    if cluster is None:
+        return False
+    await cluster.refresh_holders()
+    return cluster.holder_of(name) is not None
+
+
 def current_hub(context: LabdContext) -> Hub:
     """The agent hub of ``context``; Unavailable while labd runs without one.
 
@@ -248,7 +259,9 @@ class Relay:
                 await self._audit("denied", time.monotonic(), _describe(target.start))
             raise
         hub = current_hub(self.context)
-        if not hub.is_online(target.server):
+        if not hub.is_online(target.server) and not await _held_elsewhere_now(
+            self.context, target.server
+        ):
             # Unknown wins over offline: 404 for a name that was never enrolled.
             await self.context.store.servers.get_by_name(target.server)
             raise Unavailable("agent not connected", details={"server": target.server})
