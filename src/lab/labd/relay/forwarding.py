@@ -306,14 +306,28 @@ class ForwardingHub:
         names (Unavailable when none is alive). See :meth:`AgentHub.agent_stream`."""
         if self.hub.is_online(server_name):
             return self.hub.agent_stream(server_name, start)
+        return self._elsewhere(server_name, start)
+
+    @asynccontextmanager
+    async def _elsewhere(
+        self, server_name: str, start: ExecStart | LogsStart
+    ) -> AsyncIterator[AgentStream]:
         replica = self.cluster.holder_of(server_name)
         if replica is None:
-            return self.hub.agent_stream(server_name, start)  # NotFound / Unavailable
+            # This replica's view of the leases is up to a poll old: an agent that has just
+            # connected to another replica is found by reading them now.
+            await self.cluster.refresh_holders()
+            replica = self.cluster.holder_of(server_name)
+        if replica is None:
+            async with self.hub.agent_stream(server_name, start) as local:  # NotFound / Unavailable
+                yield local
+            return
         url = self.cluster.peers[replica]
         log.debug("forwarding a stream of %s to replica %s (%s)", server_name, replica, url)
-        return forward_stream(
+        async with forward_stream(
             url, self.cluster.client_ssl_context(), server_name, start, pool=self.cluster.links
-        )
+        ) as forwarded:
+            yield forwarded
 
 
 __all__ = [
