@@ -26,7 +26,7 @@ from attrs import frozen
 from lab.bastion.validate import normalize_mac
 from lab.errors import Invalid
 from lab.runtime.front import PushedBack
-from lab.runtime.httphead import HAND_OFF, HandOff, HttpDate
+from lab.runtime.httphead import FIELD, HAND_OFF, HandOff, HttpDate, head_end
 from lab.runtime.logs import REQUEST_ID_HEADER, begin_request
 from lab.runtime.metrics import BastionMetrics
 
@@ -52,8 +52,6 @@ class Dispatch:
 _PREFIX = b"GET /dispatch?"
 _REQUEST_LINE = re.compile(rb"GET /dispatch\?([!-~]*) HTTP/1\.1\r\n")
 # RFC 9110 token names; values of visible characters, spaces, tabs and obs-text.
-_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _REFUSED = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
 
 
@@ -62,20 +60,16 @@ def parse_head(buf: bytes | bytearray) -> Dispatch | HandOff | None:
     when its head is not complete yet."""
     if not buf.startswith(_PREFIX[: len(buf)]):
         return HAND_OFF
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        # A line ended by a bare LF (h11 takes those) would never end the head here; a head
-        # that has not ended within MAX_HEAD bytes will be longer.
-        return HAND_OFF if len(buf) >= MAX_HEAD or _BARE_LF.search(buf) else None
-    if end + 4 > MAX_HEAD:
-        return HAND_OFF
+    end = head_end(buf, MAX_HEAD)
+    if not isinstance(end, int):
+        return end
     line = _REQUEST_LINE.match(buf)
     if line is None:
         return HAND_OFF
     pos, stop = line.end(), end + 2
     host, close, rid = 0, False, None
     while pos < stop:
-        field = _FIELD.match(buf, pos, stop)
+        field = FIELD.match(buf, pos, stop)
         if field is None:
             return HAND_OFF
         pos = field.end()

@@ -25,14 +25,13 @@ import base64
 import binascii
 import functools
 import hashlib
-import re
 import struct
 from typing import NoReturn
 
 import trio
 from attrs import frozen
 
-from lab.runtime.httphead import HAND_OFF, HandOff
+from lab.runtime.httphead import FIELD, HAND_OFF, HandOff, head_end
 
 MAX_HEAD = 8192
 """A longer request head goes to hypercorn, whose own limit then answers it."""
@@ -63,8 +62,6 @@ class Upgrade:
 
 
 # RFC 9110 token names; values of visible characters, spaces, tabs and obs-text.
-_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 # Present: the request is not the plain upgrade served here (hypercorn answers it).
 _REFUSED = frozenset(
     {
@@ -84,17 +81,15 @@ def parse_upgrade(buf: bytes | bytearray, path: bytes) -> Upgrade | HandOff | No
     line = b"GET " + path + b" HTTP/1.1\r\n"
     if not buf.startswith(line[: len(buf)]):
         return HAND_OFF
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return HAND_OFF if len(buf) >= MAX_HEAD or _BARE_LF.search(buf) else None
-    if end + 4 > MAX_HEAD:
-        return HAND_OFF
+    end = head_end(buf, MAX_HEAD)
+    if not isinstance(end, int):
+        return end
     pos, stop = len(line), end + 2
     seen: dict[bytes, bytes] = {}
     connection: set[bytes] = set()
     rid = None
     while pos < stop:
-        field = _FIELD.match(buf, pos, stop)
+        field = FIELD.match(buf, pos, stop)
         if field is None:
             return HAND_OFF
         pos = field.end()

@@ -33,7 +33,7 @@ from attrs import frozen
 
 from lab.labd.kubeproxy.calls import ASGIApp
 from lab.runtime.front import PushedBackTLS
-from lab.runtime.httphead import HAND_OFF, HandOff, HttpDate
+from lab.runtime.httphead import FIELD, HAND_OFF, HandOff, HttpDate, head_end
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ READ_SIZE = 65536
 
 _REQUEST_LINE = re.compile(rb"GET (/k8s/[!-~]*) HTTP/1\.1\r\n")
 # RFC 9110 token names; values of visible characters, spaces, tabs and obs-text.
-_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _REFUSED = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
@@ -64,12 +62,9 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     when its head is not complete yet."""
     if not b"GET /k8s/".startswith(bytes(buf[:9])):
         return HAND_OFF
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        # A line ended by a bare LF (h11 takes those) would never end the head here.
-        return HAND_OFF if len(buf) >= MAX_HEAD or _BARE_LF.search(buf) else None
-    if end + 4 > MAX_HEAD:
-        return HAND_OFF
+    end = head_end(buf, MAX_HEAD)
+    if not isinstance(end, int):
+        return end
     line = _REQUEST_LINE.match(buf)
     if line is None:
         return HAND_OFF
@@ -77,7 +72,7 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     hosts, close = 0, False
     headers: list[tuple[bytes, bytes]] = []
     while pos < stop:
-        field = _FIELD.match(buf, pos, stop)
+        field = FIELD.match(buf, pos, stop)
         if field is None:
             return HAND_OFF
         pos = field.end()
